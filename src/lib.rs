@@ -1,0 +1,1 @@
+//! ferroflow: an MLflow-compatible tracking server, model registry and Kubernetes operator.
