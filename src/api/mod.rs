@@ -1,0 +1,78 @@
+//! `ferroflow server`: MLflow's REST API on axum. Owns the wire format; all data goes
+//! through [`crate::store`].
+
+pub mod error;
+pub mod experiments;
+pub mod health;
+pub mod request;
+pub mod runs;
+pub mod types;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::DefaultBodyLimit;
+use axum::http::Uri;
+use tokio::net::TcpListener;
+use tower_http::trace::TraceLayer;
+
+use self::error::{ApiError, ApiResult, ErrorCode};
+use crate::store::{Store, ViewType};
+
+/// The MLflow version whose REST surface we implement; `/version` answers it because the
+/// client compares it to enable features.
+pub const MLFLOW_COMPATIBLE_VERSION: &str = "3.17.2";
+
+/// Largest request body: log-batch's 1 MB limit plus room for JSON overhead. Artifact
+/// uploads stream and are not bound by it.
+const MAX_JSON_BODY: usize = 16 * 1024 * 1024;
+
+/// Settings the handlers need.
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    /// Root under which new experiments get their artifact location (`mlflow-artifacts:` by default,
+    /// so clients upload through this server and need no storage credentials).
+    pub default_artifact_root: String,
+}
+
+/// Shared state of every handler.
+#[derive(Debug, Clone)]
+pub struct AppState {
+    pub store: Store,
+    pub config: Arc<ServerConfig>,
+}
+
+/// The whole HTTP surface: `/api/2.0/mlflow/*` and the UI's `/ajax-api/2.0/mlflow/*`.
+pub fn router(state: AppState) -> Router {
+    let mlflow = Router::new().merge(experiments::routes()).merge(runs::routes());
+    Router::new()
+        .nest("/api/2.0/mlflow", mlflow.clone())
+        .nest("/ajax-api/2.0/mlflow", mlflow)
+        .merge(health::routes())
+        .fallback(unknown_endpoint)
+        .layer(DefaultBodyLimit::max(MAX_JSON_BODY))
+        .layer(TraceLayer::new_for_http())
+        .with_state(state)
+}
+
+async fn unknown_endpoint(uri: Uri) -> ApiError {
+    ApiError::new(ErrorCode::EndpointNotFound, format!("No API endpoint found for path '{}'", uri.path()))
+}
+
+/// Serves `router` on `listener` until `shutdown` resolves, then drains in-flight requests.
+pub async fn serve(listener: TcpListener, router: Router, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
+    axum::serve(listener, router).with_graceful_shutdown(shutdown).await
+}
+
+/// MLflow's ViewType by name or number; absent means ACTIVE_ONLY.
+pub fn parse_view_type(view_type: Option<&str>) -> ApiResult<ViewType> {
+    match view_type.map(str::to_ascii_uppercase).as_deref() {
+        None | Some("") | Some("ACTIVE_ONLY") | Some("1") => Ok(ViewType::ActiveOnly),
+        Some("DELETED_ONLY") | Some("2") => Ok(ViewType::DeletedOnly),
+        Some("ALL") | Some("3") => Ok(ViewType::All),
+        Some(other) => Err(ApiError::invalid(format!(
+            "Invalid view type '{other}': expected ACTIVE_ONLY, DELETED_ONLY or ALL"
+        ))),
+    }
+}

@@ -1,0 +1,383 @@
+//! `/mlflow/runs/*` and `/mlflow/metrics/*` handlers.
+
+use axum::extract::State;
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use super::error::{ApiError, ApiResult};
+use super::experiments::parse_experiment_id;
+use super::request::{Mlflow, lenient};
+use super::types::{DatasetInput, Empty, KeyValueJson, Metric, MetricInput, Run, RunInfo};
+use super::{AppState, parse_view_type};
+use crate::store::runs::{self, NewRun, RunSearch};
+use crate::store::{KeyValue, metrics};
+
+/// Page size when a runs search does not say (the proto's default).
+const DEFAULT_SEARCH_PAGE: i64 = 1000;
+/// Tag holding the JSON list of models logged with the legacy log-model call.
+const LOG_MODEL_HISTORY_TAG: &str = "mlflow.log-model.history";
+
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/runs/create", post(create))
+        .route("/runs/get", get(get_run))
+        .route("/runs/update", post(update))
+        .route("/runs/delete", post(delete))
+        .route("/runs/restore", post(restore))
+        .route("/runs/log-parameter", post(log_param))
+        .route("/runs/log-metric", post(log_metric))
+        .route("/runs/set-tag", post(set_tag))
+        .route("/runs/delete-tag", post(delete_tag))
+        .route("/runs/log-batch", post(log_batch))
+        .route("/runs/log-inputs", post(log_inputs))
+        .route("/runs/log-model", post(log_model))
+        .route("/runs/search", post(search).get(search))
+        .route("/metrics/get-history", get(get_history))
+        .route("/metrics/get-history-bulk-interval", get(get_history_bulk_interval))
+}
+
+/// The run id of a request: `run_id`, or the deprecated `run_uuid` the client also sends.
+#[derive(Deserialize, Default)]
+struct RunRef {
+    run_id: Option<String>,
+    run_uuid: Option<String>,
+}
+
+impl RunRef {
+    fn id(self) -> ApiResult<String> {
+        self.run_id
+            .filter(|id| !id.is_empty())
+            .or(self.run_uuid.filter(|id| !id.is_empty()))
+            .ok_or_else(|| ApiError::missing("run_id"))
+    }
+}
+
+#[derive(Serialize)]
+struct RunResponse {
+    run: Run,
+}
+
+#[derive(Deserialize)]
+struct CreateRequest {
+    #[serde(default, deserialize_with = "lenient::opt_string")]
+    experiment_id: Option<String>,
+    user_id: Option<String>,
+    run_name: Option<String>,
+    #[serde(default, deserialize_with = "lenient::opt_i64")]
+    start_time: Option<i64>,
+    #[serde(default, deserialize_with = "lenient::list")]
+    tags: Vec<KeyValueJson>,
+}
+
+async fn create(State(state): State<AppState>, Mlflow(request): Mlflow<CreateRequest>) -> ApiResult<Json<RunResponse>> {
+    let experiment_id = match request.experiment_id.as_deref() {
+        None | Some("") => crate::store::experiments::DEFAULT_EXPERIMENT_ID,
+        id => parse_experiment_id(id)?,
+    };
+    let run = state
+        .store
+        .create_run(NewRun {
+            experiment_id,
+            user_id: request.user_id.unwrap_or_default(),
+            run_name: request.run_name,
+            start_time: request.start_time,
+            tags: request.tags.into_iter().map(Into::into).collect(),
+        })
+        .await?;
+    Ok(Json(RunResponse { run: run.into() }))
+}
+
+async fn get_run(State(state): State<AppState>, Mlflow(request): Mlflow<RunRef>) -> ApiResult<Json<RunResponse>> {
+    let run = state.store.get_run(&request.id()?).await?;
+    Ok(Json(RunResponse { run: run.into() }))
+}
+
+#[derive(Deserialize)]
+struct UpdateRequest {
+    #[serde(flatten)]
+    run: RunRef,
+    #[serde(default, deserialize_with = "lenient::opt_string")]
+    status: Option<String>,
+    #[serde(default, deserialize_with = "lenient::opt_i64")]
+    end_time: Option<i64>,
+    run_name: Option<String>,
+}
+
+#[derive(Serialize)]
+struct UpdateResponse {
+    run_info: RunInfo,
+}
+
+async fn update(State(state): State<AppState>, Mlflow(request): Mlflow<UpdateRequest>) -> ApiResult<Json<UpdateResponse>> {
+    let run_id = request.run.id()?;
+    let status = request.status.as_deref().map(parse_run_status).transpose()?;
+    let info = state
+        .store
+        .update_run(&run_id, status, request.end_time, request.run_name.as_deref())
+        .await?;
+    Ok(Json(UpdateResponse { run_info: info.into() }))
+}
+
+/// A run status by name or by its enum number (protobuf JSON accepts both).
+fn parse_run_status(status: &str) -> ApiResult<&'static str> {
+    let by_number = status.parse::<usize>().ok().and_then(|n| n.checked_sub(1)).and_then(|i| runs::RUN_STATUSES.get(i));
+    by_number
+        .or_else(|| runs::RUN_STATUSES.iter().find(|known| known.eq_ignore_ascii_case(status)))
+        .copied()
+        .ok_or_else(|| ApiError::invalid(format!("Invalid run status '{status}': expected one of {:?}", runs::RUN_STATUSES)))
+}
+
+async fn delete(State(state): State<AppState>, Mlflow(request): Mlflow<RunRef>) -> ApiResult<Json<Empty>> {
+    state.store.delete_run(&request.id()?).await?;
+    Ok(Json(Empty {}))
+}
+
+async fn restore(State(state): State<AppState>, Mlflow(request): Mlflow<RunRef>) -> ApiResult<Json<Empty>> {
+    state.store.restore_run(&request.id()?).await?;
+    Ok(Json(Empty {}))
+}
+
+#[derive(Deserialize)]
+struct KeyValueRequest {
+    #[serde(flatten)]
+    run: RunRef,
+    key: Option<String>,
+    #[serde(default, deserialize_with = "lenient::opt_string")]
+    value: Option<String>,
+}
+
+impl KeyValueRequest {
+    fn into_parts(self) -> ApiResult<(String, KeyValue)> {
+        let run_id = self.run.id()?;
+        let key = self.key.ok_or_else(|| ApiError::missing("key"))?;
+        let value = self.value.ok_or_else(|| ApiError::missing("value"))?;
+        Ok((run_id, KeyValue::new(key, value)))
+    }
+}
+
+async fn log_param(State(state): State<AppState>, Mlflow(request): Mlflow<KeyValueRequest>) -> ApiResult<Json<Empty>> {
+    let (run_id, param) = request.into_parts()?;
+    state.store.log_batch(&run_id, &[], &[param], &[]).await?;
+    Ok(Json(Empty {}))
+}
+
+async fn set_tag(State(state): State<AppState>, Mlflow(request): Mlflow<KeyValueRequest>) -> ApiResult<Json<Empty>> {
+    let (run_id, tag) = request.into_parts()?;
+    state.store.log_batch(&run_id, &[], &[], &[tag]).await?;
+    Ok(Json(Empty {}))
+}
+
+#[derive(Deserialize)]
+struct DeleteTagRequest {
+    #[serde(flatten)]
+    run: RunRef,
+    key: Option<String>,
+}
+
+async fn delete_tag(State(state): State<AppState>, Mlflow(request): Mlflow<DeleteTagRequest>) -> ApiResult<Json<Empty>> {
+    let run_id = request.run.id()?;
+    let key = request.key.ok_or_else(|| ApiError::missing("key"))?;
+    state.store.delete_run_tag(&run_id, &key).await?;
+    Ok(Json(Empty {}))
+}
+
+#[derive(Deserialize)]
+struct LogMetricRequest {
+    #[serde(flatten)]
+    run: RunRef,
+    #[serde(flatten)]
+    metric: MetricInput,
+}
+
+/// Checks the required fields of a logged metric and converts it.
+fn metric_from_input(input: MetricInput) -> ApiResult<runs::Metric> {
+    let key = input.key.ok_or_else(|| ApiError::missing("key"))?;
+    let value = input.value.ok_or_else(|| ApiError::missing("value"))?;
+    let timestamp = input.timestamp.ok_or_else(|| ApiError::missing("timestamp"))?;
+    let mut metric = runs::Metric::new(key, value, timestamp, input.step.unwrap_or(0));
+    metric.model_id = input.model_id.filter(|id| !id.is_empty());
+    metric.dataset_name = input.dataset_name.filter(|name| !name.is_empty());
+    metric.dataset_digest = input.dataset_digest.filter(|digest| !digest.is_empty());
+    Ok(metric)
+}
+
+async fn log_metric(State(state): State<AppState>, Mlflow(request): Mlflow<LogMetricRequest>) -> ApiResult<Json<Empty>> {
+    let run_id = request.run.id()?;
+    let metric = metric_from_input(request.metric)?;
+    state.store.log_batch(&run_id, &[metric], &[], &[]).await?;
+    Ok(Json(Empty {}))
+}
+
+#[derive(Deserialize)]
+struct LogBatchRequest {
+    #[serde(flatten)]
+    run: RunRef,
+    #[serde(default, deserialize_with = "lenient::list")]
+    metrics: Vec<MetricInput>,
+    #[serde(default, deserialize_with = "lenient::list")]
+    params: Vec<KeyValueJson>,
+    #[serde(default, deserialize_with = "lenient::list")]
+    tags: Vec<KeyValueJson>,
+}
+
+async fn log_batch(State(state): State<AppState>, Mlflow(request): Mlflow<LogBatchRequest>) -> ApiResult<Json<Empty>> {
+    let run_id = request.run.id()?;
+    let metrics = request.metrics.into_iter().map(metric_from_input).collect::<ApiResult<Vec<_>>>()?;
+    let params: Vec<KeyValue> = request.params.into_iter().map(Into::into).collect();
+    let tags: Vec<KeyValue> = request.tags.into_iter().map(Into::into).collect();
+    state.store.log_batch(&run_id, &metrics, &params, &tags).await?;
+    Ok(Json(Empty {}))
+}
+
+#[derive(Deserialize)]
+struct LogInputsRequest {
+    #[serde(flatten)]
+    run: RunRef,
+    #[serde(default, deserialize_with = "lenient::list")]
+    datasets: Vec<DatasetInput>,
+}
+
+async fn log_inputs(State(state): State<AppState>, Mlflow(request): Mlflow<LogInputsRequest>) -> ApiResult<Json<Empty>> {
+    let run_id = request.run.id()?;
+    let inputs: Vec<_> = request.datasets.into_iter().map(Into::into).collect();
+    state.store.log_inputs(&run_id, &inputs).await?;
+    Ok(Json(Empty {}))
+}
+
+#[derive(Deserialize)]
+struct LogModelRequest {
+    #[serde(flatten)]
+    run: RunRef,
+    model_json: Option<String>,
+}
+
+/// Legacy log-model: appends the model's dict to the run's `mlflow.log-model.history` tag.
+async fn log_model(State(state): State<AppState>, Mlflow(request): Mlflow<LogModelRequest>) -> ApiResult<Json<Empty>> {
+    let run_id = request.run.id()?;
+    let model_json = request.model_json.ok_or_else(|| ApiError::missing("model_json"))?;
+    let model: Value = serde_json::from_str(&model_json)
+        .map_err(|error| ApiError::invalid(format!("Malformed model info: {error}")))?;
+    for field in ["artifact_path", "flavors", "utc_time_created", "run_id"] {
+        if model.get(field).is_none() {
+            return Err(ApiError::invalid(format!("Model json is missing mandatory fields: '{field}'")));
+        }
+    }
+    let run = state.store.get_run(&run_id).await?;
+    let mut history: Vec<Value> = run
+        .tags
+        .iter()
+        .find(|tag| tag.key == LOG_MODEL_HISTORY_TAG)
+        .and_then(|tag| serde_json::from_str(&tag.value).ok())
+        .unwrap_or_default();
+    history.push(model);
+    let value = serde_json::to_string(&history).map_err(|error| ApiError::invalid(error.to_string()))?;
+    state.store.log_batch(&run_id, &[], &[], &[KeyValue::new(LOG_MODEL_HISTORY_TAG, value)]).await?;
+    Ok(Json(Empty {}))
+}
+
+#[derive(Deserialize)]
+struct SearchRequest {
+    #[serde(default, deserialize_with = "lenient::list")]
+    experiment_ids: Vec<Value>,
+    filter: Option<String>,
+    #[serde(default, deserialize_with = "lenient::opt_string")]
+    run_view_type: Option<String>,
+    #[serde(default, deserialize_with = "lenient::opt_i64")]
+    max_results: Option<i64>,
+    #[serde(default, deserialize_with = "lenient::list")]
+    order_by: Vec<String>,
+    page_token: Option<String>,
+}
+
+#[derive(Serialize)]
+struct SearchResponse {
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    runs: Vec<Run>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next_page_token: Option<String>,
+}
+
+async fn search(State(state): State<AppState>, Mlflow(request): Mlflow<SearchRequest>) -> ApiResult<Json<SearchResponse>> {
+    let experiment_ids = request
+        .experiment_ids
+        .iter()
+        .map(|id| match id {
+            Value::String(text) => parse_experiment_id(Some(text)),
+            Value::Number(number) => parse_experiment_id(Some(&number.to_string())),
+            other => Err(ApiError::invalid(format!("Invalid experiment ID {other}"))),
+        })
+        .collect::<ApiResult<Vec<_>>>()?;
+    let page = state
+        .store
+        .search_runs(&RunSearch {
+            experiment_ids,
+            filter: request.filter.unwrap_or_default(),
+            view_type: parse_view_type(request.run_view_type.as_deref())?,
+            max_results: request.max_results.unwrap_or(DEFAULT_SEARCH_PAGE),
+            order_by: request.order_by,
+            page_token: request.page_token.unwrap_or_default(),
+        })
+        .await?;
+    Ok(Json(SearchResponse { runs: page.items.into_iter().map(Into::into).collect(), next_page_token: page.next_page_token }))
+}
+
+#[derive(Deserialize)]
+struct HistoryRequest {
+    #[serde(flatten)]
+    run: RunRef,
+    metric_key: Option<String>,
+    #[serde(default, deserialize_with = "lenient::opt_i64")]
+    max_results: Option<i64>,
+    page_token: Option<String>,
+}
+
+#[derive(Serialize)]
+struct HistoryResponse {
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    metrics: Vec<Metric>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    next_page_token: Option<String>,
+}
+
+async fn get_history(State(state): State<AppState>, Mlflow(request): Mlflow<HistoryRequest>) -> ApiResult<Json<HistoryResponse>> {
+    let run_id = request.run.id()?;
+    let key = request.metric_key.ok_or_else(|| ApiError::missing("metric_key"))?;
+    let page = state
+        .store
+        .get_metric_history(&run_id, &key, request.max_results, request.page_token.as_deref().unwrap_or(""))
+        .await?;
+    Ok(Json(HistoryResponse { metrics: page.items.into_iter().map(Into::into).collect(), next_page_token: page.next_page_token }))
+}
+
+#[derive(Deserialize)]
+struct BulkIntervalRequest {
+    #[serde(default, deserialize_with = "lenient::list")]
+    run_ids: Vec<String>,
+    metric_key: Option<String>,
+    #[serde(default, deserialize_with = "lenient::opt_i64")]
+    start_step: Option<i64>,
+    #[serde(default, deserialize_with = "lenient::opt_i64")]
+    end_step: Option<i64>,
+    #[serde(default, deserialize_with = "lenient::opt_i64")]
+    max_results: Option<i64>,
+}
+
+async fn get_history_bulk_interval(
+    State(state): State<AppState>,
+    Mlflow(request): Mlflow<BulkIntervalRequest>,
+) -> ApiResult<Json<HistoryResponse>> {
+    let key = request.metric_key.ok_or_else(|| ApiError::missing("metric_key"))?;
+    let points = state
+        .store
+        .get_metric_history_bulk_interval(
+            &request.run_ids,
+            &key,
+            request.start_step,
+            request.end_step,
+            request.max_results.unwrap_or(metrics::MAX_BULK_STEPS),
+        )
+        .await?;
+    Ok(Json(HistoryResponse { metrics: points.into_iter().map(Into::into).collect(), next_page_token: None }))
+}

@@ -1,0 +1,61 @@
+//! `ferroflow server`: connects the store, applies migrations, serves the API until shutdown.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+
+use crate::api::{self, AppState, ServerConfig};
+use crate::cli::ServerArgs;
+use crate::store::Store;
+
+/// Runs the tracking server until `shutdown` resolves.
+pub async fn run(args: ServerArgs, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+    let store = Store::connect(&args.backend_store_uri)
+        .await
+        .with_context(|| format!("failed to open the backend store {}", redact(&args.backend_store_uri)))?;
+    store.migrate().await.context("failed to migrate the backend store")?;
+    let state = AppState {
+        store: store.clone(),
+        config: Arc::new(ServerConfig { default_artifact_root: args.default_artifact_root.clone() }),
+    };
+    let listener = TcpListener::bind(SocketAddr::new(args.host, args.port))
+        .await
+        .with_context(|| format!("failed to listen on {}:{}", args.host, args.port))?;
+    let address = listener.local_addr()?;
+    if let Some(path) = &args.address_file {
+        std::fs::write(path, address.to_string()).with_context(|| format!("failed to write {}", path.display()))?;
+    }
+    tracing::info!(%address, backend = ?store.backend(), artifacts = %args.artifacts_destination, "ferroflow server listening");
+    api::serve(listener, api::router(state), shutdown).await.context("server failed")?;
+    store.close().await;
+    tracing::info!("ferroflow server stopped");
+    Ok(())
+}
+
+/// The URI without its password, for logs and errors.
+pub fn redact(uri: &str) -> String {
+    match (uri.find("://"), uri.rfind('@')) {
+        (Some(scheme_end), Some(at)) if at > scheme_end => {
+            let credentials = &uri[scheme_end + 3..at];
+            match credentials.split_once(':') {
+                Some((user, _)) => format!("{}://{user}:***@{}", &uri[..scheme_end], &uri[at + 1..]),
+                None => uri.to_owned(),
+            }
+        }
+        _ => uri.to_owned(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::redact;
+
+    #[test]
+    fn passwords_are_redacted() {
+        assert_eq!(redact("postgresql://u:secret@h:5432/db"), "postgresql://u:***@h:5432/db");
+        assert_eq!(redact("sqlite:///x.db"), "sqlite:///x.db");
+    }
+}

@@ -1,0 +1,461 @@
+//! Experiments: create, read, search, rename, delete/restore and tags.
+
+use std::collections::HashMap;
+
+use super::filter::{self, Attribute, Clause, Comparator, Key, SearchEntity, Value};
+use super::search::{self, SortKey, SortKind, SqlBuilder, SqlValue, bind_values};
+use super::validation::{self, MAX_ENTITY_KEY_LENGTH, MAX_EXPERIMENT_TAG_VALUE_LENGTH};
+use super::{
+    Backend, Error, KeyValue, LIFECYCLE_ACTIVE, LIFECYCLE_DELETED, Page, Result, Store, ViewType, now_millis,
+    with_pool,
+};
+
+/// Id of the experiment that exists from the start and receives runs by default.
+pub const DEFAULT_EXPERIMENT_ID: i64 = 0;
+/// Largest page of experiments a search may ask for.
+pub const MAX_EXPERIMENTS_PAGE: i64 = 50_000;
+
+/// An experiment with its tags.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Experiment {
+    pub experiment_id: i64,
+    pub name: String,
+    pub artifact_location: String,
+    pub lifecycle_stage: String,
+    pub creation_time: i64,
+    pub last_update_time: i64,
+    pub tags: Vec<KeyValue>,
+}
+
+#[derive(sqlx::FromRow)]
+struct ExperimentRow {
+    experiment_id: i64,
+    name: String,
+    artifact_location: String,
+    lifecycle_stage: String,
+    creation_time: i64,
+    last_update_time: i64,
+}
+
+#[derive(sqlx::FromRow)]
+struct ExperimentTagRow {
+    experiment_id: i64,
+    key: String,
+    value: String,
+}
+
+const EXPERIMENT_COLUMNS: &str =
+    "e.experiment_id, e.name, e.artifact_location, e.lifecycle_stage, e.creation_time, e.last_update_time";
+
+/// What a search for experiments asks.
+#[derive(Debug, Clone, Default)]
+pub struct ExperimentSearch {
+    pub view_type: ViewType,
+    pub filter: String,
+    pub order_by: Vec<String>,
+    pub max_results: i64,
+    pub page_token: String,
+}
+
+impl Store {
+    /// Creates an experiment; its artifact location defaults to `<artifact root>/<id>`.
+    pub async fn create_experiment(
+        &self,
+        name: &str,
+        artifact_location: Option<&str>,
+        tags: &[KeyValue],
+        default_artifact_root: &str,
+    ) -> Result<i64> {
+        validation::validate_experiment_name(name)?;
+        for tag in tags {
+            validate_experiment_tag(tag)?;
+        }
+        let now = now_millis();
+        let created = with_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            let inserted = sqlx::query_scalar::<_, i64>(
+                "INSERT INTO experiments (name, artifact_location, lifecycle_stage, creation_time, last_update_time) \
+                 VALUES ($1, $2, 'active', $3, $3) RETURNING experiment_id",
+            )
+            .bind(name)
+            .bind(artifact_location.unwrap_or(""))
+            .bind(now)
+            .fetch_one(&mut *tx)
+            .await;
+            let id = match inserted {
+                Ok(id) => id,
+                Err(error) if super::error::is_unique_violation(&error) => {
+                    return Err(Error::AlreadyExists(format!("Experiment '{name}' already exists.")));
+                }
+                Err(error) => return Err(error.into()),
+            };
+            if artifact_location.is_none_or(str::is_empty) {
+                let location = format!("{}/{id}", default_artifact_root.trim_end_matches('/'));
+                sqlx::query("UPDATE experiments SET artifact_location = $1 WHERE experiment_id = $2")
+                    .bind(location)
+                    .bind(id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            for tag in tags {
+                sqlx::query("INSERT INTO experiment_tags (experiment_id, key, value) VALUES ($1, $2, $3) \
+                             ON CONFLICT (experiment_id, key) DO UPDATE SET value = excluded.value")
+                    .bind(id)
+                    .bind(&tag.key)
+                    .bind(&tag.value)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await?;
+            id
+        });
+        Ok(created)
+    }
+
+    /// Reads an experiment by id, deleted ones included.
+    pub async fn get_experiment(&self, experiment_id: i64) -> Result<Experiment> {
+        let sql = format!("SELECT {EXPERIMENT_COLUMNS} FROM experiments e WHERE e.experiment_id = $1");
+        let row = with_pool!(self, pool => sqlx::query_as::<_, ExperimentRow>(&sql)
+            .bind(experiment_id)
+            .fetch_optional(pool)
+            .await)?;
+        let row = row.ok_or_else(|| Error::NotFound(format!("No Experiment with id={experiment_id} exists")))?;
+        Ok(self.with_tags(vec![row]).await?.remove(0))
+    }
+
+    /// Reads an experiment by name, deleted ones included.
+    pub async fn get_experiment_by_name(&self, name: &str) -> Result<Experiment> {
+        let sql = format!("SELECT {EXPERIMENT_COLUMNS} FROM experiments e WHERE e.name = $1");
+        let row = with_pool!(self, pool => sqlx::query_as::<_, ExperimentRow>(&sql)
+            .bind(name)
+            .fetch_optional(pool)
+            .await)?;
+        let row = row.ok_or_else(|| Error::NotFound(format!("Could not find experiment with name '{name}'")))?;
+        Ok(self.with_tags(vec![row]).await?.remove(0))
+    }
+
+    /// An experiment that must exist and be active, for writes into it.
+    pub async fn get_active_experiment(&self, experiment_id: i64) -> Result<Experiment> {
+        let experiment = self.get_experiment(experiment_id).await?;
+        if experiment.lifecycle_stage != LIFECYCLE_ACTIVE {
+            return Err(Error::Invalid(format!(
+                "The experiment {experiment_id} must be in the 'active' state. Current state is {}.",
+                experiment.lifecycle_stage
+            )));
+        }
+        Ok(experiment)
+    }
+
+    async fn with_tags(&self, rows: Vec<ExperimentRow>) -> Result<Vec<Experiment>> {
+        if rows.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut builder = SqlBuilder::new("SELECT experiment_id, key, value FROM experiment_tags WHERE experiment_id IN ");
+        builder.bind_list(rows.iter().map(|row| SqlValue::Int(row.experiment_id)));
+        builder.push(" ORDER BY key");
+        let tag_rows = with_pool!(self, pool => bind_values!(sqlx::query_as::<_, ExperimentTagRow>(&builder.sql), &builder.values)
+            .fetch_all(pool)
+            .await)?;
+        let mut tags: HashMap<i64, Vec<KeyValue>> = HashMap::new();
+        for tag in tag_rows {
+            tags.entry(tag.experiment_id).or_default().push(KeyValue::new(tag.key, tag.value));
+        }
+        Ok(rows
+            .into_iter()
+            .map(|row| Experiment {
+                tags: tags.remove(&row.experiment_id).unwrap_or_default(),
+                experiment_id: row.experiment_id,
+                name: row.name,
+                artifact_location: row.artifact_location,
+                lifecycle_stage: row.lifecycle_stage,
+                creation_time: row.creation_time,
+                last_update_time: row.last_update_time,
+            })
+            .collect())
+    }
+
+    /// Searches experiments with MLflow's filter grammar; keyset-paged.
+    pub async fn search_experiments(&self, request: &ExperimentSearch) -> Result<Page<Experiment>> {
+        let max_results = search::check_max_results(request.max_results, MAX_EXPERIMENTS_PAGE)?;
+        let clauses = filter::parse_filter(SearchEntity::Experiments, &request.filter)?;
+        let mut keys = Vec::new();
+        for order_by in &request.order_by {
+            let parsed = filter::parse_order_by(SearchEntity::Experiments, order_by)?;
+            keys.push(experiment_sort_key(&parsed.key, !parsed.ascending)?);
+        }
+        if !keys.iter().any(|key| key.expr == "e.creation_time") && request.order_by.is_empty() {
+            keys.push(SortKey::new("e.creation_time", SortKind::Int, true, false));
+        }
+        keys.push(SortKey::new("e.experiment_id", SortKind::Int, false, false));
+        let after = search::decode_page_token(&request.page_token, &keys)?;
+
+        let mut builder = SqlBuilder::new(&format!("SELECT {EXPERIMENT_COLUMNS}"));
+        search::push_sort_columns(&mut builder, &keys);
+        builder.push(" FROM experiments e WHERE e.lifecycle_stage IN ");
+        builder.bind_list(request.view_type.stages().iter().map(|s| SqlValue::Text((*s).to_owned())));
+        for clause in &clauses {
+            builder.push(" AND ");
+            push_experiment_clause(&mut builder, self.backend(), clause)?;
+        }
+        if let Some(after) = &after {
+            search::push_keyset_condition(&mut builder, &keys, after);
+        }
+        search::push_order_by(&mut builder, &keys);
+        builder.push(" LIMIT ");
+        builder.bind(SqlValue::Int(max_results + 1));
+
+        let (mut rows, mut sort_values) = with_pool!(self, pool => {
+            let raw = bind_values!(sqlx::query(&builder.sql), &builder.values).fetch_all(pool).await?;
+            let mut rows = Vec::with_capacity(raw.len());
+            let mut sort_values = Vec::with_capacity(raw.len());
+            for row in &raw {
+                rows.push(<ExperimentRow as sqlx::FromRow<_>>::from_row(row)?);
+                sort_values.push(search::read_sort_values(row, &keys)?);
+            }
+            (rows, sort_values)
+        });
+        let next_page_token = next_token(&mut rows, &mut sort_values, max_results);
+        Ok(Page { items: self.with_tags(rows).await?, next_page_token })
+    }
+
+    /// Renames an experiment. A taken name is BAD_REQUEST, a deleted experiment INVALID_STATE, as in MLflow.
+    pub async fn rename_experiment(&self, experiment_id: i64, new_name: &str) -> Result<()> {
+        validation::validate_experiment_name(new_name)?;
+        let experiment = self.get_experiment(experiment_id).await?;
+        if experiment.lifecycle_stage != LIFECYCLE_ACTIVE {
+            return Err(Error::InvalidState(format!(
+                "Cannot rename a non-active experiment. Experiment {experiment_id} is {}.",
+                experiment.lifecycle_stage
+            )));
+        }
+        let updated = with_pool!(self, pool => sqlx::query(
+            "UPDATE experiments SET name = $1, last_update_time = $2 WHERE experiment_id = $3")
+            .bind(new_name)
+            .bind(now_millis())
+            .bind(experiment_id)
+            .execute(pool)
+            .await);
+        match updated {
+            Ok(_) => Ok(()),
+            Err(error) if super::error::is_unique_violation(&error) => Err(Error::BadRequest(format!(
+                "Experiment '{new_name}' already exists."
+            ))),
+            Err(error) => Err(error.into()),
+        }
+    }
+
+    /// Marks an experiment and all its runs deleted (restorable).
+    pub async fn delete_experiment(&self, experiment_id: i64) -> Result<()> {
+        self.set_experiment_lifecycle(experiment_id, LIFECYCLE_ACTIVE, LIFECYCLE_DELETED).await
+    }
+
+    /// Restores a deleted experiment and its runs.
+    pub async fn restore_experiment(&self, experiment_id: i64) -> Result<()> {
+        self.set_experiment_lifecycle(experiment_id, LIFECYCLE_DELETED, LIFECYCLE_ACTIVE).await
+    }
+
+    async fn set_experiment_lifecycle(&self, experiment_id: i64, from: &str, to: &str) -> Result<()> {
+        let experiment = self.get_experiment(experiment_id).await?;
+        if experiment.lifecycle_stage != from {
+            return Err(Error::NotFound(format!(
+                "Experiment {experiment_id} is already {} and cannot be made {to}.",
+                experiment.lifecycle_stage
+            )));
+        }
+        let now = now_millis();
+        let deleted_time = (to == LIFECYCLE_DELETED).then_some(now);
+        with_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            sqlx::query("UPDATE experiments SET lifecycle_stage = $1, last_update_time = $2 WHERE experiment_id = $3")
+                .bind(to)
+                .bind(now)
+                .bind(experiment_id)
+                .execute(&mut *tx)
+                .await?;
+            sqlx::query("UPDATE runs SET lifecycle_stage = $1, deleted_time = $2 WHERE experiment_id = $3 AND lifecycle_stage = $4")
+                .bind(to)
+                .bind(deleted_time)
+                .bind(experiment_id)
+                .bind(from)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+        });
+        Ok(())
+    }
+
+    /// Sets (upserts) an experiment tag.
+    pub async fn set_experiment_tag(&self, experiment_id: i64, tag: &KeyValue) -> Result<()> {
+        validate_experiment_tag(tag)?;
+        self.get_active_experiment(experiment_id).await?;
+        with_pool!(self, pool => sqlx::query(
+            "INSERT INTO experiment_tags (experiment_id, key, value) VALUES ($1, $2, $3) \
+             ON CONFLICT (experiment_id, key) DO UPDATE SET value = excluded.value")
+            .bind(experiment_id)
+            .bind(&tag.key)
+            .bind(&tag.value)
+            .execute(pool)
+            .await)?;
+        Ok(())
+    }
+
+    /// Deletes an experiment tag; a missing tag is RESOURCE_DOES_NOT_EXIST.
+    pub async fn delete_experiment_tag(&self, experiment_id: i64, key: &str) -> Result<()> {
+        self.get_active_experiment(experiment_id).await?;
+        let deleted = with_pool!(self, pool => sqlx::query(
+            "DELETE FROM experiment_tags WHERE experiment_id = $1 AND key = $2")
+            .bind(experiment_id)
+            .bind(key)
+            .execute(pool)
+            .await)?;
+        if deleted.rows_affected() == 0 {
+            return Err(Error::NotFound(format!("No tag with name: {key} in experiment with id {experiment_id}")));
+        }
+        Ok(())
+    }
+}
+
+fn validate_experiment_tag(tag: &KeyValue) -> Result<()> {
+    if tag.key.is_empty() {
+        return Err(Error::Invalid("Missing value for required parameter 'key'".into()));
+    }
+    validation::validate_length("Tag key", &tag.key, MAX_ENTITY_KEY_LENGTH)?;
+    validation::validate_length("Tag value", &tag.value, MAX_EXPERIMENT_TAG_VALUE_LENGTH)
+}
+
+/// Pops the look-ahead row (we fetch `max_results + 1`) and returns the token when it existed.
+pub(super) fn next_token<T>(rows: &mut Vec<T>, sort_values: &mut Vec<Vec<search::TokenValue>>, max_results: i64) -> Option<String> {
+    let limit = usize::try_from(max_results).unwrap_or(usize::MAX);
+    if rows.len() <= limit {
+        return None;
+    }
+    rows.truncate(limit);
+    sort_values.truncate(limit);
+    sort_values.pop().map(search::encode_page_token)
+}
+
+fn experiment_sort_key(key: &Key, descending: bool) -> Result<SortKey> {
+    let (expr, kind) = match key {
+        Key::Attribute(Attribute::Name) => ("e.name", SortKind::Text),
+        Key::Attribute(Attribute::ExperimentId) => ("e.experiment_id", SortKind::Int),
+        Key::Attribute(Attribute::CreationTime) => ("e.creation_time", SortKind::Int),
+        Key::Attribute(Attribute::LastUpdateTime) => ("e.last_update_time", SortKind::Int),
+        other => return Err(Error::Invalid(format!("Invalid order_by key for experiments: {other:?}"))),
+    };
+    Ok(SortKey::new(expr, kind, descending, false))
+}
+
+fn push_experiment_clause(builder: &mut SqlBuilder, backend: Backend, clause: &Clause) -> Result<()> {
+    match &clause.key {
+        Key::Attribute(attribute) => {
+            let (column, numeric) = match attribute {
+                Attribute::Name => ("e.name", false),
+                Attribute::ExperimentId => ("e.experiment_id", true),
+                Attribute::CreationTime => ("e.creation_time", true),
+                Attribute::LastUpdateTime => ("e.last_update_time", true),
+                other => return Err(Error::Invalid(format!("Invalid attribute for experiments: {other:?}"))),
+            };
+            push_comparison(builder, backend, column, clause, numeric)
+        }
+        Key::Tag(key) => push_key_value_clause(
+            builder,
+            backend,
+            "SELECT 1 FROM experiment_tags t WHERE t.experiment_id = e.experiment_id AND t.key = ",
+            key,
+            "t.value",
+            clause,
+        ),
+        other => Err(Error::Invalid(format!("Invalid filter key for experiments: {other:?}"))),
+    }
+}
+
+/// `EXISTS (<lookup> $key AND <column> <op> $value)` for a tag or param; `IS NULL` becomes `NOT EXISTS`.
+/// A row lacking the key never matches any other comparison (MLflow's semantics, `!=` included).
+pub(super) fn push_key_value_clause(
+    builder: &mut SqlBuilder,
+    backend: Backend,
+    lookup: &str,
+    key: &str,
+    column: &str,
+    clause: &Clause,
+) -> Result<()> {
+    let negate = clause.op == Comparator::IsNull;
+    builder.push(if negate { "NOT EXISTS (" } else { "EXISTS (" });
+    builder.push(lookup);
+    builder.bind(SqlValue::Text(key.to_owned()));
+    if !matches!(clause.op, Comparator::IsNull | Comparator::IsNotNull) {
+        builder.push(" AND ");
+        push_comparison(builder, backend, column, clause, false)?;
+    }
+    builder.push(")");
+    Ok(())
+}
+
+/// `<column> <op> <value>` for one clause, with LIKE/ILIKE made case-correct per backend.
+pub(super) fn push_comparison(
+    builder: &mut SqlBuilder,
+    backend: Backend,
+    column: &str,
+    clause: &Clause,
+    numeric: bool,
+) -> Result<()> {
+    let bad_value = || Error::Invalid(format!("Invalid value for comparison on {column}: {:?}", clause.value));
+    let scalar = |value: &Value| -> Result<SqlValue> {
+        match (value, numeric) {
+            (Value::Number(number), true) => {
+                if number.fract() == 0.0 && number.abs() < 9.0e15 {
+                    Ok(SqlValue::Int(*number as i64))
+                } else {
+                    Ok(SqlValue::Float(*number))
+                }
+            }
+            (Value::Number(number), false) => Ok(SqlValue::Float(*number)),
+            (Value::String(text), true) => text
+                .trim()
+                .parse::<i64>()
+                .map(SqlValue::Int)
+                .map_err(|_| bad_value()),
+            (Value::String(text), false) => Ok(SqlValue::Text(text.clone())),
+            _ => Err(bad_value()),
+        }
+    };
+    let op = match clause.op {
+        Comparator::Eq => "=",
+        Comparator::Ne => "!=",
+        Comparator::Lt => "<",
+        Comparator::Le => "<=",
+        Comparator::Gt => ">",
+        Comparator::Ge => ">=",
+        Comparator::Like | Comparator::ILike => {
+            let Value::String(pattern) = &clause.value else { return Err(bad_value()) };
+            if clause.op == Comparator::Like {
+                search::push_like(builder, backend, column, pattern);
+            } else {
+                search::push_ilike(builder, backend, column, pattern);
+            }
+            return Ok(());
+        }
+        Comparator::In | Comparator::NotIn => {
+            let Value::List(items) = &clause.value else { return Err(bad_value()) };
+            builder.push(column);
+            builder.push(if clause.op == Comparator::In { " IN " } else { " NOT IN " });
+            let values = items
+                .iter()
+                .map(|item| scalar(&Value::String(item.clone())))
+                .collect::<Result<Vec<_>>>()?;
+            builder.bind_list(values);
+            return Ok(());
+        }
+        Comparator::IsNull => {
+            builder.push(&format!("{column} IS NULL"));
+            return Ok(());
+        }
+        Comparator::IsNotNull => {
+            builder.push(&format!("{column} IS NOT NULL"));
+            return Ok(());
+        }
+    };
+    builder.push(&format!("{column} {op} "));
+    builder.bind(scalar(&clause.value)?);
+    Ok(())
+}

@@ -1,0 +1,201 @@
+//! The metadata store: the only module that speaks SQL. Used by `api` and `operator`.
+//!
+//! One `Store` serves Postgres (the cluster store) and SQLite (the embedded default).
+//! Queries are runtime-checked and always parameterized; the few places where the
+//! dialects differ match on [`Backend`]. The two-backend conformance suite in
+//! `tests/store` is what keeps both honest.
+
+pub mod error;
+pub mod experiments;
+pub mod filter;
+pub mod metrics;
+pub mod runs;
+pub mod search;
+pub mod validation;
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+
+pub use error::{Error, Result};
+
+static POSTGRES_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+static SQLITE_MIGRATIONS: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+
+/// Which SQL dialect a store speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    Postgres,
+    Sqlite,
+}
+
+#[derive(Debug, Clone)]
+enum Pool {
+    Postgres(PgPool),
+    Sqlite(SqlitePool),
+}
+
+/// Runs `$body` with `$pool` bound to the concrete pool. The body is compiled once per
+/// backend, so the same query text and binds serve both without a dynamic driver.
+macro_rules! with_pool {
+    ($store:expr, $pool:ident => $body:expr) => {
+        match &$store.pool {
+            $crate::store::Pool::Postgres($pool) => $body,
+            $crate::store::Pool::Sqlite($pool) => $body,
+        }
+    };
+}
+pub(crate) use with_pool;
+
+/// Handle on the metadata store; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: Pool,
+}
+
+impl Store {
+    /// Connects to `uri`: `postgresql://…`/`postgres://…`, or `sqlite:///path` / `sqlite://relative`
+    /// / `sqlite::memory:`. The SQLite file is created when missing.
+    pub async fn connect(uri: &str) -> Result<Self> {
+        let pool = if uri.starts_with("postgresql://") || uri.starts_with("postgres://") {
+            let options = PgConnectOptions::from_str(uri)?;
+            Pool::Postgres(
+                PgPoolOptions::new()
+                    .max_connections(32)
+                    .acquire_timeout(Duration::from_secs(10))
+                    .connect_with(options)
+                    .await?,
+            )
+        } else if let Some(path) = sqlite_path(uri) {
+            let options = SqliteConnectOptions::from_str(&format!("sqlite://{path}"))?
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Normal)
+                .busy_timeout(Duration::from_secs(30))
+                .foreign_keys(true);
+            // An in-memory database lives in one connection; a file is shared by several.
+            let connections = if path == ":memory:" { 1 } else { 8 };
+            Pool::Sqlite(
+                SqlitePoolOptions::new()
+                    .max_connections(connections)
+                    .connect_with(options)
+                    .await?,
+            )
+        } else {
+            return Err(Error::UnsupportedUri(uri.to_owned()));
+        };
+        Ok(Self { pool })
+    }
+
+    /// The dialect of this store.
+    pub fn backend(&self) -> Backend {
+        match self.pool {
+            Pool::Postgres(_) => Backend::Postgres,
+            Pool::Sqlite(_) => Backend::Sqlite,
+        }
+    }
+
+    /// Applies pending migrations (forward-only; embedded in the binary).
+    pub async fn migrate(&self) -> Result<()> {
+        match &self.pool {
+            Pool::Postgres(pool) => POSTGRES_MIGRATIONS.run(pool).await,
+            Pool::Sqlite(pool) => SQLITE_MIGRATIONS.run(pool).await,
+        }
+        .map_err(Error::Migrate)
+    }
+
+    /// Postgres pool, for the features only Postgres has (LISTEN/NOTIFY).
+    pub fn postgres_pool(&self) -> Option<&PgPool> {
+        match &self.pool {
+            Pool::Postgres(pool) => Some(pool),
+            Pool::Sqlite(_) => None,
+        }
+    }
+
+    /// Closes every connection; pending queries finish first.
+    pub async fn close(&self) {
+        with_pool!(self, pool => pool.close().await)
+    }
+
+    /// Checks that the database answers.
+    pub async fn ping(&self) -> Result<()> {
+        with_pool!(self, pool => sqlx::query("SELECT 1").execute(pool).await)?;
+        Ok(())
+    }
+}
+
+/// The path part of a SQLite URI, as MLflow spells it (`sqlite:///abs.db` is
+/// `/abs.db` in SQLAlchemy, `sqlite:///rel.db` relative), or `None` when not SQLite.
+fn sqlite_path(uri: &str) -> Option<&str> {
+    let rest = uri.strip_prefix("sqlite:")?;
+    if rest == ":memory:" || rest == "//:memory:" {
+        return Some(":memory:");
+    }
+    // SQLAlchemy: three slashes then a relative path, four slashes an absolute one.
+    let path = rest.strip_prefix("///").or_else(|| rest.strip_prefix("//"))?;
+    if path.is_empty() { None } else { Some(path) }
+}
+
+/// Milliseconds since the Unix epoch, MLflow's time unit.
+pub fn now_millis() -> i64 {
+    chrono::Utc::now().timestamp_millis()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::sqlite_path;
+
+    #[test]
+    fn sqlite_uris_follow_sqlalchemy_spelling() {
+        assert_eq!(sqlite_path("sqlite:///mlflow.db"), Some("mlflow.db"));
+        assert_eq!(sqlite_path("sqlite:////tmp/mlflow.db"), Some("/tmp/mlflow.db"));
+        assert_eq!(sqlite_path("sqlite::memory:"), Some(":memory:"));
+        assert_eq!(sqlite_path("sqlite://"), None);
+        assert_eq!(sqlite_path("postgresql://x"), None);
+    }
+}
+
+/// A key/value pair: MLflow's tags and params.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow, serde::Serialize, serde::Deserialize)]
+pub struct KeyValue {
+    pub key: String,
+    pub value: String,
+}
+
+impl KeyValue {
+    pub fn new(key: impl Into<String>, value: impl Into<String>) -> Self {
+        Self { key: key.into(), value: value.into() }
+    }
+}
+
+/// Which lifecycle stages a search includes (MLflow's ViewType).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ViewType {
+    #[default]
+    ActiveOnly,
+    DeletedOnly,
+    All,
+}
+
+impl ViewType {
+    /// The lifecycle_stage values this view selects.
+    pub fn stages(self) -> &'static [&'static str] {
+        match self {
+            ViewType::ActiveOnly => &[LIFECYCLE_ACTIVE],
+            ViewType::DeletedOnly => &[LIFECYCLE_DELETED],
+            ViewType::All => &[LIFECYCLE_ACTIVE, LIFECYCLE_DELETED],
+        }
+    }
+}
+
+pub const LIFECYCLE_ACTIVE: &str = "active";
+pub const LIFECYCLE_DELETED: &str = "deleted";
+
+/// One page of search results and the token for the next page, if more rows exist.
+#[derive(Debug, Clone)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub next_page_token: Option<String>,
+}

@@ -1,0 +1,963 @@
+//! Runs: lifecycle, params, tags, metrics (log-batch is the hot path), dataset inputs,
+//! and search with MLflow's filter grammar.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use super::experiments::{next_token, push_comparison, push_key_value_clause};
+use super::filter::{self, Attribute, Clause, Comparator, DatasetField, Key, SearchEntity, Value};
+use super::search::{self, SortKey, SortKind, SqlBuilder, SqlValue, bind_values};
+use super::validation::{self, KeyKind, MAX_PARAM_VALUE_LENGTH, MAX_TAG_VALUE_LENGTH};
+use super::{Error, KeyValue, LIFECYCLE_ACTIVE, LIFECYCLE_DELETED, Page, Pool, Result, Store, ViewType, now_millis, with_pool};
+
+/// The tag MLflow keeps in sync with the run's name.
+pub const RUN_NAME_TAG: &str = "mlflow.runName";
+/// Largest page of runs a search may ask for.
+pub const MAX_RUNS_PAGE: i64 = 50_000;
+/// Run statuses MLflow knows.
+pub const RUN_STATUSES: [&str; 5] = ["RUNNING", "SCHEDULED", "FINISHED", "FAILED", "KILLED"];
+
+/// A run's identity and lifecycle.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct RunInfo {
+    pub run_uuid: String,
+    #[sqlx(rename = "name")]
+    pub run_name: String,
+    pub experiment_id: i64,
+    pub user_id: String,
+    pub status: String,
+    pub start_time: i64,
+    pub end_time: Option<i64>,
+    pub lifecycle_stage: String,
+    pub artifact_uri: String,
+}
+
+/// One metric point.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Metric {
+    pub key: String,
+    pub value: f64,
+    pub timestamp: i64,
+    pub step: i64,
+    pub model_id: Option<String>,
+    pub dataset_name: Option<String>,
+    pub dataset_digest: Option<String>,
+    /// Filled in where MLflow reports it (bulk history).
+    pub run_id: Option<String>,
+}
+
+impl Metric {
+    pub fn new(key: impl Into<String>, value: f64, timestamp: i64, step: i64) -> Self {
+        Self {
+            key: key.into(),
+            value,
+            timestamp,
+            step,
+            model_id: None,
+            dataset_name: None,
+            dataset_digest: None,
+            run_id: None,
+        }
+    }
+}
+
+/// A dataset as logged with `mlflow.log_input`.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Dataset {
+    pub name: String,
+    pub digest: String,
+    pub source_type: String,
+    pub source: String,
+    pub schema: Option<String>,
+    pub profile: Option<String>,
+}
+
+/// A dataset used by a run, with the input's tags (e.g. `mlflow.data.context`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct DatasetInput {
+    pub tags: Vec<KeyValue>,
+    pub dataset: Dataset,
+}
+
+/// A run with its latest metrics, params, tags and inputs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Run {
+    pub info: RunInfo,
+    pub metrics: Vec<Metric>,
+    pub params: Vec<KeyValue>,
+    pub tags: Vec<KeyValue>,
+    pub inputs: Vec<DatasetInput>,
+}
+
+/// What `runs/create` asks.
+#[derive(Debug, Clone, Default)]
+pub struct NewRun {
+    pub experiment_id: i64,
+    pub user_id: String,
+    pub run_name: Option<String>,
+    pub start_time: Option<i64>,
+    pub tags: Vec<KeyValue>,
+}
+
+/// What `runs/search` asks.
+#[derive(Debug, Clone, Default)]
+pub struct RunSearch {
+    pub experiment_ids: Vec<i64>,
+    pub filter: String,
+    pub view_type: ViewType,
+    pub max_results: i64,
+    pub order_by: Vec<String>,
+    pub page_token: String,
+}
+
+const RUN_COLUMNS: &str =
+    "r.run_uuid, r.name, r.experiment_id, r.user_id, r.status, r.start_time, r.end_time, r.lifecycle_stage, r.artifact_uri";
+
+#[derive(sqlx::FromRow)]
+struct RunKeyValueRow {
+    run_uuid: String,
+    key: String,
+    value: String,
+}
+
+#[derive(sqlx::FromRow)]
+struct LatestMetricRow {
+    run_uuid: String,
+    key: String,
+    step: i64,
+    timestamp: i64,
+    value: f64,
+    is_nan: bool,
+}
+
+#[derive(sqlx::FromRow)]
+struct InputRow {
+    run_uuid: String,
+    dataset_uuid: String,
+    name: String,
+    digest: String,
+    source_type: String,
+    source: String,
+    schema: Option<String>,
+    profile: Option<String>,
+}
+
+#[derive(sqlx::FromRow)]
+struct InputTagRow {
+    run_uuid: String,
+    dataset_uuid: String,
+    key: String,
+    value: String,
+}
+
+impl Store {
+    /// Creates a run in an active experiment; a name is generated when none is given.
+    pub async fn create_run(&self, request: NewRun) -> Result<Run> {
+        let experiment = self.get_active_experiment(request.experiment_id).await?;
+        let mut tags = normalize_tags(request.tags)?;
+        let tagged_name = tags.iter().find(|t| t.key == RUN_NAME_TAG).map(|t| t.value.clone());
+        let run_name = match (request.run_name.filter(|n| !n.is_empty()), tagged_name) {
+            (Some(name), Some(tagged)) if name != tagged => {
+                return Err(Error::Invalid(format!(
+                    "Both 'run_name' argument and 'mlflow.runName' tag are specified, but with different \
+                     values (run_name='{name}', mlflow.runName='{tagged}')."
+                )));
+            }
+            (Some(name), _) => name,
+            (None, Some(tagged)) => tagged,
+            (None, None) => generate_run_name(),
+        };
+        tags.retain(|t| t.key != RUN_NAME_TAG);
+        tags.push(KeyValue::new(RUN_NAME_TAG, run_name.clone()));
+
+        let run_uuid = uuid::Uuid::new_v4().simple().to_string();
+        let artifact_uri = format!("{}/{run_uuid}/artifacts", experiment.artifact_location.trim_end_matches('/'));
+        let info = RunInfo {
+            run_uuid: run_uuid.clone(),
+            run_name,
+            experiment_id: experiment.experiment_id,
+            user_id: request.user_id,
+            status: "RUNNING".into(),
+            start_time: request.start_time.unwrap_or_else(now_millis),
+            end_time: None,
+            lifecycle_stage: LIFECYCLE_ACTIVE.into(),
+            artifact_uri,
+        };
+        with_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            sqlx::query(
+                "INSERT INTO runs (run_uuid, name, experiment_id, user_id, status, start_time, end_time, lifecycle_stage, artifact_uri) \
+                 VALUES ($1, $2, $3, $4, $5, $6, NULL, $7, $8)")
+                .bind(&info.run_uuid)
+                .bind(&info.run_name)
+                .bind(info.experiment_id)
+                .bind(&info.user_id)
+                .bind(&info.status)
+                .bind(info.start_time)
+                .bind(&info.lifecycle_stage)
+                .bind(&info.artifact_uri)
+                .execute(&mut *tx)
+                .await?;
+            for tag in &tags {
+                sqlx::query("INSERT INTO tags (run_uuid, key, value) VALUES ($1, $2, $3)")
+                    .bind(&run_uuid)
+                    .bind(&tag.key)
+                    .bind(&tag.value)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await?;
+        });
+        tags.sort_by(|a, b| a.key.cmp(&b.key));
+        Ok(Run { info, metrics: Vec::new(), params: Vec::new(), tags, inputs: Vec::new() })
+    }
+
+    /// Reads a run with its data; deleted runs are returned too (lifecycle_stage `deleted`).
+    pub async fn get_run(&self, run_id: &str) -> Result<Run> {
+        let info = self.get_run_info(run_id).await?;
+        Ok(self.load_runs(vec![info]).await?.remove(0))
+    }
+
+    /// Reads a run's info only.
+    pub async fn get_run_info(&self, run_id: &str) -> Result<RunInfo> {
+        let sql = format!("SELECT {RUN_COLUMNS} FROM runs r WHERE r.run_uuid = $1");
+        let info = with_pool!(self, pool => sqlx::query_as::<_, RunInfo>(&sql)
+            .bind(run_id)
+            .fetch_optional(pool)
+            .await)?;
+        info.ok_or_else(|| Error::NotFound(format!("Run with id={run_id} not found")))
+    }
+
+    /// A run that must exist and be active, for writes.
+    async fn get_active_run(&self, run_id: &str) -> Result<RunInfo> {
+        let info = self.get_run_info(run_id).await?;
+        if info.lifecycle_stage != LIFECYCLE_ACTIVE {
+            return Err(Error::Invalid(format!(
+                "The run {run_id} must be in the 'active' state. Current state is {}.",
+                info.lifecycle_stage
+            )));
+        }
+        Ok(info)
+    }
+
+    /// Updates status, end time and/or name (the name tag follows).
+    pub async fn update_run(
+        &self,
+        run_id: &str,
+        status: Option<&str>,
+        end_time: Option<i64>,
+        run_name: Option<&str>,
+    ) -> Result<RunInfo> {
+        let mut info = self.get_active_run(run_id).await?;
+        if let Some(status) = status {
+            info.status = status.to_owned();
+        }
+        if end_time.is_some() {
+            info.end_time = end_time;
+        }
+        let rename = run_name.filter(|name| !name.is_empty());
+        if let Some(name) = rename {
+            info.run_name = name.to_owned();
+        }
+        with_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            sqlx::query("UPDATE runs SET status = $1, end_time = $2, name = $3 WHERE run_uuid = $4")
+                .bind(&info.status)
+                .bind(info.end_time)
+                .bind(&info.run_name)
+                .bind(run_id)
+                .execute(&mut *tx)
+                .await?;
+            if rename.is_some() {
+                sqlx::query("INSERT INTO tags (run_uuid, key, value) VALUES ($1, $2, $3) \
+                             ON CONFLICT (run_uuid, key) DO UPDATE SET value = excluded.value")
+                    .bind(run_id)
+                    .bind(RUN_NAME_TAG)
+                    .bind(&info.run_name)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            tx.commit().await?;
+        });
+        Ok(info)
+    }
+
+    /// Soft-deletes a run.
+    pub async fn delete_run(&self, run_id: &str) -> Result<()> {
+        self.get_run_info(run_id).await?;
+        with_pool!(self, pool => sqlx::query("UPDATE runs SET lifecycle_stage = $1, deleted_time = $2 WHERE run_uuid = $3")
+            .bind(LIFECYCLE_DELETED)
+            .bind(now_millis())
+            .bind(run_id)
+            .execute(pool)
+            .await)?;
+        Ok(())
+    }
+
+    /// Restores a soft-deleted run.
+    pub async fn restore_run(&self, run_id: &str) -> Result<()> {
+        self.get_run_info(run_id).await?;
+        with_pool!(self, pool => sqlx::query("UPDATE runs SET lifecycle_stage = $1, deleted_time = NULL WHERE run_uuid = $2")
+            .bind(LIFECYCLE_ACTIVE)
+            .bind(run_id)
+            .execute(pool)
+            .await)?;
+        Ok(())
+    }
+
+    /// Deletes a run tag; a missing tag is RESOURCE_DOES_NOT_EXIST.
+    pub async fn delete_run_tag(&self, run_id: &str, key: &str) -> Result<()> {
+        self.get_active_run(run_id).await?;
+        let deleted = with_pool!(self, pool => sqlx::query("DELETE FROM tags WHERE run_uuid = $1 AND key = $2")
+            .bind(run_id)
+            .bind(key)
+            .execute(pool)
+            .await)?;
+        if deleted.rows_affected() == 0 {
+            return Err(Error::NotFound(format!("No tag with name: {key} in run with id {run_id}")));
+        }
+        Ok(())
+    }
+
+    /// Logs metrics, params and tags of one request. Everything is validated before anything
+    /// is written; the writes happen in one transaction (metrics in one statement per table).
+    pub async fn log_batch(&self, run_id: &str, metrics: &[Metric], params: &[KeyValue], tags: &[KeyValue]) -> Result<()> {
+        validate_batch(metrics, params, tags)?;
+        let params: Vec<KeyValue> = params
+            .iter()
+            .map(|p| KeyValue::new(p.key.clone(), validation::truncate(&p.value, MAX_PARAM_VALUE_LENGTH)))
+            .collect();
+        let tags = normalize_tags(tags.to_vec())?;
+        self.get_active_run(run_id).await?;
+
+        if params.is_empty() && tags.is_empty() {
+            return self.insert_metrics(run_id, metrics).await;
+        }
+        let rename = tags.iter().rev().find(|t| t.key == RUN_NAME_TAG).map(|t| t.value.clone());
+        with_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            if !params.is_empty() {
+                let mut builder = SqlBuilder::new("SELECT run_uuid, key, value FROM params WHERE run_uuid = ");
+                builder.bind(SqlValue::Text(run_id.to_owned()));
+                builder.push(" AND key IN ");
+                builder.bind_list(params.iter().map(|p| SqlValue::Text(p.key.clone())));
+                let existing = bind_values!(sqlx::query_as::<_, RunKeyValueRow>(&builder.sql), &builder.values)
+                    .fetch_all(&mut *tx)
+                    .await?;
+                let logged: HashMap<&str, &str> = params.iter().map(|p| (p.key.as_str(), p.value.as_str())).collect();
+                if let Some(changed) = existing.iter().find(|row| logged.get(row.key.as_str()) != Some(&row.value.as_str())) {
+                    return Err(Error::Invalid(format!(
+                        "Changing param values is not allowed. Param with key='{}' was already logged with value='{}' \
+                         for run ID='{run_id}'. Attempted logging new value '{}'.",
+                        changed.key,
+                        changed.value,
+                        logged.get(changed.key.as_str()).copied().unwrap_or_default()
+                    )));
+                }
+                let mut insert = SqlBuilder::new("INSERT INTO params (run_uuid, key, value) VALUES ");
+                push_key_value_rows(&mut insert, run_id, &params);
+                insert.push(" ON CONFLICT (run_uuid, key) DO NOTHING");
+                bind_values!(sqlx::query(&insert.sql), &insert.values).execute(&mut *tx).await?;
+            }
+            if !tags.is_empty() {
+                let mut upsert = SqlBuilder::new("INSERT INTO tags (run_uuid, key, value) VALUES ");
+                push_key_value_rows(&mut upsert, run_id, &dedup_last_wins(&tags));
+                upsert.push(" ON CONFLICT (run_uuid, key) DO UPDATE SET value = excluded.value");
+                bind_values!(sqlx::query(&upsert.sql), &upsert.values).execute(&mut *tx).await?;
+            }
+            if let Some(name) = &rename {
+                sqlx::query("UPDATE runs SET name = $1 WHERE run_uuid = $2")
+                    .bind(name)
+                    .bind(run_id)
+                    .execute(&mut *tx)
+                    .await?;
+            }
+            if !metrics.is_empty() {
+                let mut insert = SqlBuilder::default();
+                push_metric_insert(&mut insert, run_id, metrics);
+                bind_values!(sqlx::query(&insert.sql), &insert.values).execute(&mut *tx).await?;
+                let mut latest = SqlBuilder::default();
+                push_latest_upsert(&mut latest, run_id, metrics);
+                bind_values!(sqlx::query(&latest.sql), &latest.values).execute(&mut *tx).await?;
+            }
+            tx.commit().await?;
+        });
+        Ok(())
+    }
+
+    /// The metrics-only path of log-batch. On Postgres one statement (arrays through UNNEST,
+    /// a data-modifying CTE for the history) writes history and latest values atomically.
+    async fn insert_metrics(&self, run_id: &str, metrics: &[Metric]) -> Result<()> {
+        if metrics.is_empty() {
+            return Ok(());
+        }
+        match &self.pool {
+            Pool::Postgres(pool) => {
+                let mut keys = Vec::with_capacity(metrics.len());
+                let mut steps = Vec::with_capacity(metrics.len());
+                let mut timestamps = Vec::with_capacity(metrics.len());
+                let mut values = Vec::with_capacity(metrics.len());
+                let mut nans = Vec::with_capacity(metrics.len());
+                let mut model_ids = Vec::with_capacity(metrics.len());
+                let mut dataset_names = Vec::with_capacity(metrics.len());
+                let mut dataset_digests = Vec::with_capacity(metrics.len());
+                for metric in metrics {
+                    let (value, is_nan) = validation::stored_metric_value(metric.value);
+                    keys.push(metric.key.as_str());
+                    steps.push(metric.step);
+                    timestamps.push(metric.timestamp);
+                    values.push(value);
+                    nans.push(is_nan);
+                    model_ids.push(metric.model_id.as_deref());
+                    dataset_names.push(metric.dataset_name.as_deref());
+                    dataset_digests.push(metric.dataset_digest.as_deref());
+                }
+                // DISTINCT ON picks each key's greatest (step, timestamp, value) in the batch;
+                // the upsert's WHERE keeps the stored one when it is greater still. Keys are
+                // upserted in key order so concurrent batches lock rows in the same order.
+                sqlx::query(
+                    "WITH input AS ( \
+                       SELECT * FROM UNNEST($2::text[], $3::int8[], $4::int8[], $5::float8[], $6::bool[], $7::text[], $8::text[], $9::text[]) \
+                         AS t(key, step, timestamp, value, is_nan, model_id, dataset_name, dataset_digest)), \
+                     history AS ( \
+                       INSERT INTO metrics (run_uuid, key, step, timestamp, value, is_nan, model_id, dataset_name, dataset_digest) \
+                       SELECT $1, key, step, timestamp, value, is_nan, model_id, dataset_name, dataset_digest FROM input \
+                       ON CONFLICT DO NOTHING) \
+                     INSERT INTO latest_metrics (run_uuid, key, step, timestamp, value, is_nan) \
+                     SELECT DISTINCT ON (key) $1, key, step, timestamp, value, is_nan FROM input \
+                     ORDER BY key, step DESC, timestamp DESC, value DESC \
+                     ON CONFLICT (run_uuid, key) DO UPDATE SET step = excluded.step, timestamp = excluded.timestamp, \
+                       value = excluded.value, is_nan = excluded.is_nan \
+                     WHERE (excluded.step, excluded.timestamp, excluded.value) > \
+                           (latest_metrics.step, latest_metrics.timestamp, latest_metrics.value)",
+                )
+                .bind(run_id)
+                .bind(&keys)
+                .bind(&steps)
+                .bind(&timestamps)
+                .bind(&values)
+                .bind(&nans)
+                .bind(&model_ids)
+                .bind(&dataset_names)
+                .bind(&dataset_digests)
+                .execute(pool)
+                .await?;
+            }
+            Pool::Sqlite(pool) => {
+                let mut tx = pool.begin().await?;
+                let mut insert = SqlBuilder::default();
+                push_metric_insert(&mut insert, run_id, metrics);
+                bind_values!(sqlx::query(&insert.sql), &insert.values).execute(&mut *tx).await?;
+                let mut latest = SqlBuilder::default();
+                push_latest_upsert(&mut latest, run_id, metrics);
+                bind_values!(sqlx::query(&latest.sql), &latest.values).execute(&mut *tx).await?;
+                tx.commit().await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Records datasets used by a run (deduplicated per experiment by name and digest).
+    pub async fn log_inputs(&self, run_id: &str, inputs: &[DatasetInput]) -> Result<()> {
+        for input in inputs {
+            validate_dataset_input(input)?;
+        }
+        let run = self.get_active_run(run_id).await?;
+        with_pool!(self, pool => {
+            let mut tx = pool.begin().await?;
+            for input in inputs {
+                let dataset = &input.dataset;
+                let candidate = uuid::Uuid::new_v4().simple().to_string();
+                sqlx::query(
+                    "INSERT INTO datasets (dataset_uuid, experiment_id, name, digest, source_type, source, schema, profile) \
+                     VALUES ($1, $2, $3, $4, $5, $6, $7, $8) ON CONFLICT (experiment_id, name, digest) DO NOTHING")
+                    .bind(&candidate)
+                    .bind(run.experiment_id)
+                    .bind(&dataset.name)
+                    .bind(&dataset.digest)
+                    .bind(&dataset.source_type)
+                    .bind(&dataset.source)
+                    .bind(&dataset.schema)
+                    .bind(&dataset.profile)
+                    .execute(&mut *tx)
+                    .await?;
+                let dataset_uuid: String = sqlx::query_scalar(
+                    "SELECT dataset_uuid FROM datasets WHERE experiment_id = $1 AND name = $2 AND digest = $3")
+                    .bind(run.experiment_id)
+                    .bind(&dataset.name)
+                    .bind(&dataset.digest)
+                    .fetch_one(&mut *tx)
+                    .await?;
+                sqlx::query("INSERT INTO run_inputs (run_uuid, dataset_uuid) VALUES ($1, $2) ON CONFLICT DO NOTHING")
+                    .bind(run_id)
+                    .bind(&dataset_uuid)
+                    .execute(&mut *tx)
+                    .await?;
+                for tag in &input.tags {
+                    sqlx::query("INSERT INTO run_input_tags (run_uuid, dataset_uuid, key, value) VALUES ($1, $2, $3, $4) \
+                                 ON CONFLICT (run_uuid, dataset_uuid, key) DO UPDATE SET value = excluded.value")
+                        .bind(run_id)
+                        .bind(&dataset_uuid)
+                        .bind(&tag.key)
+                        .bind(&tag.value)
+                        .execute(&mut *tx)
+                        .await?;
+                }
+            }
+            tx.commit().await?;
+        });
+        Ok(())
+    }
+
+    /// Searches runs of the given experiments; keyset-paged. Default order: start_time DESC, then run id.
+    pub async fn search_runs(&self, request: &RunSearch) -> Result<Page<Run>> {
+        let max_results = search::check_max_results(request.max_results, MAX_RUNS_PAGE)?;
+        if request.experiment_ids.is_empty() {
+            return Ok(Page { items: Vec::new(), next_page_token: None });
+        }
+        let clauses = filter::parse_filter(SearchEntity::Runs, &request.filter)?;
+        let mut joins = SqlBuilder::default();
+        let mut keys = Vec::new();
+        for (i, order_by) in request.order_by.iter().enumerate() {
+            let parsed = filter::parse_order_by(SearchEntity::Runs, order_by)?;
+            keys.push(run_sort_key(&mut joins, i, &parsed.key, !parsed.ascending)?);
+        }
+        if !keys.iter().any(|key| key.expr == "r.start_time") {
+            keys.push(SortKey::new("r.start_time", SortKind::Int, true, false));
+        }
+        keys.push(SortKey::new("r.run_uuid", SortKind::Text, false, false));
+        let after = search::decode_page_token(&request.page_token, &keys)?;
+
+        // The joins' key binds come first, so the builder continues their numbering.
+        let mut builder = SqlBuilder { sql: format!("SELECT {RUN_COLUMNS}"), values: joins.values };
+        search::push_sort_columns(&mut builder, &keys);
+        builder.push(" FROM runs r");
+        builder.push(&joins.sql);
+        builder.push(" WHERE r.experiment_id IN ");
+        builder.bind_list(request.experiment_ids.iter().map(|id| SqlValue::Int(*id)));
+        builder.push(" AND r.lifecycle_stage IN ");
+        builder.bind_list(request.view_type.stages().iter().map(|s| SqlValue::Text((*s).to_owned())));
+        for clause in &clauses {
+            builder.push(" AND ");
+            self.push_run_clause(&mut builder, clause)?;
+        }
+        if let Some(after) = &after {
+            search::push_keyset_condition(&mut builder, &keys, after);
+        }
+        search::push_order_by(&mut builder, &keys);
+        builder.push(" LIMIT ");
+        builder.bind(SqlValue::Int(max_results + 1));
+
+        let (mut infos, mut sort_values) = with_pool!(self, pool => {
+            let raw = bind_values!(sqlx::query(&builder.sql), &builder.values).fetch_all(pool).await?;
+            let mut infos = Vec::with_capacity(raw.len());
+            let mut sort_values = Vec::with_capacity(raw.len());
+            for row in &raw {
+                infos.push(<RunInfo as sqlx::FromRow<_>>::from_row(row)?);
+                sort_values.push(search::read_sort_values(row, &keys)?);
+            }
+            (infos, sort_values)
+        });
+        let next_page_token = next_token(&mut infos, &mut sort_values, max_results);
+        Ok(Page { items: self.load_runs(infos).await?, next_page_token })
+    }
+
+    fn push_run_clause(&self, builder: &mut SqlBuilder, clause: &Clause) -> Result<()> {
+        let backend = self.backend();
+        match &clause.key {
+            Key::Metric(key) => {
+                // NaN is stored as 0 with is_nan, as in MLflow, so comparisons see what MLflow sees.
+                builder.push("EXISTS (SELECT 1 FROM latest_metrics m WHERE m.run_uuid = r.run_uuid AND m.key = ");
+                builder.bind(SqlValue::Text(key.clone()));
+                builder.push(" AND ");
+                push_comparison(builder, backend, "m.value", clause, false)?;
+                builder.push(")");
+                Ok(())
+            }
+            Key::Param(key) => push_key_value_clause(
+                builder,
+                backend,
+                "SELECT 1 FROM params p WHERE p.run_uuid = r.run_uuid AND p.key = ",
+                key,
+                "p.value",
+                clause,
+            ),
+            Key::Tag(key) => push_key_value_clause(
+                builder,
+                backend,
+                "SELECT 1 FROM tags t WHERE t.run_uuid = r.run_uuid AND t.key = ",
+                key,
+                "t.value",
+                clause,
+            ),
+            Key::Attribute(attribute) => {
+                let (column, numeric) = run_attribute_column(attribute)?;
+                push_comparison(builder, backend, column, clause, numeric)
+            }
+            Key::Dataset(field) => {
+                builder.push(
+                    "EXISTS (SELECT 1 FROM run_inputs i JOIN datasets d ON d.dataset_uuid = i.dataset_uuid \
+                     WHERE i.run_uuid = r.run_uuid AND ",
+                );
+                match field {
+                    DatasetField::Name => push_comparison(builder, backend, "d.name", clause, false)?,
+                    DatasetField::Digest => push_comparison(builder, backend, "d.digest", clause, false)?,
+                    DatasetField::Context => {
+                        builder.push(
+                            "EXISTS (SELECT 1 FROM run_input_tags it WHERE it.run_uuid = i.run_uuid \
+                             AND it.dataset_uuid = i.dataset_uuid AND it.key = 'mlflow.data.context' AND ",
+                        );
+                        push_comparison(builder, backend, "it.value", clause, false)?;
+                        builder.push(")");
+                    }
+                }
+                builder.push(")");
+                Ok(())
+            }
+        }
+    }
+
+    /// Attaches params, tags, latest metrics and inputs to run infos, keeping their order.
+    pub(super) async fn load_runs(&self, infos: Vec<RunInfo>) -> Result<Vec<Run>> {
+        if infos.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<SqlValue> = infos.iter().map(|info| SqlValue::Text(info.run_uuid.clone())).collect();
+        let in_list = |sql: &str, order: &str| {
+            let mut builder = SqlBuilder::new(sql);
+            builder.bind_list(ids.clone());
+            builder.push(order);
+            builder
+        };
+        let params_sql = in_list("SELECT run_uuid, key, value FROM params WHERE run_uuid IN ", " ORDER BY key");
+        let tags_sql = in_list("SELECT run_uuid, key, value FROM tags WHERE run_uuid IN ", " ORDER BY key");
+        let metrics_sql = in_list(
+            "SELECT run_uuid, key, step, timestamp, value, is_nan FROM latest_metrics WHERE run_uuid IN ",
+            " ORDER BY key",
+        );
+        let inputs_sql = in_list(
+            "SELECT i.run_uuid, d.dataset_uuid, d.name, d.digest, d.source_type, d.source, d.schema, d.profile \
+             FROM run_inputs i JOIN datasets d ON d.dataset_uuid = i.dataset_uuid WHERE i.run_uuid IN ",
+            " ORDER BY d.name, d.digest",
+        );
+        let input_tags_sql = in_list(
+            "SELECT run_uuid, dataset_uuid, key, value FROM run_input_tags WHERE run_uuid IN ",
+            " ORDER BY key",
+        );
+        let (params, tags, metrics, inputs, input_tags) = with_pool!(self, pool => {
+            let params = bind_values!(sqlx::query_as::<_, RunKeyValueRow>(&params_sql.sql), &params_sql.values).fetch_all(pool).await?;
+            let tags = bind_values!(sqlx::query_as::<_, RunKeyValueRow>(&tags_sql.sql), &tags_sql.values).fetch_all(pool).await?;
+            let metrics = bind_values!(sqlx::query_as::<_, LatestMetricRow>(&metrics_sql.sql), &metrics_sql.values).fetch_all(pool).await?;
+            let inputs = bind_values!(sqlx::query_as::<_, InputRow>(&inputs_sql.sql), &inputs_sql.values).fetch_all(pool).await?;
+            let input_tags = bind_values!(sqlx::query_as::<_, InputTagRow>(&input_tags_sql.sql), &input_tags_sql.values).fetch_all(pool).await?;
+            (params, tags, metrics, inputs, input_tags)
+        });
+        let mut params_by_run = group_key_values(params);
+        let mut tags_by_run = group_key_values(tags);
+        let mut metrics_by_run: HashMap<String, Vec<Metric>> = HashMap::new();
+        for row in metrics {
+            let value = validation::read_metric_value(row.value, row.is_nan);
+            metrics_by_run.entry(row.run_uuid).or_default().push(Metric::new(row.key, value, row.timestamp, row.step));
+        }
+        let mut input_tags_by_input: HashMap<(String, String), Vec<KeyValue>> = HashMap::new();
+        for row in input_tags {
+            input_tags_by_input.entry((row.run_uuid, row.dataset_uuid)).or_default().push(KeyValue::new(row.key, row.value));
+        }
+        let mut inputs_by_run: HashMap<String, Vec<DatasetInput>> = HashMap::new();
+        for row in inputs {
+            let tags = input_tags_by_input.remove(&(row.run_uuid.clone(), row.dataset_uuid)).unwrap_or_default();
+            inputs_by_run.entry(row.run_uuid).or_default().push(DatasetInput {
+                tags,
+                dataset: Dataset {
+                    name: row.name,
+                    digest: row.digest,
+                    source_type: row.source_type,
+                    source: row.source,
+                    schema: row.schema,
+                    profile: row.profile,
+                },
+            });
+        }
+        Ok(infos
+            .into_iter()
+            .map(|info| Run {
+                metrics: metrics_by_run.remove(&info.run_uuid).unwrap_or_default(),
+                params: params_by_run.remove(&info.run_uuid).unwrap_or_default(),
+                tags: tags_by_run.remove(&info.run_uuid).unwrap_or_default(),
+                inputs: inputs_by_run.remove(&info.run_uuid).unwrap_or_default(),
+                info,
+            })
+            .collect())
+    }
+}
+
+fn group_key_values(rows: Vec<RunKeyValueRow>) -> HashMap<String, Vec<KeyValue>> {
+    let mut grouped: HashMap<String, Vec<KeyValue>> = HashMap::new();
+    for row in rows {
+        grouped.entry(row.run_uuid).or_default().push(KeyValue::new(row.key, row.value));
+    }
+    grouped
+}
+
+fn run_attribute_column(attribute: &Attribute) -> Result<(&'static str, bool)> {
+    Ok(match attribute {
+        Attribute::RunId => ("r.run_uuid", false),
+        Attribute::RunName => ("r.name", false),
+        Attribute::Status => ("r.status", false),
+        Attribute::UserId => ("r.user_id", false),
+        Attribute::ArtifactUri => ("r.artifact_uri", false),
+        Attribute::LifecycleStage => ("r.lifecycle_stage", false),
+        Attribute::StartTime => ("r.start_time", true),
+        Attribute::EndTime => ("r.end_time", true),
+        Attribute::ExperimentId => ("r.experiment_id", true),
+        other => return Err(Error::Invalid(format!("Invalid attribute for runs: {other:?}"))),
+    })
+}
+
+/// The sort key for one order_by entry; metrics, params and tags get a LEFT JOIN `o<i>`.
+fn run_sort_key(joins: &mut SqlBuilder, index: usize, key: &Key, descending: bool) -> Result<SortKey> {
+    let alias = format!("o{index}");
+    let (table, column, kind, lookup) = match key {
+        Key::Metric(name) => ("latest_metrics", format!("CASE WHEN {alias}.is_nan THEN NULL ELSE {alias}.value END"), SortKind::Float, name),
+        Key::Param(name) => ("params", format!("{alias}.value"), SortKind::Text, name),
+        Key::Tag(name) => ("tags", format!("{alias}.value"), SortKind::Text, name),
+        Key::Attribute(attribute) => {
+            let (column, numeric) = run_attribute_column(attribute)?;
+            let nullable = matches!(attribute, Attribute::EndTime);
+            let kind = if numeric { SortKind::Int } else { SortKind::Text };
+            return Ok(SortKey::new(column, kind, descending, nullable));
+        }
+        Key::Dataset(_) => return Err(Error::Invalid("Cannot order runs by a dataset field".into())),
+    };
+    joins.push(&format!(" LEFT JOIN {table} {alias} ON {alias}.run_uuid = r.run_uuid AND {alias}.key = "));
+    joins.bind(SqlValue::Text(lookup.clone()));
+    Ok(SortKey::new(column, kind, descending, true))
+}
+
+/// Appends `($run, $key, $value), …` rows.
+fn push_key_value_rows(builder: &mut SqlBuilder, run_id: &str, rows: &[KeyValue]) {
+    for (i, row) in rows.iter().enumerate() {
+        if i > 0 {
+            builder.push(", ");
+        }
+        builder.bind_list([
+            SqlValue::Text(run_id.to_owned()),
+            SqlValue::Text(row.key.clone()),
+            SqlValue::Text(row.value.clone()),
+        ]);
+    }
+}
+
+/// Multi-row insert of metric history (both backends; Postgres' hot path uses UNNEST instead).
+fn push_metric_insert(builder: &mut SqlBuilder, run_id: &str, metrics: &[Metric]) {
+    builder.push(
+        "INSERT INTO metrics (run_uuid, key, step, timestamp, value, is_nan, model_id, dataset_name, dataset_digest) VALUES ",
+    );
+    let optional = |value: &Option<String>| value.clone().map_or(SqlValue::Null, SqlValue::Text);
+    for (i, metric) in metrics.iter().enumerate() {
+        if i > 0 {
+            builder.push(", ");
+        }
+        let (value, is_nan) = validation::stored_metric_value(metric.value);
+        builder.bind_list([
+            SqlValue::Text(run_id.to_owned()),
+            SqlValue::Text(metric.key.clone()),
+            SqlValue::Int(metric.step),
+            SqlValue::Int(metric.timestamp),
+            SqlValue::Float(value),
+            SqlValue::Bool(is_nan),
+            optional(&metric.model_id),
+            optional(&metric.dataset_name),
+            optional(&metric.dataset_digest),
+        ]);
+    }
+    builder.push(" ON CONFLICT DO NOTHING");
+}
+
+/// Upsert of each key's greatest (step, timestamp, value) point, keeping a greater stored one.
+fn push_latest_upsert(builder: &mut SqlBuilder, run_id: &str, metrics: &[Metric]) {
+    let mut latest: BTreeMap<&str, (i64, i64, f64, bool)> = BTreeMap::new();
+    for metric in metrics {
+        let (value, is_nan) = validation::stored_metric_value(metric.value);
+        let candidate = (metric.step, metric.timestamp, value, is_nan);
+        latest
+            .entry(metric.key.as_str())
+            .and_modify(|current| {
+                if (candidate.0, candidate.1) > (current.0, current.1)
+                    || ((candidate.0, candidate.1) == (current.0, current.1) && candidate.2 > current.2)
+                {
+                    *current = candidate;
+                }
+            })
+            .or_insert(candidate);
+    }
+    builder.push("INSERT INTO latest_metrics (run_uuid, key, step, timestamp, value, is_nan) VALUES ");
+    for (i, (key, (step, timestamp, value, is_nan))) in latest.into_iter().enumerate() {
+        if i > 0 {
+            builder.push(", ");
+        }
+        builder.bind_list([
+            SqlValue::Text(run_id.to_owned()),
+            SqlValue::Text(key.to_owned()),
+            SqlValue::Int(step),
+            SqlValue::Int(timestamp),
+            SqlValue::Float(value),
+            SqlValue::Bool(is_nan),
+        ]);
+    }
+    builder.push(
+        " ON CONFLICT (run_uuid, key) DO UPDATE SET step = excluded.step, timestamp = excluded.timestamp, \
+         value = excluded.value, is_nan = excluded.is_nan \
+         WHERE (excluded.step, excluded.timestamp, excluded.value) > \
+               (latest_metrics.step, latest_metrics.timestamp, latest_metrics.value)",
+    );
+}
+
+/// Validates a whole log-batch request before anything is written (MLflow's order of checks).
+fn validate_batch(metrics: &[Metric], params: &[KeyValue], tags: &[KeyValue]) -> Result<()> {
+    use validation::{MAX_ENTITIES_PER_BATCH, MAX_METRICS_PER_BATCH, MAX_PARAMS_PER_BATCH, MAX_TAGS_PER_BATCH};
+    let over = |what: &str, count: usize, limit: usize| {
+        Error::Invalid(format!(
+            "A batch logging request can contain at most {limit} {what}. Got {count} {what}. \
+             Please split up {what} across multiple requests and try again."
+        ))
+    };
+    if metrics.len() > MAX_METRICS_PER_BATCH {
+        return Err(over("metrics", metrics.len(), MAX_METRICS_PER_BATCH));
+    }
+    if params.len() > MAX_PARAMS_PER_BATCH {
+        return Err(over("params", params.len(), MAX_PARAMS_PER_BATCH));
+    }
+    if tags.len() > MAX_TAGS_PER_BATCH {
+        return Err(over("tags", tags.len(), MAX_TAGS_PER_BATCH));
+    }
+    let total = metrics.len() + params.len() + tags.len();
+    if total > MAX_ENTITIES_PER_BATCH {
+        return Err(over("entities", total, MAX_ENTITIES_PER_BATCH));
+    }
+    for metric in metrics {
+        validation::validate_key(KeyKind::Metric, &metric.key)?;
+        validation::validate_timestamp(metric.timestamp)?;
+    }
+    let mut seen = HashSet::new();
+    let mut duplicates = Vec::new();
+    for param in params {
+        validation::validate_key(KeyKind::Param, &param.key)?;
+        if !seen.insert(param.key.as_str()) && !duplicates.contains(&param.key.as_str()) {
+            duplicates.push(param.key.as_str());
+        }
+    }
+    if !duplicates.is_empty() {
+        return Err(Error::Invalid(format!(
+            "Duplicate parameter keys have been submitted: {duplicates:?}. Please ensure the request contains only \
+             one param value per param key."
+        )));
+    }
+    for tag in tags {
+        validation::validate_key(KeyKind::Tag, &tag.key)?;
+    }
+    Ok(())
+}
+
+/// Validates tag keys and truncates long values, as MLflow does for run tags.
+fn normalize_tags(tags: Vec<KeyValue>) -> Result<Vec<KeyValue>> {
+    tags.into_iter()
+        .map(|tag| {
+            validation::validate_key(KeyKind::Tag, &tag.key)?;
+            Ok(KeyValue::new(tag.key, validation::truncate(&tag.value, MAX_TAG_VALUE_LENGTH)))
+        })
+        .collect()
+}
+
+/// Keeps the last value of each key, preserving first-seen key order.
+fn dedup_last_wins(tags: &[KeyValue]) -> Vec<KeyValue> {
+    let mut by_key: BTreeMap<&str, &str> = BTreeMap::new();
+    for tag in tags {
+        by_key.insert(&tag.key, &tag.value);
+    }
+    by_key.into_iter().map(|(k, v)| KeyValue::new(k, v)).collect()
+}
+
+fn validate_dataset_input(input: &DatasetInput) -> Result<()> {
+    use validation::*;
+    let dataset = &input.dataset;
+    for (field, value) in [("name", &dataset.name), ("digest", &dataset.digest), ("source_type", &dataset.source_type), ("source", &dataset.source)] {
+        if value.is_empty() {
+            return Err(Error::Invalid(format!("Missing value for required parameter 'dataset.{field}'")));
+        }
+    }
+    validate_length("Dataset name", &dataset.name, MAX_DATASET_NAME_LENGTH)?;
+    validate_length("Dataset digest", &dataset.digest, MAX_DATASET_DIGEST_LENGTH)?;
+    validate_length("Dataset source", &dataset.source, MAX_DATASET_SOURCE_LENGTH)?;
+    validate_length("Dataset schema", dataset.schema.as_deref().unwrap_or(""), MAX_DATASET_SCHEMA_LENGTH)?;
+    validate_length("Dataset profile", dataset.profile.as_deref().unwrap_or(""), MAX_DATASET_PROFILE_LENGTH)?;
+    for tag in &input.tags {
+        validate_length("Input tag key", &tag.key, MAX_INPUT_TAG_KEY_LENGTH)?;
+        validate_length("Input tag value", &tag.value, MAX_INPUT_TAG_VALUE_LENGTH)?;
+    }
+    Ok(())
+}
+
+const NAME_ADJECTIVES: &[&str] = &[
+    "abundant", "agreeable", "amazing", "ambitious", "bald", "beautiful", "bedecked", "big", "bold", "brave",
+    "bright", "calm", "capable", "carefree", "casual", "clean", "clever", "colorful", "dapper", "defiant",
+    "delicate", "enchanting", "fearless", "funny", "gentle", "gifted", "glamorous", "grandiose", "honorable",
+    "illustrious", "indecisive", "judicious", "kindly", "learned", "luminous", "magnificent", "nebulous",
+    "omniscient", "placid", "polite", "puzzled", "redolent", "resilient", "rogue", "sassy", "secretive",
+    "shivering", "silent", "skillful", "smiling", "spiffy", "stately", "suave", "tasteful", "thoughtful",
+    "traveling", "trusting", "unequaled", "upbeat", "valuable", "victorious", "vivacious", "welcoming", "wise",
+];
+const NAME_NOUNS: &[&str] = &[
+    "ant", "ape", "asp", "bass", "bat", "bear", "bee", "bird", "boar", "bug", "calf", "carp", "cat", "chimp",
+    "cod", "colt", "crab", "crane", "croc", "crow", "cub", "deer", "doe", "dog", "dolphin", "donkey", "dove",
+    "duck", "eel", "elk", "fawn", "finch", "fish", "flea", "fly", "foal", "fowl", "fox", "frog", "gnat", "gnu",
+    "goat", "goose", "grouse", "grub", "gull", "hare", "hawk", "hen", "hog", "horse", "hound", "jay", "kit",
+    "koi", "lamb", "lark", "loon", "lynx", "mare", "mink", "mole", "moose", "moth", "mouse", "mule", "newt",
+    "owl", "ox", "panda", "perch", "pig", "pug", "quail", "ram", "rat", "ray", "robin", "seal", "shark", "sheep",
+    "shrew", "skink", "slug", "snail", "snake", "sow", "squid", "stag", "steed", "stoat", "swan", "toad", "trout",
+    "wasp", "whale", "wolf", "worm", "wren", "yak", "zebra",
+];
+
+/// `adjective-animal-123`, like MLflow's generated run names.
+fn generate_run_name() -> String {
+    use rand::seq::IndexedRandom;
+    let mut rng = rand::rng();
+    let adjective = NAME_ADJECTIVES.choose(&mut rng).copied().unwrap_or("brave");
+    let noun = NAME_NOUNS.choose(&mut rng).copied().unwrap_or("owl");
+    format!("{adjective}-{noun}-{}", rand::random_range(0..1000))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn generated_names_look_like_mlflow_names() {
+        let name = generate_run_name();
+        let parts: Vec<&str> = name.split('-').collect();
+        assert_eq!(parts.len(), 3, "{name}");
+        assert!(parts[2].parse::<u32>().is_ok_and(|n| n < 1000));
+    }
+
+    #[test]
+    fn batch_validation_rejects_duplicates_and_limits() {
+        let params = vec![KeyValue::new("a", "1"), KeyValue::new("a", "2")];
+        let message = validate_batch(&[], &params, &[]).unwrap_err().to_string();
+        assert!(message.contains("Duplicate parameter keys"), "{message}");
+        let metrics: Vec<Metric> = (0..1001).map(|i| Metric::new(format!("m{i}"), 1.0, 0, 0)).collect();
+        assert!(validate_batch(&metrics, &[], &[]).is_err());
+        assert!(validate_batch(&[Metric::new("ok", 1.0, -1, 0)], &[], &[]).is_err());
+    }
+
+    #[test]
+    fn latest_upsert_keeps_greatest_step_timestamp_value_per_key() {
+        let metrics = vec![
+            Metric::new("a", 5.0, 10, 2),
+            Metric::new("a", 1.0, 99, 1),
+            Metric::new("a", 7.0, 10, 2),
+        ];
+        let mut builder = SqlBuilder::default();
+        push_latest_upsert(&mut builder, "r", &metrics);
+        assert_eq!(builder.values.len(), 6, "one row for one key");
+        assert_eq!(builder.values[4], SqlValue::Float(7.0));
+    }
+}

@@ -1,0 +1,348 @@
+//! Compiles parsed search filters and order_by clauses (see [`super::filter`]) into
+//! parameterized SQL, and implements page tokens.
+//!
+//! User text never becomes SQL: keys and values are bound as parameters, and the only
+//! SQL this module writes is fixed text chosen by matching on the AST.
+//!
+//! Page tokens are keyset tokens: they carry the sort-key values of the last row of the
+//! page, so the next page starts strictly after that row even when rows were inserted or
+//! deleted in between (an offset token would skip or repeat rows).
+
+use base64::Engine;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use serde::{Deserialize, Serialize};
+
+use super::{Backend, Error, Result};
+
+/// A value bound to a `$n` placeholder.
+#[derive(Debug, Clone, PartialEq)]
+pub enum SqlValue {
+    Int(i64),
+    Float(f64),
+    Text(String),
+    Bool(bool),
+    Null,
+}
+
+/// Binds every value of a [`SqlValue`] list to a sqlx query, in order.
+macro_rules! bind_values {
+    ($query:expr, $values:expr) => {{
+        let mut query = $query;
+        for value in $values {
+            query = match value {
+                $crate::store::search::SqlValue::Int(v) => query.bind(*v),
+                $crate::store::search::SqlValue::Float(v) => query.bind(*v),
+                $crate::store::search::SqlValue::Text(v) => query.bind(v.as_str()),
+                $crate::store::search::SqlValue::Bool(v) => query.bind(*v),
+                $crate::store::search::SqlValue::Null => query.bind(Option::<String>::None),
+            };
+        }
+        query
+    }};
+}
+pub(crate) use bind_values;
+
+/// SQL text with numbered placeholders and the values that go with them.
+#[derive(Debug, Default, Clone)]
+pub struct SqlBuilder {
+    pub sql: String,
+    pub values: Vec<SqlValue>,
+}
+
+impl SqlBuilder {
+    pub fn new(sql: &str) -> Self {
+        Self { sql: sql.to_owned(), values: Vec::new() }
+    }
+
+    /// Appends fixed SQL text (never user input).
+    pub fn push(&mut self, sql: &str) -> &mut Self {
+        self.sql.push_str(sql);
+        self
+    }
+
+    /// Appends a placeholder for `value` and returns its text (`$n`), for reuse.
+    pub fn bind(&mut self, value: SqlValue) -> String {
+        self.values.push(value);
+        let placeholder = format!("${}", self.values.len());
+        self.sql.push_str(&placeholder);
+        placeholder
+    }
+
+    /// Appends a `(…)` list of placeholders.
+    pub fn bind_list(&mut self, values: impl IntoIterator<Item = SqlValue>) {
+        self.sql.push('(');
+        for (i, value) in values.into_iter().enumerate() {
+            if i > 0 {
+                self.sql.push_str(", ");
+            }
+            self.bind(value);
+        }
+        self.sql.push(')');
+    }
+}
+
+/// The SQL type of a sort key, so its value can be read back for the page token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SortKind {
+    Int,
+    Float,
+    Text,
+}
+
+/// One ORDER BY key. `expr` is fixed SQL over the query's aliases; rows where it is NULL
+/// sort last in both directions, as in MLflow.
+#[derive(Debug, Clone)]
+pub struct SortKey {
+    pub expr: String,
+    pub kind: SortKind,
+    pub descending: bool,
+    pub nullable: bool,
+}
+
+impl SortKey {
+    pub fn new(expr: impl Into<String>, kind: SortKind, descending: bool, nullable: bool) -> Self {
+        Self { expr: expr.into(), kind, descending, nullable }
+    }
+}
+
+/// A sort-key value carried in a page token.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(untagged)]
+pub enum TokenValue {
+    Int(i64),
+    Float(f64),
+    Text(String),
+    Null,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct PageToken {
+    /// Sort-key values of the last row returned.
+    after: Vec<TokenValue>,
+}
+
+/// Decodes a client's page token (empty means the first page).
+pub fn decode_page_token(token: &str, keys: &[SortKey]) -> Result<Option<Vec<TokenValue>>> {
+    if token.is_empty() {
+        return Ok(None);
+    }
+    let invalid = || Error::Invalid(format!("Invalid page token '{token}'"));
+    let bytes = URL_SAFE_NO_PAD.decode(token.trim_end_matches('=')).map_err(|_| invalid())?;
+    let parsed: PageToken = serde_json::from_slice(&bytes).map_err(|_| invalid())?;
+    if parsed.after.len() != keys.len() {
+        return Err(invalid());
+    }
+    // Integers may come back as floats through JSON only if we wrote them so; check kinds.
+    let values = parsed
+        .after
+        .into_iter()
+        .zip(keys)
+        .map(|(value, key)| match (value, key.kind) {
+            (TokenValue::Null, _) if key.nullable => Ok(TokenValue::Null),
+            (TokenValue::Int(v), SortKind::Int) => Ok(TokenValue::Int(v)),
+            (TokenValue::Int(v), SortKind::Float) => Ok(TokenValue::Float(v as f64)),
+            (TokenValue::Float(v), SortKind::Float) => Ok(TokenValue::Float(v)),
+            (TokenValue::Text(v), SortKind::Text) => Ok(TokenValue::Text(v)),
+            _ => Err(invalid()),
+        })
+        .collect::<Result<Vec<_>>>()?;
+    Ok(Some(values))
+}
+
+/// Encodes the sort-key values of a page's last row as an opaque token.
+pub fn encode_page_token(after: Vec<TokenValue>) -> String {
+    let json = serde_json::to_vec(&PageToken { after }).unwrap_or_default();
+    URL_SAFE_NO_PAD.encode(json)
+}
+
+/// Appends `AND (rows strictly after `after` in the order of `keys`)`.
+pub fn push_keyset_condition(builder: &mut SqlBuilder, keys: &[SortKey], after: &[TokenValue]) {
+    builder.push(" AND (");
+    for j in 0..keys.len() {
+        if j > 0 {
+            builder.push(" OR ");
+        }
+        builder.push("(");
+        for i in 0..j {
+            push_same(builder, &keys[i], &after[i]);
+            builder.push(" AND ");
+        }
+        push_after(builder, &keys[j], &after[j]);
+        builder.push(")");
+    }
+    builder.push(")");
+}
+
+fn token_to_sql(value: &TokenValue) -> SqlValue {
+    match value {
+        TokenValue::Int(v) => SqlValue::Int(*v),
+        TokenValue::Float(v) => SqlValue::Float(*v),
+        TokenValue::Text(v) => SqlValue::Text(v.clone()),
+        TokenValue::Null => SqlValue::Null,
+    }
+}
+
+fn push_same(builder: &mut SqlBuilder, key: &SortKey, last: &TokenValue) {
+    if *last == TokenValue::Null {
+        builder.push(&format!("({} IS NULL)", key.expr));
+    } else {
+        builder.push(&format!("({} = ", key.expr));
+        builder.bind(token_to_sql(last));
+        builder.push(")");
+    }
+}
+
+fn push_after(builder: &mut SqlBuilder, key: &SortKey, last: &TokenValue) {
+    if *last == TokenValue::Null {
+        // NULLs sort last: nothing comes after a NULL but other NULLs (decided by later keys).
+        builder.push("(1 = 0)");
+        return;
+    }
+    let op = if key.descending { "<" } else { ">" };
+    builder.push("(");
+    if key.nullable {
+        builder.push(&format!("{} IS NULL OR ", key.expr));
+    }
+    builder.push(&format!("{} {op} ", key.expr));
+    builder.bind(token_to_sql(last));
+    builder.push(")");
+}
+
+/// Appends ` ORDER BY …` for `keys`, NULLs last in both directions.
+pub fn push_order_by(builder: &mut SqlBuilder, keys: &[SortKey]) {
+    builder.push(" ORDER BY ");
+    let parts: Vec<String> = keys
+        .iter()
+        .map(|key| {
+            let direction = if key.descending { "DESC" } else { "ASC" };
+            if key.nullable {
+                format!("(CASE WHEN {e} IS NULL THEN 1 ELSE 0 END), {e} {direction}", e = key.expr)
+            } else {
+                format!("{} {direction}", key.expr)
+            }
+        })
+        .collect();
+    builder.push(&parts.join(", "));
+}
+
+/// Appends the select-list entries `, <expr> AS sort_<i>` so the last row's keys can be read.
+pub fn push_sort_columns(builder: &mut SqlBuilder, keys: &[SortKey]) {
+    for (i, key) in keys.iter().enumerate() {
+        builder.push(&format!(", {} AS sort_{i}", key.expr));
+    }
+}
+
+/// Reads the sort-key columns written by [`push_sort_columns`] from a row.
+pub fn read_sort_values<R>(row: &R, keys: &[SortKey]) -> Result<Vec<TokenValue>>
+where
+    R: sqlx::Row,
+    for<'a> &'a str: sqlx::ColumnIndex<R>,
+    for<'a> Option<i64>: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    for<'a> Option<f64>: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+    for<'a> Option<String>: sqlx::Decode<'a, R::Database> + sqlx::Type<R::Database>,
+{
+    keys.iter()
+        .enumerate()
+        .map(|(i, key)| {
+            let column = format!("sort_{i}");
+            let value = match key.kind {
+                SortKind::Int => row.try_get::<Option<i64>, _>(column.as_str())?.map(TokenValue::Int),
+                SortKind::Float => row.try_get::<Option<f64>, _>(column.as_str())?.map(TokenValue::Float),
+                SortKind::Text => row.try_get::<Option<String>, _>(column.as_str())?.map(TokenValue::Text),
+            };
+            Ok(value.unwrap_or(TokenValue::Null))
+        })
+        .collect()
+}
+
+/// `LIKE` is case-sensitive in MLflow on every backend; SQLite's is not, so there the
+/// pattern becomes a GLOB (whose specials are escaped with brackets).
+pub fn push_like(builder: &mut SqlBuilder, backend: Backend, column: &str, pattern: &str) {
+    match backend {
+        Backend::Postgres => {
+            builder.push(&format!("{column} LIKE "));
+            builder.bind(SqlValue::Text(pattern.to_owned()));
+        }
+        Backend::Sqlite => {
+            builder.push(&format!("{column} GLOB "));
+            builder.bind(SqlValue::Text(like_to_glob(pattern)));
+        }
+    }
+}
+
+/// Case-insensitive LIKE on both backends.
+pub fn push_ilike(builder: &mut SqlBuilder, backend: Backend, column: &str, pattern: &str) {
+    match backend {
+        Backend::Postgres => builder.push(&format!("{column} ILIKE ")),
+        Backend::Sqlite => builder.push(&format!("LOWER({column}) LIKE LOWER(")),
+    };
+    builder.bind(SqlValue::Text(pattern.to_owned()));
+    if backend == Backend::Sqlite {
+        builder.push(")");
+    }
+}
+
+fn like_to_glob(pattern: &str) -> String {
+    let mut glob = String::with_capacity(pattern.len());
+    for c in pattern.chars() {
+        match c {
+            '%' => glob.push('*'),
+            '_' => glob.push('?'),
+            '*' | '?' | '[' | ']' => {
+                glob.push('[');
+                glob.push(c);
+                glob.push(']');
+            }
+            other => glob.push(other),
+        }
+    }
+    glob
+}
+
+/// Checks `max_results` against MLflow's ceiling for an entity.
+pub fn check_max_results(max_results: i64, ceiling: i64) -> Result<i64> {
+    if max_results <= 0 || max_results > ceiling {
+        return Err(Error::Invalid(format!(
+            "Invalid value {max_results} for parameter 'max_results' supplied. It must be at most {ceiling}, and positive."
+        )));
+    }
+    Ok(max_results)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn like_patterns_become_globs_with_specials_escaped() {
+        assert_eq!(like_to_glob("a%b_c"), "a*b?c");
+        assert_eq!(like_to_glob("x*[y]?"), "x[*][[][]][?]");
+    }
+
+    #[test]
+    fn page_tokens_round_trip_and_reject_tampering() {
+        let keys = vec![
+            SortKey::new("r.start_time", SortKind::Int, true, false),
+            SortKey::new("m.value", SortKind::Float, false, true),
+            SortKey::new("r.run_uuid", SortKind::Text, false, false),
+        ];
+        let after = vec![TokenValue::Int(5), TokenValue::Null, TokenValue::Text("abc".into())];
+        let token = encode_page_token(after.clone());
+        assert_eq!(decode_page_token(&token, &keys).unwrap(), Some(after));
+        assert!(decode_page_token("not a token", &keys).is_err());
+        assert!(decode_page_token(&encode_page_token(vec![TokenValue::Int(1)]), &keys).is_err());
+        assert_eq!(decode_page_token("", &keys).unwrap(), None);
+    }
+
+    #[test]
+    fn keyset_condition_orders_nulls_last() {
+        let keys = vec![
+            SortKey::new("a", SortKind::Float, true, true),
+            SortKey::new("id", SortKind::Text, false, false),
+        ];
+        let mut builder = SqlBuilder::new("");
+        push_keyset_condition(&mut builder, &keys, &[TokenValue::Float(1.5), TokenValue::Text("x".into())]);
+        assert_eq!(builder.sql, " AND (((a IS NULL OR a < $1)) OR ((a = $2) AND (id > $3)))");
+        assert_eq!(builder.values.len(), 3);
+    }
+}

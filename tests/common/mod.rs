@@ -1,0 +1,76 @@
+//! Test support shared by the integration test binaries: a fresh store per test, on
+//! SQLite (a temp file) or Postgres (a new database on the server named by
+//! `FERROFLOW_TEST_PG_URL`, which `e2e/setup/postgres.sh` starts).
+
+#![allow(dead_code)] // each test binary uses a different part of it
+
+use ferroflow::store::Store;
+use sqlx::Connection;
+
+/// A store and what keeps it alive (the SQLite temp folder).
+pub struct TestStore {
+    pub store: Store,
+    pub uri: String,
+    _dir: Option<tempfile::TempDir>,
+}
+
+/// A migrated store on a fresh SQLite file.
+pub async fn sqlite_store() -> TestStore {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let uri = format!("sqlite:///{}", dir.path().join("test.db").display());
+    let store = Store::connect(&uri).await.expect("open sqlite");
+    store.migrate().await.expect("migrate sqlite");
+    TestStore { store, uri, _dir: Some(dir) }
+}
+
+/// A migrated store on a fresh Postgres database, or `None` (test skipped) when no server
+/// was given and we are not in CI. In CI a missing Postgres fails the test.
+pub async fn postgres_store() -> Option<TestStore> {
+    let uri = postgres_database().await?;
+    let store = Store::connect(&uri).await.expect("open postgres");
+    store.migrate().await.expect("migrate postgres");
+    Some(TestStore { store, uri, _dir: None })
+}
+
+/// Creates a fresh database on the test Postgres and returns its URI.
+pub async fn postgres_database() -> Option<String> {
+    let Ok(server) = std::env::var("FERROFLOW_TEST_PG_URL") else {
+        assert!(
+            std::env::var_os("CI").is_none(),
+            "FERROFLOW_TEST_PG_URL is not set; in CI the Postgres tests must run (see e2e/setup/postgres.sh)"
+        );
+        eprintln!("skipping Postgres test: FERROFLOW_TEST_PG_URL is not set (run e2e/setup/postgres.sh)");
+        return None;
+    };
+    let name = format!("ff_test_{}", uuid::Uuid::new_v4().simple());
+    let mut connection = sqlx::PgConnection::connect(&server).await.expect("connect to test postgres");
+    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut connection).await.expect("create database");
+    let (base, _) = server.rsplit_once('/').expect("postgres URL has a database path");
+    Some(format!("{base}/{name}"))
+}
+
+/// Instantiates one async test body (`async fn(Store)`) for SQLite and for Postgres.
+#[macro_export]
+macro_rules! both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    let test_store = $crate::common::sqlite_store().await;
+                    super::$name(test_store.store.clone()).await;
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test]
+                async fn $name() {
+                    if let Some(test_store) = $crate::common::postgres_store().await {
+                        super::$name(test_store.store.clone()).await;
+                    }
+                }
+            )*
+        }
+    };
+}
