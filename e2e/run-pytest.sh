@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Runs the end-to-end pytest suite (the real mlflow client against a running tracking server).
+#
+#   FERROFLOW_BIN=target/debug/ferroflow e2e/run-pytest.sh [pytest args...]
+#   FERROFLOW_REFERENCE=mlflow e2e/run-pytest.sh [pytest args...]   # MLflow's own server
+#
+# Sets up what is missing first: the Python venv (e2e/setup/venv.sh) and, unless
+# FERROFLOW_TEST_PG_URL is already set, the throwaway Postgres cluster (e2e/setup/postgres.sh;
+# set FERROFLOW_E2E_BACKENDS=sqlite to skip Postgres entirely). Exits with pytest's exit code.
+#
+# Other environment: FERROFLOW_E2E_BACKENDS (sqlite,postgres), FERROFLOW_E2E_STATE (logs and
+# the Postgres cluster; default /tmp/ferroflow-e2e), FERROFLOW_VENV, FERROFLOW_PG_PORT.
+set -euo pipefail
+
+here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
+
+if [[ -z "${FERROFLOW_BIN:-}" && -z "${FERROFLOW_REFERENCE:-}" ]]; then
+  echo "run-pytest.sh: set FERROFLOW_BIN=/path/to/ferroflow or FERROFLOW_REFERENCE=mlflow" >&2
+  exit 2
+fi
+if [[ -n "${FERROFLOW_BIN:-}" ]]; then
+  # the suite starts the server from temporary directories: make the path absolute
+  FERROFLOW_BIN="$(cd "$(dirname "$FERROFLOW_BIN")" && pwd)/$(basename "$FERROFLOW_BIN")"
+  export FERROFLOW_BIN
+fi
+
+eval "$("$here/setup/venv.sh")"
+backends="${FERROFLOW_E2E_BACKENDS:-sqlite,postgres}"
+if [[ ",$backends," == *",postgres,"* && -z "${FERROFLOW_TEST_PG_URL:-}" ]]; then
+  eval "$("$here/setup/postgres.sh")"
+fi
+
+# shellcheck disable=SC1091
+source "$FERROFLOW_VENV/bin/activate"
+cd "$here/.."
+set +e
+python -m pytest e2e/tests -q -p no:cacheprovider -rfEs "$@"
+status=$?
+set -e
+exit "$status"

@@ -1,0 +1,367 @@
+"""End-to-end fixtures: start the tracking server under test, point the real mlflow client at it.
+
+The server under test is chosen by environment variables (or the matching pytest options):
+
+  FERROFLOW_BIN=/path/to/ferroflow   (--ferroflow-bin)  runs `ferroflow server ...`
+  FERROFLOW_REFERENCE=mlflow         (--reference)      runs MLflow's own `mlflow server ...` from
+                                                         this venv, to check that the tests encode
+                                                         MLflow's real behaviour
+
+Every test runs once per backend store: `sqlite` (a temporary file) and `postgres` (a fresh
+database per session in the server named by FERROFLOW_TEST_PG_URL, see e2e/setup/postgres.sh).
+FERROFLOW_E2E_BACKENDS=sqlite (or postgres) restricts the run to one of them. Without
+FERROFLOW_TEST_PG_URL the postgres half is skipped, unless CI is set: then it fails.
+
+The server's stdout and stderr go to $FERROFLOW_E2E_STATE/logs/<impl>-<backend>.log (default
+/tmp/ferroflow-e2e); the part of it written while a test ran is attached to that test's failure
+report.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
+
+import pytest
+
+# The client retries 408/429/5xx with exponential backoff for minutes by default: a server bug
+# must fail the test at once instead. These are read at call time by mlflow.
+os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = os.environ.get("FERROFLOW_E2E_CLIENT_RETRIES", "0")
+os.environ["MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR"] = "0"
+os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = os.environ.get("FERROFLOW_E2E_CLIENT_TIMEOUT", "60")
+# No git probing, no telemetry, no interactive prompts from the client.
+os.environ.setdefault("GIT_PYTHON_REFRESH", "quiet")
+os.environ["MLFLOW_DISABLE_TELEMETRY"] = "true"
+os.environ["DO_NOT_TRACK"] = "true"
+
+import mlflow  # noqa: E402  (after the environment above)
+import requests  # noqa: E402
+from mlflow.tracking import MlflowClient  # noqa: E402
+
+BACKENDS = ("sqlite", "postgres")
+STATE_DIR = Path(os.environ.get("FERROFLOW_E2E_STATE", "/tmp/ferroflow-e2e"))
+START_TIMEOUT_S = float(os.environ.get("FERROFLOW_E2E_START_TIMEOUT", "180"))
+STOP_TIMEOUT_S = 20.0
+
+
+def pytest_addoption(parser):
+    group = parser.getgroup("ferroflow")
+    group.addoption(
+        "--ferroflow-bin",
+        default=os.environ.get("FERROFLOW_BIN"),
+        help="path of the ferroflow binary to test (env FERROFLOW_BIN)",
+    )
+    group.addoption(
+        "--reference",
+        default=os.environ.get("FERROFLOW_REFERENCE"),
+        choices=[None, "mlflow"],
+        help="run the suite against MLflow's own server instead (env FERROFLOW_REFERENCE=mlflow)",
+    )
+    group.addoption(
+        "--backends",
+        default=os.environ.get("FERROFLOW_E2E_BACKENDS", ",".join(BACKENDS)),
+        help="comma-separated backend stores to run on (env FERROFLOW_E2E_BACKENDS)",
+    )
+
+
+def pytest_configure(config):
+    config.addinivalue_line(
+        "markers",
+        "registry: needs the model registry (run against MLflow; against ferroflow only with "
+        "FERROFLOW_E2E_REGISTRY=1)",
+    )
+
+
+def _selected_backends(config) -> list[str]:
+    wanted = [b.strip() for b in config.getoption("--backends").split(",") if b.strip()]
+    unknown = [b for b in wanted if b not in BACKENDS]
+    if unknown:
+        raise pytest.UsageError(f"unknown backend(s) {unknown}; choose from {BACKENDS}")
+    return wanted
+
+
+def pytest_generate_tests(metafunc):
+    # Parametrize the session-scoped `backend` fixture here so `--backends` can narrow it.
+    if "backend" in metafunc.fixturenames:
+        metafunc.parametrize("backend", _selected_backends(metafunc.config), scope="session")
+
+
+def pytest_collection_modifyitems(config, items):
+    if _impl(config)[0] == "mlflow" or os.environ.get("FERROFLOW_E2E_REGISTRY") == "1":
+        return
+    skip = pytest.mark.skip(reason="model registry is not part of this target yet "
+                                   "(set FERROFLOW_E2E_REGISTRY=1 to run it)")
+    for item in items:
+        if "registry" in item.keywords:
+            item.add_marker(skip)
+
+
+def _impl(config) -> tuple[str, str]:
+    """(implementation name, executable) of the server under test."""
+    reference = config.getoption("--reference")
+    binary = config.getoption("--ferroflow-bin")
+    if reference and binary:
+        raise pytest.UsageError("set either FERROFLOW_BIN or FERROFLOW_REFERENCE, not both")
+    if reference == "mlflow":
+        exe = Path(sys.executable).with_name("mlflow")
+        if not exe.exists():
+            found = shutil.which("mlflow")
+            if not found:
+                raise pytest.UsageError("FERROFLOW_REFERENCE=mlflow but no `mlflow` executable")
+            exe = Path(found)
+        return "mlflow", str(exe)
+    if binary:
+        path = Path(binary)
+        if not (path.is_file() and os.access(path, os.X_OK)):
+            raise pytest.UsageError(f"FERROFLOW_BIN={binary} is not an executable file")
+        return "ferroflow", str(path.resolve())
+    raise pytest.UsageError(
+        "choose the server under test: FERROFLOW_BIN=/path/to/ferroflow or FERROFLOW_REFERENCE=mlflow"
+    )
+
+
+def _free_port() -> int:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Server:
+    impl: str
+    backend: str
+    url: str
+    log_path: Path
+    proc: subprocess.Popen
+    artifacts: Path
+    extra: dict = field(default_factory=dict)
+
+    def log_tail(self, since: int = 0, max_chars: int = 20000) -> str:
+        try:
+            with open(self.log_path, "rb") as f:
+                f.seek(since)
+                text = f.read().decode("utf-8", "replace")
+        except OSError as e:
+            return f"<cannot read {self.log_path}: {e}>"
+        if len(text) > max_chars:
+            text = "...\n" + text[-max_chars:]
+        return text
+
+    def log_size(self) -> int:
+        try:
+            return self.log_path.stat().st_size
+        except OSError:
+            return 0
+
+
+class _PostgresDatabase:
+    """A fresh database in the server FERROFLOW_TEST_PG_URL names; dropped afterwards."""
+
+    def __init__(self, admin_url: str):
+        import psycopg2  # from requirements.txt
+
+        self._psycopg2 = psycopg2
+        self.admin_url = admin_url
+        self.name = f"ff_e2e_{uuid.uuid4().hex[:12]}"
+        with self._connect() as conn, conn.cursor() as cur:
+            cur.execute(f'CREATE DATABASE "{self.name}"')
+        parts = urlsplit(admin_url)
+        # MLflow (SQLAlchemy) and ferroflow both take the postgresql:// scheme.
+        self.url = urlunsplit(("postgresql", parts.netloc, "/" + self.name, parts.query, ""))
+
+    def _connect(self):
+        conn = self._psycopg2.connect(self.admin_url.replace("postgresql://", "postgres://", 1))
+        conn.autocommit = True
+        return conn
+
+    def drop(self):
+        try:
+            conn = self._connect()
+            try:
+                with conn.cursor() as cur:
+                    cur.execute(f'DROP DATABASE IF EXISTS "{self.name}" WITH (FORCE)')
+            finally:
+                conn.close()
+        except Exception as e:  # the cluster is throwaway; do not mask test results
+            print(f"warning: could not drop database {self.name}: {e}", file=sys.stderr)
+
+
+def _server_command(impl: str, exe: str, port: int, store_uri: str, artifacts: Path) -> list[str]:
+    common = [
+        "--host", "127.0.0.1",
+        "--port", str(port),
+        "--backend-store-uri", store_uri,
+        "--artifacts-destination", str(artifacts),
+    ]
+    if impl == "mlflow":
+        # One worker: the machine has 2 cores and the suite drives the server serially.
+        return [exe, "server", *common, "--workers", "1"]
+    return [exe, "server", *common]
+
+
+def _wait_healthy(server: Server, deadline: float) -> None:
+    last = "no answer yet"
+    while True:
+        code = server.proc.poll()
+        if code is not None:
+            raise RuntimeError(
+                f"{server.impl} server exited with {code} during start-up; log "
+                f"{server.log_path}:\n{server.log_tail()}"
+            )
+        try:
+            r = requests.get(server.url + "/health", timeout=5)
+            if r.status_code == 200:
+                return
+            last = f"GET /health -> {r.status_code} {r.text[:200]!r}"
+        except requests.RequestException as e:
+            last = f"GET /health -> {type(e).__name__}"
+        if time.monotonic() > deadline:
+            raise RuntimeError(
+                f"{server.impl} server not healthy within {START_TIMEOUT_S:.0f}s ({last}); log "
+                f"{server.log_path}:\n{server.log_tail()}"
+            )
+        time.sleep(0.1)
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout=STOP_TIMEOUT_S)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=STOP_TIMEOUT_S)
+
+
+@pytest.fixture(scope="session")
+def server(request, backend, tmp_path_factory) -> Server:
+    impl, exe = _impl(request.config)
+    pg_db = None
+    if backend == "sqlite":
+        db_dir = tmp_path_factory.mktemp(f"{impl}-sqlite")
+        store_uri = f"sqlite:///{db_dir / 'tracking.db'}"
+    else:
+        admin_url = os.environ.get("FERROFLOW_TEST_PG_URL")
+        if not admin_url:
+            message = ("FERROFLOW_TEST_PG_URL is unset: start a test cluster with "
+                       "`eval \"$(e2e/setup/postgres.sh)\"`")
+            if os.environ.get("CI"):
+                pytest.fail(f"{message} (CI is set, so the postgres backend is required)")
+            pytest.skip(message)
+        pg_db = _PostgresDatabase(admin_url)
+        store_uri = pg_db.url
+
+    artifacts = tmp_path_factory.mktemp(f"{impl}-{backend}-artifacts")
+    logs = STATE_DIR / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    log_path = logs / f"{impl}-{backend}.log"
+    port = _free_port()
+    cmd = _server_command(impl, exe, port, store_uri, artifacts)
+    env = dict(os.environ)
+    env.setdefault("RUST_LOG", "info")
+    env.setdefault("RUST_BACKTRACE", "1")
+    workdir = tmp_path_factory.mktemp(f"{impl}-{backend}-cwd")
+    with open(log_path, "wb") as log:
+        log.write(f"$ {' '.join(cmd)}\n".encode())
+        log.flush()
+        proc = subprocess.Popen(
+            cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            cwd=workdir, env=env, start_new_session=True,
+        )
+    srv = Server(impl=impl, backend=backend, url=f"http://127.0.0.1:{port}",
+                 log_path=log_path, proc=proc, artifacts=artifacts)
+    try:
+        _wait_healthy(srv, time.monotonic() + START_TIMEOUT_S)
+        yield srv
+    finally:
+        _stop(proc)
+        if pg_db is not None:
+            pg_db.drop()
+
+
+@pytest.fixture
+def tracking_uri(server, monkeypatch) -> str:
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", server.url)
+    mlflow.set_tracking_uri(server.url)
+    yield server.url
+    while mlflow.active_run() is not None:
+        mlflow.end_run()
+
+
+@pytest.fixture
+def client(tracking_uri) -> MlflowClient:
+    return MlflowClient(tracking_uri)
+
+
+@pytest.fixture
+def unique_name(request) -> str:
+    """A name no other test (or earlier session on the same database) uses."""
+    base = re.sub(r"[^A-Za-z0-9_-]+", "-", request.node.name)[:60]
+    return f"{base}-{uuid.uuid4().hex[:10]}"
+
+
+@pytest.fixture
+def experiment_id(client, unique_name) -> str:
+    return client.create_experiment(unique_name)
+
+
+@pytest.fixture
+def api(server):
+    """Raw HTTP access: api.get/post(path under /api/2.0/mlflow, ...) -> requests.Response."""
+    return RawApi(server.url)
+
+
+class RawApi:
+    def __init__(self, base: str):
+        self.base = base
+        self.session = requests.Session()
+
+    def url(self, path: str) -> str:
+        if path.startswith("/"):
+            return self.base + path
+        return f"{self.base}/api/2.0/mlflow/{path}"
+
+    def get(self, path, params=None, **kw):
+        return self.session.get(self.url(path), params=params, timeout=60, **kw)
+
+    def post(self, path, json=None, **kw):
+        return self.session.post(self.url(path), json=json, timeout=60, **kw)
+
+    def request(self, method, path, **kw):
+        kw.setdefault("timeout", 60)
+        return self.session.request(method, self.url(path), **kw)
+
+
+# --- attach the server's log to failures ------------------------------------------------------
+
+@pytest.fixture(autouse=True)
+def _server_log_mark(request):
+    """Remember where the server log stood when this test began (for the failure report)."""
+    if "server" in request.fixturenames:
+        srv = request.getfixturevalue("server")
+        request.node._ferroflow_log = (srv, srv.log_size())
+    yield
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item, call):
+    outcome = yield
+    report = outcome.get_result()
+    mark = getattr(item, "_ferroflow_log", None)
+    if report.failed and mark is not None:
+        srv, since = mark
+        report.sections.append(
+            (f"{srv.impl} server log ({srv.log_path}, from this test on)", srv.log_tail(since))
+        )
+        if srv.proc.poll() is not None:
+            report.sections.append(("server exited", f"exit code {srv.proc.returncode}"))
