@@ -226,7 +226,7 @@ pub struct OrderBy {
 pub enum FilterError {
     #[error("Search {what} is {length} bytes long; the limit is {max} bytes", max = MAX_INPUT_BYTES)]
     TooLong { what: &'static str, length: usize },
-    #[error("Unexpected character '{found}' at position {position}{hint}")]
+    #[error("Unexpected character {found:?} at position {position}{hint}")]
     UnexpectedCharacter {
         found: char,
         position: usize,
@@ -2427,7 +2427,12 @@ mod tests {
         rejects(
             Runs,
             "params.a = 'x' AND params.b\u{a0}= 'y'",
-            &["'\u{a0}' at position 27"],
+            &[r"'\u{a0}' at position 27"],
+        );
+        rejects(
+            Runs,
+            "params.a = 'x'\u{0}",
+            &[r"Unexpected character '\0' at position 14"],
         );
         rejects(Runs, "params.a = 日本", &["'日' at position 11"]);
         assert_eq!(
