@@ -172,8 +172,12 @@ class _PostgresDatabase:
         self._psycopg2 = psycopg2
         self.admin_url = admin_url
         self.name = f"ff_e2e_{uuid.uuid4().hex[:12]}"
-        with self._connect() as conn, conn.cursor() as cur:
-            cur.execute(f'CREATE DATABASE "{self.name}"')
+        conn = self._connect()
+        try:
+            with conn.cursor() as cur:
+                cur.execute(f'CREATE DATABASE "{self.name}"')
+        finally:
+            conn.close()
         parts = urlsplit(admin_url)
         # MLflow (SQLAlchemy) and ferroflow both take the postgresql:// scheme.
         self.url = urlunsplit(("postgresql", parts.netloc, "/" + self.name, parts.query, ""))

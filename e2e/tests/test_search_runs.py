@@ -302,6 +302,15 @@ def test_order_by_metric_nan_and_missing_last(client, experiment_id):
     assert order("ASC") == ["neg", "one", "three", "inf", "nan", "missing"]
     assert order("DESC") == ["inf", "three", "one", "neg", "nan", "missing"]
 
+    def names(flt):
+        return sorted(ids[r.info.run_id] for r in client.search_runs([experiment_id], flt))
+
+    # NaN compares like IEEE NaN: only != matches it; a missing metric matches nothing
+    assert names("metrics.v != 1") == sorted(["nan", "three", "neg", "inf"])
+    assert names("metrics.v < 100") == sorted(["one", "neg", "three"])
+    assert names("metrics.v >= 0") == sorted(["one", "three", "inf"])
+    assert names("metrics.v = 0") == []
+
 
 # --- paging past 100 runs -----------------------------------------------------------------------
 

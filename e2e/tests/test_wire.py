@@ -265,3 +265,53 @@ def test_search_page_token_round_trip(api):
     assert "next_page_token" not in third or not third["next_page_token"]
     seen = [r["info"]["run_id"] for page in (first, second, third) for r in page["runs"]]
     assert seen == made[::-1]
+
+
+def test_metric_history_paging(api):
+    exp_id = _create_experiment(api)
+    run_id = _create_run(api, exp_id)["info"]["run_id"]
+    logged = [(float(i), 100 + i, i) for i in range(7)]
+    _ok(api.post("runs/log-batch", {"run_id": run_id, "metrics": [
+        {"key": "m", "value": v, "timestamp": t, "step": s} for v, t, s in logged]}))
+    seen, token, pages = [], None, 0
+    while True:
+        params = {"run_id": run_id, "metric_key": "m", "max_results": 3}
+        if token:
+            params["page_token"] = token
+        body = _ok(api.get("metrics/get-history", params))
+        page = body.get("metrics", [])
+        assert len(page) <= 3
+        seen += [(m["value"], m["timestamp"], m["step"]) for m in page]
+        token = body.get("next_page_token")
+        pages += 1
+        if not token:
+            break
+        assert pages < 10
+    assert sorted(seen) == logged
+    assert _ok(api.get("metrics/get-history", {"run_id": run_id, "metric_key": "none"})) == {}
+
+
+def test_more_validation_errors(api):
+    exp_id = _create_experiment(api)
+    run_id = _create_run(api, exp_id)["info"]["run_id"]
+    # run_name and tag mlflow.runName must agree
+    _error(api.post("runs/create", {"experiment_id": exp_id, "run_name": "a",
+                                    "tags": [{"key": "mlflow.runName", "value": "b"}]}),
+           400, "INVALID_PARAMETER_VALUE")
+    # negative timestamps and non-numeric values
+    _error(api.post("runs/log-metric", {"run_id": run_id, "key": "m", "value": 1, "timestamp": -5}),
+           400, "INVALID_PARAMETER_VALUE")
+    _error(api.post("runs/log-metric", {"run_id": run_id, "key": "m", "value": "abc",
+                                        "timestamp": 5}), 400, "INVALID_PARAMETER_VALUE")
+    # one request may not name a param twice, even with the same value
+    _error(api.post("runs/log-batch", {"run_id": run_id, "params": [
+        {"key": "x", "value": "1"}, {"key": "x", "value": "1"}]}), 400, "INVALID_PARAMETER_VALUE")
+    # search ceilings
+    _error(api.post("runs/search", {"experiment_ids": [exp_id], "max_results": 50001}),
+           400, "INVALID_PARAMETER_VALUE")
+    _error(api.post("runs/delete-tag", {"run_id": run_id, "key": "nope"}), 404,
+           "RESOURCE_DOES_NOT_EXIST")
+    _error(api.post("experiments/delete", {"experiment_id": "99999999"}), 404,
+           "RESOURCE_DOES_NOT_EXIST")
+    run = _ok(api.get("runs/get", {"run_id": run_id}))["run"]
+    assert "metrics" not in run["data"] and "params" not in run["data"]
