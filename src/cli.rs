@@ -12,12 +12,21 @@ pub const DEFAULT_BACKEND_STORE_URI: &str = "sqlite:///mlflow.db";
 pub const DEFAULT_ARTIFACTS_DESTINATION: &str = "./mlartifacts";
 
 #[derive(Debug, Parser)]
-#[command(name = "ferroflow", version, about = "MLflow-compatible ML lifecycle platform for Kubernetes")]
+#[command(
+    name = "ferroflow",
+    version,
+    about = "MLflow-compatible ML lifecycle platform for Kubernetes"
+)]
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
     /// Log format: `text` for people, `json` for log collectors.
-    #[arg(long, env = "FERROFLOW_LOG_FORMAT", default_value = "text", global = true)]
+    #[arg(
+        long,
+        env = "FERROFLOW_LOG_FORMAT",
+        default_value = "text",
+        global = true
+    )]
     pub log_format: LogFormat,
 }
 
@@ -53,7 +62,11 @@ pub struct ServerArgs {
     #[arg(long, env = "MLFLOW_ARTIFACTS_DESTINATION", default_value = DEFAULT_ARTIFACTS_DESTINATION)]
     pub artifacts_destination: String,
     /// Artifact root recorded on new experiments; the default makes clients upload through this server.
-    #[arg(long, env = "MLFLOW_DEFAULT_ARTIFACT_ROOT", default_value = "mlflow-artifacts:")]
+    #[arg(
+        long,
+        env = "MLFLOW_DEFAULT_ARTIFACT_ROOT",
+        default_value = "mlflow-artifacts:"
+    )]
     pub default_artifact_root: String,
     /// Write the chosen address to this file once listening (for tests and scripts using port 0).
     #[arg(long, env = "FERROFLOW_ADDRESS_FILE")]

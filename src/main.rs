@@ -14,7 +14,9 @@ async fn main() -> ExitCode {
     telemetry::init(cli.log_format);
     let result = match cli.command {
         Command::Server(args) => server::run(args, shutdown_signal()).await,
-        Command::Db { command: DbCommand::Upgrade { url } } => upgrade(&url).await,
+        Command::Db {
+            command: DbCommand::Upgrade { url },
+        } => upgrade(&url).await,
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -12,24 +12,40 @@ use crate::cli::ServerArgs;
 use crate::store::Store;
 
 /// Runs the tracking server until `shutdown` resolves.
-pub async fn run(args: ServerArgs, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
+pub async fn run(
+    args: ServerArgs,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
     let store = Store::connect(&args.backend_store_uri)
         .await
-        .with_context(|| format!("failed to open the backend store {}", redact(&args.backend_store_uri)))?;
-    store.migrate().await.context("failed to migrate the backend store")?;
+        .with_context(|| {
+            format!(
+                "failed to open the backend store {}",
+                redact(&args.backend_store_uri)
+            )
+        })?;
+    store
+        .migrate()
+        .await
+        .context("failed to migrate the backend store")?;
     let state = AppState {
         store: store.clone(),
-        config: Arc::new(ServerConfig { default_artifact_root: args.default_artifact_root.clone() }),
+        config: Arc::new(ServerConfig {
+            default_artifact_root: args.default_artifact_root.clone(),
+        }),
     };
     let listener = TcpListener::bind(SocketAddr::new(args.host, args.port))
         .await
         .with_context(|| format!("failed to listen on {}:{}", args.host, args.port))?;
     let address = listener.local_addr()?;
     if let Some(path) = &args.address_file {
-        std::fs::write(path, address.to_string()).with_context(|| format!("failed to write {}", path.display()))?;
+        std::fs::write(path, address.to_string())
+            .with_context(|| format!("failed to write {}", path.display()))?;
     }
     tracing::info!(%address, backend = ?store.backend(), artifacts = %args.artifacts_destination, "ferroflow server listening");
-    api::serve(listener, api::router(state), shutdown).await.context("server failed")?;
+    api::serve(listener, api::router(state), shutdown)
+        .await
+        .context("server failed")?;
     store.close().await;
     tracing::info!("ferroflow server stopped");
     Ok(())
@@ -41,7 +57,9 @@ pub fn redact(uri: &str) -> String {
         (Some(scheme_end), Some(at)) if at > scheme_end => {
             let credentials = &uri[scheme_end + 3..at];
             match credentials.split_once(':') {
-                Some((user, _)) => format!("{}://{user}:***@{}", &uri[..scheme_end], &uri[at + 1..]),
+                Some((user, _)) => {
+                    format!("{}://{user}:***@{}", &uri[..scheme_end], &uri[at + 1..])
+                }
                 None => uri.to_owned(),
             }
         }
@@ -55,7 +73,10 @@ mod tests {
 
     #[test]
     fn passwords_are_redacted() {
-        assert_eq!(redact("postgresql://u:secret@h:5432/db"), "postgresql://u:***@h:5432/db");
+        assert_eq!(
+            redact("postgresql://u:secret@h:5432/db"),
+            "postgresql://u:***@h:5432/db"
+        );
         assert_eq!(redact("sqlite:///x.db"), "sqlite:///x.db");
     }
 }

@@ -27,9 +27,9 @@ impl ErrorCode {
     /// MLflow's `ERROR_CODE_TO_HTTP_STATUS`.
     pub fn status(self) -> StatusCode {
         match self {
-            ErrorCode::InvalidParameterValue | ErrorCode::ResourceAlreadyExists | ErrorCode::BadRequest => {
-                StatusCode::BAD_REQUEST
-            }
+            ErrorCode::InvalidParameterValue
+            | ErrorCode::ResourceAlreadyExists
+            | ErrorCode::BadRequest => StatusCode::BAD_REQUEST,
             ErrorCode::ResourceDoesNotExist | ErrorCode::EndpointNotFound => StatusCode::NOT_FOUND,
             ErrorCode::InvalidState | ErrorCode::InternalError => StatusCode::INTERNAL_SERVER_ERROR,
             ErrorCode::NotImplemented => StatusCode::NOT_IMPLEMENTED,
@@ -46,7 +46,10 @@ pub struct ApiError {
 
 impl ApiError {
     pub fn new(error_code: ErrorCode, message: impl Into<String>) -> Self {
-        Self { error_code, message: message.into() }
+        Self {
+            error_code,
+            message: message.into(),
+        }
     }
 
     /// INVALID_PARAMETER_VALUE with `message`.
@@ -56,7 +59,9 @@ impl ApiError {
 
     /// MLflow's message for a required field that is absent.
     pub fn missing(field: &str) -> Self {
-        Self::invalid(format!("Missing value for required parameter '{field}'. See the API docs for more information about request parameters."))
+        Self::invalid(format!(
+            "Missing value for required parameter '{field}'. See the API docs for more information about request parameters."
+        ))
     }
 }
 
@@ -65,7 +70,9 @@ impl From<store::Error> for ApiError {
         use store::Error;
         match error {
             Error::NotFound(message) => ApiError::new(ErrorCode::ResourceDoesNotExist, message),
-            Error::AlreadyExists(message) => ApiError::new(ErrorCode::ResourceAlreadyExists, message),
+            Error::AlreadyExists(message) => {
+                ApiError::new(ErrorCode::ResourceAlreadyExists, message)
+            }
             Error::Invalid(message) => ApiError::invalid(message),
             Error::BadRequest(message) => ApiError::new(ErrorCode::BadRequest, message),
             Error::InvalidState(message) => ApiError::new(ErrorCode::InvalidState, message),

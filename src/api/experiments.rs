@@ -30,10 +30,14 @@ pub fn routes() -> Router<AppState> {
 
 /// Parses an experiment id as MLflow's SQL store does (a decimal integer).
 pub fn parse_experiment_id(id: Option<&str>) -> ApiResult<i64> {
-    let id = id.filter(|id| !id.is_empty()).ok_or_else(|| ApiError::missing("experiment_id"))?;
-    id.trim()
-        .parse()
-        .map_err(|_| ApiError::invalid(format!("Invalid experiment ID '{id}': experiment IDs are integers")))
+    let id = id
+        .filter(|id| !id.is_empty())
+        .ok_or_else(|| ApiError::missing("experiment_id"))?;
+    id.trim().parse().map_err(|_| {
+        ApiError::invalid(format!(
+            "Invalid experiment ID '{id}': experiment IDs are integers"
+        ))
+    })
 }
 
 #[derive(Deserialize)]
@@ -49,14 +53,24 @@ struct CreateResponse {
     experiment_id: String,
 }
 
-async fn create(State(state): State<AppState>, Mlflow(request): Mlflow<CreateRequest>) -> ApiResult<Json<CreateResponse>> {
+async fn create(
+    State(state): State<AppState>,
+    Mlflow(request): Mlflow<CreateRequest>,
+) -> ApiResult<Json<CreateResponse>> {
     let name = request.name.ok_or_else(|| ApiError::missing("name"))?;
     let tags: Vec<KeyValue> = request.tags.into_iter().map(Into::into).collect();
     let id = state
         .store
-        .create_experiment(&name, request.artifact_location.as_deref(), &tags, &state.config.default_artifact_root)
+        .create_experiment(
+            &name,
+            request.artifact_location.as_deref(),
+            &tags,
+            &state.config.default_artifact_root,
+        )
         .await?;
-    Ok(Json(CreateResponse { experiment_id: id.to_string() }))
+    Ok(Json(CreateResponse {
+        experiment_id: id.to_string(),
+    }))
 }
 
 #[derive(Deserialize)]
@@ -70,10 +84,15 @@ struct ExperimentResponse {
     experiment: Experiment,
 }
 
-async fn get_experiment(State(state): State<AppState>, Mlflow(request): Mlflow<IdRequest>) -> ApiResult<Json<ExperimentResponse>> {
+async fn get_experiment(
+    State(state): State<AppState>,
+    Mlflow(request): Mlflow<IdRequest>,
+) -> ApiResult<Json<ExperimentResponse>> {
     let id = parse_experiment_id(request.experiment_id.as_deref())?;
     let experiment = state.store.get_experiment(id).await?;
-    Ok(Json(ExperimentResponse { experiment: experiment.into() }))
+    Ok(Json(ExperimentResponse {
+        experiment: experiment.into(),
+    }))
 }
 
 #[derive(Deserialize)]
@@ -81,10 +100,17 @@ struct ByNameRequest {
     experiment_name: Option<String>,
 }
 
-async fn get_by_name(State(state): State<AppState>, Mlflow(request): Mlflow<ByNameRequest>) -> ApiResult<Json<ExperimentResponse>> {
-    let name = request.experiment_name.ok_or_else(|| ApiError::missing("experiment_name"))?;
+async fn get_by_name(
+    State(state): State<AppState>,
+    Mlflow(request): Mlflow<ByNameRequest>,
+) -> ApiResult<Json<ExperimentResponse>> {
+    let name = request
+        .experiment_name
+        .ok_or_else(|| ApiError::missing("experiment_name"))?;
     let experiment = state.store.get_experiment_by_name(&name).await?;
-    Ok(Json(ExperimentResponse { experiment: experiment.into() }))
+    Ok(Json(ExperimentResponse {
+        experiment: experiment.into(),
+    }))
 }
 
 #[derive(Deserialize)]
@@ -107,7 +133,10 @@ struct SearchResponse {
     next_page_token: Option<String>,
 }
 
-async fn search(State(state): State<AppState>, Mlflow(request): Mlflow<SearchRequest>) -> ApiResult<Json<SearchResponse>> {
+async fn search(
+    State(state): State<AppState>,
+    Mlflow(request): Mlflow<SearchRequest>,
+) -> ApiResult<Json<SearchResponse>> {
     let page = state
         .store
         .search_experiments(&ExperimentSearch {
@@ -131,7 +160,10 @@ struct UpdateRequest {
     new_name: Option<String>,
 }
 
-async fn update(State(state): State<AppState>, Mlflow(request): Mlflow<UpdateRequest>) -> ApiResult<Json<Empty>> {
+async fn update(
+    State(state): State<AppState>,
+    Mlflow(request): Mlflow<UpdateRequest>,
+) -> ApiResult<Json<Empty>> {
     let id = parse_experiment_id(request.experiment_id.as_deref())?;
     if let Some(new_name) = request.new_name {
         state.store.rename_experiment(id, &new_name).await?;
@@ -139,13 +171,19 @@ async fn update(State(state): State<AppState>, Mlflow(request): Mlflow<UpdateReq
     Ok(Json(Empty {}))
 }
 
-async fn delete(State(state): State<AppState>, Mlflow(request): Mlflow<IdRequest>) -> ApiResult<Json<Empty>> {
+async fn delete(
+    State(state): State<AppState>,
+    Mlflow(request): Mlflow<IdRequest>,
+) -> ApiResult<Json<Empty>> {
     let id = parse_experiment_id(request.experiment_id.as_deref())?;
     state.store.delete_experiment(id).await?;
     Ok(Json(Empty {}))
 }
 
-async fn restore(State(state): State<AppState>, Mlflow(request): Mlflow<IdRequest>) -> ApiResult<Json<Empty>> {
+async fn restore(
+    State(state): State<AppState>,
+    Mlflow(request): Mlflow<IdRequest>,
+) -> ApiResult<Json<Empty>> {
     let id = parse_experiment_id(request.experiment_id.as_deref())?;
     state.store.restore_experiment(id).await?;
     Ok(Json(Empty {}))
@@ -159,15 +197,24 @@ struct TagRequest {
     value: Option<String>,
 }
 
-async fn set_tag(State(state): State<AppState>, Mlflow(request): Mlflow<TagRequest>) -> ApiResult<Json<Empty>> {
+async fn set_tag(
+    State(state): State<AppState>,
+    Mlflow(request): Mlflow<TagRequest>,
+) -> ApiResult<Json<Empty>> {
     let id = parse_experiment_id(request.experiment_id.as_deref())?;
     let key = request.key.ok_or_else(|| ApiError::missing("key"))?;
     let value = request.value.ok_or_else(|| ApiError::missing("value"))?;
-    state.store.set_experiment_tag(id, &KeyValue::new(key, value)).await?;
+    state
+        .store
+        .set_experiment_tag(id, &KeyValue::new(key, value))
+        .await?;
     Ok(Json(Empty {}))
 }
 
-async fn delete_tag(State(state): State<AppState>, Mlflow(request): Mlflow<TagRequest>) -> ApiResult<Json<Empty>> {
+async fn delete_tag(
+    State(state): State<AppState>,
+    Mlflow(request): Mlflow<TagRequest>,
+) -> ApiResult<Json<Empty>> {
     let id = parse_experiment_id(request.experiment_id.as_deref())?;
     let key = request.key.ok_or_else(|| ApiError::missing("key"))?;
     state.store.delete_experiment_tag(id, &key).await?;

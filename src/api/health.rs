@@ -8,7 +8,9 @@ use axum::routing::get;
 use super::{AppState, MLFLOW_COMPATIBLE_VERSION};
 
 pub fn routes() -> Router<AppState> {
-    Router::new().route("/health", get(health)).route("/version", get(version))
+    Router::new()
+        .route("/health", get(health))
+        .route("/version", get(version))
 }
 
 /// `OK` while the store answers; 503 otherwise, so a load balancer stops sending traffic.

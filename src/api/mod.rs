@@ -45,7 +45,9 @@ pub struct AppState {
 
 /// The whole HTTP surface: `/api/2.0/mlflow/*` and the UI's `/ajax-api/2.0/mlflow/*`.
 pub fn router(state: AppState) -> Router {
-    let mlflow = Router::new().merge(experiments::routes()).merge(runs::routes());
+    let mlflow = Router::new()
+        .merge(experiments::routes())
+        .merge(runs::routes());
     Router::new()
         .nest("/api/2.0/mlflow", mlflow.clone())
         .nest("/ajax-api/2.0/mlflow", mlflow)
@@ -57,12 +59,21 @@ pub fn router(state: AppState) -> Router {
 }
 
 async fn unknown_endpoint(uri: Uri) -> ApiError {
-    ApiError::new(ErrorCode::EndpointNotFound, format!("No API endpoint found for path '{}'", uri.path()))
+    ApiError::new(
+        ErrorCode::EndpointNotFound,
+        format!("No API endpoint found for path '{}'", uri.path()),
+    )
 }
 
 /// Serves `router` on `listener` until `shutdown` resolves, then drains in-flight requests.
-pub async fn serve(listener: TcpListener, router: Router, shutdown: impl Future<Output = ()> + Send + 'static) -> std::io::Result<()> {
-    axum::serve(listener, router).with_graceful_shutdown(shutdown).await
+pub async fn serve(
+    listener: TcpListener,
+    router: Router,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> std::io::Result<()> {
+    axum::serve(listener, router)
+        .with_graceful_shutdown(shutdown)
+        .await
 }
 
 /// MLflow's ViewType by name or number; absent means ACTIVE_ONLY.

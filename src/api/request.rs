@@ -27,16 +27,20 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Mlflow<T> {
         } else {
             let body = Bytes::from_request(request, state)
                 .await
-                .map_err(|rejection| ApiError::invalid(format!("Could not read the request body: {rejection}")))?;
+                .map_err(|rejection| {
+                    ApiError::invalid(format!("Could not read the request body: {rejection}"))
+                })?;
             if body.iter().all(u8::is_ascii_whitespace) {
                 query.unwrap_or_else(|| Value::Object(Map::new()))
             } else {
-                serde_json::from_slice(&body)
-                    .map_err(|error| ApiError::invalid(format!("Malformed JSON in request body: {error}")))?
+                serde_json::from_slice(&body).map_err(|error| {
+                    ApiError::invalid(format!("Malformed JSON in request body: {error}"))
+                })?
             }
         };
         let value = snake_case_keys(value)?;
-        let message = T::deserialize(value).map_err(|error| ApiError::invalid(format!("Invalid request: {error}")))?;
+        let message = T::deserialize(value)
+            .map_err(|error| ApiError::invalid(format!("Invalid request: {error}")))?;
         Ok(Mlflow(message))
     }
 }
@@ -71,7 +75,9 @@ pub fn percent_decode(text: &str) -> String {
         match bytes[i] {
             b'+' => out.push(b' '),
             b'%' if i + 2 < bytes.len() => {
-                let hex = std::str::from_utf8(&bytes[i + 1..i + 3]).ok().and_then(|h| u8::from_str_radix(h, 16).ok());
+                let hex = std::str::from_utf8(&bytes[i + 1..i + 3])
+                    .ok()
+                    .and_then(|h| u8::from_str_radix(h, 16).ok());
                 match hex {
                     Some(byte) => {
                         out.push(byte);
@@ -96,13 +102,20 @@ fn snake_case_keys(value: Value) -> Result<Value, ApiError> {
             for (key, value) in map {
                 let snake = to_snake_case(&key);
                 if renamed.contains_key(&snake) {
-                    return Err(ApiError::invalid(format!("Field '{snake}' was given more than once")));
+                    return Err(ApiError::invalid(format!(
+                        "Field '{snake}' was given more than once"
+                    )));
                 }
                 renamed.insert(snake, snake_case_keys(value)?);
             }
             Value::Object(renamed)
         }
-        Value::Array(items) => Value::Array(items.into_iter().map(snake_case_keys).collect::<Result<_, _>>()?),
+        Value::Array(items) => Value::Array(
+            items
+                .into_iter()
+                .map(snake_case_keys)
+                .collect::<Result<_, _>>()?,
+        ),
         other => other,
     })
 }
@@ -140,7 +153,10 @@ pub mod lenient {
             NumberOrString::Int(v) => Ok(v),
             NumberOrString::Float(v) if v.fract() == 0.0 && v.abs() < 9.2e18 => Ok(v as i64),
             NumberOrString::Float(v) => Err(format!("expected an integer, got {v}")),
-            NumberOrString::Text(text) => text.trim().parse().map_err(|_| format!("expected an integer, got '{text}'")),
+            NumberOrString::Text(text) => text
+                .trim()
+                .parse()
+                .map_err(|_| format!("expected an integer, got '{text}'")),
         }
     }
 
@@ -162,7 +178,9 @@ pub mod lenient {
                     "NaN" | "nan" => Ok(f64::NAN),
                     "Infinity" | "inf" => Ok(f64::INFINITY),
                     "-Infinity" | "-inf" => Ok(f64::NEG_INFINITY),
-                    other => other.parse().map_err(|_| format!("expected a number, got '{text}'")),
+                    other => other
+                        .parse()
+                        .map_err(|_| format!("expected a number, got '{text}'")),
                 },
             })
             .transpose()
@@ -191,7 +209,9 @@ pub mod lenient {
     }
 
     /// A repeated field: a list, or one value (a query key given once).
-    pub fn list<'de, D: Deserializer<'de>, T: Deserialize<'de>>(deserializer: D) -> Result<Vec<T>, D::Error> {
+    pub fn list<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
+        deserializer: D,
+    ) -> Result<Vec<T>, D::Error> {
         #[derive(Deserialize)]
         #[serde(untagged)]
         enum OneOrMany<T> {
@@ -206,12 +226,16 @@ pub mod lenient {
     }
 
     /// A string field that a client may send as a number (ids).
-    pub fn opt_string<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<String>, D::Error> {
-        Ok(Option::<NumberOrString>::deserialize(deserializer)?.map(|value| match value {
-            NumberOrString::Int(v) => v.to_string(),
-            NumberOrString::Float(v) => v.to_string(),
-            NumberOrString::Text(text) => text,
-        }))
+    pub fn opt_string<'de, D: Deserializer<'de>>(
+        deserializer: D,
+    ) -> Result<Option<String>, D::Error> {
+        Ok(
+            Option::<NumberOrString>::deserialize(deserializer)?.map(|value| match value {
+                NumberOrString::Int(v) => v.to_string(),
+                NumberOrString::Float(v) => v.to_string(),
+                NumberOrString::Text(text) => text,
+            }),
+        )
     }
 }
 
@@ -229,7 +253,8 @@ mod tests {
 
     #[test]
     fn camel_case_keys_become_snake_case_and_duplicates_are_refused() {
-        let value = snake_case_keys(serde_json::json!({"runId": "x", "metrics": [{"key": "a"}]})).unwrap();
+        let value =
+            snake_case_keys(serde_json::json!({"runId": "x", "metrics": [{"key": "a"}]})).unwrap();
         assert_eq!(value["run_id"], "x");
         assert!(snake_case_keys(serde_json::json!({"runId": "x", "run_id": "y"})).is_err());
     }

@@ -35,7 +35,10 @@ pub fn routes() -> Router<AppState> {
         .route("/runs/log-model", post(log_model))
         .route("/runs/search", post(search).get(search))
         .route("/metrics/get-history", get(get_history))
-        .route("/metrics/get-history-bulk-interval", get(get_history_bulk_interval))
+        .route(
+            "/metrics/get-history-bulk-interval",
+            get(get_history_bulk_interval),
+        )
 }
 
 /// The run id of a request: `run_id`, or the deprecated `run_uuid` the client also sends.
@@ -71,7 +74,10 @@ struct CreateRequest {
     tags: Vec<KeyValueJson>,
 }
 
-async fn create(State(state): State<AppState>, Mlflow(request): Mlflow<CreateRequest>) -> ApiResult<Json<RunResponse>> {
+async fn create(
+    State(state): State<AppState>,
+    Mlflow(request): Mlflow<CreateRequest>,
+) -> ApiResult<Json<RunResponse>> {
     let experiment_id = match request.experiment_id.as_deref() {
         None | Some("") => crate::store::experiments::DEFAULT_EXPERIMENT_ID,
         id => parse_experiment_id(id)?,
@@ -89,7 +95,10 @@ async fn create(State(state): State<AppState>, Mlflow(request): Mlflow<CreateReq
     Ok(Json(RunResponse { run: run.into() }))
 }
 
-async fn get_run(State(state): State<AppState>, Mlflow(request): Mlflow<RunRef>) -> ApiResult<Json<RunResponse>> {
+async fn get_run(
+    State(state): State<AppState>,
+    Mlflow(request): Mlflow<RunRef>,
+) -> ApiResult<Json<RunResponse>> {
     let run = state.store.get_run(&request.id()?).await?;
     Ok(Json(RunResponse { run: run.into() }))
 }
@@ -110,31 +119,64 @@ struct UpdateResponse {
     run_info: RunInfo,
 }
 
-async fn update(State(state): State<AppState>, Mlflow(request): Mlflow<UpdateRequest>) -> ApiResult<Json<UpdateResponse>> {
+async fn update(
+    State(state): State<AppState>,
+    Mlflow(request): Mlflow<UpdateRequest>,
+) -> ApiResult<Json<UpdateResponse>> {
     let run_id = request.run.id()?;
-    let status = request.status.as_deref().map(parse_run_status).transpose()?;
+    let status = request
+        .status
+        .as_deref()
+        .map(parse_run_status)
+        .transpose()?;
     let info = state
         .store
-        .update_run(&run_id, status, request.end_time, request.run_name.as_deref())
+        .update_run(
+            &run_id,
+            status,
+            request.end_time,
+            request.run_name.as_deref(),
+        )
         .await?;
-    Ok(Json(UpdateResponse { run_info: info.into() }))
+    Ok(Json(UpdateResponse {
+        run_info: info.into(),
+    }))
 }
 
 /// A run status by name or by its enum number (protobuf JSON accepts both).
 fn parse_run_status(status: &str) -> ApiResult<&'static str> {
-    let by_number = status.parse::<usize>().ok().and_then(|n| n.checked_sub(1)).and_then(|i| runs::RUN_STATUSES.get(i));
+    let by_number = status
+        .parse::<usize>()
+        .ok()
+        .and_then(|n| n.checked_sub(1))
+        .and_then(|i| runs::RUN_STATUSES.get(i));
     by_number
-        .or_else(|| runs::RUN_STATUSES.iter().find(|known| known.eq_ignore_ascii_case(status)))
+        .or_else(|| {
+            runs::RUN_STATUSES
+                .iter()
+                .find(|known| known.eq_ignore_ascii_case(status))
+        })
         .copied()
-        .ok_or_else(|| ApiError::invalid(format!("Invalid run status '{status}': expected one of {:?}", runs::RUN_STATUSES)))
+        .ok_or_else(|| {
+            ApiError::invalid(format!(
+                "Invalid run status '{status}': expected one of {:?}",
+                runs::RUN_STATUSES
+            ))
+        })
 }
 
-async fn delete(State(state): State<AppState>, Mlflow(request): Mlflow<RunRef>) -> ApiResult<Json<Empty>> {
+async fn delete(
+    State(state): State<AppState>,
+    Mlflow(request): Mlflow<RunRef>,
+) -> ApiResult<Json<Empty>> {
     state.store.delete_run(&request.id()?).await?;
     Ok(Json(Empty {}))
 }
 
-async fn restore(State(state): State<AppState>, Mlflow(request): Mlflow<RunRef>) -> ApiResult<Json<Empty>> {
+async fn restore(
+    State(state): State<AppState>,
+    Mlflow(request): Mlflow<RunRef>,
+) -> ApiResult<Json<Empty>> {
     state.store.restore_run(&request.id()?).await?;
     Ok(Json(Empty {}))
 }
@@ -157,13 +199,19 @@ impl KeyValueRequest {
     }
 }
 
-async fn log_param(State(state): State<AppState>, Mlflow(request): Mlflow<KeyValueRequest>) -> ApiResult<Json<Empty>> {
+async fn log_param(
+    State(state): State<AppState>,
+    Mlflow(request): Mlflow<KeyValueRequest>,
+) -> ApiResult<Json<Empty>> {
     let (run_id, param) = request.into_parts()?;
     state.store.log_batch(&run_id, &[], &[param], &[]).await?;
     Ok(Json(Empty {}))
 }
 
-async fn set_tag(State(state): State<AppState>, Mlflow(request): Mlflow<KeyValueRequest>) -> ApiResult<Json<Empty>> {
+async fn set_tag(
+    State(state): State<AppState>,
+    Mlflow(request): Mlflow<KeyValueRequest>,
+) -> ApiResult<Json<Empty>> {
     let (run_id, tag) = request.into_parts()?;
     state.store.log_batch(&run_id, &[], &[], &[tag]).await?;
     Ok(Json(Empty {}))
@@ -176,7 +224,10 @@ struct DeleteTagRequest {
     key: Option<String>,
 }
 
-async fn delete_tag(State(state): State<AppState>, Mlflow(request): Mlflow<DeleteTagRequest>) -> ApiResult<Json<Empty>> {
+async fn delete_tag(
+    State(state): State<AppState>,
+    Mlflow(request): Mlflow<DeleteTagRequest>,
+) -> ApiResult<Json<Empty>> {
     let run_id = request.run.id()?;
     let key = request.key.ok_or_else(|| ApiError::missing("key"))?;
     state.store.delete_run_tag(&run_id, &key).await?;
@@ -195,7 +246,9 @@ struct LogMetricRequest {
 fn metric_from_input(input: MetricInput) -> ApiResult<runs::Metric> {
     let key = input.key.ok_or_else(|| ApiError::missing("key"))?;
     let value = input.value.ok_or_else(|| ApiError::missing("value"))?;
-    let timestamp = input.timestamp.ok_or_else(|| ApiError::missing("timestamp"))?;
+    let timestamp = input
+        .timestamp
+        .ok_or_else(|| ApiError::missing("timestamp"))?;
     let mut metric = runs::Metric::new(key, value, timestamp, input.step.unwrap_or(0));
     metric.model_id = input.model_id.filter(|id| !id.is_empty());
     metric.dataset_name = input.dataset_name.filter(|name| !name.is_empty());
@@ -203,7 +256,10 @@ fn metric_from_input(input: MetricInput) -> ApiResult<runs::Metric> {
     Ok(metric)
 }
 
-async fn log_metric(State(state): State<AppState>, Mlflow(request): Mlflow<LogMetricRequest>) -> ApiResult<Json<Empty>> {
+async fn log_metric(
+    State(state): State<AppState>,
+    Mlflow(request): Mlflow<LogMetricRequest>,
+) -> ApiResult<Json<Empty>> {
     let run_id = request.run.id()?;
     let metric = metric_from_input(request.metric)?;
     state.store.log_batch(&run_id, &[metric], &[], &[]).await?;
@@ -222,12 +278,22 @@ struct LogBatchRequest {
     tags: Vec<KeyValueJson>,
 }
 
-async fn log_batch(State(state): State<AppState>, Mlflow(request): Mlflow<LogBatchRequest>) -> ApiResult<Json<Empty>> {
+async fn log_batch(
+    State(state): State<AppState>,
+    Mlflow(request): Mlflow<LogBatchRequest>,
+) -> ApiResult<Json<Empty>> {
     let run_id = request.run.id()?;
-    let metrics = request.metrics.into_iter().map(metric_from_input).collect::<ApiResult<Vec<_>>>()?;
+    let metrics = request
+        .metrics
+        .into_iter()
+        .map(metric_from_input)
+        .collect::<ApiResult<Vec<_>>>()?;
     let params: Vec<KeyValue> = request.params.into_iter().map(Into::into).collect();
     let tags: Vec<KeyValue> = request.tags.into_iter().map(Into::into).collect();
-    state.store.log_batch(&run_id, &metrics, &params, &tags).await?;
+    state
+        .store
+        .log_batch(&run_id, &metrics, &params, &tags)
+        .await?;
     Ok(Json(Empty {}))
 }
 
@@ -239,7 +305,10 @@ struct LogInputsRequest {
     datasets: Vec<DatasetInput>,
 }
 
-async fn log_inputs(State(state): State<AppState>, Mlflow(request): Mlflow<LogInputsRequest>) -> ApiResult<Json<Empty>> {
+async fn log_inputs(
+    State(state): State<AppState>,
+    Mlflow(request): Mlflow<LogInputsRequest>,
+) -> ApiResult<Json<Empty>> {
     let run_id = request.run.id()?;
     let inputs: Vec<_> = request.datasets.into_iter().map(Into::into).collect();
     state.store.log_inputs(&run_id, &inputs).await?;
@@ -254,14 +323,21 @@ struct LogModelRequest {
 }
 
 /// Legacy log-model: appends the model's dict to the run's `mlflow.log-model.history` tag.
-async fn log_model(State(state): State<AppState>, Mlflow(request): Mlflow<LogModelRequest>) -> ApiResult<Json<Empty>> {
+async fn log_model(
+    State(state): State<AppState>,
+    Mlflow(request): Mlflow<LogModelRequest>,
+) -> ApiResult<Json<Empty>> {
     let run_id = request.run.id()?;
-    let model_json = request.model_json.ok_or_else(|| ApiError::missing("model_json"))?;
+    let model_json = request
+        .model_json
+        .ok_or_else(|| ApiError::missing("model_json"))?;
     let model: Value = serde_json::from_str(&model_json)
         .map_err(|error| ApiError::invalid(format!("Malformed model info: {error}")))?;
     for field in ["artifact_path", "flavors", "utc_time_created", "run_id"] {
         if model.get(field).is_none() {
-            return Err(ApiError::invalid(format!("Model json is missing mandatory fields: '{field}'")));
+            return Err(ApiError::invalid(format!(
+                "Model json is missing mandatory fields: '{field}'"
+            )));
         }
     }
     let run = state.store.get_run(&run_id).await?;
@@ -272,8 +348,17 @@ async fn log_model(State(state): State<AppState>, Mlflow(request): Mlflow<LogMod
         .and_then(|tag| serde_json::from_str(&tag.value).ok())
         .unwrap_or_default();
     history.push(model);
-    let value = serde_json::to_string(&history).map_err(|error| ApiError::invalid(error.to_string()))?;
-    state.store.log_batch(&run_id, &[], &[], &[KeyValue::new(LOG_MODEL_HISTORY_TAG, value)]).await?;
+    let value =
+        serde_json::to_string(&history).map_err(|error| ApiError::invalid(error.to_string()))?;
+    state
+        .store
+        .log_batch(
+            &run_id,
+            &[],
+            &[],
+            &[KeyValue::new(LOG_MODEL_HISTORY_TAG, value)],
+        )
+        .await?;
     Ok(Json(Empty {}))
 }
 
@@ -299,7 +384,10 @@ struct SearchResponse {
     next_page_token: Option<String>,
 }
 
-async fn search(State(state): State<AppState>, Mlflow(request): Mlflow<SearchRequest>) -> ApiResult<Json<SearchResponse>> {
+async fn search(
+    State(state): State<AppState>,
+    Mlflow(request): Mlflow<SearchRequest>,
+) -> ApiResult<Json<SearchResponse>> {
     let experiment_ids = request
         .experiment_ids
         .iter()
@@ -320,7 +408,10 @@ async fn search(State(state): State<AppState>, Mlflow(request): Mlflow<SearchReq
             page_token: request.page_token.unwrap_or_default(),
         })
         .await?;
-    Ok(Json(SearchResponse { runs: page.items.into_iter().map(Into::into).collect(), next_page_token: page.next_page_token }))
+    Ok(Json(SearchResponse {
+        runs: page.items.into_iter().map(Into::into).collect(),
+        next_page_token: page.next_page_token,
+    }))
 }
 
 #[derive(Deserialize)]
@@ -341,14 +432,27 @@ struct HistoryResponse {
     next_page_token: Option<String>,
 }
 
-async fn get_history(State(state): State<AppState>, Mlflow(request): Mlflow<HistoryRequest>) -> ApiResult<Json<HistoryResponse>> {
+async fn get_history(
+    State(state): State<AppState>,
+    Mlflow(request): Mlflow<HistoryRequest>,
+) -> ApiResult<Json<HistoryResponse>> {
     let run_id = request.run.id()?;
-    let key = request.metric_key.ok_or_else(|| ApiError::missing("metric_key"))?;
+    let key = request
+        .metric_key
+        .ok_or_else(|| ApiError::missing("metric_key"))?;
     let page = state
         .store
-        .get_metric_history(&run_id, &key, request.max_results, request.page_token.as_deref().unwrap_or(""))
+        .get_metric_history(
+            &run_id,
+            &key,
+            request.max_results,
+            request.page_token.as_deref().unwrap_or(""),
+        )
         .await?;
-    Ok(Json(HistoryResponse { metrics: page.items.into_iter().map(Into::into).collect(), next_page_token: page.next_page_token }))
+    Ok(Json(HistoryResponse {
+        metrics: page.items.into_iter().map(Into::into).collect(),
+        next_page_token: page.next_page_token,
+    }))
 }
 
 #[derive(Deserialize)]
@@ -368,7 +472,9 @@ async fn get_history_bulk_interval(
     State(state): State<AppState>,
     Mlflow(request): Mlflow<BulkIntervalRequest>,
 ) -> ApiResult<Json<HistoryResponse>> {
-    let key = request.metric_key.ok_or_else(|| ApiError::missing("metric_key"))?;
+    let key = request
+        .metric_key
+        .ok_or_else(|| ApiError::missing("metric_key"))?;
     let points = state
         .store
         .get_metric_history_bulk_interval(
@@ -379,5 +485,8 @@ async fn get_history_bulk_interval(
             request.max_results.unwrap_or(metrics::MAX_BULK_STEPS),
         )
         .await?;
-    Ok(Json(HistoryResponse { metrics: points.into_iter().map(Into::into).collect(), next_page_token: None }))
+    Ok(Json(HistoryResponse {
+        metrics: points.into_iter().map(Into::into).collect(),
+        next_page_token: None,
+    }))
 }

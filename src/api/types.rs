@@ -4,12 +4,12 @@
 
 use serde::{Deserialize, Serialize, Serializer};
 
+use crate::store::KeyValue;
 use crate::store::experiments::Experiment as StoreExperiment;
 use crate::store::runs::{
-    Dataset as StoreDataset, DatasetInput as StoreDatasetInput, Metric as StoreMetric, Run as StoreRun,
-    RunInfo as StoreRunInfo,
+    Dataset as StoreDataset, DatasetInput as StoreDatasetInput, Metric as StoreMetric,
+    Run as StoreRun, RunInfo as StoreRunInfo,
 };
-use crate::store::KeyValue;
 
 use super::request::lenient;
 
@@ -24,7 +24,10 @@ pub struct KeyValueJson {
 
 impl From<KeyValue> for KeyValueJson {
     fn from(kv: KeyValue) -> Self {
-        Self { key: kv.key, value: kv.value }
+        Self {
+            key: kv.key,
+            value: kv.value,
+        }
     }
 }
 
@@ -43,7 +46,11 @@ pub fn serialize_double<S: Serializer>(value: &f64, serializer: S) -> Result<S::
     if value.is_nan() {
         serializer.serialize_str("NaN")
     } else if value.is_infinite() {
-        serializer.serialize_str(if *value > 0.0 { "Infinity" } else { "-Infinity" })
+        serializer.serialize_str(if *value > 0.0 {
+            "Infinity"
+        } else {
+            "-Infinity"
+        })
     } else {
         serializer.serialize_f64(*value)
     }
@@ -186,19 +193,37 @@ pub struct Dataset {
 
 impl From<StoreDataset> for Dataset {
     fn from(d: StoreDataset) -> Self {
-        Self { name: d.name, digest: d.digest, source_type: d.source_type, source: d.source, schema: d.schema, profile: d.profile }
+        Self {
+            name: d.name,
+            digest: d.digest,
+            source_type: d.source_type,
+            source: d.source,
+            schema: d.schema,
+            profile: d.profile,
+        }
     }
 }
 
 impl From<Dataset> for StoreDataset {
     fn from(d: Dataset) -> Self {
-        Self { name: d.name, digest: d.digest, source_type: d.source_type, source: d.source, schema: d.schema, profile: d.profile }
+        Self {
+            name: d.name,
+            digest: d.digest,
+            source_type: d.source_type,
+            source: d.source,
+            schema: d.schema,
+            profile: d.profile,
+        }
     }
 }
 
 #[derive(Debug, Serialize, Deserialize)]
 pub struct DatasetInput {
-    #[serde(default, skip_serializing_if = "Vec::is_empty", deserialize_with = "lenient::list")]
+    #[serde(
+        default,
+        skip_serializing_if = "Vec::is_empty",
+        deserialize_with = "lenient::list"
+    )]
     pub tags: Vec<KeyValueJson>,
     #[serde(default)]
     pub dataset: Dataset,
@@ -206,13 +231,19 @@ pub struct DatasetInput {
 
 impl From<StoreDatasetInput> for DatasetInput {
     fn from(input: StoreDatasetInput) -> Self {
-        Self { tags: tags_json(input.tags), dataset: input.dataset.into() }
+        Self {
+            tags: tags_json(input.tags),
+            dataset: input.dataset.into(),
+        }
     }
 }
 
 impl From<DatasetInput> for StoreDatasetInput {
     fn from(input: DatasetInput) -> Self {
-        Self { tags: input.tags.into_iter().map(Into::into).collect(), dataset: input.dataset.into() }
+        Self {
+            tags: input.tags.into_iter().map(Into::into).collect(),
+            dataset: input.dataset.into(),
+        }
     }
 }
 
@@ -238,7 +269,9 @@ impl From<StoreRun> for Run {
                 params: tags_json(run.params),
                 tags: tags_json(run.tags),
             },
-            inputs: RunInputs { dataset_inputs: run.inputs.into_iter().map(Into::into).collect() },
+            inputs: RunInputs {
+                dataset_inputs: run.inputs.into_iter().map(Into::into).collect(),
+            },
         }
     }
 }

@@ -19,7 +19,9 @@ pub enum Error {
     #[error("{0}")]
     InvalidState(String),
     /// The backend store URI is not one we support.
-    #[error("unsupported backend store URI '{0}': use sqlite:///path/to/file.db or postgresql://user@host/db")]
+    #[error(
+        "unsupported backend store URI '{0}': use sqlite:///path/to/file.db or postgresql://user@host/db"
+    )]
     UnsupportedUri(String),
     /// The database failed; the source carries the detail.
     #[error("database error")]

@@ -6,8 +6,8 @@ use super::filter::{self, Attribute, Clause, Comparator, Key, SearchEntity, Valu
 use super::search::{self, SortKey, SortKind, SqlBuilder, SqlValue, bind_values};
 use super::validation::{self, MAX_ENTITY_KEY_LENGTH, MAX_EXPERIMENT_TAG_VALUE_LENGTH};
 use super::{
-    Backend, Error, KeyValue, LIFECYCLE_ACTIVE, LIFECYCLE_DELETED, Page, Result, Store, ViewType, now_millis,
-    with_pool,
+    Backend, Error, KeyValue, LIFECYCLE_ACTIVE, LIFECYCLE_DELETED, Page, Result, Store, ViewType,
+    now_millis, with_pool,
 };
 
 /// Id of the experiment that exists from the start and receives runs by default.
@@ -44,8 +44,7 @@ struct ExperimentTagRow {
     value: String,
 }
 
-const EXPERIMENT_COLUMNS: &str =
-    "e.experiment_id, e.name, e.artifact_location, e.lifecycle_stage, e.creation_time, e.last_update_time";
+const EXPERIMENT_COLUMNS: &str = "e.experiment_id, e.name, e.artifact_location, e.lifecycle_stage, e.creation_time, e.last_update_time";
 
 /// What a search for experiments asks.
 #[derive(Debug, Clone, Default)]
@@ -114,12 +113,15 @@ impl Store {
 
     /// Reads an experiment by id, deleted ones included.
     pub async fn get_experiment(&self, experiment_id: i64) -> Result<Experiment> {
-        let sql = format!("SELECT {EXPERIMENT_COLUMNS} FROM experiments e WHERE e.experiment_id = $1");
+        let sql =
+            format!("SELECT {EXPERIMENT_COLUMNS} FROM experiments e WHERE e.experiment_id = $1");
         let row = with_pool!(self, pool => sqlx::query_as::<_, ExperimentRow>(&sql)
             .bind(experiment_id)
             .fetch_optional(pool)
             .await)?;
-        let row = row.ok_or_else(|| Error::NotFound(format!("No Experiment with id={experiment_id} exists")))?;
+        let row = row.ok_or_else(|| {
+            Error::NotFound(format!("No Experiment with id={experiment_id} exists"))
+        })?;
         Ok(self.with_tags(vec![row]).await?.remove(0))
     }
 
@@ -130,7 +132,9 @@ impl Store {
             .bind(name)
             .fetch_optional(pool)
             .await)?;
-        let row = row.ok_or_else(|| Error::NotFound(format!("Could not find experiment with name '{name}'")))?;
+        let row = row.ok_or_else(|| {
+            Error::NotFound(format!("Could not find experiment with name '{name}'"))
+        })?;
         Ok(self.with_tags(vec![row]).await?.remove(0))
     }
 
@@ -150,7 +154,9 @@ impl Store {
         if rows.is_empty() {
             return Ok(Vec::new());
         }
-        let mut builder = SqlBuilder::new("SELECT experiment_id, key, value FROM experiment_tags WHERE experiment_id IN ");
+        let mut builder = SqlBuilder::new(
+            "SELECT experiment_id, key, value FROM experiment_tags WHERE experiment_id IN ",
+        );
         builder.bind_list(rows.iter().map(|row| SqlValue::Int(row.experiment_id)));
         builder.push(" ORDER BY key");
         let tag_rows = with_pool!(self, pool => bind_values!(sqlx::query_as::<_, ExperimentTagRow>(&builder.sql), &builder.values)
@@ -158,7 +164,9 @@ impl Store {
             .await)?;
         let mut tags: HashMap<i64, Vec<KeyValue>> = HashMap::new();
         for tag in tag_rows {
-            tags.entry(tag.experiment_id).or_default().push(KeyValue::new(tag.key, tag.value));
+            tags.entry(tag.experiment_id)
+                .or_default()
+                .push(KeyValue::new(tag.key, tag.value));
         }
         Ok(rows
             .into_iter()
@@ -192,7 +200,13 @@ impl Store {
         let mut builder = SqlBuilder::new(&format!("SELECT {EXPERIMENT_COLUMNS}"));
         search::push_sort_columns(&mut builder, &keys);
         builder.push(" FROM experiments e WHERE e.lifecycle_stage IN ");
-        builder.bind_list(request.view_type.stages().iter().map(|s| SqlValue::Text((*s).to_owned())));
+        builder.bind_list(
+            request
+                .view_type
+                .stages()
+                .iter()
+                .map(|s| SqlValue::Text((*s).to_owned())),
+        );
         for clause in &clauses {
             builder.push(" AND ");
             push_experiment_clause(&mut builder, self.backend(), clause)?;
@@ -215,7 +229,10 @@ impl Store {
             (rows, sort_values)
         });
         let next_page_token = next_token(&mut rows, &mut sort_values, max_results);
-        Ok(Page { items: self.with_tags(rows).await?, next_page_token })
+        Ok(Page {
+            items: self.with_tags(rows).await?,
+            next_page_token,
+        })
     }
 
     /// Renames an experiment. A taken name is BAD_REQUEST, a deleted experiment INVALID_STATE, as in MLflow.
@@ -234,27 +251,34 @@ impl Store {
             .bind(now_millis())
             .bind(experiment_id)
             .execute(pool)
-            .await);
+            .await.map(|done| done.rows_affected()));
         match updated {
-            Ok(_) => Ok(()),
-            Err(error) if super::error::is_unique_violation(&error) => Err(Error::BadRequest(format!(
-                "Experiment '{new_name}' already exists."
-            ))),
+            Ok(_rows) => Ok(()),
+            Err(error) if super::error::is_unique_violation(&error) => Err(Error::BadRequest(
+                format!("Experiment '{new_name}' already exists."),
+            )),
             Err(error) => Err(error.into()),
         }
     }
 
     /// Marks an experiment and all its runs deleted (restorable).
     pub async fn delete_experiment(&self, experiment_id: i64) -> Result<()> {
-        self.set_experiment_lifecycle(experiment_id, LIFECYCLE_ACTIVE, LIFECYCLE_DELETED).await
+        self.set_experiment_lifecycle(experiment_id, LIFECYCLE_ACTIVE, LIFECYCLE_DELETED)
+            .await
     }
 
     /// Restores a deleted experiment and its runs.
     pub async fn restore_experiment(&self, experiment_id: i64) -> Result<()> {
-        self.set_experiment_lifecycle(experiment_id, LIFECYCLE_DELETED, LIFECYCLE_ACTIVE).await
+        self.set_experiment_lifecycle(experiment_id, LIFECYCLE_DELETED, LIFECYCLE_ACTIVE)
+            .await
     }
 
-    async fn set_experiment_lifecycle(&self, experiment_id: i64, from: &str, to: &str) -> Result<()> {
+    async fn set_experiment_lifecycle(
+        &self,
+        experiment_id: i64,
+        from: &str,
+        to: &str,
+    ) -> Result<()> {
         let experiment = self.get_experiment(experiment_id).await?;
         if experiment.lifecycle_stage != from {
             return Err(Error::NotFound(format!(
@@ -295,7 +319,7 @@ impl Store {
             .bind(&tag.key)
             .bind(&tag.value)
             .execute(pool)
-            .await)?;
+            .await.map(|done| done.rows_affected()))?;
         Ok(())
     }
 
@@ -307,9 +331,11 @@ impl Store {
             .bind(experiment_id)
             .bind(key)
             .execute(pool)
-            .await)?;
-        if deleted.rows_affected() == 0 {
-            return Err(Error::NotFound(format!("No tag with name: {key} in experiment with id {experiment_id}")));
+            .await.map(|done| done.rows_affected()))?;
+        if deleted == 0 {
+            return Err(Error::NotFound(format!(
+                "No tag with name: {key} in experiment with id {experiment_id}"
+            )));
         }
         Ok(())
     }
@@ -317,14 +343,20 @@ impl Store {
 
 fn validate_experiment_tag(tag: &KeyValue) -> Result<()> {
     if tag.key.is_empty() {
-        return Err(Error::Invalid("Missing value for required parameter 'key'".into()));
+        return Err(Error::Invalid(
+            "Missing value for required parameter 'key'".into(),
+        ));
     }
     validation::validate_length("Tag key", &tag.key, MAX_ENTITY_KEY_LENGTH)?;
     validation::validate_length("Tag value", &tag.value, MAX_EXPERIMENT_TAG_VALUE_LENGTH)
 }
 
 /// Pops the look-ahead row (we fetch `max_results + 1`) and returns the token when it existed.
-pub(super) fn next_token<T>(rows: &mut Vec<T>, sort_values: &mut Vec<Vec<search::TokenValue>>, max_results: i64) -> Option<String> {
+pub(super) fn next_token<T>(
+    rows: &mut Vec<T>,
+    sort_values: &mut Vec<Vec<search::TokenValue>>,
+    max_results: i64,
+) -> Option<String> {
     let limit = usize::try_from(max_results).unwrap_or(usize::MAX);
     if rows.len() <= limit {
         return None;
@@ -340,12 +372,20 @@ fn experiment_sort_key(key: &Key, descending: bool) -> Result<SortKey> {
         Key::Attribute(Attribute::ExperimentId) => ("e.experiment_id", SortKind::Int),
         Key::Attribute(Attribute::CreationTime) => ("e.creation_time", SortKind::Int),
         Key::Attribute(Attribute::LastUpdateTime) => ("e.last_update_time", SortKind::Int),
-        other => return Err(Error::Invalid(format!("Invalid order_by key for experiments: {other:?}"))),
+        other => {
+            return Err(Error::Invalid(format!(
+                "Invalid order_by key for experiments: {other:?}"
+            )));
+        }
     };
     Ok(SortKey::new(expr, kind, descending, false))
 }
 
-fn push_experiment_clause(builder: &mut SqlBuilder, backend: Backend, clause: &Clause) -> Result<()> {
+fn push_experiment_clause(
+    builder: &mut SqlBuilder,
+    backend: Backend,
+    clause: &Clause,
+) -> Result<()> {
     match &clause.key {
         Key::Attribute(attribute) => {
             let (column, numeric) = match attribute {
@@ -353,7 +393,11 @@ fn push_experiment_clause(builder: &mut SqlBuilder, backend: Backend, clause: &C
                 Attribute::ExperimentId => ("e.experiment_id", true),
                 Attribute::CreationTime => ("e.creation_time", true),
                 Attribute::LastUpdateTime => ("e.last_update_time", true),
-                other => return Err(Error::Invalid(format!("Invalid attribute for experiments: {other:?}"))),
+                other => {
+                    return Err(Error::Invalid(format!(
+                        "Invalid attribute for experiments: {other:?}"
+                    )));
+                }
             };
             push_comparison(builder, backend, column, clause, numeric)
         }
@@ -365,7 +409,9 @@ fn push_experiment_clause(builder: &mut SqlBuilder, backend: Backend, clause: &C
             "t.value",
             clause,
         ),
-        other => Err(Error::Invalid(format!("Invalid filter key for experiments: {other:?}"))),
+        other => Err(Error::Invalid(format!(
+            "Invalid filter key for experiments: {other:?}"
+        ))),
     }
 }
 
@@ -399,7 +445,12 @@ pub(super) fn push_comparison(
     clause: &Clause,
     numeric: bool,
 ) -> Result<()> {
-    let bad_value = || Error::Invalid(format!("Invalid value for comparison on {column}: {:?}", clause.value));
+    let bad_value = || {
+        Error::Invalid(format!(
+            "Invalid value for comparison on {column}: {:?}",
+            clause.value
+        ))
+    };
     let scalar = |value: &Value| -> Result<SqlValue> {
         match (value, numeric) {
             (Value::Number(number), true) => {
@@ -427,7 +478,9 @@ pub(super) fn push_comparison(
         Comparator::Gt => ">",
         Comparator::Ge => ">=",
         Comparator::Like | Comparator::ILike => {
-            let Value::String(pattern) = &clause.value else { return Err(bad_value()) };
+            let Value::String(pattern) = &clause.value else {
+                return Err(bad_value());
+            };
             if clause.op == Comparator::Like {
                 search::push_like(builder, backend, column, pattern);
             } else {
@@ -436,9 +489,15 @@ pub(super) fn push_comparison(
             return Ok(());
         }
         Comparator::In | Comparator::NotIn => {
-            let Value::List(items) = &clause.value else { return Err(bad_value()) };
+            let Value::List(items) = &clause.value else {
+                return Err(bad_value());
+            };
             builder.push(column);
-            builder.push(if clause.op == Comparator::In { " IN " } else { " NOT IN " });
+            builder.push(if clause.op == Comparator::In {
+                " IN "
+            } else {
+                " NOT IN "
+            });
             let values = items
                 .iter()
                 .map(|item| scalar(&Value::String(item.clone())))

@@ -40,8 +40,7 @@ impl From<MetricRow> for Metric {
     }
 }
 
-const METRIC_COLUMNS: &str =
-    "x.run_uuid, x.key, x.step, x.timestamp, x.value, x.is_nan, x.model_id, x.dataset_name, x.dataset_digest";
+const METRIC_COLUMNS: &str = "x.run_uuid, x.key, x.step, x.timestamp, x.value, x.is_nan, x.model_id, x.dataset_name, x.dataset_digest";
 
 impl Store {
     /// One page of a metric's history, ordered by step, timestamp and value.
@@ -54,12 +53,18 @@ impl Store {
         page_token: &str,
     ) -> Result<Page<Metric>> {
         self.get_run_info(run_id).await?;
-        let max_results = search::check_max_results(max_results.unwrap_or(MAX_HISTORY_PAGE), i64::MAX)?;
+        let max_results =
+            search::check_max_results(max_results.unwrap_or(MAX_HISTORY_PAGE), i64::MAX)?;
         let keys = [
             SortKey::new("x.step", SortKind::Int, false, false),
             SortKey::new("x.timestamp", SortKind::Int, false, false),
             SortKey::new("x.value", SortKind::Float, false, false),
-            SortKey::new("CAST(CASE WHEN x.is_nan THEN 1 ELSE 0 END AS BIGINT)", SortKind::Int, false, false),
+            SortKey::new(
+                "CAST(CASE WHEN x.is_nan THEN 1 ELSE 0 END AS BIGINT)",
+                SortKind::Int,
+                false,
+                false,
+            ),
         ];
         let after = search::decode_page_token(page_token, &keys)?;
         let mut builder = SqlBuilder::new(&format!("SELECT {METRIC_COLUMNS}"));
@@ -88,7 +93,10 @@ impl Store {
         for metric in &mut metrics {
             metric.run_id = None;
         }
-        Ok(Page { items: metrics, next_page_token })
+        Ok(Page {
+            items: metrics,
+            next_page_token,
+        })
     }
 
     /// For each run, the points of `key` at up to `max_results` steps of `[start_step, end_step]`,
@@ -122,13 +130,15 @@ impl Store {
             }
             _ => {
                 return Err(Error::Invalid(
-                    "If either start step or end step are specified, both must be specified.".into(),
+                    "If either start step or end step are specified, both must be specified."
+                        .into(),
                 ));
             }
         };
         let mut points = Vec::new();
         for run_id in run_ids {
-            let mut steps_sql = SqlBuilder::new("SELECT DISTINCT step FROM metrics WHERE run_uuid = ");
+            let mut steps_sql =
+                SqlBuilder::new("SELECT DISTINCT step FROM metrics WHERE run_uuid = ");
             steps_sql.bind(SqlValue::Text(run_id.clone()));
             steps_sql.push(" AND key = ");
             steps_sql.bind(SqlValue::Text(key.to_owned()));
@@ -145,7 +155,9 @@ impl Store {
             if sampled.is_empty() {
                 continue;
             }
-            let mut builder = SqlBuilder::new(&format!("SELECT {METRIC_COLUMNS} FROM metrics x WHERE x.run_uuid = "));
+            let mut builder = SqlBuilder::new(&format!(
+                "SELECT {METRIC_COLUMNS} FROM metrics x WHERE x.run_uuid = "
+            ));
             builder.bind(SqlValue::Text(run_id.clone()));
             builder.push(" AND x.key = ");
             builder.bind(SqlValue::Text(key.to_owned()));

@@ -17,7 +17,9 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
-use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
+};
 
 pub use error::{Error, Result};
 
@@ -121,7 +123,7 @@ impl Store {
 
     /// Checks that the database answers.
     pub async fn ping(&self) -> Result<()> {
-        with_pool!(self, pool => sqlx::query("SELECT 1").execute(pool).await)?;
+        with_pool!(self, pool => sqlx::query("SELECT 1").execute(pool).await.map(|done| done.rows_affected()))?;
         Ok(())
     }
 }
@@ -134,7 +136,9 @@ fn sqlite_path(uri: &str) -> Option<&str> {
         return Some(":memory:");
     }
     // SQLAlchemy: three slashes then a relative path, four slashes an absolute one.
-    let path = rest.strip_prefix("///").or_else(|| rest.strip_prefix("//"))?;
+    let path = rest
+        .strip_prefix("///")
+        .or_else(|| rest.strip_prefix("//"))?;
     if path.is_empty() { None } else { Some(path) }
 }
 
@@ -150,7 +154,10 @@ mod tests {
     #[test]
     fn sqlite_uris_follow_sqlalchemy_spelling() {
         assert_eq!(sqlite_path("sqlite:///mlflow.db"), Some("mlflow.db"));
-        assert_eq!(sqlite_path("sqlite:////tmp/mlflow.db"), Some("/tmp/mlflow.db"));
+        assert_eq!(
+            sqlite_path("sqlite:////tmp/mlflow.db"),
+            Some("/tmp/mlflow.db")
+        );
         assert_eq!(sqlite_path("sqlite::memory:"), Some(":memory:"));
         assert_eq!(sqlite_path("sqlite://"), None);
         assert_eq!(sqlite_path("postgresql://x"), None);
@@ -166,7 +173,10 @@ pub struct KeyValue {
 
 impl KeyValue {
     pub fn new(key: impl Into<String>, value: impl Into<String>) -> Self {
-        Self { key: key.into(), value: value.into() }
+        Self {
+            key: key.into(),
+            value: value.into(),
+        }
     }
 }
 

@@ -4,10 +4,13 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use super::experiments::{next_token, push_comparison, push_key_value_clause};
-use super::filter::{self, Attribute, Clause, Comparator, DatasetField, Key, SearchEntity, Value};
+use super::filter::{self, Attribute, Clause, DatasetField, Key, SearchEntity};
 use super::search::{self, SortKey, SortKind, SqlBuilder, SqlValue, bind_values};
 use super::validation::{self, KeyKind, MAX_PARAM_VALUE_LENGTH, MAX_TAG_VALUE_LENGTH};
-use super::{Error, KeyValue, LIFECYCLE_ACTIVE, LIFECYCLE_DELETED, Page, Pool, Result, Store, ViewType, now_millis, with_pool};
+use super::{
+    Error, KeyValue, LIFECYCLE_ACTIVE, LIFECYCLE_DELETED, Page, Pool, Result, Store, ViewType,
+    now_millis, with_pool,
+};
 
 /// The tag MLflow keeps in sync with the run's name.
 pub const RUN_NAME_TAG: &str = "mlflow.runName";
@@ -109,8 +112,7 @@ pub struct RunSearch {
     pub page_token: String,
 }
 
-const RUN_COLUMNS: &str =
-    "r.run_uuid, r.name, r.experiment_id, r.user_id, r.status, r.start_time, r.end_time, r.lifecycle_stage, r.artifact_uri";
+const RUN_COLUMNS: &str = "r.run_uuid, r.name, r.experiment_id, r.user_id, r.status, r.start_time, r.end_time, r.lifecycle_stage, r.artifact_uri";
 
 #[derive(sqlx::FromRow)]
 struct RunKeyValueRow {
@@ -154,7 +156,10 @@ impl Store {
     pub async fn create_run(&self, request: NewRun) -> Result<Run> {
         let experiment = self.get_active_experiment(request.experiment_id).await?;
         let mut tags = normalize_tags(request.tags)?;
-        let tagged_name = tags.iter().find(|t| t.key == RUN_NAME_TAG).map(|t| t.value.clone());
+        let tagged_name = tags
+            .iter()
+            .find(|t| t.key == RUN_NAME_TAG)
+            .map(|t| t.value.clone());
         let run_name = match (request.run_name.filter(|n| !n.is_empty()), tagged_name) {
             (Some(name), Some(tagged)) if name != tagged => {
                 return Err(Error::Invalid(format!(
@@ -170,7 +175,10 @@ impl Store {
         tags.push(KeyValue::new(RUN_NAME_TAG, run_name.clone()));
 
         let run_uuid = uuid::Uuid::new_v4().simple().to_string();
-        let artifact_uri = format!("{}/{run_uuid}/artifacts", experiment.artifact_location.trim_end_matches('/'));
+        let artifact_uri = format!(
+            "{}/{run_uuid}/artifacts",
+            experiment.artifact_location.trim_end_matches('/')
+        );
         let info = RunInfo {
             run_uuid: run_uuid.clone(),
             run_name,
@@ -208,7 +216,13 @@ impl Store {
             tx.commit().await?;
         });
         tags.sort_by(|a, b| a.key.cmp(&b.key));
-        Ok(Run { info, metrics: Vec::new(), params: Vec::new(), tags, inputs: Vec::new() })
+        Ok(Run {
+            info,
+            metrics: Vec::new(),
+            params: Vec::new(),
+            tags,
+            inputs: Vec::new(),
+        })
     }
 
     /// Reads a run with its data; deleted runs are returned too (lifecycle_stage `deleted`).
@@ -289,7 +303,7 @@ impl Store {
             .bind(now_millis())
             .bind(run_id)
             .execute(pool)
-            .await)?;
+            .await.map(|done| done.rows_affected()))?;
         Ok(())
     }
 
@@ -300,7 +314,7 @@ impl Store {
             .bind(LIFECYCLE_ACTIVE)
             .bind(run_id)
             .execute(pool)
-            .await)?;
+            .await.map(|done| done.rows_affected()))?;
         Ok(())
     }
 
@@ -311,20 +325,33 @@ impl Store {
             .bind(run_id)
             .bind(key)
             .execute(pool)
-            .await)?;
-        if deleted.rows_affected() == 0 {
-            return Err(Error::NotFound(format!("No tag with name: {key} in run with id {run_id}")));
+            .await.map(|done| done.rows_affected()))?;
+        if deleted == 0 {
+            return Err(Error::NotFound(format!(
+                "No tag with name: {key} in run with id {run_id}"
+            )));
         }
         Ok(())
     }
 
     /// Logs metrics, params and tags of one request. Everything is validated before anything
     /// is written; the writes happen in one transaction (metrics in one statement per table).
-    pub async fn log_batch(&self, run_id: &str, metrics: &[Metric], params: &[KeyValue], tags: &[KeyValue]) -> Result<()> {
+    pub async fn log_batch(
+        &self,
+        run_id: &str,
+        metrics: &[Metric],
+        params: &[KeyValue],
+        tags: &[KeyValue],
+    ) -> Result<()> {
         validate_batch(metrics, params, tags)?;
         let params: Vec<KeyValue> = params
             .iter()
-            .map(|p| KeyValue::new(p.key.clone(), validation::truncate(&p.value, MAX_PARAM_VALUE_LENGTH)))
+            .map(|p| {
+                KeyValue::new(
+                    p.key.clone(),
+                    validation::truncate(&p.value, MAX_PARAM_VALUE_LENGTH),
+                )
+            })
             .collect();
         let tags = normalize_tags(tags.to_vec())?;
         self.get_active_run(run_id).await?;
@@ -332,7 +359,11 @@ impl Store {
         if params.is_empty() && tags.is_empty() {
             return self.insert_metrics(run_id, metrics).await;
         }
-        let rename = tags.iter().rev().find(|t| t.key == RUN_NAME_TAG).map(|t| t.value.clone());
+        let rename = tags
+            .iter()
+            .rev()
+            .find(|t| t.key == RUN_NAME_TAG)
+            .map(|t| t.value.clone());
         with_pool!(self, pool => {
             let mut tx = pool.begin().await?;
             if !params.is_empty() {
@@ -446,10 +477,14 @@ impl Store {
                 let mut tx = pool.begin().await?;
                 let mut insert = SqlBuilder::default();
                 push_metric_insert(&mut insert, run_id, metrics);
-                bind_values!(sqlx::query(&insert.sql), &insert.values).execute(&mut *tx).await?;
+                bind_values!(sqlx::query(&insert.sql), &insert.values)
+                    .execute(&mut *tx)
+                    .await?;
                 let mut latest = SqlBuilder::default();
                 push_latest_upsert(&mut latest, run_id, metrics);
-                bind_values!(sqlx::query(&latest.sql), &latest.values).execute(&mut *tx).await?;
+                bind_values!(sqlx::query(&latest.sql), &latest.values)
+                    .execute(&mut *tx)
+                    .await?;
                 tx.commit().await?;
             }
         }
@@ -512,7 +547,10 @@ impl Store {
     pub async fn search_runs(&self, request: &RunSearch) -> Result<Page<Run>> {
         let max_results = search::check_max_results(request.max_results, MAX_RUNS_PAGE)?;
         if request.experiment_ids.is_empty() {
-            return Ok(Page { items: Vec::new(), next_page_token: None });
+            return Ok(Page {
+                items: Vec::new(),
+                next_page_token: None,
+            });
         }
         let clauses = filter::parse_filter(SearchEntity::Runs, &request.filter)?;
         let mut joins = SqlBuilder::default();
@@ -528,14 +566,23 @@ impl Store {
         let after = search::decode_page_token(&request.page_token, &keys)?;
 
         // The joins' key binds come first, so the builder continues their numbering.
-        let mut builder = SqlBuilder { sql: format!("SELECT {RUN_COLUMNS}"), values: joins.values };
+        let mut builder = SqlBuilder {
+            sql: format!("SELECT {RUN_COLUMNS}"),
+            values: joins.values,
+        };
         search::push_sort_columns(&mut builder, &keys);
         builder.push(" FROM runs r");
         builder.push(&joins.sql);
         builder.push(" WHERE r.experiment_id IN ");
         builder.bind_list(request.experiment_ids.iter().map(|id| SqlValue::Int(*id)));
         builder.push(" AND r.lifecycle_stage IN ");
-        builder.bind_list(request.view_type.stages().iter().map(|s| SqlValue::Text((*s).to_owned())));
+        builder.bind_list(
+            request
+                .view_type
+                .stages()
+                .iter()
+                .map(|s| SqlValue::Text((*s).to_owned())),
+        );
         for clause in &clauses {
             builder.push(" AND ");
             self.push_run_clause(&mut builder, clause)?;
@@ -558,7 +605,10 @@ impl Store {
             (infos, sort_values)
         });
         let next_page_token = next_token(&mut infos, &mut sort_values, max_results);
-        Ok(Page { items: self.load_runs(infos).await?, next_page_token })
+        Ok(Page {
+            items: self.load_runs(infos).await?,
+            next_page_token,
+        })
     }
 
     fn push_run_clause(&self, builder: &mut SqlBuilder, clause: &Clause) -> Result<()> {
@@ -599,8 +649,12 @@ impl Store {
                      WHERE i.run_uuid = r.run_uuid AND ",
                 );
                 match field {
-                    DatasetField::Name => push_comparison(builder, backend, "d.name", clause, false)?,
-                    DatasetField::Digest => push_comparison(builder, backend, "d.digest", clause, false)?,
+                    DatasetField::Name => {
+                        push_comparison(builder, backend, "d.name", clause, false)?
+                    }
+                    DatasetField::Digest => {
+                        push_comparison(builder, backend, "d.digest", clause, false)?
+                    }
                     DatasetField::Context => {
                         builder.push(
                             "EXISTS (SELECT 1 FROM run_input_tags it WHERE it.run_uuid = i.run_uuid \
@@ -621,15 +675,24 @@ impl Store {
         if infos.is_empty() {
             return Ok(Vec::new());
         }
-        let ids: Vec<SqlValue> = infos.iter().map(|info| SqlValue::Text(info.run_uuid.clone())).collect();
+        let ids: Vec<SqlValue> = infos
+            .iter()
+            .map(|info| SqlValue::Text(info.run_uuid.clone()))
+            .collect();
         let in_list = |sql: &str, order: &str| {
             let mut builder = SqlBuilder::new(sql);
             builder.bind_list(ids.clone());
             builder.push(order);
             builder
         };
-        let params_sql = in_list("SELECT run_uuid, key, value FROM params WHERE run_uuid IN ", " ORDER BY key");
-        let tags_sql = in_list("SELECT run_uuid, key, value FROM tags WHERE run_uuid IN ", " ORDER BY key");
+        let params_sql = in_list(
+            "SELECT run_uuid, key, value FROM params WHERE run_uuid IN ",
+            " ORDER BY key",
+        );
+        let tags_sql = in_list(
+            "SELECT run_uuid, key, value FROM tags WHERE run_uuid IN ",
+            " ORDER BY key",
+        );
         let metrics_sql = in_list(
             "SELECT run_uuid, key, step, timestamp, value, is_nan FROM latest_metrics WHERE run_uuid IN ",
             " ORDER BY key",
@@ -656,26 +719,37 @@ impl Store {
         let mut metrics_by_run: HashMap<String, Vec<Metric>> = HashMap::new();
         for row in metrics {
             let value = validation::read_metric_value(row.value, row.is_nan);
-            metrics_by_run.entry(row.run_uuid).or_default().push(Metric::new(row.key, value, row.timestamp, row.step));
+            metrics_by_run
+                .entry(row.run_uuid)
+                .or_default()
+                .push(Metric::new(row.key, value, row.timestamp, row.step));
         }
         let mut input_tags_by_input: HashMap<(String, String), Vec<KeyValue>> = HashMap::new();
         for row in input_tags {
-            input_tags_by_input.entry((row.run_uuid, row.dataset_uuid)).or_default().push(KeyValue::new(row.key, row.value));
+            input_tags_by_input
+                .entry((row.run_uuid, row.dataset_uuid))
+                .or_default()
+                .push(KeyValue::new(row.key, row.value));
         }
         let mut inputs_by_run: HashMap<String, Vec<DatasetInput>> = HashMap::new();
         for row in inputs {
-            let tags = input_tags_by_input.remove(&(row.run_uuid.clone(), row.dataset_uuid)).unwrap_or_default();
-            inputs_by_run.entry(row.run_uuid).or_default().push(DatasetInput {
-                tags,
-                dataset: Dataset {
-                    name: row.name,
-                    digest: row.digest,
-                    source_type: row.source_type,
-                    source: row.source,
-                    schema: row.schema,
-                    profile: row.profile,
-                },
-            });
+            let tags = input_tags_by_input
+                .remove(&(row.run_uuid.clone(), row.dataset_uuid))
+                .unwrap_or_default();
+            inputs_by_run
+                .entry(row.run_uuid)
+                .or_default()
+                .push(DatasetInput {
+                    tags,
+                    dataset: Dataset {
+                        name: row.name,
+                        digest: row.digest,
+                        source_type: row.source_type,
+                        source: row.source,
+                        schema: row.schema,
+                        profile: row.profile,
+                    },
+                });
         }
         Ok(infos
             .into_iter()
@@ -693,7 +767,10 @@ impl Store {
 fn group_key_values(rows: Vec<RunKeyValueRow>) -> HashMap<String, Vec<KeyValue>> {
     let mut grouped: HashMap<String, Vec<KeyValue>> = HashMap::new();
     for row in rows {
-        grouped.entry(row.run_uuid).or_default().push(KeyValue::new(row.key, row.value));
+        grouped
+            .entry(row.run_uuid)
+            .or_default()
+            .push(KeyValue::new(row.key, row.value));
     }
     grouped
 }
@@ -709,26 +786,50 @@ fn run_attribute_column(attribute: &Attribute) -> Result<(&'static str, bool)> {
         Attribute::StartTime => ("r.start_time", true),
         Attribute::EndTime => ("r.end_time", true),
         Attribute::ExperimentId => ("r.experiment_id", true),
-        other => return Err(Error::Invalid(format!("Invalid attribute for runs: {other:?}"))),
+        other => {
+            return Err(Error::Invalid(format!(
+                "Invalid attribute for runs: {other:?}"
+            )));
+        }
     })
 }
 
 /// The sort key for one order_by entry; metrics, params and tags get a LEFT JOIN `o<i>`.
-fn run_sort_key(joins: &mut SqlBuilder, index: usize, key: &Key, descending: bool) -> Result<SortKey> {
+fn run_sort_key(
+    joins: &mut SqlBuilder,
+    index: usize,
+    key: &Key,
+    descending: bool,
+) -> Result<SortKey> {
     let alias = format!("o{index}");
     let (table, column, kind, lookup) = match key {
-        Key::Metric(name) => ("latest_metrics", format!("CASE WHEN {alias}.is_nan THEN NULL ELSE {alias}.value END"), SortKind::Float, name),
+        Key::Metric(name) => (
+            "latest_metrics",
+            format!("CASE WHEN {alias}.is_nan THEN NULL ELSE {alias}.value END"),
+            SortKind::Float,
+            name,
+        ),
         Key::Param(name) => ("params", format!("{alias}.value"), SortKind::Text, name),
         Key::Tag(name) => ("tags", format!("{alias}.value"), SortKind::Text, name),
         Key::Attribute(attribute) => {
             let (column, numeric) = run_attribute_column(attribute)?;
             let nullable = matches!(attribute, Attribute::EndTime);
-            let kind = if numeric { SortKind::Int } else { SortKind::Text };
+            let kind = if numeric {
+                SortKind::Int
+            } else {
+                SortKind::Text
+            };
             return Ok(SortKey::new(column, kind, descending, nullable));
         }
-        Key::Dataset(_) => return Err(Error::Invalid("Cannot order runs by a dataset field".into())),
+        Key::Dataset(_) => {
+            return Err(Error::Invalid(
+                "Cannot order runs by a dataset field".into(),
+            ));
+        }
     };
-    joins.push(&format!(" LEFT JOIN {table} {alias} ON {alias}.run_uuid = r.run_uuid AND {alias}.key = "));
+    joins.push(&format!(
+        " LEFT JOIN {table} {alias} ON {alias}.run_uuid = r.run_uuid AND {alias}.key = "
+    ));
     joins.bind(SqlValue::Text(lookup.clone()));
     Ok(SortKey::new(column, kind, descending, true))
 }
@@ -783,14 +884,16 @@ fn push_latest_upsert(builder: &mut SqlBuilder, run_id: &str, metrics: &[Metric]
             .entry(metric.key.as_str())
             .and_modify(|current| {
                 if (candidate.0, candidate.1) > (current.0, current.1)
-                    || ((candidate.0, candidate.1) == (current.0, current.1) && candidate.2 > current.2)
+                    || ((candidate.0, candidate.1) == (current.0, current.1)
+                        && candidate.2 > current.2)
                 {
                     *current = candidate;
                 }
             })
             .or_insert(candidate);
     }
-    builder.push("INSERT INTO latest_metrics (run_uuid, key, step, timestamp, value, is_nan) VALUES ");
+    builder
+        .push("INSERT INTO latest_metrics (run_uuid, key, step, timestamp, value, is_nan) VALUES ");
     for (i, (key, (step, timestamp, value, is_nan))) in latest.into_iter().enumerate() {
         if i > 0 {
             builder.push(", ");
@@ -814,7 +917,9 @@ fn push_latest_upsert(builder: &mut SqlBuilder, run_id: &str, metrics: &[Metric]
 
 /// Validates a whole log-batch request before anything is written (MLflow's order of checks).
 fn validate_batch(metrics: &[Metric], params: &[KeyValue], tags: &[KeyValue]) -> Result<()> {
-    use validation::{MAX_ENTITIES_PER_BATCH, MAX_METRICS_PER_BATCH, MAX_PARAMS_PER_BATCH, MAX_TAGS_PER_BATCH};
+    use validation::{
+        MAX_ENTITIES_PER_BATCH, MAX_METRICS_PER_BATCH, MAX_PARAMS_PER_BATCH, MAX_TAGS_PER_BATCH,
+    };
     let over = |what: &str, count: usize, limit: usize| {
         Error::Invalid(format!(
             "A batch logging request can contain at most {limit} {what}. Got {count} {what}. \
@@ -863,7 +968,10 @@ fn normalize_tags(tags: Vec<KeyValue>) -> Result<Vec<KeyValue>> {
     tags.into_iter()
         .map(|tag| {
             validation::validate_key(KeyKind::Tag, &tag.key)?;
-            Ok(KeyValue::new(tag.key, validation::truncate(&tag.value, MAX_TAG_VALUE_LENGTH)))
+            Ok(KeyValue::new(
+                tag.key,
+                validation::truncate(&tag.value, MAX_TAG_VALUE_LENGTH),
+            ))
         })
         .collect()
 }
@@ -874,22 +982,40 @@ fn dedup_last_wins(tags: &[KeyValue]) -> Vec<KeyValue> {
     for tag in tags {
         by_key.insert(&tag.key, &tag.value);
     }
-    by_key.into_iter().map(|(k, v)| KeyValue::new(k, v)).collect()
+    by_key
+        .into_iter()
+        .map(|(k, v)| KeyValue::new(k, v))
+        .collect()
 }
 
 fn validate_dataset_input(input: &DatasetInput) -> Result<()> {
     use validation::*;
     let dataset = &input.dataset;
-    for (field, value) in [("name", &dataset.name), ("digest", &dataset.digest), ("source_type", &dataset.source_type), ("source", &dataset.source)] {
+    for (field, value) in [
+        ("name", &dataset.name),
+        ("digest", &dataset.digest),
+        ("source_type", &dataset.source_type),
+        ("source", &dataset.source),
+    ] {
         if value.is_empty() {
-            return Err(Error::Invalid(format!("Missing value for required parameter 'dataset.{field}'")));
+            return Err(Error::Invalid(format!(
+                "Missing value for required parameter 'dataset.{field}'"
+            )));
         }
     }
     validate_length("Dataset name", &dataset.name, MAX_DATASET_NAME_LENGTH)?;
     validate_length("Dataset digest", &dataset.digest, MAX_DATASET_DIGEST_LENGTH)?;
     validate_length("Dataset source", &dataset.source, MAX_DATASET_SOURCE_LENGTH)?;
-    validate_length("Dataset schema", dataset.schema.as_deref().unwrap_or(""), MAX_DATASET_SCHEMA_LENGTH)?;
-    validate_length("Dataset profile", dataset.profile.as_deref().unwrap_or(""), MAX_DATASET_PROFILE_LENGTH)?;
+    validate_length(
+        "Dataset schema",
+        dataset.schema.as_deref().unwrap_or(""),
+        MAX_DATASET_SCHEMA_LENGTH,
+    )?;
+    validate_length(
+        "Dataset profile",
+        dataset.profile.as_deref().unwrap_or(""),
+        MAX_DATASET_PROFILE_LENGTH,
+    )?;
     for tag in &input.tags {
         validate_length("Input tag key", &tag.key, MAX_INPUT_TAG_KEY_LENGTH)?;
         validate_length("Input tag value", &tag.value, MAX_INPUT_TAG_VALUE_LENGTH)?;
@@ -898,23 +1024,81 @@ fn validate_dataset_input(input: &DatasetInput) -> Result<()> {
 }
 
 const NAME_ADJECTIVES: &[&str] = &[
-    "abundant", "agreeable", "amazing", "ambitious", "bald", "beautiful", "bedecked", "big", "bold", "brave",
-    "bright", "calm", "capable", "carefree", "casual", "clean", "clever", "colorful", "dapper", "defiant",
-    "delicate", "enchanting", "fearless", "funny", "gentle", "gifted", "glamorous", "grandiose", "honorable",
-    "illustrious", "indecisive", "judicious", "kindly", "learned", "luminous", "magnificent", "nebulous",
-    "omniscient", "placid", "polite", "puzzled", "redolent", "resilient", "rogue", "sassy", "secretive",
-    "shivering", "silent", "skillful", "smiling", "spiffy", "stately", "suave", "tasteful", "thoughtful",
-    "traveling", "trusting", "unequaled", "upbeat", "valuable", "victorious", "vivacious", "welcoming", "wise",
+    "abundant",
+    "agreeable",
+    "amazing",
+    "ambitious",
+    "bald",
+    "beautiful",
+    "bedecked",
+    "big",
+    "bold",
+    "brave",
+    "bright",
+    "calm",
+    "capable",
+    "carefree",
+    "casual",
+    "clean",
+    "clever",
+    "colorful",
+    "dapper",
+    "defiant",
+    "delicate",
+    "enchanting",
+    "fearless",
+    "funny",
+    "gentle",
+    "gifted",
+    "glamorous",
+    "grandiose",
+    "honorable",
+    "illustrious",
+    "indecisive",
+    "judicious",
+    "kindly",
+    "learned",
+    "luminous",
+    "magnificent",
+    "nebulous",
+    "omniscient",
+    "placid",
+    "polite",
+    "puzzled",
+    "redolent",
+    "resilient",
+    "rogue",
+    "sassy",
+    "secretive",
+    "shivering",
+    "silent",
+    "skillful",
+    "smiling",
+    "spiffy",
+    "stately",
+    "suave",
+    "tasteful",
+    "thoughtful",
+    "traveling",
+    "trusting",
+    "unequaled",
+    "upbeat",
+    "valuable",
+    "victorious",
+    "vivacious",
+    "welcoming",
+    "wise",
 ];
 const NAME_NOUNS: &[&str] = &[
-    "ant", "ape", "asp", "bass", "bat", "bear", "bee", "bird", "boar", "bug", "calf", "carp", "cat", "chimp",
-    "cod", "colt", "crab", "crane", "croc", "crow", "cub", "deer", "doe", "dog", "dolphin", "donkey", "dove",
-    "duck", "eel", "elk", "fawn", "finch", "fish", "flea", "fly", "foal", "fowl", "fox", "frog", "gnat", "gnu",
-    "goat", "goose", "grouse", "grub", "gull", "hare", "hawk", "hen", "hog", "horse", "hound", "jay", "kit",
-    "koi", "lamb", "lark", "loon", "lynx", "mare", "mink", "mole", "moose", "moth", "mouse", "mule", "newt",
-    "owl", "ox", "panda", "perch", "pig", "pug", "quail", "ram", "rat", "ray", "robin", "seal", "shark", "sheep",
-    "shrew", "skink", "slug", "snail", "snake", "sow", "squid", "stag", "steed", "stoat", "swan", "toad", "trout",
-    "wasp", "whale", "wolf", "worm", "wren", "yak", "zebra",
+    "ant", "ape", "asp", "bass", "bat", "bear", "bee", "bird", "boar", "bug", "calf", "carp",
+    "cat", "chimp", "cod", "colt", "crab", "crane", "croc", "crow", "cub", "deer", "doe", "dog",
+    "dolphin", "donkey", "dove", "duck", "eel", "elk", "fawn", "finch", "fish", "flea", "fly",
+    "foal", "fowl", "fox", "frog", "gnat", "gnu", "goat", "goose", "grouse", "grub", "gull",
+    "hare", "hawk", "hen", "hog", "horse", "hound", "jay", "kit", "koi", "lamb", "lark", "loon",
+    "lynx", "mare", "mink", "mole", "moose", "moth", "mouse", "mule", "newt", "owl", "ox", "panda",
+    "perch", "pig", "pug", "quail", "ram", "rat", "ray", "robin", "seal", "shark", "sheep",
+    "shrew", "skink", "slug", "snail", "snake", "sow", "squid", "stag", "steed", "stoat", "swan",
+    "toad", "trout", "wasp", "whale", "wolf", "worm", "wren", "yak", "zebra",
 ];
 
 /// `adjective-animal-123`, like MLflow's generated run names.
@@ -943,7 +1127,9 @@ mod tests {
         let params = vec![KeyValue::new("a", "1"), KeyValue::new("a", "2")];
         let message = validate_batch(&[], &params, &[]).unwrap_err().to_string();
         assert!(message.contains("Duplicate parameter keys"), "{message}");
-        let metrics: Vec<Metric> = (0..1001).map(|i| Metric::new(format!("m{i}"), 1.0, 0, 0)).collect();
+        let metrics: Vec<Metric> = (0..1001)
+            .map(|i| Metric::new(format!("m{i}"), 1.0, 0, 0))
+            .collect();
         assert!(validate_batch(&metrics, &[], &[]).is_err());
         assert!(validate_batch(&[Metric::new("ok", 1.0, -1, 0)], &[], &[]).is_err());
     }

@@ -51,7 +51,10 @@ pub struct SqlBuilder {
 
 impl SqlBuilder {
     pub fn new(sql: &str) -> Self {
-        Self { sql: sql.to_owned(), values: Vec::new() }
+        Self {
+            sql: sql.to_owned(),
+            values: Vec::new(),
+        }
     }
 
     /// Appends fixed SQL text (never user input).
@@ -101,7 +104,12 @@ pub struct SortKey {
 
 impl SortKey {
     pub fn new(expr: impl Into<String>, kind: SortKind, descending: bool, nullable: bool) -> Self {
-        Self { expr: expr.into(), kind, descending, nullable }
+        Self {
+            expr: expr.into(),
+            kind,
+            descending,
+            nullable,
+        }
     }
 }
 
@@ -127,7 +135,9 @@ pub fn decode_page_token(token: &str, keys: &[SortKey]) -> Result<Option<Vec<Tok
         return Ok(None);
     }
     let invalid = || Error::Invalid(format!("Invalid page token '{token}'"));
-    let bytes = URL_SAFE_NO_PAD.decode(token.trim_end_matches('=')).map_err(|_| invalid())?;
+    let bytes = URL_SAFE_NO_PAD
+        .decode(token.trim_end_matches('='))
+        .map_err(|_| invalid())?;
     let parsed: PageToken = serde_json::from_slice(&bytes).map_err(|_| invalid())?;
     if parsed.after.len() != keys.len() {
         return Err(invalid());
@@ -216,7 +226,10 @@ pub fn push_order_by(builder: &mut SqlBuilder, keys: &[SortKey]) {
         .map(|key| {
             let direction = if key.descending { "DESC" } else { "ASC" };
             if key.nullable {
-                format!("(CASE WHEN {e} IS NULL THEN 1 ELSE 0 END), {e} {direction}", e = key.expr)
+                format!(
+                    "(CASE WHEN {e} IS NULL THEN 1 ELSE 0 END), {e} {direction}",
+                    e = key.expr
+                )
             } else {
                 format!("{} {direction}", key.expr)
             }
@@ -246,9 +259,15 @@ where
         .map(|(i, key)| {
             let column = format!("sort_{i}");
             let value = match key.kind {
-                SortKind::Int => row.try_get::<Option<i64>, _>(column.as_str())?.map(TokenValue::Int),
-                SortKind::Float => row.try_get::<Option<f64>, _>(column.as_str())?.map(TokenValue::Float),
-                SortKind::Text => row.try_get::<Option<String>, _>(column.as_str())?.map(TokenValue::Text),
+                SortKind::Int => row
+                    .try_get::<Option<i64>, _>(column.as_str())?
+                    .map(TokenValue::Int),
+                SortKind::Float => row
+                    .try_get::<Option<f64>, _>(column.as_str())?
+                    .map(TokenValue::Float),
+                SortKind::Text => row
+                    .try_get::<Option<String>, _>(column.as_str())?
+                    .map(TokenValue::Text),
             };
             Ok(value.unwrap_or(TokenValue::Null))
         })
@@ -316,7 +335,7 @@ mod tests {
     #[test]
     fn like_patterns_become_globs_with_specials_escaped() {
         assert_eq!(like_to_glob("a%b_c"), "a*b?c");
-        assert_eq!(like_to_glob("x*[y]?"), "x[*][[][]][?]");
+        assert_eq!(like_to_glob("x*[y]?"), "x[*][[]y[]][?]");
     }
 
     #[test]
@@ -326,7 +345,11 @@ mod tests {
             SortKey::new("m.value", SortKind::Float, false, true),
             SortKey::new("r.run_uuid", SortKind::Text, false, false),
         ];
-        let after = vec![TokenValue::Int(5), TokenValue::Null, TokenValue::Text("abc".into())];
+        let after = vec![
+            TokenValue::Int(5),
+            TokenValue::Null,
+            TokenValue::Text("abc".into()),
+        ];
         let token = encode_page_token(after.clone());
         assert_eq!(decode_page_token(&token, &keys).unwrap(), Some(after));
         assert!(decode_page_token("not a token", &keys).is_err());
@@ -341,8 +364,15 @@ mod tests {
             SortKey::new("id", SortKind::Text, false, false),
         ];
         let mut builder = SqlBuilder::new("");
-        push_keyset_condition(&mut builder, &keys, &[TokenValue::Float(1.5), TokenValue::Text("x".into())]);
-        assert_eq!(builder.sql, " AND (((a IS NULL OR a < $1)) OR ((a = $2) AND (id > $3)))");
+        push_keyset_condition(
+            &mut builder,
+            &keys,
+            &[TokenValue::Float(1.5), TokenValue::Text("x".into())],
+        );
+        assert_eq!(
+            builder.sql,
+            " AND (((a IS NULL OR a < $1)) OR ((a = $2) AND (id > $3)))"
+        );
         assert_eq!(builder.values.len(), 3);
     }
 }

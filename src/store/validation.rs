@@ -63,7 +63,11 @@ pub fn validate_key(kind: KeyKind, key: &str) -> Result<()> {
             noun = kind.noun()
         )));
     }
-    validate_length(&format!("{} key", capitalized(kind.noun())), key, MAX_ENTITY_KEY_LENGTH)
+    validate_length(
+        &format!("{} key", capitalized(kind.noun())),
+        key,
+        MAX_ENTITY_KEY_LENGTH,
+    )
 }
 
 fn capitalized(noun: &str) -> String {
@@ -79,7 +83,9 @@ fn is_normalized_path(key: &str) -> bool {
     !key.is_empty()
         && !key.starts_with('/')
         && !key.ends_with('/')
-        && key.split('/').all(|segment| !segment.is_empty() && segment != "." && segment != "..")
+        && key
+            .split('/')
+            .all(|segment| !segment.is_empty() && segment != "." && segment != "..")
 }
 
 /// Refuses a value over `limit` characters with MLflow's message.
@@ -105,7 +111,9 @@ pub fn truncate(value: &str, limit: usize) -> String {
 /// Checks an experiment name.
 pub fn validate_experiment_name(name: &str) -> Result<()> {
     if name.is_empty() {
-        return Err(Error::Invalid("Invalid experiment name: ''. Experiment name must not be empty.".into()));
+        return Err(Error::Invalid(
+            "Invalid experiment name: ''. Experiment name must not be empty.".into(),
+        ));
     }
     validate_length("Experiment name", name, MAX_EXPERIMENT_NAME_LENGTH)
 }
@@ -146,12 +154,25 @@ mod tests {
         for good in ["acc", "loss/train", "a b", "x:y", "a.b-c_d", "ünïcode"] {
             assert!(validate_key(KeyKind::Metric, good).is_ok(), "{good}");
         }
-        for bad in ["", "/abs", "a//b", "a/../b", ".", "..", "a/", "semi;colon", "q?"] {
+        for bad in [
+            "",
+            "/abs",
+            "a//b",
+            "a/../b",
+            ".",
+            "..",
+            "a/",
+            "semi;colon",
+            "q?",
+        ] {
             assert!(validate_key(KeyKind::Param, bad).is_err(), "{bad}");
         }
         let long = "k".repeat(251);
         let message = validate_key(KeyKind::Param, &long).unwrap_err().to_string();
-        assert!(message.contains("exceeded length limit of 250"), "{message}");
+        assert!(
+            message.contains("exceeded length limit of 250"),
+            "{message}"
+        );
     }
 
     #[test]

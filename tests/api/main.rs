@@ -29,7 +29,9 @@ impl Drop for TestServer {
 async fn start(test_store: common::TestStore) -> TestServer {
     let state = AppState {
         store: test_store.store.clone(),
-        config: Arc::new(ServerConfig { default_artifact_root: "mlflow-artifacts:".into() }),
+        config: Arc::new(ServerConfig {
+            default_artifact_root: "mlflow-artifacts:".into(),
+        }),
     };
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
@@ -37,18 +39,40 @@ async fn start(test_store: common::TestStore) -> TestServer {
     tokio::spawn(api::serve(listener, api::router(state), async {
         let _ = stopped.await;
     }));
-    TestServer { base: format!("http://{address}"), client: reqwest::Client::new(), stop: Some(stop), _store: test_store }
+    TestServer {
+        base: format!("http://{address}"),
+        client: reqwest::Client::new(),
+        stop: Some(stop),
+        _store: test_store,
+    }
 }
 
 impl TestServer {
     async fn post(&self, path: &str, body: Value) -> (u16, Value) {
-        let response = self.client.post(format!("{}{path}", self.base)).json(&body).send().await.unwrap();
-        (response.status().as_u16(), response.json().await.unwrap_or(Value::Null))
+        let response = self
+            .client
+            .post(format!("{}{path}", self.base))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        (
+            response.status().as_u16(),
+            response.json().await.unwrap_or(Value::Null),
+        )
     }
 
     async fn get(&self, path_and_query: &str) -> (u16, Value) {
-        let response = self.client.get(format!("{}{path_and_query}", self.base)).send().await.unwrap();
-        (response.status().as_u16(), response.json().await.unwrap_or(Value::Null))
+        let response = self
+            .client
+            .get(format!("{}{path_and_query}", self.base))
+            .send()
+            .await
+            .unwrap();
+        (
+            response.status().as_u16(),
+            response.json().await.unwrap_or(Value::Null),
+        )
     }
 }
 
@@ -79,13 +103,24 @@ on_both!(
 );
 
 async fn create_run(server: &TestServer) -> (String, String) {
-    let (_, created) = server.post("/api/2.0/mlflow/experiments/create", json!({"name": uuid_name()})).await;
+    let (_, created) = server
+        .post(
+            "/api/2.0/mlflow/experiments/create",
+            json!({"name": uuid_name()}),
+        )
+        .await;
     let experiment_id = created["experiment_id"].as_str().unwrap().to_owned();
     let (status, run) = server
-        .post("/api/2.0/mlflow/runs/create", json!({"experiment_id": experiment_id, "start_time": 1700000000000_i64}))
+        .post(
+            "/api/2.0/mlflow/runs/create",
+            json!({"experiment_id": experiment_id, "start_time": 1700000000000_i64}),
+        )
         .await;
     assert_eq!(status, 200, "{run}");
-    (experiment_id, run["run"]["info"]["run_id"].as_str().unwrap().to_owned())
+    (
+        experiment_id,
+        run["run"]["info"]["run_id"].as_str().unwrap().to_owned(),
+    )
 }
 
 fn uuid_name() -> String {
@@ -98,37 +133,75 @@ async fn wire_format_matches_mlflow(server: TestServer) {
         .post("/api/2.0/mlflow/runs/log-metric", json!({"run_id": run_id, "key": "m", "value": 1.5, "timestamp": 1700000000001_i64, "step": 3}))
         .await;
     assert_eq!((status, body), (200, json!({})));
-    let (_, run) = server.get(&format!("/api/2.0/mlflow/runs/get?run_id={run_id}")).await;
+    let (_, run) = server
+        .get(&format!("/api/2.0/mlflow/runs/get?run_id={run_id}"))
+        .await;
     let info = &run["run"]["info"];
     assert!(info["start_time"].is_i64(), "int64 as JSON number: {info}");
     assert_eq!(info["run_uuid"], info["run_id"]);
     assert_eq!(info["experiment_id"], json!(experiment_id));
-    assert_eq!(info["artifact_uri"], json!(format!("mlflow-artifacts:/{experiment_id}/{run_id}/artifacts")));
+    assert_eq!(
+        info["artifact_uri"],
+        json!(format!(
+            "mlflow-artifacts:/{experiment_id}/{run_id}/artifacts"
+        ))
+    );
     assert!(info.get("end_time").is_none(), "unset fields are omitted");
-    assert_eq!(run["run"]["data"]["metrics"], json!([{"key": "m", "value": 1.5, "timestamp": 1700000000001_i64, "step": 3}]));
+    assert_eq!(
+        run["run"]["data"]["metrics"],
+        json!([{"key": "m", "value": 1.5, "timestamp": 1700000000001_i64, "step": 3}])
+    );
     let tags = run["run"]["data"]["tags"].as_array().unwrap();
-    assert!(tags.iter().any(|t| t["key"] == "mlflow.runName"), "tags are a list of objects: {tags:?}");
+    assert!(
+        tags.iter().any(|t| t["key"] == "mlflow.runName"),
+        "tags are a list of objects: {tags:?}"
+    );
     let (_, empty) = server
-        .post("/api/2.0/mlflow/runs/search", json!({"experiment_ids": [experiment_id], "filter": "metrics.m > 100"}))
+        .post(
+            "/api/2.0/mlflow/runs/search",
+            json!({"experiment_ids": [experiment_id], "filter": "metrics.m > 100"}),
+        )
         .await;
     assert_eq!(empty, json!({}), "an empty search answers {{}}");
     // The UI's prefix serves the same API.
-    let (status, _) = server.get(&format!("/ajax-api/2.0/mlflow/runs/get?run_id={run_id}")).await;
+    let (status, _) = server
+        .get(&format!("/ajax-api/2.0/mlflow/runs/get?run_id={run_id}"))
+        .await;
     assert_eq!(status, 200);
 }
 
 async fn errors_carry_mlflow_codes_and_statuses(server: TestServer) {
-    let (status, body) = server.get("/api/2.0/mlflow/runs/get?run_id=0123456789abcdef0123456789abcdef").await;
-    assert_eq!((status, body["error_code"].as_str()), (404, Some("RESOURCE_DOES_NOT_EXIST")));
+    let (status, body) = server
+        .get("/api/2.0/mlflow/runs/get?run_id=0123456789abcdef0123456789abcdef")
+        .await;
+    assert_eq!(
+        (status, body["error_code"].as_str()),
+        (404, Some("RESOURCE_DOES_NOT_EXIST"))
+    );
     let name = uuid_name();
-    server.post("/api/2.0/mlflow/experiments/create", json!({"name": name})).await;
-    let (status, body) = server.post("/api/2.0/mlflow/experiments/create", json!({"name": name})).await;
-    assert_eq!((status, body["error_code"].as_str()), (400, Some("RESOURCE_ALREADY_EXISTS")));
-    let (status, body) = server.post("/api/2.0/mlflow/experiments/create", json!({})).await;
-    assert_eq!((status, body["error_code"].as_str()), (400, Some("INVALID_PARAMETER_VALUE")));
+    server
+        .post("/api/2.0/mlflow/experiments/create", json!({"name": name}))
+        .await;
+    let (status, body) = server
+        .post("/api/2.0/mlflow/experiments/create", json!({"name": name}))
+        .await;
+    assert_eq!(
+        (status, body["error_code"].as_str()),
+        (400, Some("RESOURCE_ALREADY_EXISTS"))
+    );
+    let (status, body) = server
+        .post("/api/2.0/mlflow/experiments/create", json!({}))
+        .await;
+    assert_eq!(
+        (status, body["error_code"].as_str()),
+        (400, Some("INVALID_PARAMETER_VALUE"))
+    );
     assert!(body["message"].as_str().unwrap().contains("'name'"));
     let (status, body) = server.get("/api/2.0/mlflow/no/such/endpoint").await;
-    assert_eq!((status, body["error_code"].as_str()), (404, Some("ENDPOINT_NOT_FOUND")));
+    assert_eq!(
+        (status, body["error_code"].as_str()),
+        (404, Some("ENDPOINT_NOT_FOUND"))
+    );
     let response = server
         .client
         .post(format!("{}/api/2.0/mlflow/runs/log-batch", server.base))
@@ -137,39 +210,75 @@ async fn errors_carry_mlflow_codes_and_statuses(server: TestServer) {
         .send()
         .await
         .unwrap();
-    assert_eq!(response.status().as_u16(), 400, "malformed JSON is the client's mistake, not a 5xx");
-    let (status, body) = server.get("/api/2.0/mlflow/experiments/get?experiment_id=abc").await;
-    assert_eq!((status, body["error_code"].as_str()), (400, Some("INVALID_PARAMETER_VALUE")));
+    assert_eq!(
+        response.status().as_u16(),
+        400,
+        "malformed JSON is the client's mistake, not a 5xx"
+    );
+    let (status, body) = server
+        .get("/api/2.0/mlflow/experiments/get?experiment_id=abc")
+        .await;
+    assert_eq!(
+        (status, body["error_code"].as_str()),
+        (400, Some("INVALID_PARAMETER_VALUE"))
+    );
     let (_, run_id) = create_run(&server).await;
     let (status, body) = server
-        .post("/api/2.0/mlflow/runs/search", json!({"experiment_ids": ["0"], "filter": "metrics.acc >> 1"}))
+        .post(
+            "/api/2.0/mlflow/runs/search",
+            json!({"experiment_ids": ["0"], "filter": "metrics.acc >> 1"}),
+        )
         .await;
-    assert_eq!((status, body["error_code"].as_str()), (400, Some("INVALID_PARAMETER_VALUE")), "{body}");
+    assert_eq!(
+        (status, body["error_code"].as_str()),
+        (400, Some("INVALID_PARAMETER_VALUE")),
+        "{body}"
+    );
     let (status, body) = server
-        .post("/api/2.0/mlflow/runs/log-parameter", json!({"run_id": run_id, "key": "k".repeat(251), "value": "v"}))
+        .post(
+            "/api/2.0/mlflow/runs/log-parameter",
+            json!({"run_id": run_id, "key": "k".repeat(251), "value": "v"}),
+        )
         .await;
-    assert_eq!((status, body["error_code"].as_str()), (400, Some("INVALID_PARAMETER_VALUE")));
+    assert_eq!(
+        (status, body["error_code"].as_str()),
+        (400, Some("INVALID_PARAMETER_VALUE"))
+    );
 }
 
 async fn camel_case_and_run_uuid_are_accepted(server: TestServer) {
     let (_, run_id) = create_run(&server).await;
     let (status, _) = server
-        .post("/api/2.0/mlflow/runs/log-parameter", json!({"runId": run_id, "key": "a", "value": "1"}))
+        .post(
+            "/api/2.0/mlflow/runs/log-parameter",
+            json!({"runId": run_id, "key": "a", "value": "1"}),
+        )
         .await;
     assert_eq!(status, 200);
     let (status, _) = server
-        .post("/api/2.0/mlflow/runs/set-tag", json!({"run_uuid": run_id, "key": "t", "value": "v", "unknown_field": 7}))
+        .post(
+            "/api/2.0/mlflow/runs/set-tag",
+            json!({"run_uuid": run_id, "key": "t", "value": "v", "unknown_field": 7}),
+        )
         .await;
     assert_eq!(status, 200, "unknown fields are ignored");
     let (status, _) = server
         .post("/api/2.0/mlflow/runs/log-metric", json!({"run_id": run_id, "key": "m", "value": 2, "timestamp": "1700000000000", "step": "4"}))
         .await;
     assert_eq!(status, 200, "int64 may come as strings");
-    let (_, run) = server.get(&format!("/api/2.0/mlflow/runs/get?run_uuid={run_id}")).await;
-    assert_eq!(run["run"]["data"]["params"], json!([{"key": "a", "value": "1"}]));
+    let (_, run) = server
+        .get(&format!("/api/2.0/mlflow/runs/get?run_uuid={run_id}"))
+        .await;
+    assert_eq!(
+        run["run"]["data"]["params"],
+        json!([{"key": "a", "value": "1"}])
+    );
     assert_eq!(run["run"]["data"]["metrics"][0]["step"], json!(4));
     let (status, _) = server
-        .post("/api/2.0/mlflow/runs/set-tag", json!({"runId": run_id, "run_id": run_id, "key": "t", "value": "v"}))
+        .post(
+            "/api/2.0/mlflow/runs/set-tag",
+            json!({"runId": run_id, "run_id": run_id, "key": "t", "value": "v"}),
+        )
         .await;
     assert_eq!(status, 400, "one field named both ways is refused");
 }
@@ -179,7 +288,10 @@ async fn get_searches_take_repeated_keys(server: TestServer) {
     let (_, other_run) = create_run(&server).await;
     for (run, value) in [(&run_id, 1.0), (&other_run, 2.0)] {
         server
-            .post("/api/2.0/mlflow/runs/log-metric", json!({"run_id": run, "key": "loss", "value": value, "timestamp": 1, "step": 0}))
+            .post(
+                "/api/2.0/mlflow/runs/log-metric",
+                json!({"run_id": run, "key": "loss", "value": value, "timestamp": 1, "step": 0}),
+            )
             .await;
     }
     let (status, body) = server
@@ -188,7 +300,12 @@ async fn get_searches_take_repeated_keys(server: TestServer) {
         ))
         .await;
     assert_eq!(status, 200, "{body}");
-    let mut runs: Vec<&str> = body["metrics"].as_array().unwrap().iter().map(|m| m["run_id"].as_str().unwrap()).collect();
+    let mut runs: Vec<&str> = body["metrics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["run_id"].as_str().unwrap())
+        .collect();
     runs.sort();
     let mut expected = vec![run_id.as_str(), other_run.as_str()];
     expected.sort();
@@ -205,18 +322,48 @@ async fn special_floats_travel_as_strings(server: TestServer) {
         {"key": "nan", "value": "NaN", "timestamp": 1, "step": 0},
         {"key": "pinf", "value": "Infinity", "timestamp": 1, "step": 0},
     ]);
-    let (status, body) = server.post("/api/2.0/mlflow/runs/log-batch", json!({"run_id": run_id, "metrics": metrics})).await;
+    let (status, body) = server
+        .post(
+            "/api/2.0/mlflow/runs/log-batch",
+            json!({"run_id": run_id, "metrics": metrics}),
+        )
+        .await;
     assert_eq!(status, 200, "{body}");
-    let (_, history) = server.get(&format!("/api/2.0/mlflow/metrics/get-history?run_id={run_id}&metric_key=nan")).await;
+    let (_, history) = server
+        .get(&format!(
+            "/api/2.0/mlflow/metrics/get-history?run_id={run_id}&metric_key=nan"
+        ))
+        .await;
     assert_eq!(history["metrics"][0]["value"], json!("NaN"));
-    let (_, history) = server.get(&format!("/api/2.0/mlflow/metrics/get-history?run_id={run_id}&metric_key=pinf")).await;
-    assert_eq!(history["metrics"][0]["value"], json!(f64::MAX), "infinity is clamped as in MLflow's SQL store");
+    let (_, history) = server
+        .get(&format!(
+            "/api/2.0/mlflow/metrics/get-history?run_id={run_id}&metric_key=pinf"
+        ))
+        .await;
+    assert_eq!(
+        history["metrics"][0]["value"],
+        json!(f64::MAX),
+        "infinity is clamped as in MLflow's SQL store"
+    );
 }
 
 async fn health_and_version_answer(server: TestServer) {
-    let health = server.client.get(format!("{}/health", server.base)).send().await.unwrap();
+    let health = server
+        .client
+        .get(format!("{}/health", server.base))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(health.status().as_u16(), 200);
     assert_eq!(health.text().await.unwrap(), "OK");
-    let version = server.client.get(format!("{}/version", server.base)).send().await.unwrap();
-    assert_eq!(version.text().await.unwrap(), ferroflow::api::MLFLOW_COMPATIBLE_VERSION);
+    let version = server
+        .client
+        .get(format!("{}/version", server.base))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(
+        version.text().await.unwrap(),
+        ferroflow::api::MLFLOW_COMPATIBLE_VERSION
+    );
 }

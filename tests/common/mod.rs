@@ -20,7 +20,11 @@ pub async fn sqlite_store() -> TestStore {
     let uri = format!("sqlite:///{}", dir.path().join("test.db").display());
     let store = Store::connect(&uri).await.expect("open sqlite");
     store.migrate().await.expect("migrate sqlite");
-    TestStore { store, uri, _dir: Some(dir) }
+    TestStore {
+        store,
+        uri,
+        _dir: Some(dir),
+    }
 }
 
 /// A migrated store on a fresh Postgres database, or `None` (test skipped) when no server
@@ -29,7 +33,11 @@ pub async fn postgres_store() -> Option<TestStore> {
     let uri = postgres_database().await?;
     let store = Store::connect(&uri).await.expect("open postgres");
     store.migrate().await.expect("migrate postgres");
-    Some(TestStore { store, uri, _dir: None })
+    Some(TestStore {
+        store,
+        uri,
+        _dir: None,
+    })
 }
 
 /// Creates a fresh database on the test Postgres and returns its URI.
@@ -39,13 +47,22 @@ pub async fn postgres_database() -> Option<String> {
             std::env::var_os("CI").is_none(),
             "FERROFLOW_TEST_PG_URL is not set; in CI the Postgres tests must run (see e2e/setup/postgres.sh)"
         );
-        eprintln!("skipping Postgres test: FERROFLOW_TEST_PG_URL is not set (run e2e/setup/postgres.sh)");
+        eprintln!(
+            "skipping Postgres test: FERROFLOW_TEST_PG_URL is not set (run e2e/setup/postgres.sh)"
+        );
         return None;
     };
     let name = format!("ff_test_{}", uuid::Uuid::new_v4().simple());
-    let mut connection = sqlx::PgConnection::connect(&server).await.expect("connect to test postgres");
-    sqlx::query(&format!("CREATE DATABASE {name}")).execute(&mut connection).await.expect("create database");
-    let (base, _) = server.rsplit_once('/').expect("postgres URL has a database path");
+    let mut connection = sqlx::PgConnection::connect(&server)
+        .await
+        .expect("connect to test postgres");
+    sqlx::query(&format!("CREATE DATABASE {name}"))
+        .execute(&mut connection)
+        .await
+        .expect("create database");
+    let (base, _) = server
+        .rsplit_once('/')
+        .expect("postgres URL has a database path");
     Some(format!("{base}/{name}"))
 }
 

@@ -27,7 +27,10 @@ both_backends!(
 );
 
 async fn new_experiment(store: &Store, name: &str) -> i64 {
-    store.create_experiment(name, None, &[], "mlflow-artifacts:").await.expect("create experiment")
+    store
+        .create_experiment(name, None, &[], "mlflow-artifacts:")
+        .await
+        .expect("create experiment")
 }
 
 async fn new_run(store: &Store, experiment_id: i64, name: &str, start_time: i64) -> String {
@@ -58,7 +61,10 @@ fn search(experiment_id: i64, filter: &str, order_by: &[&str]) -> RunSearch {
 
 async fn run_names(store: &Store, request: &RunSearch) -> Vec<String> {
     let page = store.search_runs(request).await.expect("search runs");
-    page.items.into_iter().map(|run| run.info.run_name).collect()
+    page.items
+        .into_iter()
+        .map(|run| run.info.run_name)
+        .collect()
 }
 
 async fn default_experiment_exists(store: Store) {
@@ -70,45 +76,92 @@ async fn default_experiment_exists(store: Store) {
 
 async fn experiments_create_get_rename_and_refuse_duplicates(store: Store) {
     let tags = vec![KeyValue::new("team", "a")];
-    let id = store.create_experiment("exp-a", None, &tags, "mlflow-artifacts:").await.unwrap();
+    let id = store
+        .create_experiment("exp-a", None, &tags, "mlflow-artifacts:")
+        .await
+        .unwrap();
     assert!(id > 0);
     let experiment = store.get_experiment_by_name("exp-a").await.unwrap();
     assert_eq!(experiment.experiment_id, id);
-    assert_eq!(experiment.artifact_location, format!("mlflow-artifacts:/{id}"));
+    assert_eq!(
+        experiment.artifact_location,
+        format!("mlflow-artifacts:/{id}")
+    );
     assert_eq!(experiment.tags, tags);
-    let duplicate = store.create_experiment("exp-a", None, &[], "mlflow-artifacts:").await;
-    assert!(matches!(duplicate, Err(Error::AlreadyExists(_))), "{duplicate:?}");
+    let duplicate = store
+        .create_experiment("exp-a", None, &[], "mlflow-artifacts:")
+        .await;
+    assert!(
+        matches!(duplicate, Err(Error::AlreadyExists(_))),
+        "{duplicate:?}"
+    );
     store.rename_experiment(id, "exp-b").await.unwrap();
     assert_eq!(store.get_experiment(id).await.unwrap().name, "exp-b");
-    assert!(matches!(store.get_experiment_by_name("exp-a").await, Err(Error::NotFound(_))));
+    assert!(matches!(
+        store.get_experiment_by_name("exp-a").await,
+        Err(Error::NotFound(_))
+    ));
     new_experiment(&store, "exp-c").await;
-    assert!(matches!(store.rename_experiment(id, "exp-c").await, Err(Error::BadRequest(_))));
-    assert!(matches!(store.get_experiment(999_999).await, Err(Error::NotFound(_))));
-    let custom = store.create_experiment("exp-d", Some("s3://bucket/x"), &[], "mlflow-artifacts:").await.unwrap();
-    assert_eq!(store.get_experiment(custom).await.unwrap().artifact_location, "s3://bucket/x");
+    assert!(matches!(
+        store.rename_experiment(id, "exp-c").await,
+        Err(Error::BadRequest(_))
+    ));
+    assert!(matches!(
+        store.get_experiment(999_999).await,
+        Err(Error::NotFound(_))
+    ));
+    let custom = store
+        .create_experiment("exp-d", Some("s3://bucket/x"), &[], "mlflow-artifacts:")
+        .await
+        .unwrap();
+    assert_eq!(
+        store
+            .get_experiment(custom)
+            .await
+            .unwrap()
+            .artifact_location,
+        "s3://bucket/x"
+    );
 }
 
 async fn deleting_an_experiment_deletes_and_restores_its_runs(store: Store) {
     let id = new_experiment(&store, "doomed").await;
     let run = new_run(&store, id, "r", 1).await;
     store.delete_experiment(id).await.unwrap();
-    assert_eq!(store.get_experiment(id).await.unwrap().lifecycle_stage, "deleted");
-    assert_eq!(store.get_run_info(&run).await.unwrap().lifecycle_stage, "deleted");
-    assert!(matches!(store.delete_experiment(id).await, Err(Error::NotFound(_))));
+    assert_eq!(
+        store.get_experiment(id).await.unwrap().lifecycle_stage,
+        "deleted"
+    );
+    assert_eq!(
+        store.get_run_info(&run).await.unwrap().lifecycle_stage,
+        "deleted"
+    );
+    assert!(matches!(
+        store.delete_experiment(id).await,
+        Err(Error::NotFound(_))
+    ));
     // A deleted experiment still holds its name.
     assert!(matches!(
-        store.create_experiment("doomed", None, &[], "mlflow-artifacts:").await,
+        store
+            .create_experiment("doomed", None, &[], "mlflow-artifacts:")
+            .await,
         Err(Error::AlreadyExists(_))
     ));
     store.restore_experiment(id).await.unwrap();
-    assert_eq!(store.get_run_info(&run).await.unwrap().lifecycle_stage, "active");
+    assert_eq!(
+        store.get_run_info(&run).await.unwrap().lifecycle_stage,
+        "active"
+    );
 }
 
 async fn experiment_search_filters_orders_and_pages(store: Store) {
     for i in 0..7 {
         let id = new_experiment(&store, &format!("search-{i}")).await;
         if i % 2 == 0 {
-            store.set_experiment_tag(id, &KeyValue::new("even", "yes")).await.unwrap();
+            store
+                .set_experiment_tag(id, &KeyValue::new("even", "yes"))
+                .await
+                .unwrap();
         }
     }
     let request = |filter: &str, order: &[&str], max: i64, token: &str| ExperimentSearch {
@@ -119,26 +172,54 @@ async fn experiment_search_filters_orders_and_pages(store: Store) {
         page_token: token.into(),
     };
     let names = |page: &ferroflow::store::Page<ferroflow::store::experiments::Experiment>| {
-        page.items.iter().map(|e| e.name.clone()).collect::<Vec<_>>()
+        page.items
+            .iter()
+            .map(|e| e.name.clone())
+            .collect::<Vec<_>>()
     };
-    let evens = store.search_experiments(&request("tags.even = 'yes'", &["name DESC"], 100, "")).await.unwrap();
-    assert_eq!(names(&evens), ["search-6", "search-4", "search-2", "search-0"]);
-    let like = store.search_experiments(&request("name LIKE 'search-%'", &["name"], 3, "")).await.unwrap();
+    let evens = store
+        .search_experiments(&request("tags.even = 'yes'", &["name DESC"], 100, ""))
+        .await
+        .unwrap();
+    assert_eq!(
+        names(&evens),
+        ["search-6", "search-4", "search-2", "search-0"]
+    );
+    let like = store
+        .search_experiments(&request("name LIKE 'search-%'", &["name"], 3, ""))
+        .await
+        .unwrap();
     assert_eq!(names(&like), ["search-0", "search-1", "search-2"]);
     let token = like.next_page_token.expect("more pages");
-    let second = store.search_experiments(&request("name LIKE 'search-%'", &["name"], 3, &token)).await.unwrap();
+    let second = store
+        .search_experiments(&request("name LIKE 'search-%'", &["name"], 3, &token))
+        .await
+        .unwrap();
     assert_eq!(names(&second), ["search-3", "search-4", "search-5"]);
     let last = store
-        .search_experiments(&request("name LIKE 'search-%'", &["name"], 3, &second.next_page_token.unwrap()))
+        .search_experiments(&request(
+            "name LIKE 'search-%'",
+            &["name"],
+            3,
+            &second.next_page_token.unwrap(),
+        ))
         .await
         .unwrap();
     assert_eq!(names(&last), ["search-6"]);
     assert!(last.next_page_token.is_none());
-    let exact = store.search_experiments(&request("name LIKE 'search-%'", &[], 7, "")).await.unwrap();
+    let exact = store
+        .search_experiments(&request("name LIKE 'search-%'", &[], 7, ""))
+        .await
+        .unwrap();
     assert_eq!(exact.items.len(), 7);
-    assert!(exact.next_page_token.is_none(), "an exactly full last page has no token");
+    assert!(
+        exact.next_page_token.is_none(),
+        "an exactly full last page has no token"
+    );
     assert!(matches!(
-        store.search_experiments(&request("name ~ 'x'", &[], 10, "")).await,
+        store
+            .search_experiments(&request("name ~ 'x'", &[], 10, ""))
+            .await,
         Err(Error::Invalid(_))
     ));
 }
@@ -146,18 +227,48 @@ async fn experiment_search_filters_orders_and_pages(store: Store) {
 async fn run_names_follow_the_run_name_tag(store: Store) {
     let id = new_experiment(&store, "names").await;
     let generated = store
-        .create_run(NewRun { experiment_id: id, ..NewRun::default() })
+        .create_run(NewRun {
+            experiment_id: id,
+            ..NewRun::default()
+        })
         .await
         .unwrap();
     assert!(!generated.info.run_name.is_empty());
-    assert!(generated.tags.contains(&KeyValue::new("mlflow.runName", generated.info.run_name.clone())));
+    assert!(generated.tags.contains(&KeyValue::new(
+        "mlflow.runName",
+        generated.info.run_name.clone()
+    )));
     let run_id = generated.info.run_uuid;
-    store.update_run(&run_id, Some("FINISHED"), Some(42), Some("renamed")).await.unwrap();
+    store
+        .update_run(&run_id, Some("FINISHED"), Some(42), Some("renamed"))
+        .await
+        .unwrap();
     let run = store.get_run(&run_id).await.unwrap();
-    assert_eq!((run.info.run_name.as_str(), run.info.status.as_str(), run.info.end_time), ("renamed", "FINISHED", Some(42)));
-    assert!(run.tags.contains(&KeyValue::new("mlflow.runName", "renamed")));
-    store.log_batch(&run_id, &[], &[], &[KeyValue::new("mlflow.runName", "by-tag")]).await.unwrap();
-    assert_eq!(store.get_run(&run_id).await.unwrap().info.run_name, "by-tag");
+    assert_eq!(
+        (
+            run.info.run_name.as_str(),
+            run.info.status.as_str(),
+            run.info.end_time
+        ),
+        ("renamed", "FINISHED", Some(42))
+    );
+    assert!(
+        run.tags
+            .contains(&KeyValue::new("mlflow.runName", "renamed"))
+    );
+    store
+        .log_batch(
+            &run_id,
+            &[],
+            &[],
+            &[KeyValue::new("mlflow.runName", "by-tag")],
+        )
+        .await
+        .unwrap();
+    assert_eq!(
+        store.get_run(&run_id).await.unwrap().info.run_name,
+        "by-tag"
+    );
     let conflicting = store
         .create_run(NewRun {
             experiment_id: id,
@@ -172,32 +283,64 @@ async fn run_names_follow_the_run_name_tag(store: Store) {
 async fn params_are_write_once(store: Store) {
     let id = new_experiment(&store, "params").await;
     let run = new_run(&store, id, "p", 1).await;
-    store.log_batch(&run, &[], &[KeyValue::new("lr", "0.1")], &[]).await.unwrap();
-    store.log_batch(&run, &[], &[KeyValue::new("lr", "0.1")], &[]).await.unwrap();
-    let changed = store.log_batch(&run, &[], &[KeyValue::new("lr", "0.2")], &[]).await;
-    assert!(matches!(changed, Err(Error::Invalid(ref m)) if m.contains("lr")), "{changed:?}");
+    store
+        .log_batch(&run, &[], &[KeyValue::new("lr", "0.1")], &[])
+        .await
+        .unwrap();
+    store
+        .log_batch(&run, &[], &[KeyValue::new("lr", "0.1")], &[])
+        .await
+        .unwrap();
+    let changed = store
+        .log_batch(&run, &[], &[KeyValue::new("lr", "0.2")], &[])
+        .await;
+    assert!(
+        matches!(changed, Err(Error::Invalid(ref m)) if m.contains("lr")),
+        "{changed:?}"
+    );
     let long = "v".repeat(7000);
-    store.log_batch(&run, &[], &[KeyValue::new("long", long)], &[]).await.unwrap();
+    store
+        .log_batch(&run, &[], &[KeyValue::new("long", long)], &[])
+        .await
+        .unwrap();
     let params = store.get_run(&run).await.unwrap().params;
     assert_eq!(params.iter().find(|p| p.key == "lr").unwrap().value, "0.1");
-    assert_eq!(params.iter().find(|p| p.key == "long").unwrap().value.len(), 6000);
+    assert_eq!(
+        params.iter().find(|p| p.key == "long").unwrap().value.len(),
+        6000
+    );
 }
 
 async fn latest_metric_is_greatest_step_timestamp_value(store: Store) {
     let id = new_experiment(&store, "latest").await;
     let run = new_run(&store, id, "m", 1).await;
-    let points = [Metric::new("loss", 0.5, 100, 3), Metric::new("loss", 0.9, 200, 1), Metric::new("loss", 0.7, 100, 3)];
+    let points = [
+        Metric::new("loss", 0.5, 100, 3),
+        Metric::new("loss", 0.9, 200, 1),
+        Metric::new("loss", 0.7, 100, 3),
+    ];
     store.log_batch(&run, &points, &[], &[]).await.unwrap();
     // A later write with a smaller step does not become the latest value.
-    store.log_batch(&run, &[Metric::new("loss", 0.1, 999, 2)], &[], &[]).await.unwrap();
+    store
+        .log_batch(&run, &[Metric::new("loss", 0.1, 999, 2)], &[], &[])
+        .await
+        .unwrap();
     let metrics = store.get_run(&run).await.unwrap().metrics;
     assert_eq!(metrics.len(), 1);
-    assert_eq!((metrics[0].value, metrics[0].step, metrics[0].timestamp), (0.7, 3, 100));
-    let thousand: Vec<Metric> = (0..1000).map(|i| Metric::new(format!("m{i}"), f64::from(i), 5, 0)).collect();
+    assert_eq!(
+        (metrics[0].value, metrics[0].step, metrics[0].timestamp),
+        (0.7, 3, 100)
+    );
+    let thousand: Vec<Metric> = (0..1000)
+        .map(|i| Metric::new(format!("m{i}"), f64::from(i), 5, 0))
+        .collect();
     store.log_batch(&run, &thousand, &[], &[]).await.unwrap();
     let run = store.get_run(&run).await.unwrap();
     assert_eq!(run.metrics.len(), 1001);
-    assert_eq!(run.metrics.iter().find(|m| m.key == "m999").unwrap().value, 999.0);
+    assert_eq!(
+        run.metrics.iter().find(|m| m.key == "m999").unwrap().value,
+        999.0
+    );
 }
 
 async fn log_batch_is_validated_before_anything_is_written(store: Store) {
@@ -205,29 +348,51 @@ async fn log_batch_is_validated_before_anything_is_written(store: Store) {
     let run = new_run(&store, id, "a", 1).await;
     let bad_key = "k".repeat(251);
     let result = store
-        .log_batch(&run, &[Metric::new("ok", 1.0, 1, 0)], &[KeyValue::new(bad_key, "v")], &[])
+        .log_batch(
+            &run,
+            &[Metric::new("ok", 1.0, 1, 0)],
+            &[KeyValue::new(bad_key, "v")],
+            &[],
+        )
         .await;
     assert!(matches!(result, Err(Error::Invalid(_))));
-    let conflict_setup = store.log_batch(&run, &[], &[KeyValue::new("p", "1")], &[]).await;
+    let conflict_setup = store
+        .log_batch(&run, &[], &[KeyValue::new("p", "1")], &[])
+        .await;
     assert!(conflict_setup.is_ok());
     let conflicted = store
-        .log_batch(&run, &[Metric::new("after", 1.0, 1, 0)], &[KeyValue::new("p", "2")], &[KeyValue::new("t", "x")])
+        .log_batch(
+            &run,
+            &[Metric::new("after", 1.0, 1, 0)],
+            &[KeyValue::new("p", "2")],
+            &[KeyValue::new("t", "x")],
+        )
         .await;
     assert!(matches!(conflicted, Err(Error::Invalid(_))));
     let stored = store.get_run(&run).await.unwrap();
-    assert!(stored.metrics.is_empty(), "nothing written: {:?}", stored.metrics);
+    assert!(
+        stored.metrics.is_empty(),
+        "nothing written: {:?}",
+        stored.metrics
+    );
     assert!(!stored.tags.iter().any(|t| t.key == "t"));
 }
 
 async fn metric_history_pages_in_step_order(store: Store) {
     let id = new_experiment(&store, "history").await;
     let run = new_run(&store, id, "h", 1).await;
-    let points: Vec<Metric> = (0..25).rev().map(|step| Metric::new("acc", f64::from(step as i32) / 10.0, 1000 + step, step)).collect();
+    let points: Vec<Metric> = (0..25)
+        .rev()
+        .map(|step| Metric::new("acc", f64::from(step as i32) / 10.0, 1000 + step, step))
+        .collect();
     store.log_batch(&run, &points, &[], &[]).await.unwrap();
     let mut steps = Vec::new();
     let mut token = String::new();
     loop {
-        let page = store.get_metric_history(&run, "acc", Some(10), &token).await.unwrap();
+        let page = store
+            .get_metric_history(&run, "acc", Some(10), &token)
+            .await
+            .unwrap();
         steps.extend(page.items.iter().map(|m| m.step));
         match page.next_page_token {
             Some(next) => token = next,
@@ -235,14 +400,28 @@ async fn metric_history_pages_in_step_order(store: Store) {
         }
     }
     assert_eq!(steps, (0..25).collect::<Vec<_>>());
-    assert!(store.get_metric_history(&run, "missing", None, "").await.unwrap().items.is_empty());
-    assert!(matches!(store.get_metric_history("nope", "acc", None, "").await, Err(Error::NotFound(_))));
+    assert!(
+        store
+            .get_metric_history(&run, "missing", None, "")
+            .await
+            .unwrap()
+            .items
+            .is_empty()
+    );
+    assert!(matches!(
+        store.get_metric_history("nope", "acc", None, "").await,
+        Err(Error::NotFound(_))
+    ));
 }
 
 async fn special_float_metrics_round_trip(store: Store) {
     let id = new_experiment(&store, "floats").await;
     let run = new_run(&store, id, "f", 1).await;
-    let points = [Metric::new("nan", f64::NAN, 1, 0), Metric::new("inf", f64::INFINITY, 1, 0), Metric::new("ninf", f64::NEG_INFINITY, 1, 0)];
+    let points = [
+        Metric::new("nan", f64::NAN, 1, 0),
+        Metric::new("inf", f64::INFINITY, 1, 0),
+        Metric::new("ninf", f64::NEG_INFINITY, 1, 0),
+    ];
     store.log_batch(&run, &points, &[], &[]).await.unwrap();
     let metrics = store.get_run(&run).await.unwrap().metrics;
     let value = |key: &str| metrics.iter().find(|m| m.key == key).unwrap().value;
@@ -255,17 +434,32 @@ async fn special_float_metrics_round_trip(store: Store) {
 async fn seeded_experiment(store: &Store) -> (i64, Vec<String>) {
     let id = new_experiment(store, "seeded").await;
     let mut ids = Vec::new();
-    for (i, (model, acc, tag)) in [("rf", 0.91, Some("Blue")), ("svm", 0.85, Some("blue")), ("rf", 0.75, None), ("xgb", 0.95, Some("red"))]
-        .into_iter()
-        .enumerate()
+    for (i, (model, acc, tag)) in [
+        ("rf", 0.91, Some("Blue")),
+        ("svm", 0.85, Some("blue")),
+        ("rf", 0.75, None),
+        ("xgb", 0.95, Some("red")),
+    ]
+    .into_iter()
+    .enumerate()
     {
         let run = new_run(store, id, &format!("run-{i}"), 100 + i as i64).await;
         let tags: Vec<KeyValue> = tag.map(|t| KeyValue::new("color", t)).into_iter().collect();
-        let params = if i == 3 { vec![] } else { vec![KeyValue::new("model", model)] };
-        store.log_batch(&run, &[Metric::new("acc", acc, 1, 0)], &params, &tags).await.unwrap();
+        let params = if i == 3 {
+            vec![]
+        } else {
+            vec![KeyValue::new("model", model)]
+        };
+        store
+            .log_batch(&run, &[Metric::new("acc", acc, 1, 0)], &params, &tags)
+            .await
+            .unwrap();
         ids.push(run);
     }
-    store.update_run(&ids[0], Some("FINISHED"), Some(500), None).await.unwrap();
+    store
+        .update_run(&ids[0], Some("FINISHED"), Some(500), None)
+        .await
+        .unwrap();
     (id, ids)
 }
 
@@ -282,13 +476,27 @@ async fn run_search_filters_match_mlflow_semantics(store: Store) {
     assert_eq!(names("metrics.acc > 0.9").await, ["run-0", "run-3"]);
     assert_eq!(names("metrics.acc <= 0.85").await, ["run-1", "run-2"]);
     assert_eq!(names("params.model = 'rf'").await, ["run-0", "run-2"]);
-    assert_eq!(names("params.model != 'rf'").await, ["run-1"], "!= skips runs without the param");
+    assert_eq!(
+        names("params.model != 'rf'").await,
+        ["run-1"],
+        "!= skips runs without the param"
+    );
     assert_eq!(names("params.model IS NULL").await, ["run-3"]);
-    assert_eq!(names("tags.color LIKE 'b%'").await, ["run-1"], "LIKE is case-sensitive");
+    assert_eq!(
+        names("tags.color LIKE 'b%'").await,
+        ["run-1"],
+        "LIKE is case-sensitive"
+    );
     assert_eq!(names("tags.color ILIKE 'b%'").await, ["run-0", "run-1"]);
     assert_eq!(names("attributes.status = 'FINISHED'").await, ["run-0"]);
-    assert_eq!(names("params.model = 'rf' and metrics.acc < 0.8").await, ["run-2"]);
-    assert_eq!(names("attributes.start_time >= 102").await, ["run-2", "run-3"]);
+    assert_eq!(
+        names("params.model = 'rf' and metrics.acc < 0.8").await,
+        ["run-2"]
+    );
+    assert_eq!(
+        names("attributes.start_time >= 102").await,
+        ["run-2", "run-3"]
+    );
     assert_eq!(names("tags.`mlflow.runName` = 'run-1'").await, ["run-1"]);
     let in_filter = format!("attributes.run_id IN ('{}', '{}')", ids[1], ids[2]);
     let mut in_names = run_names(&store, &search(id, &in_filter, &[])).await;
@@ -296,18 +504,44 @@ async fn run_search_filters_match_mlflow_semantics(store: Store) {
     assert_eq!(in_names, ["run-1", "run-2"]);
     let not_in = format!("attributes.run_id NOT IN ('{}')", ids[0]);
     assert_eq!(run_names(&store, &search(id, &not_in, &[])).await.len(), 3);
-    assert!(matches!(store.search_runs(&search(id, "metrics.acc > 'x'", &[])).await, Err(Error::Invalid(_))));
-    assert!(matches!(store.search_runs(&search(id, "bogus.acc > 1", &[])).await, Err(Error::Invalid(_))));
+    assert!(matches!(
+        store
+            .search_runs(&search(id, "metrics.acc > 'x'", &[]))
+            .await,
+        Err(Error::Invalid(_))
+    ));
+    assert!(matches!(
+        store.search_runs(&search(id, "bogus.acc > 1", &[])).await,
+        Err(Error::Invalid(_))
+    ));
 }
 
 async fn run_search_orders_missing_values_last_both_ways(store: Store) {
     let (id, _) = seeded_experiment(&store).await;
-    assert_eq!(run_names(&store, &search(id, "", &["params.model ASC"])).await, ["run-0", "run-2", "run-1", "run-3"]);
-    assert_eq!(run_names(&store, &search(id, "", &["params.model DESC"])).await, ["run-1", "run-0", "run-2", "run-3"]);
-    assert_eq!(run_names(&store, &search(id, "", &["metrics.acc DESC"])).await, ["run-3", "run-0", "run-1", "run-2"]);
-    assert_eq!(run_names(&store, &search(id, "", &[])).await, ["run-3", "run-2", "run-1", "run-0"], "default: start_time DESC");
+    // Ties fall back to start_time DESC, as MLflow appends it.
     assert_eq!(
-        run_names(&store, &search(id, "", &["tags.color ASC", "metrics.acc ASC"])).await,
+        run_names(&store, &search(id, "", &["params.model ASC"])).await,
+        ["run-2", "run-0", "run-1", "run-3"]
+    );
+    assert_eq!(
+        run_names(&store, &search(id, "", &["params.model DESC"])).await,
+        ["run-1", "run-2", "run-0", "run-3"]
+    );
+    assert_eq!(
+        run_names(&store, &search(id, "", &["metrics.acc DESC"])).await,
+        ["run-3", "run-0", "run-1", "run-2"]
+    );
+    assert_eq!(
+        run_names(&store, &search(id, "", &[])).await,
+        ["run-3", "run-2", "run-1", "run-0"],
+        "default: start_time DESC"
+    );
+    assert_eq!(
+        run_names(
+            &store,
+            &search(id, "", &["tags.color ASC", "metrics.acc ASC"])
+        )
+        .await,
         ["run-0", "run-1", "run-3", "run-2"]
     );
 }
@@ -357,46 +591,82 @@ async fn datasets_are_deduplicated_and_searchable(store: Store) {
     store.log_inputs(&run, &[input.clone()]).await.unwrap();
     let stored = store.get_run(&run).await.unwrap();
     assert_eq!(stored.inputs, vec![input]);
-    assert_eq!(run_names(&store, &search(id, "datasets.name = 'iris'", &[])).await, ["d"]);
-    assert_eq!(run_names(&store, &search(id, "dataset.context = 'training'", &[])).await, ["d"]);
-    assert!(run_names(&store, &search(id, "datasets.digest = 'nope'", &[])).await.is_empty());
+    assert_eq!(
+        run_names(&store, &search(id, "datasets.name = 'iris'", &[])).await,
+        ["d"]
+    );
+    assert_eq!(
+        run_names(&store, &search(id, "dataset.context = 'training'", &[])).await,
+        ["d"]
+    );
+    assert!(
+        run_names(&store, &search(id, "datasets.digest = 'nope'", &[]))
+            .await
+            .is_empty()
+    );
 }
 
 async fn writes_to_deleted_runs_are_refused(store: Store) {
     let id = new_experiment(&store, "deleted-runs").await;
     let run = new_run(&store, id, "x", 1).await;
     store.delete_run(&run).await.unwrap();
-    let write = store.log_batch(&run, &[Metric::new("m", 1.0, 1, 0)], &[], &[]).await;
-    assert!(matches!(write, Err(Error::Invalid(ref m)) if m.contains("active")), "{write:?}");
-    assert_eq!(store.get_run(&run).await.unwrap().info.lifecycle_stage, "deleted");
+    let write = store
+        .log_batch(&run, &[Metric::new("m", 1.0, 1, 0)], &[], &[])
+        .await;
+    assert!(
+        matches!(write, Err(Error::Invalid(ref m)) if m.contains("active")),
+        "{write:?}"
+    );
+    assert_eq!(
+        store.get_run(&run).await.unwrap().info.lifecycle_stage,
+        "deleted"
+    );
     let mut deleted_view = search(id, "", &[]);
     deleted_view.view_type = ViewType::DeletedOnly;
     assert_eq!(run_names(&store, &deleted_view).await, ["x"]);
     assert!(run_names(&store, &search(id, "", &[])).await.is_empty());
     store.restore_run(&run).await.unwrap();
-    store.log_batch(&run, &[Metric::new("m", 1.0, 1, 0)], &[], &[]).await.unwrap();
+    store
+        .log_batch(&run, &[Metric::new("m", 1.0, 1, 0)], &[], &[])
+        .await
+        .unwrap();
 }
 
 async fn bulk_interval_samples_steps(store: Store) {
     let id = new_experiment(&store, "bulk").await;
     let run = new_run(&store, id, "b", 1).await;
-    let points: Vec<Metric> = (0..100).map(|step| Metric::new("loss", 1.0 / f64::from(step as i32 + 1), 10, step)).collect();
+    let points: Vec<Metric> = (0..100)
+        .map(|step| Metric::new("loss", 1.0 / f64::from(step as i32 + 1), 10, step))
+        .collect();
     store.log_batch(&run, &points, &[], &[]).await.unwrap();
-    let sampled = store.get_metric_history_bulk_interval(&[run.clone()], "loss", Some(10), Some(50), 5).await.unwrap();
+    let sampled = store
+        .get_metric_history_bulk_interval(&[run.clone()], "loss", Some(10), Some(50), 5)
+        .await
+        .unwrap();
     let steps: Vec<i64> = sampled.iter().map(|m| m.step).collect();
     assert_eq!(steps.len(), 5);
     assert_eq!((steps[0], steps[4]), (10, 50));
-    assert!(sampled.iter().all(|m| m.run_id.as_deref() == Some(run.as_str())));
-    assert!(store.get_metric_history_bulk_interval(&[run], "loss", Some(10), None, 5).await.is_err());
+    assert!(
+        sampled
+            .iter()
+            .all(|m| m.run_id.as_deref() == Some(run.as_str()))
+    );
+    assert!(
+        store
+            .get_metric_history_bulk_interval(&[run], "loss", Some(10), None, 5)
+            .await
+            .is_err()
+    );
 }
 
 #[test]
 fn migrations_are_mirrored_on_both_backends() {
     let list = |dir: &str| {
-        let mut names: Vec<String> = std::fs::read_dir(format!("{}/migrations/{dir}", env!("CARGO_MANIFEST_DIR")))
-            .unwrap()
-            .map(|entry| entry.unwrap().file_name().into_string().unwrap())
-            .collect();
+        let mut names: Vec<String> =
+            std::fs::read_dir(format!("{}/migrations/{dir}", env!("CARGO_MANIFEST_DIR")))
+                .unwrap()
+                .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+                .collect();
         names.sort();
         names
     };
