@@ -1,5 +1,8 @@
 //! The HTTP layer against a real server on a loopback port, spoken to as MLflow clients do.
 
+// Test helpers panic on unexpected failures: that is how a test fails.
+#![allow(clippy::unwrap_used)]
+
 #[path = "../common/mod.rs"]
 mod common;
 

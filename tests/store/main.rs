@@ -1,5 +1,8 @@
 //! Store conformance: every test runs on SQLite and on Postgres and must behave the same.
 
+// Test helpers panic on unexpected failures: that is how a test fails.
+#![allow(clippy::unwrap_used)]
+
 #[path = "../common/mod.rs"]
 mod common;
 
@@ -587,8 +590,14 @@ async fn datasets_are_deduplicated_and_searchable(store: Store) {
             profile: Some("{\"num_rows\": 150}".into()),
         },
     };
-    store.log_inputs(&run, &[input.clone()]).await.unwrap();
-    store.log_inputs(&run, &[input.clone()]).await.unwrap();
+    store
+        .log_inputs(&run, std::slice::from_ref(&input))
+        .await
+        .unwrap();
+    store
+        .log_inputs(&run, std::slice::from_ref(&input))
+        .await
+        .unwrap();
     let stored = store.get_run(&run).await.unwrap();
     assert_eq!(stored.inputs, vec![input]);
     assert_eq!(
@@ -640,7 +649,7 @@ async fn bulk_interval_samples_steps(store: Store) {
         .collect();
     store.log_batch(&run, &points, &[], &[]).await.unwrap();
     let sampled = store
-        .get_metric_history_bulk_interval(&[run.clone()], "loss", Some(10), Some(50), 5)
+        .get_metric_history_bulk_interval(std::slice::from_ref(&run), "loss", Some(10), Some(50), 5)
         .await
         .unwrap();
     let steps: Vec<i64> = sampled.iter().map(|m| m.step).collect();
