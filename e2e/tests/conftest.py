@@ -293,13 +293,26 @@ def server(request, backend, tmp_path_factory) -> Server:
             pg_db.drop()
 
 
+def _reset_fluent_state():
+    while mlflow.active_run() is not None:
+        mlflow.end_run()
+    # mlflow.set_experiment() in one test must not leak into the next (the fluent API keeps the
+    # active experiment in a module global)
+    import mlflow.tracking.fluent as fluent
+
+    if hasattr(fluent, "_active_experiment_id"):
+        fluent._active_experiment_id = None
+    os.environ.pop("MLFLOW_EXPERIMENT_ID", None)  # set_experiment() exports it for subprocesses
+    os.environ.pop("MLFLOW_EXPERIMENT_NAME", None)
+
+
 @pytest.fixture
 def tracking_uri(server, monkeypatch) -> str:
     monkeypatch.setenv("MLFLOW_TRACKING_URI", server.url)
     mlflow.set_tracking_uri(server.url)
+    _reset_fluent_state()
     yield server.url
-    while mlflow.active_run() is not None:
-        mlflow.end_run()
+    _reset_fluent_state()
 
 
 @pytest.fixture

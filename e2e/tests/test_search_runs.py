@@ -283,24 +283,39 @@ def test_search_runs_several_experiments(client, unique_name):
 
 # --- NaN and missing values in order_by ---------------------------------------------------------
 
-def test_order_by_metric_nan_and_missing_last(client, experiment_id):
-    values = {"one": 1.0, "nan": float("nan"), "three": 3.0, "missing": None, "neg": -2.0,
-              "inf": float("inf")}
+NAN_CASES = {"one": 1.0, "nan": float("nan"), "three": 3.0, "missing": None, "neg": -2.0,
+             "inf": float("inf")}
+
+
+def _nan_runs(client, experiment_id):
+    """One run per NAN_CASES entry with metric v (absent for "missing"); {run_id: name}."""
     ids = {}
-    for i, (name, v) in enumerate(values.items()):
+    for i, (name, v) in enumerate(NAN_CASES.items()):
         run_id = client.create_run(experiment_id, start_time=BASE_T + i, run_name=name).info.run_id
         ids[run_id] = name
         client.log_metric(run_id, "other", 0.0, timestamp=BASE_T, step=0)
         if v is not None:
             client.log_metric(run_id, "v", v, timestamp=BASE_T, step=0)
+    return ids
+
+
+def test_order_by_metric_nan_and_missing_last(client, experiment_id):
+    ids = _nan_runs(client, experiment_id)
 
     def order(direction):
         found = client.search_runs([experiment_id], order_by=[f"metrics.v {direction}"])
         return [ids[r.info.run_id] for r in found]
 
     # NaN sorts after every number and before runs lacking the metric, in both directions
-    assert order("ASC") == ["neg", "one", "three", "inf", "nan", "missing"]
-    assert order("DESC") == ["inf", "three", "one", "neg", "nan", "missing"]
+    # (MLflow orders by CASE is_nan -> 1, missing -> 2, else 0, then the value)
+    assert (order("ASC"), order("DESC")) == (
+        ["neg", "one", "three", "inf", "nan", "missing"],
+        ["inf", "three", "one", "neg", "nan", "missing"],
+    )
+
+
+def test_filter_on_nan_metric(client, experiment_id):
+    ids = _nan_runs(client, experiment_id)
 
     def names(flt):
         return sorted(ids[r.info.run_id] for r in client.search_runs([experiment_id], flt))
