@@ -19,6 +19,7 @@ pub enum ErrorCode {
     BadRequest,
     EndpointNotFound,
     InvalidState,
+    PermissionDenied,
     InternalError,
     NotImplemented,
 }
@@ -31,6 +32,7 @@ impl ErrorCode {
             | ErrorCode::ResourceAlreadyExists
             | ErrorCode::BadRequest => StatusCode::BAD_REQUEST,
             ErrorCode::ResourceDoesNotExist | ErrorCode::EndpointNotFound => StatusCode::NOT_FOUND,
+            ErrorCode::PermissionDenied => StatusCode::FORBIDDEN,
             ErrorCode::InvalidState | ErrorCode::InternalError => StatusCode::INTERNAL_SERVER_ERROR,
             ErrorCode::NotImplemented => StatusCode::NOT_IMPLEMENTED,
         }
@@ -76,6 +78,12 @@ impl From<store::Error> for ApiError {
             Error::Invalid(message) => ApiError::invalid(message),
             Error::BadRequest(message) => ApiError::new(ErrorCode::BadRequest, message),
             Error::InvalidState(message) => ApiError::new(ErrorCode::InvalidState, message),
+            // 403 PERMISSION_DENIED: the request is well-formed but this caller may not make
+            // it here. The mlflow client neither retries 403 nor branches on the code, so the
+            // user sees the message naming the owning resource at once.
+            owned @ Error::OwnedElsewhere { .. } => {
+                ApiError::new(ErrorCode::PermissionDenied, owned.to_string())
+            }
             other => {
                 // The detail is for the operator's log, not the client.
                 tracing::error!(error = ?other, "store failure");

@@ -18,6 +18,17 @@ pub enum Error {
     /// The object is in a state that forbids the operation (MLflow: INVALID_STATE).
     #[error("{0}")]
     InvalidState(String),
+    /// The change touches a registry field that a Kubernetes resource owns (see
+    /// [`crate::store::registry::Ownership`]); it must be made in that resource instead.
+    #[error("{}", owned_elsewhere_message(.object, .field.as_deref(), .owner))]
+    OwnedElsewhere {
+        /// What was to be changed, e.g. `registered model 'churn'`.
+        object: String,
+        /// The owned field (`aliases`, `stage`, …); `None` when the whole object is at stake
+        /// (delete).
+        field: Option<String>,
+        owner: crate::store::registry::Owner,
+    },
     /// The backend store URI is not one we support.
     #[error(
         "unsupported backend store URI '{0}': use sqlite:///path/to/file.db or postgresql://user@host/db"
@@ -29,6 +40,19 @@ pub enum Error {
     /// Migrations could not be applied.
     #[error("failed to apply migrations")]
     Migrate(#[source] sqlx::migrate::MigrateError),
+}
+
+fn owned_elsewhere_message(
+    object: &str,
+    field: Option<&str>,
+    owner: &crate::store::registry::Owner,
+) -> String {
+    match field {
+        Some(field) => format!(
+            "{object} field '{field}' is managed by {owner}: change it there (in git)"
+        ),
+        None => format!("{object} is managed by {owner}: delete it there (in git)"),
+    }
 }
 
 impl From<sqlx::Error> for Error {

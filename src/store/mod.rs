@@ -9,6 +9,8 @@ pub mod error;
 pub mod experiments;
 pub mod filter;
 pub mod metrics;
+pub mod notify;
+pub mod registry;
 pub mod runs;
 pub mod search;
 pub mod validation;

@@ -1,0 +1,1 @@
+//! Registry change notifications (work in progress, issue #4).
