@@ -58,7 +58,16 @@ fn running_in_ci() -> bool {
     std::env::var_os("CI").is_some_and(|value| !value.is_empty())
 }
 
+/// The crate's dependency graph enables both of rustls' crypto providers
+/// (kube: ring, object_store: aws-lc-rs), so rustls cannot pick one by itself;
+/// choose ring, the one kube-client is built and tested with.
+fn install_crypto_provider() {
+    // Err only means another test in this process installed it already.
+    let _already_installed = rustls::crypto::ring::default_provider().install_default();
+}
+
 async fn try_connect(path: &PathBuf) -> anyhow::Result<Cluster> {
+    install_crypto_provider();
     let kubeconfig = Kubeconfig::read_from(path)
         .with_context(|| format!("reading kubeconfig {}", path.display()))?;
     let config = Config::from_custom_kubeconfig(kubeconfig, &KubeConfigOptions::default())
@@ -111,8 +120,12 @@ where
         Ok(result) => result.with_context(|| format!("watching {name} until {what}")),
         Err(_) => {
             let last_seen = match api.get_opt(name).await {
-                Ok(Some(object)) => serde_json::to_string_pretty(&object)
-                    .unwrap_or_else(|error| format!("<unprintable: {error}>")),
+                Ok(Some(mut object)) => {
+                    // Field ownership bookkeeping only buries the interesting part.
+                    object.meta_mut().managed_fields = None;
+                    serde_json::to_string_pretty(&object)
+                        .unwrap_or_else(|error| format!("<unprintable: {error}>"))
+                }
                 Ok(None) => "<absent>".to_owned(),
                 Err(error) => format!("<could not read it: {error}>"),
             };
