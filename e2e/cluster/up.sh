@@ -139,7 +139,7 @@ start kube-apiserver --etcd-servers="http://127.0.0.1:$ETCD_PORT" \
   --service-account-issuer=https://kubernetes.default.svc.cluster.local \
   --service-account-key-file="$PKI/sa.pub" --service-account-signing-key-file="$PKI/sa.key" \
   --service-cluster-ip-range=10.96.0.0/16 \
-  --authorization-mode=Node,RBAC --allow-privileged=true --profiling=false --v=1
+  --authorization-mode=RBAC --allow-privileged=true --profiling=false --v=1
 wait_http kube-apiserver 120 "${ADMIN_TLS[@]}" "https://127.0.0.1:$API_PORT/readyz"
 
 # --- kube-controller-manager ----------------------------------------------------
@@ -203,5 +203,5 @@ kubectl wait --for=create serviceaccount/default --namespace=default --timeout=6
   fail kube-controller-manager "no default ServiceAccount"
 
 log "control plane up in $((SECONDS - started_at))s; kubectl: $BIN/kubectl"
-echo "export FERROFLOW_KUBECTL=$BIN/kubectl"
-echo "export FERROFLOW_KUBECONFIG=$KUBECONFIG_PATH"
+printf 'export FERROFLOW_KUBECTL=%q\n' "$BIN/kubectl"
+printf 'export FERROFLOW_KUBECONFIG=%q\n' "$KUBECONFIG_PATH"
