@@ -4,6 +4,7 @@
 pub mod error;
 pub mod experiments;
 pub mod health;
+pub mod registry;
 pub mod request;
 pub mod runs;
 pub mod types;
@@ -47,7 +48,8 @@ pub struct AppState {
 pub fn router(state: AppState) -> Router {
     let mlflow = Router::new()
         .merge(experiments::routes())
-        .merge(runs::routes());
+        .merge(runs::routes())
+        .merge(registry::routes());
     Router::new()
         .nest("/api/2.0/mlflow", mlflow.clone())
         .nest("/ajax-api/2.0/mlflow", mlflow)

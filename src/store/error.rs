@@ -27,7 +27,8 @@ pub enum Error {
         /// The owned field (`aliases`, `stage`, …); `None` when the whole object is at stake
         /// (delete).
         field: Option<String>,
-        owner: crate::store::registry::Owner,
+        /// Boxed: the owner's four names would make every `Result` of the store large.
+        owner: Box<crate::store::registry::Owner>,
     },
     /// The backend store URI is not one we support.
     #[error(

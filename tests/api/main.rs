@@ -370,3 +370,6 @@ async fn health_and_version_answer(server: TestServer) {
         ferroflow::api::MLFLOW_COMPATIBLE_VERSION
     );
 }
+
+// After `on_both!`, which the module uses.
+mod registry;

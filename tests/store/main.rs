@@ -5,6 +5,7 @@
 
 #[path = "../common/mod.rs"]
 mod common;
+mod registry;
 
 use ferroflow::store::experiments::{DEFAULT_EXPERIMENT_ID, ExperimentSearch};
 use ferroflow::store::runs::{Dataset, DatasetInput, Metric, NewRun, RunSearch};
