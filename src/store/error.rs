@@ -49,9 +49,9 @@ fn owned_elsewhere_message(
     owner: &crate::store::registry::Owner,
 ) -> String {
     match field {
-        Some(field) => format!(
-            "{object} field '{field}' is managed by {owner}: change it there (in git)"
-        ),
+        Some(field) => {
+            format!("{object} field '{field}' is managed by {owner}: change it there (in git)")
+        }
         None => format!("{object} is managed by {owner}: delete it there (in git)"),
     }
 }
