@@ -4,8 +4,12 @@
 
 /// MLflow REST API on axum (`ferroflow server`).
 pub mod api;
+/// Artifact storage on object_store: confined paths, streamed bytes.
+pub mod artifacts;
 /// Command-line interface of the one binary.
 pub mod cli;
+/// Percent-decoding for URLs and object names.
+pub mod percent;
 /// The `server` subcommand: wiring store, API and shutdown.
 pub mod server;
 /// The metadata store: all SQL, Postgres and SQLite.

@@ -8,6 +8,7 @@ use anyhow::Context;
 use tokio::net::TcpListener;
 
 use crate::api::{self, AppState, ServerConfig};
+use crate::artifacts::ArtifactStore;
 use crate::cli::ServerArgs;
 use crate::store::Store;
 
@@ -28,8 +29,15 @@ pub async fn run(
         .migrate()
         .await
         .context("failed to migrate the backend store")?;
+    let artifacts = ArtifactStore::open(&args.artifacts_destination).with_context(|| {
+        format!(
+            "failed to open the artifacts destination {}",
+            args.artifacts_destination
+        )
+    })?;
     let state = AppState {
         store: store.clone(),
+        artifacts,
         config: Arc::new(ServerConfig {
             default_artifact_root: args.default_artifact_root.clone(),
         }),

@@ -1,9 +1,11 @@
 //! `ferroflow server`: MLflow's REST API on axum. Owns the wire format; all data goes
 //! through [`crate::store`].
 
+pub mod artifacts;
 pub mod error;
 pub mod experiments;
 pub mod health;
+pub mod logged_models;
 pub mod registry;
 pub mod request;
 pub mod runs;
@@ -19,6 +21,7 @@ use tokio::net::TcpListener;
 use tower_http::trace::TraceLayer;
 
 use self::error::{ApiError, ApiResult, ErrorCode};
+use crate::artifacts::ArtifactStore;
 use crate::store::{Store, ViewType};
 
 /// The MLflow version whose REST surface we implement; `/version` answers it because the
@@ -41,6 +44,7 @@ pub struct ServerConfig {
 #[derive(Debug, Clone)]
 pub struct AppState {
     pub store: Store,
+    pub artifacts: ArtifactStore,
     pub config: Arc<ServerConfig>,
 }
 
@@ -49,11 +53,14 @@ pub fn router(state: AppState) -> Router {
     let mlflow = Router::new()
         .merge(experiments::routes())
         .merge(runs::routes())
-        .merge(registry::routes());
+        .merge(registry::routes())
+        .merge(logged_models::routes())
+        .merge(artifacts::mlflow_routes());
     Router::new()
         .nest("/api/2.0/mlflow", mlflow.clone())
         .nest("/ajax-api/2.0/mlflow", mlflow)
         .merge(health::routes())
+        .merge(artifacts::routes())
         .fallback(unknown_endpoint)
         .layer(DefaultBodyLimit::max(MAX_JSON_BODY))
         .layer(TraceLayer::new_for_http())

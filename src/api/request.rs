@@ -66,31 +66,15 @@ fn query_to_json(query: &str) -> Value {
     Value::Object(map)
 }
 
-/// Decodes `%XX` escapes and `+` (form encoding) into UTF-8, replacing invalid sequences.
+/// Decodes a query-string component: `%XX` escapes and `+` for space.
 pub fn percent_decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        match bytes[i] {
-            b'+' => out.push(b' '),
-            b'%' if i + 2 < bytes.len() => {
-                let hex = std::str::from_utf8(&bytes[i + 1..i + 3])
-                    .ok()
-                    .and_then(|h| u8::from_str_radix(h, 16).ok());
-                match hex {
-                    Some(byte) => {
-                        out.push(byte);
-                        i += 2;
-                    }
-                    None => out.push(b'%'),
-                }
-            }
-            byte => out.push(byte),
-        }
-        i += 1;
-    }
-    String::from_utf8_lossy(&out).into_owned()
+    crate::percent::decode(&text.replace('+', " "))
+}
+
+/// Decodes a URL path: `%XX` escapes only (`+` is a literal plus in paths); `None` when the
+/// bytes are not UTF-8.
+pub fn percent_decode_path(text: &str) -> Option<String> {
+    crate::percent::decode_utf8(text)
 }
 
 /// Renames lowerCamel keys to snake_case, recursively. A message naming one field both ways
@@ -264,5 +248,6 @@ mod tests {
         assert_eq!(percent_decode("caf%C3%A9"), "café");
         assert_eq!(percent_decode("100%"), "100%");
         assert_eq!(percent_decode("%zz"), "%zz");
+        assert_eq!(percent_decode_path("a+b%20c").as_deref(), Some("a+b c"));
     }
 }

@@ -9,7 +9,9 @@ use serde_json::Value;
 use super::error::{ApiError, ApiResult};
 use super::experiments::parse_experiment_id;
 use super::request::{Mlflow, lenient};
-use super::types::{DatasetInput, Empty, KeyValueJson, Metric, MetricInput, Run, RunInfo};
+use super::types::{
+    DatasetInput, Empty, KeyValueJson, Metric, MetricInput, ModelInput, Run, RunInfo,
+};
 use super::{AppState, parse_view_type};
 use crate::store::runs::{self, NewRun, RunSearch};
 use crate::store::{KeyValue, metrics};
@@ -303,6 +305,8 @@ struct LogInputsRequest {
     run: RunRef,
     #[serde(default, deserialize_with = "lenient::list")]
     datasets: Vec<DatasetInput>,
+    #[serde(default, deserialize_with = "lenient::list")]
+    models: Vec<ModelInput>,
 }
 
 async fn log_inputs(
@@ -312,6 +316,17 @@ async fn log_inputs(
     let run_id = request.run.id()?;
     let inputs: Vec<_> = request.datasets.into_iter().map(Into::into).collect();
     state.store.log_inputs(&run_id, &inputs).await?;
+    if !request.models.is_empty() {
+        let model_ids: Vec<String> = request
+            .models
+            .into_iter()
+            .map(|model| model.model_id)
+            .collect();
+        state
+            .store
+            .log_run_model_inputs(&run_id, &model_ids)
+            .await?;
+    }
     Ok(Json(Empty {}))
 }
 

@@ -247,10 +247,29 @@ impl From<DatasetInput> for StoreDatasetInput {
     }
 }
 
+#[derive(Debug, Serialize, Deserialize)]
+pub struct ModelInput {
+    pub model_id: String,
+}
+
+#[derive(Debug, Serialize)]
+pub struct ModelOutput {
+    pub model_id: String,
+    pub step: i64,
+}
+
 #[derive(Debug, Serialize, Default)]
 pub struct RunInputs {
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub dataset_inputs: Vec<DatasetInput>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub model_inputs: Vec<ModelInput>,
+}
+
+#[derive(Debug, Serialize, Default)]
+pub struct RunOutputs {
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub model_outputs: Vec<ModelOutput>,
 }
 
 #[derive(Debug, Serialize)]
@@ -258,6 +277,7 @@ pub struct Run {
     pub info: RunInfo,
     pub data: RunData,
     pub inputs: RunInputs,
+    pub outputs: RunOutputs,
 }
 
 impl From<StoreRun> for Run {
@@ -271,6 +291,21 @@ impl From<StoreRun> for Run {
             },
             inputs: RunInputs {
                 dataset_inputs: run.inputs.into_iter().map(Into::into).collect(),
+                model_inputs: run
+                    .model_inputs
+                    .into_iter()
+                    .map(|model_id| ModelInput { model_id })
+                    .collect(),
+            },
+            outputs: RunOutputs {
+                model_outputs: run
+                    .model_outputs
+                    .into_iter()
+                    .map(|output| ModelOutput {
+                        model_id: output.model_id,
+                        step: output.step,
+                    })
+                    .collect(),
             },
         }
     }

@@ -8,6 +8,7 @@
 pub mod error;
 pub mod experiments;
 pub mod filter;
+pub mod logged_models;
 pub mod metrics;
 pub mod notify;
 pub mod registry;

@@ -4,7 +4,8 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use super::experiments::{next_token, push_comparison, push_key_value_clause};
-use super::filter::{self, Attribute, Clause, DatasetField, Key, SearchEntity};
+use super::filter::{self, Attribute, Clause, Comparator, DatasetField, Key, SearchEntity};
+use super::logged_models::ModelOutput;
 use super::search::{self, SortKey, SortKind, SqlBuilder, SqlValue, bind_values};
 use super::validation::{self, KeyKind, MAX_PARAM_VALUE_LENGTH, MAX_TAG_VALUE_LENGTH};
 use super::{
@@ -89,6 +90,10 @@ pub struct Run {
     pub params: Vec<KeyValue>,
     pub tags: Vec<KeyValue>,
     pub inputs: Vec<DatasetInput>,
+    /// Logged models the run consumed.
+    pub model_inputs: Vec<String>,
+    /// Logged models the run produced.
+    pub model_outputs: Vec<ModelOutput>,
 }
 
 /// What `runs/create` asks.
@@ -222,6 +227,8 @@ impl Store {
             params: Vec::new(),
             tags,
             inputs: Vec::new(),
+            model_inputs: Vec::new(),
+            model_outputs: Vec::new(),
         })
     }
 
@@ -557,7 +564,12 @@ impl Store {
         let mut keys = Vec::new();
         for (i, order_by) in request.order_by.iter().enumerate() {
             let parsed = filter::parse_order_by(SearchEntity::Runs, order_by)?;
-            keys.push(run_sort_key(&mut joins, i, &parsed.key, !parsed.ascending)?);
+            keys.extend(run_sort_keys(
+                &mut joins,
+                i,
+                &parsed.key,
+                !parsed.ascending,
+            )?);
         }
         if !keys.iter().any(|key| key.expr == "r.start_time") {
             keys.push(SortKey::new("r.start_time", SortKind::Int, true, false));
@@ -615,12 +627,16 @@ impl Store {
         let backend = self.backend();
         match &clause.key {
             Key::Metric(key) => {
-                // NaN is stored as 0 with is_nan, as in MLflow, so comparisons see what MLflow sees.
+                // As in MLflow, a NaN value satisfies `!=` and no other comparison.
                 builder.push("EXISTS (SELECT 1 FROM latest_metrics m WHERE m.run_uuid = r.run_uuid AND m.key = ");
                 builder.bind(SqlValue::Text(key.clone()));
-                builder.push(" AND ");
+                builder.push(" AND (");
                 push_comparison(builder, backend, "m.value", clause, false)?;
-                builder.push(")");
+                builder.push(if clause.op == Comparator::Ne {
+                    " OR m.is_nan))"
+                } else {
+                    " AND NOT m.is_nan))"
+                });
                 Ok(())
             }
             Key::Param(key) => push_key_value_clause(
@@ -702,18 +718,42 @@ impl Store {
              FROM run_inputs i JOIN datasets d ON d.dataset_uuid = i.dataset_uuid WHERE i.run_uuid IN ",
             " ORDER BY d.name, d.digest",
         );
+        let model_outputs_sql = in_list(
+            "SELECT run_uuid, model_id, step FROM run_model_outputs WHERE run_uuid IN ",
+            " ORDER BY step, model_id",
+        );
+        let model_inputs_sql = in_list(
+            "SELECT run_uuid, model_id FROM run_model_inputs WHERE run_uuid IN ",
+            " ORDER BY model_id",
+        );
         let input_tags_sql = in_list(
             "SELECT run_uuid, dataset_uuid, key, value FROM run_input_tags WHERE run_uuid IN ",
             " ORDER BY key",
         );
-        let (params, tags, metrics, inputs, input_tags) = with_pool!(self, pool => {
+        let (params, tags, metrics, inputs, input_tags, model_outputs, model_inputs) = with_pool!(self, pool => {
             let params = bind_values!(sqlx::query_as::<_, RunKeyValueRow>(&params_sql.sql), &params_sql.values).fetch_all(pool).await?;
             let tags = bind_values!(sqlx::query_as::<_, RunKeyValueRow>(&tags_sql.sql), &tags_sql.values).fetch_all(pool).await?;
             let metrics = bind_values!(sqlx::query_as::<_, LatestMetricRow>(&metrics_sql.sql), &metrics_sql.values).fetch_all(pool).await?;
             let inputs = bind_values!(sqlx::query_as::<_, InputRow>(&inputs_sql.sql), &inputs_sql.values).fetch_all(pool).await?;
             let input_tags = bind_values!(sqlx::query_as::<_, InputTagRow>(&input_tags_sql.sql), &input_tags_sql.values).fetch_all(pool).await?;
-            (params, tags, metrics, inputs, input_tags)
+            let model_outputs: Vec<(String, String, i64)> = bind_values!(sqlx::query_as(&model_outputs_sql.sql), &model_outputs_sql.values).fetch_all(pool).await?;
+            let model_inputs: Vec<(String, String)> = bind_values!(sqlx::query_as(&model_inputs_sql.sql), &model_inputs_sql.values).fetch_all(pool).await?;
+            (params, tags, metrics, inputs, input_tags, model_outputs, model_inputs)
         });
+        let mut outputs_by_run: HashMap<String, Vec<ModelOutput>> = HashMap::new();
+        for (run_uuid, model_id, step) in model_outputs {
+            outputs_by_run
+                .entry(run_uuid)
+                .or_default()
+                .push(ModelOutput { model_id, step });
+        }
+        let mut model_inputs_by_run: HashMap<String, Vec<String>> = HashMap::new();
+        for (run_uuid, model_id) in model_inputs {
+            model_inputs_by_run
+                .entry(run_uuid)
+                .or_default()
+                .push(model_id);
+        }
         let mut params_by_run = group_key_values(params);
         let mut tags_by_run = group_key_values(tags);
         let mut metrics_by_run: HashMap<String, Vec<Metric>> = HashMap::new();
@@ -758,6 +798,10 @@ impl Store {
                 params: params_by_run.remove(&info.run_uuid).unwrap_or_default(),
                 tags: tags_by_run.remove(&info.run_uuid).unwrap_or_default(),
                 inputs: inputs_by_run.remove(&info.run_uuid).unwrap_or_default(),
+                model_inputs: model_inputs_by_run
+                    .remove(&info.run_uuid)
+                    .unwrap_or_default(),
+                model_outputs: outputs_by_run.remove(&info.run_uuid).unwrap_or_default(),
                 info,
             })
             .collect())
@@ -794,23 +838,20 @@ fn run_attribute_column(attribute: &Attribute) -> Result<(&'static str, bool)> {
     })
 }
 
-/// The sort key for one order_by entry; metrics, params and tags get a LEFT JOIN `o<i>`.
-fn run_sort_key(
+/// The sort keys for one order_by entry; metrics, params and tags get a LEFT JOIN `o<i>`.
+/// A metric sorts numbers first, then NaN, then runs without it, in both directions (MLflow's
+/// order), so it takes two keys: that rank, then the value.
+fn run_sort_keys(
     joins: &mut SqlBuilder,
     index: usize,
     key: &Key,
     descending: bool,
-) -> Result<SortKey> {
+) -> Result<Vec<SortKey>> {
     let alias = format!("o{index}");
-    let (table, column, kind, lookup) = match key {
-        Key::Metric(name) => (
-            "latest_metrics",
-            format!("CASE WHEN {alias}.is_nan THEN NULL ELSE {alias}.value END"),
-            SortKind::Float,
-            name,
-        ),
-        Key::Param(name) => ("params", format!("{alias}.value"), SortKind::Text, name),
-        Key::Tag(name) => ("tags", format!("{alias}.value"), SortKind::Text, name),
+    let (table, lookup) = match key {
+        Key::Metric(name) => ("latest_metrics", name),
+        Key::Param(name) => ("params", name),
+        Key::Tag(name) => ("tags", name),
         Key::Attribute(attribute) => {
             let (column, numeric) = run_attribute_column(attribute)?;
             let nullable = matches!(attribute, Attribute::EndTime);
@@ -819,7 +860,7 @@ fn run_sort_key(
             } else {
                 SortKind::Text
             };
-            return Ok(SortKey::new(column, kind, descending, nullable));
+            return Ok(vec![SortKey::new(column, kind, descending, nullable)]);
         }
         Key::Dataset(_) => {
             return Err(Error::Invalid(
@@ -831,7 +872,30 @@ fn run_sort_key(
         " LEFT JOIN {table} {alias} ON {alias}.run_uuid = r.run_uuid AND {alias}.key = "
     ));
     joins.bind(SqlValue::Text(lookup.clone()));
-    Ok(SortKey::new(column, kind, descending, true))
+    Ok(match key {
+        Key::Metric(_) => vec![
+            SortKey::new(
+                format!(
+                    "CAST(CASE WHEN {alias}.key IS NULL THEN 2 WHEN {alias}.is_nan THEN 1 ELSE 0 END AS BIGINT)"
+                ),
+                SortKind::Int,
+                false,
+                false,
+            ),
+            SortKey::new(
+                format!("CASE WHEN {alias}.is_nan THEN NULL ELSE {alias}.value END"),
+                SortKind::Float,
+                descending,
+                true,
+            ),
+        ],
+        _ => vec![SortKey::new(
+            format!("{alias}.value"),
+            SortKind::Text,
+            descending,
+            true,
+        )],
+    })
 }
 
 /// Appends `($run, $key, $value), …` rows.

@@ -6,9 +6,16 @@
 #[path = "../common/mod.rs"]
 mod common;
 
+mod artifacts;
+
+use artifacts::{
+    artifacts_round_trip_and_list_like_mlflow, hostile_paths_are_refused_and_change_nothing,
+};
+
 use std::sync::Arc;
 
 use ferroflow::api::{self, AppState, ServerConfig};
+use ferroflow::artifacts::ArtifactStore;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -16,6 +23,7 @@ use tokio::sync::oneshot;
 /// A running server and the means to stop it.
 struct TestServer {
     base: String,
+    artifact_root: std::path::PathBuf,
     client: reqwest::Client,
     stop: Option<oneshot::Sender<()>>,
     _store: common::TestStore,
@@ -30,8 +38,11 @@ impl Drop for TestServer {
 }
 
 async fn start(test_store: common::TestStore) -> TestServer {
+    let artifact_root = test_store.artifact_root();
+    let artifacts = ArtifactStore::open(artifact_root.to_str().unwrap()).unwrap();
     let state = AppState {
         store: test_store.store.clone(),
+        artifacts,
         config: Arc::new(ServerConfig {
             default_artifact_root: "mlflow-artifacts:".into(),
         }),
@@ -44,6 +55,7 @@ async fn start(test_store: common::TestStore) -> TestServer {
     }));
     TestServer {
         base: format!("http://{address}"),
+        artifact_root,
         client: reqwest::Client::new(),
         stop: Some(stop),
         _store: test_store,
@@ -103,6 +115,8 @@ on_both!(
     get_searches_take_repeated_keys,
     special_floats_travel_as_strings,
     health_and_version_answer,
+    hostile_paths_are_refused_and_change_nothing,
+    artifacts_round_trip_and_list_like_mlflow,
 );
 
 async fn create_run(server: &TestServer) -> (String, String) {

@@ -11,7 +11,15 @@ use sqlx::Connection;
 pub struct TestStore {
     pub store: Store,
     pub uri: String,
-    _dir: Option<tempfile::TempDir>,
+    /// Holds the SQLite file (when SQLite) and the artifact folder.
+    dir: tempfile::TempDir,
+}
+
+impl TestStore {
+    /// A folder for this test's artifacts, removed with the store.
+    pub fn artifact_root(&self) -> std::path::PathBuf {
+        self.dir.path().join("artifacts")
+    }
 }
 
 /// A migrated store on a fresh SQLite file.
@@ -20,11 +28,7 @@ pub async fn sqlite_store() -> TestStore {
     let uri = format!("sqlite:///{}", dir.path().join("test.db").display());
     let store = Store::connect(&uri).await.expect("open sqlite");
     store.migrate().await.expect("migrate sqlite");
-    TestStore {
-        store,
-        uri,
-        _dir: Some(dir),
-    }
+    TestStore { store, uri, dir }
 }
 
 /// A migrated store on a fresh Postgres database, or `None` (test skipped) when no server
@@ -36,7 +40,7 @@ pub async fn postgres_store() -> Option<TestStore> {
     Some(TestStore {
         store,
         uri,
-        _dir: None,
+        dir: tempfile::tempdir().expect("temp dir"),
     })
 }
 

@@ -22,6 +22,7 @@ both_backends!(
     log_batch_is_validated_before_anything_is_written,
     metric_history_pages_in_step_order,
     special_float_metrics_round_trip,
+    nan_metrics_filter_and_sort_like_mlflow,
     run_search_filters_match_mlflow_semantics,
     run_search_orders_missing_values_last_both_ways,
     run_search_pages_survive_inserts,
@@ -432,6 +433,52 @@ async fn special_float_metrics_round_trip(store: Store) {
     assert!(value("nan").is_nan());
     assert_eq!(value("inf"), f64::MAX);
     assert_eq!(value("ninf"), f64::MIN);
+}
+
+async fn nan_metrics_filter_and_sort_like_mlflow(store: Store) {
+    let id = new_experiment(&store, "nan-semantics").await;
+    for (i, value) in [Some(-1.0), Some(f64::NAN), Some(1.0), None]
+        .into_iter()
+        .enumerate()
+    {
+        let run = new_run(&store, id, &format!("v{i}"), i as i64).await;
+        if let Some(value) = value {
+            store
+                .log_batch(&run, &[Metric::new("v", value, 1, 0)], &[], &[])
+                .await
+                .unwrap();
+        }
+    }
+    let mut below = run_names(&store, &search(id, "metrics.v < 100", &[])).await;
+    below.sort();
+    assert_eq!(below, ["v0", "v2"], "NaN satisfies no comparison but !=");
+    let mut unequal = run_names(&store, &search(id, "metrics.v != 0", &[])).await;
+    unequal.sort();
+    assert_eq!(unequal, ["v0", "v1", "v2"], "NaN satisfies !=");
+    assert_eq!(
+        run_names(&store, &search(id, "", &["metrics.v ASC"])).await,
+        ["v0", "v2", "v1", "v3"]
+    );
+    assert_eq!(
+        run_names(&store, &search(id, "", &["metrics.v DESC"])).await,
+        ["v2", "v0", "v1", "v3"]
+    );
+    let mut paged = search(id, "", &["metrics.v DESC"]);
+    paged.max_results = 1;
+    let mut seen = Vec::new();
+    loop {
+        let page = store.search_runs(&paged).await.unwrap();
+        seen.extend(page.items.into_iter().map(|run| run.info.run_name));
+        match page.next_page_token {
+            Some(token) => paged.page_token = token,
+            None => break,
+        }
+    }
+    assert_eq!(
+        seen,
+        ["v2", "v0", "v1", "v3"],
+        "page tokens carry the NaN rank"
+    );
 }
 
 /// Four runs with a spread of params, tags and metrics for the filter tests.

@@ -1,0 +1,276 @@
+//! The proxied artifact API (`/api/2.0/mlflow-artifacts/…`), run artifact listing, the
+//! UI's download routes and `server-info`. Bytes stream both ways.
+
+use axum::body::Body;
+use axum::extract::{Query, State};
+use axum::http::{HeaderValue, Method, StatusCode, Uri, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use futures::TryStreamExt;
+use serde::{Deserialize, Serialize};
+
+use super::AppState;
+use super::error::{ApiError, ApiResult, ErrorCode};
+use super::request::{Mlflow, percent_decode_path};
+use super::types::Empty;
+use crate::artifacts::{self, ArtifactPath, ArtifactStore, path_from_proxy_uri};
+
+/// Prefix of the proxied artifact routes; the rest of the URL path is the artifact path.
+const PROXY_PREFIX: &str = "/api/2.0/mlflow-artifacts/artifacts";
+
+impl From<artifacts::Error> for ApiError {
+    fn from(error: artifacts::Error) -> Self {
+        match error {
+            artifacts::Error::InvalidPath { .. } => ApiError::invalid(error.to_string()),
+            artifacts::Error::NotFound(_) => {
+                ApiError::new(ErrorCode::ResourceDoesNotExist, error.to_string())
+            }
+            artifacts::Error::Body(_) => ApiError::invalid(error.to_string()),
+            other => {
+                tracing::error!(error = ?other, "artifact store failure");
+                ApiError::new(ErrorCode::InternalError, other.to_string())
+            }
+        }
+    }
+}
+
+/// Routes outside the `/api/2.0/mlflow` nest (their paths are MLflow's).
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route(PROXY_PREFIX, get(list_proxied))
+        .route(
+            &format!("{PROXY_PREFIX}/{{*path}}"),
+            get(proxied_file).put(proxied_file).delete(proxied_file),
+        )
+        .route("/api/3.0/mlflow/server-info", get(server_info))
+        .route("/get-artifact", get(get_run_artifact))
+}
+
+/// Routes nested under `/api/2.0/mlflow` and `/ajax-api/2.0/mlflow`.
+pub fn mlflow_routes() -> Router<AppState> {
+    Router::new().route("/artifacts/list", get(list_run_artifacts))
+}
+
+/// The artifact path in a proxied URL, decoded and checked.
+fn proxied_path(uri: &Uri) -> ApiResult<ArtifactPath> {
+    let raw = uri.path().strip_prefix(PROXY_PREFIX).unwrap_or_default();
+    // Only the one separator after the prefix is dropped: `artifacts//etc` is an absolute path.
+    let raw = raw.strip_prefix('/').unwrap_or(raw);
+    let decoded = percent_decode_path(raw).ok_or_else(|| {
+        ApiError::invalid(format!(
+            "Invalid artifact path '{raw}': not UTF-8 once decoded"
+        ))
+    })?;
+    Ok(ArtifactPath::parse(&decoded)?)
+}
+
+async fn proxied_file(
+    State(state): State<AppState>,
+    method: Method,
+    uri: Uri,
+    body: Body,
+) -> ApiResult<Response> {
+    let path = proxied_path(&uri)?;
+    match method {
+        Method::PUT => {
+            let stream = body.into_data_stream();
+            state.artifacts.put_stream(&path, stream).await?;
+            Ok(Json(Empty {}).into_response())
+        }
+        Method::DELETE => {
+            state.artifacts.delete(&path).await?;
+            Ok(Json(Empty {}).into_response())
+        }
+        _ => download(&state.artifacts, &path).await,
+    }
+}
+
+/// Streams a stored file with its length and a content type guessed from its name.
+pub async fn download(store: &ArtifactStore, path: &ArtifactPath) -> ApiResult<Response> {
+    let download = store.get(path).await?;
+    let body = Body::from_stream(download.stream.map_err(std::io::Error::other));
+    let mut response = (StatusCode::OK, body).into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_LENGTH, HeaderValue::from(download.size));
+    headers.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static(content_type(path.file_name().unwrap_or(""))),
+    );
+    Ok(response)
+}
+
+fn content_type(name: &str) -> &'static str {
+    match name
+        .rsplit_once('.')
+        .map(|(_, ext)| ext.to_ascii_lowercase())
+        .as_deref()
+    {
+        Some("json") => "application/json",
+        Some("txt" | "log" | "yaml" | "yml" | "py" | "md" | "csv") => "text/plain; charset=utf-8",
+        Some("html" | "htm") => "text/plain; charset=utf-8", // never rendered as a page from our origin
+        Some("png") => "image/png",
+        Some("jpg" | "jpeg") => "image/jpeg",
+        Some("svg") => "text/plain; charset=utf-8",
+        _ => "application/octet-stream",
+    }
+}
+
+#[derive(Serialize)]
+pub struct FileInfoJson {
+    pub path: String,
+    pub is_dir: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub file_size: Option<u64>,
+}
+
+#[derive(Deserialize)]
+struct ListProxiedRequest {
+    path: Option<String>,
+}
+
+#[derive(Serialize)]
+struct ListProxiedResponse {
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    files: Vec<FileInfoJson>,
+}
+
+/// Lists a directory; entries carry basenames only, as MLflow's client joins them itself.
+async fn list_proxied(
+    State(state): State<AppState>,
+    Query(request): Query<ListProxiedRequest>,
+) -> ApiResult<Json<ListProxiedResponse>> {
+    let dir = ArtifactPath::parse(request.path.as_deref().unwrap_or(""))?;
+    let files = state
+        .artifacts
+        .list(&dir)
+        .await?
+        .into_iter()
+        .map(|info| FileInfoJson {
+            path: info.path.to_string(),
+            is_dir: info.is_dir,
+            file_size: info.file_size,
+        })
+        .collect();
+    Ok(Json(ListProxiedResponse { files }))
+}
+
+#[derive(Deserialize)]
+struct ListRunArtifactsRequest {
+    run_id: Option<String>,
+    run_uuid: Option<String>,
+    path: Option<String>,
+}
+
+#[derive(Serialize)]
+pub struct ListUnderRootResponse {
+    pub root_uri: String,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub files: Vec<FileInfoJson>,
+}
+
+/// Lists `relative` under an artifact root URI; paths in the answer are relative to the root.
+pub async fn list_under_root(
+    store: &ArtifactStore,
+    root_uri: &str,
+    relative: &str,
+) -> ApiResult<ListUnderRootResponse> {
+    let root = path_from_proxy_uri(root_uri).ok_or_else(|| {
+        ApiError::invalid(format!("Artifacts at '{root_uri}' are not served by this server; read them from that location directly"))
+    })?;
+    let relative = ArtifactPath::parse(relative)?;
+    let listed = root.join(&relative);
+    // Listing a file answers nothing, as MLflow's artifact repositories do.
+    if store.file_size(&listed).await?.is_some() {
+        return Ok(ListUnderRootResponse {
+            root_uri: root_uri.to_owned(),
+            files: Vec::new(),
+        });
+    }
+    let files = store
+        .list(&listed)
+        .await?
+        .into_iter()
+        .map(|info| FileInfoJson {
+            path: relative.join(&info.path).to_string(),
+            is_dir: info.is_dir,
+            file_size: info.file_size,
+        })
+        .collect();
+    Ok(ListUnderRootResponse {
+        root_uri: root_uri.to_owned(),
+        files,
+    })
+}
+
+async fn list_run_artifacts(
+    State(state): State<AppState>,
+    Mlflow(request): Mlflow<ListRunArtifactsRequest>,
+) -> ApiResult<Json<ListUnderRootResponse>> {
+    let run_id = request
+        .run_id
+        .or(request.run_uuid)
+        .filter(|id| !id.is_empty())
+        .ok_or_else(|| ApiError::missing("run_id"))?;
+    let info = state.store.get_run_info(&run_id).await?;
+    Ok(Json(
+        list_under_root(
+            &state.artifacts,
+            &info.artifact_uri,
+            request.path.as_deref().unwrap_or(""),
+        )
+        .await?,
+    ))
+}
+
+#[derive(Deserialize)]
+struct GetRunArtifactRequest {
+    run_id: Option<String>,
+    run_uuid: Option<String>,
+    path: Option<String>,
+}
+
+/// The UI's download of one run artifact.
+async fn get_run_artifact(
+    State(state): State<AppState>,
+    Query(request): Query<GetRunArtifactRequest>,
+) -> ApiResult<Response> {
+    let run_id = request
+        .run_id
+        .or(request.run_uuid)
+        .ok_or_else(|| ApiError::missing("run_id"))?;
+    let path = request.path.ok_or_else(|| ApiError::missing("path"))?;
+    let info = state.store.get_run_info(&run_id).await?;
+    let root = path_from_proxy_uri(&info.artifact_uri).ok_or_else(|| {
+        ApiError::invalid(format!(
+            "Artifacts at '{}' are not served by this server",
+            info.artifact_uri
+        ))
+    })?;
+    download(&state.artifacts, &root.join(&ArtifactPath::parse(&path)?)).await
+}
+
+#[derive(Serialize)]
+struct ServerInfo {
+    store_type: &'static str,
+    workspaces_enabled: bool,
+    trace_archival_enabled: bool,
+    multipart_uploads_enabled: bool,
+    multipart_downloads_enabled: bool,
+    presigned_upload_run_id_supported: bool,
+    presigned_upload_model_id_supported: bool,
+}
+
+/// Capabilities the client checks before large transfers: uploads and downloads stream
+/// through this server, so no presigned or client-side multipart transfers are offered.
+async fn server_info() -> Json<ServerInfo> {
+    Json(ServerInfo {
+        store_type: "SqlStore",
+        workspaces_enabled: false,
+        trace_archival_enabled: false,
+        multipart_uploads_enabled: false,
+        multipart_downloads_enabled: false,
+        presigned_upload_run_id_supported: false,
+        presigned_upload_model_id_supported: false,
+    })
+}
