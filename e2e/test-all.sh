@@ -33,7 +33,10 @@ if ! command -v cargo >/dev/null; then
   echo "cargo is required (rustup)" >&2
   exit 1
 fi
-rustup component add rustfmt clippy >/dev/null 2>&1 || true
+# rustfmt and clippy ship with rustup's default profile; add them only when missing.
+if ! cargo fmt --version >/dev/null 2>&1 || ! cargo clippy --version >/dev/null 2>&1; then
+  rustup component add rustfmt clippy
+fi
 
 step "format and lint"
 cargo fmt --all -- --check
