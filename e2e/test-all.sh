@@ -53,6 +53,9 @@ step "python venv with mlflow"
 eval "$(bash e2e/setup/venv.sh)"
 export FERROFLOW_VENV
 
+step "Dockerfile lint (static: no container engine here)"
+"$FERROFLOW_VENV/bin/hadolint" Dockerfile
+
 step "kubernetes control plane"
 eval "$(bash e2e/cluster/up.sh)"
 export FERROFLOW_KUBECONFIG FERROFLOW_KUBECTL
