@@ -1,0 +1,323 @@
+#!/usr/bin/env python3
+"""Turns the raw JSON lines of e2e/bench/run.sh into the markdown results table.
+
+    python3 e2e/bench/report.py RAW.jsonl [COMMANDS.txt] > results.md
+
+Every number in the main table is the median over the repetitions (RSS: one reading after all
+the load). Standard library only.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+import sys
+from collections import defaultdict
+
+SERVERS = ["ferroflow", "mlflow-default", "mlflow-gunicorn"]
+LABELS = {
+    "ferroflow": "ferroflow",
+    "mlflow-default": "MLflow default (uvicorn, 4 workers)",
+    "mlflow-gunicorn": "MLflow gunicorn, 4 workers",
+}
+MLFLOWS = ["mlflow-default", "mlflow-gunicorn"]
+
+
+def load(path):
+    with open(path) as f:
+        return [json.loads(line) for line in f if line.strip()]
+
+
+def dig(obj, dotted):
+    for part in dotted.split("."):
+        if obj is None:
+            return None
+        obj = obj.get(part)
+    return obj
+
+
+def med(values):
+    values = [v for v in values if isinstance(v, (int, float))]
+    return statistics.median(values) if values else None
+
+
+def fmt(x, digits=None):
+    if x is None:
+        return "–"
+    if digits is None:
+        digits = 0 if abs(x) >= 100 else (1 if abs(x) >= 10 else 2)
+    return f"{x:,.{digits}f}"
+
+
+def role(process):
+    """A readable name for one process of a server's tree."""
+    cmd = process.get("cmdline") or process.get("comm") or "?"
+    for needle, name in (
+        ("huey_consumer", "job runner: huey consumer"),
+        ("_job_runner", "job runner"),
+        ("resource_tracker", "multiprocessing resource tracker"),
+        ("spawn_main", "uvicorn worker"),
+        ("-m uvicorn", "uvicorn supervisor"),
+        ("-m gunicorn", "gunicorn master + workers"),
+        ("mlflow server", "mlflow CLI"),
+        ("ferroflow server", "ferroflow"),
+    ):
+        if needle in cmd:
+            return name
+    return process.get("comm") or "?"
+
+
+def main():
+    rows = load(sys.argv[1])
+    commands = []
+    if len(sys.argv) > 2:
+        try:
+            with open(sys.argv[2]) as f:
+                commands = [line.rstrip("\n") for line in f if line.strip()]
+        except OSError:
+            pass
+    facts = next((r for r in rows if r["measure"] == "facts"), {})
+    end = next((r for r in rows if r["measure"] == "end"), {})
+    present = [s for s in SERVERS if any(r.get("server") == s for r in rows)]
+    mlflows = [s for s in MLFLOWS if s in present]
+
+    # (server, key) -> list over reps
+    series = defaultdict(list)
+    errors = defaultdict(int)
+    first_errors = {}
+    per_query = defaultdict(lambda: defaultdict(list))  # (server, max_results) -> query -> [summaries]
+    returned = defaultdict(dict)  # (max_results, query) -> server -> runs returned
+    rss = {}
+    seeds = {}
+    reps = set()
+
+    def add(server, key, value):
+        series[(server, key)].append(value)
+
+    for r in rows:
+        s = r.get("server")
+        m = r["measure"]
+        if "rep" in r:
+            reps.add(r["rep"])
+        if r.get("errors"):
+            errors[(s, m if m != "search" else f"search{r['max_results']}")] += r["errors"]
+            first_errors.setdefault((s, m), r.get("first_error"))
+        if m == "log-batch":
+            add(s, "lb_pts", r["points_per_s"])
+            add(s, "lb_p50", dig(r, "latency.p50_ms"))
+            add(s, "lb_conns", r["connections_opened"])
+        elif m == "log-metric":
+            add(s, "lm_rps", r["requests_per_s"])
+            add(s, "lm_p50", dig(r, "latency.p50_ms"))
+            add(s, "lm_conns", r["connections_opened"])
+        elif m == "search":
+            mr = r["max_results"]
+            add(s, f"s{mr}_qps", r["queries_per_s"])
+            add(s, f"s{mr}_p50", dig(r, "latency.p50_ms"))
+            add(s, f"s{mr}_p99", dig(r, "latency.p99_ms"))
+            add(s, f"s{mr}_n", dig(r, "latency.count"))
+            for q in r["per_query"]:
+                per_query[(s, mr)][q["query"]].append(q["latency"])
+                returned[(mr, q["query"])][s] = q["runs_returned"]
+        elif m == "keepalive":
+            add(s, "ka_kept", dig(r, "kept_alive.p50_ms"))
+            add(s, "ka_fresh", dig(r, "fresh_connection.p50_ms"))
+            add(s, "ka_pen", r["penalty_p50_ms"])
+            add(s, "ka_conns", r["kept_alive_connections_opened"])
+            add(s, "ka_n", r["requests"])
+        elif m == "rss":
+            rss[s] = r
+        elif m == "seed":
+            seeds[s] = r
+
+    def value(server, key):
+        return med(series.get((server, key), []))
+
+    out = []
+    w = out.append
+    w("# ferroflow vs MLflow tracking server: benchmark results")
+    w("")
+    w(f"Produced by `bash e2e/bench/run.sh`; {len(reps)} repetition(s), every number is the "
+      "median over them (RSS: one reading after all the load). See e2e/bench/README.md for what "
+      "each number means and the caveats.")
+    w("")
+    w("## Machine")
+    w("")
+    w(f"- {facts.get('cores')} cores ({facts.get('cpu')}), {facts.get('memory_gib')} GiB memory, "
+      f"Linux {facts.get('kernel')}; load average at start {' '.join(facts.get('loadavg_start', []))}, "
+      f"at end {' '.join(end.get('loadavg_end', []))} (the cores are shared with other work)")
+    w(f"- PostgreSQL {facts.get('postgres')} (e2e/setup/postgres.sh: one local cluster, fsync off, "
+      "one database per server)")
+    w(f"- {facts.get('mlflow')}; uvicorn {facts.get('uvicorn')}, gunicorn {facts.get('gunicorn')}, "
+      f"{facts.get('python')}")
+    w(f"- ferroflow: {facts.get('ferroflow')}, {facts.get('rustc')}")
+    w("")
+
+    # ---- main table
+    head = ["measure"] + [LABELS[s] for s in present]
+    has_ff = "ferroflow" in present and mlflows
+    if has_ff:
+        head += ["ferroflow vs faster MLflow", "target", "met"]
+    w("## Results")
+    w("")
+    w("| " + " | ".join(head) + " |")
+    w("|" + "|".join(["---"] + ["---:"] * (len(head) - 1)) + "|")
+
+    def row(label, key, higher_better, target=None, check=None, digits=None, unit=""):
+        vals = {s: value(s, key) for s in present}
+        cells = [label] + [fmt(vals[s], digits) + unit if vals[s] is not None else "–" for s in present]
+        if has_ff:
+            ff = vals.get("ferroflow")
+            ml = [vals[s] for s in mlflows if vals[s] is not None]
+            ratio = None
+            if ff is not None and ml:
+                if higher_better is True:
+                    best = max(ml)
+                    ratio = ff / best if best else None
+                elif higher_better is False:
+                    best = min(ml)
+                    ratio = best / ff if ff else None
+            cells.append("–" if ratio is None else
+                         (f"{ratio:,.1f}x" + (" higher" if higher_better else " lower")))
+            cells.append(target or "")
+            cells.append("" if check is None or ff is None else ("yes" if check(ff, ratio) else "**no**"))
+        w("| " + " | ".join(cells) + " |")
+
+    row("log-batch: metric points/s (1000 per request, 8 clients)", "lb_pts", True,
+        "≥ 10x", lambda ff, r: r is not None and r >= 10)
+    row("log-batch: request latency p50 (ms)", "lb_p50", False)
+    row("log-metric: requests/s (8 clients)", "lm_rps", True)
+    row("log-metric: request latency p50 (ms)", "lm_p50", False)
+    for mr in (100, 1000):
+        row(f"search max_results={mr}: queries/s", f"s{mr}_qps", True)
+        row(f"search max_results={mr}: p50 (ms)", f"s{mr}_p50", False)
+        row(f"search max_results={mr}: p99 (ms)", f"s{mr}_p99", False,
+            "p99 ≤ 1/10 (≥ 10x lower)", lambda ff, r: r is not None and r >= 10)
+    # RSS row (single reading)
+    cells = ["server RSS after the load (MiB, all processes)"]
+    for s in present:
+        cells.append(fmt(rss[s]["rss_mib"], 0) if s in rss else "–")
+    if has_ff:
+        ff = rss.get("ferroflow", {}).get("rss_mib")
+        ml = [rss[s]["rss_mib"] for s in mlflows if s in rss]
+        cells.append(f"{min(ml) / ff:,.1f}x lower" if ff and ml else "–")
+        cells.append("< 100 MiB")
+        cells.append("" if ff is None else ("yes" if ff < 100 else "**no**"))
+    w("| " + " | ".join(cells) + " |")
+    cells = ["server PSS after the load (MiB, shared pages split)"]
+    for s in present:
+        cells.append(fmt(rss[s]["pss_mib"], 0) if s in rss else "–")
+    if has_ff:
+        cells += ["", "", ""]
+    w("| " + " | ".join(cells) + " |")
+    row("GET experiments/get, kept-alive connection: p50 (ms)", "ka_kept", False, digits=2)
+    row("GET experiments/get, fresh connection each: p50 (ms)", "ka_fresh", False, digits=2)
+    row("keep-alive penalty: kept-alive p50 − fresh p50 (ms)", "ka_pen", None,
+        "none (≤ 0.5 ms)", lambda ff, r: ff <= 0.5, digits=2)
+    w("")
+
+    # ---- notes on errors and connection behaviour
+    notes = []
+    for (s, m), n in sorted(errors.items()):
+        fe = first_errors.get((s, m if not m.startswith("search") else "search"))
+        notes.append(f"- **{LABELS.get(s, s)}: {n} failed request(s) in {m}**; first: `{(fe or '')[:300]}`")
+    for s in present:
+        conns = value(s, "ka_conns")
+        n = value(s, "ka_n")
+        if conns is not None and n and conns >= n:
+            notes.append(f"- {LABELS[s]} closes the connection after every response "
+                         f"({conns:.0f} connections for {n:.0f} requests on the \"kept-alive\" client): "
+                         "its two GET rows both measure fresh connections.")
+        lbc, lmc = value(s, "lb_conns"), value(s, "lm_conns")
+        if lbc is not None and lbc > 8 * 2:
+            notes.append(f"- {LABELS[s]}: the load clients had to reconnect (median {lbc:.0f} "
+                         f"connections in log-batch, {lmc:.0f} in log-metric).")
+    if notes:
+        w("Notes from this run:")
+        w("")
+        out.extend(notes)
+        w("")
+
+    # ---- search details
+    w("## Search details")
+    w("")
+    w("Experiment of 10,000 runs, each with 5 params, 3 tags (+ `mlflow.runName`) and 4 metrics "
+      "logged at 3 steps. POST /runs/search, `run_view_type=ACTIVE_ONLY`, clients cycling "
+      "through the three queries. Median over repetitions of each query's p50 / p99 (ms); "
+      "`runs` is the number of runs the query returned (must agree between servers).")
+    w("")
+    queries = []
+    for (s, mr), d in per_query.items():
+        for q in d:
+            if q not in queries:
+                queries.append(q)
+    w("| max_results | query | " + " | ".join(f"{LABELS[s]} p50 / p99" for s in present) + " | runs |")
+    w("|---:|---|" + "---:|" * len(present) + "---|")
+    for mr in (100, 1000):
+        for q in queries:
+            cells = [str(mr), q]
+            for s in present:
+                lat = per_query.get((s, mr), {}).get(q, [])
+                p50 = med([x.get("p50_ms") for x in lat])
+                p99 = med([x.get("p99_ms") for x in lat])
+                cells.append(f"{fmt(p50)} / {fmt(p99)}")
+            counts = returned.get((mr, q), {})
+            distinct = set(counts.values())
+            cells.append(" / ".join(str(c) for c in distinct) +
+                         ("" if len(distinct) <= 1 else " **(servers disagree: " +
+                          ", ".join(f"{k}={v}" for k, v in counts.items()) + ")**"))
+            w("| " + " | ".join(cells) + " |")
+    w("")
+    filters = {}
+    for r in rows:
+        if r["measure"] == "search":
+            for q in r["per_query"]:
+                filters[q["query"]] = (q.get("filter"), q.get("order_by"))
+    for q, (flt, order) in filters.items():
+        w(f"- {q}: filter `{flt or ''}`, order_by `{', '.join(order or []) or '(default: start_time DESC)'}`")
+    w("")
+
+    # ---- per-repetition values
+    w("## Every repetition")
+    w("")
+    keys = [("lb_pts", "log-batch points/s"), ("lm_rps", "log-metric req/s"),
+            ("s100_qps", "search 100 q/s"), ("s100_p99", "search 100 p99 ms"),
+            ("s1000_qps", "search 1000 q/s"), ("s1000_p99", "search 1000 p99 ms"),
+            ("s1000_n", "search 1000 queries timed"),
+            ("ka_kept", "GET kept-alive p50 ms"), ("ka_fresh", "GET fresh p50 ms")]
+    w("| server | " + " | ".join(k[1] for k in keys) + " |")
+    w("|---|" + "---|" * len(keys))
+    for s in present:
+        cells = [LABELS[s]]
+        for k, _ in keys:
+            cells.append(", ".join(fmt(v, 0 if k.endswith("_n") else None) for v in series.get((s, k), [])))
+        w("| " + " | ".join(cells) + " |")
+    w("")
+    if seeds:
+        w("Seeding the 10,000-run experiment through the API (8 clients, runs/create + one "
+          "log-batch per run): " + "; ".join(f"{s} {r['elapsed_s']:.0f} s" for s, r in seeds.items()) + ".")
+        w("")
+    if rss:
+        w("Processes counted for memory (RSS / PSS in MiB, after the load):")
+        w("")
+        for s, r in rss.items():
+            groups = defaultdict(lambda: [0, 0, 0])
+            for p in r["processes"]:
+                g = groups[role(p)]
+                g[0] += 1
+                g[1] += p["rss_kib"] / 1024
+                g[2] += p["pss_kib"] / 1024
+            w(f"- {LABELS.get(s, s)}: " + "; ".join(
+                f"{name} ×{n} {rs:,.0f} / {ps:,.0f}" for name, (n, rs, ps) in groups.items()))
+        w("")
+    if commands:
+        w("Server commands:")
+        w("")
+        for c in commands:
+            w(f"- `{c}`")
+        w("")
+    print("\n".join(out))
+
+
+if __name__ == "__main__":
+    main()
