@@ -76,8 +76,7 @@ def pytest_addoption(parser):
 def pytest_configure(config):
     config.addinivalue_line(
         "markers",
-        "registry: needs the model registry (run against MLflow; against ferroflow only with "
-        "FERROFLOW_E2E_REGISTRY=1)",
+        "registry: exercises the model registry (deselect with -m 'not registry')",
     )
 
 
@@ -93,16 +92,6 @@ def pytest_generate_tests(metafunc):
     # Parametrize the session-scoped `backend` fixture here so `--backends` can narrow it.
     if "backend" in metafunc.fixturenames:
         metafunc.parametrize("backend", _selected_backends(metafunc.config), scope="session")
-
-
-def pytest_collection_modifyitems(config, items):
-    if _impl(config)[0] == "mlflow" or os.environ.get("FERROFLOW_E2E_REGISTRY") == "1":
-        return
-    skip = pytest.mark.skip(reason="model registry is not part of this target yet "
-                                   "(set FERROFLOW_E2E_REGISTRY=1 to run it)")
-    for item in items:
-        if "registry" in item.keywords:
-            item.add_marker(skip)
 
 
 def _impl(config) -> tuple[str, str]:

@@ -57,6 +57,8 @@ pub const MAX_TAG_VALUE_LENGTH: usize = 100_000;
 pub const IS_PROMPT_TAG: &str = "mlflow.prompt.is_prompt";
 /// The alias every model has implicitly: its highest live version. Reserved, any case.
 pub const LATEST_ALIAS: &str = "latest";
+/// Logged-model tag listing the registered versions made from it (JSON `[{name, version}]`).
+pub const MODEL_VERSIONS_TAG: &str = "mlflow.modelVersions";
 /// Model-version status: registration is synchronous here, so every version is READY.
 pub const STATUS_READY: &str = "READY";
 
@@ -1208,6 +1210,14 @@ impl Store {
             tx.commit().await?;
             version
         });
+        if let Some(model_id) = &resolved.model_id
+            && let Err(error) = self.record_registration(model_id, &new.name, version).await
+        {
+            // The version is committed: failing the request now would make the client register
+            // it again. The tag only feeds the UI.
+            tracing::warn!(%model_id, name = %new.name, version, error = %error,
+                "could not record the registration on the logged model");
+        }
         self.get_model_version(&new.name, version).await
     }
 
@@ -2070,17 +2080,41 @@ impl Store {
         }
     }
 
-    /// Artifact location and source run of an MLflow 3 logged model (`models:/m-…` sources).
-    ///
-    /// TODO(#3): the single call into the logged-model store. Until `Store::get_logged_model`
-    /// (issue #3) exists this refuses such sources; then it becomes
-    /// `let model = self.get_logged_model(model_id, false).await?` mapped to the two fields,
-    /// with a missing model answered as an invalid source.
+    /// Artifact location and source run of an MLflow 3 logged model (`models:/m-…` sources,
+    /// or any source registered with a `model_id`). A missing or deleted model is an invalid
+    /// source, as in MLflow's `_get_source_model`.
     async fn logged_model_location(&self, model_id: &str) -> Result<LoggedModelLocation> {
-        Err(Error::Invalid(format!(
-            "Invalid model version source: the logged model '{model_id}' cannot be resolved: \
-             logged models are not available on this server yet."
-        )))
+        match self.get_logged_model(model_id, false).await {
+            Ok(model) => Ok(LoggedModelLocation {
+                artifact_uri: model.artifact_uri,
+                source_run_id: model.source_run_id,
+            }),
+            Err(Error::NotFound(_)) => {
+                Err(invalid_source(&format!("models:/{model_id}"), "model_id"))
+            }
+            Err(other) => Err(other),
+        }
+    }
+
+    /// Adds `{"name", "version"}` to the logged model's `mlflow.modelVersions` tag (a JSON list
+    /// the UI reads to show where a logged model is registered), as MLflow's server does after
+    /// registering a version from a logged model.
+    async fn record_registration(&self, model_id: &str, name: &str, version: i64) -> Result<()> {
+        let model = self.get_logged_model(model_id, false).await?;
+        let entry = serde_json::json!({"name": name, "version": version});
+        let mut registrations: Vec<serde_json::Value> = model
+            .tags
+            .iter()
+            .find(|tag| tag.key == MODEL_VERSIONS_TAG)
+            .and_then(|tag| serde_json::from_str(&tag.value).ok())
+            .unwrap_or_default();
+        if !registrations.contains(&entry) {
+            registrations.push(entry);
+        }
+        let value = serde_json::Value::Array(registrations).to_string();
+        self.set_logged_model_tags(model_id, &[KeyValue::new(MODEL_VERSIONS_TAG, value)])
+            .await?;
+        Ok(())
     }
 }
 

@@ -4,6 +4,7 @@
 use std::collections::BTreeSet;
 use std::time::Duration;
 
+use ferroflow::store::logged_models::NewLoggedModel;
 use ferroflow::store::notify::{self, ChangeKind, RegistryChange, RegistryEvent};
 use ferroflow::store::registry::{
     Actor, ModelVersion, ModelVersionSearch, NewModelVersion, OwnedField, Owner, Ownership,
@@ -25,6 +26,7 @@ crate::both_backends!(
     registered_model_search_filters_orders_and_pages,
     model_version_search_filters_orders_and_pages,
     sources_are_validated_and_download_uris_resolved,
+    logged_model_sources_resolve_to_the_model_location,
     owned_fields_are_refused_and_unowned_fields_accepted,
     ownership_is_exclusive_and_releasable,
     notifications_announce_versions_aliases_and_stages,
@@ -821,6 +823,92 @@ async fn sources_are_validated_and_download_uris_resolved(store: Store) {
         assert!(
             matches!(refused, Err(Error::Invalid(_))),
             "{source} with {given_run:?}: {refused:?}"
+        );
+    }
+}
+
+async fn logged_model_sources_resolve_to_the_model_location(store: Store) {
+    let (run_id, _) = run_in_new_experiment(&store, "logged-exp").await;
+    let experiment_id = store.get_run(&run_id).await.unwrap().info.experiment_id;
+    let logged = store
+        .create_logged_model(NewLoggedModel {
+            experiment_id,
+            name: Some("model".into()),
+            model_type: None,
+            source_run_id: Some(run_id.clone()),
+            params: vec![],
+            tags: vec![],
+        })
+        .await
+        .unwrap();
+    model_with_versions(&store, "from-logged", 0).await;
+    let create = |source: String, model_id: Option<&str>| {
+        let store = store.clone();
+        let new = NewModelVersion {
+            model_id: model_id.map(str::to_owned),
+            ..new_version("from-logged", &source)
+        };
+        async move { store.create_model_version(new).await }
+    };
+    // What `log_model(registered_model_name=…)` sends: the models:/ URI and the model id.
+    let version = create(
+        format!("models:/{}", logged.model_id),
+        Some(&logged.model_id),
+    )
+    .await
+    .unwrap();
+    assert_eq!(version.source, format!("models:/{}", logged.model_id));
+    assert_eq!(version.storage_location, logged.artifact_uri);
+    assert_eq!(version.run_id, run_id, "filled in from the logged model");
+    assert_eq!(version.model_id.as_deref(), Some(logged.model_id.as_str()));
+    // A file inside the logged model's location is a valid source too.
+    let inside = create(
+        format!("{}/MLmodel", logged.artifact_uri),
+        Some(&logged.model_id),
+    )
+    .await
+    .unwrap();
+    assert_eq!(inside.version, 2);
+    // The logged model lists where it is registered, once per version.
+    let tags = store
+        .get_logged_model(&logged.model_id, false)
+        .await
+        .unwrap()
+        .tags;
+    let registrations = tags
+        .iter()
+        .find(|tag| tag.key == "mlflow.modelVersions")
+        .map(|tag| serde_json::from_str::<serde_json::Value>(&tag.value).unwrap());
+    assert_eq!(
+        registrations,
+        Some(serde_json::json!([
+            {"name": "from-logged", "version": 1},
+            {"name": "from-logged", "version": 2}
+        ]))
+    );
+    for (source, model_id) in [
+        (format!("models:/{}", logged.model_id), None),
+        (
+            format!("models:/{}", logged.model_id),
+            Some("m-00000000000000000000000000000000"),
+        ),
+        (
+            "models:/m-00000000000000000000000000000000".to_owned(),
+            Some("m-00000000000000000000000000000000"),
+        ),
+        (
+            format!("runs:/{run_id}/model"),
+            Some(logged.model_id.as_str()),
+        ),
+        (
+            "mlflow-artifacts:/0/elsewhere".to_owned(),
+            Some(logged.model_id.as_str()),
+        ),
+    ] {
+        let refused = create(source.clone(), model_id).await;
+        assert!(
+            matches!(refused, Err(Error::Invalid(_))),
+            "{source} with {model_id:?}: {refused:?}"
         );
     }
 }
