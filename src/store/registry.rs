@@ -1734,7 +1734,7 @@ impl Store {
         let ids: Vec<i64> = rows.iter().map(|row| row.registered_model_id).collect();
         let mut tags: HashMap<i64, Vec<KeyValue>> = HashMap::new();
         let mut aliases: HashMap<i64, Vec<(String, i64)>> = HashMap::new();
-        let mut latest: HashMap<i64, Vec<VersionRow>> = HashMap::new();
+        let mut latest_rows: Vec<VersionRow> = Vec::new();
         for chunk in ids.chunks(IN_LIST_CHUNK) {
             let mut builder = SqlBuilder::new(
                 "SELECT registered_model_id, key, value FROM registered_model_tags WHERE registered_model_id IN ",
@@ -1769,15 +1769,24 @@ impl Store {
             let version_rows = with_pool!(self, pool => bind_values!(sqlx::query_as::<_, VersionRow>(&builder.sql), &builder.values)
                 .fetch_all(pool)
                 .await)?;
-            for row in version_rows {
-                latest.entry(row.registered_model_id).or_default().push(row);
-            }
+            latest_rows.extend(version_rows);
+        }
+        // One batch for the versions' tags and aliases, whatever the number of models.
+        let mut latest: HashMap<i64, Vec<ModelVersion>> = HashMap::new();
+        let model_ids: Vec<i64> = latest_rows
+            .iter()
+            .map(|row| row.registered_model_id)
+            .collect();
+        for (model_id, version) in model_ids
+            .into_iter()
+            .zip(self.model_versions_from(latest_rows).await?)
+        {
+            latest.entry(model_id).or_default().push(version);
         }
         let mut models = Vec::with_capacity(rows.len());
         for row in rows {
-            let versions = latest.remove(&row.registered_model_id).unwrap_or_default();
             models.push(RegisteredModel {
-                latest_versions: self.model_versions_from(versions).await?,
+                latest_versions: latest.remove(&row.registered_model_id).unwrap_or_default(),
                 tags: tags.remove(&row.registered_model_id).unwrap_or_default(),
                 aliases: aliases.remove(&row.registered_model_id).unwrap_or_default(),
                 ownership: row.ownership(),
