@@ -2341,7 +2341,7 @@ fn check_relative_paths(source: &str) -> Result<()> {
 fn unquote_fully(text: &str) -> String {
     let mut current = text.to_owned();
     loop {
-        let decoded = percent_decode(&current);
+        let decoded = crate::percent::decode(&current);
         if decoded == current {
             return current;
         }
@@ -2351,7 +2351,7 @@ fn unquote_fully(text: &str) -> String {
 
 /// The filesystem path of a local URI, made absolute and normalized lexically.
 fn local_path(uri: &UriParts<'_>) -> std::path::PathBuf {
-    let decoded = percent_decode(uri.path);
+    let decoded = crate::percent::decode(uri.path);
     let path = std::path::Path::new(&decoded);
     let absolute = std::path::absolute(path).unwrap_or_else(|_| path.to_path_buf());
     let mut normalized = std::path::PathBuf::new();
@@ -2369,31 +2369,6 @@ fn local_path(uri: &UriParts<'_>) -> std::path::PathBuf {
 
 fn path_is_within(path: &std::path::Path, root: &std::path::Path) -> bool {
     path.starts_with(root)
-}
-
-/// Decodes `%XX` escapes into UTF-8, keeping malformed ones (Python's `unquote`).
-fn percent_decode(text: &str) -> String {
-    let bytes = text.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let escaped = (bytes[i] == b'%')
-            .then(|| bytes.get(i + 1..i + 3))
-            .flatten()
-            .and_then(|hex| std::str::from_utf8(hex).ok())
-            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
-        match escaped {
-            Some(byte) => {
-                out.push(byte);
-                i += 3;
-            }
-            None => {
-                out.push(bytes[i]);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 #[cfg(test)]
