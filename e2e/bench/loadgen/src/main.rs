@@ -345,11 +345,14 @@ struct ClientStats {
 }
 
 /// Runs `clients` closed-loop clients, each sending its own pre-serialised bodies to `path` in
-/// order until they run out or `duration` has passed since the common start.
+/// order until they run out or `duration` has passed since the common start. The first
+/// `warmup` bodies of each client go out before the clock starts (a cold server worker's first
+/// requests are not what this measures); their failures count as errors all the same.
 async fn closed_loop(
     target: &Target,
     path: &str,
     bodies: Vec<Vec<Bytes>>,
+    warmup: usize,
     duration: Duration,
 ) -> (Vec<ClientStats>, Instant) {
     let barrier = Arc::new(Barrier::new(bodies.len() + 1));
@@ -363,14 +366,30 @@ async fn closed_loop(
         tasks.push(tokio::spawn(async move {
             let mut conn = Conn::new(&target);
             let mut stats = ClientStats::default();
-            // open the connection before the clock starts
-            if let Ok(sender) = conn.connect().await {
-                conn.sender = Some(sender);
+            let mut bodies = client_bodies.into_iter();
+            // open the connection and warm up before the clock starts
+            for body in bodies.by_ref().take(warmup) {
+                match conn.send(Method::POST, &path, Some(body)).await {
+                    Ok(reply) if reply.status == StatusCode::OK => {}
+                    Ok(reply) => {
+                        stats.errors += 1;
+                        stats.first_error.get_or_insert_with(|| error_text(&reply));
+                    }
+                    Err(e) => {
+                        stats.errors += 1;
+                        stats.first_error.get_or_insert(e);
+                    }
+                }
+            }
+            if conn.sender.is_none() {
+                if let Ok(sender) = conn.connect().await {
+                    conn.sender = Some(sender);
+                }
             }
             barrier.wait().await;
             let start = *start_cell.get_or_init(Instant::now);
             let deadline = start + duration;
-            for body in client_bodies {
+            for body in bodies {
                 if Instant::now() >= deadline {
                     break;
                 }
@@ -462,6 +481,10 @@ const METRIC_KEYS: [&str; 20] = [
     "kl", "entropy", "reward",
 ];
 
+/// Untimed requests per client before the clock starts.
+const LOG_BATCH_WARMUP: usize = 1;
+const LOG_METRIC_WARMUP: usize = 5;
+
 /// log-batch: `clients` clients, each on its own run, each request `metrics` points over `keys`
 /// metric keys (`metrics / keys` consecutive steps per key), like a training loop that buffers.
 async fn log_batch(args: &Args) -> Res<Value> {
@@ -477,8 +500,8 @@ async fn log_batch(args: &Args) -> Res<Value> {
     let mut rng = Rng(0x9E37_79B9_7F4A_7C15);
     let mut bodies = Vec::new();
     for run in &runs {
-        let mut mine = Vec::with_capacity(requests);
-        for r in 0..requests {
+        let mut mine = Vec::with_capacity(requests + LOG_BATCH_WARMUP);
+        for r in 0..requests + LOG_BATCH_WARMUP {
             let mut s = String::with_capacity(metrics * 72 + 64);
             let _ = write!(s, "{{\"run_id\":\"{run}\",\"metrics\":[");
             let mut n = 0;
@@ -507,7 +530,7 @@ async fn log_batch(args: &Args) -> Res<Value> {
     }
     let body_bytes = bodies.first().and_then(|b| b.first()).map_or(0, Bytes::len);
     let path = format!("{API}/runs/log-batch");
-    let (stats, start) = closed_loop(&target, &path, bodies, duration).await;
+    let (stats, start) = closed_loop(&target, &path, bodies, LOG_BATCH_WARMUP, duration).await;
     let (ok, errors, first_error, latencies, opened, elapsed) = merge(stats, start);
     let points = ok * metrics as u64;
     Ok(json!({
@@ -540,7 +563,7 @@ async fn log_metric(args: &Args) -> Res<Value> {
     let bodies: Vec<Vec<Bytes>> = runs
         .iter()
         .map(|run| {
-            (0..requests)
+            (0..requests + LOG_METRIC_WARMUP)
                 .map(|step| {
                     Bytes::from(format!(
                         "{{\"run_id\":\"{run}\",\"key\":\"loss\",\"value\":{},\"timestamp\":{},\"step\":{step}}}",
@@ -552,7 +575,7 @@ async fn log_metric(args: &Args) -> Res<Value> {
         })
         .collect();
     let path = format!("{API}/runs/log-metric");
-    let (stats, start) = closed_loop(&target, &path, bodies, duration).await;
+    let (stats, start) = closed_loop(&target, &path, bodies, LOG_METRIC_WARMUP, duration).await;
     let (ok, errors, first_error, latencies, opened, elapsed) = merge(stats, start);
     Ok(json!({
         "measure": "log-metric",
