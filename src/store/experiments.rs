@@ -211,24 +211,9 @@ impl Store {
             builder.push(" AND ");
             push_experiment_clause(&mut builder, self.backend(), clause)?;
         }
-        if let Some(after) = &after {
-            search::push_keyset_condition(&mut builder, &keys, after);
-        }
-        search::push_order_by(&mut builder, &keys);
-        builder.push(" LIMIT ");
-        builder.bind(SqlValue::Int(max_results + 1));
-
-        let (mut rows, mut sort_values) = with_pool!(self, pool => {
-            let raw = bind_values!(sqlx::query(&builder.sql), &builder.values).fetch_all(pool).await?;
-            let mut rows = Vec::with_capacity(raw.len());
-            let mut sort_values = Vec::with_capacity(raw.len());
-            for row in &raw {
-                rows.push(<ExperimentRow as sqlx::FromRow<_>>::from_row(row)?);
-                sort_values.push(search::read_sort_values(row, &keys)?);
-            }
-            (rows, sort_values)
-        });
-        let next_page_token = next_token(&mut rows, &mut sort_values, max_results);
+        let (rows, next_page_token) = self
+            .fetch_page::<ExperimentRow>(builder, &keys, after.as_deref(), max_results)
+            .await?;
         Ok(Page {
             items: self.with_tags(rows).await?,
             next_page_token,
@@ -349,21 +334,6 @@ fn validate_experiment_tag(tag: &KeyValue) -> Result<()> {
     }
     validation::validate_length("Tag key", &tag.key, MAX_ENTITY_KEY_LENGTH)?;
     validation::validate_length("Tag value", &tag.value, MAX_EXPERIMENT_TAG_VALUE_LENGTH)
-}
-
-/// Pops the look-ahead row (we fetch `max_results + 1`) and returns the token when it existed.
-pub(super) fn next_token<T>(
-    rows: &mut Vec<T>,
-    sort_values: &mut Vec<Vec<search::TokenValue>>,
-    max_results: i64,
-) -> Option<String> {
-    let limit = usize::try_from(max_results).unwrap_or(usize::MAX);
-    if rows.len() <= limit {
-        return None;
-    }
-    rows.truncate(limit);
-    sort_values.truncate(limit);
-    sort_values.pop().map(search::encode_page_token)
 }
 
 fn experiment_sort_key(key: &Key, descending: bool) -> Result<SortKey> {

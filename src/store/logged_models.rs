@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use super::experiments::{next_token, push_comparison, push_key_value_clause};
+use super::experiments::{push_comparison, push_key_value_clause};
 use super::filter::{self, Attribute, Clause, Key, SearchEntity};
 use super::runs::Metric;
 use super::search::{self, SortKey, SortKind, SqlBuilder, SqlValue, bind_values};
@@ -365,23 +365,9 @@ impl Store {
             builder.push(" AND ");
             self.push_logged_model_clause(&mut builder, clause)?;
         }
-        if let Some(after) = &after {
-            search::push_keyset_condition(&mut builder, &keys, after);
-        }
-        search::push_order_by(&mut builder, &keys);
-        builder.push(" LIMIT ");
-        builder.bind(SqlValue::Int(max_results + 1));
-        let (mut rows, mut sort_values) = with_pool!(self, pool => {
-            let raw = bind_values!(sqlx::query(&builder.sql), &builder.values).fetch_all(pool).await?;
-            let mut rows = Vec::with_capacity(raw.len());
-            let mut sort_values = Vec::with_capacity(raw.len());
-            for row in &raw {
-                rows.push(<LoggedModelRow as sqlx::FromRow<_>>::from_row(row)?);
-                sort_values.push(search::read_sort_values(row, &keys)?);
-            }
-            (rows, sort_values)
-        });
-        let next_page_token = next_token(&mut rows, &mut sort_values, max_results);
+        let (rows, next_page_token) = self
+            .fetch_page::<LoggedModelRow>(builder, &keys, after.as_deref(), max_results)
+            .await?;
         Ok(Page {
             items: self.load_logged_models(rows).await?,
             next_page_token,

@@ -1,6 +1,5 @@
 //! Metric history: paged per run and key, and MLflow's step-sampled bulk read for charts.
 
-use super::experiments::next_token;
 use super::runs::Metric;
 use super::search::{self, SortKey, SortKind, SqlBuilder, SqlValue, bind_values};
 use super::{Error, Page, Result, Store, validation, with_pool};
@@ -73,23 +72,10 @@ impl Store {
         builder.bind(SqlValue::Text(run_id.to_owned()));
         builder.push(" AND x.key = ");
         builder.bind(SqlValue::Text(key.to_owned()));
-        if let Some(after) = &after {
-            search::push_keyset_condition(&mut builder, &keys, after);
-        }
-        search::push_order_by(&mut builder, &keys);
-        builder.push(" LIMIT ");
-        builder.bind(SqlValue::Int(max_results.saturating_add(1)));
-        let (mut metrics, mut sort_values) = with_pool!(self, pool => {
-            let raw = bind_values!(sqlx::query(&builder.sql), &builder.values).fetch_all(pool).await?;
-            let mut metrics = Vec::with_capacity(raw.len());
-            let mut sort_values = Vec::with_capacity(raw.len());
-            for row in &raw {
-                metrics.push(Metric::from(<MetricRow as sqlx::FromRow<_>>::from_row(row)?));
-                sort_values.push(search::read_sort_values(row, &keys)?);
-            }
-            (metrics, sort_values)
-        });
-        let next_page_token = next_token(&mut metrics, &mut sort_values, max_results);
+        let (rows, next_page_token) = self
+            .fetch_page::<MetricRow>(builder, &keys, after.as_deref(), max_results)
+            .await?;
+        let mut metrics: Vec<Metric> = rows.into_iter().map(Metric::from).collect();
         for metric in &mut metrics {
             metric.run_id = None;
         }

@@ -34,7 +34,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 use std::future::Future;
 
-use super::experiments::{next_token, push_comparison, push_key_value_clause};
+use super::experiments::{push_comparison, push_key_value_clause};
 use super::filter::{self, Attribute, Clause, Comparator, Key, SearchEntity, Value};
 use super::notify::{ChangeKind, Publish, RegistryChange};
 use super::search::{self, SortKey, SortKind, SqlBuilder, SqlValue, bind_values};
@@ -1003,24 +1003,9 @@ impl Store {
             builder.bind(SqlValue::Text("true".into()));
             builder.push(")");
         }
-        if let Some(after) = &after {
-            search::push_keyset_condition(&mut builder, &keys, after);
-        }
-        search::push_order_by(&mut builder, &keys);
-        builder.push(" LIMIT ");
-        builder.bind(SqlValue::Int(max_results + 1));
-
-        let (mut rows, mut sort_values) = with_pool!(self, pool => {
-            let raw = bind_values!(sqlx::query(&builder.sql), &builder.values).fetch_all(pool).await?;
-            let mut rows = Vec::with_capacity(raw.len());
-            let mut sort_values = Vec::with_capacity(raw.len());
-            for row in &raw {
-                rows.push(<ModelRow as sqlx::FromRow<_>>::from_row(row)?);
-                sort_values.push(search::read_sort_values(row, &keys)?);
-            }
-            (rows, sort_values)
-        });
-        let next_page_token = next_token(&mut rows, &mut sort_values, max_results);
+        let (rows, next_page_token) = self
+            .fetch_page::<ModelRow>(builder, &keys, after.as_deref(), max_results)
+            .await?;
         Ok(Page {
             items: self.registered_models_from(rows).await?,
             next_page_token,
@@ -1559,24 +1544,9 @@ impl Store {
             builder.bind(SqlValue::Text("true".into()));
             builder.push(")");
         }
-        if let Some(after) = &after {
-            search::push_keyset_condition(&mut builder, &keys, after);
-        }
-        search::push_order_by(&mut builder, &keys);
-        builder.push(" LIMIT ");
-        builder.bind(SqlValue::Int(max_results + 1));
-
-        let (mut rows, mut sort_values) = with_pool!(self, pool => {
-            let raw = bind_values!(sqlx::query(&builder.sql), &builder.values).fetch_all(pool).await?;
-            let mut rows = Vec::with_capacity(raw.len());
-            let mut sort_values = Vec::with_capacity(raw.len());
-            for row in &raw {
-                rows.push(<VersionRow as sqlx::FromRow<_>>::from_row(row)?);
-                sort_values.push(search::read_sort_values(row, &keys)?);
-            }
-            (rows, sort_values)
-        });
-        let next_page_token = next_token(&mut rows, &mut sort_values, max_results);
+        let (rows, next_page_token) = self
+            .fetch_page::<VersionRow>(builder, &keys, after.as_deref(), max_results)
+            .await?;
         Ok(Page {
             items: self.model_versions_from(rows).await?,
             next_page_token,

@@ -12,7 +12,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::{Deserialize, Serialize};
 
-use super::{Backend, Error, Result};
+use super::{Backend, Error, Result, Store, with_pool};
 
 /// A value bound to a `$n` placeholder.
 #[derive(Debug, Clone, PartialEq)]
@@ -272,6 +272,49 @@ where
             Ok(value.unwrap_or(TokenValue::Null))
         })
         .collect()
+}
+
+impl Store {
+    /// Finishes a search query (rows strictly after the previous page, ORDER BY, a LIMIT one
+    /// past the page so we know whether more exist) and runs it: the page's rows and the
+    /// token for the next page, present exactly when more rows exist.
+    pub(crate) async fn fetch_page<T>(
+        &self,
+        mut builder: SqlBuilder,
+        keys: &[SortKey],
+        after: Option<&[TokenValue]>,
+        max_results: i64,
+    ) -> Result<(Vec<T>, Option<String>)>
+    where
+        T: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow>
+            + for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow>
+            + Send
+            + Unpin,
+    {
+        if let Some(after) = after {
+            push_keyset_condition(&mut builder, keys, after);
+        }
+        push_order_by(&mut builder, keys);
+        builder.push(" LIMIT ");
+        builder.bind(SqlValue::Int(max_results.saturating_add(1)));
+        let (mut rows, mut sort_values) = with_pool!(self, pool => {
+            let raw = bind_values!(sqlx::query(&builder.sql), &builder.values).fetch_all(pool).await?;
+            let mut rows = Vec::with_capacity(raw.len());
+            let mut sort_values = Vec::with_capacity(raw.len());
+            for row in &raw {
+                rows.push(T::from_row(row)?);
+                sort_values.push(read_sort_values(row, keys)?);
+            }
+            (rows, sort_values)
+        });
+        let limit = usize::try_from(max_results).unwrap_or(usize::MAX);
+        if rows.len() <= limit {
+            return Ok((rows, None));
+        }
+        rows.truncate(limit);
+        sort_values.truncate(limit);
+        Ok((rows, sort_values.pop().map(encode_page_token)))
+    }
 }
 
 /// `LIKE` is case-sensitive in MLflow on every backend; SQLite's is not, so there the
