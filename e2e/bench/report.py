@@ -102,6 +102,11 @@ def main():
         if r.get("errors"):
             errors[(s, m if m != "search" else f"search{r['max_results']}")] += r["errors"]
             first_errors.setdefault((s, m), r.get("first_error"))
+        cpu = r.get("cpu") or {}
+        if m in ("log-batch", "log-metric", "search"):
+            tag = {"log-batch": "lb", "log-metric": "lm"}.get(m) or f"s{r.get('max_results')}"
+            add(s, f"{tag}_cpu_server", cpu.get("server_ms_per_request"))
+            add(s, f"{tag}_cpu_db", cpu.get("db_ms_per_request"))
         if m == "log-batch":
             add(s, "lb_pts", r["points_per_s"])
             add(s, "lb_p50", dig(r, "latency.p50_ms"))
@@ -185,14 +190,25 @@ def main():
 
     row("log-batch: metric points/s (1000 per request, 8 clients)", "lb_pts", True,
         "≥ 10x", lambda ff, r: r is not None and r >= 10)
+    have_cpu = any(k[1].endswith("_cpu_server") and any(v is not None for v in vals)
+                   for k, vals in series.items())
+
+    def cpu_rows(tag, unit):
+        if have_cpu:
+            row(f"… server CPU per {unit} (ms)", f"{tag}_cpu_server", False, digits=2)
+            row(f"… PostgreSQL CPU per {unit} (ms)", f"{tag}_cpu_db", False, digits=2)
+
     row("log-batch: request latency p50 (ms)", "lb_p50", False)
+    cpu_rows("lb", "request = 1000 points")
     row("log-metric: requests/s (8 clients)", "lm_rps", True)
     row("log-metric: request latency p50 (ms)", "lm_p50", False)
+    cpu_rows("lm", "request")
     for mr in (100, 1000):
         row(f"search max_results={mr}: queries/s", f"s{mr}_qps", True)
         row(f"search max_results={mr}: p50 (ms)", f"s{mr}_p50", False)
         row(f"search max_results={mr}: p99 (ms)", f"s{mr}_p99", False,
             "p99 ≤ 1/10 (≥ 10x lower)", lambda ff, r: r is not None and r >= 10)
+        cpu_rows(f"s{mr}", "query")
     # RSS row (single reading)
     cells = ["server RSS after the load (MiB, all processes)"]
     for s in present:
@@ -294,8 +310,13 @@ def main():
         w("| " + " | ".join(cells) + " |")
     w("")
     if seeds:
-        w("Seeding the 10,000-run experiment through the API (8 clients, runs/create + one "
-          "log-batch per run): " + "; ".join(f"{s} {r['elapsed_s']:.0f} s" for s, r in seeds.items()) + ".")
+        how = {"api": "through its API (8 clients, runs/create + one log-batch per run)",
+               "sql": "experiment through its API, runs by COPY into its tables"}
+        w("Seeding the search experiment: " + "; ".join(
+            f"{s} {how.get(r.get('method', 'api'), '?')}, {r['elapsed_s']:.0f} s" for s, r in seeds.items())
+          + ". Read back through every server's API and compared: "
+          + ("identical." if any(r["measure"] == "seed-check" and r.get("identical") for r in rows)
+             else "no check recorded."))
         w("")
     if rss:
         w("Processes counted for memory (RSS / PSS in MiB, after the load):")

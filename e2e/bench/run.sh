@@ -291,19 +291,24 @@ for s in "${servers[@]}"; do check_args+=("$s=${url[$s]}=${exp_id[$s]}"); done
 python3 "$here/check_seed.py" "$search_runs" "${check_args[@]}" | record \
   || die "the seeded experiments differ between servers (see above)"
 # ---------------------------------------------------------------------------------------------
-# measurements: per repetition, every server in turn (so machine noise spreads over all three)
+# measurements: per repetition, every server in turn (so machine noise spreads over all three).
+# Besides rates and latencies, each timed window reports the CPU time the server's processes and
+# its database's PostgreSQL backends used (from /proc): a per-request cost that depends much less
+# on other work sharing the machine than throughput does.
+clk_tck="$(getconf CLK_TCK 2>/dev/null || echo 100)"
 
 for rep in $(seq 1 "$reps"); do
   for s in "${servers[@]}"; do
     u="${url[$s]}"; lab=(--label "server=$s" --label "rep=$rep")
+    cpu=(--server-pid "${pid[$s]}" --db "${db_of[$s]}" --clk-tck "$clk_tck")
     log "rep $rep/$reps: $s"
     "$loadgen" log-batch --url "$u" --clients "$clients" --metrics 1000 --keys 10 \
-      --requests "$lb_requests" --duration "$lb_duration" "${lab[@]}" | record
+      --requests "$lb_requests" --duration "$lb_duration" "${cpu[@]}" "${lab[@]}" | record
     "$loadgen" log-metric --url "$u" --clients "$clients" \
-      --requests "$lm_requests" --duration "$lm_duration" "${lab[@]}" | record
+      --requests "$lm_requests" --duration "$lm_duration" "${cpu[@]}" "${lab[@]}" | record
     for mr in 100 1000; do
       "$loadgen" search --url "$u" --experiment-id "${exp_id[$s]}" --max-results "$mr" \
-        --clients "$search_clients" --queries "$search_queries" --duration "$search_duration" "${lab[@]}" | record
+        --clients "$search_clients" --queries "$search_queries" --duration "$search_duration" "${cpu[@]}" "${lab[@]}" | record
     done
     "$loadgen" keepalive --url "$u" --requests "$ka_requests" "${lab[@]}" | record
   done

@@ -16,7 +16,9 @@
 //!   loadgen keepalive  --url U [--requests 200]
 //!   loadgen rss        --pid PID
 //!
-//! Common: `--label k=v` (repeatable) copies k/v into the output object.
+//! Common: `--label k=v` (repeatable) copies k/v into the output object. log-batch, log-metric
+//! and search also take `--server-pid PID --db NAME [--clk-tck 100]` to report the CPU time the
+//! server's process tree and the PostgreSQL backends of database NAME used in the timed window.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -333,6 +335,149 @@ async fn create_run(conn: &mut Conn, body: &Value) -> Res<String> {
         .ok_or_else(|| format!("runs/create answered {answer}"))
 }
 
+/// CPU time used by the server under test and by the PostgreSQL backends serving its database,
+/// read from /proc before and after a timed window: unlike throughput it hardly depends on what
+/// else runs on the machine. Backends that exit inside the window are missed (the servers keep
+/// pooled connections, so this is rare).
+struct CpuWatch {
+    server_pid: Option<u32>,
+    db: Option<String>,
+    ticks_per_s: f64,
+}
+
+#[derive(Clone, Copy)]
+struct CpuSnapshot {
+    server_s: f64,
+    db_s: f64,
+}
+
+impl CpuWatch {
+    fn from_args(args: &Args) -> Res<Self> {
+        Ok(Self {
+            server_pid: match args.values.get("server-pid") {
+                Some(p) => Some(p.parse().map_err(|_| "--server-pid: not a number".to_owned())?),
+                None => None,
+            },
+            db: args.values.get("db").cloned(),
+            ticks_per_s: args.num("clk-tck", 100.0)?,
+        })
+    }
+
+    fn snapshot(&self) -> Option<CpuSnapshot> {
+        if self.server_pid.is_none() && self.db.is_none() {
+            return None;
+        }
+        let table = proc_table();
+        let mut server = 0_u64;
+        if let Some(root) = self.server_pid {
+            for pid in descendants(&table, root) {
+                server += table.get(&pid).map_or(0, |p| p.ticks);
+            }
+        }
+        let mut db = 0_u64;
+        if let Some(name) = &self.db {
+            for p in table.values() {
+                // backend titles: "postgres: USER DB HOST(PORT) STATE"
+                if p.cmdline.starts_with("postgres: ")
+                    && p.cmdline.split_whitespace().nth(2) == Some(name.as_str())
+                {
+                    db += p.ticks;
+                }
+            }
+        }
+        Some(CpuSnapshot {
+            server_s: server as f64 / self.ticks_per_s,
+            db_s: db as f64 / self.ticks_per_s,
+        })
+    }
+}
+
+/// CPU used between two snapshots, also per request.
+fn cpu_report(start: Option<CpuSnapshot>, end: Option<CpuSnapshot>, requests: u64) -> Value {
+    match (start, end) {
+        (Some(a), Some(b)) => {
+            let server = (b.server_s - a.server_s).max(0.0);
+            let db = (b.db_s - a.db_s).max(0.0);
+            let per = |x: f64| if requests > 0 { round3(x * 1000.0 / requests as f64) } else { Value::Null };
+            json!({
+                "server_s": round3(server),
+                "db_s": round3(db),
+                "server_ms_per_request": per(server),
+                "db_ms_per_request": per(db),
+            })
+        }
+        _ => Value::Null,
+    }
+}
+
+struct ProcInfo {
+    ppid: u32,
+    comm: String,
+    ticks: u64,
+    cmdline: String,
+}
+
+/// Every process: parent, name, utime+stime (clock ticks), command line.
+fn proc_table() -> HashMap<u32, ProcInfo> {
+    let mut table = HashMap::new();
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return table;
+    };
+    for entry in dir.flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // "pid (comm) state ppid pgrp session tty_nr tpgid flags minflt cminflt majflt cmajflt utime stime ..."
+        let Some(close) = stat.rfind(')') else { continue };
+        let comm = stat[stat.find('(').map_or(0, |i| i + 1)..close].to_owned();
+        let fields: Vec<&str> = stat[close + 1..].split_whitespace().collect();
+        let num = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline"))
+            .map(|raw| {
+                raw.split(|b| *b == 0)
+                    .filter(|a| !a.is_empty())
+                    .map(|a| String::from_utf8_lossy(a).into_owned())
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            })
+            .unwrap_or_default();
+        table.insert(
+            pid,
+            ProcInfo {
+                ppid: num(1) as u32,
+                comm,
+                ticks: num(11) + num(12),
+                cmdline,
+            },
+        );
+    }
+    table
+}
+
+/// `root` and all its descendants, parents first.
+fn descendants(table: &HashMap<u32, ProcInfo>, root: u32) -> Vec<u32> {
+    if !table.contains_key(&root) {
+        return Vec::new();
+    }
+    let mut tree = vec![root];
+    let mut i = 0;
+    while i < tree.len() {
+        let p = tree[i];
+        let mut children: Vec<u32> = table
+            .iter()
+            .filter(|(_, info)| info.ppid == p)
+            .map(|(c, _)| *c)
+            .collect();
+        children.sort_unstable();
+        tree.extend(children);
+        i += 1;
+    }
+    tree
+}
+
 /// What one load client did.
 #[derive(Default)]
 struct ClientStats {
@@ -354,7 +499,8 @@ async fn closed_loop(
     bodies: Vec<Vec<Bytes>>,
     warmup: usize,
     duration: Duration,
-) -> (Vec<ClientStats>, Instant) {
+    cpu: &CpuWatch,
+) -> (Vec<ClientStats>, Instant, Option<CpuSnapshot>) {
     let barrier = Arc::new(Barrier::new(bodies.len() + 1));
     let start_cell = Arc::new(std::sync::OnceLock::<Instant>::new());
     let mut tasks = Vec::new();
@@ -418,13 +564,14 @@ async fn closed_loop(
     }
     barrier.wait().await;
     let start = *start_cell.get_or_init(Instant::now);
+    let cpu_start = cpu.snapshot();
     let mut all = Vec::new();
     for task in tasks {
         if let Ok(stats) = task.await {
             all.push(stats);
         }
     }
-    (all, start)
+    (all, start, cpu_start)
 }
 
 fn merge(stats: Vec<ClientStats>, start: Instant) -> (u64, u64, Option<String>, Vec<f64>, u64, f64) {
@@ -530,7 +677,9 @@ async fn log_batch(args: &Args) -> Res<Value> {
     }
     let body_bytes = bodies.first().and_then(|b| b.first()).map_or(0, Bytes::len);
     let path = format!("{API}/runs/log-batch");
-    let (stats, start) = closed_loop(&target, &path, bodies, LOG_BATCH_WARMUP, duration).await;
+    let cpu = CpuWatch::from_args(args)?;
+    let (stats, start, cpu_start) = closed_loop(&target, &path, bodies, LOG_BATCH_WARMUP, duration, &cpu).await;
+    let cpu_end = cpu.snapshot();
     let (ok, errors, first_error, latencies, opened, elapsed) = merge(stats, start);
     let points = ok * metrics as u64;
     Ok(json!({
@@ -545,6 +694,7 @@ async fn log_batch(args: &Args) -> Res<Value> {
         "first_error": first_error,
         "elapsed_s": round3(elapsed),
         "points_per_s": round3(points as f64 / elapsed),
+        "cpu": cpu_report(cpu_start, cpu_end, ok),
         "requests_per_s": round3(ok as f64 / elapsed),
         "connections_opened": opened,
         "latency": latency_summary(latencies),
@@ -575,13 +725,16 @@ async fn log_metric(args: &Args) -> Res<Value> {
         })
         .collect();
     let path = format!("{API}/runs/log-metric");
-    let (stats, start) = closed_loop(&target, &path, bodies, LOG_METRIC_WARMUP, duration).await;
+    let cpu = CpuWatch::from_args(args)?;
+    let (stats, start, cpu_start) = closed_loop(&target, &path, bodies, LOG_METRIC_WARMUP, duration, &cpu).await;
+    let cpu_end = cpu.snapshot();
     let (ok, errors, first_error, latencies, opened, elapsed) = merge(stats, start);
     Ok(json!({
         "measure": "log-metric",
         "experiment_id": experiment_id,
         "clients": clients,
         "requests_ok": ok,
+        "cpu": cpu_report(cpu_start, cpu_end, ok),
         "errors": errors,
         "first_error": first_error,
         "elapsed_s": round3(elapsed),
@@ -866,8 +1019,10 @@ async fn search(args: &Args) -> Res<Value> {
             (out, errors, first_error, Instant::now(), conn.opened)
         }));
     }
+    let cpu = CpuWatch::from_args(args)?;
     barrier.wait().await;
     let start = Instant::now();
+    let cpu_start = cpu.snapshot();
     let mut all: Vec<(usize, f64)> = Vec::new();
     let mut errors = 0;
     let mut first_error: Option<String> = None;
@@ -883,6 +1038,7 @@ async fn search(args: &Args) -> Res<Value> {
         end = end.max(finished);
         opened += o;
     }
+    let cpu_end = cpu.snapshot();
     let elapsed = (end - start).as_secs_f64();
     let per_query: Vec<Value> = mix
         .iter()
@@ -909,6 +1065,7 @@ async fn search(args: &Args) -> Res<Value> {
         "first_error": first_error,
         "elapsed_s": round3(elapsed),
         "queries_per_s": round3(count as f64 / elapsed),
+        "cpu": cpu_report(cpu_start, cpu_end, count as u64),
         "connections_opened": opened,
         "latency": latency_summary(all.into_iter().map(|(_, ms)| ms).collect()),
         "per_query": per_query,
@@ -981,40 +1138,10 @@ fn rss(args: &Args) -> Res<Value> {
         .str("pid")?
         .parse()
         .map_err(|_| "--pid: not a number".to_owned())?;
-    let mut parent_of: HashMap<u32, u32> = HashMap::new();
-    let mut names: HashMap<u32, String> = HashMap::new();
-    for entry in std::fs::read_dir("/proc").map_err(|e| e.to_string())?.flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
-            continue;
-        };
-        // "pid (comm) state ppid ..."; comm may contain spaces and parentheses
-        let Some(close) = stat.rfind(')') else { continue };
-        let comm = stat[stat.find('(').map_or(0, |i| i + 1)..close].to_owned();
-        let mut fields = stat[close + 1..].split_whitespace();
-        let _state = fields.next();
-        if let Some(ppid) = fields.next().and_then(|p| p.parse().ok()) {
-            parent_of.insert(pid, ppid);
-            names.insert(pid, comm);
-        }
-    }
-    if !parent_of.contains_key(&root) {
+    let table = proc_table();
+    let tree = descendants(&table, root);
+    if tree.is_empty() {
         return Err(format!("no process {root}"));
-    }
-    let mut tree = vec![root];
-    let mut i = 0;
-    while i < tree.len() {
-        let p = tree[i];
-        let mut children: Vec<u32> = parent_of
-            .iter()
-            .filter(|&(_, pp)| *pp == p)
-            .map(|(c, _)| *c)
-            .collect();
-        children.sort_unstable();
-        tree.extend(children);
-        i += 1;
     }
     let field_kib = |text: &str, name: &str| -> u64 {
         text.lines()
@@ -1036,17 +1163,13 @@ fn rss(args: &Args) -> Res<Value> {
         rss_kib += rss;
         pss_kib += pss;
         hwm_kib += hwm;
-        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline"))
-            .map(|raw| {
-                raw.split(|b| *b == 0)
-                    .filter(|a| !a.is_empty())
-                    .map(|a| String::from_utf8_lossy(a).into_owned())
-                    .collect::<Vec<_>>()
-                    .join(" ")
-            })
-            .unwrap_or_default();
-        processes.push(json!({"pid": pid, "comm": names.get(pid), "cmdline": cmdline.chars().take(300).collect::<String>(),
-                              "rss_kib": rss, "pss_kib": pss, "hwm_kib": hwm}));
+        let info = table.get(pid);
+        processes.push(json!({
+            "pid": pid,
+            "comm": info.map(|p| p.comm.clone()),
+            "cmdline": info.map(|p| p.cmdline.chars().take(300).collect::<String>()),
+            "rss_kib": rss, "pss_kib": pss, "hwm_kib": hwm,
+        }));
     }
     Ok(json!({
         "measure": "rss",
