@@ -46,18 +46,22 @@ step "generated files are committed"
 make --no-print-directory generate-check
 
 step "postgres"
-eval "$(bash e2e/setup/postgres.sh)"
+# Capture first: `eval "$(cmd)"` would swallow a failing cmd under set -e.
+pg_env=$(bash e2e/setup/postgres.sh)
+eval "$pg_env"
 export FERROFLOW_TEST_PG_URL
 
 step "python venv with mlflow"
-eval "$(bash e2e/setup/venv.sh)"
+venv_env=$(bash e2e/setup/venv.sh)
+eval "$venv_env"
 export FERROFLOW_VENV
 
 step "Dockerfile lint (static: no container engine here)"
 "$FERROFLOW_VENV/bin/hadolint" Dockerfile
 
 step "kubernetes control plane"
-eval "$(bash e2e/cluster/up.sh)"
+cluster_env=$(bash e2e/cluster/up.sh)
+eval "$cluster_env"
 export FERROFLOW_KUBECONFIG FERROFLOW_KUBECTL
 
 step "rust tests"
