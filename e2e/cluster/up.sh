@@ -62,7 +62,14 @@ start() {
   # setsid: the control plane outlives this script and the terminal or test
   # runner that called it; down.sh stops it by PID.
   setsid "$BIN/$name" "$@" >>"$LOGS/$name.log" 2>&1 </dev/null &
-  echo $! >"$RUN/$name.pid"
+  # setsid forks (and its own PID exits at once) when it starts as a process-group
+  # leader, so record the component's PID, found by its exact binary path.
+  local launcher=$! real="" deadline=$((SECONDS + 10))
+  while [[ -z $real && $SECONDS -lt $deadline ]]; do
+    real=$(pgrep -n -f "^$BIN/$name( |$)" || true)
+    [[ -n $real ]] || sleep 0.1
+  done
+  echo "${real:-$launcher}" >"$RUN/$name.pid"
 }
 
 fail() {
