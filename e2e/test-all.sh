@@ -17,6 +17,15 @@ if [[ -n ${CI:-} && -z ${CARGO_TARGET_DIR:-} ]]; then
 fi
 TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
 
+# Two runs on one machine would share the Postgres and control-plane ports and state folder,
+# and one's teardown would stop the other's servers: the second run waits for the first.
+mkdir -p "$FERROFLOW_E2E_STATE"
+exec 9>"$FERROFLOW_E2E_STATE.lock"
+if ! flock -n 9; then
+  echo "test-all: another run holds $FERROFLOW_E2E_STATE.lock; waiting for it (up to 60 min)" >&2
+  flock -w 3600 9 || { echo "test-all: gave up waiting for $FERROFLOW_E2E_STATE.lock" >&2; exit 1; }
+fi
+
 step() { printf '\n== %s (%ss)\n' "$*" "$SECONDS" >&2; }
 
 cleanup() {

@@ -88,7 +88,7 @@ wait_http() {
   shift 2
   local deadline=$((SECONDS + secs)) err
   until err=$(curl -fsS -o /dev/null --max-time 2 "$@" 2>&1); do
-    pid_of_running "$name" >/dev/null || fail "$name exited during start-up"
+    pid_of_running "$name" >/dev/null || fail "$name" "exited during start-up"
     ((SECONDS < deadline)) || fail "$name" "not healthy after ${secs}s: $err"
     sleep 0.2
   done

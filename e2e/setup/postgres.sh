@@ -116,23 +116,19 @@ EOF
     fi
     log "starting on 127.0.0.1:$port (log $logfile)"
     touch "$logfile" && chown "$pg_owner" "$logfile" 2>/dev/null || true
-    # port, address and socket dir on the command line so a changed FERROFLOW_PG_PORT applies
-    as_pg "$bindir/pg_ctl" -D "$data" -l "$logfile" -W \
-      -o "-p $port -c listen_addresses=127.0.0.1 -c unix_socket_directories=$sockdir" start >&2
+    # Port, address and socket dir on the command line so a changed FERROFLOW_PG_PORT applies.
+    # pg_ctl -w waits for the postmaster itself: polling postmaster.pid after -W races with
+    # the postmaster writing it and reported a starting server as dead.
+    local logstart
+    logstart=$(($(wc -l <"$logfile") + 1))
+    if ! as_pg "$bindir/pg_ctl" -D "$data" -l "$logfile" -w -t "$start_timeout" \
+      -o "-p $port -c listen_addresses=127.0.0.1 -c unix_socket_directories=$sockdir" start >&2; then
+      tail -n "+$logstart" "$logfile" | tail -n 50 >&2 || true
+      die "PostgreSQL did not start within ${start_timeout}s (log above, from $logfile)"
+    fi
   fi
 
-  local deadline=$((SECONDS + start_timeout))
-  until is_ready; do
-    if (( SECONDS >= deadline )); then
-      tail -n 50 "$logfile" >&2 || true
-      die "PostgreSQL did not accept connections on 127.0.0.1:$port within ${start_timeout}s"
-    fi
-    if ! is_ours_running; then
-      tail -n 50 "$logfile" >&2 || true
-      die "PostgreSQL exited during start-up"
-    fi
-    sleep 0.2
-  done
+  is_ready || die "PostgreSQL runs from $data but does not answer on 127.0.0.1:$port"
   log "ready: $url"
   echo "export FERROFLOW_TEST_PG_URL=$url"
 }
