@@ -23,11 +23,14 @@ lint: ## formatting and clippy, as CI checks them
 unit: ## Rust tests only (Postgres tests skip unless FERROFLOW_TEST_PG_URL is set)
 	$(CARGO) test --locked
 
-generate: ## regenerate checked-in generated files
-	@true
+generate: ## regenerate checked-in generated files: crds/ from `ferroflow crd`, the Argo CD snippet
+	$(CARGO) run --quiet --locked -- crd --output-dir crds
+	bash config/argocd/generate.sh
 
 generate-check: generate ## fail when generated files differ from what is committed
-	git diff --exit-code -- crds charts
+	git diff --exit-code -- crds charts config
+	@untracked=$$(git ls-files --others --exclude-standard -- crds charts config); \
+	if [ -n "$$untracked" ]; then echo "generated but not committed: $$untracked"; exit 1; fi
 
 fuzz: ## fuzz the search filter parser for 10 minutes (needs the nightly toolchain)
 	cd fuzz && $(CARGO) +nightly fuzz run filter -- -max_total_time=600

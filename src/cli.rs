@@ -40,6 +40,10 @@ pub enum LogFormat {
 pub enum Command {
     /// Run the MLflow-compatible tracking server.
     Server(ServerArgs),
+    /// Run the Kubernetes operator: reconcile ferroflow.dev resources into the store.
+    Operator(OperatorArgs),
+    /// Print the CustomResourceDefinitions as YAML (or write one file per kind).
+    Crd(CrdArgs),
     /// Manage the metadata database.
     Db {
         #[command(subcommand)]
@@ -81,4 +85,48 @@ pub enum DbCommand {
         #[arg(env = "MLFLOW_BACKEND_STORE_URI", default_value = DEFAULT_BACKEND_STORE_URI)]
         url: String,
     },
+}
+
+#[derive(Debug, clap::Args)]
+pub struct OperatorArgs {
+    /// Metadata store shared with `ferroflow server` (Postgres in a cluster).
+    #[arg(long, env = "MLFLOW_BACKEND_STORE_URI", default_value = DEFAULT_BACKEND_STORE_URI)]
+    pub backend_store_uri: String,
+    /// Artifact root recorded on experiments the operator creates (as `server`'s flag).
+    #[arg(
+        long,
+        env = "MLFLOW_DEFAULT_ARTIFACT_ROOT",
+        default_value = "mlflow-artifacts:"
+    )]
+    pub default_artifact_root: String,
+    /// Address for `/metrics` (Prometheus), `/healthz` and `/readyz`.
+    #[arg(
+        long,
+        env = "FERROFLOW_METRICS_ADDRESS",
+        default_value = "0.0.0.0:8080"
+    )]
+    pub metrics_address: std::net::SocketAddr,
+    /// Namespace of the leader-election Lease (the operator's own namespace in a cluster).
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    pub lease_namespace: String,
+    /// Name of the leader-election Lease; replicas sharing it elect one leader.
+    #[arg(
+        long,
+        env = "FERROFLOW_LEASE_NAME",
+        default_value = "ferroflow-operator"
+    )]
+    pub lease_name: String,
+    /// This replica's identity in the Lease (the Pod name in a cluster).
+    #[arg(long, env = "POD_NAME")]
+    pub identity: Option<String>,
+    /// Write the chosen metrics address to this file once listening (tests use port 0).
+    #[arg(long, env = "FERROFLOW_ADDRESS_FILE")]
+    pub address_file: Option<PathBuf>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct CrdArgs {
+    /// Write `<plural>.<group>.yaml` per kind into this folder instead of printing one stream.
+    #[arg(long)]
+    pub output_dir: Option<PathBuf>,
 }

@@ -8,6 +8,10 @@ pub mod api;
 pub mod artifacts;
 /// Command-line interface of the one binary.
 pub mod cli;
+/// Custom resource types (`ferroflow.dev/v1alpha1`): schemas, CEL rules, conditions.
+pub mod crd;
+/// The Kubernetes operator (`ferroflow operator`): one reconciler per kind.
+pub mod operator;
 /// Percent-decoding for URLs and object names.
 pub mod percent;
 /// The `server` subcommand: wiring store, API and shutdown.

@@ -3,10 +3,11 @@
 
 use std::process::ExitCode;
 
+use anyhow::Context;
 use clap::Parser;
-use ferroflow::cli::{Cli, Command, DbCommand};
+use ferroflow::cli::{Cli, Command, CrdArgs, DbCommand};
 use ferroflow::store::Store;
-use ferroflow::{server, telemetry};
+use ferroflow::{crd, operator, server, telemetry};
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -14,6 +15,8 @@ async fn main() -> ExitCode {
     telemetry::init(cli.log_format);
     let result = match cli.command {
         Command::Server(args) => server::run(args, shutdown_signal()).await,
+        Command::Operator(args) => operator::run(args, shutdown_signal()).await,
+        Command::Crd(args) => print_crds(&args),
         Command::Db {
             command: DbCommand::Upgrade { url },
         } => upgrade(&url).await,
@@ -32,6 +35,21 @@ async fn upgrade(url: &str) -> anyhow::Result<()> {
     store.migrate().await?;
     store.close().await;
     eprintln!("database at {} is up to date", server::redact(url));
+    Ok(())
+}
+
+fn print_crds(args: &CrdArgs) -> anyhow::Result<()> {
+    let crds = crd::all();
+    let Some(dir) = &args.output_dir else {
+        print!("{}", crd::to_yaml(&crds)?);
+        return Ok(());
+    };
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    for one in &crds {
+        let path = dir.join(crd::file_name(one));
+        std::fs::write(&path, crd::to_yaml(std::slice::from_ref(one))?)
+            .with_context(|| format!("writing {}", path.display()))?;
+    }
     Ok(())
 }
 

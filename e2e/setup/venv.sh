@@ -3,19 +3,19 @@
 #
 #   eval "$(e2e/setup/venv.sh)"      # last stdout line: export FERROFLOW_VENV=...
 #
-# The venv lives outside the repository (default $HOME/.cache/ferroflow/venv) so that fresh
-# clones on the same machine reuse it. It is keyed by a hash of e2e/requirements.txt and of the
-# interpreter's version: when either changes it is rebuilt from scratch. Everything except the
-# final export line goes to stderr. Idempotent and safe to run concurrently (flock).
+# The venv lives outside the repository so that fresh clones on the same machine reuse it:
+# $HOME/.cache/ferroflow/venvs/<key>, keyed by a hash of e2e/requirements.txt and of the
+# interpreter's version. A checkout with other requirements gets a venv of its own instead of
+# rebuilding one another run is using; venvs unused for two days are removed. Everything except
+# the final export line goes to stderr. Idempotent and safe to run concurrently (flock).
 #
 # Environment:
-#   FERROFLOW_VENV    where the venv lives (default $HOME/.cache/ferroflow/venv)
+#   FERROFLOW_VENV    use this folder instead (rebuilt in place when the key changes)
 #   FERROFLOW_PYTHON  interpreter to build it with (default: python3)
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 req="$here/../requirements.txt"
-venv="${FERROFLOW_VENV:-$HOME/.cache/ferroflow/venv}"
 python="${FERROFLOW_PYTHON:-python3}"
 
 log() { printf 'venv.sh: %s\n' "$*" >&2; }
@@ -36,6 +36,12 @@ if ! "$python" -c 'import ensurepip, venv' >/dev/null 2>&1; then
 fi
 
 key="$( { cat "$req"; "$python" -c 'import sys; print(sys.version)'; } | sha256sum | cut -c1-16)"
+venvs="$HOME/.cache/ferroflow/venvs"
+venv="${FERROFLOW_VENV:-$venvs/$key}"
+if [[ -z "${FERROFLOW_VENV:-}" && -d "$venvs" ]]; then
+  # Other keys' venvs not used for two days: old requirements nobody runs any more.
+  find "$venvs" -mindepth 1 -maxdepth 1 -type d ! -name "$key" -mtime +2 -exec rm -rf {} + 2>/dev/null || true
+fi
 stamp="$venv/.ferroflow-requirements-hash"
 
 mkdir -p "$(dirname "$venv")"
@@ -45,6 +51,7 @@ flock 9
 if [[ -x "$venv/bin/python" && -f "$stamp" && "$(cat "$stamp")" == "$key" ]] \
    && "$venv/bin/python" -c 'import mlflow, pytest' >/dev/null 2>&1; then
   log "reusing $venv (requirements hash $key)"
+  touch "$venv"
 else
   log "building $venv (requirements hash $key); this takes a few minutes"
   rm -rf "$venv"

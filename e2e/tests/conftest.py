@@ -132,6 +132,8 @@ class Server:
     log_path: Path
     proc: subprocess.Popen
     artifacts: Path
+    # The backend store URI the server was started with (the operator shares it).
+    store_uri: str = ""
     extra: dict = field(default_factory=dict)
 
     def log_tail(self, since: int = 0, max_chars: int = 20000) -> str:
@@ -272,7 +274,7 @@ def server(request, backend, tmp_path_factory) -> Server:
             cwd=workdir, env=env, start_new_session=True,
         )
     srv = Server(impl=impl, backend=backend, url=f"http://127.0.0.1:{port}",
-                 log_path=log_path, proc=proc, artifacts=artifacts)
+                 log_path=log_path, proc=proc, artifacts=artifacts, store_uri=store_uri)
     try:
         _wait_healthy(srv, time.monotonic() + START_TIMEOUT_S)
         yield srv

@@ -1,0 +1,281 @@
+//! Status conditions shared by every kind: `metav1.Condition` entries keyed by type, a closed
+//! reason vocabulary, and the kstatus-shaped block (`observedGeneration`, `conditions`,
+//! `lastFailure`) that Argo CD and Flux read. Pure data and pure functions: no I/O here.
+
+use std::fmt;
+
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+
+/// The summary condition: True once the store matches the spec.
+pub const READY: &str = "Ready";
+/// True while something is under way that will finish by itself (a rollout, a run).
+pub const PROGRESSING: &str = "Progressing";
+/// True when the operator cannot go on without a human changing the spec or the store.
+pub const STALLED: &str = "Stalled";
+
+/// Why a condition has its status. A closed vocabulary, so dashboards and health checks can
+/// match on it; the message carries the details.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    /// The store matches the spec.
+    Reconciled,
+    /// First reconcile, or a change being applied.
+    Reconciling,
+    /// The resource is being deleted and its deletion policy applied.
+    Deleting,
+    /// A referenced model version does not exist in the store.
+    VersionNotFound,
+    /// The referenced registered model (resource or store row) does not exist.
+    ModelNotFound,
+    /// Another resource already declares the same store row.
+    OwnedElsewhere,
+    /// The spec passed the schema but the store refuses it (e.g. a name MLflow rejects).
+    InvalidSpec,
+    /// The metadata store could not be reached or failed; retried with backoff.
+    StoreUnavailable,
+}
+
+impl Reason {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Reason::Reconciled => "Reconciled",
+            Reason::Reconciling => "Reconciling",
+            Reason::Deleting => "Deleting",
+            Reason::VersionNotFound => "VersionNotFound",
+            Reason::ModelNotFound => "ModelNotFound",
+            Reason::OwnedElsewhere => "OwnedElsewhere",
+            Reason::InvalidSpec => "InvalidSpec",
+            Reason::StoreUnavailable => "StoreUnavailable",
+        }
+    }
+
+    /// Terminal reasons need a human (or another resource) to change something; the operator
+    /// reports them as Stalled instead of retrying in a hot loop.
+    pub fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            Reason::VersionNotFound
+                | Reason::ModelNotFound
+                | Reason::OwnedElsewhere
+                | Reason::InvalidSpec
+        )
+    }
+}
+
+impl fmt::Display for Reason {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// The last thing that went wrong, kept until the resource is Ready again (KServe's
+/// `lastFailureInfo`): conditions say what is true now, this says why it was not.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct LastFailure {
+    /// Machine-readable reason, one of the condition reasons.
+    pub reason: String,
+    /// What failed, for people.
+    pub message: String,
+    /// When it failed.
+    pub time: Time,
+}
+
+/// The part of `status` every ferroflow kind shares, in kstatus's shape.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct ReconcileState {
+    /// The `metadata.generation` this status describes; lags while a spec change is applied.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub observed_generation: Option<i64>,
+    /// Ready (summary), Stalled (a human must act); one entry per type.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
+    pub conditions: Vec<Condition>,
+    /// The most recent failure, cleared once Ready.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_failure: Option<LastFailure>,
+}
+
+/// The outcome of one reconcile, as conditions will show it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Outcome {
+    pub ready: bool,
+    pub reason: Reason,
+    pub message: String,
+}
+
+impl Outcome {
+    pub fn ready(message: impl Into<String>) -> Self {
+        Outcome {
+            ready: true,
+            reason: Reason::Reconciled,
+            message: message.into(),
+        }
+    }
+
+    pub fn not_ready(reason: Reason, message: impl Into<String>) -> Self {
+        Outcome {
+            ready: false,
+            reason,
+            message: message.into(),
+        }
+    }
+}
+
+impl ReconcileState {
+    /// The condition of `type_`, if present.
+    pub fn condition(&self, type_: &str) -> Option<&Condition> {
+        self.conditions.iter().find(|c| c.type_ == type_)
+    }
+
+    /// Records `outcome` for `generation`: Ready and Stalled set, `lastFailure` kept or
+    /// cleared. `lastTransitionTime` moves only when a condition's status flips, so writing
+    /// the same outcome twice changes nothing.
+    pub fn record(&mut self, generation: Option<i64>, outcome: &Outcome, now: &Time) {
+        self.observed_generation = generation;
+        let ready_status = if outcome.ready { "True" } else { "False" };
+        let stalled_status = if outcome.reason.is_terminal() {
+            "True"
+        } else {
+            "False"
+        };
+        let stalled_reason = if outcome.reason.is_terminal() {
+            outcome.reason
+        } else {
+            Reason::Reconciled
+        };
+        self.set(
+            READY,
+            ready_status,
+            outcome.reason,
+            &outcome.message,
+            generation,
+            now,
+        );
+        let stalled_message = if outcome.reason.is_terminal() {
+            outcome.message.as_str()
+        } else {
+            "nothing needs a human"
+        };
+        self.set(
+            STALLED,
+            stalled_status,
+            stalled_reason,
+            stalled_message,
+            generation,
+            now,
+        );
+        if outcome.ready {
+            self.last_failure = None;
+        } else if outcome.reason != Reason::Reconciling && outcome.reason != Reason::Deleting {
+            let unchanged = self.last_failure.as_ref().is_some_and(|failure| {
+                failure.reason == outcome.reason.as_str() && failure.message == outcome.message
+            });
+            if !unchanged {
+                self.last_failure = Some(LastFailure {
+                    reason: outcome.reason.as_str().to_owned(),
+                    message: outcome.message.clone(),
+                    time: now.clone(),
+                });
+            }
+        }
+    }
+
+    fn set(
+        &mut self,
+        type_: &str,
+        status: &str,
+        reason: Reason,
+        message: &str,
+        generation: Option<i64>,
+        now: &Time,
+    ) {
+        let condition = Condition {
+            type_: type_.to_owned(),
+            status: status.to_owned(),
+            reason: reason.as_str().to_owned(),
+            message: message.to_owned(),
+            observed_generation: generation,
+            last_transition_time: now.clone(),
+        };
+        match self.conditions.iter_mut().find(|c| c.type_ == type_) {
+            Some(existing) => {
+                let last_transition_time = if existing.status == status {
+                    existing.last_transition_time.clone()
+                } else {
+                    now.clone()
+                };
+                *existing = Condition {
+                    last_transition_time,
+                    ..condition
+                };
+            }
+            None => self.conditions.push(condition),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use k8s_openapi::jiff::Timestamp;
+
+    fn at(seconds: i64) -> Time {
+        Time(Timestamp::from_second(seconds).unwrap())
+    }
+
+    #[test]
+    fn transition_time_moves_only_when_status_flips() {
+        let mut state = ReconcileState::default();
+        state.record(
+            Some(1),
+            &Outcome::not_ready(Reason::Reconciling, "starting"),
+            &at(10),
+        );
+        state.record(Some(2), &Outcome::ready("done"), &at(20));
+        state.record(Some(3), &Outcome::ready("still done"), &at(30));
+        let ready = state.condition(READY).unwrap();
+        assert_eq!(ready.status, "True");
+        assert_eq!(ready.message, "still done");
+        assert_eq!(ready.observed_generation, Some(3));
+        assert_eq!(ready.last_transition_time, at(20));
+        assert_eq!(state.observed_generation, Some(3));
+        assert_eq!(state.conditions.len(), 2);
+    }
+
+    #[test]
+    fn terminal_reason_stalls_and_is_remembered_until_ready() {
+        let mut state = ReconcileState::default();
+        let missing = Outcome::not_ready(Reason::VersionNotFound, "version 9 of churn not found");
+        state.record(Some(1), &missing, &at(10));
+        assert_eq!(state.condition(STALLED).unwrap().status, "True");
+        assert_eq!(state.condition(STALLED).unwrap().reason, "VersionNotFound");
+        let failure = state.last_failure.clone().unwrap();
+        assert_eq!(failure.reason, "VersionNotFound");
+        // The same failure again keeps its first time.
+        state.record(Some(1), &missing, &at(20));
+        assert_eq!(state.last_failure.as_ref().unwrap().time, at(10));
+        state.record(Some(2), &Outcome::ready("ok"), &at(30));
+        assert_eq!(state.condition(STALLED).unwrap().status, "False");
+        assert!(state.last_failure.is_none());
+    }
+
+    #[test]
+    fn transient_reason_is_not_stalled() {
+        let mut state = ReconcileState::default();
+        state.record(
+            Some(1),
+            &Outcome::not_ready(Reason::StoreUnavailable, "connection refused"),
+            &at(10),
+        );
+        assert_eq!(state.condition(READY).unwrap().status, "False");
+        assert_eq!(state.condition(STALLED).unwrap().status, "False");
+        assert_eq!(
+            state.last_failure.as_ref().unwrap().reason,
+            "StoreUnavailable"
+        );
+    }
+}

@@ -1,0 +1,42 @@
+//! What every reconciler shares: the kube client, the store, the event recorder and metrics.
+
+use kube::Client;
+use kube::runtime::events::{Recorder, Reporter};
+
+use super::metrics::Metrics;
+use crate::store::Store;
+
+/// Field manager of every server-side apply the operator makes.
+pub const FIELD_MANAGER: &str = "ferroflow-operator";
+/// Finalizer that applies `deletionPolicy` before a resource goes away.
+pub const FINALIZER: &str = "ferroflow.dev/cleanup";
+
+pub struct Context {
+    pub client: Client,
+    pub store: Store,
+    pub recorder: Recorder,
+    pub metrics: Metrics,
+    /// Artifact root recorded on experiments the operator creates (as `server`'s flag).
+    pub default_artifact_root: String,
+}
+
+impl Context {
+    pub fn new(
+        client: Client,
+        store: Store,
+        identity: &str,
+        default_artifact_root: String,
+    ) -> Self {
+        let reporter = Reporter {
+            controller: FIELD_MANAGER.to_owned(),
+            instance: Some(identity.to_owned()),
+        };
+        Context {
+            recorder: Recorder::new(client.clone(), reporter),
+            client,
+            store,
+            metrics: Metrics::default(),
+            default_artifact_root,
+        }
+    }
+}

@@ -1,0 +1,54 @@
+//! The operator's errors. Each variant names the step that failed; its name is the metric
+//! label and the Warning event reason. Store failures that a human must fix are not errors
+//! here: they become a condition (see `reconcile::Failure`).
+
+use kube::runtime::finalizer;
+
+#[derive(Debug, thiserror::Error)]
+pub enum Error {
+    /// The store failed in a way worth retrying (connection, timeout, database error).
+    #[error("failed to reach the metadata store for {object}")]
+    StoreUnavailable {
+        object: String,
+        #[source]
+        source: crate::store::Error,
+    },
+    /// Reading another resource (e.g. the RegisteredModel a ModelVersion names) failed.
+    #[error("failed to read {object}")]
+    ReadResource {
+        object: String,
+        #[source]
+        source: kube::Error,
+    },
+    /// Writing the status subresource failed.
+    #[error("failed to patch the status of {object}")]
+    PatchStatus {
+        object: String,
+        #[source]
+        source: kube::Error,
+    },
+    /// Adding or removing the finalizer failed, or the wrapped reconcile failed.
+    #[error("failed to reconcile {object} through its finalizer")]
+    Finalizer {
+        object: String,
+        #[source]
+        source: Box<finalizer::Error<Error>>,
+    },
+}
+
+impl Error {
+    /// The variant's name: metric label and event reason.
+    pub fn reason(&self) -> &'static str {
+        match self {
+            Error::StoreUnavailable { .. } => "StoreUnavailable",
+            Error::ReadResource { .. } => "ReadResource",
+            Error::PatchStatus { .. } => "PatchStatus",
+            Error::Finalizer { source, .. } => match source.as_ref() {
+                finalizer::Error::ApplyFailed(inner) | finalizer::Error::CleanupFailed(inner) => {
+                    inner.reason()
+                }
+                _ => "Finalizer",
+            },
+        }
+    }
+}

@@ -1,0 +1,158 @@
+//! Reconciles an Experiment: create or adopt the MLflow experiment by name, keep description
+//! and tags as the spec says; on deletion, soft-delete (`Delete`) or leave it (`Retain`).
+
+use std::collections::BTreeSet;
+
+use super::context::Context;
+use super::reconcile::{Failure, Reconciler};
+use crate::crd::{DeletionPolicy, Experiment, ExperimentStatus, Outcome, Reason, ReconcileState};
+use crate::store::{self, KeyValue};
+
+/// MLflow keeps an experiment's description in this tag.
+const DESCRIPTION_TAG: &str = "mlflow.note.content";
+const LIFECYCLE_DELETED: &str = "deleted";
+
+impl Reconciler for Experiment {
+    type Status = ExperimentStatus;
+    const KIND: &'static str = "Experiment";
+
+    fn status(&self) -> Option<&ExperimentStatus> {
+        self.status.as_ref()
+    }
+
+    fn state(status: &ExperimentStatus) -> &ReconcileState {
+        &status.state
+    }
+
+    fn state_mut(status: &mut ExperimentStatus) -> &mut ReconcileState {
+        &mut status.state
+    }
+
+    async fn sync(&self, ctx: &Context, status: &mut ExperimentStatus) -> Result<Outcome, Failure> {
+        let name = self.experiment_name();
+        let mut experiment = find_or_create(ctx, self, name).await?;
+        if experiment.lifecycle_stage == LIFECYCLE_DELETED {
+            // Declared in git means it should exist: bring back what someone deleted.
+            ctx.store
+                .restore_experiment(experiment.experiment_id)
+                .await?;
+            experiment = ctx.store.get_experiment(experiment.experiment_id).await?;
+        }
+        status.experiment_id = Some(experiment.experiment_id.to_string());
+        status.experiment_name = Some(experiment.name.clone());
+        status.lifecycle_stage = Some(experiment.lifecycle_stage.clone());
+        if let Some(location) = &self.spec.artifact_location
+            && *location != experiment.artifact_location
+        {
+            return Err(Failure::Report(Outcome::not_ready(
+                Reason::InvalidSpec,
+                format!(
+                    "experiment '{name}' already exists with artifact location '{}', not '{location}'; \
+                     MLflow cannot move it: remove artifactLocation or use another experimentName",
+                    experiment.artifact_location
+                ),
+            )));
+        }
+
+        let mut desired: Vec<KeyValue> = self
+            .spec
+            .tags
+            .iter()
+            .map(|(key, value)| KeyValue::new(key, value))
+            .collect();
+        if let Some(description) = &self.spec.description {
+            desired.push(KeyValue::new(DESCRIPTION_TAG, description));
+        }
+        for tag in &desired {
+            let current = experiment.tags.iter().find(|t| t.key == tag.key);
+            if current.map(|t| &t.value) != Some(&tag.value) {
+                ctx.store
+                    .set_experiment_tag(experiment.experiment_id, tag)
+                    .await?;
+            }
+        }
+        let desired_keys: BTreeSet<&str> = desired.iter().map(|t| t.key.as_str()).collect();
+        for key in &status.managed_tag_keys {
+            let present = experiment.tags.iter().any(|t| &t.key == key);
+            if present && !desired_keys.contains(key.as_str()) {
+                match ctx
+                    .store
+                    .delete_experiment_tag(experiment.experiment_id, key)
+                    .await
+                {
+                    Ok(()) | Err(store::Error::NotFound(_)) => {}
+                    Err(error) => return Err(error.into()),
+                }
+            }
+        }
+        status.managed_tag_keys = desired_keys.into_iter().map(str::to_owned).collect();
+        Ok(Outcome::ready(format!(
+            "experiment '{}' (id {}) matches the spec",
+            experiment.name, experiment.experiment_id
+        )))
+    }
+
+    async fn cleanup(&self, ctx: &Context) -> Result<(), Failure> {
+        if self.spec.deletion_policy != DeletionPolicy::Delete {
+            return Ok(());
+        }
+        let experiment = match ctx
+            .store
+            .get_experiment_by_name(self.experiment_name())
+            .await
+        {
+            Ok(experiment) => experiment,
+            Err(store::Error::NotFound(_)) => return Ok(()),
+            Err(error) => return Err(error.into()),
+        };
+        // Only the experiment this resource reconciled: a same-named one created after a
+        // Retain-style hand-over is not ours to delete.
+        let ours = self
+            .status
+            .as_ref()
+            .and_then(|s| s.experiment_id.as_deref());
+        if ours != Some(experiment.experiment_id.to_string().as_str())
+            || experiment.lifecycle_stage == LIFECYCLE_DELETED
+        {
+            return Ok(());
+        }
+        ctx.store
+            .delete_experiment(experiment.experiment_id)
+            .await?;
+        Ok(())
+    }
+}
+
+async fn find_or_create(
+    ctx: &Context,
+    obj: &Experiment,
+    name: &str,
+) -> Result<store::experiments::Experiment, Failure> {
+    match ctx.store.get_experiment_by_name(name).await {
+        Ok(experiment) => return Ok(experiment),
+        Err(store::Error::NotFound(_)) => {}
+        Err(error) => return Err(error.into()),
+    }
+    let tags: Vec<KeyValue> = obj
+        .spec
+        .tags
+        .iter()
+        .map(|(key, value)| KeyValue::new(key, value))
+        .collect();
+    match ctx
+        .store
+        .create_experiment(
+            name,
+            obj.spec.artifact_location.as_deref(),
+            &tags,
+            &ctx.default_artifact_root,
+        )
+        .await
+    {
+        // Someone created it between our read and our write: adopt theirs.
+        Ok(_) | Err(store::Error::AlreadyExists(_)) => {
+            Ok(ctx.store.get_experiment_by_name(name).await?)
+        }
+        Err(error) => Err(error.into()),
+    }
+}

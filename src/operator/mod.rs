@@ -1,0 +1,265 @@
+//! `ferroflow operator`: while holding the leader Lease, one kube-runtime Controller per kind
+//! reconciles ferroflow.dev resources into the metadata store. Registry changes made through
+//! the REST API reach the controllers through the store's LISTEN/NOTIFY stream, so a resource
+//! that depends on them is reconciled within a second instead of at the next resync.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context as _;
+use axum::Router;
+use axum::extract::State;
+use axum::http::StatusCode;
+use axum::routing::get;
+use futures::channel::mpsc;
+use futures::{FutureExt, StreamExt};
+use kube::runtime::reflector::{ObjectRef, Store as Cache};
+use kube::runtime::{Controller, watcher};
+use kube::{Api, Client, ResourceExt};
+
+use crate::cli::OperatorArgs;
+use crate::crd::{Experiment, ModelVersion, RegisteredModel};
+use crate::store::Store;
+use crate::store::notify::{self, RegistryEvent};
+
+pub mod context;
+pub mod error;
+pub mod lease;
+pub mod metrics;
+pub mod reconcile;
+
+mod experiment;
+mod model_version;
+mod registered_model;
+
+use context::Context;
+use lease::LeaderElection;
+use reconcile::{Reconciler, error_policy, reconcile};
+
+/// Runs the operator until `shutdown` resolves or the Lease is lost.
+pub async fn run(
+    args: OperatorArgs,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    // Both rustls crypto providers are compiled in (kube: ring, object_store: aws-lc-rs), so
+    // rustls cannot choose; kube-client is built and tested with ring. Err: already installed.
+    let _already_installed = rustls::crypto::ring::default_provider().install_default();
+    let client = Client::try_default()
+        .await
+        .context("failed to configure the Kubernetes client (in-cluster or KUBECONFIG)")?;
+    let store = Store::connect(&args.backend_store_uri)
+        .await
+        .with_context(|| {
+            format!(
+                "failed to open the store {}",
+                crate::server::redact(&args.backend_store_uri)
+            )
+        })?;
+    store
+        .migrate()
+        .await
+        .context("failed to migrate the store")?;
+    let identity = args
+        .identity
+        .clone()
+        .unwrap_or_else(|| format!("ferroflow-operator-{}", uuid::Uuid::new_v4()));
+    let ctx = Arc::new(Context::new(
+        client.clone(),
+        store.clone(),
+        &identity,
+        args.default_artifact_root.clone(),
+    ));
+    let shutdown = shutdown.boxed().shared();
+
+    let listener = tokio::net::TcpListener::bind(args.metrics_address)
+        .await
+        .with_context(|| format!("failed to listen on {}", args.metrics_address))?;
+    let address: SocketAddr = listener.local_addr()?;
+    if let Some(path) = &args.address_file {
+        std::fs::write(path, address.to_string())
+            .with_context(|| format!("failed to write {}", path.display()))?;
+    }
+    tracing::info!(%address, %identity, "operator metrics listening");
+    let probes = Router::new()
+        .route(
+            "/metrics",
+            get(|State(ctx): State<Arc<Context>>| async move { ctx.metrics.render() }),
+        )
+        .route("/healthz", get(|| async { "ok" }))
+        .route("/readyz", get(|| async { "ok" }))
+        .route(
+            "/leader",
+            get(|State(ctx): State<Arc<Context>>| async move {
+                if ctx.metrics.is_leader() {
+                    (StatusCode::OK, "leader")
+                } else {
+                    (StatusCode::SERVICE_UNAVAILABLE, "follower")
+                }
+            }),
+        )
+        .with_state(ctx.clone());
+    let server_shutdown = shutdown.clone();
+    tokio::spawn(async move {
+        if let Err(error) = axum::serve(listener, probes)
+            .with_graceful_shutdown(server_shutdown)
+            .await
+        {
+            tracing::error!(%error, "metrics server failed");
+        }
+    });
+
+    let election = LeaderElection::new(
+        client.clone(),
+        &args.lease_namespace,
+        &args.lease_name,
+        &identity,
+    );
+    tokio::select! {
+        acquired = election.acquire() => acquired?,
+        () = shutdown.clone() => return Ok(()),
+    }
+    tracing::info!(lease = %args.lease_name, namespace = %args.lease_namespace, "leading: starting controllers");
+    ctx.metrics.set_leader(true);
+    let result = tokio::select! {
+        () = run_controllers(client, ctx.clone(), shutdown) => Ok(()),
+        lost = election.hold() => Err(lost),
+    };
+    ctx.metrics.set_leader(false);
+    match result {
+        Ok(()) => {
+            if let Err(error) = election.release().await {
+                tracing::warn!(%error, "could not release the lease; another replica takes over when it expires");
+            }
+            store.close().await;
+            tracing::info!("operator stopped");
+            Ok(())
+        }
+        Err(lost) => Err(lost).context("stopped leading"),
+    }
+}
+
+async fn run_controllers(
+    client: Client,
+    ctx: Arc<Context>,
+    shutdown: futures::future::Shared<futures::future::BoxFuture<'static, ()>>,
+) {
+    let config = watcher::Config::default();
+    let models = Controller::new(Api::<RegisteredModel>::all(client.clone()), config.clone());
+    let model_cache = models.store();
+    let versions = Controller::new(Api::<ModelVersion>::all(client.clone()), config.clone());
+    let version_cache = versions.store();
+
+    let (model_tx, model_rx) = mpsc::unbounded();
+    let (version_tx, version_rx) = mpsc::unbounded();
+    tokio::spawn(route_notifications(
+        ctx.store.clone(),
+        model_cache,
+        version_cache.clone(),
+        model_tx,
+        version_tx,
+    ));
+
+    let experiments = Controller::new(Api::<Experiment>::all(client.clone()), config.clone())
+        .graceful_shutdown_on(shutdown.clone())
+        .run(
+            reconcile::<Experiment>,
+            error_policy::<Experiment>,
+            ctx.clone(),
+        )
+        .for_each(log_result::<Experiment>);
+    let models = models
+        .reconcile_on(model_rx)
+        .graceful_shutdown_on(shutdown.clone())
+        .run(
+            reconcile::<RegisteredModel>,
+            error_policy::<RegisteredModel>,
+            ctx.clone(),
+        )
+        .for_each(log_result::<RegisteredModel>);
+    // A version waits for its RegisteredModel resource: wake it when that changes.
+    let versions = versions
+        .watches(Api::<RegisteredModel>::all(client), config, move |model| {
+            let namespace = model.namespace();
+            let name = model.name_any();
+            version_cache
+                .state()
+                .iter()
+                .filter(|version| {
+                    version.namespace() == namespace && version.spec.model_ref.name == name
+                })
+                .map(|version| ObjectRef::from_obj(version.as_ref()))
+                .collect::<Vec<_>>()
+        })
+        .reconcile_on(version_rx)
+        .graceful_shutdown_on(shutdown)
+        .run(reconcile::<ModelVersion>, error_policy::<ModelVersion>, ctx)
+        .for_each(log_result::<ModelVersion>);
+    futures::join!(experiments, models, versions);
+}
+
+async fn log_result<K: Reconciler>(
+    result: Result<
+        (ObjectRef<K>, kube::runtime::controller::Action),
+        kube::runtime::controller::Error<error::Error, watcher::Error>,
+    >,
+) {
+    match result {
+        Ok((object, _)) => tracing::debug!(kind = K::KIND, %object, "reconciled"),
+        Err(kube::runtime::controller::Error::ReconcilerFailed(error, object)) => {
+            tracing::warn!(kind = K::KIND, %object, error = %error, "reconcile failed")
+        }
+        Err(error) => tracing::warn!(kind = K::KIND, error = %error, "controller error"),
+    }
+}
+
+/// Turns store notifications into reconcile requests for the resources that declare the
+/// changed model. A lost connection (Resync) wakes every resource.
+async fn route_notifications(
+    store: Store,
+    models: Cache<RegisteredModel>,
+    versions: Cache<ModelVersion>,
+    model_tx: mpsc::UnboundedSender<ObjectRef<RegisteredModel>>,
+    version_tx: mpsc::UnboundedSender<ObjectRef<ModelVersion>>,
+) {
+    let mut events = match notify::listen(&store).await {
+        Ok(events) => events,
+        Err(error) => {
+            tracing::warn!(%error, "cannot listen for registry changes; relying on periodic resyncs");
+            return;
+        }
+    };
+    while let Some(event) = events.next().await {
+        let names = match event {
+            Ok(RegistryEvent::Change(change)) => {
+                let mut names = vec![change.name];
+                names.extend(change.previous_name);
+                Some(names)
+            }
+            Ok(RegistryEvent::Resync) => None,
+            Err(error) => {
+                tracing::warn!(%error, "skipping an unreadable registry notification");
+                continue;
+            }
+        };
+        let concerns = |model_name: &str| {
+            names
+                .as_ref()
+                .is_none_or(|names| names.iter().any(|n| n == model_name))
+        };
+        for model in models.state() {
+            if concerns(model.model_name()) {
+                let _closed = model_tx.unbounded_send(ObjectRef::from_obj(model.as_ref()));
+            }
+        }
+        for version in versions.state() {
+            let model_name = version
+                .status
+                .as_ref()
+                .and_then(|s| s.model_name.as_deref());
+            if model_name.is_some_and(concerns) {
+                let _closed = version_tx.unbounded_send(ObjectRef::from_obj(version.as_ref()));
+            }
+        }
+    }
+}

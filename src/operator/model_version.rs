@@ -1,0 +1,234 @@
+//! Reconciles a ModelVersion: adopt the version it names, or register `source` exactly once
+//! (keyed by the resource's uid, so a crash between the store write and the status patch never
+//! registers twice); then make stage, description and tags match the spec. Deletion: `Delete`
+//! deletes the version, `Retain` releases it.
+
+use std::collections::BTreeSet;
+
+use kube::runtime::events::EventType;
+use kube::{Api, ResourceExt};
+
+use super::context::Context;
+use super::reconcile::{Failure, Reconciler, now, publish};
+use super::registered_model::{SYSTEM_TAG_PREFIX, owner_of, tags_of};
+use crate::crd::{
+    DeletionPolicy, ModelVersion, ModelVersionStatus, Outcome, Reason, ReconcileState,
+    RegisteredModel, Stage,
+};
+use crate::store::registry::{self, Actor, NewModelVersion, OwnedField, Ownership, RegistryRef};
+use crate::store::{self, KeyValue};
+
+impl ModelVersion {
+    fn ownership(&self) -> Ownership {
+        let mut fields = BTreeSet::new();
+        if self.spec.stage.is_some() {
+            fields.insert(OwnedField::Stage);
+        }
+        if self.spec.description.is_some() {
+            fields.insert(OwnedField::Description);
+        }
+        if self.spec.tags.is_some() {
+            fields.insert(OwnedField::Tags);
+        }
+        Ownership {
+            owner: owner_of(self),
+            fields,
+        }
+    }
+
+    /// The MLflow name of the model this version belongs to, read from the RegisteredModel
+    /// resource it references.
+    async fn model_name(&self, ctx: &Context) -> Result<String, Failure> {
+        let namespace = self.namespace().unwrap_or_default();
+        let reference = &self.spec.model_ref.name;
+        let api: Api<RegisteredModel> = Api::namespaced(ctx.client.clone(), &namespace);
+        match api.get_opt(reference).await {
+            Ok(Some(model)) => Ok(model.model_name().to_owned()),
+            Ok(None) => Err(Failure::Report(Outcome::not_ready(
+                Reason::ModelNotFound,
+                format!(
+                    "RegisteredModel {namespace}/{reference} named in spec.modelRef does not exist"
+                ),
+            ))),
+            Err(source) => Err(Failure::Kube {
+                object: format!("RegisteredModel {namespace}/{reference}"),
+                source,
+            }),
+        }
+    }
+}
+
+fn store_stage(stage: Stage) -> registry::Stage {
+    match stage {
+        Stage::None => registry::Stage::None,
+        Stage::Staging => registry::Stage::Staging,
+        Stage::Production => registry::Stage::Production,
+        Stage::Archived => registry::Stage::Archived,
+    }
+}
+
+impl Reconciler for ModelVersion {
+    type Status = ModelVersionStatus;
+    const KIND: &'static str = "ModelVersion";
+
+    fn status(&self) -> Option<&ModelVersionStatus> {
+        self.status.as_ref()
+    }
+
+    fn state(status: &ModelVersionStatus) -> &ReconcileState {
+        &status.state
+    }
+
+    fn state_mut(status: &mut ModelVersionStatus) -> &mut ReconcileState {
+        &mut status.state
+    }
+
+    async fn sync(
+        &self,
+        ctx: &Context,
+        status: &mut ModelVersionStatus,
+    ) -> Result<Outcome, Failure> {
+        let name = self.model_name(ctx).await?;
+        status.model_name = Some(name.clone());
+        match ctx.store.get_registered_model(&name).await {
+            Ok(_) => {}
+            // The RegisteredModel resource exists but has not created the model yet.
+            Err(store::Error::NotFound(_)) => {
+                return Ok(Outcome::not_ready(
+                    Reason::Reconciling,
+                    format!("waiting for registered model '{name}' to be created"),
+                ));
+            }
+            Err(error) => return Err(error.into()),
+        }
+        let ownership = self.ownership();
+        let uid = ownership.owner.uid.clone();
+        let actor = Actor::Owner(&uid);
+
+        let mut version = match (self.spec.version, &self.spec.source) {
+            (Some(number), _) => {
+                ctx.store.get_model_version(&name, number).await?;
+                ctx.store
+                    .set_owner(RegistryRef::Version(&name, number), &ownership)
+                    .await?;
+                ctx.store.get_model_version(&name, number).await?
+            }
+            (None, Some(source)) => {
+                // Idempotent by owner uid: a second call returns the version it registered.
+                let created = ctx
+                    .store
+                    .create_model_version(NewModelVersion {
+                        name: name.clone(),
+                        source: source.clone(),
+                        run_id: self.spec.run_id.clone(),
+                        tags: tags_of(self.spec.tags.as_ref()),
+                        description: self.spec.description.clone(),
+                        ownership: Some(ownership.clone()),
+                        ..NewModelVersion::default()
+                    })
+                    .await?;
+                // Fields owned since registration may have changed in git since.
+                ctx.store
+                    .set_owner(RegistryRef::Version(&name, created.version), &ownership)
+                    .await?;
+                created
+            }
+            (None, None) => {
+                return Ok(Outcome::not_ready(
+                    Reason::InvalidSpec,
+                    "set exactly one of spec.version or spec.source",
+                ));
+            }
+        };
+        let number = version.version;
+        status.version = Some(number);
+
+        if let Some(description) = &self.spec.description
+            && version.description.as_deref().unwrap_or_default() != description
+        {
+            ctx.store
+                .update_model_version(&name, number, Some(description), actor)
+                .await?;
+        }
+        if let Some(tags) = &self.spec.tags {
+            for (key, value) in tags {
+                let current = version.tags.iter().find(|t| &t.key == key);
+                if current.map(|t| &t.value) != Some(value) {
+                    ctx.store
+                        .set_model_version_tag(&name, number, &KeyValue::new(key, value), actor)
+                        .await?;
+                }
+            }
+            for tag in &version.tags {
+                if !tags.contains_key(&tag.key) && !tag.key.starts_with(SYSTEM_TAG_PREFIX) {
+                    ctx.store
+                        .delete_model_version_tag(&name, number, &tag.key, actor)
+                        .await?;
+                }
+            }
+        }
+        if let Some(stage) = self.spec.stage.map(store_stage)
+            && version.current_stage != stage
+        {
+            let before = version.current_stage;
+            ctx.store
+                .transition_model_version_stage(
+                    &name,
+                    number,
+                    stage,
+                    self.spec.archive_existing_versions,
+                    actor,
+                )
+                .await?;
+            status.stage_changed_time = Some(now());
+            let note = format!("model '{name}' version {number} moved from {before} to {stage}");
+            publish(
+                ctx,
+                self,
+                EventType::Normal,
+                "StageChanged",
+                "TransitionStage",
+                &note,
+            )
+            .await;
+        }
+
+        version = ctx.store.get_model_version(&name, number).await?;
+        status.stage = Some(version.current_stage.as_str().to_owned());
+        status.aliases = version.aliases.clone();
+        status.run_id = Some(version.run_id.clone()).filter(|id| !id.is_empty());
+        status.download_uri = Some(version.storage_location.clone());
+        Ok(Outcome::ready(format!(
+            "model '{name}' version {number} matches the spec (stage {})",
+            version.current_stage
+        )))
+    }
+
+    async fn cleanup(&self, ctx: &Context) -> Result<(), Failure> {
+        let uid = self.uid().unwrap_or_default();
+        // What this resource owns, from the store itself: also right when the resource is
+        // deleted before its status ever recorded the version.
+        for owned in ctx.store.list_owned(&uid).await? {
+            let Some(number) = owned.version else {
+                continue;
+            };
+            let result = match self.spec.deletion_policy {
+                DeletionPolicy::Delete => {
+                    ctx.store
+                        .delete_model_version(&owned.name, number, Actor::Owner(&uid))
+                        .await
+                }
+                DeletionPolicy::Retain => {
+                    ctx.store
+                        .clear_owner(RegistryRef::Version(&owned.name, number), &uid)
+                        .await
+                }
+            };
+            match result {
+                Ok(()) | Err(store::Error::NotFound(_)) => {}
+                Err(error) => return Err(error.into()),
+            }
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,329 @@
+//! The shape every reconciler shares: the finalizer that applies `deletionPolicy`, one sync of
+//! the store, the outcome recorded in status (server-side apply, written only when it
+//! changed), Warning events for new failures, metrics, and the requeue policy.
+//!
+//! A kind plugs in by implementing [`Reconciler`]: `sync` makes the store match the spec and
+//! fills its status fields; `cleanup` applies the deletion policy.
+
+use std::fmt::Debug;
+use std::future::Future;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use k8s_openapi::NamespaceResourceScope;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{Patch, PatchParams};
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType};
+use kube::runtime::finalizer::{self, finalizer};
+use kube::{Api, Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use tracing::Instrument;
+
+use super::context::{Context, FIELD_MANAGER, FINALIZER};
+use super::error::Error;
+use crate::crd::{Outcome, Reason, ReconcileState};
+use crate::store;
+
+/// How often a Ready resource is checked again for drift nobody notified us about.
+const READY_RECHECK: Duration = Duration::from_secs(600);
+/// How soon a resource waiting on something that will happen by itself is retried.
+const WAITING_RETRY: Duration = Duration::from_secs(5);
+/// How soon a resource stalled on a human is looked at again (store changes also wake it).
+const STALLED_RECHECK: Duration = Duration::from_secs(60);
+/// Backoff after a transient error.
+const ERROR_RETRY: Duration = Duration::from_secs(5);
+
+/// Why a sync stopped short, split by what the operator does about it.
+#[derive(Debug)]
+pub enum Failure {
+    /// The spec cannot be applied as it stands: report it in status, wait for a change.
+    Report(Outcome),
+    /// The store failed in a way worth retrying with backoff.
+    Store(store::Error),
+    /// Reading another resource failed.
+    Kube { object: String, source: kube::Error },
+}
+
+impl From<store::Error> for Failure {
+    /// Store refusals become conditions; database failures are retried. `NotFound` here means
+    /// a version the spec names (models are looked up explicitly by each reconciler).
+    fn from(error: store::Error) -> Self {
+        use store::Error as E;
+        match error {
+            E::NotFound(message) => {
+                Failure::Report(Outcome::not_ready(Reason::VersionNotFound, message))
+            }
+            E::OwnedElsewhere { .. } => Failure::Report(Outcome::not_ready(
+                Reason::OwnedElsewhere,
+                error.to_string(),
+            )),
+            E::AlreadyExists(message)
+            | E::Invalid(message)
+            | E::BadRequest(message)
+            | E::InvalidState(message) => {
+                Failure::Report(Outcome::not_ready(Reason::InvalidSpec, message))
+            }
+            E::UnsupportedUri(_) | E::Database(_) | E::Migrate(_) => Failure::Store(error),
+        }
+    }
+}
+
+/// A ferroflow kind the generic reconcile loop can drive.
+pub trait Reconciler:
+    Resource<DynamicType = (), Scope = NamespaceResourceScope>
+    + Clone
+    + Debug
+    + Serialize
+    + DeserializeOwned
+    + Send
+    + Sync
+    + 'static
+{
+    type Status: Clone + Default + PartialEq + Serialize + Debug + Send + Sync;
+    /// The kind's name, for metrics and logs.
+    const KIND: &'static str;
+
+    fn status(&self) -> Option<&Self::Status>;
+    fn state(status: &Self::Status) -> &ReconcileState;
+    fn state_mut(status: &mut Self::Status) -> &mut ReconcileState;
+
+    /// Makes the store match the spec; fills `status` with what it found and did.
+    fn sync(
+        &self,
+        ctx: &Context,
+        status: &mut Self::Status,
+    ) -> impl Future<Output = Result<Outcome, Failure>> + Send;
+
+    /// Applies the deletion policy before the resource goes away.
+    fn cleanup(&self, ctx: &Context) -> impl Future<Output = Result<(), Failure>> + Send;
+}
+
+/// `namespace/name` with the kind, for messages.
+pub fn describe<K: Reconciler>(obj: &K) -> String {
+    format!(
+        "{} {}/{}",
+        K::KIND,
+        obj.namespace().unwrap_or_default(),
+        obj.name_any()
+    )
+}
+
+/// The current time as Kubernetes writes it.
+pub fn now() -> Time {
+    Time(k8s_openapi::jiff::Timestamp::now())
+}
+
+/// Entry point handed to `Controller::run`.
+pub async fn reconcile<K: Reconciler>(obj: Arc<K>, ctx: Arc<Context>) -> Result<Action, Error> {
+    let span = tracing::info_span!(
+        "reconcile",
+        kind = K::KIND,
+        namespace = obj.namespace().unwrap_or_default(),
+        name = obj.name_any()
+    );
+    let started = Instant::now();
+    let result = run_finalizer(obj, &ctx).instrument(span).await;
+    ctx.metrics.observe(
+        K::KIND,
+        started.elapsed(),
+        result.as_ref().err().map(Error::reason),
+    );
+    result
+}
+
+/// Handed to `Controller::run`: retry transient failures after a pause.
+pub fn error_policy<K: Reconciler>(obj: Arc<K>, error: &Error, _ctx: Arc<Context>) -> Action {
+    tracing::warn!(object = %describe(obj.as_ref()), error = %error, source = ?std::error::Error::source(error),
+        "reconcile failed; retrying");
+    Action::requeue(ERROR_RETRY)
+}
+
+async fn run_finalizer<K: Reconciler>(obj: Arc<K>, ctx: &Context) -> Result<Action, Error> {
+    let object = describe(obj.as_ref());
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
+    finalizer(&api, FINALIZER, obj, |event| async move {
+        match event {
+            finalizer::Event::Apply(obj) => apply(obj.as_ref(), ctx).await,
+            finalizer::Event::Cleanup(obj) => cleanup(obj.as_ref(), ctx).await,
+        }
+    })
+    .await
+    .map_err(|source| Error::Finalizer {
+        object,
+        source: Box::new(source),
+    })
+}
+
+async fn apply<K: Reconciler>(obj: &K, ctx: &Context) -> Result<Action, Error> {
+    let old = obj.status().cloned();
+    let mut status = old.clone().unwrap_or_default();
+    let (outcome, transient) = match obj.sync(ctx, &mut status).await {
+        Ok(outcome) | Err(Failure::Report(outcome)) => (outcome, None),
+        Err(Failure::Store(source)) => {
+            let message = format!("the metadata store failed: {}", error_chain(&source));
+            (
+                Outcome::not_ready(Reason::StoreUnavailable, message),
+                Some(Error::StoreUnavailable {
+                    object: describe(obj),
+                    source,
+                }),
+            )
+        }
+        Err(Failure::Kube { object, source }) => {
+            let message = format!("cannot read {object}: {source}");
+            (
+                Outcome::not_ready(Reason::Reconciling, message),
+                Some(Error::ReadResource { object, source }),
+            )
+        }
+    };
+    K::state_mut(&mut status).record(obj.meta().generation, &outcome, &now());
+    if old.as_ref() != Some(&status) {
+        patch_status(ctx, obj, &status).await?;
+        let old_failure = old.as_ref().and_then(|s| K::state(s).last_failure.as_ref());
+        if let Some(failure) = &K::state(&status).last_failure
+            && old_failure != Some(failure)
+        {
+            publish(
+                ctx,
+                obj,
+                EventType::Warning,
+                &failure.reason,
+                "Reconcile",
+                &failure.message,
+            )
+            .await;
+        }
+    }
+    if let Some(error) = transient {
+        return Err(error);
+    }
+    Ok(if outcome.ready {
+        Action::requeue(READY_RECHECK)
+    } else if outcome.reason.is_terminal() {
+        Action::requeue(STALLED_RECHECK)
+    } else {
+        Action::requeue(WAITING_RETRY)
+    })
+}
+
+async fn cleanup<K: Reconciler>(obj: &K, ctx: &Context) -> Result<Action, Error> {
+    match obj.cleanup(ctx).await {
+        Ok(()) => Ok(Action::await_change()),
+        Err(Failure::Store(source)) => Err(Error::StoreUnavailable {
+            object: describe(obj),
+            source,
+        }),
+        Err(Failure::Kube { object, source }) => Err(Error::ReadResource { object, source }),
+        // The store refuses (e.g. another resource owns the row): blocking the deletion
+        // forever would only strand the resource, so say so and let it go.
+        Err(Failure::Report(outcome)) => {
+            let note = format!("deletion policy not applied: {}", outcome.message);
+            publish(
+                ctx,
+                obj,
+                EventType::Warning,
+                outcome.reason.as_str(),
+                "Cleanup",
+                &note,
+            )
+            .await;
+            Ok(Action::await_change())
+        }
+    }
+}
+
+async fn patch_status<K: Reconciler>(
+    ctx: &Context,
+    obj: &K,
+    status: &K::Status,
+) -> Result<(), Error> {
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
+    let patch = serde_json::json!({
+        "apiVersion": K::api_version(&()),
+        "kind": K::kind(&()),
+        "status": status,
+    });
+    api.patch_status(
+        &obj.name_any(),
+        &PatchParams::apply(FIELD_MANAGER).force(),
+        &Patch::Apply(&patch),
+    )
+    .await
+    .map(drop)
+    .map_err(|source| Error::PatchStatus {
+        object: describe(obj),
+        source,
+    })
+}
+
+/// Publishes a Kubernetes Event about `obj`. Events are for people: failing to publish one is
+/// logged, never fatal.
+pub async fn publish<K: Reconciler>(
+    ctx: &Context,
+    obj: &K,
+    type_: EventType,
+    reason: &str,
+    action: &str,
+    note: &str,
+) {
+    let event = Event {
+        type_,
+        reason: reason.to_owned(),
+        note: Some(note.chars().take(1024).collect()),
+        action: action.to_owned(),
+        secondary: None,
+    };
+    if let Err(error) = ctx.recorder.publish(&event, &obj.object_ref(&())).await {
+        tracing::warn!(object = %describe(obj), %error, reason, "could not publish an event");
+    }
+}
+
+/// An error with its sources, for condition messages (conditions are read by people).
+fn error_chain(error: &dyn std::error::Error) -> String {
+    let mut text = error.to_string();
+    let mut source = error.source();
+    while let Some(cause) = source {
+        text.push_str(": ");
+        text.push_str(&cause.to_string());
+        source = cause.source();
+    }
+    text
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn store_refusals_are_reported_and_database_failures_retried() {
+        let cases = [
+            (
+                store::Error::NotFound("no version 7".into()),
+                Some(Reason::VersionNotFound),
+            ),
+            (
+                store::Error::Invalid("bad name".into()),
+                Some(Reason::InvalidSpec),
+            ),
+            (
+                store::Error::InvalidState("deleted".into()),
+                Some(Reason::InvalidSpec),
+            ),
+            (store::Error::Database(sqlx::Error::PoolTimedOut), None),
+        ];
+        for (error, expected) in cases {
+            let description = error.to_string();
+            match (Failure::from(error), expected) {
+                (Failure::Report(outcome), Some(reason)) => {
+                    assert_eq!(outcome.reason, reason, "{description}");
+                    assert!(!outcome.ready);
+                }
+                (Failure::Store(_), None) => {}
+                (other, expected) => panic!("{description}: got {other:?}, expected {expected:?}"),
+            }
+        }
+    }
+}
