@@ -365,6 +365,8 @@ def _server_log_mark(request):
 def pytest_runtest_makereport(item, call):
     outcome = yield
     report = outcome.get_result()
+    # Fixtures read item.rep_call in teardown to dump state when the test failed.
+    setattr(item, f"rep_{report.when}", report)
     mark = getattr(item, "_ferroflow_log", None)
     if report.failed and mark is not None:
         srv, since = mark

@@ -241,20 +241,12 @@ def namespace(operator, request):
             e2e.ferroflow.dev/test: "true"
         """)
     yield name
-    failed = getattr(request.node, "rep_call", None)
-    if failed is not None and failed.failed:
+    report = getattr(request.node, "rep_call", None)
+    if report is not None and report.failed:
         print(kubectl("get", "-n", name, "ferroflow", "-o", "yaml", check=False).stdout)
         print(kubectl("get", "events", "-n", name, check=False).stdout)
         print(operator.log_tail())
     kubectl("delete", "namespace", name, "--wait=false", check=False)
-
-
-@pytest.hookimpl(hookwrapper=True)
-def pytest_runtest_makereport(item, call):
-    outcome = yield
-    report = outcome.get_result()
-    if report.when == "call":
-        item.rep_call = report
 
 
 def _fit(offset: float):
@@ -483,8 +475,32 @@ def test_gitops_walkthrough(operator, namespace, tracking_uri, client, unique_na
     assert client.get_model_version(model_name, "1").current_stage == "Production"
     client.transition_model_version_stage(model_name, "1", "Archived")
     assert client.get_model_version(model_name, "1").current_stage == "Archived"
-    # Delete (churn-2): the version is deleted from the registry.
-    kubectl("delete", "-n", namespace, "modelversion/churn-2", "--timeout=120s")
+    # Delete (churn-2) while git still declares champion -> 2: the store refuses to drop the
+    # champion, so the resource waits with a Warning naming the RegisteredModel.
+    kubectl("delete", "-n", namespace, "modelversion/churn-2", "--wait=false")
+    deadline = time.monotonic() + WAIT_S
+    while True:
+        blocked = json.loads(kubectl("get", "events", "-n", namespace, "--field-selector",
+                                     "reason=CleanupBlocked", "-o", "json").stdout)["items"]
+        if blocked:
+            break
+        assert time.monotonic() < deadline, "no CleanupBlocked event for churn-2"
+        time.sleep(0.2)
+    assert f"RegisteredModel {namespace}/churn" in (blocked[0].get("message") or blocked[0].get("note"))
+    assert "deletionTimestamp" in get(namespace, "modelversion/churn-2")["metadata"]
+    assert client.get_model_version(model_name, "2").version == "2"
+    # Moving the champion in git unblocks it: the version is deleted from the registry.
+    apply(namespace, f"""
+        apiVersion: ferroflow.dev/v1alpha1
+        kind: RegisteredModel
+        metadata:
+          name: churn
+        spec:
+          modelName: {model_name}
+          aliases:
+            champion: 3
+        """)
+    wait_gone(namespace, "modelversion/churn-2")
     error = _model_error(lambda: client.get_model_version(model_name, "2"))
     assert "RESOURCE_DOES_NOT_EXIST" in error or "not found" in error
     # Delete (Experiment): soft-deleted, restorable like MLflow's own delete.
@@ -494,8 +510,8 @@ def test_gitops_walkthrough(operator, namespace, tracking_uri, client, unique_na
     assert client.get_experiment(experiment_id).lifecycle_stage == "active"
     # Retain (RegisteredModel, the default): the model stays and its aliases become writable.
     kubectl("delete", "-n", namespace, "modelversion/churn-3", "registeredmodel/churn", "--timeout=120s")
-    client.set_registered_model_alias(model_name, "champion", "3")
-    assert client.get_model_version_by_alias(model_name, "champion").version == "3"
+    client.set_registered_model_alias(model_name, "champion", "1")
+    assert client.get_model_version_by_alias(model_name, "champion").version == "1"
 
     metrics = operator.metrics()
     assert 'ferroflow_operator_reconciles_total{kind="ModelVersion"}' in metrics

@@ -14,7 +14,7 @@ pub const FINALIZER: &str = "ferroflow.dev/cleanup";
 pub struct Context {
     pub client: Client,
     pub store: Store,
-    pub recorder: Recorder,
+    reporter: Reporter,
     pub metrics: Metrics,
     /// Artifact root recorded on experiments the operator creates (as `server`'s flag).
     pub default_artifact_root: String,
@@ -32,11 +32,18 @@ impl Context {
             instance: Some(identity.to_owned()),
         };
         Context {
-            recorder: Recorder::new(client.clone(), reporter),
+            reporter,
             client,
             store,
             metrics: Metrics::default(),
             default_artifact_root,
         }
+    }
+
+    /// A recorder for one event. kube's Recorder folds events with the same reason and action
+    /// into one series that keeps the first note, so "None to Staging" would hide a later
+    /// "Staging to Production"; a fresh recorder publishes each transition as its own event.
+    pub fn recorder(&self) -> Recorder {
+        Recorder::new(self.client.clone(), self.reporter.clone())
     }
 }

@@ -27,6 +27,10 @@ pub enum Error {
         #[source]
         source: kube::Error,
     },
+    /// The store refuses to apply the deletion policy until something else changes (e.g. the
+    /// version is the target of an alias a RegisteredModel declares): the finalizer stays.
+    #[error("cannot apply the deletion policy of {object} yet: {message}")]
+    CleanupBlocked { object: String, message: String },
     /// Adding or removing the finalizer failed, or the wrapped reconcile failed.
     #[error("failed to reconcile {object} through its finalizer")]
     Finalizer {
@@ -37,12 +41,25 @@ pub enum Error {
 }
 
 impl Error {
+    /// Whether a human (or another resource) must act before a retry can succeed.
+    pub fn waits_on_others(&self) -> bool {
+        match self {
+            Error::CleanupBlocked { .. } => true,
+            Error::Finalizer { source, .. } => matches!(
+                source.as_ref(),
+                finalizer::Error::CleanupFailed(inner) if inner.waits_on_others()
+            ),
+            _ => false,
+        }
+    }
+
     /// The variant's name: metric label and event reason.
     pub fn reason(&self) -> &'static str {
         match self {
             Error::StoreUnavailable { .. } => "StoreUnavailable",
             Error::ReadResource { .. } => "ReadResource",
             Error::PatchStatus { .. } => "PatchStatus",
+            Error::CleanupBlocked { .. } => "CleanupBlocked",
             Error::Finalizer { source, .. } => match source.as_ref() {
                 finalizer::Error::ApplyFailed(inner) | finalizer::Error::CleanupFailed(inner) => {
                     inner.reason()

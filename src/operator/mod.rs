@@ -6,6 +6,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context as _;
 use axum::Router;
@@ -36,6 +37,10 @@ mod registered_model;
 use context::Context;
 use lease::LeaderElection;
 use reconcile::{Reconciler, error_policy, reconcile};
+
+/// Pause before listening again after the notification connection failed, doubling up to the max.
+const NOTIFY_BACKOFF_MIN: Duration = Duration::from_millis(500);
+const NOTIFY_BACKOFF_MAX: Duration = Duration::from_secs(30);
 
 /// Runs the operator until `shutdown` resolves or the Lease is lost.
 pub async fn run(
@@ -229,6 +234,7 @@ async fn route_notifications(
             return;
         }
     };
+    let mut backoff = NOTIFY_BACKOFF_MIN;
     while let Some(event) = events.next().await {
         let names = match event {
             Ok(RegistryEvent::Change(change)) => {
@@ -237,11 +243,21 @@ async fn route_notifications(
                 Some(names)
             }
             Ok(RegistryEvent::Resync) => None,
+            Err(error @ crate::store::Error::Database(_)) => {
+                // The listener reconnects on the next poll; a database that stays away would
+                // otherwise make this a hot loop.
+                tracing::warn!(%error, source = ?std::error::Error::source(&error), retry_in = ?backoff,
+                    "lost the registry notification connection");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(NOTIFY_BACKOFF_MAX);
+                continue;
+            }
             Err(error) => {
                 tracing::warn!(%error, "skipping an unreadable registry notification");
                 continue;
             }
         };
+        backoff = NOTIFY_BACKOFF_MIN;
         let concerns = |model_name: &str| {
             names
                 .as_ref()

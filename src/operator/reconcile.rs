@@ -137,7 +137,11 @@ pub async fn reconcile<K: Reconciler>(obj: Arc<K>, ctx: Arc<Context>) -> Result<
 pub fn error_policy<K: Reconciler>(obj: Arc<K>, error: &Error, _ctx: Arc<Context>) -> Action {
     tracing::warn!(object = %describe(obj.as_ref()), error = %error, source = ?std::error::Error::source(error),
         "reconcile failed; retrying");
-    Action::requeue(ERROR_RETRY)
+    if error.waits_on_others() {
+        Action::requeue(STALLED_RECHECK)
+    } else {
+        Action::requeue(ERROR_RETRY)
+    }
 }
 
 async fn run_finalizer<K: Reconciler>(obj: Arc<K>, ctx: &Context) -> Result<Action, Error> {
@@ -157,7 +161,21 @@ async fn run_finalizer<K: Reconciler>(obj: Arc<K>, ctx: &Context) -> Result<Acti
 }
 
 async fn apply<K: Reconciler>(obj: &K, ctx: &Context) -> Result<Action, Error> {
-    let old = obj.status().cloned();
+    // Start from the status as stored, not as cached: the watch may not have delivered our
+    // previous patch yet, and building on a stale status would drop what it recorded (e.g.
+    // stageChangedTime) when the next apply patch omits it.
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
+    let stored = api
+        .get_opt(&obj.name_any())
+        .await
+        .map_err(|source| Error::ReadResource {
+            object: describe(obj),
+            source,
+        })?;
+    let old = match &stored {
+        Some(stored) => stored.status().cloned(),
+        None => obj.status().cloned(),
+    };
     let mut status = old.clone().unwrap_or_default();
     let (outcome, transient) = match obj.sync(ctx, &mut status).await {
         Ok(outcome) | Err(Failure::Report(outcome)) => (outcome, None),
@@ -217,20 +235,24 @@ async fn cleanup<K: Reconciler>(obj: &K, ctx: &Context) -> Result<Action, Error>
             source,
         }),
         Err(Failure::Kube { object, source }) => Err(Error::ReadResource { object, source }),
-        // The store refuses (e.g. another resource owns the row): blocking the deletion
-        // forever would only strand the resource, so say so and let it go.
+        // The store refuses until another resource changes (e.g. the version is an alias a
+        // RegisteredModel declares): keep the finalizer, say why, and retry when the store
+        // changes. Letting the resource go would silently break the deletion policy.
         Err(Failure::Report(outcome)) => {
-            let note = format!("deletion policy not applied: {}", outcome.message);
+            let note = format!("deletion policy waits: {}", outcome.message);
             publish(
                 ctx,
                 obj,
                 EventType::Warning,
-                outcome.reason.as_str(),
+                "CleanupBlocked",
                 "Cleanup",
                 &note,
             )
             .await;
-            Ok(Action::await_change())
+            Err(Error::CleanupBlocked {
+                object: describe(obj),
+                message: outcome.message,
+            })
         }
     }
 }
@@ -276,7 +298,7 @@ pub async fn publish<K: Reconciler>(
         action: action.to_owned(),
         secondary: None,
     };
-    if let Err(error) = ctx.recorder.publish(&event, &obj.object_ref(&())).await {
+    if let Err(error) = ctx.recorder().publish(&event, &obj.object_ref(&())).await {
         tracing::warn!(object = %describe(obj), %error, reason, "could not publish an event");
     }
 }
