@@ -101,27 +101,30 @@ def wait_gone(namespace: str, resource: str) -> None:
 class Operator:
     """`ferroflow operator` as a child process with the ServiceAccount's kubeconfig."""
 
-    def __init__(self, binary: str, store_uri: str, kubeconfig: Path, workdir: Path):
+    def __init__(self, binary: str, store_uri: str, kubeconfig: Path, workdir: Path, name: str = "e2e-operator"):
+        self.name = name
         self.binary = binary
         self.store_uri = store_uri
         self.kubeconfig = kubeconfig
         self.workdir = workdir
-        self.log_path = STATE_DIR / "logs" / "operator.log"
+        self.log_path = STATE_DIR / "logs" / f"{name}.log"
         self.log_path.parent.mkdir(parents=True, exist_ok=True)
         self.proc: subprocess.Popen | None = None
         self.address = ""
         self.starts = 0
 
-    def start(self) -> None:
+    def start(self, expect_leader: bool = True) -> None:
+        """Starts the process; returns once it leads (or, with expect_leader=False, once it
+        answers as a follower)."""
         self.starts += 1
-        address_file = self.workdir / f"operator-{self.starts}.addr"
+        address_file = self.workdir / f"{self.name}-{self.starts}.addr"
         cmd = [
             self.binary, "operator",
             "--backend-store-uri", self.store_uri,
             "--metrics-address", "127.0.0.1:0",
             "--address-file", str(address_file),
             "--lease-namespace", OPERATOR_NAMESPACE,
-            "--identity", f"e2e-operator-{self.starts}",
+            "--identity", f"{self.name}-{self.starts}",
         ]
         env = dict(os.environ, KUBECONFIG=str(self.kubeconfig), RUST_LOG="info,ferroflow=debug",
                    FERROFLOW_LOG_FORMAT="json")
@@ -139,7 +142,7 @@ class Operator:
                 self.address = address_file.read_text().strip()
                 try:
                     r = requests.get(f"http://{self.address}/leader", timeout=5)
-                    if r.status_code == 200:
+                    if r.status_code == (200 if expect_leader else 503):
                         return
                     last = f"/leader -> {r.status_code} {r.text}"
                 except requests.RequestException as e:
@@ -162,6 +165,9 @@ class Operator:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             return self.proc.wait(timeout=30)
+
+    def leads(self) -> bool:
+        return requests.get(f"http://{self.address}/leader", timeout=10).status_code == 200
 
     def metrics(self) -> str:
         return requests.get(f"http://{self.address}/metrics", timeout=10).text
@@ -688,3 +694,35 @@ spec: {{modelRef: {{name: bulk}}, source: "s3://bucket/bulk/{i}", tags: {{index:
     assert sorted(int(v.tags["index"]) for v in versions) == list(range(count))
     statuses = json.loads(kubectl("get", "modelversions", "-n", namespace, "-o", "json").stdout)["items"]
     assert sorted(o["status"]["version"] for o in statuses) == list(range(1, count + 1))
+
+
+def test_a_second_replica_waits_for_the_lease_and_takes_over(operator, namespace, client, unique_name):
+    """Two replicas: one leads, the other waits; a graceful stop hands the Lease over at once."""
+    standby = Operator(operator.binary, operator.store_uri, operator.kubeconfig, operator.workdir, name="e2e-standby")
+    standby.start(expect_leader=False)
+    try:
+        assert operator.leads() and not standby.leads()
+        assert "ferroflow_operator_leader 0" in standby.metrics()
+        assert operator.stop() == 0
+        deadline = time.monotonic() + WAIT_S
+        while not standby.leads():
+            assert time.monotonic() < deadline, f"the standby did not take over; log:\n{standby.log_tail()}"
+            time.sleep(0.2)
+        # The new leader reconciles.
+        model_name = f"model-{unique_name}"
+        apply(namespace, f"""
+            apiVersion: ferroflow.dev/v1alpha1
+            kind: RegisteredModel
+            metadata:
+              name: handover
+            spec:
+              modelName: {model_name}
+              description: reconciled by the standby
+            """)
+        wait_ready(namespace, "registeredmodel/handover")
+        assert client.get_registered_model(model_name).description == "reconciled by the standby"
+        lease = json.loads(kubectl("get", "lease", "ferroflow-operator", "-n", OPERATOR_NAMESPACE, "-o", "json").stdout)
+        assert lease["spec"]["holderIdentity"].startswith("e2e-standby-")
+    finally:
+        assert standby.stop() == 0
+        operator.start()
