@@ -117,11 +117,12 @@ pub fn now() -> Time {
 
 /// Entry point handed to `Controller::run`.
 pub async fn reconcile<K: Reconciler>(obj: Arc<K>, ctx: Arc<Context>) -> Result<Action, Error> {
+    // `resource`, not `name`: the JSON log format already uses `name` for the span's own name.
     let span = tracing::info_span!(
         "reconcile",
         kind = K::KIND,
         namespace = obj.namespace().unwrap_or_default(),
-        name = obj.name_any()
+        resource = obj.name_any()
     );
     let started = Instant::now();
     let result = run_finalizer(obj, &ctx).instrument(span).await;
