@@ -46,3 +46,13 @@ def all_pages(fetch, max_results: int):
         if not token:
             return pages
         assert len(pages) < 1000, "page tokens never end"
+
+
+def fit_line(offset: float):
+    """A tiny sklearn model (y = 2x + offset) and three inputs: models with different offsets
+    predict different values, so a test can tell which version it loaded."""
+    import numpy as np
+    from sklearn.linear_model import LinearRegression
+
+    x = np.arange(20, dtype=float).reshape(-1, 1)
+    return LinearRegression().fit(x, 2 * x.ravel() + offset), x[:3]

@@ -24,6 +24,7 @@ from pathlib import Path
 import mlflow
 import pytest
 import requests
+from helpers import fit_line
 from mlflow.exceptions import MlflowException
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -255,12 +256,14 @@ def namespace(operator, request):
     kubectl("delete", "namespace", name, "--wait=false", check=False)
 
 
-def _fit(offset: float):
-    import numpy as np
-    from sklearn.linear_model import LinearRegression
-
-    x = np.arange(20, dtype=float).reshape(-1, 1)
-    return LinearRegression().fit(x, 2 * x.ravel() + offset), x[:3]
+def registered_model(model_name: str, aliases: dict[str, int], owned_metadata: bool = True) -> str:
+    """The RegisteredModel manifest of the walk-through, as git would hold it."""
+    lines = ["apiVersion: ferroflow.dev/v1alpha1", "kind: RegisteredModel", "metadata:", "  name: churn",
+             "spec:", f"  modelName: {model_name}"]
+    if owned_metadata:
+        lines += ["  description: predicts churn", "  tags:", "    owner: growth"]
+    lines += ["  aliases:"] + [f"    {alias}: {version}" for alias, version in aliases.items()]
+    return "\n".join(lines) + "\n"
 
 
 def _model_error(call) -> str:
@@ -277,8 +280,8 @@ def test_gitops_walkthrough(operator, namespace, tracking_uri, client, unique_na
     # Training code: two runs, each registers a version of the model.
     experiment_id = client.create_experiment(experiment_name)
     mlflow.set_experiment(experiment_id=experiment_id)
-    first, x = _fit(0.0)
-    second, _ = _fit(100.0)
+    first, x = fit_line(0.0)
+    second, _ = fit_line(100.0)
     with mlflow.start_run():
         mlflow.sklearn.log_model(first, name="model", registered_model_name=model_name)
     with mlflow.start_run() as second_run:
@@ -385,20 +388,7 @@ def test_gitops_walkthrough(operator, namespace, tracking_uri, client, unique_na
     assert client.get_model_version(model_name, "2").tags["validated"] == "true"
 
     # Move the champion in git: the same URI loads the other version.
-    apply(namespace, f"""
-        apiVersion: ferroflow.dev/v1alpha1
-        kind: RegisteredModel
-        metadata:
-          name: churn
-        spec:
-          modelName: {model_name}
-          description: predicts churn
-          tags:
-            owner: growth
-          aliases:
-            champion: 2
-            challenger: 1
-        """)
+    apply(namespace, registered_model(model_name, {"champion": 2, "challenger": 1}))
     model = wait_until(namespace, "registeredmodel/churn",
                        lambda o: ready(o) and o["status"].get("aliases") == {"champion": 2, "challenger": 1},
                        "champion on version 2")
@@ -411,20 +401,7 @@ def test_gitops_walkthrough(operator, namespace, tracking_uri, client, unique_na
                for e in json.loads(alias_events)["items"])
 
     # An alias naming a version that does not exist: Ready=False with a reason, no crash loop.
-    apply(namespace, f"""
-        apiVersion: ferroflow.dev/v1alpha1
-        kind: RegisteredModel
-        metadata:
-          name: churn
-        spec:
-          modelName: {model_name}
-          description: predicts churn
-          tags:
-            owner: growth
-          aliases:
-            champion: 2
-            challenger: 9
-        """)
+    apply(namespace, registered_model(model_name, {"champion": 2, "challenger": 9}))
     model = wait_until(namespace, "registeredmodel/churn",
                        lambda o: current(o) and condition(o, "Ready").get("reason") == "VersionNotFound",
                        "Ready=False, VersionNotFound")
@@ -457,17 +434,7 @@ def test_gitops_walkthrough(operator, namespace, tracking_uri, client, unique_na
         "Staging", "registered by the operator", second_run.info.run_id)
     assert stored_v3.tags == {"origin": "git"}
     # Now the alias to version 9 is fixed by registering nothing: point it at 3 and heal.
-    apply(namespace, f"""
-        apiVersion: ferroflow.dev/v1alpha1
-        kind: RegisteredModel
-        metadata:
-          name: churn
-        spec:
-          modelName: {model_name}
-          aliases:
-            champion: 2
-            challenger: 3
-        """)
+    apply(namespace, registered_model(model_name, {"champion": 2, "challenger": 3}, owned_metadata=False))
     model = wait_until(namespace, "registeredmodel/churn",
                        lambda o: ready(o) and o["status"].get("aliases") == {"champion": 2, "challenger": 3},
                        "healed aliases")
@@ -496,16 +463,7 @@ def test_gitops_walkthrough(operator, namespace, tracking_uri, client, unique_na
     assert "deletionTimestamp" in get(namespace, "modelversion/churn-2")["metadata"]
     assert client.get_model_version(model_name, "2").version == "2"
     # Moving the champion in git unblocks it: the version is deleted from the registry.
-    apply(namespace, f"""
-        apiVersion: ferroflow.dev/v1alpha1
-        kind: RegisteredModel
-        metadata:
-          name: churn
-        spec:
-          modelName: {model_name}
-          aliases:
-            champion: 3
-        """)
+    apply(namespace, registered_model(model_name, {"champion": 3}, owned_metadata=False))
     wait_gone(namespace, "modelversion/churn-2")
     error = _model_error(lambda: client.get_model_version(model_name, "2"))
     assert "RESOURCE_DOES_NOT_EXIST" in error or "not found" in error

@@ -13,7 +13,7 @@ import uuid
 import mlflow
 import pytest
 import requests
-from helpers import all_pages, mlflow_error, now_ms, tags_dict
+from helpers import all_pages, fit_line, mlflow_error, now_ms, tags_dict
 from mlflow.exceptions import MlflowException
 
 pytestmark = pytest.mark.registry
@@ -361,21 +361,13 @@ def logged_models_supported(server):
                     "model files (issue #3)")
 
 
-def _fit(offset: float):
-    import numpy as np
-    from sklearn.linear_model import LinearRegression
-
-    x = np.arange(20, dtype=float).reshape(-1, 1)
-    return LinearRegression().fit(x, 2 * x.ravel() + offset), x[:3]
-
-
 def test_aliases_resolve_for_load_model(logged_models_supported, tracking_uri, client,
                                         experiment_id, unique_name):
     import numpy as np
 
     mlflow.set_experiment(experiment_id=experiment_id)
-    first, x = _fit(0.0)
-    second, _ = _fit(100.0)
+    first, x = fit_line(0.0)
+    second, _ = fit_line(100.0)
     with mlflow.start_run():
         mlflow.sklearn.log_model(first, name="model", registered_model_name=unique_name)
     with mlflow.start_run() as run:
