@@ -6,7 +6,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use super::experiments::{push_comparison, push_key_value_clause};
 use super::filter::{self, Attribute, Clause, Comparator, DatasetField, Key, SearchEntity};
 use super::logged_models::ModelOutput;
-use super::search::{self, SortKey, SortKind, SqlBuilder, SqlValue, bind_values};
+use super::search::{self, SortKey, SortKind, SqlBuilder, SqlValue, TokenValue, bind_values};
 use super::validation::{self, KeyKind, MAX_PARAM_VALUE_LENGTH, MAX_TAG_VALUE_LENGTH};
 use super::{
     Error, KeyValue, LIFECYCLE_ACTIVE, LIFECYCLE_DELETED, Page, Pool, Result, Store, ViewType,
@@ -124,6 +124,30 @@ struct RunKeyValueRow {
     run_uuid: String,
     key: String,
     value: String,
+}
+
+/// A params (kind 0) or tags (kind 1) row of [`Store::load_runs`].
+#[derive(sqlx::FromRow)]
+struct KindKeyValueRow {
+    kind: i64,
+    run_uuid: String,
+    key: String,
+    value: String,
+}
+
+/// The ids of a page of runs, bound as one parameter: an array on Postgres, a JSON array on
+/// SQLite (read with json_each; no limit on the number of bound variables).
+struct RunIds {
+    list: Vec<String>,
+    json: String,
+}
+
+impl RunIds {
+    fn new(list: Vec<String>) -> Result<Self> {
+        let json = serde_json::to_string(&list)
+            .map_err(|e| Error::Database(sqlx::Error::Encode(Box::new(e))))?;
+        Ok(Self { list, json })
+    }
 }
 
 #[derive(sqlx::FromRow)]
@@ -550,7 +574,41 @@ impl Store {
         Ok(())
     }
 
+    /// Runs `sql`, in which every `{ids}` stands for "is one of `ids`" (one bound parameter,
+    /// `$1`), and reads its rows.
+    async fn fetch_for_runs<T>(&self, ids: &RunIds, sql: &str) -> Result<Vec<T>>
+    where
+        T: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow>
+            + for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow>
+            + Send
+            + Unpin,
+    {
+        Ok(match &self.pool {
+            Pool::Postgres(pool) => {
+                let sql = sql.replace("{ids}", "= ANY($1)");
+                sqlx::query_as::<_, T>(&sql)
+                    .bind(&ids.list)
+                    .fetch_all(pool)
+                    .await?
+            }
+            Pool::Sqlite(pool) => {
+                let sql = sql.replace("{ids}", "IN (SELECT value FROM json_each($1))");
+                sqlx::query_as::<_, T>(&sql)
+                    .bind(&ids.json)
+                    .fetch_all(pool)
+                    .await?
+            }
+        })
+    }
+
     /// Searches runs of the given experiments; keyset-paged. Default order: start_time DESC, then run id.
+    ///
+    /// When the first order_by key is a metric, param or tag, the runs that have it (and, for
+    /// a metric, a value other than NaN) sort before all others. So a page that begins among
+    /// them is first asked of those runs alone, ordered by the plain value: the planner can walk
+    /// the (key, value) index in order and stop after one page, instead of joining and sorting
+    /// every run of the experiment. Only when that yields less than a full page (the end of
+    /// those runs is near) does the general query run.
     pub async fn search_runs(&self, request: &RunSearch) -> Result<Page<Run>> {
         let max_results = search::check_max_results(request.max_results, MAX_RUNS_PAGE)?;
         if request.experiment_ids.is_empty() {
@@ -561,28 +619,82 @@ impl Store {
         }
         let clauses = filter::parse_filter(SearchEntity::Runs, &request.filter)?;
         let mut joins = SqlBuilder::default();
+        let mut present_joins = SqlBuilder::default();
         let mut keys = Vec::new();
+        let mut present_keys = Vec::new();
+        // How many general keys the first order_by entry has, when it can take the fast path.
+        let mut first_group = None;
         for (i, order_by) in request.order_by.iter().enumerate() {
             let parsed = filter::parse_order_by(SearchEntity::Runs, order_by)?;
-            keys.extend(run_sort_keys(
-                &mut joins,
-                i,
-                &parsed.key,
-                !parsed.ascending,
-            )?);
+            let descending = !parsed.ascending;
+            let general = run_sort_keys(&mut joins, i, &parsed.key, descending, false)?;
+            let present = run_sort_keys(&mut present_joins, i, &parsed.key, descending, i == 0)?;
+            if i == 0 && matches!(parsed.key, Key::Metric(_) | Key::Param(_) | Key::Tag(_)) {
+                first_group = Some(general.len());
+            }
+            keys.extend(general);
+            present_keys.extend(present);
         }
         if !keys.iter().any(|key| key.expr == "r.start_time") {
             keys.push(SortKey::new("r.start_time", SortKind::Int, true, false));
+            present_keys.push(SortKey::new("r.start_time", SortKind::Int, true, false));
         }
         keys.push(SortKey::new("r.run_uuid", SortKind::Text, false, false));
+        present_keys.push(SortKey::new("r.run_uuid", SortKind::Text, false, false));
         let after = search::decode_page_token(&request.page_token, &keys)?;
 
+        if let Some(group) = first_group {
+            // The token's position in the general order, restated in the present-only order:
+            // only when it lies among runs that have the first key.
+            let present_after = match after.as_deref() {
+                None => Some(None),
+                Some(after) => present_position(after, group).map(Some),
+            };
+            if let Some(present_after) = present_after {
+                let builder = self.run_search_query(request, &clauses, present_joins, &keys)?;
+                let (infos, next_page_token) = self
+                    .fetch_page_ordered::<RunInfo>(
+                        builder,
+                        &present_keys,
+                        present_after.as_deref(),
+                        &keys,
+                        max_results,
+                    )
+                    .await?;
+                // A next page means a full page, all of it before any run without the key.
+                if next_page_token.is_some() {
+                    return Ok(Page {
+                        items: self.load_runs(infos).await?,
+                        next_page_token,
+                    });
+                }
+            }
+        }
+
+        let builder = self.run_search_query(request, &clauses, joins, &keys)?;
+        let (infos, next_page_token) = self
+            .fetch_page_ordered::<RunInfo>(builder, &keys, after.as_deref(), &keys, max_results)
+            .await?;
+        Ok(Page {
+            items: self.load_runs(infos).await?,
+            next_page_token,
+        })
+    }
+
+    /// `SELECT <run columns>, <sort columns of keys> FROM runs r <joins> WHERE <filter>`.
+    fn run_search_query(
+        &self,
+        request: &RunSearch,
+        clauses: &[Clause],
+        joins: SqlBuilder,
+        keys: &[SortKey],
+    ) -> Result<SqlBuilder> {
         // The joins' key binds come first, so the builder continues their numbering.
         let mut builder = SqlBuilder {
             sql: format!("SELECT {RUN_COLUMNS}"),
             values: joins.values,
         };
-        search::push_sort_columns(&mut builder, &keys);
+        search::push_sort_columns(&mut builder, keys);
         builder.push(" FROM runs r");
         builder.push(&joins.sql);
         builder.push(" WHERE r.experiment_id IN ");
@@ -595,17 +707,11 @@ impl Store {
                 .iter()
                 .map(|s| SqlValue::Text((*s).to_owned())),
         );
-        for clause in &clauses {
+        for clause in clauses {
             builder.push(" AND ");
             self.push_run_clause(&mut builder, clause)?;
         }
-        let (infos, next_page_token) = self
-            .fetch_page::<RunInfo>(builder, &keys, after.as_deref(), max_results)
-            .await?;
-        Ok(Page {
-            items: self.load_runs(infos).await?,
-            next_page_token,
-        })
+        Ok(builder)
     }
 
     fn push_run_clause(&self, builder: &mut SqlBuilder, clause: &Clause) -> Result<()> {
@@ -627,7 +733,12 @@ impl Store {
             Key::Param(key) => push_key_value_clause(
                 builder,
                 backend,
-                "SELECT 1 FROM params p WHERE p.run_uuid = r.run_uuid AND p.key = ",
+                if indexable_key_value(backend, key, clause) {
+                    "SELECT 1 FROM params p WHERE char_length(p.key) + char_length(p.value) <= 600 \
+                     AND p.run_uuid = r.run_uuid AND p.key = "
+                } else {
+                    "SELECT 1 FROM params p WHERE p.run_uuid = r.run_uuid AND p.key = "
+                },
                 key,
                 "p.value",
                 clause,
@@ -635,7 +746,12 @@ impl Store {
             Key::Tag(key) => push_key_value_clause(
                 builder,
                 backend,
-                "SELECT 1 FROM tags t WHERE t.run_uuid = r.run_uuid AND t.key = ",
+                if indexable_key_value(backend, key, clause) {
+                    "SELECT 1 FROM tags t WHERE char_length(t.key) + char_length(t.value) <= 600 \
+                     AND t.run_uuid = r.run_uuid AND t.key = "
+                } else {
+                    "SELECT 1 FROM tags t WHERE t.run_uuid = r.run_uuid AND t.key = "
+                },
                 key,
                 "t.value",
                 clause,
@@ -672,59 +788,72 @@ impl Store {
     }
 
     /// Attaches params, tags, latest metrics and inputs to run infos, keeping their order.
+    ///
+    /// Five statements, each with the run ids bound as one parameter (a Postgres array, a JSON
+    /// array on SQLite), run concurrently on the pool.
     pub(super) async fn load_runs(&self, infos: Vec<RunInfo>) -> Result<Vec<Run>> {
         if infos.is_empty() {
             return Ok(Vec::new());
         }
-        let ids: Vec<SqlValue> = infos
-            .iter()
-            .map(|info| SqlValue::Text(info.run_uuid.clone()))
-            .collect();
-        let in_list = |sql: &str, order: &str| {
-            let mut builder = SqlBuilder::new(sql);
-            builder.bind_list(ids.clone());
-            builder.push(order);
-            builder
-        };
-        let params_sql = in_list(
-            "SELECT run_uuid, key, value FROM params WHERE run_uuid IN ",
-            " ORDER BY key",
-        );
-        let tags_sql = in_list(
-            "SELECT run_uuid, key, value FROM tags WHERE run_uuid IN ",
-            " ORDER BY key",
-        );
-        let metrics_sql = in_list(
-            "SELECT run_uuid, key, step, timestamp, value, is_nan FROM latest_metrics WHERE run_uuid IN ",
-            " ORDER BY key",
-        );
-        let inputs_sql = in_list(
-            "SELECT i.run_uuid, d.dataset_uuid, d.name, d.digest, d.source_type, d.source, d.schema, d.profile \
-             FROM run_inputs i JOIN datasets d ON d.dataset_uuid = i.dataset_uuid WHERE i.run_uuid IN ",
-            " ORDER BY d.name, d.digest",
-        );
-        let model_outputs_sql = in_list(
-            "SELECT run_uuid, model_id, step FROM run_model_outputs WHERE run_uuid IN ",
-            " ORDER BY step, model_id",
-        );
-        let model_inputs_sql = in_list(
-            "SELECT run_uuid, model_id FROM run_model_inputs WHERE run_uuid IN ",
-            " ORDER BY model_id",
-        );
-        let input_tags_sql = in_list(
-            "SELECT run_uuid, dataset_uuid, key, value FROM run_input_tags WHERE run_uuid IN ",
-            " ORDER BY key",
-        );
-        let (params, tags, metrics, inputs, input_tags, model_outputs, model_inputs) = with_pool!(self, pool => {
-            let params = bind_values!(sqlx::query_as::<_, RunKeyValueRow>(&params_sql.sql), &params_sql.values).fetch_all(pool).await?;
-            let tags = bind_values!(sqlx::query_as::<_, RunKeyValueRow>(&tags_sql.sql), &tags_sql.values).fetch_all(pool).await?;
-            let metrics = bind_values!(sqlx::query_as::<_, LatestMetricRow>(&metrics_sql.sql), &metrics_sql.values).fetch_all(pool).await?;
-            let inputs = bind_values!(sqlx::query_as::<_, InputRow>(&inputs_sql.sql), &inputs_sql.values).fetch_all(pool).await?;
-            let input_tags = bind_values!(sqlx::query_as::<_, InputTagRow>(&input_tags_sql.sql), &input_tags_sql.values).fetch_all(pool).await?;
-            let model_outputs: Vec<(String, String, i64)> = bind_values!(sqlx::query_as(&model_outputs_sql.sql), &model_outputs_sql.values).fetch_all(pool).await?;
-            let model_inputs: Vec<(String, String)> = bind_values!(sqlx::query_as(&model_inputs_sql.sql), &model_inputs_sql.values).fetch_all(pool).await?;
-            (params, tags, metrics, inputs, input_tags, model_outputs, model_inputs)
-        });
+        let ids: Vec<String> = infos.iter().map(|info| info.run_uuid.clone()).collect();
+        let ids = RunIds::new(ids)?;
+        let (key_values, metrics, inputs, input_tags, models) = futures::try_join!(
+            self.fetch_for_runs::<KindKeyValueRow>(
+                &ids,
+                "SELECT CAST(0 AS BIGINT) AS kind, run_uuid, key, value FROM params WHERE run_uuid {ids} \
+                 UNION ALL \
+                 SELECT CAST(1 AS BIGINT) AS kind, run_uuid, key, value FROM tags WHERE run_uuid {ids} \
+                 ORDER BY kind, key",
+            ),
+            self.fetch_for_runs::<LatestMetricRow>(
+                &ids,
+                "SELECT run_uuid, key, step, timestamp, value, is_nan FROM latest_metrics \
+                 WHERE run_uuid {ids} ORDER BY key",
+            ),
+            self.fetch_for_runs::<InputRow>(
+                &ids,
+                "SELECT i.run_uuid, d.dataset_uuid, d.name, d.digest, d.source_type, d.source, d.schema, d.profile \
+                 FROM run_inputs i JOIN datasets d ON d.dataset_uuid = i.dataset_uuid \
+                 WHERE i.run_uuid {ids} ORDER BY d.name, d.digest",
+            ),
+            self.fetch_for_runs::<InputTagRow>(
+                &ids,
+                "SELECT run_uuid, dataset_uuid, key, value FROM run_input_tags \
+                 WHERE run_uuid {ids} ORDER BY key",
+            ),
+            // outputs (with their step) first, then inputs (step NULL)
+            self.fetch_for_runs::<(i64, String, String, Option<i64>)>(
+                &ids,
+                "SELECT CAST(0 AS BIGINT) AS kind, run_uuid, model_id, step FROM run_model_outputs \
+                 WHERE run_uuid {ids} \
+                 UNION ALL \
+                 SELECT CAST(1 AS BIGINT) AS kind, run_uuid, model_id, CAST(NULL AS BIGINT) AS step \
+                 FROM run_model_inputs WHERE run_uuid {ids} \
+                 ORDER BY kind, step, model_id",
+            ),
+        )?;
+        let mut params = Vec::new();
+        let mut tags = Vec::new();
+        for row in key_values {
+            let target = if row.kind == 0 {
+                &mut params
+            } else {
+                &mut tags
+            };
+            target.push(RunKeyValueRow {
+                run_uuid: row.run_uuid,
+                key: row.key,
+                value: row.value,
+            });
+        }
+        let mut model_outputs = Vec::new();
+        let mut model_inputs = Vec::new();
+        for (kind, run_uuid, model_id, step) in models {
+            match step {
+                Some(step) if kind == 0 => model_outputs.push((run_uuid, model_id, step)),
+                _ => model_inputs.push((run_uuid, model_id)),
+            }
+        }
         let mut outputs_by_run: HashMap<String, Vec<ModelOutput>> = HashMap::new();
         for (run_uuid, model_id, step) in model_outputs {
             outputs_by_run
@@ -793,6 +922,40 @@ impl Store {
     }
 }
 
+/// A page token's position (general keys, the first `group` of them for the first order_by
+/// entry) restated for the present-only keys of [`run_sort_keys`], or `None` when it lies
+/// among runs without the first key (a metric's rank 1 or 2, a NULL param or tag).
+fn present_position(after: &[TokenValue], group: usize) -> Option<Vec<TokenValue>> {
+    match (group, after) {
+        // a metric: rank 0 (a number), then the value
+        (2, [TokenValue::Int(0), value, rest @ ..]) if *value != TokenValue::Null => Some(
+            std::iter::once(value.clone())
+                .chain(rest.iter().cloned())
+                .collect(),
+        ),
+        // a param or tag: the value
+        (1, [value, ..]) if *value != TokenValue::Null => Some(after.to_vec()),
+        _ => None,
+    }
+}
+
+/// Longest key + value (in characters) that the Postgres (key, value) indexes of params and
+/// tags hold: they are partial (migration 0004) because a B-tree entry has a size limit.
+const INDEXED_KEY_VALUE_CHARS: usize = 600;
+
+/// Whether a param or tag clause may say `char_length(key) + char_length(value) <= 600`, the
+/// predicate of the partial index, so that Postgres can use the index: only for `=` with a
+/// value that short, where every matching row satisfies it anyway.
+fn indexable_key_value(backend: super::Backend, key: &str, clause: &Clause) -> bool {
+    if backend != super::Backend::Postgres {
+        return false;
+    }
+    // Bytes, not characters: a character is one byte or more in UTF-8, so the byte count
+    // bounds char_length in any server encoding (even SQL_ASCII, which counts bytes).
+    let fits = |value: &str| key.len() + value.len() <= INDEXED_KEY_VALUE_CHARS;
+    matches!((&clause.op, &clause.value), (Comparator::Eq, filter::Value::String(value)) if fits(value))
+}
+
 fn group_key_values(rows: Vec<RunKeyValueRow>) -> HashMap<String, Vec<KeyValue>> {
     let mut grouped: HashMap<String, Vec<KeyValue>> = HashMap::new();
     for row in rows {
@@ -826,11 +989,16 @@ fn run_attribute_column(attribute: &Attribute) -> Result<(&'static str, bool)> {
 /// The sort keys for one order_by entry; metrics, params and tags get a LEFT JOIN `o<i>`.
 /// A metric sorts numbers first, then NaN, then runs without it, in both directions (MLflow's
 /// order), so it takes two keys: that rank, then the value.
+///
+/// With `present`, the join is an inner join that keeps only runs having the key (for a metric:
+/// with a value other than NaN), and the one key returned is the plain value. Over those runs
+/// it orders exactly as the general keys do, which sort all of them before any other run.
 fn run_sort_keys(
     joins: &mut SqlBuilder,
     index: usize,
     key: &Key,
     descending: bool,
+    present: bool,
 ) -> Result<Vec<SortKey>> {
     let alias = format!("o{index}");
     let (table, lookup) = match key {
@@ -853,10 +1021,25 @@ fn run_sort_keys(
             ));
         }
     };
+    let join = if present { "JOIN" } else { "LEFT JOIN" };
     joins.push(&format!(
-        " LEFT JOIN {table} {alias} ON {alias}.run_uuid = r.run_uuid AND {alias}.key = "
+        " {join} {table} {alias} ON {alias}.run_uuid = r.run_uuid AND {alias}.key = "
     ));
     joins.bind(SqlValue::Text(lookup.clone()));
+    if present {
+        let kind = if matches!(key, Key::Metric(_)) {
+            joins.push(&format!(" AND NOT {alias}.is_nan"));
+            SortKind::Float
+        } else {
+            SortKind::Text
+        };
+        return Ok(vec![SortKey::new(
+            format!("{alias}.value"),
+            kind,
+            descending,
+            false,
+        )]);
+    }
     Ok(match key {
         Key::Metric(_) => vec![
             SortKey::new(

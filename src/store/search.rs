@@ -280,7 +280,7 @@ impl Store {
     /// token for the next page, present exactly when more rows exist.
     pub(crate) async fn fetch_page<T>(
         &self,
-        mut builder: SqlBuilder,
+        builder: SqlBuilder,
         keys: &[SortKey],
         after: Option<&[TokenValue]>,
         max_results: i64,
@@ -291,19 +291,67 @@ impl Store {
             + Send
             + Unpin,
     {
+        self.fetch_page_with(builder, keys, after, keys, max_results, true)
+            .await
+    }
+
+    /// [`Self::fetch_page`] for a query whose ORDER BY and keyset condition use
+    /// `order_keys` (with `after` in their terms) while the select list carries the columns
+    /// of `token_keys` (see [`push_sort_columns`]), from which the page token is made. The
+    /// two must order the query's rows alike: this lets a query that only sees part of the
+    /// rows sort them by plain, indexable columns and still hand out the general token.
+    ///
+    /// The statement is not kept prepared, so Postgres plans it for the values bound each
+    /// time. A cached statement switches to a generic plan after five runs, which guesses how
+    /// many rows `params.model = $4` matches; for filters over many runs, where the right plan
+    /// depends on those values, that guess costs more than planning does.
+    pub(crate) async fn fetch_page_ordered<T>(
+        &self,
+        builder: SqlBuilder,
+        order_keys: &[SortKey],
+        after: Option<&[TokenValue]>,
+        token_keys: &[SortKey],
+        max_results: i64,
+    ) -> Result<(Vec<T>, Option<String>)>
+    where
+        T: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow>
+            + for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow>
+            + Send
+            + Unpin,
+    {
+        self.fetch_page_with(builder, order_keys, after, token_keys, max_results, false)
+            .await
+    }
+
+    async fn fetch_page_with<T>(
+        &self,
+        mut builder: SqlBuilder,
+        order_keys: &[SortKey],
+        after: Option<&[TokenValue]>,
+        token_keys: &[SortKey],
+        max_results: i64,
+        prepared: bool,
+    ) -> Result<(Vec<T>, Option<String>)>
+    where
+        T: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow>
+            + for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow>
+            + Send
+            + Unpin,
+    {
         if let Some(after) = after {
-            push_keyset_condition(&mut builder, keys, after);
+            push_keyset_condition(&mut builder, order_keys, after);
         }
-        push_order_by(&mut builder, keys);
+        push_order_by(&mut builder, order_keys);
         builder.push(" LIMIT ");
         builder.bind(SqlValue::Int(max_results.saturating_add(1)));
         let (mut rows, mut sort_values) = with_pool!(self, pool => {
-            let raw = bind_values!(sqlx::query(&builder.sql), &builder.values).fetch_all(pool).await?;
+            let query = sqlx::query(&builder.sql).persistent(prepared);
+            let raw = bind_values!(query, &builder.values).fetch_all(pool).await?;
             let mut rows = Vec::with_capacity(raw.len());
             let mut sort_values = Vec::with_capacity(raw.len());
             for row in &raw {
                 rows.push(T::from_row(row)?);
-                sort_values.push(read_sort_values(row, keys)?);
+                sort_values.push(read_sort_values(row, token_keys)?);
             }
             (rows, sort_values)
         });

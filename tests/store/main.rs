@@ -6,6 +6,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 mod registry;
+mod run_search;
 
 use ferroflow::store::experiments::{DEFAULT_EXPERIMENT_ID, ExperimentSearch};
 use ferroflow::store::runs::{Dataset, DatasetInput, Metric, NewRun, RunSearch};
