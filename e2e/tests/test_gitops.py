@@ -337,6 +337,13 @@ def test_gitops_walkthrough(operator, namespace, tracking_uri, client, unique_na
     stored = client.get_experiment(experiment_id)
     assert stored.tags["team"] == "growth"
     assert stored.tags["mlflow.note.content"] == "churn experiments, managed in git"
+    # Declared tags and the name belong to git; undeclared tags stay writable.
+    refused = _model_error(lambda: client.set_experiment_tag(experiment_id, "team", "other"))
+    assert f"Experiment {namespace}/churn" in refused
+    refused = _model_error(lambda: client.rename_experiment(experiment_id, f"renamed-{unique_name}"))
+    assert f"Experiment {namespace}/churn" in refused
+    client.set_experiment_tag(experiment_id, "notes", "free")
+    assert client.get_experiment(experiment_id).tags["notes"] == "free"
 
     model = wait_ready(namespace, "registeredmodel/churn")
     assert model["status"]["aliases"] == {"champion": 1}

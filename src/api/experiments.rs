@@ -11,6 +11,7 @@ use super::types::{Empty, Experiment, KeyValueJson};
 use super::{AppState, parse_view_type};
 use crate::store::KeyValue;
 use crate::store::experiments::ExperimentSearch;
+use crate::store::registry::Actor;
 
 /// Page size when a search does not say (the client's default).
 const DEFAULT_SEARCH_PAGE: i64 = 1000;
@@ -166,7 +167,10 @@ async fn update(
 ) -> ApiResult<Json<Empty>> {
     let id = parse_experiment_id(request.experiment_id.as_deref())?;
     if let Some(new_name) = request.new_name {
-        state.store.rename_experiment(id, &new_name).await?;
+        state
+            .store
+            .rename_experiment(id, &new_name, Actor::Api)
+            .await?;
     }
     Ok(Json(Empty {}))
 }
@@ -176,7 +180,7 @@ async fn delete(
     Mlflow(request): Mlflow<IdRequest>,
 ) -> ApiResult<Json<Empty>> {
     let id = parse_experiment_id(request.experiment_id.as_deref())?;
-    state.store.delete_experiment(id).await?;
+    state.store.delete_experiment(id, Actor::Api).await?;
     Ok(Json(Empty {}))
 }
 
@@ -185,7 +189,7 @@ async fn restore(
     Mlflow(request): Mlflow<IdRequest>,
 ) -> ApiResult<Json<Empty>> {
     let id = parse_experiment_id(request.experiment_id.as_deref())?;
-    state.store.restore_experiment(id).await?;
+    state.store.restore_experiment(id, Actor::Api).await?;
     Ok(Json(Empty {}))
 }
 
@@ -206,7 +210,7 @@ async fn set_tag(
     let value = request.value.ok_or_else(|| ApiError::missing("value"))?;
     state
         .store
-        .set_experiment_tag(id, &KeyValue::new(key, value))
+        .set_experiment_tag(id, &KeyValue::new(key, value), Actor::Api)
         .await?;
     Ok(Json(Empty {}))
 }
@@ -217,6 +221,9 @@ async fn delete_tag(
 ) -> ApiResult<Json<Empty>> {
     let id = parse_experiment_id(request.experiment_id.as_deref())?;
     let key = request.key.ok_or_else(|| ApiError::missing("key"))?;
-    state.store.delete_experiment_tag(id, &key).await?;
+    state
+        .store
+        .delete_experiment_tag(id, &key, Actor::Api)
+        .await?;
     Ok(Json(Empty {}))
 }

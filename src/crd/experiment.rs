@@ -35,6 +35,7 @@ pub struct ExperimentSpec {
     #[schemars(length(min = 1, max = 500))]
     pub experiment_name: Option<String>,
     /// Shown in MLflow's UI (the `mlflow.note.content` tag). Owned by this resource when set.
+    /// While the resource exists the REST API can neither rename nor delete the experiment.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
     /// Where runs of a new experiment store artifacts (e.g. `s3://bucket/prefix`); defaults to
@@ -42,8 +43,9 @@ pub struct ExperimentSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1))]
     pub artifact_location: Option<String>,
-    /// Experiment tags set from git. Removing a key here removes the tag; tags the resource
-    /// never listed (e.g. set by training code) are left alone.
+    /// Experiment tags set from git; the REST API cannot change them. Removing a key here
+    /// removes the tag; tags the resource never listed (e.g. set by training code) stay
+    /// writable.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub tags: BTreeMap<String, String>,
     /// `Retain` (default) keeps the experiment when the resource is deleted; `Delete`
@@ -65,10 +67,6 @@ pub struct ExperimentStatus {
     /// `active` or `deleted`, as MLflow reports it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lifecycle_stage: Option<String>,
-    /// Tag keys the operator set from `spec.tags`, so a key removed from the spec is removed
-    /// from the experiment too.
-    #[serde(default, skip_serializing_if = "Vec::is_empty")]
-    pub managed_tag_keys: Vec<String>,
     #[serde(flatten)]
     pub state: ReconcileState,
 }

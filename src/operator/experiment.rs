@@ -1,11 +1,14 @@
 //! Reconciles an Experiment: create or adopt the MLflow experiment by name, keep description
 //! and tags as the spec says; on deletion, soft-delete (`Delete`) or leave it (`Retain`).
 
-use std::collections::BTreeSet;
+use kube::ResourceExt;
 
 use super::context::Context;
 use super::reconcile::{Failure, Reconciler};
+use super::registered_model::owner_of;
 use crate::crd::{DeletionPolicy, Experiment, ExperimentStatus, Outcome, Reason, ReconcileState};
+use crate::store::experiments::{Experiment as StoredExperiment, ExperimentOwnership};
+use crate::store::registry::Actor;
 use crate::store::{self, KeyValue};
 
 /// MLflow keeps an experiment's description in this tag.
@@ -30,11 +33,38 @@ impl Reconciler for Experiment {
 
     async fn sync(&self, ctx: &Context, status: &mut ExperimentStatus) -> Result<Outcome, Failure> {
         let name = self.experiment_name();
+        let owner = owner_of(self);
+        let uid = owner.uid.clone();
+        let actor = Actor::Owner(&uid);
         let mut experiment = find_or_create(ctx, self, name).await?;
+        let mut desired: Vec<KeyValue> = self
+            .spec
+            .tags
+            .iter()
+            .map(|(key, value)| KeyValue::new(key, value))
+            .collect();
+        if let Some(description) = &self.spec.description {
+            desired.push(KeyValue::new(DESCRIPTION_TAG, description));
+        }
+        // The store remembers which tags this resource declared last time: those it no longer
+        // declares are removed below, once ownership has moved to the new set.
+        let previously_owned = experiment
+            .ownership
+            .as_ref()
+            .filter(|ownership| ownership.owner.uid == owner.uid)
+            .map(|ownership| ownership.tag_keys.clone())
+            .unwrap_or_default();
+        let ownership = ExperimentOwnership {
+            owner,
+            tag_keys: desired.iter().map(|tag| tag.key.clone()).collect(),
+        };
+        ctx.store
+            .set_experiment_owner(experiment.experiment_id, &ownership)
+            .await?;
         if experiment.lifecycle_stage == LIFECYCLE_DELETED {
             // Declared in git means it should exist: bring back what someone deleted.
             ctx.store
-                .restore_experiment(experiment.experiment_id)
+                .restore_experiment(experiment.experiment_id, actor)
                 .await?;
             experiment = ctx.store.get_experiment(experiment.experiment_id).await?;
         }
@@ -54,30 +84,19 @@ impl Reconciler for Experiment {
             )));
         }
 
-        let mut desired: Vec<KeyValue> = self
-            .spec
-            .tags
-            .iter()
-            .map(|(key, value)| KeyValue::new(key, value))
-            .collect();
-        if let Some(description) = &self.spec.description {
-            desired.push(KeyValue::new(DESCRIPTION_TAG, description));
-        }
         for tag in &desired {
             let current = experiment.tags.iter().find(|t| t.key == tag.key);
             if current.map(|t| &t.value) != Some(&tag.value) {
                 ctx.store
-                    .set_experiment_tag(experiment.experiment_id, tag)
+                    .set_experiment_tag(experiment.experiment_id, tag, actor)
                     .await?;
             }
         }
-        let desired_keys: BTreeSet<&str> = desired.iter().map(|t| t.key.as_str()).collect();
-        for key in &status.managed_tag_keys {
-            let present = experiment.tags.iter().any(|t| &t.key == key);
-            if present && !desired_keys.contains(key.as_str()) {
+        for key in previously_owned.difference(&ownership.tag_keys) {
+            if experiment.tags.iter().any(|t| &t.key == key) {
                 match ctx
                     .store
-                    .delete_experiment_tag(experiment.experiment_id, key)
+                    .delete_experiment_tag(experiment.experiment_id, key, actor)
                     .await
                 {
                     Ok(()) | Err(store::Error::NotFound(_)) => {}
@@ -85,7 +104,6 @@ impl Reconciler for Experiment {
                 }
             }
         }
-        status.managed_tag_keys = desired_keys.into_iter().map(str::to_owned).collect();
         Ok(Outcome::ready(format!(
             "experiment '{}' (id {}) matches the spec",
             experiment.name, experiment.experiment_id
@@ -93,9 +111,7 @@ impl Reconciler for Experiment {
     }
 
     async fn cleanup(&self, ctx: &Context) -> Result<(), Failure> {
-        if self.spec.deletion_policy != DeletionPolicy::Delete {
-            return Ok(());
-        }
+        let uid = self.uid().unwrap_or_default();
         let experiment = match ctx
             .store
             .get_experiment_by_name(self.experiment_name())
@@ -105,19 +121,21 @@ impl Reconciler for Experiment {
             Err(store::Error::NotFound(_)) => return Ok(()),
             Err(error) => return Err(error.into()),
         };
-        // Only the experiment this resource reconciled: a same-named one created after a
-        // Retain-style hand-over is not ours to delete.
-        let ours = self
-            .status
-            .as_ref()
-            .and_then(|s| s.experiment_id.as_deref());
-        if ours != Some(experiment.experiment_id.to_string().as_str())
-            || experiment.lifecycle_stage == LIFECYCLE_DELETED
-        {
+        // Only the experiment this resource declares: one with the same name that another
+        // resource (or nobody) owns is not ours to delete or release.
+        if experiment.ownership.as_ref().map(|o| o.owner.uid.as_str()) != Some(uid.as_str()) {
             return Ok(());
         }
+        if self.spec.deletion_policy == DeletionPolicy::Delete
+            && experiment.lifecycle_stage != LIFECYCLE_DELETED
+        {
+            ctx.store
+                .delete_experiment(experiment.experiment_id, Actor::Owner(&uid))
+                .await?;
+        }
+        // Deleted or kept, nobody declares it any more: the API may restore or change it.
         ctx.store
-            .delete_experiment(experiment.experiment_id)
+            .clear_experiment_owner(experiment.experiment_id, &uid)
             .await?;
         Ok(())
     }
@@ -127,7 +145,7 @@ async fn find_or_create(
     ctx: &Context,
     obj: &Experiment,
     name: &str,
-) -> Result<store::experiments::Experiment, Failure> {
+) -> Result<StoredExperiment, Failure> {
     match ctx.store.get_experiment_by_name(name).await {
         Ok(experiment) => return Ok(experiment),
         Err(store::Error::NotFound(_)) => {}

@@ -1,8 +1,9 @@
 //! Experiments: create, read, search, rename, delete/restore and tags.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
 use super::filter::{self, Attribute, Clause, Comparator, Key, SearchEntity, Value};
+use super::registry::{Actor, Owner};
 use super::search::{self, SortKey, SortKind, SqlBuilder, SqlValue, bind_values};
 use super::validation::{self, MAX_ENTITY_KEY_LENGTH, MAX_EXPERIMENT_TAG_VALUE_LENGTH};
 use super::{
@@ -25,6 +26,16 @@ pub struct Experiment {
     pub creation_time: i64,
     pub last_update_time: i64,
     pub tags: Vec<KeyValue>,
+    /// The Kubernetes resource that declares the experiment, if any.
+    pub ownership: Option<ExperimentOwnership>,
+}
+
+/// Who declares an experiment and which of its tags.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ExperimentOwnership {
+    pub owner: Owner,
+    /// Tag keys the owner declares; other tags stay writable through the API.
+    pub tag_keys: BTreeSet<String>,
 }
 
 #[derive(sqlx::FromRow)]
@@ -35,6 +46,31 @@ struct ExperimentRow {
     lifecycle_stage: String,
     creation_time: i64,
     last_update_time: i64,
+    owner_namespace: Option<String>,
+    owner_kind: Option<String>,
+    owner_name: Option<String>,
+    owner_uid: Option<String>,
+    owned_tag_keys: String,
+}
+
+impl ExperimentRow {
+    fn ownership(&self) -> Option<ExperimentOwnership> {
+        let uid = self.owner_uid.clone()?;
+        Some(ExperimentOwnership {
+            owner: Owner {
+                namespace: self.owner_namespace.clone().unwrap_or_default(),
+                kind: self.owner_kind.clone().unwrap_or_default(),
+                name: self.owner_name.clone().unwrap_or_default(),
+                uid,
+            },
+            tag_keys: self
+                .owned_tag_keys
+                .lines()
+                .filter(|key| !key.is_empty())
+                .map(str::to_owned)
+                .collect(),
+        })
+    }
 }
 
 #[derive(sqlx::FromRow)]
@@ -44,7 +80,8 @@ struct ExperimentTagRow {
     value: String,
 }
 
-const EXPERIMENT_COLUMNS: &str = "e.experiment_id, e.name, e.artifact_location, e.lifecycle_stage, e.creation_time, e.last_update_time";
+const EXPERIMENT_COLUMNS: &str = "e.experiment_id, e.name, e.artifact_location, e.lifecycle_stage, e.creation_time, e.last_update_time, \
+     e.owner_namespace, e.owner_kind, e.owner_name, e.owner_uid, e.owned_tag_keys";
 
 /// What a search for experiments asks.
 #[derive(Debug, Clone, Default)]
@@ -172,6 +209,7 @@ impl Store {
             .into_iter()
             .map(|row| Experiment {
                 tags: tags.remove(&row.experiment_id).unwrap_or_default(),
+                ownership: row.ownership(),
                 experiment_id: row.experiment_id,
                 name: row.name,
                 artifact_location: row.artifact_location,
@@ -221,9 +259,15 @@ impl Store {
     }
 
     /// Renames an experiment. A taken name is BAD_REQUEST, a deleted experiment INVALID_STATE, as in MLflow.
-    pub async fn rename_experiment(&self, experiment_id: i64, new_name: &str) -> Result<()> {
+    pub async fn rename_experiment(
+        &self,
+        experiment_id: i64,
+        new_name: &str,
+        actor: Actor<'_>,
+    ) -> Result<()> {
         validation::validate_experiment_name(new_name)?;
         let experiment = self.get_experiment(experiment_id).await?;
+        check_experiment_writable(&experiment, Some("name"), actor)?;
         if experiment.lifecycle_stage != LIFECYCLE_ACTIVE {
             return Err(Error::InvalidState(format!(
                 "Cannot rename a non-active experiment. Experiment {experiment_id} is {}.",
@@ -247,14 +291,14 @@ impl Store {
     }
 
     /// Marks an experiment and all its runs deleted (restorable).
-    pub async fn delete_experiment(&self, experiment_id: i64) -> Result<()> {
-        self.set_experiment_lifecycle(experiment_id, LIFECYCLE_ACTIVE, LIFECYCLE_DELETED)
+    pub async fn delete_experiment(&self, experiment_id: i64, actor: Actor<'_>) -> Result<()> {
+        self.set_experiment_lifecycle(experiment_id, LIFECYCLE_ACTIVE, LIFECYCLE_DELETED, actor)
             .await
     }
 
     /// Restores a deleted experiment and its runs.
-    pub async fn restore_experiment(&self, experiment_id: i64) -> Result<()> {
-        self.set_experiment_lifecycle(experiment_id, LIFECYCLE_DELETED, LIFECYCLE_ACTIVE)
+    pub async fn restore_experiment(&self, experiment_id: i64, actor: Actor<'_>) -> Result<()> {
+        self.set_experiment_lifecycle(experiment_id, LIFECYCLE_DELETED, LIFECYCLE_ACTIVE, actor)
             .await
     }
 
@@ -263,8 +307,10 @@ impl Store {
         experiment_id: i64,
         from: &str,
         to: &str,
+        actor: Actor<'_>,
     ) -> Result<()> {
         let experiment = self.get_experiment(experiment_id).await?;
+        check_experiment_writable(&experiment, None, actor)?;
         if experiment.lifecycle_stage != from {
             return Err(Error::NotFound(format!(
                 "Experiment {experiment_id} is already {} and cannot be made {to}.",
@@ -294,9 +340,15 @@ impl Store {
     }
 
     /// Sets (upserts) an experiment tag.
-    pub async fn set_experiment_tag(&self, experiment_id: i64, tag: &KeyValue) -> Result<()> {
+    pub async fn set_experiment_tag(
+        &self,
+        experiment_id: i64,
+        tag: &KeyValue,
+        actor: Actor<'_>,
+    ) -> Result<()> {
         validate_experiment_tag(tag)?;
-        self.get_active_experiment(experiment_id).await?;
+        let experiment = self.get_active_experiment(experiment_id).await?;
+        check_experiment_tag_writable(&experiment, &tag.key, actor)?;
         with_pool!(self, pool => sqlx::query(
             "INSERT INTO experiment_tags (experiment_id, key, value) VALUES ($1, $2, $3) \
              ON CONFLICT (experiment_id, key) DO UPDATE SET value = excluded.value")
@@ -309,8 +361,14 @@ impl Store {
     }
 
     /// Deletes an experiment tag; a missing tag is RESOURCE_DOES_NOT_EXIST.
-    pub async fn delete_experiment_tag(&self, experiment_id: i64, key: &str) -> Result<()> {
-        self.get_active_experiment(experiment_id).await?;
+    pub async fn delete_experiment_tag(
+        &self,
+        experiment_id: i64,
+        key: &str,
+        actor: Actor<'_>,
+    ) -> Result<()> {
+        let experiment = self.get_active_experiment(experiment_id).await?;
+        check_experiment_tag_writable(&experiment, key, actor)?;
         let deleted = with_pool!(self, pool => sqlx::query(
             "DELETE FROM experiment_tags WHERE experiment_id = $1 AND key = $2")
             .bind(experiment_id)
@@ -323,6 +381,75 @@ impl Store {
             )));
         }
         Ok(())
+    }
+
+    /// Records that `ownership.owner` declares the experiment and owns `ownership.tag_keys`
+    /// (replacing what it owned before). Refused with [`Error::OwnedElsewhere`] when another
+    /// resource declares it: two resources declaring one experiment is a conflict for a human.
+    pub async fn set_experiment_owner(
+        &self,
+        experiment_id: i64,
+        ownership: &ExperimentOwnership,
+    ) -> Result<()> {
+        let experiment = self.get_experiment(experiment_id).await?;
+        check_experiment_writable(&experiment, None, Actor::Owner(&ownership.owner.uid))?;
+        let keys: Vec<&str> = ownership.tag_keys.iter().map(String::as_str).collect();
+        with_pool!(self, pool => sqlx::query(
+            "UPDATE experiments SET owner_namespace = $1, owner_kind = $2, owner_name = $3, owner_uid = $4, \
+             owned_tag_keys = $5 WHERE experiment_id = $6 AND (owner_uid IS NULL OR owner_uid = $4)")
+            .bind(&ownership.owner.namespace)
+            .bind(&ownership.owner.kind)
+            .bind(&ownership.owner.name)
+            .bind(&ownership.owner.uid)
+            .bind(keys.join("\n"))
+            .bind(experiment_id)
+            .execute(pool)
+            .await.map(|done| done.rows_affected()))?;
+        Ok(())
+    }
+
+    /// Releases the experiment from the resource with `uid` (a `Retain` deletion policy); an
+    /// experiment that `uid` does not own is left alone.
+    pub async fn clear_experiment_owner(&self, experiment_id: i64, uid: &str) -> Result<()> {
+        with_pool!(self, pool => sqlx::query(
+            "UPDATE experiments SET owner_namespace = NULL, owner_kind = NULL, owner_name = NULL, \
+             owner_uid = NULL, owned_tag_keys = '' WHERE experiment_id = $1 AND owner_uid = $2")
+            .bind(experiment_id)
+            .bind(uid)
+            .execute(pool)
+            .await.map(|done| done.rows_affected()))?;
+        Ok(())
+    }
+}
+
+/// Refuses `actor` renaming (`field` = `name`), deleting or restoring (`None`) an experiment a
+/// resource declares.
+fn check_experiment_writable(
+    experiment: &Experiment,
+    field: Option<&str>,
+    actor: Actor<'_>,
+) -> Result<()> {
+    match &experiment.ownership {
+        Some(ownership) if !actor.is(&ownership.owner) => Err(Error::OwnedElsewhere {
+            object: format!("experiment '{}'", experiment.name),
+            field: field.map(str::to_owned),
+            owner: Box::new(ownership.owner.clone()),
+        }),
+        _ => Ok(()),
+    }
+}
+
+/// Refuses `actor` changing a tag the experiment's owner declares.
+fn check_experiment_tag_writable(
+    experiment: &Experiment,
+    key: &str,
+    actor: Actor<'_>,
+) -> Result<()> {
+    match &experiment.ownership {
+        Some(ownership) if ownership.tag_keys.contains(key) => {
+            check_experiment_writable(experiment, Some(&format!("tags.{key}")), actor)
+        }
+        _ => Ok(()),
     }
 }
 

@@ -190,6 +190,13 @@ pub enum Actor<'a> {
     Owner(&'a str),
 }
 
+impl Actor<'_> {
+    /// Whether this actor is `owner` itself.
+    pub fn is(self, owner: &Owner) -> bool {
+        matches!(self, Actor::Owner(uid) if uid == owner.uid)
+    }
+}
+
 /// A registry row: a registered model by name, or one of its versions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RegistryRef<'a> {
@@ -428,9 +435,7 @@ fn check_field_writable(
     object: impl FnOnce() -> String,
 ) -> Result<()> {
     match ownership {
-        Some(ownership)
-            if ownership.fields.contains(&field) && !actor_is(actor, &ownership.owner) =>
-        {
+        Some(ownership) if ownership.fields.contains(&field) && !actor.is(&ownership.owner) => {
             Err(Error::OwnedElsewhere {
                 object: object(),
                 field: Some(field.as_str().to_owned()),
@@ -449,17 +454,13 @@ fn check_object_writable(
     object: impl FnOnce() -> String,
 ) -> Result<()> {
     match ownership {
-        Some(ownership) if !actor_is(actor, &ownership.owner) => Err(Error::OwnedElsewhere {
+        Some(ownership) if !actor.is(&ownership.owner) => Err(Error::OwnedElsewhere {
             object: object(),
             field: field.map(str::to_owned),
             owner: Box::new(ownership.owner),
         }),
         _ => Ok(()),
     }
-}
-
-fn actor_is(actor: Actor<'_>, owner: &Owner) -> bool {
-    matches!(actor, Actor::Owner(uid) if uid == owner.uid)
 }
 
 fn model_not_found(name: &str) -> Error {

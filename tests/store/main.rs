@@ -5,10 +5,12 @@
 
 #[path = "../common/mod.rs"]
 mod common;
+mod experiment_owner;
 mod registry;
 mod run_search;
 
 use ferroflow::store::experiments::{DEFAULT_EXPERIMENT_ID, ExperimentSearch};
+use ferroflow::store::registry::Actor;
 use ferroflow::store::runs::{Dataset, DatasetInput, Metric, NewRun, RunSearch};
 use ferroflow::store::{Error, KeyValue, Store, ViewType};
 
@@ -101,7 +103,10 @@ async fn experiments_create_get_rename_and_refuse_duplicates(store: Store) {
         matches!(duplicate, Err(Error::AlreadyExists(_))),
         "{duplicate:?}"
     );
-    store.rename_experiment(id, "exp-b").await.unwrap();
+    store
+        .rename_experiment(id, "exp-b", Actor::Api)
+        .await
+        .unwrap();
     assert_eq!(store.get_experiment(id).await.unwrap().name, "exp-b");
     assert!(matches!(
         store.get_experiment_by_name("exp-a").await,
@@ -109,7 +114,7 @@ async fn experiments_create_get_rename_and_refuse_duplicates(store: Store) {
     ));
     new_experiment(&store, "exp-c").await;
     assert!(matches!(
-        store.rename_experiment(id, "exp-c").await,
+        store.rename_experiment(id, "exp-c", Actor::Api).await,
         Err(Error::BadRequest(_))
     ));
     assert!(matches!(
@@ -133,7 +138,7 @@ async fn experiments_create_get_rename_and_refuse_duplicates(store: Store) {
 async fn deleting_an_experiment_deletes_and_restores_its_runs(store: Store) {
     let id = new_experiment(&store, "doomed").await;
     let run = new_run(&store, id, "r", 1).await;
-    store.delete_experiment(id).await.unwrap();
+    store.delete_experiment(id, Actor::Api).await.unwrap();
     assert_eq!(
         store.get_experiment(id).await.unwrap().lifecycle_stage,
         "deleted"
@@ -143,7 +148,7 @@ async fn deleting_an_experiment_deletes_and_restores_its_runs(store: Store) {
         "deleted"
     );
     assert!(matches!(
-        store.delete_experiment(id).await,
+        store.delete_experiment(id, Actor::Api).await,
         Err(Error::NotFound(_))
     ));
     // A deleted experiment still holds its name.
@@ -153,7 +158,7 @@ async fn deleting_an_experiment_deletes_and_restores_its_runs(store: Store) {
             .await,
         Err(Error::AlreadyExists(_))
     ));
-    store.restore_experiment(id).await.unwrap();
+    store.restore_experiment(id, Actor::Api).await.unwrap();
     assert_eq!(
         store.get_run_info(&run).await.unwrap().lifecycle_stage,
         "active"
@@ -165,7 +170,7 @@ async fn experiment_search_filters_orders_and_pages(store: Store) {
         let id = new_experiment(&store, &format!("search-{i}")).await;
         if i % 2 == 0 {
             store
-                .set_experiment_tag(id, &KeyValue::new("even", "yes"))
+                .set_experiment_tag(id, &KeyValue::new("even", "yes"), Actor::Api)
                 .await
                 .unwrap();
         }
