@@ -6,10 +6,14 @@
 #
 # Sets up what is missing first: the Python venv (e2e/setup/venv.sh) and, unless
 # FERROFLOW_TEST_PG_URL is already set, the throwaway Postgres cluster (e2e/setup/postgres.sh;
-# set FERROFLOW_E2E_BACKENDS=sqlite to skip Postgres entirely). Exits with pytest's exit code.
+# set FERROFLOW_E2E_BACKENDS=sqlite to skip Postgres entirely) and, unless
+# FERROFLOW_E2E_S3_ENDPOINT is already set, the S3 server the artifact tests also run against
+# (e2e/setup/s3.sh: MinIO built from Go modules; FERROFLOW_E2E_ARTIFACT_STORES=local skips it).
+# Exits with pytest's exit code.
 #
-# Other environment: FERROFLOW_E2E_BACKENDS (sqlite,postgres), FERROFLOW_E2E_STATE (logs and
-# the Postgres cluster; default /tmp/ferroflow-e2e), FERROFLOW_VENV, FERROFLOW_PG_PORT.
+# Other environment: FERROFLOW_E2E_BACKENDS (sqlite,postgres), FERROFLOW_E2E_ARTIFACT_STORES
+# (local,s3), FERROFLOW_E2E_STATE (logs, the Postgres cluster, the S3 data; default
+# /tmp/ferroflow-e2e), FERROFLOW_VENV, FERROFLOW_PG_PORT, FERROFLOW_S3_PORT.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -28,6 +32,11 @@ eval "$("$here/setup/venv.sh")"
 backends="${FERROFLOW_E2E_BACKENDS:-sqlite,postgres}"
 if [[ ",$backends," == *",postgres,"* && -z "${FERROFLOW_TEST_PG_URL:-}" ]]; then
   eval "$("$here/setup/postgres.sh")"
+fi
+artifact_stores="${FERROFLOW_E2E_ARTIFACT_STORES:-local,s3}"
+if [[ ",$artifact_stores," == *",s3,"* && -z "${FERROFLOW_E2E_S3_ENDPOINT:-}" ]]; then
+  s3_env="$("$here/setup/s3.sh")"
+  eval "$s3_env"
 fi
 
 # shellcheck disable=SC1091

@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # The whole test suite, as the README's second command and CI run it. Installs what is
 # missing (Postgres from Debian packages, the Python venv with the mlflow client, the
-# Kubernetes control plane built from Go modules), then runs: format and lint checks,
+# Kubernetes control plane and MinIO built from Go modules), then runs: format and lint checks,
 # the Rust unit and integration tests (store conformance on SQLite and Postgres, HTTP,
-# cluster e2e), and the pytest suite with the real mlflow client on both backends.
+# cluster e2e), and the pytest suite with the real mlflow client on both backends (the
+# artifact tests also with artifacts in MinIO, through `--artifacts-destination s3://…`).
 # Everything it starts is stopped on exit, also when a step fails.
 set -euo pipefail
 
@@ -32,6 +33,7 @@ cleanup() {
   local status=$?
   step "teardown"
   bash e2e/cluster/down.sh >&2 || true
+  bash e2e/setup/s3.sh stop >&2 || true
   bash e2e/setup/postgres.sh stop >&2 || true
   exit "$status"
 }
@@ -60,6 +62,12 @@ pg_env=$(bash e2e/setup/postgres.sh)
 eval "$pg_env"
 export FERROFLOW_TEST_PG_URL
 
+step "s3 server (MinIO from Go modules)"
+s3_env=$(bash e2e/setup/s3.sh)
+eval "$s3_env"
+export FERROFLOW_E2E_S3_ENDPOINT FERROFLOW_E2E_S3_BUCKET FERROFLOW_E2E_S3_ACCESS_KEY_ID \
+  FERROFLOW_E2E_S3_SECRET_ACCESS_KEY FERROFLOW_E2E_S3_REGION
+
 step "python venv with mlflow"
 venv_env=$(bash e2e/setup/venv.sh)
 eval "$venv_env"
@@ -77,7 +85,7 @@ step "rust tests"
 cargo build --locked --bin ferroflow
 cargo test --locked --all-targets
 
-step "mlflow client e2e (sqlite and postgres)"
+step "mlflow client e2e (sqlite and postgres; artifacts also on S3)"
 FERROFLOW_BIN=$TARGET/debug/ferroflow bash e2e/run-pytest.sh
 
 step "done"

@@ -12,6 +12,12 @@ database per session in the server named by FERROFLOW_TEST_PG_URL, see e2e/setup
 FERROFLOW_E2E_BACKENDS=sqlite (or postgres) restricts the run to one of them. Without
 FERROFLOW_TEST_PG_URL the postgres half is skipped, unless CI is set: then it fails.
 
+Tests marked `artifact_stores` (test_artifacts.py) also run once per artifact store: `local` (a
+temporary folder, the server every other test uses) and `s3` (a second server per backend whose
+`--artifacts-destination` is s3://<bucket>/<fresh prefix> in the S3 server e2e/setup/s3.sh
+started, named by FERROFLOW_E2E_S3_*). FERROFLOW_E2E_ARTIFACT_STORES=local (or s3) restricts
+them. Without FERROFLOW_E2E_S3_ENDPOINT the s3 half is skipped, unless CI is set: then it fails.
+
 The server's stdout and stderr go to $FERROFLOW_E2E_STATE/logs/<impl>-<backend>.log (default
 /tmp/ferroflow-e2e); the part of it written while a test ran is attached to that test's failure
 report.
@@ -27,6 +33,7 @@ import subprocess
 import sys
 import time
 import uuid
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
@@ -46,8 +53,10 @@ os.environ["DO_NOT_TRACK"] = "true"
 import mlflow  # noqa: E402  (after the environment above)
 import requests  # noqa: E402
 from mlflow.tracking import MlflowClient  # noqa: E402
+from s3client import S3Bucket  # noqa: E402
 
 BACKENDS = ("sqlite", "postgres")
+ARTIFACT_STORES = ("local", "s3")
 STATE_DIR = Path(os.environ.get("FERROFLOW_E2E_STATE", "/tmp/ferroflow-e2e"))
 START_TIMEOUT_S = float(os.environ.get("FERROFLOW_E2E_START_TIMEOUT", "180"))
 STOP_TIMEOUT_S = 20.0
@@ -71,12 +80,21 @@ def pytest_addoption(parser):
         default=os.environ.get("FERROFLOW_E2E_BACKENDS", ",".join(BACKENDS)),
         help="comma-separated backend stores to run on (env FERROFLOW_E2E_BACKENDS)",
     )
+    group.addoption(
+        "--artifact-stores",
+        default=os.environ.get("FERROFLOW_E2E_ARTIFACT_STORES", ",".join(ARTIFACT_STORES)),
+        help="comma-separated artifact stores the artifact tests run on (env FERROFLOW_E2E_ARTIFACT_STORES)",
+    )
 
 
 def pytest_configure(config):
     config.addinivalue_line(
         "markers",
         "registry: exercises the model registry (deselect with -m 'not registry')",
+    )
+    config.addinivalue_line(
+        "markers",
+        "artifact_stores: run once per artifact store (local folder, S3), see --artifact-stores",
     )
 
 
@@ -88,10 +106,22 @@ def _selected_backends(config) -> list[str]:
     return wanted
 
 
+def _selected_artifact_stores(config) -> list[str]:
+    wanted = [s.strip() for s in config.getoption("--artifact-stores").split(",") if s.strip()]
+    unknown = [s for s in wanted if s not in ARTIFACT_STORES]
+    if unknown or not wanted:
+        raise pytest.UsageError(f"unknown artifact store(s) {unknown or wanted}; choose from {ARTIFACT_STORES}")
+    return wanted
+
+
 def pytest_generate_tests(metafunc):
     # Parametrize the session-scoped `backend` fixture here so `--backends` can narrow it.
     if "backend" in metafunc.fixturenames:
         metafunc.parametrize("backend", _selected_backends(metafunc.config), scope="session")
+    # Only marked tests get the artifact-store dimension (their `server` is the one it names);
+    # every other test keeps its id and the local-folder server.
+    if metafunc.definition.get_closest_marker("artifact_stores") is not None:
+        metafunc.parametrize("artifact_store", _selected_artifact_stores(metafunc.config))
 
 
 def _impl(config) -> tuple[str, str]:
@@ -131,9 +161,15 @@ class Server:
     url: str
     log_path: Path
     proc: subprocess.Popen
+    # The local artifacts folder (Path() when artifacts go to S3, see artifacts_destination).
     artifacts: Path
     # The backend store URI the server was started with (the operator shares it).
     store_uri: str = ""
+    # Where artifacts go: a local folder, or for the s3 artifact store the s3:// URL.
+    artifacts_destination: str = ""
+    # The bucket behind an s3 artifact store, and the key prefix the server writes under.
+    s3: S3Bucket | None = None
+    s3_prefix: str = ""
     extra: dict = field(default_factory=dict)
 
     def log_tail(self, since: int = 0, max_chars: int = 20000) -> str:
@@ -190,12 +226,12 @@ class _PostgresDatabase:
             print(f"warning: could not drop database {self.name}: {e}", file=sys.stderr)
 
 
-def _server_command(impl: str, exe: str, port: int, store_uri: str, artifacts: Path) -> list[str]:
+def _server_command(impl: str, exe: str, port: int, store_uri: str, artifacts: str) -> list[str]:
     common = [
         "--host", "127.0.0.1",
         "--port", str(port),
         "--backend-store-uri", store_uri,
-        "--artifacts-destination", str(artifacts),
+        "--artifacts-destination", artifacts,
     ]
     if impl == "mlflow":
         # One worker: the machine has 2 cores and the suite drives the server serially.
@@ -240,6 +276,38 @@ def _stop(proc: subprocess.Popen) -> None:
 
 @pytest.fixture(scope="session")
 def server(request, backend, tmp_path_factory) -> Server:
+    """The server under test, artifacts in a local folder."""
+    with _running_server(request, backend, tmp_path_factory, "local") as srv:
+        yield srv
+
+
+@pytest.fixture(scope="session")
+def s3_server(request, backend, tmp_path_factory) -> Server:
+    """Another server on the same kind of backend store, artifacts in the S3 bucket."""
+    impl, _ = _impl(request.config)
+    if S3Bucket.from_env() is None:
+        message = ("FERROFLOW_E2E_S3_ENDPOINT is unset: start the S3 server with "
+                   "`eval \"$(e2e/setup/s3.sh)\"`")
+        if os.environ.get("CI"):
+            pytest.fail(f"{message} (CI is set, so the s3 artifact store is required)")
+        pytest.skip(message)
+    if impl == "mlflow":
+        import importlib.util
+
+        if importlib.util.find_spec("boto3") is None:
+            pytest.skip("MLflow's server needs boto3 for s3:// artifact destinations; not in e2e/requirements.txt")
+    with _running_server(request, backend, tmp_path_factory, "s3") as srv:
+        yield srv
+
+
+@pytest.fixture
+def artifact_store() -> str:
+    """The artifact store of the server under test (parametrized for `artifact_stores` tests)."""
+    return "local"
+
+
+@contextmanager
+def _running_server(request, backend: str, tmp_path_factory, artifact_store: str):
     impl, exe = _impl(request.config)
     pg_db = None
     if backend == "sqlite":
@@ -256,16 +324,25 @@ def server(request, backend, tmp_path_factory) -> Server:
         pg_db = _PostgresDatabase(admin_url)
         store_uri = pg_db.url
 
-    artifacts = tmp_path_factory.mktemp(f"{impl}-{backend}-artifacts")
-    logs = STATE_DIR / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
-    log_path = logs / f"{impl}-{backend}.log"
-    port = _free_port()
-    cmd = _server_command(impl, exe, port, store_uri, artifacts)
+    name = f"{impl}-{backend}" if artifact_store == "local" else f"{impl}-{backend}-{artifact_store}"
     env = dict(os.environ)
     env.setdefault("RUST_LOG", "info")
     env.setdefault("RUST_BACKTRACE", "1")
-    workdir = tmp_path_factory.mktemp(f"{impl}-{backend}-cwd")
+    s3, s3_prefix = None, ""
+    if artifact_store == "s3":
+        s3 = S3Bucket.from_env()
+        # a fresh prefix per server: sessions sharing the bucket never see each other's objects
+        s3_prefix = f"{name}-{uuid.uuid4().hex[:10]}"
+        artifacts = f"s3://{s3.bucket}/{s3_prefix}"
+        env.update(s3.server_env(impl))
+    else:
+        artifacts = str(tmp_path_factory.mktemp(f"{name}-artifacts"))
+    logs = STATE_DIR / "logs"
+    logs.mkdir(parents=True, exist_ok=True)
+    log_path = logs / f"{name}.log"
+    port = _free_port()
+    cmd = _server_command(impl, exe, port, store_uri, artifacts)
+    workdir = tmp_path_factory.mktemp(f"{name}-cwd")
     with open(log_path, "wb") as log:
         log.write(f"$ {' '.join(cmd)}\n".encode())
         log.flush()
@@ -274,7 +351,8 @@ def server(request, backend, tmp_path_factory) -> Server:
             cwd=workdir, env=env, start_new_session=True,
         )
     srv = Server(impl=impl, backend=backend, url=f"http://127.0.0.1:{port}",
-                 log_path=log_path, proc=proc, artifacts=artifacts, store_uri=store_uri)
+                 log_path=log_path, proc=proc, artifacts=Path(artifacts) if s3 is None else Path(),
+                 store_uri=store_uri, artifacts_destination=artifacts, s3=s3, s3_prefix=s3_prefix)
     try:
         _wait_healthy(srv, time.monotonic() + START_TIMEOUT_S)
         yield srv
@@ -282,6 +360,11 @@ def server(request, backend, tmp_path_factory) -> Server:
         _stop(proc)
         if pg_db is not None:
             pg_db.drop()
+        if s3 is not None:
+            try:
+                s3.delete_prefix(f"{s3_prefix}/")
+            except Exception as e:  # the bucket is throwaway; do not mask test results
+                print(f"warning: could not empty s3://{s3.bucket}/{s3_prefix}: {e}", file=sys.stderr)
 
 
 def _reset_fluent_state():

@@ -4,6 +4,10 @@ Covers issue #3: log_artifact(s), list_artifacts at several depths, byte-identic
 (text, binary, a 200 MiB file), log_dict/log_text/log_figure, and models logged with
 mlflow.sklearn / mlflow.pyfunc that load back through runs:/ and models:/<model_id> URIs and
 predict the same values as the in-memory model.
+
+Every test runs once per artifact store (conftest.py): a local folder, and S3 (MinIO from
+e2e/setup/s3.sh, the server started with `--artifacts-destination s3://<bucket>/<prefix>`). On
+S3 the file tests also list the bucket through the S3 API to check the objects are really there.
 """
 
 from __future__ import annotations
@@ -12,6 +16,7 @@ import hashlib
 import json
 import os
 from pathlib import Path
+from urllib.parse import unquote
 
 import mlflow
 import numpy as np
@@ -19,6 +24,34 @@ import pytest
 
 # 200 MiB in the acceptance criteria; FERROFLOW_E2E_BIG_FILE_MIB lets a developer shrink it locally.
 BIG_FILE_MIB = int(os.environ.get("FERROFLOW_E2E_BIG_FILE_MIB", "200"))
+
+pytestmark = pytest.mark.artifact_stores
+
+
+@pytest.fixture
+def server(request, server, artifact_store):
+    """The server of this test's artifact store: conftest's (local folder) or the S3 one."""
+    if artifact_store == "s3":
+        return request.getfixturevalue("s3_server")
+    return server
+
+
+def objects_in_bucket(server, root_uri: str) -> dict[str, int]:
+    """{path under the artifact root `root_uri`: size} of the objects the S3 server holds there.
+
+    Keys are percent-decoded first: ferroflow's object_store paths percent-encode non-ASCII
+    bytes and a few ASCII characters (`%#[]~{}^|<>"` and backtick), so `ünïcode name.txt` is the
+    key `%C3%BCn%C3%AFcode name.txt`, where MLflow's S3 repository would write the raw name.
+    """
+    assert root_uri.startswith("mlflow-artifacts:/"), root_uri
+    prefix = f"{server.s3_prefix}/{root_uri.removeprefix('mlflow-artifacts:').strip('/')}/"
+    return {unquote(key.removeprefix(prefix)): size for key, size in server.s3.list(prefix).items()}
+
+
+def assert_in_bucket(server, client, run_id: str, expected: dict[str, int]) -> None:
+    """On S3, the run's files {path under the run's artifact root: size} are objects in the bucket."""
+    if server.s3 is not None:
+        assert objects_in_bucket(server, client.get_run(run_id).info.artifact_uri) == expected
 
 
 def sha256(path: Path) -> str:
@@ -44,7 +77,7 @@ def write_tree(root: Path) -> dict[str, str]:
     return {relative: hashlib.sha256(content).hexdigest() for relative, content in files.items()}
 
 
-def test_log_artifacts_lists_at_every_depth_and_downloads_identically(client, experiment_id, tmp_path):
+def test_log_artifacts_lists_at_every_depth_and_downloads_identically(server, client, experiment_id, tmp_path):
     source = tmp_path / "source"
     expected = write_tree(source)
     run = client.create_run(experiment_id)
@@ -67,9 +100,11 @@ def test_log_artifacts_lists_at_every_depth_and_downloads_identically(client, ex
     out = Path(client.download_artifacts(run_id, "bundle", str(tmp_path / "out")))
     got = {str(p.relative_to(out)): sha256(p) for p in out.rglob("*") if p.is_file()}
     assert got == expected
+    sizes = {f"bundle/{p}": (source / p).stat().st_size for p in expected}
+    assert_in_bucket(server, client, run_id, {**sizes, "top.txt": 10})
 
 
-def test_big_binary_file_round_trips_byte_identical(client, experiment_id, tmp_path):
+def test_big_binary_file_round_trips_byte_identical(server, client, experiment_id, tmp_path):
     big = tmp_path / "big.bin"
     block = os.urandom(1 << 20)
     with open(big, "wb") as handle:
@@ -81,6 +116,7 @@ def test_big_binary_file_round_trips_byte_identical(client, experiment_id, tmp_p
     assert info.file_size == BIG_FILE_MIB << 20
     downloaded = client.download_artifacts(run_id, "weights/big.bin", str(tmp_path / "dl"))
     assert sha256(Path(downloaded)) == sha256(big)
+    assert_in_bucket(server, client, run_id, {"weights/big.bin": BIG_FILE_MIB << 20})
 
 
 def test_log_dict_text_and_figure_round_trip(tracking_uri, experiment_id, tmp_path):
@@ -103,7 +139,7 @@ def test_log_dict_text_and_figure_round_trip(tracking_uri, experiment_id, tmp_pa
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
-def test_sklearn_model_logged_and_loaded_predicts_the_same(tracking_uri, experiment_id):
+def test_sklearn_model_logged_and_loaded_predicts_the_same(server, tracking_uri, experiment_id):
     from mlflow.models import infer_signature
     from sklearn.linear_model import LogisticRegression
 
@@ -126,6 +162,9 @@ def test_sklearn_model_logged_and_loaded_predicts_the_same(tracking_uri, experim
     assert logged.status.to_proto() == 2  # LOGGED_MODEL_READY
     assert logged.source_run_id == run.info.run_id
     assert logged.artifact_location.endswith(f"/models/{info.model_id}/artifacts")
+    if server.s3 is not None:
+        stored = objects_in_bucket(server, logged.artifact_location)
+        assert {"MLmodel", "requirements.txt"} <= set(stored), sorted(stored)
     found = mlflow.search_logged_models(experiment_ids=[experiment_id], filter_string="name = 'model'", output_format="list")
     assert [m.model_id for m in found] == [info.model_id]
 
