@@ -20,6 +20,7 @@ TARGET=${CARGO_TARGET_DIR:-$ROOT/target}
 
 # Two runs on one machine would share the Postgres and control-plane ports and state folder,
 # and one's teardown would stop the other's servers: the second run waits for the first.
+# The daemons the setup scripts start get `9>&-`: inheriting the lock would hold it after exit.
 mkdir -p "$FERROFLOW_E2E_STATE"
 exec 9>"$FERROFLOW_E2E_STATE.lock"
 if ! flock -n 9; then
@@ -58,12 +59,12 @@ make --no-print-directory generate-check
 
 step "postgres"
 # Capture first: `eval "$(cmd)"` would swallow a failing cmd under set -e.
-pg_env=$(bash e2e/setup/postgres.sh)
+pg_env=$(bash e2e/setup/postgres.sh 9>&-)
 eval "$pg_env"
 export FERROFLOW_TEST_PG_URL
 
 step "s3 server (MinIO from Go modules)"
-s3_env=$(bash e2e/setup/s3.sh)
+s3_env=$(bash e2e/setup/s3.sh 9>&-)
 eval "$s3_env"
 export FERROFLOW_E2E_S3_ENDPOINT FERROFLOW_E2E_S3_BUCKET FERROFLOW_E2E_S3_ACCESS_KEY_ID \
   FERROFLOW_E2E_S3_SECRET_ACCESS_KEY FERROFLOW_E2E_S3_REGION
@@ -77,7 +78,7 @@ step "Dockerfile lint (static: no container engine here)"
 "$FERROFLOW_VENV/bin/hadolint" Dockerfile
 
 step "kubernetes control plane"
-cluster_env=$(bash e2e/cluster/up.sh)
+cluster_env=$(bash e2e/cluster/up.sh 9>&-)
 eval "$cluster_env"
 export FERROFLOW_KUBECONFIG FERROFLOW_KUBECTL
 
