@@ -10,13 +10,13 @@ use kube::{Api, ResourceExt};
 
 use super::context::Context;
 use super::reconcile::{Failure, Reconciler, now, publish};
-use super::registered_model::{SYSTEM_TAG_PREFIX, owner_of, tags_of};
+use super::registered_model::{owner_of, tag_changes, tags_of};
 use crate::crd::{
     DeletionPolicy, ModelVersion, ModelVersionStatus, Outcome, Reason, ReconcileState,
     RegisteredModel, Stage,
 };
+use crate::store;
 use crate::store::registry::{self, Actor, NewModelVersion, OwnedField, Ownership, RegistryRef};
-use crate::store::{self, KeyValue};
 
 impl ModelVersion {
     fn ownership(&self) -> Ownership {
@@ -151,20 +151,16 @@ impl Reconciler for ModelVersion {
                 .await?;
         }
         if let Some(tags) = &self.spec.tags {
-            for (key, value) in tags {
-                let current = version.tags.iter().find(|t| &t.key == key);
-                if current.map(|t| &t.value) != Some(value) {
-                    ctx.store
-                        .set_model_version_tag(&name, number, &KeyValue::new(key, value), actor)
-                        .await?;
-                }
+            let changes = tag_changes(&version.tags, tags);
+            for tag in &changes.set {
+                ctx.store
+                    .set_model_version_tag(&name, number, tag, actor)
+                    .await?;
             }
-            for tag in &version.tags {
-                if !tags.contains_key(&tag.key) && !tag.key.starts_with(SYSTEM_TAG_PREFIX) {
-                    ctx.store
-                        .delete_model_version_tag(&name, number, &tag.key, actor)
-                        .await?;
-                }
+            for key in &changes.delete {
+                ctx.store
+                    .delete_model_version_tag(&name, number, key, actor)
+                    .await?;
             }
         }
         if let Some(stage) = self.spec.stage.map(store_stage)

@@ -115,20 +115,14 @@ impl Reconciler for RegisteredModel {
                 .await?;
         }
         if let Some(tags) = &self.spec.tags {
-            for (key, value) in tags {
-                let current = model.tags.iter().find(|t| &t.key == key);
-                if current.map(|t| &t.value) != Some(value) {
-                    ctx.store
-                        .set_registered_model_tag(name, &KeyValue::new(key, value), actor)
-                        .await?;
-                }
+            let changes = tag_changes(&model.tags, tags);
+            for tag in &changes.set {
+                ctx.store.set_registered_model_tag(name, tag, actor).await?;
             }
-            for tag in &model.tags {
-                if !tags.contains_key(&tag.key) && !tag.key.starts_with(SYSTEM_TAG_PREFIX) {
-                    ctx.store
-                        .delete_registered_model_tag(name, &tag.key, actor)
-                        .await?;
-                }
+            for key in &changes.delete {
+                ctx.store
+                    .delete_registered_model_tag(name, key, actor)
+                    .await?;
             }
         }
 
@@ -226,10 +220,63 @@ impl Reconciler for RegisteredModel {
     }
 }
 
+/// What to write so that a row's tags become the declared map.
+#[derive(Debug, PartialEq)]
+pub struct TagChanges {
+    /// Declared tags that are missing or have another value.
+    pub set: Vec<KeyValue>,
+    /// Keys present but not declared, except MLflow's own (`mlflow.`).
+    pub delete: Vec<String>,
+}
+
+/// Compares a row's `current` tags with the `declared` map (the whole tag set a resource owns).
+pub fn tag_changes(current: &[KeyValue], declared: &BTreeMap<String, String>) -> TagChanges {
+    let set = declared
+        .iter()
+        .filter(|(key, value)| {
+            current.iter().find(|t| &t.key == *key).map(|t| &t.value) != Some(*value)
+        })
+        .map(|(key, value)| KeyValue::new(key, value))
+        .collect();
+    let delete = current
+        .iter()
+        .filter(|t| !declared.contains_key(&t.key) && !t.key.starts_with(SYSTEM_TAG_PREFIX))
+        .map(|t| t.key.clone())
+        .collect();
+    TagChanges { set, delete }
+}
+
 /// A spec tag map as store tags.
 pub fn tags_of(tags: Option<&BTreeMap<String, String>>) -> Vec<KeyValue> {
     tags.into_iter()
         .flatten()
         .map(|(key, value)| KeyValue::new(key, value))
         .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tag_changes_set_what_differs_and_delete_what_is_undeclared() {
+        let current = vec![
+            KeyValue::new("owner", "growth"),
+            KeyValue::new("stale", "x"),
+            KeyValue::new("team", "old"),
+            KeyValue::new("mlflow.prompt.is_prompt", "false"),
+        ];
+        let declared = BTreeMap::from([
+            ("owner".to_owned(), "growth".to_owned()),
+            ("team".to_owned(), "new".to_owned()),
+            ("tier".to_owned(), "gold".to_owned()),
+        ]);
+        assert_eq!(
+            tag_changes(&current, &declared),
+            TagChanges {
+                set: vec![KeyValue::new("team", "new"), KeyValue::new("tier", "gold")],
+                delete: vec!["stale".to_owned()],
+            }
+        );
+    }
 }
