@@ -3,9 +3,11 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
+use super::error::is_unique_violation;
 use super::experiments::{push_comparison, push_key_value_clause};
 use super::filter::{self, Attribute, Clause, Comparator, DatasetField, Key, SearchEntity};
 use super::logged_models::ModelOutput;
+use super::metrics::{RepeatedPoints, WriteMetrics};
 use super::search::{self, SortKey, SortKind, SqlBuilder, SqlValue, TokenValue, bind_values};
 use super::validation::{self, KeyKind, MAX_PARAM_VALUE_LENGTH, MAX_TAG_VALUE_LENGTH};
 use super::{
@@ -434,87 +436,36 @@ impl Store {
                     .await?;
             }
             if !metrics.is_empty() {
-                let mut insert = SqlBuilder::default();
-                push_metric_insert(&mut insert, run_id, metrics);
-                bind_values!(sqlx::query(&insert.sql), &insert.values).execute(&mut *tx).await?;
-                let mut latest = SqlBuilder::default();
-                push_latest_upsert(&mut latest, run_id, metrics);
-                bind_values!(sqlx::query(&latest.sql), &latest.values).execute(&mut *tx).await?;
+                tx.write_metrics(run_id, metrics, RepeatedPoints::Skip).await?;
             }
             tx.commit().await?;
         });
         Ok(())
     }
 
-    /// The metrics-only path of log-batch. On Postgres one statement (arrays through UNNEST,
-    /// a data-modifying CTE for the history) writes history and latest values atomically.
+    /// The metrics-only path of log-batch, one atomic write. On Postgres it first assumes no
+    /// point repeats (the common case, and cheaper) and skips repeats only when one did.
     async fn insert_metrics(&self, run_id: &str, metrics: &[Metric]) -> Result<()> {
         if metrics.is_empty() {
             return Ok(());
         }
         match &self.pool {
             Pool::Postgres(pool) => {
-                let mut keys = Vec::with_capacity(metrics.len());
-                let mut steps = Vec::with_capacity(metrics.len());
-                let mut timestamps = Vec::with_capacity(metrics.len());
-                let mut values = Vec::with_capacity(metrics.len());
-                let mut nans = Vec::with_capacity(metrics.len());
-                let mut model_ids = Vec::with_capacity(metrics.len());
-                let mut dataset_names = Vec::with_capacity(metrics.len());
-                let mut dataset_digests = Vec::with_capacity(metrics.len());
-                for metric in metrics {
-                    let (value, is_nan) = validation::stored_metric_value(metric.value);
-                    keys.push(metric.key.as_str());
-                    steps.push(metric.step);
-                    timestamps.push(metric.timestamp);
-                    values.push(value);
-                    nans.push(is_nan);
-                    model_ids.push(metric.model_id.as_deref());
-                    dataset_names.push(metric.dataset_name.as_deref());
-                    dataset_digests.push(metric.dataset_digest.as_deref());
+                let mut conn = pool.acquire().await?;
+                match conn
+                    .write_metrics(run_id, metrics, RepeatedPoints::Fail)
+                    .await
+                {
+                    Err(error) if is_unique_violation(&error) => {
+                        conn.write_metrics(run_id, metrics, RepeatedPoints::Skip)
+                            .await?;
+                    }
+                    written => written?,
                 }
-                // DISTINCT ON picks each key's greatest (step, timestamp, value) in the batch;
-                // the upsert's WHERE keeps the stored one when it is greater still. Keys are
-                // upserted in key order so concurrent batches lock rows in the same order.
-                sqlx::query(
-                    "WITH input AS ( \
-                       SELECT * FROM UNNEST($2::text[], $3::int8[], $4::int8[], $5::float8[], $6::bool[], $7::text[], $8::text[], $9::text[]) \
-                         AS t(key, step, timestamp, value, is_nan, model_id, dataset_name, dataset_digest)), \
-                     history AS ( \
-                       INSERT INTO metrics (run_uuid, key, step, timestamp, value, is_nan, model_id, dataset_name, dataset_digest) \
-                       SELECT $1, key, step, timestamp, value, is_nan, model_id, dataset_name, dataset_digest FROM input \
-                       ON CONFLICT DO NOTHING) \
-                     INSERT INTO latest_metrics (run_uuid, key, step, timestamp, value, is_nan) \
-                     SELECT DISTINCT ON (key) $1, key, step, timestamp, value, is_nan FROM input \
-                     ORDER BY key, step DESC, timestamp DESC, value DESC \
-                     ON CONFLICT (run_uuid, key) DO UPDATE SET step = excluded.step, timestamp = excluded.timestamp, \
-                       value = excluded.value, is_nan = excluded.is_nan \
-                     WHERE (excluded.step, excluded.timestamp, excluded.value) > \
-                           (latest_metrics.step, latest_metrics.timestamp, latest_metrics.value)",
-                )
-                .bind(run_id)
-                .bind(&keys)
-                .bind(&steps)
-                .bind(&timestamps)
-                .bind(&values)
-                .bind(&nans)
-                .bind(&model_ids)
-                .bind(&dataset_names)
-                .bind(&dataset_digests)
-                .execute(pool)
-                .await?;
             }
             Pool::Sqlite(pool) => {
                 let mut tx = pool.begin().await?;
-                let mut insert = SqlBuilder::default();
-                push_metric_insert(&mut insert, run_id, metrics);
-                bind_values!(sqlx::query(&insert.sql), &insert.values)
-                    .execute(&mut *tx)
-                    .await?;
-                let mut latest = SqlBuilder::default();
-                push_latest_upsert(&mut latest, run_id, metrics);
-                bind_values!(sqlx::query(&latest.sql), &latest.values)
-                    .execute(&mut *tx)
+                tx.write_metrics(run_id, metrics, RepeatedPoints::Skip)
                     .await?;
                 tx.commit().await?;
             }
@@ -1081,72 +1032,6 @@ fn push_key_value_rows(builder: &mut SqlBuilder, run_id: &str, rows: &[KeyValue]
 }
 
 /// Multi-row insert of metric history (both backends; Postgres' hot path uses UNNEST instead).
-fn push_metric_insert(builder: &mut SqlBuilder, run_id: &str, metrics: &[Metric]) {
-    builder.push(
-        "INSERT INTO metrics (run_uuid, key, step, timestamp, value, is_nan, model_id, dataset_name, dataset_digest) VALUES ",
-    );
-    let optional = |value: &Option<String>| value.clone().map_or(SqlValue::Null, SqlValue::Text);
-    for (i, metric) in metrics.iter().enumerate() {
-        if i > 0 {
-            builder.push(", ");
-        }
-        let (value, is_nan) = validation::stored_metric_value(metric.value);
-        builder.bind_list([
-            SqlValue::Text(run_id.to_owned()),
-            SqlValue::Text(metric.key.clone()),
-            SqlValue::Int(metric.step),
-            SqlValue::Int(metric.timestamp),
-            SqlValue::Float(value),
-            SqlValue::Bool(is_nan),
-            optional(&metric.model_id),
-            optional(&metric.dataset_name),
-            optional(&metric.dataset_digest),
-        ]);
-    }
-    builder.push(" ON CONFLICT DO NOTHING");
-}
-
-/// Upsert of each key's greatest (step, timestamp, value) point, keeping a greater stored one.
-fn push_latest_upsert(builder: &mut SqlBuilder, run_id: &str, metrics: &[Metric]) {
-    let mut latest: BTreeMap<&str, (i64, i64, f64, bool)> = BTreeMap::new();
-    for metric in metrics {
-        let (value, is_nan) = validation::stored_metric_value(metric.value);
-        let candidate = (metric.step, metric.timestamp, value, is_nan);
-        latest
-            .entry(metric.key.as_str())
-            .and_modify(|current| {
-                if (candidate.0, candidate.1) > (current.0, current.1)
-                    || ((candidate.0, candidate.1) == (current.0, current.1)
-                        && candidate.2 > current.2)
-                {
-                    *current = candidate;
-                }
-            })
-            .or_insert(candidate);
-    }
-    builder
-        .push("INSERT INTO latest_metrics (run_uuid, key, step, timestamp, value, is_nan) VALUES ");
-    for (i, (key, (step, timestamp, value, is_nan))) in latest.into_iter().enumerate() {
-        if i > 0 {
-            builder.push(", ");
-        }
-        builder.bind_list([
-            SqlValue::Text(run_id.to_owned()),
-            SqlValue::Text(key.to_owned()),
-            SqlValue::Int(step),
-            SqlValue::Int(timestamp),
-            SqlValue::Float(value),
-            SqlValue::Bool(is_nan),
-        ]);
-    }
-    builder.push(
-        " ON CONFLICT (run_uuid, key) DO UPDATE SET step = excluded.step, timestamp = excluded.timestamp, \
-         value = excluded.value, is_nan = excluded.is_nan \
-         WHERE (excluded.step, excluded.timestamp, excluded.value) > \
-               (latest_metrics.step, latest_metrics.timestamp, latest_metrics.value)",
-    );
-}
-
 /// Validates a whole log-batch request before anything is written (MLflow's order of checks).
 fn validate_batch(metrics: &[Metric], params: &[KeyValue], tags: &[KeyValue]) -> Result<()> {
     use validation::{
@@ -1364,18 +1249,5 @@ mod tests {
             .collect();
         assert!(validate_batch(&metrics, &[], &[]).is_err());
         assert!(validate_batch(&[Metric::new("ok", 1.0, -1, 0)], &[], &[]).is_err());
-    }
-
-    #[test]
-    fn latest_upsert_keeps_greatest_step_timestamp_value_per_key() {
-        let metrics = vec![
-            Metric::new("a", 5.0, 10, 2),
-            Metric::new("a", 1.0, 99, 1),
-            Metric::new("a", 7.0, 10, 2),
-        ];
-        let mut builder = SqlBuilder::default();
-        push_latest_upsert(&mut builder, "r", &metrics);
-        assert_eq!(builder.values.len(), 6, "one row for one key");
-        assert_eq!(builder.values[4], SqlValue::Float(7.0));
     }
 }

@@ -7,12 +7,14 @@
 use ferroflow::store::Store;
 use sqlx::Connection;
 
-/// A store and what keeps it alive (the SQLite temp folder).
+/// A store and what keeps it alive (the SQLite temp folder, the Postgres database).
 pub struct TestStore {
     pub store: Store,
     pub uri: String,
     /// Holds the SQLite file (when SQLite) and the artifact folder.
     dir: tempfile::TempDir,
+    /// The Postgres database, dropped with the store.
+    database: Option<TestDatabase>,
 }
 
 impl TestStore {
@@ -28,46 +30,92 @@ pub async fn sqlite_store() -> TestStore {
     let uri = format!("sqlite:///{}", dir.path().join("test.db").display());
     let store = Store::connect(&uri).await.expect("open sqlite");
     store.migrate().await.expect("migrate sqlite");
-    TestStore { store, uri, dir }
+    TestStore {
+        store,
+        uri,
+        dir,
+        database: None,
+    }
 }
 
 /// A migrated store on a fresh Postgres database, or `None` (test skipped) when no server
 /// was given and we are not in CI. In CI a missing Postgres fails the test.
 pub async fn postgres_store() -> Option<TestStore> {
-    let uri = postgres_database().await?;
+    let database = TestDatabase::create().await?;
+    let uri = database.uri.clone();
     let store = Store::connect(&uri).await.expect("open postgres");
     store.migrate().await.expect("migrate postgres");
     Some(TestStore {
         store,
         uri,
         dir: tempfile::tempdir().expect("temp dir"),
+        database: Some(database),
     })
 }
 
-/// Creates a fresh database on the test Postgres and returns its URI.
-pub async fn postgres_database() -> Option<String> {
-    let Ok(server) = std::env::var("FERROFLOW_TEST_PG_URL") else {
-        assert!(
-            std::env::var_os("CI").is_none(),
-            "FERROFLOW_TEST_PG_URL is not set; in CI the Postgres tests must run (see e2e/setup/postgres.sh)"
-        );
-        eprintln!(
-            "skipping Postgres test: FERROFLOW_TEST_PG_URL is not set (run e2e/setup/postgres.sh)"
-        );
-        return None;
-    };
-    let name = format!("ff_test_{}", uuid::Uuid::new_v4().simple());
-    let mut connection = sqlx::PgConnection::connect(&server)
-        .await
-        .expect("connect to test postgres");
-    sqlx::query(&format!("CREATE DATABASE {name}"))
-        .execute(&mut connection)
-        .await
-        .expect("create database");
-    let (base, _) = server
-        .rsplit_once('/')
-        .expect("postgres URL has a database path");
-    Some(format!("{base}/{name}"))
+/// A database of its own for one test on the test Postgres, dropped when the test ends (a
+/// long-lived local cluster would otherwise keep every test's database).
+pub struct TestDatabase {
+    server: String,
+    name: String,
+    pub uri: String,
+}
+
+impl TestDatabase {
+    /// Creates it, or `None` (test skipped) when no server was given and we are not in CI.
+    pub async fn create() -> Option<Self> {
+        let Ok(server) = std::env::var("FERROFLOW_TEST_PG_URL") else {
+            assert!(
+                std::env::var_os("CI").is_none(),
+                "FERROFLOW_TEST_PG_URL is not set; in CI the Postgres tests must run (see e2e/setup/postgres.sh)"
+            );
+            eprintln!(
+                "skipping Postgres test: FERROFLOW_TEST_PG_URL is not set (run e2e/setup/postgres.sh)"
+            );
+            return None;
+        };
+        let name = format!("ff_test_{}", uuid::Uuid::new_v4().simple());
+        let mut connection = sqlx::PgConnection::connect(&server)
+            .await
+            .expect("connect to test postgres");
+        sqlx::query(&format!("CREATE DATABASE {name}"))
+            .execute(&mut connection)
+            .await
+            .expect("create database");
+        let (base, _) = server
+            .rsplit_once('/')
+            .expect("postgres URL has a database path");
+        let uri = format!("{base}/{name}");
+        Some(Self { server, name, uri })
+    }
+}
+
+impl Drop for TestDatabase {
+    fn drop(&mut self) {
+        let server = self.server.clone();
+        let statement = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name);
+        // Drop runs on the test's runtime, which cannot be blocked on: a thread of its own
+        // with its own runtime does the drop. FORCE ends connections the test's pool left open.
+        let dropped = std::thread::spawn(move || {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .map_err(|error| error.to_string())?;
+            runtime.block_on(async {
+                let mut connection = sqlx::PgConnection::connect(&server)
+                    .await
+                    .map_err(|error| error.to_string())?;
+                sqlx::query(&statement)
+                    .execute(&mut connection)
+                    .await
+                    .map_err(|error| error.to_string())
+            })
+        })
+        .join();
+        if !matches!(dropped, Ok(Ok(_))) {
+            eprintln!("could not drop test database {}: {dropped:?}", self.name);
+        }
+    }
 }
 
 /// Instantiates one async test body (`async fn(Store)`) for SQLite and for Postgres.

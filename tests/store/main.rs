@@ -23,6 +23,7 @@ both_backends!(
     params_are_write_once,
     latest_metric_is_greatest_step_timestamp_value,
     log_batch_is_validated_before_anything_is_written,
+    repeated_metric_points_are_stored_once,
     metric_history_pages_in_step_order,
     special_float_metrics_round_trip,
     nan_metrics_filter_and_sort_like_mlflow,
@@ -387,6 +388,53 @@ async fn log_batch_is_validated_before_anything_is_written(store: Store) {
         stored.metrics
     );
     assert!(!stored.tags.iter().any(|t| t.key == "t"));
+}
+
+/// A retried request repeats points: MLflow answers success and stores each point once.
+async fn repeated_metric_points_are_stored_once(store: Store) {
+    let id = new_experiment(&store, "repeats").await;
+    let run = new_run(&store, id, "r", 1).await;
+    let history = |store: Store, run: String| async move {
+        let page = store
+            .get_metric_history(&run, "loss", None, "")
+            .await
+            .unwrap();
+        page.items
+            .iter()
+            .map(|m| (m.step, m.value))
+            .collect::<Vec<_>>()
+    };
+    let first: Vec<Metric> = (0..3)
+        .map(|step| Metric::new("loss", f64::from(step as i32), 100 + step, step))
+        .collect();
+    store.log_batch(&run, &first, &[], &[]).await.unwrap();
+    // The same request again, then the same points with a new one, then a repeat inside one
+    // request, then repeats beside a param (the transactional path).
+    store.log_batch(&run, &first, &[], &[]).await.unwrap();
+    let mut with_new = first.clone();
+    with_new.push(Metric::new("loss", 3.0, 103, 3));
+    store.log_batch(&run, &with_new, &[], &[]).await.unwrap();
+    let doubled = vec![
+        Metric::new("loss", 4.0, 104, 4),
+        Metric::new("loss", 4.0, 104, 4),
+    ];
+    store.log_batch(&run, &doubled, &[], &[]).await.unwrap();
+    store
+        .log_batch(&run, &doubled, &[KeyValue::new("p", "1")], &[])
+        .await
+        .unwrap();
+    assert_eq!(
+        history(store.clone(), run.clone()).await,
+        vec![(0, 0.0), (1, 1.0), (2, 2.0), (3, 3.0), (4, 4.0)]
+    );
+    let latest = store.get_run(&run).await.unwrap().metrics;
+    assert_eq!(
+        latest
+            .iter()
+            .map(|m| (m.key.as_str(), m.step, m.value))
+            .collect::<Vec<_>>(),
+        vec![("loss", 4, 4.0)]
+    );
 }
 
 async fn metric_history_pages_in_step_order(store: Store) {
