@@ -15,7 +15,9 @@ use futures::{Stream, StreamExt, TryStreamExt};
 use object_store::local::LocalFileSystem;
 use object_store::path::{Path as StorePath, PathPart};
 use object_store::prefix::PrefixStore;
-use object_store::{GetResultPayload, ObjectStore, ObjectStoreExt, WriteMultipart};
+use object_store::{
+    GetResultPayload, ObjectStore, ObjectStoreExt, ObjectStoreScheme, WriteMultipart,
+};
 
 /// Size of the parts a streamed upload is cut into (S3's minimum is 5 MiB).
 const UPLOAD_PART_SIZE: usize = 8 * 1024 * 1024;
@@ -188,6 +190,54 @@ pub struct ArtifactStore {
     destination: String,
 }
 
+/// The configuration a remote destination takes from the environment: only its provider's
+/// variables (`AWS_*`, `GOOGLE_*`, `AZURE_*`), since object_store also reads bare names such as
+/// `ENDPOINT`, `REGION` or `TOKEN`, which other software in a pod may set. For S3 the variables
+/// MLflow's users already have work too: `MLFLOW_S3_ENDPOINT_URL` names the endpoint when no
+/// `AWS_ENDPOINT_URL`/`AWS_ENDPOINT` does, and a plain-`http://` endpoint (MinIO in a cluster)
+/// is allowed, as boto3 allows it, unless `AWS_ALLOW_HTTP` says otherwise.
+fn store_options(
+    scheme: ObjectStoreScheme,
+    environment: impl IntoIterator<Item = (String, String)>,
+) -> Vec<(String, String)> {
+    let prefix = match scheme {
+        ObjectStoreScheme::AmazonS3 => "aws_",
+        ObjectStoreScheme::GoogleCloudStorage => "google_",
+        ObjectStoreScheme::MicrosoftAzure => "azure_",
+        _ => return Vec::new(),
+    };
+    let mut mlflow_endpoint = None;
+    let mut options: Vec<(String, String)> = Vec::new();
+    for (name, value) in environment {
+        let name = name.to_ascii_lowercase();
+        if name == "mlflow_s3_endpoint_url" {
+            mlflow_endpoint = Some(value);
+        } else if name.starts_with(prefix) {
+            options.push((name, value));
+        }
+    }
+    if scheme != ObjectStoreScheme::AmazonS3 {
+        return options;
+    }
+    let has = |options: &[(String, String)], names: &[&str]| {
+        options
+            .iter()
+            .any(|(name, _)| names.contains(&name.as_str()))
+    };
+    if let Some(endpoint) = mlflow_endpoint
+        && !has(&options, &["aws_endpoint_url", "aws_endpoint"])
+    {
+        options.push(("aws_endpoint".into(), endpoint));
+    }
+    let plain_http = options.iter().any(|(name, value)| {
+        matches!(name.as_str(), "aws_endpoint_url" | "aws_endpoint") && value.starts_with("http://")
+    });
+    if plain_http && !has(&options, &["aws_allow_http"]) {
+        options.push(("aws_allow_http".into(), "true".into()));
+    }
+    options
+}
+
 impl ArtifactStore {
     /// Opens `--artifacts-destination`: a local path (created when missing) or an
     /// `s3://`, `gs://`, `az://`/`abfss://` URL, with credentials from the usual environment variables.
@@ -217,11 +267,10 @@ impl ArtifactStore {
                 source: Box::new(error),
             })
         })?;
-        let (store, prefix) = object_store::parse_url_opts(
-            &url,
-            std::env::vars().map(|(k, v)| (k.to_ascii_lowercase(), v)),
-        )
-        .map_err(wrap)?;
+        let (scheme, _) = ObjectStoreScheme::parse(&url).map_err(|error| wrap(error.into()))?;
+        let (store, prefix) =
+            object_store::parse_url_opts(&url, store_options(scheme, std::env::vars()))
+                .map_err(wrap)?;
         let store: Arc<dyn ObjectStore> = if prefix.as_ref().is_empty() {
             Arc::from(store)
         } else {
@@ -454,6 +503,72 @@ pub fn path_from_proxy_uri(uri: &str) -> Option<ArtifactPath> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn environment(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+        pairs
+            .iter()
+            .map(|(name, value)| ((*name).to_owned(), (*value).to_owned()))
+            .collect()
+    }
+
+    #[test]
+    fn remote_stores_take_only_their_providers_variables() {
+        let env = environment(&[
+            ("AWS_ACCESS_KEY_ID", "key"),
+            ("GOOGLE_SERVICE_ACCOUNT", "sa.json"),
+            ("AZURE_STORAGE_ACCOUNT_NAME", "acct"),
+            ("ENDPOINT", "http://elsewhere"),
+            ("REGION", "mars-1"),
+            ("TOKEN", "not-ours"),
+        ]);
+        assert_eq!(
+            store_options(ObjectStoreScheme::AmazonS3, env.clone()),
+            environment(&[("aws_access_key_id", "key")])
+        );
+        assert_eq!(
+            store_options(ObjectStoreScheme::GoogleCloudStorage, env.clone()),
+            environment(&[("google_service_account", "sa.json")])
+        );
+        assert_eq!(
+            store_options(ObjectStoreScheme::MicrosoftAzure, env.clone()),
+            environment(&[("azure_storage_account_name", "acct")])
+        );
+        assert!(store_options(ObjectStoreScheme::Http, env).is_empty());
+    }
+
+    #[test]
+    fn s3_follows_mlflows_endpoint_variable_and_allows_plain_http_endpoints() {
+        let options = |pairs: &[(&str, &str)]| {
+            let mut options = store_options(ObjectStoreScheme::AmazonS3, environment(pairs));
+            options.sort();
+            options
+        };
+        assert_eq!(
+            options(&[("MLFLOW_S3_ENDPOINT_URL", "http://minio:9000")]),
+            environment(&[
+                ("aws_allow_http", "true"),
+                ("aws_endpoint", "http://minio:9000")
+            ])
+        );
+        assert_eq!(
+            options(&[
+                ("MLFLOW_S3_ENDPOINT_URL", "http://minio:9000"),
+                ("AWS_ENDPOINT_URL", "https://s3.example"),
+            ]),
+            environment(&[("aws_endpoint_url", "https://s3.example")])
+        );
+        assert_eq!(
+            options(&[
+                ("AWS_ENDPOINT", "http://minio:9000"),
+                ("AWS_ALLOW_HTTP", "false")
+            ]),
+            environment(&[
+                ("aws_allow_http", "false"),
+                ("aws_endpoint", "http://minio:9000")
+            ])
+        );
+        assert!(options(&[]).is_empty());
+    }
 
     #[test]
     fn paths_are_normalised() {

@@ -334,7 +334,7 @@ def _running_server(request, backend: str, tmp_path_factory, artifact_store: str
         # a fresh prefix per server: sessions sharing the bucket never see each other's objects
         s3_prefix = f"{name}-{uuid.uuid4().hex[:10]}"
         artifacts = f"s3://{s3.bucket}/{s3_prefix}"
-        env.update(s3.server_env(impl))
+        env.update(s3.server_env())
     else:
         artifacts = str(tmp_path_factory.mktemp(f"{name}-artifacts"))
     logs = STATE_DIR / "logs"

@@ -43,20 +43,20 @@ class S3Bucket:
             region=os.environ.get("FERROFLOW_E2E_S3_REGION", "us-east-1"),
         )
 
-    def server_env(self, impl: str) -> dict[str, str]:
-        """Environment for a tracking server whose artifacts destination is in this bucket."""
-        env = {
+    def server_env(self) -> dict[str, str]:
+        """Environment for a tracking server whose artifacts destination is in this bucket: the
+        one an MLflow server uses (boto3 reads MLFLOW_S3_ENDPOINT_URL), which ferroflow must
+        accept unchanged. ENDPOINT and REGION are decoys that object_store would also read as
+        S3 settings; a server must ignore them."""
+        return {
             "AWS_ACCESS_KEY_ID": self.access_key_id,
             "AWS_SECRET_ACCESS_KEY": self.secret_access_key,
             "AWS_REGION": self.region,
             "AWS_DEFAULT_REGION": self.region,
+            "MLFLOW_S3_ENDPOINT_URL": self.endpoint,
+            "ENDPOINT": "http://127.0.0.1:9",
+            "REGION": "nowhere-1",
         }
-        if impl == "mlflow":
-            env["MLFLOW_S3_ENDPOINT_URL"] = self.endpoint  # boto3, under MLflow's S3 repository
-        else:
-            env["AWS_ENDPOINT"] = self.endpoint  # object_store, under ferroflow
-            env["AWS_ALLOW_HTTP"] = "true"
-        return env
 
     def list(self, prefix: str) -> dict[str, int]:
         """{key: size} of every object whose key starts with `prefix` (ListObjectsV2, all pages)."""
