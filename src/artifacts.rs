@@ -13,7 +13,7 @@ use bytes::Bytes;
 use futures::stream::BoxStream;
 use futures::{Stream, StreamExt, TryStreamExt};
 use object_store::local::LocalFileSystem;
-use object_store::path::{Path as StorePath, PathPart};
+use object_store::path::Path as StorePath;
 use object_store::prefix::PrefixStore;
 use object_store::{
     GetResultPayload, ObjectStore, ObjectStoreExt, ObjectStoreScheme, WriteMultipart,
@@ -140,16 +140,20 @@ impl ArtifactPath {
         self.segments.last().map(String::as_str)
     }
 
-    fn to_store_path(&self) -> StorePath {
-        StorePath::from_iter(self.segments.iter().map(|s| PathPart::from(s.as_str())))
+    /// The object key, segments as they are: `ünïcode name.txt` is stored under that name, as
+    /// MLflow's artifact repositories store it, so a bucket or folder shared with MLflow (or
+    /// read with other tools) holds the names clients logged. `parse` already refused what
+    /// object_store refuses in a raw path (empty, `.`, `..`, control characters).
+    fn to_store_path(&self) -> Result<StorePath> {
+        StorePath::parse(self.segments.join("/")).map_err(|_| Error::InvalidPath {
+            path: self.to_string(),
+            reason: "Not a valid object key.",
+        })
     }
 
     fn from_store_path(path: &StorePath) -> Self {
         ArtifactPath {
-            segments: path
-                .parts()
-                .map(|part| crate::percent::decode(part.as_ref()))
-                .collect(),
+            segments: path.parts().map(|part| part.as_ref().to_owned()).collect(),
         }
     }
 }
@@ -288,11 +292,25 @@ impl ArtifactStore {
         &self.destination
     }
 
-    /// Refuses paths that pass through a symbolic link under a local root.
-    fn check_no_symlink(&self, path: &ArtifactPath) -> Result<()> {
+    /// Under a local root, refuses paths that pass through a symbolic link, and file names
+    /// ending in `#` and digits, which object_store's local store keeps for its uploads in
+    /// progress.
+    fn check_local(&self, path: &ArtifactPath) -> Result<()> {
         let Some(root) = &self.local_root else {
             return Ok(());
         };
+        if path
+            .file_name()
+            .and_then(|name| name.split_once('#'))
+            .is_some_and(|(_, suffix)| {
+                !suffix.is_empty() && suffix.bytes().all(|byte| byte.is_ascii_digit())
+            })
+        {
+            return Err(Error::InvalidPath {
+                path: path.to_string(),
+                reason: "On a local artifact store, file names may not end in '#' followed by digits only.",
+            });
+        }
         let mut current = root.clone();
         for segment in &path.segments {
             current.push(segment);
@@ -324,8 +342,8 @@ impl ArtifactStore {
                 reason: "A file path is required.",
             });
         }
-        self.check_no_symlink(path)?;
-        let upload = self.store.put_multipart(&path.to_store_path()).await?;
+        self.check_local(path)?;
+        let upload = self.store.put_multipart(&path.to_store_path()?).await?;
         let mut writer = WriteMultipart::new_with_chunk_size(upload, UPLOAD_PART_SIZE);
         let mut body = std::pin::pin!(body);
         let mut written = 0u64;
@@ -353,8 +371,8 @@ impl ArtifactStore {
         if path.is_root() {
             return Err(Error::NotFound(String::new()));
         }
-        self.check_no_symlink(path)?;
-        let result = self.store.get(&path.to_store_path()).await?;
+        self.check_local(path)?;
+        let result = self.store.get(&path.to_store_path()?).await?;
         let size = result.meta.size;
         let stream = match result.payload {
             GetResultPayload::File(file, _) => local_file_stream(file, result.range),
@@ -368,8 +386,8 @@ impl ArtifactStore {
         if path.is_root() {
             return Ok(None);
         }
-        self.check_no_symlink(path)?;
-        match self.store.head(&path.to_store_path()).await {
+        self.check_local(path)?;
+        match self.store.head(&path.to_store_path()?).await {
             Ok(meta) => Ok(Some(meta.size)),
             Err(object_store::Error::NotFound { .. }) => Ok(None),
             // A directory on the local filesystem answers head() with an error of its own.
@@ -381,7 +399,7 @@ impl ArtifactStore {
     /// Lists the direct children of `dir`; `path` of each entry is relative to `dir`.
     /// A file lists as itself (by its name); a missing directory as nothing.
     pub async fn list(&self, dir: &ArtifactPath) -> Result<Vec<FileInfo>> {
-        self.check_no_symlink(dir)?;
+        self.check_local(dir)?;
         if let Some(size) = self.file_size(dir).await? {
             let name = dir.file_name().unwrap_or_default();
             return Ok(vec![FileInfo {
@@ -392,7 +410,7 @@ impl ArtifactStore {
                 file_size: Some(size),
             }]);
         }
-        let prefix = (!dir.is_root()).then(|| dir.to_store_path());
+        let prefix = (!dir.is_root()).then(|| dir.to_store_path()).transpose()?;
         let listing = match self.store.list_with_delimiter(prefix.as_ref()).await {
             Ok(listing) => listing,
             Err(object_store::Error::NotFound { .. }) => return Ok(Vec::new()),
@@ -430,8 +448,8 @@ impl ArtifactStore {
                 reason: "Refusing to delete the artifact root.",
             });
         }
-        self.check_no_symlink(path)?;
-        let location = path.to_store_path();
+        self.check_local(path)?;
+        let location = path.to_store_path()?;
         match self.store.delete(&location).await {
             Ok(()) | Err(object_store::Error::NotFound { .. }) => {}
             Err(_) if self.local_root.is_some() => {}
@@ -622,5 +640,34 @@ mod tests {
         let chunks: Vec<Bytes> = download.stream.try_collect().await.unwrap();
         assert!(chunks.iter().all(|c| c.len() as u64 <= LOCAL_READ_CHUNK));
         assert_eq!(chunks.concat(), content);
+    }
+
+    #[tokio::test]
+    async fn local_files_keep_their_names_on_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = ArtifactStore::open(dir.path().to_str().unwrap()).unwrap();
+        let put = |name: &str| {
+            let path = ArtifactPath::parse(name).unwrap();
+            let store = store.clone();
+            async move {
+                let body =
+                    futures::stream::iter([Ok::<_, std::io::Error>(Bytes::from_static(b"x"))]);
+                store.put_stream(&path, body).await
+            }
+        };
+        for name in ["d/ünïcode name.txt", "d/{a}[b]~c^|#1x.txt"] {
+            put(name).await.unwrap();
+            assert!(dir.path().join(name).is_file(), "{name} on disk");
+        }
+        let listed: Vec<String> = store
+            .list(&ArtifactPath::parse("d").unwrap())
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|file| file.path.to_string())
+            .collect();
+        assert_eq!(listed, ["{a}[b]~c^|#1x.txt", "ünïcode name.txt"]);
+        let refused = put("d/run#12").await.unwrap_err().to_string();
+        assert!(refused.contains("'#' followed by digits"), "{refused}");
     }
 }

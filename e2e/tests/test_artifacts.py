@@ -16,7 +16,6 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from urllib.parse import unquote
 
 import mlflow
 import numpy as np
@@ -36,22 +35,23 @@ def server(request, server, artifact_store):
     return server
 
 
-def objects_in_bucket(server, root_uri: str) -> dict[str, int]:
-    """{path under the artifact root `root_uri`: size} of the objects the S3 server holds there.
-
-    Keys are percent-decoded first: ferroflow's object_store paths percent-encode non-ASCII
-    bytes and a few ASCII characters (`%#[]~{}^|<>"` and backtick), so `ünïcode name.txt` is the
-    key `%C3%BCn%C3%AFcode name.txt`, where MLflow's S3 repository would write the raw name.
-    """
+def stored_files(server, root_uri: str) -> dict[str, int]:
+    """{path under the artifact root `root_uri`: size} of what the artifact store itself holds:
+    the objects in the S3 bucket (listed through the S3 API), or the files in the local folder.
+    Names are compared as they are, since MLflow stores `ünïcode name.txt` under that name and a
+    bucket or folder may be shared with it."""
     assert root_uri.startswith("mlflow-artifacts:/"), root_uri
-    prefix = f"{server.s3_prefix}/{root_uri.removeprefix('mlflow-artifacts:').strip('/')}/"
-    return {unquote(key.removeprefix(prefix)): size for key, size in server.s3.list(prefix).items()}
-
-
-def assert_in_bucket(server, client, run_id: str, expected: dict[str, int]) -> None:
-    """On S3, the run's files {path under the run's artifact root: size} are objects in the bucket."""
+    under_root = root_uri.removeprefix("mlflow-artifacts:").strip("/")
     if server.s3 is not None:
-        assert objects_in_bucket(server, client.get_run(run_id).info.artifact_uri) == expected
+        prefix = f"{server.s3_prefix}/{under_root}/"
+        return {key.removeprefix(prefix): size for key, size in server.s3.list(prefix).items()}
+    root = server.artifacts / under_root
+    return {str(p.relative_to(root)): p.stat().st_size for p in root.rglob("*") if p.is_file()}
+
+
+def assert_stored(server, client, run_id: str, expected: dict[str, int]) -> None:
+    """The run's files {path under the run's artifact root: size} are what the store holds."""
+    assert stored_files(server, client.get_run(run_id).info.artifact_uri) == expected
 
 
 def sha256(path: Path) -> str:
@@ -101,7 +101,7 @@ def test_log_artifacts_lists_at_every_depth_and_downloads_identically(server, cl
     got = {str(p.relative_to(out)): sha256(p) for p in out.rglob("*") if p.is_file()}
     assert got == expected
     sizes = {f"bundle/{p}": (source / p).stat().st_size for p in expected}
-    assert_in_bucket(server, client, run_id, {**sizes, "top.txt": 10})
+    assert_stored(server, client, run_id, {**sizes, "top.txt": 10})
 
 
 def test_big_binary_file_round_trips_byte_identical(server, client, experiment_id, tmp_path):
@@ -116,7 +116,7 @@ def test_big_binary_file_round_trips_byte_identical(server, client, experiment_i
     assert info.file_size == BIG_FILE_MIB << 20
     downloaded = client.download_artifacts(run_id, "weights/big.bin", str(tmp_path / "dl"))
     assert sha256(Path(downloaded)) == sha256(big)
-    assert_in_bucket(server, client, run_id, {"weights/big.bin": BIG_FILE_MIB << 20})
+    assert_stored(server, client, run_id, {"weights/big.bin": BIG_FILE_MIB << 20})
 
 
 def test_log_dict_text_and_figure_round_trip(tracking_uri, experiment_id, tmp_path):
@@ -162,9 +162,8 @@ def test_sklearn_model_logged_and_loaded_predicts_the_same(server, tracking_uri,
     assert logged.status.to_proto() == 2  # LOGGED_MODEL_READY
     assert logged.source_run_id == run.info.run_id
     assert logged.artifact_location.endswith(f"/models/{info.model_id}/artifacts")
-    if server.s3 is not None:
-        stored = objects_in_bucket(server, logged.artifact_location)
-        assert {"MLmodel", "requirements.txt"} <= set(stored), sorted(stored)
+    stored = stored_files(server, logged.artifact_location)
+    assert {"MLmodel", "requirements.txt"} <= set(stored), sorted(stored)
     found = mlflow.search_logged_models(experiment_ids=[experiment_id], filter_string="name = 'model'", output_format="list")
     assert [m.model_id for m in found] == [info.model_id]
 
