@@ -12,6 +12,7 @@ server share one store, and Postgres is what a cluster runs.
 
 from __future__ import annotations
 
+import copy
 import json
 import os
 import signal
@@ -24,6 +25,7 @@ from pathlib import Path
 import mlflow
 import pytest
 import requests
+import yaml
 from helpers import fit_line
 from mlflow.exceptions import MlflowException
 
@@ -617,6 +619,61 @@ def test_changing_an_immutable_field_is_rejected(operator, namespace, kind, befo
     done = kubectl("apply", "-n", namespace, "-f", "-", stdin=head + after, check=False)
     assert done.returncode != 0, f"{kind}: change accepted\n{done.stdout}"
     assert message in done.stderr, done.stderr
+
+
+def test_an_unreadable_stored_object_is_reported_and_does_not_stall_its_kind(operator, namespace, client, unique_name):
+    """An Experiment stored while its CRD accepted anything (as after a schema change) cannot be
+    read by the operator's types: it gets a Warning event saying why, and Experiments created
+    after it are still reconciled (a watch that fails to decode one object would stall)."""
+    crd_file = ROOT / "crds" / "experiments.ferroflow.dev.yaml"
+    crd = yaml.safe_load(crd_file.read_text())
+    permissive = copy.deepcopy(crd)
+    for version in permissive["spec"]["versions"]:
+        version["schema"]["openAPIV3Schema"]["properties"]["spec"] = {
+            "type": "object", "x-kubernetes-preserve-unknown-fields": True}
+    bad = textwrap.dedent("""
+        apiVersion: ferroflow.dev/v1alpha1
+        kind: Experiment
+        metadata: {name: unreadable}
+        spec: {experimentName: 42, tags: not-a-map}
+        """)
+    kubectl("apply", "--server-side", "--force-conflicts", "-f", "-", stdin=json.dumps(permissive))
+    try:
+        # The apiserver serves the new schema moments after the CRD update: retry until it does.
+        deadline = time.monotonic() + 60
+        while kubectl("apply", "-n", namespace, "-f", "-", stdin=bad, check=False).returncode != 0:
+            assert time.monotonic() < deadline, "the permissive schema never took effect"
+            time.sleep(0.2)
+    finally:
+        kubectl("apply", "--server-side", "--force-conflicts", "-f", str(crd_file))
+        kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd/experiments.ferroflow.dev")
+
+    def warning_events() -> list[dict]:
+        done = kubectl("get", "events", "-n", namespace, "--field-selector",
+                       "reason=InvalidSpec,involvedObject.name=unreadable", "-o", "json")
+        return json.loads(done.stdout)["items"]
+
+    deadline = time.monotonic() + WAIT_S
+    while not warning_events():
+        assert time.monotonic() < deadline, f"no InvalidSpec event for the unreadable Experiment\n{operator.log_tail()}"
+        time.sleep(0.2)
+    event = warning_events()[0]
+    assert event["type"] == "Warning"
+    message = event.get("message") or event.get("note") or ""
+    assert "cannot read this object" in message and "invalid type integer `42`" in message.lower(), message
+    assert "ferroflow.dev/cleanup" not in (get(namespace, "experiment/unreadable")["metadata"].get("finalizers") or [])
+
+    name = f"after-{unique_name}"
+    apply(namespace, f"""
+        apiVersion: ferroflow.dev/v1alpha1
+        kind: Experiment
+        metadata: {{name: after}}
+        spec: {{experimentName: {name}}}
+        """)
+    status = wait_ready(namespace, "experiment/after")["status"]
+    assert client.get_experiment_by_name(name).experiment_id == status["experimentId"]
+    kubectl("delete", "-n", namespace, "experiment/unreadable", "--timeout=60s")
+    wait_gone(namespace, "experiment/unreadable")
 
 
 def test_operator_killed_mid_reconcile_converges_without_duplicates(operator, namespace, client, unique_name):

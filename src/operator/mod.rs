@@ -15,6 +15,7 @@ use axum::http::StatusCode;
 use axum::routing::get;
 use futures::channel::mpsc;
 use futures::{FutureExt, StreamExt};
+use kube::core::DeserializeGuard;
 use kube::runtime::reflector::{ObjectRef, Store as Cache};
 use kube::runtime::{Controller, watcher};
 use kube::{Api, Client, ResourceExt};
@@ -150,9 +151,15 @@ async fn run_controllers(
     shutdown: futures::future::Shared<futures::future::BoxFuture<'static, ()>>,
 ) {
     let config = watcher::Config::default();
-    let models = Controller::new(Api::<RegisteredModel>::all(client.clone()), config.clone());
+    let models = Controller::new(
+        Api::<DeserializeGuard<RegisteredModel>>::all(client.clone()),
+        config.clone(),
+    );
     let model_cache = models.store();
-    let versions = Controller::new(Api::<ModelVersion>::all(client.clone()), config.clone());
+    let versions = Controller::new(
+        Api::<DeserializeGuard<ModelVersion>>::all(client.clone()),
+        config.clone(),
+    );
     let version_cache = versions.store();
 
     let (model_tx, model_rx) = mpsc::unbounded();
@@ -165,14 +172,17 @@ async fn run_controllers(
         version_tx,
     ));
 
-    let experiments = Controller::new(Api::<Experiment>::all(client.clone()), config.clone())
-        .graceful_shutdown_on(shutdown.clone())
-        .run(
-            reconcile::<Experiment>,
-            error_policy::<Experiment>,
-            ctx.clone(),
-        )
-        .for_each(log_result::<Experiment>);
+    let experiments = Controller::new(
+        Api::<DeserializeGuard<Experiment>>::all(client.clone()),
+        config.clone(),
+    )
+    .graceful_shutdown_on(shutdown.clone())
+    .run(
+        reconcile::<Experiment>,
+        error_policy::<Experiment>,
+        ctx.clone(),
+    )
+    .for_each(log_result::<Experiment>);
     let models = models
         .reconcile_on(model_rx)
         .graceful_shutdown_on(shutdown.clone())
@@ -184,18 +194,24 @@ async fn run_controllers(
         .for_each(log_result::<RegisteredModel>);
     // A version waits for its RegisteredModel resource: wake it when that changes.
     let versions = versions
-        .watches(Api::<RegisteredModel>::all(client), config, move |model| {
-            let namespace = model.namespace();
-            let name = model.name_any();
-            version_cache
-                .state()
-                .iter()
-                .filter(|version| {
-                    version.namespace() == namespace && version.spec.model_ref.name == name
-                })
-                .map(|version| ObjectRef::from_obj(version.as_ref()))
-                .collect::<Vec<_>>()
-        })
+        .watches(
+            Api::<DeserializeGuard<RegisteredModel>>::all(client),
+            config,
+            move |model| {
+                let namespace = model.namespace();
+                let name = model.name_any();
+                version_cache
+                    .state()
+                    .iter()
+                    .filter(|version| {
+                        version.0.as_ref().is_ok_and(|version| {
+                            version.namespace() == namespace && version.spec.model_ref.name == name
+                        })
+                    })
+                    .map(|version| ObjectRef::from_obj(version.as_ref()))
+                    .collect::<Vec<_>>()
+            },
+        )
         .reconcile_on(version_rx)
         .graceful_shutdown_on(shutdown)
         .run(reconcile::<ModelVersion>, error_policy::<ModelVersion>, ctx)
@@ -203,12 +219,16 @@ async fn run_controllers(
     futures::join!(experiments, models, versions);
 }
 
-async fn log_result<K: Reconciler>(
-    result: Result<
-        (ObjectRef<K>, kube::runtime::controller::Action),
-        kube::runtime::controller::Error<error::Error, watcher::Error>,
-    >,
-) {
+/// What a controller's stream yields for one reconcile of a `K`.
+type ReconcileResult<K> = Result<
+    (
+        ObjectRef<DeserializeGuard<K>>,
+        kube::runtime::controller::Action,
+    ),
+    kube::runtime::controller::Error<error::Error, watcher::Error>,
+>;
+
+async fn log_result<K: Reconciler>(result: ReconcileResult<K>) {
     match result {
         Ok((object, _)) => tracing::debug!(kind = K::KIND, %object, "reconciled"),
         Err(kube::runtime::controller::Error::ReconcilerFailed(error, object)) => {
@@ -222,10 +242,10 @@ async fn log_result<K: Reconciler>(
 /// changed model. A lost connection (Resync) wakes every resource.
 async fn route_notifications(
     store: Store,
-    models: Cache<RegisteredModel>,
-    versions: Cache<ModelVersion>,
-    model_tx: mpsc::UnboundedSender<ObjectRef<RegisteredModel>>,
-    version_tx: mpsc::UnboundedSender<ObjectRef<ModelVersion>>,
+    models: Cache<DeserializeGuard<RegisteredModel>>,
+    versions: Cache<DeserializeGuard<ModelVersion>>,
+    model_tx: mpsc::UnboundedSender<ObjectRef<DeserializeGuard<RegisteredModel>>>,
+    version_tx: mpsc::UnboundedSender<ObjectRef<DeserializeGuard<ModelVersion>>>,
 ) {
     let mut events = match notify::listen(&store).await {
         Ok(events) => events,
@@ -264,15 +284,17 @@ async fn route_notifications(
                 .is_none_or(|names| names.iter().any(|n| n == model_name))
         };
         for model in models.state() {
-            if concerns(model.model_name()) {
+            if model.0.as_ref().is_ok_and(|m| concerns(m.model_name())) {
                 let _closed = model_tx.unbounded_send(ObjectRef::from_obj(model.as_ref()));
             }
         }
         for version in versions.state() {
-            let model_name = version
-                .status
-                .as_ref()
-                .and_then(|s| s.model_name.as_deref());
+            let model_name = version.0.as_ref().ok().and_then(|version| {
+                version
+                    .status
+                    .as_ref()
+                    .and_then(|s| s.model_name.as_deref())
+            });
             if model_name.is_some_and(concerns) {
                 let _closed = version_tx.unbounded_send(ObjectRef::from_obj(version.as_ref()));
             }

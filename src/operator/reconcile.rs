@@ -11,8 +11,11 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use k8s_openapi::NamespaceResourceScope;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use k8s_openapi::api::core::v1::ObjectReference;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use kube::api::{Patch, PatchParams};
+use kube::core::DeserializeGuard;
+use kube::core::error_boundary::InvalidObject;
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
 use kube::runtime::finalizer::{self, finalizer};
@@ -102,11 +105,15 @@ pub trait Reconciler:
 
 /// `namespace/name` with the kind, for messages.
 pub fn describe<K: Reconciler>(obj: &K) -> String {
+    describe_meta::<K>(obj.meta())
+}
+
+fn describe_meta<K: Reconciler>(meta: &ObjectMeta) -> String {
     format!(
         "{} {}/{}",
         K::KIND,
-        obj.namespace().unwrap_or_default(),
-        obj.name_any()
+        meta.namespace.as_deref().unwrap_or_default(),
+        meta.name.as_deref().unwrap_or_default()
     )
 }
 
@@ -115,8 +122,20 @@ pub fn now() -> Time {
     Time(k8s_openapi::jiff::Timestamp::now())
 }
 
-/// Entry point handed to `Controller::run`.
-pub async fn reconcile<K: Reconciler>(obj: Arc<K>, ctx: Arc<Context>) -> Result<Action, Error> {
+/// Entry point handed to `Controller::run`. Controllers watch through [`DeserializeGuard`], so
+/// one stored object that our types cannot read is reported on itself instead of stalling the
+/// watch of its whole kind.
+pub async fn reconcile<K: Reconciler>(
+    guarded: Arc<DeserializeGuard<K>>,
+    ctx: Arc<Context>,
+) -> Result<Action, Error> {
+    let obj = match &guarded.0 {
+        Ok(obj) => Arc::new(obj.clone()),
+        Err(invalid) => {
+            report_unreadable::<K>(invalid, &ctx).await;
+            return Ok(Action::await_change());
+        }
+    };
     // `resource`, not `name`: the JSON log format already uses `name` for the span's own name.
     let span = tracing::info_span!(
         "reconcile",
@@ -134,9 +153,49 @@ pub async fn reconcile<K: Reconciler>(obj: Arc<K>, ctx: Arc<Context>) -> Result<
     result
 }
 
+/// An object the API server holds but our types cannot read (stored under an older schema, or
+/// written around validation): a Warning event on it says why, the store is left alone, and
+/// the next edit of the object brings it back here.
+async fn report_unreadable<K: Reconciler>(invalid: &InvalidObject, ctx: &Context) {
+    let object = describe_meta::<K>(&invalid.metadata);
+    tracing::warn!(%object, error = %invalid.error, "cannot read the object; waiting for it to change");
+    ctx.metrics
+        .observe(K::KIND, Duration::ZERO, Some(Reason::InvalidSpec.as_str()));
+    let reference = ObjectReference {
+        api_version: Some(K::api_version(&()).into_owned()),
+        kind: Some(K::kind(&()).into_owned()),
+        namespace: invalid.metadata.namespace.clone(),
+        name: invalid.metadata.name.clone(),
+        uid: invalid.metadata.uid.clone(),
+        ..ObjectReference::default()
+    };
+    let note = format!(
+        "the operator cannot read this object, so it is not reconciled: {}",
+        invalid.error
+    );
+    publish_to(
+        ctx,
+        &reference,
+        &object,
+        EventType::Warning,
+        Reason::InvalidSpec.as_str(),
+        "Reconcile",
+        &note,
+    )
+    .await;
+}
+
 /// Handed to `Controller::run`: retry transient failures after a pause.
-pub fn error_policy<K: Reconciler>(obj: Arc<K>, error: &Error, _ctx: Arc<Context>) -> Action {
-    tracing::warn!(object = %describe(obj.as_ref()), error = %error, source = ?std::error::Error::source(error),
+pub fn error_policy<K: Reconciler>(
+    guarded: Arc<DeserializeGuard<K>>,
+    error: &Error,
+    _ctx: Arc<Context>,
+) -> Action {
+    let object = match &guarded.0 {
+        Ok(obj) => describe(obj),
+        Err(invalid) => describe_meta::<K>(&invalid.metadata),
+    };
+    tracing::warn!(%object, error = %error, source = ?std::error::Error::source(error),
         "reconcile failed; retrying");
     if error.waits_on_others() {
         Action::requeue(STALLED_RECHECK)
@@ -292,6 +351,19 @@ pub async fn publish<K: Reconciler>(
     action: &str,
     note: &str,
 ) {
+    let reference = obj.object_ref(&());
+    publish_to(ctx, &reference, &describe(obj), type_, reason, action, note).await;
+}
+
+async fn publish_to(
+    ctx: &Context,
+    reference: &ObjectReference,
+    object: &str,
+    type_: EventType,
+    reason: &str,
+    action: &str,
+    note: &str,
+) {
     let event = Event {
         type_,
         reason: reason.to_owned(),
@@ -299,8 +371,8 @@ pub async fn publish<K: Reconciler>(
         action: action.to_owned(),
         secondary: None,
     };
-    if let Err(error) = ctx.recorder().publish(&event, &obj.object_ref(&())).await {
-        tracing::warn!(object = %describe(obj), %error, reason, "could not publish an event");
+    if let Err(error) = ctx.recorder().publish(&event, reference).await {
+        tracing::warn!(%object, %error, reason, "could not publish an event");
     }
 }
 
