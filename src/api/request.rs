@@ -38,7 +38,8 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Mlflow<T> {
                 })?
             }
         };
-        let value = snake_case_keys(value)?;
+        let mut value = value;
+        snake_case_keys(&mut value)?;
         let message = T::deserialize(value)
             .map_err(|error| ApiError::invalid(format!("Invalid request: {error}")))?;
         Ok(Mlflow(message))
@@ -77,31 +78,31 @@ pub fn percent_decode_path(text: &str) -> Option<String> {
     crate::percent::decode_utf8(text)
 }
 
-/// Renames lowerCamel keys to snake_case, recursively. A message naming one field both ways
-/// is refused, as protobuf's parser does.
-fn snake_case_keys(value: Value) -> Result<Value, ApiError> {
-    Ok(match value {
+/// Renames lowerCamel keys to snake_case, recursively, in place: a map is rebuilt only when
+/// one of its keys needs renaming (a 1000-metric batch has a thousand small maps). A message
+/// naming one field both ways is refused, as protobuf's parser does.
+fn snake_case_keys(value: &mut Value) -> Result<(), ApiError> {
+    match value {
         Value::Object(map) => {
-            let mut renamed = Map::with_capacity(map.len());
-            for (key, value) in map {
-                let snake = to_snake_case(&key);
-                if renamed.contains_key(&snake) {
-                    return Err(ApiError::invalid(format!(
-                        "Field '{snake}' was given more than once"
-                    )));
+            if map
+                .keys()
+                .any(|key| key.bytes().any(|b| b.is_ascii_uppercase()))
+            {
+                for (key, field) in std::mem::take(map) {
+                    let snake = to_snake_case(&key);
+                    if map.contains_key(&snake) {
+                        return Err(ApiError::invalid(format!(
+                            "Field '{snake}' was given more than once"
+                        )));
+                    }
+                    map.insert(snake, field);
                 }
-                renamed.insert(snake, snake_case_keys(value)?);
             }
-            Value::Object(renamed)
+            map.values_mut().try_for_each(snake_case_keys)
         }
-        Value::Array(items) => Value::Array(
-            items
-                .into_iter()
-                .map(snake_case_keys)
-                .collect::<Result<_, _>>()?,
-        ),
-        other => other,
-    })
+        Value::Array(items) => items.iter_mut().try_for_each(snake_case_keys),
+        _ => Ok(()),
+    }
 }
 
 fn to_snake_case(key: &str) -> String {
@@ -122,14 +123,49 @@ fn to_snake_case(key: &str) -> String {
 
 /// Serde helpers for protobuf-JSON scalars.
 pub mod lenient {
+    use std::fmt;
+    use std::marker::PhantomData;
+
+    use serde::de::value::MapAccessDeserializer;
+    use serde::de::{self, IntoDeserializer, MapAccess, SeqAccess, Visitor};
+
     use super::*;
 
-    #[derive(Deserialize)]
-    #[serde(untagged)]
+    /// A protobuf-JSON scalar as it arrived. Decoded by one visitor, not `#[serde(untagged)]`,
+    /// which buffers the value and builds an error for every variant that does not match.
     enum NumberOrString {
         Int(i64),
         Float(f64),
         Text(String),
+    }
+
+    impl<'de> Deserialize<'de> for NumberOrString {
+        fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+            struct ScalarVisitor;
+            impl Visitor<'_> for ScalarVisitor {
+                type Value = NumberOrString;
+                fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                    f.write_str("a number or a string")
+                }
+                fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+                    Ok(NumberOrString::Int(v))
+                }
+                fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+                    Ok(i64::try_from(v)
+                        .map_or(NumberOrString::Float(v as f64), NumberOrString::Int))
+                }
+                fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
+                    Ok(NumberOrString::Float(v))
+                }
+                fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                    Ok(NumberOrString::Text(v.to_owned()))
+                }
+                fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
+                    Ok(NumberOrString::Text(v))
+                }
+            }
+            deserializer.deserialize_any(ScalarVisitor)
+        }
     }
 
     fn int_from(value: NumberOrString) -> Result<i64, String> {
@@ -192,21 +228,53 @@ pub mod lenient {
             .map_err(serde::de::Error::custom)
     }
 
-    /// A repeated field: a list, or one value (a query key given once).
+    /// A repeated field: a list, or one value (a query key given once); null is empty. The
+    /// list's items are decoded as they stream by (an untagged enum would first copy it all).
     pub fn list<'de, D: Deserializer<'de>, T: Deserialize<'de>>(
         deserializer: D,
     ) -> Result<Vec<T>, D::Error> {
-        #[derive(Deserialize)]
-        #[serde(untagged)]
-        enum OneOrMany<T> {
-            Many(Vec<T>),
-            One(T),
+        struct ListVisitor<T>(PhantomData<T>);
+        impl<'de, T: Deserialize<'de>> Visitor<'de> for ListVisitor<T> {
+            type Value = Vec<T>;
+            fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+                f.write_str("a list or a single value")
+            }
+            fn visit_unit<E: de::Error>(self) -> Result<Self::Value, E> {
+                Ok(Vec::new())
+            }
+            fn visit_none<E: de::Error>(self) -> Result<Self::Value, E> {
+                Ok(Vec::new())
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+                let mut items = Vec::with_capacity(seq.size_hint().unwrap_or(0).min(1024));
+                while let Some(item) = seq.next_element()? {
+                    items.push(item);
+                }
+                Ok(items)
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+                Ok(vec![T::deserialize(MapAccessDeserializer::new(map))?])
+            }
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<Self::Value, E> {
+                Ok(vec![T::deserialize(v.into_deserializer())?])
+            }
+            fn visit_string<E: de::Error>(self, v: String) -> Result<Self::Value, E> {
+                Ok(vec![T::deserialize(v.into_deserializer())?])
+            }
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<Self::Value, E> {
+                Ok(vec![T::deserialize(v.into_deserializer())?])
+            }
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<Self::Value, E> {
+                Ok(vec![T::deserialize(v.into_deserializer())?])
+            }
+            fn visit_f64<E: de::Error>(self, v: f64) -> Result<Self::Value, E> {
+                Ok(vec![T::deserialize(v.into_deserializer())?])
+            }
+            fn visit_bool<E: de::Error>(self, v: bool) -> Result<Self::Value, E> {
+                Ok(vec![T::deserialize(v.into_deserializer())?])
+            }
         }
-        Ok(match Option::<OneOrMany<T>>::deserialize(deserializer)? {
-            Some(OneOrMany::Many(items)) => items,
-            Some(OneOrMany::One(item)) => vec![item],
-            None => Vec::new(),
-        })
+        deserializer.deserialize_any(ListVisitor(PhantomData))
     }
 
     /// A string field that a client may send as a number (ids).
@@ -237,10 +305,14 @@ mod tests {
 
     #[test]
     fn camel_case_keys_become_snake_case_and_duplicates_are_refused() {
-        let value =
-            snake_case_keys(serde_json::json!({"runId": "x", "metrics": [{"key": "a"}]})).unwrap();
-        assert_eq!(value["run_id"], "x");
-        assert!(snake_case_keys(serde_json::json!({"runId": "x", "run_id": "y"})).is_err());
+        let mut value =
+            serde_json::json!({"runId": "x", "metrics": [{"key": "a", "modelId": "m"}]});
+        snake_case_keys(&mut value).unwrap();
+        assert_eq!(
+            value,
+            serde_json::json!({"run_id": "x", "metrics": [{"key": "a", "model_id": "m"}]})
+        );
+        assert!(snake_case_keys(&mut serde_json::json!({"runId": "x", "run_id": "y"})).is_err());
     }
 
     #[test]
@@ -249,5 +321,86 @@ mod tests {
         assert_eq!(percent_decode("100%"), "100%");
         assert_eq!(percent_decode("%zz"), "%zz");
         assert_eq!(percent_decode_path("a+b%20c").as_deref(), Some("a+b c"));
+    }
+
+    #[derive(Debug, Deserialize, PartialEq)]
+    struct Repeated {
+        #[serde(default, deserialize_with = "lenient::list")]
+        items: Vec<Item>,
+        #[serde(default, deserialize_with = "lenient::list")]
+        ids: Vec<String>,
+        #[serde(default, deserialize_with = "lenient::opt_i64")]
+        step: Option<i64>,
+        #[serde(default, deserialize_with = "lenient::opt_f64")]
+        value: Option<f64>,
+    }
+
+    #[derive(Debug, Deserialize, PartialEq)]
+    struct Item {
+        key: String,
+    }
+
+    fn decode(value: Value) -> Result<Repeated, serde_json::Error> {
+        Repeated::deserialize(value)
+    }
+
+    #[test]
+    fn repeated_fields_take_a_list_one_value_or_null() {
+        let item = |key: &str| Item { key: key.into() };
+        let both =
+            decode(serde_json::json!({"items": [{"key": "a"}, {"key": "b"}], "ids": "x"})).unwrap();
+        assert_eq!(both.items, [item("a"), item("b")]);
+        assert_eq!(both.ids, ["x"]);
+        let one = decode(serde_json::json!({"items": {"key": "a"}, "ids": ["x", "y"]})).unwrap();
+        assert_eq!(
+            (one.items, one.ids),
+            (vec![item("a")], vec!["x".to_owned(), "y".to_owned()])
+        );
+        let none = decode(serde_json::json!({"items": null})).unwrap();
+        assert!(none.items.is_empty() && none.ids.is_empty());
+        let error = decode(serde_json::json!({"items": [{"key": 1}]}))
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("expected a string"), "{error}");
+    }
+
+    #[test]
+    fn scalars_accept_numbers_and_strings() {
+        let scalars = |step: Value, value: Value| {
+            decode(serde_json::json!({"step": step, "value": value})).map(|r| (r.step, r.value))
+        };
+        assert_eq!(scalars(5.into(), 1.5.into()).unwrap(), (Some(5), Some(1.5)));
+        assert_eq!(
+            scalars("7".into(), "2".into()).unwrap(),
+            (Some(7), Some(2.0))
+        );
+        assert_eq!(scalars(3.0.into(), 4.into()).unwrap(), (Some(3), Some(4.0)));
+        assert!(
+            scalars(Value::Null, "NaN".into())
+                .unwrap()
+                .1
+                .unwrap()
+                .is_nan()
+        );
+        assert_eq!(
+            scalars(Value::Null, "-Infinity".into()).unwrap(),
+            (None, Some(f64::NEG_INFINITY))
+        );
+        let too_big = scalars(u64::MAX.into(), Value::Null)
+            .unwrap_err()
+            .to_string();
+        assert!(too_big.contains("expected an integer"), "{too_big}");
+        assert!(
+            scalars("x".into(), Value::Null)
+                .unwrap_err()
+                .to_string()
+                .contains("'x'")
+        );
+        assert!(
+            scalars(true.into(), Value::Null)
+                .unwrap_err()
+                .to_string()
+                .contains("a number or a string")
+        );
     }
 }
