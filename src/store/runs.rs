@@ -8,7 +8,9 @@ use super::experiments::{push_comparison, push_key_value_clause};
 use super::filter::{self, Attribute, Clause, Comparator, DatasetField, Key, SearchEntity};
 use super::logged_models::ModelOutput;
 use super::metrics::{RepeatedPoints, WriteMetrics};
-use super::search::{self, SortKey, SortKind, SqlBuilder, SqlValue, TokenValue, bind_values};
+use super::search::{
+    self, SortKey, SortKind, SqlBuilder, SqlValue, StoreRow, TokenValue, bind_values,
+};
 use super::validation::{self, KeyKind, MAX_PARAM_VALUE_LENGTH, MAX_TAG_VALUE_LENGTH};
 use super::{
     Error, KeyValue, LIFECYCLE_ACTIVE, LIFECYCLE_DELETED, Page, Pool, Result, Store, ViewType,
@@ -529,10 +531,7 @@ impl Store {
     /// `$1`), and reads its rows.
     async fn fetch_for_runs<T>(&self, ids: &RunIds, sql: &str) -> Result<Vec<T>>
     where
-        T: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow>
-            + for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow>
-            + Send
-            + Unpin,
+        T: StoreRow,
     {
         Ok(match &self.pool {
             Pool::Postgres(pool) => {

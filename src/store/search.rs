@@ -14,6 +14,23 @@ use serde::{Deserialize, Serialize};
 
 use super::{Backend, Error, Result, Store, with_pool};
 
+/// A row type both backends can decode: what the generic page and batch readers return.
+pub(crate) trait StoreRow:
+    for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow>
+    + for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow>
+    + Send
+    + Unpin
+{
+}
+
+impl<T> StoreRow for T where
+    T: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow>
+        + for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow>
+        + Send
+        + Unpin
+{
+}
+
 /// A value bound to a `$n` placeholder.
 #[derive(Debug, Clone, PartialEq)]
 pub enum SqlValue {
@@ -286,10 +303,7 @@ impl Store {
         max_results: i64,
     ) -> Result<(Vec<T>, Option<String>)>
     where
-        T: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow>
-            + for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow>
-            + Send
-            + Unpin,
+        T: StoreRow,
     {
         self.fetch_page_with(builder, keys, after, keys, max_results, true)
             .await
@@ -314,10 +328,7 @@ impl Store {
         max_results: i64,
     ) -> Result<(Vec<T>, Option<String>)>
     where
-        T: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow>
-            + for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow>
-            + Send
-            + Unpin,
+        T: StoreRow,
     {
         self.fetch_page_with(builder, order_keys, after, token_keys, max_results, false)
             .await
@@ -333,10 +344,7 @@ impl Store {
         prepared: bool,
     ) -> Result<(Vec<T>, Option<String>)>
     where
-        T: for<'r> sqlx::FromRow<'r, sqlx::postgres::PgRow>
-            + for<'r> sqlx::FromRow<'r, sqlx::sqlite::SqliteRow>
-            + Send
-            + Unpin,
+        T: StoreRow,
     {
         if let Some(after) = after {
             push_keyset_condition(&mut builder, order_keys, after);
