@@ -10,11 +10,14 @@
 //!
 //!   loadgen seed       --url U --runs 10000 [--clients 8]
 //!   loadgen seed-sql   --experiment-id ID --runs 10000 | psql ...   (MLflow's schema)
-//!   loadgen log-batch  --url U [--clients 8 --metrics 1000 --keys 10 --requests 300 --duration 20]
-//!   loadgen log-metric --url U [--clients 8 --requests 20000 --duration 10]
+//!   loadgen log-batch  --url U [--clients 8 --metrics 1000 --keys 10 --requests 300 --duration 20 --rate R]
+//!   loadgen log-metric --url U [--clients 8 --requests 20000 --duration 10 --rate R]
 //!   loadgen search     --url U --experiment-id ID [--max-results 100 --clients 4 --queries 400 --duration 15]
 //!   loadgen keepalive  --url U [--requests 200]
 //!   loadgen rss        --pid PID
+//!
+//! `--rate R` paces each client to R requests per second (the soak, e2e/bench/soak.sh); without it
+//! a client sends its next request as soon as the previous one is answered.
 //!
 //! Common: `--label k=v` (repeatable) copies k/v into the output object. log-batch, log-metric
 //! and search also take `--server-pid PID --db NAME [--clk-tck 100]` to report the CPU time the
@@ -85,6 +88,17 @@ impl Args {
         match self.values.get(name) {
             None => Ok(default),
             Some(v) => v.parse().map_err(|_| format!("--{name} {v:?}: not a number")),
+        }
+    }
+
+    /// `--rate R`: each client sends at most R requests per second (default: as fast as answered).
+    fn pace(&self) -> Res<Option<Duration>> {
+        match self.values.get("rate") {
+            None => Ok(None),
+            Some(v) => match v.parse::<f64>() {
+                Ok(rate) if rate > 0.0 => Ok(Some(Duration::from_secs_f64(1.0 / rate))),
+                _ => Err(format!("--rate {v:?}: expected requests per second > 0")),
+            },
         }
     }
 
@@ -499,6 +513,7 @@ async fn closed_loop(
     bodies: Vec<Vec<Bytes>>,
     warmup: usize,
     duration: Duration,
+    pace: Option<Duration>,
     cpu: &CpuWatch,
 ) -> (Vec<ClientStats>, Instant, Option<CpuSnapshot>) {
     let barrier = Arc::new(Barrier::new(bodies.len() + 1));
@@ -535,7 +550,11 @@ async fn closed_loop(
             barrier.wait().await;
             let start = *start_cell.get_or_init(Instant::now);
             let deadline = start + duration;
-            for body in bodies {
+            for (i, body) in bodies.enumerate() {
+                if let Some(interval) = pace {
+                    // a fixed request rate (soak): request i starts no earlier than i intervals in
+                    tokio::time::sleep_until((start + interval * i as u32).into()).await;
+                }
                 if Instant::now() >= deadline {
                     break;
                 }
@@ -678,7 +697,7 @@ async fn log_batch(args: &Args) -> Res<Value> {
     let body_bytes = bodies.first().and_then(|b| b.first()).map_or(0, Bytes::len);
     let path = format!("{API}/runs/log-batch");
     let cpu = CpuWatch::from_args(args)?;
-    let (stats, start, cpu_start) = closed_loop(&target, &path, bodies, LOG_BATCH_WARMUP, duration, &cpu).await;
+    let (stats, start, cpu_start) = closed_loop(&target, &path, bodies, LOG_BATCH_WARMUP, duration, args.pace()?, &cpu).await;
     let cpu_end = cpu.snapshot();
     let (ok, errors, first_error, latencies, opened, elapsed) = merge(stats, start);
     let points = ok * metrics as u64;
@@ -726,7 +745,7 @@ async fn log_metric(args: &Args) -> Res<Value> {
         .collect();
     let path = format!("{API}/runs/log-metric");
     let cpu = CpuWatch::from_args(args)?;
-    let (stats, start, cpu_start) = closed_loop(&target, &path, bodies, LOG_METRIC_WARMUP, duration, &cpu).await;
+    let (stats, start, cpu_start) = closed_loop(&target, &path, bodies, LOG_METRIC_WARMUP, duration, args.pace()?, &cpu).await;
     let cpu_end = cpu.snapshot();
     let (ok, errors, first_error, latencies, opened, elapsed) = merge(stats, start);
     Ok(json!({
