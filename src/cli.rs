@@ -75,6 +75,10 @@ pub struct ServerArgs {
     /// Write the chosen address to this file once listening (for tests and scripts using port 0).
     #[arg(long, env = "FERROFLOW_ADDRESS_FILE")]
     pub address_file: Option<PathBuf>,
+    /// Seconds a request waits for a Postgres connection before it is answered 503
+    /// TEMPORARILY_UNAVAILABLE (during an outage, instead of hanging).
+    #[arg(long, env = "FERROFLOW_STORE_TIMEOUT", default_value_t = crate::store::DEFAULT_ACQUIRE_TIMEOUT.as_secs_f64())]
+    pub store_timeout: f64,
 }
 
 #[derive(Debug, Subcommand)]

@@ -3,6 +3,7 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
@@ -10,14 +11,18 @@ use tokio::net::TcpListener;
 use crate::api::{self, AppState, ServerConfig};
 use crate::artifacts::ArtifactStore;
 use crate::cli::ServerArgs;
-use crate::store::Store;
+use crate::store::{Store, StoreOptions};
 
 /// Runs the tracking server until `shutdown` resolves.
 pub async fn run(
     args: ServerArgs,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    let store = Store::connect(&args.backend_store_uri)
+    let store_options = StoreOptions {
+        acquire_timeout: Duration::try_from_secs_f64(args.store_timeout)
+            .context("--store-timeout must be a positive number of seconds")?,
+    };
+    let store = Store::connect_with(&args.backend_store_uri, store_options)
         .await
         .with_context(|| {
             format!(

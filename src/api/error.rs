@@ -22,6 +22,7 @@ pub enum ErrorCode {
     PermissionDenied,
     InternalError,
     NotImplemented,
+    TemporarilyUnavailable,
 }
 
 impl ErrorCode {
@@ -35,6 +36,7 @@ impl ErrorCode {
             ErrorCode::PermissionDenied => StatusCode::FORBIDDEN,
             ErrorCode::InvalidState | ErrorCode::InternalError => StatusCode::INTERNAL_SERVER_ERROR,
             ErrorCode::NotImplemented => StatusCode::NOT_IMPLEMENTED,
+            ErrorCode::TemporarilyUnavailable => StatusCode::SERVICE_UNAVAILABLE,
         }
     }
 }
@@ -83,6 +85,15 @@ impl From<store::Error> for ApiError {
             // user sees the message naming the owning resource at once.
             owned @ Error::OwnedElsewhere { .. } => {
                 ApiError::new(ErrorCode::PermissionDenied, owned.to_string())
+            }
+            // 503: an outage, not a bug; clients (the mlflow client included) and load
+            // balancers retry it.
+            unavailable if unavailable.is_unavailable() => {
+                tracing::warn!(error = ?unavailable, "store unavailable");
+                ApiError::new(
+                    ErrorCode::TemporarilyUnavailable,
+                    "The backend store is temporarily unavailable; retry later.",
+                )
             }
             other => {
                 // The detail is for the operator's log, not the client.

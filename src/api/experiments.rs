@@ -76,7 +76,6 @@ async fn create(
 
 #[derive(Deserialize)]
 struct IdRequest {
-    #[serde(default, deserialize_with = "lenient::opt_string")]
     experiment_id: Option<String>,
 }
 
@@ -122,7 +121,7 @@ struct SearchRequest {
     filter: Option<String>,
     #[serde(default, deserialize_with = "lenient::list")]
     order_by: Vec<String>,
-    #[serde(default, deserialize_with = "lenient::opt_string")]
+    #[serde(default, deserialize_with = "lenient::opt_enum")]
     view_type: Option<String>,
 }
 
@@ -156,7 +155,6 @@ async fn search(
 
 #[derive(Deserialize)]
 struct UpdateRequest {
-    #[serde(default, deserialize_with = "lenient::opt_string")]
     experiment_id: Option<String>,
     new_name: Option<String>,
 }
@@ -195,7 +193,6 @@ async fn restore(
 
 #[derive(Deserialize)]
 struct TagRequest {
-    #[serde(default, deserialize_with = "lenient::opt_string")]
     experiment_id: Option<String>,
     key: Option<String>,
     value: Option<String>,

@@ -118,7 +118,6 @@ fn respond(model: StoreLoggedModel) -> Json<ModelResponse> {
 
 #[derive(Deserialize)]
 struct CreateRequest {
-    #[serde(default, deserialize_with = "lenient::opt_string")]
     experiment_id: Option<String>,
     name: Option<String>,
     model_type: Option<String>,
@@ -169,7 +168,7 @@ async fn get_model(
 
 #[derive(Deserialize)]
 struct FinalizeRequest {
-    #[serde(default, deserialize_with = "lenient::opt_string")]
+    #[serde(default, deserialize_with = "lenient::opt_enum")]
     status: Option<String>,
 }
 

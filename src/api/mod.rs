@@ -62,6 +62,7 @@ pub fn router(state: AppState) -> Router {
         .merge(health::routes())
         .merge(artifacts::routes())
         .fallback(unknown_endpoint)
+        .layer(axum::middleware::from_fn(request::refuse_nul_in_uri))
         .layer(DefaultBodyLimit::max(MAX_JSON_BODY))
         .layer(TraceLayer::new_for_http())
         .with_state(state)

@@ -201,7 +201,6 @@ struct NameRequest {
 #[derive(Deserialize)]
 struct VersionRequest {
     name: Option<String>,
-    #[serde(default, deserialize_with = "lenient::opt_string")]
     version: Option<String>,
 }
 
@@ -398,7 +397,6 @@ async fn delete_registered_model_tag(
 struct AliasRequest {
     name: Option<String>,
     alias: Option<String>,
-    #[serde(default, deserialize_with = "lenient::opt_string")]
     version: Option<String>,
 }
 
@@ -497,7 +495,6 @@ async fn get_model_version(
 #[derive(Deserialize)]
 struct UpdateModelVersionRequest {
     name: Option<String>,
-    #[serde(default, deserialize_with = "lenient::opt_string")]
     version: Option<String>,
     description: Option<String>,
 }
@@ -533,7 +530,6 @@ async fn delete_model_version(
 #[derive(Deserialize)]
 struct TransitionRequest {
     name: Option<String>,
-    #[serde(default, deserialize_with = "lenient::opt_string")]
     version: Option<String>,
     stage: Option<String>,
     #[serde(default, deserialize_with = "lenient::opt_bool")]
@@ -610,7 +606,6 @@ async fn get_download_uri(
 #[derive(Deserialize)]
 struct VersionTagRequest {
     name: Option<String>,
-    #[serde(default, deserialize_with = "lenient::opt_string")]
     version: Option<String>,
     key: Option<String>,
     value: Option<String>,

@@ -4,9 +4,13 @@
 //! int64 may be a number or a string; doubles may be "NaN"/"Infinity"; unknown fields are
 //! ignored.
 
+use std::fmt::Write as _;
+
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
 use axum::http::Method;
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Deserializer};
 use serde_json::{Map, Value};
@@ -20,30 +24,143 @@ impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Mlflow<T> {
     type Rejection = ApiError;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
-        let query = request.uri().query().map(query_to_json);
-        let is_get = request.method() == Method::GET;
-        let value = if is_get {
-            query.unwrap_or_else(|| Value::Object(Map::new()))
+        let query = request.uri().query().map(str::to_owned);
+        let body = if request.method() == Method::GET {
+            None
         } else {
-            let body = Bytes::from_request(request, state)
-                .await
-                .map_err(|rejection| {
-                    ApiError::invalid(format!("Could not read the request body: {rejection}"))
-                })?;
-            if body.iter().all(u8::is_ascii_whitespace) {
-                query.unwrap_or_else(|| Value::Object(Map::new()))
-            } else {
-                serde_json::from_slice(&body).map_err(|error| {
-                    ApiError::invalid(format!("Malformed JSON in request body: {error}"))
-                })?
-            }
+            Some(
+                Bytes::from_request(request, state)
+                    .await
+                    .map_err(|rejection| {
+                        ApiError::invalid(format!("Could not read the request body: {rejection}"))
+                    })?,
+            )
         };
-        let mut value = value;
-        snake_case_keys(&mut value)?;
-        let message = T::deserialize(value)
-            .map_err(|error| ApiError::invalid(format!("Invalid request: {error}")))?;
-        Ok(Mlflow(message))
+        let value = message_value(query.as_deref(), body.as_ref())?;
+        match T::deserialize(value) {
+            Ok(message) => Ok(Mlflow(message)),
+            // Decoded again only on failure: tracking the field path costs time on every
+            // request (a 1000-metric batch), and only an error message needs it.
+            Err(error) => Err(invalid_field::<T>(
+                message_value(query.as_deref(), body.as_ref())?,
+                error,
+            )),
+        }
     }
+}
+
+/// The request message as JSON with snake_case keys: the query string of a GET (or of a
+/// request whose body is blank), else the JSON body. NUL characters are refused here, for
+/// every field at once: Postgres text cannot hold them and SQLite would store them.
+fn message_value(query: Option<&str>, body: Option<&Bytes>) -> Result<Value, ApiError> {
+    let mut value = match body {
+        Some(body) if !body.iter().all(u8::is_ascii_whitespace) => serde_json::from_slice(body)
+            .map_err(|error| {
+                ApiError::invalid(format!("Malformed JSON in request body: {error}"))
+            })?,
+        _ => query.map_or_else(|| Value::Object(Map::new()), query_to_json),
+    };
+    snake_case_keys(&mut value)?;
+    refuse_nul(&value, &mut String::new())?;
+    Ok(value)
+}
+
+/// Refuses a string holding NUL, naming its field (`params[0].value`).
+fn refuse_nul(value: &Value, path: &mut String) -> Result<(), ApiError> {
+    let depth = path.len();
+    let result = match value {
+        Value::String(text) if text.contains('\0') => Err(ApiError::invalid(format!(
+            "Invalid value {value} for parameter '{path}' supplied: it contains a NUL character \
+             (\\u0000), which is not allowed."
+        ))),
+        Value::Object(map) => map.iter().try_for_each(|(key, field)| {
+            if !path.is_empty() {
+                path.push('.');
+            }
+            path.push_str(key);
+            let result = refuse_nul(field, path);
+            path.truncate(depth);
+            result
+        }),
+        Value::Array(items) => items.iter().enumerate().try_for_each(|(index, item)| {
+            let _ = write!(path, "[{index}]");
+            let result = refuse_nul(item, path);
+            path.truncate(depth);
+            result
+        }),
+        _ => Ok(()),
+    };
+    path.truncate(depth);
+    result
+}
+
+/// Names the field a message could not be decoded from, in MLflow's words when a value has the
+/// wrong JSON type (`_validate_param_against_schema` in `mlflow/server/handlers.py`), e.g. an
+/// id sent as a number: "Invalid value 0 for parameter 'experiment_id' supplied:  Hint: Value
+/// was of type 'int'. See the API docs for more information about request parameters."
+fn invalid_field<T: DeserializeOwned>(value: Value, error: serde_json::Error) -> ApiError {
+    let located = match serde_path_to_error::deserialize::<_, T>(value.clone()) {
+        Err(located) => located,
+        Ok(_) => return ApiError::invalid(format!("Invalid request: {error}")),
+    };
+    let path = located.path();
+    let mut field = Some(&value);
+    for segment in path {
+        field = match segment {
+            serde_path_to_error::Segment::Map { key } => field.and_then(|f| f.get(key)),
+            serde_path_to_error::Segment::Seq { index } => field.and_then(|f| f.get(*index)),
+            _ => None,
+        };
+    }
+    match field {
+        Some(field) if path.iter().next().is_some() => {
+            let detail = located.inner().to_string();
+            if detail.starts_with("invalid type") {
+                ApiError::invalid(format!(
+                    "Invalid value {field} for parameter '{path}' supplied:  Hint: Value was of type \
+                     '{}'. See the API docs for more information about request parameters.",
+                    python_type_name(field)
+                ))
+            } else {
+                ApiError::invalid(format!(
+                    "Invalid value {field} for parameter '{path}' supplied: {detail}"
+                ))
+            }
+        }
+        _ => ApiError::invalid(format!("Invalid request: {error}")),
+    }
+}
+
+/// The Python type MLflow's message names for a JSON value.
+fn python_type_name(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "NoneType",
+        Value::Bool(_) => "bool",
+        Value::Number(number) if number.is_f64() => "float",
+        Value::Number(_) => "int",
+        Value::String(_) => "str",
+        Value::Array(_) => "list",
+        Value::Object(_) => "dict",
+    }
+}
+
+/// Middleware: refuses a request whose path or query string decodes to a NUL character,
+/// naming the query parameter, before any handler runs; [`Mlflow`] does the same for JSON
+/// bodies. Together they are the one place that keeps NUL away from the store.
+pub async fn refuse_nul_in_uri(request: Request, next: Next) -> Response {
+    let uri = request.uri();
+    if percent_decode_path(uri.path()).is_some_and(|path| path.contains('\0')) {
+        return ApiError::invalid(
+            "Invalid request path: it contains a NUL character (\\u0000), which is not allowed.",
+        )
+        .into_response();
+    }
+    if let Some(query) = uri.query()
+        && let Err(error) = refuse_nul(&query_to_json(query), &mut String::new())
+    {
+        return error.into_response();
+    }
+    next.run(request).await
 }
 
 /// `a=1&b=2&b=3` → `{"a": "1", "b": ["2", "3"]}`.
@@ -277,8 +394,9 @@ pub mod lenient {
         deserializer.deserialize_any(ListVisitor(PhantomData))
     }
 
-    /// A string field that a client may send as a number (ids).
-    pub fn opt_string<'de, D: Deserializer<'de>>(
+    /// An enum given by name or by its number (protobuf JSON accepts both); ids and other
+    /// string fields are plain `String`s, which refuse numbers as MLflow does.
+    pub fn opt_enum<'de, D: Deserializer<'de>>(
         deserializer: D,
     ) -> Result<Option<String>, D::Error> {
         Ok(

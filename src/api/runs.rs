@@ -66,7 +66,6 @@ struct RunResponse {
 
 #[derive(Deserialize)]
 struct CreateRequest {
-    #[serde(default, deserialize_with = "lenient::opt_string")]
     experiment_id: Option<String>,
     user_id: Option<String>,
     run_name: Option<String>,
@@ -109,7 +108,7 @@ async fn get_run(
 struct UpdateRequest {
     #[serde(flatten)]
     run: RunRef,
-    #[serde(default, deserialize_with = "lenient::opt_string")]
+    #[serde(default, deserialize_with = "lenient::opt_enum")]
     status: Option<String>,
     #[serde(default, deserialize_with = "lenient::opt_i64")]
     end_time: Option<i64>,
@@ -188,7 +187,6 @@ struct KeyValueRequest {
     #[serde(flatten)]
     run: RunRef,
     key: Option<String>,
-    #[serde(default, deserialize_with = "lenient::opt_string")]
     value: Option<String>,
 }
 
@@ -382,7 +380,7 @@ struct SearchRequest {
     #[serde(default, deserialize_with = "lenient::list")]
     experiment_ids: Vec<Value>,
     filter: Option<String>,
-    #[serde(default, deserialize_with = "lenient::opt_string")]
+    #[serde(default, deserialize_with = "lenient::opt_enum")]
     run_view_type: Option<String>,
     #[serde(default, deserialize_with = "lenient::opt_i64")]
     max_results: Option<i64>,

@@ -58,7 +58,45 @@ fn owned_elsewhere_message(
 
 impl From<sqlx::Error> for Error {
     fn from(error: sqlx::Error) -> Self {
-        Error::Database(error)
+        match &error {
+            // Postgres text cannot hold NUL (SQLSTATE 22021). The API refuses NUL before it
+            // reaches the store; this keeps any other caller's NUL a client mistake too.
+            sqlx::Error::Database(db) if db.code().as_deref() == Some("22021") => Error::Invalid(
+                "A value contains a NUL character (\\u0000), which cannot be stored.".into(),
+            ),
+            _ => Error::Database(error),
+        }
+    }
+}
+
+impl Error {
+    /// True when the database could not be reached or stayed busy (an outage, a restart, an
+    /// exhausted pool): nothing is wrong with the request, and a retry may succeed.
+    pub fn is_unavailable(&self) -> bool {
+        matches!(self, Error::Database(error) if is_unavailable(error))
+    }
+}
+
+fn is_unavailable(error: &sqlx::Error) -> bool {
+    match error {
+        sqlx::Error::PoolTimedOut
+        | sqlx::Error::PoolClosed
+        | sqlx::Error::Io(_)
+        | sqlx::Error::Tls(_)
+        | sqlx::Error::WorkerCrashed => true,
+        sqlx::Error::Database(db) => {
+            if db.try_downcast_ref::<sqlx::sqlite::SqliteError>().is_some() {
+                // SQLITE_BUSY and SQLITE_LOCKED, with their extended codes (low byte).
+                let code = db.code().and_then(|code| code.parse::<i32>().ok());
+                return matches!(code.map(|code| code & 0xff), Some(5 | 6));
+            }
+            // Postgres: connection exceptions (class 08), the server shutting down or starting
+            // up (57P01-57P03), too many connections (53300).
+            db.code().is_some_and(|code| {
+                code.starts_with("08") || matches!(&*code, "57P01" | "57P02" | "57P03" | "53300")
+            })
+        }
+        _ => false,
     }
 }
 

@@ -7,8 +7,8 @@ use super::registry::{Actor, Owner};
 use super::search::{self, SortKey, SortKind, SqlBuilder, SqlValue, bind_values};
 use super::validation::{self, MAX_ENTITY_KEY_LENGTH, MAX_EXPERIMENT_TAG_VALUE_LENGTH};
 use super::{
-    Backend, Error, KeyValue, LIFECYCLE_ACTIVE, LIFECYCLE_DELETED, Page, Result, Store, ViewType,
-    now_millis, with_pool,
+    Backend, BeginWrite, Error, KeyValue, LIFECYCLE_ACTIVE, LIFECYCLE_DELETED, Page, Result, Store,
+    ViewType, now_millis, with_pool,
 };
 
 /// Id of the experiment that exists from the start and receives runs by default.
@@ -108,7 +108,7 @@ impl Store {
         }
         let now = now_millis();
         let created = with_pool!(self, pool => {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             let inserted = sqlx::query_scalar::<_, i64>(
                 "INSERT INTO experiments (name, artifact_location, lifecycle_stage, creation_time, last_update_time) \
                  VALUES ($1, $2, 'active', $3, $3) RETURNING experiment_id",
@@ -320,7 +320,7 @@ impl Store {
         let now = now_millis();
         let deleted_time = (to == LIFECYCLE_DELETED).then_some(now);
         with_pool!(self, pool => {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             sqlx::query("UPDATE experiments SET lifecycle_stage = $1, last_update_time = $2 WHERE experiment_id = $3")
                 .bind(to)
                 .bind(now)

@@ -10,8 +10,8 @@ use super::runs::Metric;
 use super::search::{self, SortKey, SortKind, SqlBuilder, SqlValue, bind_values};
 use super::validation::{self, KeyKind};
 use super::{
-    Error, KeyValue, LIFECYCLE_ACTIVE, LIFECYCLE_DELETED, Page, Result, Store, now_millis,
-    with_pool,
+    BeginWrite, Error, KeyValue, LIFECYCLE_ACTIVE, LIFECYCLE_DELETED, Page, Result, Store,
+    now_millis, with_pool,
 };
 
 /// Status names of `LoggedModelStatus`, indexed by their enum numbers.
@@ -147,7 +147,7 @@ impl Store {
         );
         let now = now_millis();
         with_pool!(self, pool => {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             sqlx::query(
                 "INSERT INTO logged_models (model_id, experiment_id, name, artifact_location, creation_timestamp_ms, \
                  last_updated_timestamp_ms, status, lifecycle_stage, model_type, source_run_id) \
@@ -254,7 +254,7 @@ impl Store {
              ON CONFLICT (model_id, key) DO UPDATE SET value = excluded.value"
         );
         with_pool!(self, pool => {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             for row in rows {
                 sqlx::query(&sql).bind(model_id).bind(&row.key).bind(&row.value).execute(&mut *tx).await?;
             }
@@ -288,7 +288,7 @@ impl Store {
     pub async fn log_run_outputs(&self, run_id: &str, outputs: &[ModelOutput]) -> Result<()> {
         self.get_run_info(run_id).await?;
         with_pool!(self, pool => {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             for output in outputs {
                 sqlx::query("INSERT INTO run_model_outputs (run_uuid, model_id, step) VALUES ($1, $2, $3) \
                              ON CONFLICT (run_uuid, model_id) DO UPDATE SET step = excluded.step")
@@ -307,7 +307,7 @@ impl Store {
     pub async fn log_run_model_inputs(&self, run_id: &str, model_ids: &[String]) -> Result<()> {
         self.get_run_info(run_id).await?;
         with_pool!(self, pool => {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             for model_id in model_ids {
                 sqlx::query("INSERT INTO run_model_inputs (run_uuid, model_id) VALUES ($1, $2) ON CONFLICT DO NOTHING")
                     .bind(run_id)

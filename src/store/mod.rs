@@ -54,22 +54,71 @@ macro_rules! with_pool {
 }
 pub(crate) use with_pool;
 
+/// Opens the store's write transactions. On SQLite a plain `BEGIN` is deferred: a transaction
+/// that reads before it writes holds a WAL snapshot, and when another connection commits in
+/// between, its first write fails at once with SQLITE_BUSY (busy_timeout cannot help, the
+/// snapshot is stale). `BEGIN IMMEDIATE` takes the write lock up front, waiting under
+/// busy_timeout, so concurrent writers queue instead of failing (issue #10).
+pub(crate) trait BeginWrite {
+    type Database: sqlx::Database;
+    async fn begin_write(&self) -> sqlx::Result<sqlx::Transaction<'static, Self::Database>>;
+}
+
+impl BeginWrite for PgPool {
+    type Database = sqlx::Postgres;
+    async fn begin_write(&self) -> sqlx::Result<sqlx::Transaction<'static, sqlx::Postgres>> {
+        self.begin().await
+    }
+}
+
+impl BeginWrite for SqlitePool {
+    type Database = sqlx::Sqlite;
+    async fn begin_write(&self) -> sqlx::Result<sqlx::Transaction<'static, sqlx::Sqlite>> {
+        self.begin_with("BEGIN IMMEDIATE").await
+    }
+}
+
 /// Handle on the metadata store; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Store {
     pool: Pool,
 }
 
+/// Longest a request waits for a Postgres connection by default.
+pub const DEFAULT_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How the store waits for its database.
+#[derive(Debug, Clone, Copy)]
+pub struct StoreOptions {
+    /// Longest a request waits for a Postgres connection, reconnecting included, before it
+    /// fails as unavailable ([`Error::is_unavailable`]): during an outage requests fail after
+    /// this long instead of hanging.
+    pub acquire_timeout: Duration,
+}
+
+impl Default for StoreOptions {
+    fn default() -> Self {
+        Self {
+            acquire_timeout: DEFAULT_ACQUIRE_TIMEOUT,
+        }
+    }
+}
+
 impl Store {
+    /// Connects to `uri` with the default [`StoreOptions`].
+    pub async fn connect(uri: &str) -> Result<Self> {
+        Self::connect_with(uri, StoreOptions::default()).await
+    }
+
     /// Connects to `uri`: `postgresql://…`/`postgres://…`, or `sqlite:///path` / `sqlite://relative`
     /// / `sqlite::memory:`. The SQLite file is created when missing.
-    pub async fn connect(uri: &str) -> Result<Self> {
+    pub async fn connect_with(uri: &str, store_options: StoreOptions) -> Result<Self> {
         let pool = if uri.starts_with("postgresql://") || uri.starts_with("postgres://") {
             let options = PgConnectOptions::from_str(uri)?;
             Pool::Postgres(
                 PgPoolOptions::new()
                     .max_connections(32)
-                    .acquire_timeout(Duration::from_secs(10))
+                    .acquire_timeout(store_options.acquire_timeout)
                     .connect_with(options)
                     .await?,
             )

@@ -19,8 +19,9 @@
 //!
 //! Concurrency: every write transaction starts by writing the registered model's row (a no-op
 //! `UPDATE`, or the version counter), so writes to one model take turns on both backends and an
-//! ownership check cannot race the write it guards. (On SQLite a transaction whose first
-//! statement writes also waits for the database lock instead of failing with SQLITE_BUSY.)
+//! ownership check cannot race the write it guards. (On SQLite every write transaction begins
+//! `IMMEDIATE`, see [`super::BeginWrite`], so it waits for the database lock instead of failing
+//! with SQLITE_BUSY.)
 //! Version numbers come from the per-model counter `last_version`, incremented by
 //! `UPDATE … RETURNING` in the transaction that inserts the version.
 //!
@@ -39,7 +40,7 @@ use super::filter::{self, Attribute, Clause, Comparator, Key, SearchEntity, Valu
 use super::notify::{ChangeKind, Publish, RegistryChange};
 use super::search::{self, SortKey, SortKind, SqlBuilder, SqlValue, bind_values};
 use super::validation::{self, KeyKind, MAX_ENTITY_KEY_LENGTH};
-use super::{Error, KeyValue, Page, Result, Store, now_millis, with_pool};
+use super::{BeginWrite, Error, KeyValue, Page, Result, Store, now_millis, with_pool};
 
 /// Largest page a registered-model search may ask for (MLflow's threshold).
 pub const MAX_REGISTERED_MODELS_PAGE: i64 = 1000;
@@ -692,7 +693,7 @@ impl Store {
         }
         let now = now_millis();
         let inserted = with_pool!(self, pool => {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             let inserted = sqlx::query_scalar::<_, i64>(
                 "INSERT INTO registered_models (name, description, creation_time, last_updated_time, \
                  owner_namespace, owner_kind, owner_name, owner_uid, owned_fields) \
@@ -755,7 +756,7 @@ impl Store {
     ) -> Result<RegisteredModel> {
         validate_model_name(name)?;
         with_pool!(self, pool => {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             let model = tx.lock_model(name).await?;
             check_field_writable(model.ownership(), OwnedField::Description, actor, || model.describe())?;
             sqlx::query("UPDATE registered_models SET description = $1, last_updated_time = $2 WHERE registered_model_id = $3")
@@ -787,7 +788,7 @@ impl Store {
         validate_model_name(name)?;
         let now = now_millis();
         let renamed = with_pool!(self, pool => {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             let model = tx.lock_model(name).await?;
             check_object_writable(model.ownership(), Some("name"), actor, || model.describe())?;
             let sql = format!(
@@ -839,7 +840,7 @@ impl Store {
     pub async fn delete_registered_model(&self, name: &str, actor: Actor<'_>) -> Result<()> {
         validate_model_name(name)?;
         with_pool!(self, pool => {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             let model = tx.lock_model(name).await?;
             check_object_writable(model.ownership(), None, actor, || model.describe())?;
             let sql = format!(
@@ -881,7 +882,7 @@ impl Store {
         validate_model_name(name)?;
         validate_registry_tag(tag)?;
         with_pool!(self, pool => {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             let model = tx.lock_model(name).await?;
             check_field_writable(model.ownership(), OwnedField::Tags, actor, || model.describe())?;
             sqlx::query(
@@ -908,7 +909,7 @@ impl Store {
         validate_model_name(name)?;
         validate_registry_tag(&KeyValue::new(key, ""))?;
         with_pool!(self, pool => {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             let model = tx.lock_model(name).await?;
             check_field_writable(model.ownership(), OwnedField::Tags, actor, || model.describe())?;
             sqlx::query("DELETE FROM registered_model_tags WHERE registered_model_id = $1 AND key = $2")
@@ -1026,7 +1027,7 @@ impl Store {
         validate_model_name(name)?;
         validate_alias_settable(alias)?;
         with_pool!(self, pool => {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             let model = tx.lock_model(name).await?;
             tx.live_version(&model, version).await?;
             check_field_writable(model.ownership(), OwnedField::Aliases, actor, || model.describe())?;
@@ -1069,7 +1070,7 @@ impl Store {
         validate_model_name(name)?;
         validate_alias_name(alias)?;
         with_pool!(self, pool => {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             let model = tx.lock_model(name).await?;
             check_field_writable(model.ownership(), OwnedField::Aliases, actor, || model.describe())?;
             let deleted = sqlx::query("DELETE FROM registered_model_aliases WHERE registered_model_id = $1 AND alias = $2")
@@ -1142,7 +1143,7 @@ impl Store {
         let ownership = new.ownership.as_ref();
         let now = now_millis();
         let version = with_pool!(self, pool => {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             // The counter update is the first write: it locks the model row until commit, so
             // concurrent creates on one model take turns and each sees the previous number.
             let (registered_model_id, version) = sqlx::query_as::<_, (i64, i64)>(
@@ -1241,7 +1242,7 @@ impl Store {
     ) -> Result<ModelVersion> {
         validate_model_name(name)?;
         with_pool!(self, pool => {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             let model = tx.lock_model(name).await?;
             let row = tx.live_version(&model, version).await?;
             check_field_writable(row.ownership(), OwnedField::Description, actor, || row.describe())?;
@@ -1277,7 +1278,7 @@ impl Store {
         }
         let now = now_millis();
         with_pool!(self, pool => {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             let model = tx.lock_model(name).await?;
             let row = tx.live_version(&model, version).await?;
             check_field_writable(row.ownership(), OwnedField::Stage, actor, || row.describe())?;
@@ -1344,7 +1345,7 @@ impl Store {
         validate_model_name(name)?;
         let now = now_millis();
         with_pool!(self, pool => {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             let model = tx.lock_model(name).await?;
             let row = tx.live_version(&model, version).await?;
             check_object_writable(row.ownership(), None, actor, || row.describe())?;
@@ -1406,7 +1407,7 @@ impl Store {
         validate_model_name(name)?;
         validate_registry_tag(tag)?;
         with_pool!(self, pool => {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             let model = tx.lock_model(name).await?;
             let row = tx.live_version(&model, version).await?;
             check_field_writable(row.ownership(), OwnedField::Tags, actor, || row.describe())?;
@@ -1436,7 +1437,7 @@ impl Store {
         validate_model_name(name)?;
         validate_registry_tag(&KeyValue::new(key, ""))?;
         with_pool!(self, pool => {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             let model = tx.lock_model(name).await?;
             let row = tx.live_version(&model, version).await?;
             check_field_writable(row.ownership(), OwnedField::Tags, actor, || row.describe())?;
@@ -1622,7 +1623,7 @@ impl Store {
         validate_model_name(name)?;
         let actor = Actor::Owner(uid);
         let written = with_pool!(self, pool => {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             let model = tx.lock_model(name).await?;
             let (current, table, key_clause, version) = match target {
                 RegistryRef::Model(_) => (model.ownership(), "registered_models", "registered_model_id = $6", None),

@@ -13,8 +13,8 @@ use super::search::{
 };
 use super::validation::{self, KeyKind, MAX_PARAM_VALUE_LENGTH, MAX_TAG_VALUE_LENGTH};
 use super::{
-    Error, KeyValue, LIFECYCLE_ACTIVE, LIFECYCLE_DELETED, Page, Pool, Result, Store, ViewType,
-    now_millis, with_pool,
+    BeginWrite, Error, KeyValue, LIFECYCLE_ACTIVE, LIFECYCLE_DELETED, Page, Pool, Result, Store,
+    ViewType, now_millis, with_pool,
 };
 
 /// The tag MLflow keeps in sync with the run's name.
@@ -224,7 +224,7 @@ impl Store {
             artifact_uri,
         };
         with_pool!(self, pool => {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             sqlx::query(
                 "INSERT INTO runs (run_uuid, name, experiment_id, user_id, status, start_time, end_time, lifecycle_stage, artifact_uri) \
                  VALUES ($1, $2, $3, $4, $5, $6, NULL, $7, $8)")
@@ -308,7 +308,7 @@ impl Store {
             info.run_name = name.to_owned();
         }
         with_pool!(self, pool => {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             sqlx::query("UPDATE runs SET status = $1, end_time = $2, name = $3 WHERE run_uuid = $4")
                 .bind(&info.status)
                 .bind(info.end_time)
@@ -379,7 +379,7 @@ impl Store {
         tags: &[KeyValue],
     ) -> Result<()> {
         validate_batch(metrics, params, tags)?;
-        let params: Vec<KeyValue> = params
+        let mut params: Vec<KeyValue> = params
             .iter()
             .map(|p| {
                 KeyValue::new(
@@ -388,6 +388,8 @@ impl Store {
                 )
             })
             .collect();
+        // Key order, so concurrent batches lock the same rows in the same order.
+        params.sort_by(|a, b| a.key.cmp(&b.key));
         let tags = normalize_tags(tags.to_vec())?;
         self.get_active_run(run_id).await?;
 
@@ -400,17 +402,25 @@ impl Store {
             .find(|t| t.key == RUN_NAME_TAG)
             .map(|t| t.value.clone());
         with_pool!(self, pool => {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             if !params.is_empty() {
+                // Insert first, then compare: a key another request logged is skipped by the
+                // insert, which waits for that request's transaction, so the read below sees
+                // its value. Reading first would race (both see no row, both answer success,
+                // one value is lost).
+                let mut insert = SqlBuilder::new("INSERT INTO params (run_uuid, key, value) VALUES ");
+                push_key_value_rows(&mut insert, run_id, &params);
+                insert.push(" ON CONFLICT (run_uuid, key) DO NOTHING");
+                bind_values!(sqlx::query(&insert.sql), &insert.values).execute(&mut *tx).await?;
                 let mut builder = SqlBuilder::new("SELECT run_uuid, key, value FROM params WHERE run_uuid = ");
                 builder.bind(SqlValue::Text(run_id.to_owned()));
                 builder.push(" AND key IN ");
                 builder.bind_list(params.iter().map(|p| SqlValue::Text(p.key.clone())));
-                let existing = bind_values!(sqlx::query_as::<_, RunKeyValueRow>(&builder.sql), &builder.values)
+                let stored = bind_values!(sqlx::query_as::<_, RunKeyValueRow>(&builder.sql), &builder.values)
                     .fetch_all(&mut *tx)
                     .await?;
                 let logged: HashMap<&str, &str> = params.iter().map(|p| (p.key.as_str(), p.value.as_str())).collect();
-                if let Some(changed) = existing.iter().find(|row| logged.get(row.key.as_str()) != Some(&row.value.as_str())) {
+                if let Some(changed) = stored.iter().find(|row| logged.get(row.key.as_str()) != Some(&row.value.as_str())) {
                     return Err(Error::Invalid(format!(
                         "Changing param values is not allowed. Param with key='{}' was already logged with value='{}' \
                          for run ID='{run_id}'. Attempted logging new value '{}'.",
@@ -419,10 +429,6 @@ impl Store {
                         logged.get(changed.key.as_str()).copied().unwrap_or_default()
                     )));
                 }
-                let mut insert = SqlBuilder::new("INSERT INTO params (run_uuid, key, value) VALUES ");
-                push_key_value_rows(&mut insert, run_id, &params);
-                insert.push(" ON CONFLICT (run_uuid, key) DO NOTHING");
-                bind_values!(sqlx::query(&insert.sql), &insert.values).execute(&mut *tx).await?;
             }
             if !tags.is_empty() {
                 let mut upsert = SqlBuilder::new("INSERT INTO tags (run_uuid, key, value) VALUES ");
@@ -466,7 +472,7 @@ impl Store {
                 }
             }
             Pool::Sqlite(pool) => {
-                let mut tx = pool.begin().await?;
+                let mut tx = pool.begin_write().await?;
                 tx.write_metrics(run_id, metrics, RepeatedPoints::Skip)
                     .await?;
                 tx.commit().await?;
@@ -482,7 +488,7 @@ impl Store {
         }
         let run = self.get_active_run(run_id).await?;
         with_pool!(self, pool => {
-            let mut tx = pool.begin().await?;
+            let mut tx = pool.begin_write().await?;
             for input in inputs {
                 let dataset = &input.dataset;
                 let candidate = uuid::Uuid::new_v4().simple().to_string();

@@ -16,6 +16,7 @@ use std::sync::Arc;
 
 use ferroflow::api::{self, AppState, ServerConfig};
 use ferroflow::artifacts::ArtifactStore;
+use ferroflow::store::Store;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -25,8 +26,11 @@ struct TestServer {
     base: String,
     artifact_root: std::path::PathBuf,
     client: reqwest::Client,
+    /// The store the server serves, for tests that change it behind the API.
+    store: Store,
     stop: Option<oneshot::Sender<()>>,
-    _store: common::TestStore,
+    /// What keeps the store alive (a test store, a private Postgres).
+    _store: Box<dyn std::any::Any + Send + Sync>,
 }
 
 impl Drop for TestServer {
@@ -39,9 +43,19 @@ impl Drop for TestServer {
 
 async fn start(test_store: common::TestStore) -> TestServer {
     let artifact_root = test_store.artifact_root();
+    let store = test_store.store.clone();
+    start_on(store, artifact_root, Box::new(test_store)).await
+}
+
+/// Serves `store` on a loopback port; `keep` lives as long as the server.
+async fn start_on(
+    store: Store,
+    artifact_root: std::path::PathBuf,
+    keep: Box<dyn std::any::Any + Send + Sync>,
+) -> TestServer {
     let artifacts = ArtifactStore::open(artifact_root.to_str().unwrap()).unwrap();
     let state = AppState {
-        store: test_store.store.clone(),
+        store: store.clone(),
         artifacts,
         config: Arc::new(ServerConfig {
             default_artifact_root: "mlflow-artifacts:".into(),
@@ -57,8 +71,9 @@ async fn start(test_store: common::TestStore) -> TestServer {
         base: format!("http://{address}"),
         artifact_root,
         client: reqwest::Client::new(),
+        store,
         stop: Some(stop),
-        _store: test_store,
+        _store: keep,
     }
 }
 
@@ -385,5 +400,8 @@ async fn health_and_version_answer(server: TestServer) {
     );
 }
 
-// After `on_both!`, which the module uses.
+// After `on_both!`, which the modules use.
+mod concurrency;
+mod hostile_input;
+mod outage;
 mod registry;

@@ -69,12 +69,24 @@ async fn registry_wire_shapes_match_mlflow(server: TestServer) {
     assert_eq!(version["run_link"], "");
     assert!(version["last_updated_timestamp"].is_i64());
 
-    // POST body with the version as a number; GET with a query string.
+    // The version is a string field: a number is refused, as MLflow does. GET with a query
+    // string.
+    let (status, refused) = server
+        .call(
+            Method::POST,
+            "registered-models/alias",
+            json!({"name": "wire", "alias": "champion", "version": 1}),
+        )
+        .await;
+    assert_eq!(
+        (status, &refused["error_code"]),
+        (400, &json!("INVALID_PARAMETER_VALUE"))
+    );
     ok(
         &server,
         Method::POST,
         "registered-models/alias",
-        json!({"name": "wire", "alias": "champion", "version": 1}),
+        json!({"name": "wire", "alias": "champion", "version": "1"}),
     )
     .await;
     let (status, by_alias) = server
@@ -318,7 +330,6 @@ async fn owned_field_is_refused_through_the_api_and_unowned_accepted(server: Tes
         uid: "0f1e2d3c-aaaa-bbbb-cccc-1234567890ab".into(),
     };
     server
-        ._store
         .store
         .set_owner(
             RegistryRef::Model("churn"),
