@@ -970,21 +970,20 @@ mod tests {
         assert_eq!(chunks.concat(), content);
     }
 
+    /// Uploads the one byte `x` to `name`.
+    async fn put_x(store: &ArtifactStore, name: &str) -> Result<u64> {
+        let body = futures::stream::iter([Ok::<_, std::io::Error>(Bytes::from_static(b"x"))]);
+        store
+            .put_stream(&ArtifactPath::parse(name).unwrap(), body)
+            .await
+    }
+
     #[tokio::test]
     async fn local_files_keep_their_names_on_disk() {
         let dir = tempfile::tempdir().unwrap();
         let store = ArtifactStore::open(dir.path().to_str().unwrap()).unwrap();
-        let put = |name: &str| {
-            let path = ArtifactPath::parse(name).unwrap();
-            let store = store.clone();
-            async move {
-                let body =
-                    futures::stream::iter([Ok::<_, std::io::Error>(Bytes::from_static(b"x"))]);
-                store.put_stream(&path, body).await
-            }
-        };
         for name in ["d/ünïcode name.txt", "d/{a}[b]~c^|#1x.txt"] {
-            put(name).await.unwrap();
+            put_x(&store, name).await.unwrap();
             assert!(dir.path().join(name).is_file(), "{name} on disk");
         }
         let listed: Vec<String> = store
@@ -995,7 +994,7 @@ mod tests {
             .map(|file| file.path.to_string())
             .collect();
         assert_eq!(listed, ["{a}[b]~c^|#1x.txt", "ünïcode name.txt"]);
-        let refused = put("d/run#12").await.unwrap_err().to_string();
+        let refused = put_x(&store, "d/run#12").await.unwrap_err().to_string();
         assert!(refused.contains("'#' followed by digits"), "{refused}");
     }
 
@@ -1046,9 +1045,8 @@ mod tests {
                 .is_empty()
         );
         let staged = ArtifactPath::parse(&format!("{STAGING_DIR}/x")).unwrap();
-        let body = futures::stream::iter([Ok::<_, std::io::Error>(Bytes::from_static(b"x"))]);
         for error in [
-            store.put_stream(&staged, body).await.unwrap_err(),
+            put_x(&store, &staged.to_string()).await.unwrap_err(),
             store.get(&staged).await.err().unwrap(),
             store.list(&staged).await.unwrap_err(),
             store.delete(&staged).await.unwrap_err(),
@@ -1061,18 +1059,9 @@ mod tests {
     async fn uploads_onto_a_folder_or_under_a_file_are_refused() {
         let dir = tempfile::tempdir().unwrap();
         let store = ArtifactStore::open(dir.path().to_str().unwrap()).unwrap();
-        let put = |name: &str| {
-            let path = ArtifactPath::parse(name).unwrap();
-            let store = store.clone();
-            async move {
-                let body =
-                    futures::stream::iter([Ok::<_, std::io::Error>(Bytes::from_static(b"x"))]);
-                store.put_stream(&path, body).await
-            }
-        };
-        put("a/file.txt").await.unwrap();
+        put_x(&store, "a/file.txt").await.unwrap();
         for name in ["a", "a/file.txt/below.txt"] {
-            let error = put(name).await.unwrap_err();
+            let error = put_x(&store, name).await.unwrap_err();
             assert!(
                 matches!(error, Error::InvalidPath { .. }),
                 "{name}: {error}"

@@ -203,10 +203,8 @@ pub async fn download_under_root(
     let file = ArtifactPath::parse(relative)
         .map(|path| root.join(&path))
         .map_err(as_sent(relative))?;
-    match store.get(&file).await.map_err(as_sent(relative)) {
-        Ok(download) => Ok(respond(&file, download)),
-        Err(error) => Err(error.into()),
-    }
+    let download = store.get(&file).await.map_err(as_sent(relative))?;
+    Ok(respond(&file, download))
 }
 
 /// Lists `relative` under an artifact root URI; paths in the answer are relative to the root.
@@ -216,14 +214,13 @@ pub async fn list_under_root(
     relative: &str,
 ) -> ApiResult<ListUnderRootResponse> {
     let root = served_root(root_uri)?;
-    let sent = relative;
-    let relative = ArtifactPath::parse(relative).map_err(as_sent(sent))?;
-    let listed = root.join(&relative);
+    let listed_relative = ArtifactPath::parse(relative).map_err(as_sent(relative))?;
+    let listed = root.join(&listed_relative);
     // Listing a file answers nothing, as MLflow's artifact repositories do.
     if store
         .file_size(&listed)
         .await
-        .map_err(as_sent(sent))?
+        .map_err(as_sent(relative))?
         .is_some()
     {
         return Ok(ListUnderRootResponse {
@@ -234,10 +231,10 @@ pub async fn list_under_root(
     let files = store
         .list(&listed)
         .await
-        .map_err(as_sent(sent))?
+        .map_err(as_sent(relative))?
         .into_iter()
         .map(|info| FileInfoJson {
-            path: relative.join(&info.path).to_string(),
+            path: listed_relative.join(&info.path).to_string(),
             is_dir: info.is_dir,
             file_size: info.file_size,
         })

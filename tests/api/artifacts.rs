@@ -279,24 +279,18 @@ pub async fn recursive_delete_and_listings_never_follow_links(server: TestServer
     let only_kept = json!({"files": [{"path": "kept.txt", "is_dir": false, "file_size": 1}]});
     let (_, listed) = send(&server, "GET", &format!("{PROXY}?path={run_dir}/dir"), b"").await;
     assert_eq!(listed, only_kept);
-    let (_, listed) = server
-        .get(&format!(
-            "/api/2.0/mlflow/artifacts/list?run_id={run_id}&path=dir"
-        ))
-        .await;
-    assert_eq!(
-        listed["files"],
-        json!([{"path": "dir/kept.txt", "is_dir": false, "file_size": 1}])
-    );
-    let (_, listed) = server
-        .get(&format!(
+    for under_root in [
+        format!("/api/2.0/mlflow/artifacts/list?run_id={run_id}&path=dir"),
+        format!(
             "/api/2.0/mlflow/logged-models/{model_id}/artifacts/directories?artifact_directory_path=dir"
-        ))
-        .await;
-    assert_eq!(
-        listed["files"],
-        json!([{"path": "dir/kept.txt", "is_dir": false, "file_size": 1}])
-    );
+        ),
+    ] {
+        let (_, listed) = server.get(&under_root).await;
+        assert_eq!(
+            listed["files"],
+            json!([{"path": "dir/kept.txt", "is_dir": false, "file_size": 1}])
+        );
+    }
     let (status, _) = send(
         &server,
         "GET",
