@@ -14,7 +14,7 @@ use super::AppState;
 use super::error::{ApiError, ApiResult, ErrorCode};
 use super::request::{Mlflow, percent_decode_path};
 use super::types::Empty;
-use crate::artifacts::{self, ArtifactPath, ArtifactStore, path_from_proxy_uri};
+use crate::artifacts::{self, ArtifactPath, ArtifactStore, Download, path_from_proxy_uri};
 
 /// Prefix of the proxied artifact routes; the rest of the URL path is the artifact path.
 const PROXY_PREFIX: &str = "/api/2.0/mlflow-artifacts/artifacts";
@@ -87,8 +87,12 @@ async fn proxied_file(
 }
 
 /// Streams a stored file with its length and a content type guessed from its name.
-pub async fn download(store: &ArtifactStore, path: &ArtifactPath) -> ApiResult<Response> {
-    let download = store.get(path).await?;
+async fn download(store: &ArtifactStore, path: &ArtifactPath) -> ApiResult<Response> {
+    Ok(respond(path, store.get(path).await?))
+}
+
+/// The response carrying `download` of the file at `path`.
+fn respond(path: &ArtifactPath, download: Download) -> Response {
     let body = Body::from_stream(download.stream.map_err(std::io::Error::other));
     let mut response = (StatusCode::OK, body).into_response();
     let headers = response.headers_mut();
@@ -97,7 +101,7 @@ pub async fn download(store: &ArtifactStore, path: &ArtifactPath) -> ApiResult<R
         header::CONTENT_TYPE,
         HeaderValue::from_static(content_type(path.file_name().unwrap_or(""))),
     );
-    Ok(response)
+    response
 }
 
 fn content_type(name: &str) -> &'static str {
@@ -169,19 +173,56 @@ pub struct ListUnderRootResponse {
     pub files: Vec<FileInfoJson>,
 }
 
+/// The storage path of an artifact root URI this server serves.
+fn served_root(root_uri: &str) -> ApiResult<ArtifactPath> {
+    path_from_proxy_uri(root_uri).ok_or_else(|| {
+        ApiError::invalid(format!("Artifacts at '{root_uri}' are not served by this server; read them from that location directly"))
+    })
+}
+
+/// Rewrites a failure on a path under an artifact root to name the path as the client sent it
+/// (`relative`), not the storage path the root is joined to.
+fn as_sent(relative: &str) -> impl Fn(artifacts::Error) -> artifacts::Error + '_ {
+    move |error| match error {
+        artifacts::Error::NotFound(_) => artifacts::Error::NotFound(relative.to_owned()),
+        artifacts::Error::InvalidPath { reason, .. } => artifacts::Error::InvalidPath {
+            path: relative.to_owned(),
+            reason,
+        },
+        other => other,
+    }
+}
+
+/// Streams the file `relative` under an artifact root URI (the UI's downloads).
+pub async fn download_under_root(
+    store: &ArtifactStore,
+    root_uri: &str,
+    relative: &str,
+) -> ApiResult<Response> {
+    let root = served_root(root_uri)?;
+    let file = ArtifactPath::parse(relative)
+        .map(|path| root.join(&path))
+        .map_err(as_sent(relative))?;
+    let download = store.get(&file).await.map_err(as_sent(relative))?;
+    Ok(respond(&file, download))
+}
+
 /// Lists `relative` under an artifact root URI; paths in the answer are relative to the root.
 pub async fn list_under_root(
     store: &ArtifactStore,
     root_uri: &str,
     relative: &str,
 ) -> ApiResult<ListUnderRootResponse> {
-    let root = path_from_proxy_uri(root_uri).ok_or_else(|| {
-        ApiError::invalid(format!("Artifacts at '{root_uri}' are not served by this server; read them from that location directly"))
-    })?;
-    let relative = ArtifactPath::parse(relative)?;
-    let listed = root.join(&relative);
+    let root = served_root(root_uri)?;
+    let listed_relative = ArtifactPath::parse(relative).map_err(as_sent(relative))?;
+    let listed = root.join(&listed_relative);
     // Listing a file answers nothing, as MLflow's artifact repositories do.
-    if store.file_size(&listed).await?.is_some() {
+    if store
+        .file_size(&listed)
+        .await
+        .map_err(as_sent(relative))?
+        .is_some()
+    {
         return Ok(ListUnderRootResponse {
             root_uri: root_uri.to_owned(),
             files: Vec::new(),
@@ -189,10 +230,11 @@ pub async fn list_under_root(
     }
     let files = store
         .list(&listed)
-        .await?
+        .await
+        .map_err(as_sent(relative))?
         .into_iter()
         .map(|info| FileInfoJson {
-            path: relative.join(&info.path).to_string(),
+            path: listed_relative.join(&info.path).to_string(),
             is_dir: info.is_dir,
             file_size: info.file_size,
         })
@@ -241,13 +283,7 @@ async fn get_run_artifact(
         .ok_or_else(|| ApiError::missing("run_id"))?;
     let path = request.path.ok_or_else(|| ApiError::missing("path"))?;
     let info = state.store.get_run_info(&run_id).await?;
-    let root = path_from_proxy_uri(&info.artifact_uri).ok_or_else(|| {
-        ApiError::invalid(format!(
-            "Artifacts at '{}' are not served by this server",
-            info.artifact_uri
-        ))
-    })?;
-    download(&state.artifacts, &root.join(&ArtifactPath::parse(&path)?)).await
+    download_under_root(&state.artifacts, &info.artifact_uri, &path).await
 }
 
 #[derive(Serialize)]

@@ -8,12 +8,11 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::AppState;
-use super::artifacts::{ListUnderRootResponse, download, list_under_root};
+use super::artifacts::{ListUnderRootResponse, download_under_root, list_under_root};
 use super::error::{ApiError, ApiResult};
 use super::experiments::parse_experiment_id;
 use super::request::{Mlflow, lenient};
 use super::types::{Empty, KeyValueJson, Metric};
-use crate::artifacts::{ArtifactPath, path_from_proxy_uri};
 use crate::store::KeyValue;
 use crate::store::logged_models::{
     LOGGED_MODEL_STATUSES, LoggedModel as StoreLoggedModel, LoggedModelOrder, LoggedModelSearch,
@@ -361,13 +360,7 @@ async fn get_artifact_file(
     let file = request
         .artifact_file_path
         .ok_or_else(|| ApiError::missing("artifact_file_path"))?;
-    let root = path_from_proxy_uri(&model.artifact_uri).ok_or_else(|| {
-        ApiError::invalid(format!(
-            "Artifacts at '{}' are not served by this server",
-            model.artifact_uri
-        ))
-    })?;
-    download(&state.artifacts, &root.join(&ArtifactPath::parse(&file)?)).await
+    download_under_root(&state.artifacts, &model.artifact_uri, &file).await
 }
 
 #[derive(Deserialize)]

@@ -6,7 +6,9 @@ use std::path::Path;
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use super::TestServer;
+use serde_json::{Value, json};
+
+use super::{TestServer, create_run};
 
 /// Every file under `root` with its contents, to prove a refused request changed nothing.
 fn snapshot(root: &Path) -> BTreeMap<String, Vec<u8>> {
@@ -195,4 +197,312 @@ pub async fn artifacts_round_trip_and_list_like_mlflow(server: TestServer) {
         .await
         .unwrap();
     assert_eq!(after.status().as_u16(), 404);
+}
+
+/// Sends `method` to `path_and_query` (already percent-encoded) and returns status and JSON body.
+async fn send(
+    server: &TestServer,
+    method: &str,
+    path_and_query: &str,
+    body: &[u8],
+) -> (u16, Value) {
+    let method = reqwest::Method::from_bytes(method.as_bytes()).unwrap();
+    let response = server
+        .client
+        .request(method, format!("{}{path_and_query}", server.base))
+        .body(body.to_vec())
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let bytes = response.bytes().await.unwrap();
+    (
+        status,
+        serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into_owned())),
+    )
+}
+
+/// The run's artifact folder under the artifact root, and its path in the proxied API.
+async fn run_artifacts(server: &TestServer) -> (String, String) {
+    let (_, run_id) = create_run(server).await;
+    let (status, run) = server
+        .get(&format!("/api/2.0/mlflow/runs/get?run_id={run_id}"))
+        .await;
+    assert_eq!(status, 200, "{run}");
+    let uri = run["run"]["info"]["artifact_uri"].as_str().unwrap();
+    let under_root = uri.strip_prefix("mlflow-artifacts:/").unwrap().to_owned();
+    (run_id, under_root)
+}
+
+/// A logged model's id and the path of its artifacts under the artifact root.
+async fn logged_model(server: &TestServer) -> (String, String) {
+    let (experiment_id, _) = create_run(server).await;
+    let (status, created) = server
+        .post(
+            "/api/2.0/mlflow/logged-models",
+            json!({"experiment_id": experiment_id, "name": "m"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{created}");
+    let info = &created["model"]["info"];
+    let uri = info["artifact_uri"].as_str().unwrap();
+    (
+        info["model_id"].as_str().unwrap().to_owned(),
+        uri.strip_prefix("mlflow-artifacts:/").unwrap().to_owned(),
+    )
+}
+
+const PROXY: &str = "/api/2.0/mlflow-artifacts/artifacts";
+
+pub async fn recursive_delete_and_listings_never_follow_links(server: TestServer) {
+    let root = server.artifact_root.clone();
+    let outside = root.parent().unwrap().join("outside-of-root");
+    std::fs::create_dir_all(outside.join("nested")).unwrap();
+    std::fs::write(outside.join("secret.txt"), b"secret").unwrap();
+    std::fs::write(outside.join("nested/deep.txt"), b"deep").unwrap();
+    let (run_id, run_dir) = run_artifacts(&server).await;
+    let (model_id, model_dir) = logged_model(&server).await;
+    for dir in [&run_dir, &model_dir] {
+        let (status, _) = send(&server, "PUT", &format!("{PROXY}/{dir}/dir/kept.txt"), b"k").await;
+        assert_eq!(status, 200);
+        std::os::unix::fs::symlink(&outside, root.join(dir).join("dir/link")).unwrap();
+        std::os::unix::fs::symlink(
+            outside.join("secret.txt"),
+            root.join(dir).join("dir/file-link"),
+        )
+        .unwrap();
+    }
+    let before_outside = snapshot(&outside);
+
+    // Listings show what the API can serve: no links, and nothing read through one.
+    let only_kept = json!({"files": [{"path": "kept.txt", "is_dir": false, "file_size": 1}]});
+    let (_, listed) = send(&server, "GET", &format!("{PROXY}?path={run_dir}/dir"), b"").await;
+    assert_eq!(listed, only_kept);
+    for under_root in [
+        format!("/api/2.0/mlflow/artifacts/list?run_id={run_id}&path=dir"),
+        format!(
+            "/api/2.0/mlflow/logged-models/{model_id}/artifacts/directories?artifact_directory_path=dir"
+        ),
+    ] {
+        let (_, listed) = server.get(&under_root).await;
+        assert_eq!(
+            listed["files"],
+            json!([{"path": "dir/kept.txt", "is_dir": false, "file_size": 1}])
+        );
+    }
+    let (status, _) = send(
+        &server,
+        "GET",
+        &format!("{PROXY}?path={run_dir}/dir/link"),
+        b"",
+    )
+    .await;
+    assert_eq!(status, 400, "a listing through a link is refused");
+
+    for dir in [&run_dir, &model_dir] {
+        let (status, body) = send(&server, "DELETE", &format!("{PROXY}/{dir}/dir"), b"").await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(
+            snapshot(&outside),
+            before_outside,
+            "nothing outside the root was deleted"
+        );
+        assert!(
+            std::fs::symlink_metadata(root.join(dir).join("dir")).is_err(),
+            "the folder, its links included, is gone"
+        );
+    }
+}
+
+pub async fn long_names_are_stored_up_to_the_limit_and_refused_beyond(server: TestServer) {
+    let (run_id, run_dir) = run_artifacts(&server).await;
+    let (model_id, model_dir) = logged_model(&server).await;
+    // MLflow stores names up to the filesystem's 255 bytes; multi-byte characters count as bytes.
+    for (dir, name) in [
+        (&run_dir, "a".repeat(254)),
+        (&run_dir, "b".repeat(255)),
+        (&model_dir, format!("{}{}", "é".repeat(126), "xyz")),
+    ] {
+        assert!(name.len() == 254 || name.len() == 255);
+        let url = format!("{PROXY}/{dir}/{name}");
+        let (status, body) = send(&server, "PUT", &url, name.as_bytes()).await;
+        assert_eq!(status, 200, "PUT of a {}-byte name: {body}", name.len());
+        let downloaded = server
+            .client
+            .get(format!("{}{url}", server.base))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(downloaded.status().as_u16(), 200);
+        assert_eq!(downloaded.bytes().await.unwrap().as_ref(), name.as_bytes());
+        assert_eq!(
+            std::fs::read(server.artifact_root.join(dir).join(&name)).unwrap(),
+            name.as_bytes(),
+            "stored under its own name"
+        );
+    }
+    let (_, listed) = server
+        .get(&format!("/api/2.0/mlflow/artifacts/list?run_id={run_id}"))
+        .await;
+    assert_eq!(listed["files"].as_array().unwrap().len(), 2, "{listed}");
+
+    let too_long_segment = "c".repeat(256);
+    let too_long_path = vec!["d".repeat(200); 25].join("/");
+    for relative in [too_long_segment.as_str(), too_long_path.as_str()] {
+        for (method, url) in [
+            ("PUT", format!("{PROXY}/{run_dir}/{relative}")),
+            ("GET", format!("{PROXY}/{run_dir}/{relative}")),
+            ("DELETE", format!("{PROXY}/{run_dir}/{relative}")),
+            ("GET", format!("{PROXY}?path={run_dir}/{relative}")),
+            (
+                "GET",
+                format!("/api/2.0/mlflow/artifacts/list?run_id={run_id}&path={relative}"),
+            ),
+            (
+                "GET",
+                format!("/get-artifact?run_id={run_id}&path={relative}"),
+            ),
+            (
+                "GET",
+                format!(
+                    "/api/2.0/mlflow/logged-models/{model_id}/artifacts/directories?artifact_directory_path={relative}"
+                ),
+            ),
+            (
+                "GET",
+                format!(
+                    "/api/2.0/mlflow/logged-models/{model_id}/artifacts/files?artifact_file_path={relative}"
+                ),
+            ),
+        ] {
+            let (status, body) = send(&server, method, &url, b"x").await;
+            assert_eq!(status, 400, "{method} {}: {body}", &url[..80]);
+            assert_eq!(body["error_code"], "INVALID_PARAMETER_VALUE", "{body}");
+        }
+    }
+}
+
+pub async fn missing_artifacts_are_named_as_the_client_sent_them(server: TestServer) {
+    let root = server.artifact_root.display().to_string();
+    let (run_id, run_dir) = run_artifacts(&server).await;
+    let (model_id, _) = logged_model(&server).await;
+    for (url, named) in [
+        (
+            format!("{PROXY}/{run_dir}/missing.txt"),
+            format!("{run_dir}/missing.txt"),
+        ),
+        (
+            format!("/get-artifact?run_id={run_id}&path=sub/missing.txt"),
+            "sub/missing.txt".to_owned(),
+        ),
+        (
+            format!(
+                "/api/2.0/mlflow/logged-models/{model_id}/artifacts/files?artifact_file_path=missing.txt"
+            ),
+            "missing.txt".to_owned(),
+        ),
+    ] {
+        let (status, body) = send(&server, "GET", &url, b"").await;
+        assert_eq!(status, 404, "{url}: {body}");
+        assert_eq!(body["error_code"], "RESOURCE_DOES_NOT_EXIST");
+        let message = body["message"].as_str().unwrap();
+        assert!(!message.contains(&root), "{message} discloses the root");
+        assert!(
+            message.contains(&format!("'{named}'")),
+            "{message} names '{named}'"
+        );
+    }
+}
+
+/// `ferroflow server` as a child process (this test kills it), on a SQLite file and `root`;
+/// returns the child and its base URL once it answers `/health`.
+async fn spawn_server(dir: &Path, root: &Path) -> (tokio::process::Child, String) {
+    let address_file = dir.join("address");
+    let _ = std::fs::remove_file(&address_file);
+    let log = std::fs::File::create(dir.join("server.log")).unwrap();
+    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_ferroflow"))
+        .arg("server")
+        .args(["--host", "127.0.0.1", "--port", "0"])
+        .arg("--backend-store-uri")
+        .arg(format!("sqlite:///{}", dir.join("mlflow.db").display()))
+        .arg("--artifacts-destination")
+        .arg(root)
+        .arg("--address-file")
+        .arg(&address_file)
+        .stdout(log.try_clone().unwrap())
+        .stderr(log)
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+    let client = reqwest::Client::new();
+    loop {
+        let exited = child.try_wait().unwrap();
+        assert!(
+            exited.is_none(),
+            "the server exited with {exited:?}: {}",
+            std::fs::read_to_string(dir.join("server.log")).unwrap_or_default()
+        );
+        if let Ok(address) = std::fs::read_to_string(&address_file)
+            && !address.is_empty()
+        {
+            let base = format!("http://{address}");
+            if let Ok(response) = client.get(format!("{base}/health")).send().await
+                && response.status().is_success()
+            {
+                return (child, base);
+            }
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "no healthy server within 60 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+}
+
+/// SIGKILL of the server in the middle of an upload: once restarted on the same folder, the
+/// artifact is absent (never truncated) and no temporary file remains.
+#[tokio::test]
+async fn an_upload_killed_with_the_server_leaves_no_partial_or_temporary_file() {
+    const PART: usize = 1024 * 1024;
+    let dir = tempfile::tempdir().unwrap();
+    let root = dir.path().join("artifacts");
+    let (mut server, base) = spawn_server(dir.path(), &root).await;
+    let address = base.trim_start_matches("http://").to_owned();
+    let path = "1/run/artifacts/big.bin";
+
+    // Announce 512 MiB, send 24 MiB (several parts on disk), and keep the request open.
+    let mut upload = tokio::net::TcpStream::connect(&address).await.unwrap();
+    let head = format!(
+        "PUT {PROXY}/{path} HTTP/1.1\r\nHost: {address}\r\nContent-Length: {}\r\n\r\n",
+        512 * PART
+    );
+    upload.write_all(head.as_bytes()).await.unwrap();
+    let chunk = vec![7u8; PART];
+    for _ in 0..24 {
+        upload.write_all(&chunk).await.unwrap();
+    }
+    let bytes_on_disk = |root: &Path| -> usize { snapshot(root).values().map(Vec::len).sum() };
+    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
+    while bytes_on_disk(&root) < 8 * PART {
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "the upload never reached the disk"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    server.kill().await.unwrap(); // SIGKILL
+    drop(upload);
+
+    let (_server, base) = spawn_server(dir.path(), &root).await;
+    let response = reqwest::get(format!("{base}{PROXY}/{path}")).await.unwrap();
+    assert_eq!(response.status().as_u16(), 404, "no truncated artifact");
+    let left: Vec<String> = snapshot(&root)
+        .into_iter()
+        .filter(|(_, content)| !content.is_empty())
+        .map(|(name, content)| format!("{name} ({} bytes)", content.len()))
+        .collect();
+    assert!(left.is_empty(), "left after the restart: {left:?}");
 }

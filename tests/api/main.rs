@@ -10,6 +10,9 @@ mod artifacts;
 
 use artifacts::{
     artifacts_round_trip_and_list_like_mlflow, hostile_paths_are_refused_and_change_nothing,
+    long_names_are_stored_up_to_the_limit_and_refused_beyond,
+    missing_artifacts_are_named_as_the_client_sent_them,
+    recursive_delete_and_listings_never_follow_links,
 };
 
 use std::sync::Arc;
@@ -132,6 +135,9 @@ on_both!(
     health_and_version_answer,
     hostile_paths_are_refused_and_change_nothing,
     artifacts_round_trip_and_list_like_mlflow,
+    recursive_delete_and_listings_never_follow_links,
+    long_names_are_stored_up_to_the_limit_and_refused_beyond,
+    missing_artifacts_are_named_as_the_client_sent_them,
 );
 
 async fn create_run(server: &TestServer) -> (String, String) {
