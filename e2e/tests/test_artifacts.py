@@ -104,6 +104,24 @@ def test_log_artifacts_lists_at_every_depth_and_downloads_identically(server, cl
     assert_stored(server, client, run_id, {**sizes, "top.txt": 10})
 
 
+def test_names_of_254_and_255_bytes_round_trip(server, client, experiment_id, tmp_path):
+    """Names up to the filesystem's 255 bytes (counted in bytes: 'é' is two) are legal, and
+    MLflow stores them; the server's temporary files must not need a longer name."""
+    source = tmp_path / "source"
+    source.mkdir()
+    names = ["a" * 254, "é" * 127 + "b"]
+    for name in names:
+        (source / name).write_bytes(name.encode())
+    run_id = client.create_run(experiment_id).info.run_id
+    client.log_artifacts(run_id, str(source), artifact_path="long")
+
+    listed = {f.path: f.file_size for f in client.list_artifacts(run_id, "long")}
+    assert listed == {f"long/{name}": len(name.encode()) for name in names}
+    out = Path(client.download_artifacts(run_id, "long", str(tmp_path / "out")))
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == {n: n.encode() for n in names}
+    assert_stored(server, client, run_id, {f"long/{n}": len(n.encode()) for n in names})
+
+
 def test_big_binary_file_round_trips_byte_identical(server, client, experiment_id, tmp_path):
     big = tmp_path / "big.bin"
     block = os.urandom(1 << 20)
