@@ -109,7 +109,8 @@ async fn read_run(
     (pairs("params"), pairs("tags"))
 }
 
-async fn metric_steps(server: &TestServer, run_id: &str, key: &str) -> BTreeSet<i64> {
+/// The steps of `key`'s history on `run_id` (the first page: 25000 points).
+pub(super) async fn metric_steps(server: &TestServer, run_id: &str, key: &str) -> BTreeSet<i64> {
     let (status, history) = server
         .get(&format!(
             "{API}/metrics/get-history?run_id={run_id}&metric_key={key}"

@@ -13,6 +13,7 @@ use ferroflow::store::{Store, StoreOptions};
 use serde_json::{Value, json};
 use tokio::sync::Mutex;
 
+use super::concurrency::metric_steps;
 use super::{TestServer, start_on};
 
 const API: &str = "/api/2.0/mlflow";
@@ -266,18 +267,7 @@ async fn postgres_restart_loses_no_acknowledged_write_and_answers_503() {
             .iter()
             .filter(|(status, _)| *status == 503)
             .count();
-        let (status, history) = server
-            .get(&format!(
-                "{API}/metrics/get-history?run_id={run_id}&metric_key=loss&max_results=25000"
-            ))
-            .await;
-        assert_eq!(status, 200, "{history}");
-        let stored: BTreeSet<i64> = history["metrics"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|point| point["step"].as_i64().unwrap())
-            .collect();
+        let stored = metric_steps(&server, run_id, "loss").await;
         let lost: Vec<_> = seen.acknowledged.difference(&stored).collect();
         assert!(
             lost.is_empty(),
