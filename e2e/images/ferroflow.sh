@@ -26,8 +26,8 @@ ref=localhost/ferroflow-e2e:$key
 if [[ ! -f $archive ]]; then
   image_lock
   if [[ ! -f $archive ]]; then
-    rootfs=$(mktemp -d)
-    trap 'rm -rf "$rootfs"' EXIT
+    image_scratch
+    rootfs=$IMAGE_SCRATCH/rootfs
     install -D -m 0755 "$binary" "$rootfs/usr/local/bin/ferroflow"
     for lib in $libs; do
       install -D -m 0755 "$(readlink -f "$lib")" "$rootfs$lib"
@@ -38,7 +38,7 @@ if [[ ! -f $archive ]]; then
     printf 'root:x:0:0:root:/root:/sbin/nologin\nnonroot:x:65532:65532:nonroot:/home/nonroot:/sbin/nologin\n' \
       >"$rootfs/etc/passwd"
     printf 'root:x:0:\nnonroot:x:65532:\n' >"$rootfs/etc/group"
-    image_from_rootfs "$rootfs" "$ref" "$archive" --config.user 65532:65532 \
+    image_from_rootfs "$ref" "$archive" --config.user 65532:65532 \
       --config.entrypoint /usr/local/bin/ferroflow \
       --config.cmd server --config.cmd --host --config.cmd 0.0.0.0 --config.cmd --port --config.cmd 5000 \
       --config.exposedports 5000/tcp --config.workingdir /home/nonroot

@@ -31,11 +31,20 @@ need_packages() {
 
 hash_of() { sha256sum | cut -c1-16; }
 
-# One build of a cache entry at a time, also across checkouts.
+# One build of a cache entry at a time, also across checkouts. Holding the lock,
+# any scratch folder in the cache is a killed build's leftover.
 image_lock() {
   mkdir -p "$IMAGES_CACHE"
   exec 8>"$IMAGES_CACHE/.lock"
   flock 8
+  find "$IMAGES_CACHE" -mindepth 1 -maxdepth 1 -name '*.scratch.*' -exec rm -rf {} +
+}
+
+# image_scratch: a scratch folder in the cache (same file system as the archives),
+# removed on exit and, if this is killed, by the next image_lock.
+image_scratch() {
+  IMAGE_SCRATCH=$(mktemp -d "$IMAGES_CACHE/build.scratch.XXXXXX")
+  trap 'rm -rf "$IMAGE_SCRATCH"' EXIT
 }
 
 # pack_layout <layout> <tag> <archive>: the layout as an OCI archive that
@@ -55,12 +64,11 @@ prune_old() {
   ls -1dt $pattern 2>/dev/null | tail -n +$((keep + 1)) | xargs -r rm -rf
 }
 
-# image_from_rootfs <rootfs dir> <ref> <archive> [umoci config args...]: a
-# one-layer image of the folder (under a second for a static binary).
+# image_from_rootfs <ref> <archive> [umoci config args...]: a one-layer image
+# of $IMAGE_SCRATCH/rootfs (under a second for a static binary).
 image_from_rootfs() {
-  local rootfs=$1 ref=$2 archive=$3 layout
-  shift 3
-  layout=$(mktemp -d "$IMAGES_CACHE/layout.XXXXXX")
+  local ref=$1 archive=$2 rootfs=$IMAGE_SCRATCH/rootfs layout=$IMAGE_SCRATCH
+  shift 2
   umoci init --layout "$layout/oci" >&2
   umoci new --image "$layout/oci:${ref##*:}" >&2
   tar --numeric-owner -C "$rootfs" -cf "$layout/layer.tar" .
@@ -69,5 +77,4 @@ image_from_rootfs() {
   for kv in "${IMAGE_ENV[@]}"; do env_args+=(--config.env "$kv"); done
   umoci config --image "$layout/oci:${ref##*:}" "${env_args[@]}" "$@" >&2
   pack_layout "$layout/oci" "$ref" "$archive"
-  rm -rf "$layout"
 }

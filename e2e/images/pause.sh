@@ -14,10 +14,9 @@ ref=localhost/ferroflow-e2e-pause:$key
 if [[ ! -f $archive ]]; then
   image_lock
   if [[ ! -f $archive ]]; then
-    rootfs=$(mktemp -d)
-    trap 'rm -rf "$rootfs"' EXIT
-    install -D -m 0755 "$catatonit" "$rootfs/pause"
-    image_from_rootfs "$rootfs" "$ref" "$archive" --config.entrypoint /pause --config.cmd -P \
+    image_scratch
+    install -D -m 0755 "$catatonit" "$IMAGE_SCRATCH/rootfs/pause"
+    image_from_rootfs "$ref" "$archive" --config.entrypoint /pause --config.cmd -P \
       --config.user 65535:65535
     prune_old "$IMAGES_CACHE/pause-*.oci.tar" 2
   fi

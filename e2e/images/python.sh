@@ -41,8 +41,8 @@ if [[ -f $archive ]]; then
 fi
 
 base_layout=$IMAGES_CACHE/python-base-$base_key
-scratch=$(mktemp -d "$IMAGES_CACHE/python-build.XXXXXX")
-trap 'rm -rf "$scratch"' EXIT
+image_scratch
+scratch=$IMAGE_SCRATCH
 started=$SECONDS
 
 if [[ ! -f $base_layout/.complete ]]; then
