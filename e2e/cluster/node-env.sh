@@ -1,3 +1,4 @@
+# shellcheck shell=bash disable=SC2034  # sourced: the variables are used by the scripts that source it
 # Names and paths of the real node, shared by node-up.sh and node-down.sh
 # (sourced). Everything is derived from the cluster's state folder and port
 # base, so two clusters on one machine (different FERROFLOW_E2E_PORT_BASE) get
@@ -43,11 +44,12 @@ REAL_NODE_TAINT=ferroflow.dev/real-node
 # live_nodes: the registered real nodes whose containerd or kubelet still runs
 # (stale registrations are dropped). Call with the lock on $HOST_RECORD_DIR held.
 live_nodes() {
-  local reg dir pid
+  local reg dir pid pid_file
   for reg in "$HOST_RECORD_DIR"/nodes/*; do
     [[ -f $reg ]] || continue
     dir=$(cat "$reg")
-    for pid in $(cat "$dir/../run/kubelet.pid" "$dir/../run/containerd.pid" 2>/dev/null); do
+    for pid_file in "$dir/../run/kubelet.pid" "$dir/../run/containerd.pid"; do
+      pid=$(cat "$pid_file" 2>/dev/null) || continue
       if [[ -e /proc/$pid ]]; then
         basename "$reg"
         continue 2

@@ -67,8 +67,11 @@ mkdir -p "$HOST_RECORD_DIR/nodes"
 ) 7>"$HOST_RECORD_DIR/.lock"
 
 # --- images (cold: ~3 min for the Python image; warm: cache hits) -----------
-read -r pause_archive pause_ref < <(bash "$HERE/../images/pause.sh" | tail -n 1)
-read -r python_archive python_ref < <(bash "$HERE/../images/python.sh" | tail -n 1)
+# Captured first: a failing build must stop this script (set -e, pipefail).
+pause_image=$(bash "$HERE/../images/pause.sh" | tail -n 1)
+python_image=$(bash "$HERE/../images/python.sh" | tail -n 1)
+read -r pause_archive pause_ref <<<"$pause_image"
+read -r python_archive python_ref <<<"$python_image"
 
 # --- bridge, CNI config, guards ------------------------------------------------
 if ! ip link show "$BRIDGE" >/dev/null 2>&1; then

@@ -1,3 +1,4 @@
+# shellcheck shell=bash disable=SC2034  # sourced: the image scripts use the variables
 # Shared by the image scripts in this folder (sourced, not run).
 #
 # Images are built without a registry or a container engine: root file systems
@@ -60,7 +61,7 @@ pack_layout() {
 # Keep the newest $2 archives matching the glob $1; older keys are dead weight.
 prune_old() {
   local pattern=$1 keep=$2
-  # shellcheck disable=SC2012  # names are ours: no spaces or newlines
+  # shellcheck disable=SC2012,SC2086  # a glob on purpose; names are ours: no spaces
   ls -1dt $pattern 2>/dev/null | tail -n +$((keep + 1)) | xargs -r rm -rf
 }
 

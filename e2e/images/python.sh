@@ -16,7 +16,9 @@ source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 SUITE=bookworm
 MIRROR=${FERROFLOW_DEBIAN_MIRROR:-http://deb.debian.org/debian}
-# The base layer's whole recipe: its key hashes these arguments.
+# The base layer's whole recipe: its key hashes these arguments. ($1 is
+# mmdebstrap's, in its hook.)
+# shellcheck disable=SC2016,SC2054
 BASE_ARGS=(--variant=minbase --include=python3,python3-venv,ca-certificates
   --dpkgopt='path-exclude=/usr/share/man/*' --dpkgopt='path-exclude=/usr/share/doc/*'
   --dpkgopt='path-exclude=/usr/share/locale/*' --dpkgopt='path-exclude=/usr/share/info/*'
@@ -80,6 +82,7 @@ cp /etc/ssl/certs/ca-certificates.crt "$rootfs/tmp/host-ca.pem"
 cp /etc/resolv.conf "$rootfs/etc/resolv.conf"
 cp "$REQUIREMENTS" "$rootfs/tmp/requirements.txt"
 # A private mount namespace: /proc and /dev vanish with it, even if this is killed.
+# shellcheck disable=SC2016  # expanded by the inner shell
 unshare --mount --propagation private sh -euc '
   mount -t proc proc "$1/proc"
   mount --rbind /dev "$1/dev"
