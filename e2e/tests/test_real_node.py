@@ -10,7 +10,8 @@ address and forwards each connection to it (see `bridge_url`), so Pods never nee
 to 0.0.0.0.
 
 Needs FERROFLOW_KUBECTL, FERROFLOW_KUBECONFIG and the FERROFLOW_E2E_NODE_* / _PYTHON_IMAGE
-variables `eval "$(e2e/cluster/up.sh)"` prints; skipped without them (failed when CI is set).
+variables `eval "$(e2e/cluster/up.sh)"` prints; skipped without them (failed when CI is set) or
+with FERROFLOW_E2E_REAL_NODE=0 (the switch that also keeps up.sh from starting the node).
 Runs on the first selected backend only: what is under test is the node, not the store.
 """
 
@@ -46,6 +47,8 @@ OUTSIDE_ADDRESS = "198.51.100.7"
 
 @pytest.fixture(scope="module")
 def real_node():
+    if os.environ.get("FERROFLOW_E2E_REAL_NODE") == "0":
+        pytest.skip("FERROFLOW_E2E_REAL_NODE=0: the cluster runs without its real node")
     missing = [name for name, value in [
         ("FERROFLOW_KUBECTL", KUBECTL), ("FERROFLOW_KUBECONFIG", KUBECONFIG),
         ("FERROFLOW_E2E_NODE_NAME", NODE_NAME), ("FERROFLOW_E2E_NODE_IP", NODE_IP),
