@@ -5,6 +5,8 @@
 # the Rust unit and integration tests (store conformance on SQLite and Postgres, HTTP,
 # cluster e2e), and the pytest suite with the real mlflow client on both backends (the
 # artifact tests also with artifacts in MinIO, through `--artifacts-destination s3://…`).
+# The cluster has a real node (kubelet + containerd, e2e/cluster/node-up.sh) beside the kwok
+# nodes; the host settings it may change are compared before it starts and after teardown.
 # Everything it starts is stopped on exit, also when a step fails.
 set -euo pipefail
 
@@ -30,12 +32,25 @@ fi
 
 step() { printf '\n== %s (%ss)\n' "$*" "$SECONDS" >&2; }
 
+# The real node's kubelet and CNI change host settings; teardown must write them back.
+host_settings_before=$(bash e2e/cluster/host-settings.sh)
+
 cleanup() {
   local status=$?
   step "teardown"
   bash e2e/cluster/down.sh >&2 || true
   bash e2e/setup/s3.sh stop >&2 || true
   bash e2e/setup/postgres.sh stop >&2 || true
+  local after
+  after=$(bash e2e/cluster/host-settings.sh)
+  printf 'host settings before the cluster / after teardown:\n%s\n' \
+    "$(paste -d' ' <(echo "$host_settings_before") <(echo "$after"))" >&2
+  if [[ -n $(ls /run/ferroflow-e2e/nodes 2>/dev/null) ]]; then
+    echo "test-all: another real node (another cluster) still runs; host settings not compared" >&2
+  elif [[ $after != "$host_settings_before" ]]; then
+    echo "test-all: teardown left host settings changed" >&2
+    status=1
+  fi
   exit "$status"
 }
 trap cleanup EXIT
@@ -77,7 +92,7 @@ export FERROFLOW_VENV
 step "Dockerfile lint (static: no container engine here)"
 "$FERROFLOW_VENV/bin/hadolint" Dockerfile
 
-step "kubernetes control plane"
+step "kubernetes control plane and the real node"
 cluster_env=$(bash e2e/cluster/up.sh 9>&-)
 eval "$cluster_env"
 export FERROFLOW_KUBECONFIG FERROFLOW_KUBECTL

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
-# Build (or reuse) the control-plane binaries for the e2e cluster and print the
-# folder that holds them as the last line on stdout; everything else goes to
-# stderr.
+# Build (or reuse) the binaries of the e2e cluster (the control plane, the
+# kubelet of the real node, kwok) and print the folder that holds them as the
+# last line on stdout; everything else goes to stderr.
 #
 # The folder lives outside the repo and is keyed by a hash of everything that
 # decides its content (both go.mod/go.sum pairs, this script, the Go version),
@@ -61,7 +61,8 @@ echo "build.sh: building Kubernetes $kube_version into $OUT (cold: tens of minut
     k8s.io/kubernetes/cmd/kube-apiserver \
     k8s.io/kubernetes/cmd/kube-controller-manager \
     k8s.io/kubernetes/cmd/kube-scheduler \
-    k8s.io/kubernetes/cmd/kubectl
+    k8s.io/kubernetes/cmd/kubectl \
+    k8s.io/kubernetes/cmd/kubelet
   # etcd's main package is its server module root; name the output ourselves.
   go build -mod=readonly -trimpath -ldflags "-s -w" -o "$tmp/etcd" go.etcd.io/etcd/server/v3
 ) >&2
@@ -84,6 +85,16 @@ touch "$tmp/.complete"
 rm -rf "$OUT"
 mv "$tmp" "$OUT"
 trap - EXIT
-# Keep one set of binaries: older stamps are dead weight (~0.5 GB each).
-find "$CACHE" -maxdepth 1 -name 'bin-*' ! -name "bin-$stamp" -exec rm -rf {} +
+# Keep one set of binaries: older stamps are dead weight (~0.5 GB each). A
+# stamp whose binaries a running process executes (another checkout's cluster)
+# stays until a later build finds it unused.
+in_use=$(find /proc -maxdepth 2 -name exe -exec readlink {} + 2>/dev/null | grep -o "^$CACHE/bin-[0-9a-f]*" | sort -u || true)
+for old in "$CACHE"/bin-*; do
+  [[ $old == "$OUT" || ! -d $old ]] && continue
+  if grep -qxF "$old" <<<"$in_use"; then
+    echo "build.sh: keeping $old (in use by a running process)" >&2
+  else
+    rm -rf "$old"
+  fi
+done
 echo "$OUT"

@@ -10,6 +10,10 @@ RUN=$STATE/run
 
 log() { echo "down.sh: $*" >&2; }
 
+# The real node first, while the apiserver still answers (its Pods go through
+# the kubelet); it restores the host settings the kubelet changed.
+bash "$(dirname "${BASH_SOURCE[0]}")/node-down.sh" || log "node-down.sh failed; continuing"
+
 # Reverse start order: the apiserver's clients go first, etcd last.
 for name in kwok kube-scheduler kube-controller-manager kube-apiserver etcd; do
   pid_file=$RUN/$name.pid

@@ -8,7 +8,8 @@
 # Env: FERROFLOW_E2E_STATE (default /tmp/ferroflow-e2e; state goes to
 # $FERROFLOW_E2E_STATE/cluster), FERROFLOW_E2E_PORT_BASE (default 16000),
 # FERROFLOW_E2E_NODES (default 2), FERROFLOW_CLUSTER_BIN (use these binaries,
-# skip build.sh).
+# skip build.sh), FERROFLOW_E2E_REAL_NODE (default 1: also start the real node,
+# node-up.sh; 0: kwok nodes only).
 set -euo pipefail
 
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -146,7 +147,10 @@ start kube-apiserver --etcd-servers="http://127.0.0.1:$ETCD_PORT" \
   --service-account-issuer=https://kubernetes.default.svc.cluster.local \
   --service-account-key-file="$PKI/sa.pub" --service-account-signing-key-file="$PKI/sa.key" \
   --service-cluster-ip-range=10.96.0.0/16 \
-  --authorization-mode=RBAC --allow-privileged=true --profiling=false --v=1
+  --authorization-mode=Node,RBAC --allow-privileged=true --profiling=false \
+  --kubelet-client-certificate="$PKI/apiserver-kubelet-client.crt" \
+  --kubelet-client-key="$PKI/apiserver-kubelet-client.key" \
+  --kubelet-preferred-address-types=InternalIP --v=1
 wait_http kube-apiserver 120 "${ADMIN_TLS[@]}" "https://127.0.0.1:$API_PORT/readyz"
 
 # --- kube-controller-manager ----------------------------------------------------
@@ -210,5 +214,13 @@ kubectl wait --for=create serviceaccount/default --namespace=default --timeout=6
   fail kube-controller-manager "no default ServiceAccount"
 
 log "control plane up in $((SECONDS - started_at))s; kubectl: $BIN/kubectl"
+
+# --- the real node (kubelet + containerd), beside the kwok nodes -----------------
+if [[ ${FERROFLOW_E2E_REAL_NODE:-1} != 0 ]]; then
+  node_started=$SECONDS
+  node_env=$(bash "$HERE/node-up.sh" "$BIN")
+  echo "$node_env"
+  log "real node up in $((SECONDS - node_started))s"
+fi
 printf 'export FERROFLOW_KUBECTL=%q\n' "$BIN/kubectl"
 printf 'export FERROFLOW_KUBECONFIG=%q\n' "$KUBECONFIG_PATH"

@@ -27,39 +27,14 @@ import pytest
 import requests
 import yaml
 from helpers import fit_line
+from kubectl_helpers import KUBECONFIG, KUBECTL, WAIT_S, apply, get, kubectl, wait_until
 from mlflow.exceptions import MlflowException
 
 ROOT = Path(__file__).resolve().parents[2]
-KUBECTL = os.environ.get("FERROFLOW_KUBECTL")
-KUBECONFIG = os.environ.get("FERROFLOW_KUBECONFIG")
 OPERATOR_NAMESPACE = "ferroflow-system"
 OPERATOR_SA = "ferroflow-operator"
 STATE_DIR = Path(os.environ.get("FERROFLOW_E2E_STATE", "/tmp/ferroflow-e2e"))
-WAIT_S = float(os.environ.get("FERROFLOW_E2E_OPERATOR_WAIT", "120"))
 CRDS = ("experiments.ferroflow.dev", "registeredmodels.ferroflow.dev", "modelversions.ferroflow.dev")
-
-
-def kubectl(*args: str, stdin: str | None = None, check: bool = True, kubeconfig: str | None = None):
-    cmd = [KUBECTL, f"--kubeconfig={kubeconfig or KUBECONFIG}", *args]
-    done = subprocess.run(cmd, input=stdin, capture_output=True, text=True, timeout=180)
-    if check and done.returncode != 0:
-        raise AssertionError(
-            f"kubectl {' '.join(args)} exited {done.returncode}\nstdout:\n{done.stdout}\nstderr:\n{done.stderr}"
-        )
-    return done
-
-
-def apply(namespace: str, manifest: str):
-    return kubectl("apply", "-n", namespace, "-f", "-", stdin=textwrap.dedent(manifest))
-
-
-def get(namespace: str, resource: str) -> dict | None:
-    done = kubectl("get", "-n", namespace, resource, "-o", "json", check=False)
-    if done.returncode != 0:
-        if "NotFound" in done.stderr:
-            return None
-        raise AssertionError(f"kubectl get {resource}: {done.stderr}")
-    return json.loads(done.stdout)
 
 
 def condition(obj: dict, type_: str) -> dict:
@@ -76,19 +51,6 @@ def current(obj: dict) -> bool:
 
 def ready(obj: dict) -> bool:
     return current(obj) and condition(obj, "Ready").get("status") == "True"
-
-
-def wait_until(namespace: str, resource: str, predicate, what: str, timeout: float = WAIT_S) -> dict | None:
-    """Polls the resource until `predicate(obj)` holds; fails with its last status at the deadline."""
-    deadline = time.monotonic() + timeout
-    while True:
-        obj = get(namespace, resource)
-        if predicate(obj):
-            return obj
-        if time.monotonic() > deadline:
-            status = json.dumps((obj or {}).get("status"), indent=1) if obj else "<absent>"
-            raise AssertionError(f"{resource} in {namespace}: {what} not reached within {timeout:.0f}s; status: {status}")
-        time.sleep(0.2)
 
 
 def wait_ready(namespace: str, resource: str) -> dict:
