@@ -52,7 +52,7 @@ else
 fi
 [[ -x "$ferroflow" ]] || die "$ferroflow is not executable"
 log "building the load generator"
-cargo build --release --manifest-path "$here/loadgen/Cargo.toml" >&2
+CARGO_TARGET_DIR="$here/loadgen/target" cargo build --release --manifest-path "$here/loadgen/Cargo.toml" >&2
 loadgen="$here/loadgen/target/release/ferroflow-loadgen"
 
 db="soak_${stamp,,}"
