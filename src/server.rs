@@ -12,6 +12,10 @@ use crate::artifacts::ArtifactStore;
 use crate::cli::ServerArgs;
 use crate::store::Store;
 
+mod connection;
+
+pub use connection::{ConnectionLimits, serve};
+
 /// Runs the tracking server until `shutdown` resolves.
 pub async fn run(
     args: ServerArgs,
@@ -51,9 +55,14 @@ pub async fn run(
             .with_context(|| format!("failed to write {}", path.display()))?;
     }
     tracing::info!(%address, backend = ?store.backend(), artifacts = %args.artifacts_destination, "ferroflow server listening");
-    api::serve(listener, api::router(state), shutdown)
-        .await
-        .context("server failed")?;
+    serve(
+        listener,
+        api::router(state),
+        args.connection_limits(),
+        shutdown,
+    )
+    .await
+    .context("server failed")?;
     store.close().await;
     tracing::info!("ferroflow server stopped");
     Ok(())

@@ -7,6 +7,7 @@
 mod common;
 
 mod artifacts;
+mod timeouts;
 
 use artifacts::{
     artifacts_round_trip_and_list_like_mlflow, hostile_paths_are_refused_and_change_nothing,
@@ -16,6 +17,7 @@ use std::sync::Arc;
 
 use ferroflow::api::{self, AppState, ServerConfig};
 use ferroflow::artifacts::ArtifactStore;
+use ferroflow::server::{self, ConnectionLimits};
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
@@ -38,6 +40,10 @@ impl Drop for TestServer {
 }
 
 async fn start(test_store: common::TestStore) -> TestServer {
+    start_with(test_store, ConnectionLimits::default()).await
+}
+
+async fn start_with(test_store: common::TestStore, limits: ConnectionLimits) -> TestServer {
     let artifact_root = test_store.artifact_root();
     let artifacts = ArtifactStore::open(artifact_root.to_str().unwrap()).unwrap();
     let state = AppState {
@@ -50,7 +56,7 @@ async fn start(test_store: common::TestStore) -> TestServer {
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
     let (stop, stopped) = oneshot::channel::<()>();
-    tokio::spawn(api::serve(listener, api::router(state), async {
+    tokio::spawn(server::serve(listener, api::router(state), limits, async {
         let _ = stopped.await;
     }));
     TestServer {
