@@ -1,10 +1,16 @@
 //! Command line: one binary, one subcommand per face of ferroflow. Every flag can also be
 //! set from the environment, which is how Kubernetes passes Secrets and ConfigMaps.
 
+use std::fmt;
 use std::net::IpAddr;
 use std::path::PathBuf;
+use std::str::FromStr;
+use std::time::Duration;
 
+use clap::builder::TypedValueParser as _;
 use clap::{Parser, Subcommand};
+
+use crate::server::ConnectionLimits;
 
 /// Default store: a SQLite file in the working directory, like `mlflow server`.
 pub const DEFAULT_BACKEND_STORE_URI: &str = "sqlite:///mlflow.db";
@@ -77,8 +83,69 @@ pub struct ServerArgs {
     pub address_file: Option<PathBuf>,
     /// Seconds a request waits for a Postgres connection before it is answered 503
     /// TEMPORARILY_UNAVAILABLE (during an outage, instead of hanging).
-    #[arg(long, env = "FERROFLOW_STORE_TIMEOUT", default_value_t = crate::store::DEFAULT_ACQUIRE_TIMEOUT.as_secs_f64())]
-    pub store_timeout: f64,
+    #[arg(long, env = "FERROFLOW_STORE_TIMEOUT",
+        default_value_t = Seconds(crate::store::DEFAULT_ACQUIRE_TIMEOUT))]
+    pub store_timeout: Seconds,
+    /// Seconds a client may take to send a request's headers (then 408, or a silent close when
+    /// it sent nothing).
+    #[arg(long, env = "FERROFLOW_HEADER_READ_TIMEOUT",
+        default_value_t = Seconds(ConnectionLimits::DEFAULT.header_read_timeout))]
+    pub header_read_timeout: Seconds,
+    /// Seconds a request body may take to arrive, plus one per `--body-min-rate` bytes received
+    /// (then 408).
+    #[arg(long, env = "FERROFLOW_BODY_READ_TIMEOUT",
+        default_value_t = Seconds(ConnectionLimits::DEFAULT.body_read_timeout))]
+    pub body_read_timeout: Seconds,
+    /// Bytes per second a long request body must keep up to (0: `--body-read-timeout` bounds every body).
+    #[arg(long, env = "FERROFLOW_BODY_MIN_RATE",
+        default_value_t = ConnectionLimits::DEFAULT.body_min_rate)]
+    pub body_min_rate: u64,
+    /// Seconds an idle keep-alive connection is kept open for its next request.
+    #[arg(long, env = "FERROFLOW_KEEP_ALIVE_TIMEOUT",
+        default_value_t = Seconds(ConnectionLimits::DEFAULT.keep_alive_timeout))]
+    pub keep_alive_timeout: Seconds,
+    /// Connections served at once; more wait in the listen backlog until one closes.
+    #[arg(long, env = "FERROFLOW_MAX_CONNECTIONS",
+        default_value_t = ConnectionLimits::DEFAULT.max_connections,
+        value_parser = clap::value_parser!(u32).range(1..).map(|n| n as usize))]
+    pub max_connections: usize,
+}
+
+impl ServerArgs {
+    /// The per-connection limits the flags set.
+    pub fn connection_limits(&self) -> ConnectionLimits {
+        ConnectionLimits {
+            header_read_timeout: self.header_read_timeout.0,
+            body_read_timeout: self.body_read_timeout.0,
+            body_min_rate: self.body_min_rate,
+            keep_alive_timeout: self.keep_alive_timeout.0,
+            max_connections: self.max_connections,
+        }
+    }
+}
+
+/// A positive duration in seconds on the command line; fractions allowed (`0.5`).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Seconds(pub Duration);
+
+impl FromStr for Seconds {
+    type Err = String;
+
+    fn from_str(text: &str) -> Result<Self, String> {
+        let seconds: f64 = text
+            .parse()
+            .map_err(|_| format!("'{text}' is not a number of seconds"))?;
+        match Duration::try_from_secs_f64(seconds) {
+            Ok(duration) if !duration.is_zero() => Ok(Seconds(duration)),
+            _ => Err(format!("'{text}': expected a positive number of seconds")),
+        }
+    }
+}
+
+impl fmt::Display for Seconds {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}", self.0.as_secs_f64())
+    }
 }
 
 #[derive(Debug, Subcommand)]

@@ -3,7 +3,6 @@
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context;
 use tokio::net::TcpListener;
@@ -13,14 +12,17 @@ use crate::artifacts::ArtifactStore;
 use crate::cli::ServerArgs;
 use crate::store::{Store, StoreOptions};
 
+mod connection;
+
+pub use connection::{ConnectionLimits, serve};
+
 /// Runs the tracking server until `shutdown` resolves.
 pub async fn run(
     args: ServerArgs,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let store_options = StoreOptions {
-        acquire_timeout: Duration::try_from_secs_f64(args.store_timeout)
-            .context("--store-timeout must be a positive number of seconds")?,
+        acquire_timeout: args.store_timeout.0,
     };
     let store = Store::connect_with(&args.backend_store_uri, store_options)
         .await
@@ -56,9 +58,14 @@ pub async fn run(
             .with_context(|| format!("failed to write {}", path.display()))?;
     }
     tracing::info!(%address, backend = ?store.backend(), artifacts = %args.artifacts_destination, "ferroflow server listening");
-    api::serve(listener, api::router(state), shutdown)
-        .await
-        .context("server failed")?;
+    serve(
+        listener,
+        api::router(state),
+        args.connection_limits(),
+        shutdown,
+    )
+    .await
+    .context("server failed")?;
     store.close().await;
     tracing::info!("ferroflow server stopped");
     Ok(())

@@ -20,7 +20,8 @@ for name in kwok kube-scheduler kube-controller-manager kube-apiserver etcd; do
   [[ -f $pid_file ]] || continue
   pid=$(cat "$pid_file")
   argv0=$(tr '\0' '\n' <"/proc/$pid/cmdline" 2>/dev/null | head -n 1 || true)
-  if [[ $argv0 == */$name ]]; then
+  # Only this cluster's process: other clusters run the same binaries.
+  if [[ $argv0 == */$name ]] && grep -qF "$STATE/" "/proc/$pid/cmdline" 2>/dev/null; then
     kill -TERM "$pid" 2>/dev/null || true
     deadline=$((SECONDS + 15))
     while [[ -e /proc/$pid ]] && ((SECONDS < deadline)); do sleep 0.1; done

@@ -41,13 +41,15 @@ fi
 
 # A component counts as running when its pid file names a live process whose
 # argv[0] is that component's binary (any bin folder: a rebuilt cache must not
-# start a second set on the same ports).
+# start a second set on the same ports) and whose arguments name this state
+# folder (other clusters on the machine run the same binaries).
 pid_of_running() {
   local name=$1 pid argv0
   pid=$(cat "$RUN/$name.pid" 2>/dev/null) || return 1
   [[ -r /proc/$pid/cmdline ]] || return 1
   argv0=$(tr '\0' '\n' <"/proc/$pid/cmdline" | head -n 1)
   [[ $argv0 == */$name ]] || return 1
+  grep -qF "$STATE/" "/proc/$pid/cmdline" || return 1
   echo "$pid"
 }
 
@@ -64,10 +66,11 @@ start() {
   # runner that called it; down.sh stops it by PID.
   setsid "$BIN/$name" "$@" >>"$LOGS/$name.log" 2>&1 </dev/null &
   # setsid forks (and its own PID exits at once) when it starts as a process-group
-  # leader, so record the component's PID, found by its exact binary path.
+  # leader, so record the component's PID, found by its exact binary path and this
+  # cluster's state folder (every component's arguments name it).
   local launcher=$! real="" deadline=$((SECONDS + 10))
   while [[ -z $real && $SECONDS -lt $deadline ]]; do
-    real=$(pgrep -n -f "^$BIN/$name( |$)" || true)
+    real=$(pgrep -n -f "^$BIN/$name .*$STATE/" || true)
     [[ -n $real ]] || sleep 0.1
   done
   echo "${real:-$launcher}" >"$RUN/$name.pid"

@@ -89,7 +89,7 @@ class Operator:
             "--metrics-address", "127.0.0.1:0",
             "--address-file", str(address_file),
             "--lease-namespace", OPERATOR_NAMESPACE,
-            "--identity", f"{self.name}-{self.starts}",
+            "--identity", self.identity,
         ]
         env = dict(os.environ, KUBECONFIG=str(self.kubeconfig), RUST_LOG="info,ferroflow=debug",
                    FERROFLOW_LOG_FORMAT="json")
@@ -121,6 +121,17 @@ class Operator:
         self.proc.send_signal(signal.SIGKILL)
         self.proc.wait(timeout=30)
 
+    def terminate_within(self, seconds: float) -> int:
+        """SIGTERM; the exit code, or a failure (after SIGKILL) when it takes longer than `seconds`."""
+        assert self.proc is not None and self.proc.poll() is None
+        self.proc.terminate()
+        try:
+            return self.proc.wait(timeout=seconds)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait(timeout=30)
+            raise AssertionError(f"operator still running {seconds:.0f}s after SIGTERM; log:\n{self.log_tail()}")
+
     def stop(self) -> int | None:
         if self.proc is None or self.proc.poll() is not None:
             return self.proc.returncode if self.proc else None
@@ -130,6 +141,10 @@ class Operator:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             return self.proc.wait(timeout=30)
+
+    @property
+    def identity(self) -> str:
+        return f"{self.name}-{self.starts}"
 
     def leads(self) -> bool:
         return requests.get(f"http://{self.address}/leader", timeout=10).status_code == 200
@@ -622,7 +637,8 @@ def test_an_unreadable_stored_object_is_reported_and_does_not_stall_its_kind(ope
     event = warning_events()[0]
     assert event["type"] == "Warning"
     message = event.get("message") or event.get("note") or ""
-    assert "cannot read this object" in message and "invalid type integer `42`" in message.lower(), message
+    # The field path comes first: which line of the manifest to fix.
+    assert "cannot read this object" in message and "spec.experimentName: invalid type: integer `42`" in message, message
     assert "ferroflow.dev/cleanup" not in (get(namespace, "experiment/unreadable")["metadata"].get("finalizers") or [])
 
     name = f"after-{unique_name}"
@@ -643,41 +659,17 @@ def test_operator_killed_mid_reconcile_converges_without_duplicates(operator, na
     holds exactly 200 versions: registration is keyed by the resource uid."""
     count = 200
     model_name = f"model-{unique_name}"
-    documents = [f"""
-apiVersion: ferroflow.dev/v1alpha1
-kind: RegisteredModel
-metadata: {{name: bulk}}
-spec: {{modelName: {model_name}}}
-"""]
-    for i in range(count):
-        documents.append(f"""
-apiVersion: ferroflow.dev/v1alpha1
-kind: ModelVersion
-metadata: {{name: bulk-{i}}}
-spec: {{modelRef: {{name: bulk}}, source: "s3://bucket/bulk/{i}", tags: {{index: "{i}"}}}}
-""")
-    kubectl("apply", "-n", namespace, "-f", "-", stdin="---".join(documents))
-
-    def registered() -> int:
-        return len(client.search_model_versions(f"name = '{model_name}'", max_results=1000))
-
+    apply_versions(namespace, model_name, count)
     deadline = time.monotonic() + WAIT_S
-    while registered() < 20:
+    while registered_count(client, model_name) < 20:
         assert time.monotonic() < deadline, "the operator registered fewer than 20 versions in time"
         time.sleep(0.2)
     operator.kill()
-    in_flight = registered()
+    in_flight = registered_count(client, model_name)
     assert in_flight < count, "all versions were registered before the kill; nothing was interrupted"
 
     operator.start()
-    kubectl("wait", "-n", namespace, "--for=condition=Ready", "modelversions", "--all", f"--timeout={int(WAIT_S * 2)}s")
-    versions = client.search_model_versions(f"name = '{model_name}'", max_results=1000)
-    assert len(versions) == count
-    assert sorted(int(v.version) for v in versions) == list(range(1, count + 1))
-    # Each resource got its own version: the index tags are a permutation of 0..199.
-    assert sorted(int(v.tags["index"]) for v in versions) == list(range(count))
-    statuses = json.loads(kubectl("get", "modelversions", "-n", namespace, "-o", "json").stdout)["items"]
-    assert sorted(o["status"]["version"] for o in statuses) == list(range(1, count + 1))
+    assert_one_version_per_resource(namespace, client, model_name, count)
 
 
 def test_a_second_replica_waits_for_the_lease_and_takes_over(operator, namespace, client, unique_name):
@@ -705,8 +697,107 @@ def test_a_second_replica_waits_for_the_lease_and_takes_over(operator, namespace
             """)
         wait_ready(namespace, "registeredmodel/handover")
         assert client.get_registered_model(model_name).description == "reconciled by the standby"
-        lease = json.loads(kubectl("get", "lease", "ferroflow-operator", "-n", OPERATOR_NAMESPACE, "-o", "json").stdout)
-        assert lease["spec"]["holderIdentity"].startswith("e2e-standby-")
+        assert lease_holder().startswith("e2e-standby-")
     finally:
         assert standby.stop() == 0
         operator.start()
+
+
+def lease_holder() -> str | None:
+    lease = json.loads(kubectl("get", "lease", "ferroflow-operator", "-n", OPERATOR_NAMESPACE, "-o", "json").stdout)
+    return lease["spec"].get("holderIdentity")
+
+
+def ferroflow_resources() -> list[str]:
+    return kubectl("get", "ferroflow", "-A", "-o", "name").stdout.split()
+
+
+def test_sigterm_stops_an_idle_operator_at_once_and_releases_the_lease(operator):
+    """With no ferroflow resource in the cluster, SIGTERM ends the operator within seconds, exit
+    0, Lease released: in a Pod an idle operator must not run out its grace period."""
+    # Namespaces of earlier tests are still being deleted: the running operator finishes them.
+    deadline = time.monotonic() + WAIT_S
+    while left := ferroflow_resources():
+        assert time.monotonic() < deadline, f"resources of earlier tests are still there: {left}"
+        time.sleep(0.5)
+    try:
+        assert operator.terminate_within(10) == 0
+        operator.start()
+        assert lease_holder() == operator.identity
+        assert operator.terminate_within(10) == 0
+        assert lease_holder() is None
+    finally:
+        operator.start()
+
+
+def test_sigterm_stops_a_busy_operator_promptly_and_its_work_resumes(operator, namespace, client, unique_name):
+    """SIGTERM while 100 ModelVersions register: exit 0 within seconds, Lease released; the next
+    leader finishes the work with one version per resource."""
+    count = 100
+    model_name = f"model-{unique_name}"
+    apply_versions(namespace, model_name, count)
+    deadline = time.monotonic() + WAIT_S
+    while registered_count(client, model_name) < 5:
+        assert time.monotonic() < deadline, "the operator registered fewer than 5 versions in time"
+        time.sleep(0.2)
+    try:
+        assert operator.terminate_within(10) == 0
+        assert lease_holder() is None
+    finally:
+        operator.start()
+    assert_one_version_per_resource(namespace, client, model_name, count)
+
+
+def test_the_api_server_restarting_mid_reconcile_converges_without_duplicates(operator, namespace, client, unique_name):
+    """The kube-apiserver is killed and restarted while 30 ModelVersions register: the operator's
+    watches reconnect, every resource becomes Ready, one version each."""
+    count = 30
+    model_name = f"model-{unique_name}"
+    apply_versions(namespace, model_name, count)
+    deadline = time.monotonic() + WAIT_S
+    while registered_count(client, model_name) < 1:
+        assert time.monotonic() < deadline, "the operator registered nothing in time"
+        time.sleep(0.1)
+    done = subprocess.run(["bash", str(ROOT / "e2e" / "cluster" / "restart-apiserver.sh")],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, f"restart-apiserver.sh exited {done.returncode}:\n{done.stderr}"
+    if operator.proc is not None and operator.proc.poll() is not None:
+        # An outage longer than the Lease ends leadership, as client-go's does; the kubelet would
+        # restart the Pod.
+        assert "lost Lease" in operator.log_tail(), operator.log_tail()
+        operator.start()
+    assert_one_version_per_resource(namespace, client, model_name, count)
+    assert operator.leads()
+
+
+def apply_versions(namespace: str, model_name: str, count: int) -> None:
+    """A RegisteredModel `bulk` and `count` ModelVersions registering `source` (tagged by index)."""
+    documents = [f"""
+apiVersion: ferroflow.dev/v1alpha1
+kind: RegisteredModel
+metadata: {{name: bulk}}
+spec: {{modelName: {model_name}}}
+"""]
+    for i in range(count):
+        documents.append(f"""
+apiVersion: ferroflow.dev/v1alpha1
+kind: ModelVersion
+metadata: {{name: bulk-{i}}}
+spec: {{modelRef: {{name: bulk}}, source: "s3://bucket/bulk/{i}", tags: {{index: "{i}"}}}}
+""")
+    kubectl("apply", "-n", namespace, "-f", "-", stdin="---".join(documents))
+
+
+def registered_count(client, model_name: str) -> int:
+    return len(client.search_model_versions(f"name = '{model_name}'", max_results=1000))
+
+
+def assert_one_version_per_resource(namespace: str, client, model_name: str, count: int) -> None:
+    kubectl("wait", "-n", namespace, "--for=condition=Ready", "modelversions", "--all", f"--timeout={int(WAIT_S * 2)}s")
+    versions = client.search_model_versions(f"name = '{model_name}'", max_results=1000)
+    assert len(versions) == count
+    assert sorted(int(v.version) for v in versions) == list(range(1, count + 1))
+    # Each resource got its own version: the index tags are a permutation of 0..count-1.
+    assert sorted(int(v.tags["index"]) for v in versions) == list(range(count))
+    statuses = json.loads(kubectl("get", "modelversions", "-n", namespace, "-o", "json").stdout)["items"]
+    assert sorted(o["status"]["version"] for o in statuses) == list(range(1, count + 1))

@@ -11,13 +11,11 @@ pub mod request;
 pub mod runs;
 pub mod types;
 
-use std::future::Future;
 use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::DefaultBodyLimit;
 use axum::http::Uri;
-use tokio::net::TcpListener;
 use tower_http::trace::TraceLayer;
 
 use self::error::{ApiError, ApiResult, ErrorCode};
@@ -73,17 +71,6 @@ async fn unknown_endpoint(uri: Uri) -> ApiError {
         ErrorCode::EndpointNotFound,
         format!("No API endpoint found for path '{}'", uri.path()),
     )
-}
-
-/// Serves `router` on `listener` until `shutdown` resolves, then drains in-flight requests.
-pub async fn serve(
-    listener: TcpListener,
-    router: Router,
-    shutdown: impl Future<Output = ()> + Send + 'static,
-) -> std::io::Result<()> {
-    axum::serve(listener, router)
-        .with_graceful_shutdown(shutdown)
-        .await
 }
 
 /// MLflow's ViewType by name or number; absent means ACTIVE_ONLY.

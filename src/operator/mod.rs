@@ -15,7 +15,6 @@ use axum::http::StatusCode;
 use axum::routing::get;
 use futures::channel::mpsc;
 use futures::{FutureExt, StreamExt};
-use kube::core::DeserializeGuard;
 use kube::runtime::reflector::{ObjectRef, Store as Cache};
 use kube::runtime::{Controller, watcher};
 use kube::{Api, Client, ResourceExt};
@@ -27,6 +26,7 @@ use crate::store::notify::{self, RegistryEvent};
 
 pub mod context;
 pub mod error;
+pub mod guard;
 pub mod lease;
 pub mod metrics;
 pub mod reconcile;
@@ -36,6 +36,7 @@ mod model_version;
 mod registered_model;
 
 use context::Context;
+use guard::Guarded;
 use lease::LeaderElection;
 use reconcile::{Reconciler, error_policy, reconcile};
 
@@ -152,28 +153,28 @@ async fn run_controllers(
 ) {
     let config = watcher::Config::default();
     let models = Controller::new(
-        Api::<DeserializeGuard<RegisteredModel>>::all(client.clone()),
+        Api::<Guarded<RegisteredModel>>::all(client.clone()),
         config.clone(),
     );
     let model_cache = models.store();
     let versions = Controller::new(
-        Api::<DeserializeGuard<ModelVersion>>::all(client.clone()),
+        Api::<Guarded<ModelVersion>>::all(client.clone()),
         config.clone(),
     );
     let version_cache = versions.store();
 
     let (model_tx, model_rx) = mpsc::unbounded();
     let (version_tx, version_rx) = mpsc::unbounded();
-    tokio::spawn(route_notifications(
+    let notifications = route_notifications(
         ctx.store.clone(),
         model_cache,
         version_cache.clone(),
         model_tx,
         version_tx,
-    ));
+    );
 
     let experiments = Controller::new(
-        Api::<DeserializeGuard<Experiment>>::all(client.clone()),
+        Api::<Guarded<Experiment>>::all(client.clone()),
         config.clone(),
     )
     .graceful_shutdown_on(shutdown.clone())
@@ -195,7 +196,7 @@ async fn run_controllers(
     // A version waits for its RegisteredModel resource: wake it when that changes.
     let versions = versions
         .watches(
-            Api::<DeserializeGuard<RegisteredModel>>::all(client),
+            Api::<Guarded<RegisteredModel>>::all(client),
             config,
             move |model| {
                 let namespace = model.namespace();
@@ -216,15 +217,21 @@ async fn run_controllers(
         .graceful_shutdown_on(shutdown)
         .run(reconcile::<ModelVersion>, error_policy::<ModelVersion>, ctx)
         .for_each(log_result::<ModelVersion>);
-    futures::join!(experiments, models, versions);
+    // The notification listener holds a pooled connection: it must end with the controllers,
+    // or closing the store would wait for that connection forever. It may also end early
+    // (no listener possible), which must not stop the controllers.
+    let controllers = async {
+        futures::join!(experiments, models, versions);
+    };
+    tokio::select! {
+        () = controllers => {}
+        never = notifications.then(|()| std::future::pending::<std::convert::Infallible>()) => match never {},
+    }
 }
 
 /// What a controller's stream yields for one reconcile of a `K`.
 type ReconcileResult<K> = Result<
-    (
-        ObjectRef<DeserializeGuard<K>>,
-        kube::runtime::controller::Action,
-    ),
+    (ObjectRef<Guarded<K>>, kube::runtime::controller::Action),
     kube::runtime::controller::Error<error::Error, watcher::Error>,
 >;
 
@@ -242,10 +249,10 @@ async fn log_result<K: Reconciler>(result: ReconcileResult<K>) {
 /// changed model. A lost connection (Resync) wakes every resource.
 async fn route_notifications(
     store: Store,
-    models: Cache<DeserializeGuard<RegisteredModel>>,
-    versions: Cache<DeserializeGuard<ModelVersion>>,
-    model_tx: mpsc::UnboundedSender<ObjectRef<DeserializeGuard<RegisteredModel>>>,
-    version_tx: mpsc::UnboundedSender<ObjectRef<DeserializeGuard<ModelVersion>>>,
+    models: Cache<Guarded<RegisteredModel>>,
+    versions: Cache<Guarded<ModelVersion>>,
+    model_tx: mpsc::UnboundedSender<ObjectRef<Guarded<RegisteredModel>>>,
+    version_tx: mpsc::UnboundedSender<ObjectRef<Guarded<ModelVersion>>>,
 ) {
     let mut events = match notify::listen(&store).await {
         Ok(events) => events,

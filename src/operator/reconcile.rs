@@ -14,7 +14,6 @@ use k8s_openapi::NamespaceResourceScope;
 use k8s_openapi::api::core::v1::ObjectReference;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use kube::api::{Patch, PatchParams};
-use kube::core::DeserializeGuard;
 use kube::core::error_boundary::InvalidObject;
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
@@ -26,6 +25,7 @@ use tracing::Instrument;
 
 use super::context::{Context, FIELD_MANAGER, FINALIZER};
 use super::error::Error;
+use super::guard::Guarded;
 use crate::crd::{Outcome, Reason, ReconcileState};
 use crate::store;
 
@@ -122,11 +122,11 @@ pub fn now() -> Time {
     Time(k8s_openapi::jiff::Timestamp::now())
 }
 
-/// Entry point handed to `Controller::run`. Controllers watch through [`DeserializeGuard`], so
+/// Entry point handed to `Controller::run`. Controllers watch through [`Guarded`], so
 /// one stored object that our types cannot read is reported on itself instead of stalling the
 /// watch of its whole kind.
 pub async fn reconcile<K: Reconciler>(
-    guarded: Arc<DeserializeGuard<K>>,
+    guarded: Arc<Guarded<K>>,
     ctx: Arc<Context>,
 ) -> Result<Action, Error> {
     let obj = match &guarded.0 {
@@ -187,7 +187,7 @@ async fn report_unreadable<K: Reconciler>(invalid: &InvalidObject, ctx: &Context
 
 /// Handed to `Controller::run`: retry transient failures after a pause.
 pub fn error_policy<K: Reconciler>(
-    guarded: Arc<DeserializeGuard<K>>,
+    guarded: Arc<Guarded<K>>,
     error: &Error,
     _ctx: Arc<Context>,
 ) -> Action {

@@ -7,6 +7,7 @@
 mod common;
 
 mod artifacts;
+mod timeouts;
 
 use artifacts::{
     artifacts_round_trip_and_list_like_mlflow, hostile_paths_are_refused_and_change_nothing,
@@ -19,6 +20,7 @@ use std::sync::Arc;
 
 use ferroflow::api::{self, AppState, ServerConfig};
 use ferroflow::artifacts::ArtifactStore;
+use ferroflow::server::{self, ConnectionLimits};
 use ferroflow::store::Store;
 use serde_json::{Value, json};
 use tokio::net::TcpListener;
@@ -45,16 +47,30 @@ impl Drop for TestServer {
 }
 
 async fn start(test_store: common::TestStore) -> TestServer {
-    let artifact_root = test_store.artifact_root();
-    let store = test_store.store.clone();
-    start_on(store, artifact_root, Box::new(test_store)).await
+    start_with(test_store, ConnectionLimits::default()).await
 }
 
-/// Serves `store` on a loopback port; `keep` lives as long as the server.
+async fn start_with(test_store: common::TestStore, limits: ConnectionLimits) -> TestServer {
+    let artifact_root = test_store.artifact_root();
+    let store = test_store.store.clone();
+    serve_on(store, artifact_root, Box::new(test_store), limits).await
+}
+
+/// Serves `store` on a loopback port with the default connection limits; `keep` lives as long
+/// as the server.
 async fn start_on(
     store: Store,
     artifact_root: std::path::PathBuf,
     keep: Box<dyn std::any::Any + Send + Sync>,
+) -> TestServer {
+    serve_on(store, artifact_root, keep, ConnectionLimits::default()).await
+}
+
+async fn serve_on(
+    store: Store,
+    artifact_root: std::path::PathBuf,
+    keep: Box<dyn std::any::Any + Send + Sync>,
+    limits: ConnectionLimits,
 ) -> TestServer {
     let artifacts = ArtifactStore::open(artifact_root.to_str().unwrap()).unwrap();
     let state = AppState {
@@ -67,7 +83,7 @@ async fn start_on(
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();
     let (stop, stopped) = oneshot::channel::<()>();
-    tokio::spawn(api::serve(listener, api::router(state), async {
+    tokio::spawn(server::serve(listener, api::router(state), limits, async {
         let _ = stopped.await;
     }));
     TestServer {
