@@ -660,10 +660,7 @@ def test_operator_killed_mid_reconcile_converges_without_duplicates(operator, na
     count = 200
     model_name = f"model-{unique_name}"
     apply_versions(namespace, model_name, count)
-    deadline = time.monotonic() + WAIT_S
-    while registered_count(client, model_name) < 20:
-        assert time.monotonic() < deadline, "the operator registered fewer than 20 versions in time"
-        time.sleep(0.2)
+    wait_registered(client, model_name, 20)
     operator.kill()
     in_flight = registered_count(client, model_name)
     assert in_flight < count, "all versions were registered before the kill; nothing was interrupted"
@@ -715,7 +712,9 @@ def ferroflow_resources() -> list[str]:
 def test_sigterm_stops_an_idle_operator_at_once_and_releases_the_lease(operator):
     """With no ferroflow resource in the cluster, SIGTERM ends the operator within seconds, exit
     0, Lease released: in a Pod an idle operator must not run out its grace period."""
-    # Namespaces of earlier tests are still being deleted: the running operator finishes them.
+    # Earlier tests leave resources in namespaces being deleted (or, after an apiserver restart,
+    # already gone): delete them all; the running operator removes their finalizers.
+    kubectl("delete", "ferroflow", "-A", "--all", "--wait=false")
     deadline = time.monotonic() + WAIT_S
     while left := ferroflow_resources():
         assert time.monotonic() < deadline, f"resources of earlier tests are still there: {left}"
@@ -736,10 +735,7 @@ def test_sigterm_stops_a_busy_operator_promptly_and_its_work_resumes(operator, n
     count = 100
     model_name = f"model-{unique_name}"
     apply_versions(namespace, model_name, count)
-    deadline = time.monotonic() + WAIT_S
-    while registered_count(client, model_name) < 5:
-        assert time.monotonic() < deadline, "the operator registered fewer than 5 versions in time"
-        time.sleep(0.2)
+    wait_registered(client, model_name, 5)
     try:
         assert operator.terminate_within(10) == 0
         assert lease_holder() is None
@@ -751,13 +747,17 @@ def test_sigterm_stops_a_busy_operator_promptly_and_its_work_resumes(operator, n
 def test_the_api_server_restarting_mid_reconcile_converges_without_duplicates(operator, namespace, client, unique_name):
     """The kube-apiserver is killed and restarted while 30 ModelVersions register: the operator's
     watches reconnect, every resource becomes Ready, one version each."""
+    # A namespace deletion in progress across the restart can leave its objects behind (the
+    # controller-manager's discovery is briefly incomplete): let earlier tests' finish first.
+    deadline = time.monotonic() + WAIT_S
+    while terminating := [ns["metadata"]["name"] for ns in json.loads(kubectl("get", "namespaces", "-o", "json").stdout)["items"]
+                          if ns["status"].get("phase") == "Terminating"]:
+        assert time.monotonic() < deadline, f"namespaces still terminating: {terminating}"
+        time.sleep(0.5)
     count = 30
     model_name = f"model-{unique_name}"
     apply_versions(namespace, model_name, count)
-    deadline = time.monotonic() + WAIT_S
-    while registered_count(client, model_name) < 1:
-        assert time.monotonic() < deadline, "the operator registered nothing in time"
-        time.sleep(0.1)
+    wait_registered(client, model_name, 1)
     done = subprocess.run(["bash", str(ROOT / "e2e" / "cluster" / "restart-apiserver.sh")],
                           capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, f"restart-apiserver.sh exited {done.returncode}:\n{done.stderr}"
@@ -790,6 +790,13 @@ spec: {{modelRef: {{name: bulk}}, source: "s3://bucket/bulk/{i}", tags: {{index:
 
 def registered_count(client, model_name: str) -> int:
     return len(client.search_model_versions(f"name = '{model_name}'", max_results=1000))
+
+
+def wait_registered(client, model_name: str, at_least: int) -> None:
+    deadline = time.monotonic() + WAIT_S
+    while registered_count(client, model_name) < at_least:
+        assert time.monotonic() < deadline, f"the operator registered fewer than {at_least} versions in time"
+        time.sleep(0.1)
 
 
 def assert_one_version_per_resource(namespace: str, client, model_name: str, count: int) -> None:

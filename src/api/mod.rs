@@ -13,9 +13,11 @@ pub mod types;
 
 use std::sync::Arc;
 
-use axum::Router;
-use axum::extract::DefaultBodyLimit;
-use axum::http::Uri;
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::http::{StatusCode, Uri, header};
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::{Json, Router};
 use tower_http::trace::TraceLayer;
 
 use self::error::{ApiError, ApiResult, ErrorCode};
@@ -53,7 +55,8 @@ pub fn router(state: AppState) -> Router {
         .merge(runs::routes())
         .merge(registry::routes())
         .merge(logged_models::routes())
-        .merge(artifacts::mlflow_routes());
+        .merge(artifacts::mlflow_routes())
+        .route_layer(middleware::from_fn(refuse_oversized_body));
     Router::new()
         .nest("/api/2.0/mlflow", mlflow.clone())
         .nest("/ajax-api/2.0/mlflow", mlflow)
@@ -64,6 +67,25 @@ pub fn router(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(MAX_JSON_BODY))
         .layer(TraceLayer::new_for_http())
         .with_state(state)
+}
+
+/// A JSON request that declares a body over the limit is refused before any of it is read
+/// (413), instead of after reading 16 MiB, or after waiting for bytes that never come.
+async fn refuse_oversized_body(request: Request, next: Next) -> Response {
+    let declared = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok()?.parse::<u64>().ok());
+    match declared {
+        Some(length) if length > MAX_JSON_BODY as u64 => (
+            StatusCode::PAYLOAD_TOO_LARGE,
+            Json(ApiError::invalid(format!(
+                "Request body of {length} bytes exceeds the limit of {MAX_JSON_BODY} bytes"
+            ))),
+        )
+            .into_response(),
+        _ => next.run(request).await,
+    }
 }
 
 async fn unknown_endpoint(uri: Uri) -> ApiError {

@@ -156,19 +156,14 @@ async fn a_body_sent_a_byte_at_a_time_is_answered_408() {
 }
 
 #[tokio::test]
-async fn a_body_shorter_than_its_content_length_is_answered_408() {
+async fn a_body_shorter_than_its_content_length_is_answered_408_or_413_over_the_limit() {
     let server = server_with(short_limits()).await;
-    for (method, path, declared) in [
-        (
-            "POST",
-            "/api/2.0/mlflow/experiments/create",
-            "1000000000000",
-        ),
-        (
-            "PUT",
-            "/api/2.0/mlflow-artifacts/artifacts/1/run/artifacts/cut.bin",
-            "1000",
-        ),
+    let experiments = "/api/2.0/mlflow/experiments/create";
+    let upload = "/api/2.0/mlflow-artifacts/artifacts/1/run/artifacts/cut.bin";
+    for (method, path, declared, status) in [
+        ("POST", experiments, "1000", "408"),
+        ("POST", experiments, "1000000000000", "413"),
+        ("PUT", upload, "1000", "408"),
     ] {
         let mut stream = connect(&server).await;
         let request = format!(
@@ -177,8 +172,8 @@ async fn a_body_shorter_than_its_content_length_is_answered_408() {
         stream.write_all(request.as_bytes()).await.unwrap();
         let (answer, _) = until_closed(&mut stream, SHORT + GRACE).await;
         assert!(
-            answer.starts_with("HTTP/1.1 408"),
-            "{method} {path}: {answer:?}"
+            answer.starts_with(&format!("HTTP/1.1 {status}")),
+            "{method} {path} declaring {declared} bytes: {answer:?}"
         );
     }
 }
