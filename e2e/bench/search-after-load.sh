@@ -13,7 +13,7 @@
 #   4. first minute: every search path of `loadgen search-paths` (runs: metric+param filter with
 #      metric order, param order, tag filter, default order; experiments, registered models,
 #      model versions, logged models), 8 clients, a few seconds each, no warm-up
-#   5. settle: VACUUM ANALYZE (what autovacuum does within a minute or two); SQLite: ANALYZE
+#   5. settle: VACUUM ANALYZE (what autovacuum does within a minute or two); SQLite: nothing
 #   6. settled: the same search paths again
 #
 # MLflow is measured warm: between 3 and 4 one untimed pass over the search paths (its workers
@@ -203,7 +203,9 @@ settle() {
   local name="$1"
   case "$name" in
     ferroflow|mlflow) psql_db "$db" -c "VACUUM ANALYZE" ;;
-    ferroflow-sqlite) python3 -c 'import sqlite3,sys; c=sqlite3.connect(sys.argv[1]); c.execute("ANALYZE"); c.commit()' "$sqlite_file" ;;
+    # SQLite gathers no statistics by itself (nor does ferroflow run ANALYZE on it): its
+    # settled state is the same database, measured again.
+    ferroflow-sqlite) : ;;
   esac
 }
 
@@ -215,7 +217,12 @@ measure() {
     --duration "$lb_duration" "${lab[@]}" | record
   "$loadgen" log-metric --url "$url" --clients 32 --requests 2000 --duration "$lm_duration" \
     "${lab[@]}" | record
-  "$loadgen" sweep --url "$url" --runs "$sweep_runs" --clients 8 "${lab[@]}" | record
+  # One sweep client on SQLite: concurrent log-batches there fail with "database is locked"
+  # (SQLITE_BUSY when a transaction that read first upgrades to a write), a write-path defect
+  # this benchmark does not measure.
+  local sweep_clients=8
+  [[ "$name" != ferroflow-sqlite ]] || sweep_clients=1
+  "$loadgen" sweep --url "$url" --runs "$sweep_runs" --clients "$sweep_clients" "${lab[@]}" | record
   local exp
   exp="$(tail -n1 "$raw" | python3 -c 'import json,sys; print(json.load(sys.stdin)["experiment_id"])')"
   if [[ "$name" == mlflow ]]; then

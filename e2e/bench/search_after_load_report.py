@@ -49,7 +49,7 @@ def main(path):
       "and server, on a fresh database: 10 s of log-batch (8 clients, 1000 points over 10 keys), "
       "10 s of log-metric (32 clients), a sweep of runs with 5 params, 3 tags and 5 metrics each "
       "(+ registered models, versions, logged models), then every search path for a few seconds "
-      "with 8 clients (**first minute**), then `VACUUM ANALYZE` (SQLite: `ANALYZE`) and the same "
+      "with 8 clients (**first minute**), then `VACUUM ANALYZE` (SQLite: nothing, it gathers no statistics by itself) and the same "
       "again (**settled**).\n")
     w(f"- ferroflow: {facts.get('ferroflow', '?')} (commit {facts.get('commit', '?')}); "
       f"PostgreSQL {facts.get('postgres', '?')}; {facts.get('cores', '?')} cores shared with other work")
