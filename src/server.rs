@@ -49,6 +49,8 @@ pub async fn run(
             default_artifact_root: args.default_artifact_root.clone(),
         }),
     };
+    // Postgres: re-analyze searched tables soon after a bulk load (see store::statistics).
+    let statistics = tokio::spawn(store.clone().keep_statistics_fresh());
     let listener = TcpListener::bind(SocketAddr::new(args.host, args.port))
         .await
         .with_context(|| format!("failed to listen on {}:{}", args.host, args.port))?;
@@ -66,6 +68,7 @@ pub async fn run(
     )
     .await
     .context("server failed")?;
+    statistics.abort();
     store.close().await;
     tracing::info!("ferroflow server stopped");
     Ok(())

@@ -14,6 +14,7 @@ pub mod notify;
 pub mod registry;
 pub mod runs;
 pub mod search;
+pub mod statistics;
 pub mod validation;
 
 use std::str::FromStr;
@@ -171,6 +172,11 @@ impl Store {
     /// Closes every connection; pending queries finish first.
     pub async fn close(&self) {
         with_pool!(self, pool => pool.close().await)
+    }
+
+    /// Whether [`Self::close`] was called.
+    pub fn is_closed(&self) -> bool {
+        with_pool!(self, pool => pool.is_closed())
     }
 
     /// Checks that the database answers.

@@ -8,6 +8,7 @@ mod common;
 mod experiment_owner;
 mod registry;
 mod run_search;
+mod statistics;
 
 use ferroflow::store::experiments::{DEFAULT_EXPERIMENT_ID, ExperimentSearch};
 use ferroflow::store::registry::Actor;

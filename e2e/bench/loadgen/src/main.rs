@@ -14,6 +14,8 @@
 //!   loadgen log-metric --url U [--clients 8 --requests 20000 --duration 10 --rate R]
 //!   loadgen search     --url U --experiment-id ID [--max-results 100 --clients 4 --queries 400 --duration 15]
 //!   loadgen keepalive  --url U [--requests 200]
+//!   loadgen sweep      --url U [--runs 2000 --clients 8 --registered-models 50 --versions 4 --logged-models 200]
+//!   loadgen search-paths --url U --experiment-id ID [--clients 8 --duration 4 --queries 5000 --only N]
 //!   loadgen rss        --pid PID
 //!
 //! `--rate R` paces each client to R requests per second (the soak, e2e/bench/soak.sh); without it
@@ -1091,6 +1093,281 @@ async fn search(args: &Args) -> Res<Value> {
     }))
 }
 
+// ---------------------------------------------------------------------------------------------
+// search right after heavy logging (e2e/bench/search-after-load.sh)
+
+const SWEEP_MODELS: [&str; 4] = ["rf", "gbm", "svm", "mlp"];
+const SWEEP_METRICS: [&str; 5] = ["acc", "loss", "f1", "auc", "rmse"];
+
+/// sweep: what a hyper-parameter sweep leaves behind. One experiment of `runs` runs, each
+/// created with 3 tags (`team`, `stage`, `mlflow.user`), then one log-batch of 5 params
+/// (`model`, `max_depth`, `n_estimators`, `learning_rate`, `seed`) and 5 metrics (`acc`, `loss`,
+/// `f1`, `auc`, `rmse`); then `registered-models` registered models with `versions` versions
+/// each (from the sweep's runs, tagged), and `logged-models` logged models of the experiment
+/// with params and tags. Content is a pure function of the indexes, as in `seed`.
+async fn sweep(args: &Args) -> Res<Value> {
+    let target = args.target()?;
+    let total: usize = args.num("runs", 2000)?;
+    let clients: usize = args.num("clients", 8)?.max(1);
+    let registered: usize = args.num("registered-models", 50)?;
+    let versions: usize = args.num("versions", 4)?;
+    let logged: usize = args.num("logged-models", 200)?;
+    let started = Instant::now();
+    let mut conn = Conn::new(&target);
+    let experiment_id = create_experiment(&mut conn, &format!("sweep-{}", unique_suffix())).await?;
+    let mut tasks = Vec::new();
+    for c in 0..clients {
+        let target = target.clone();
+        let experiment_id = experiment_id.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut conn = Conn::new(&target);
+            let mut ids = Vec::new();
+            let mut i = c;
+            while i < total {
+                let mut rng = Rng(0xA076_1D64_78BD_642F ^ (i as u64 + 1).wrapping_mul(0x9E37_79B9));
+                let tags = json!([
+                    {"key": "team", "value": rng.pick(&TEAMS)},
+                    {"key": "stage", "value": rng.pick(&STAGES)},
+                    {"key": "mlflow.user", "value": "bench"},
+                ]);
+                let start_time = SEED_BASE_TIME + i as i64 * 1000;
+                let run_id = create_run(
+                    &mut conn,
+                    &json!({"experiment_id": experiment_id, "run_name": format!("sweep-{i:05}"),
+                            "user_id": "bench", "start_time": start_time, "tags": tags}),
+                )
+                .await?;
+                let params = json!([
+                    {"key": "model", "value": rng.pick(&SWEEP_MODELS)},
+                    {"key": "max_depth", "value": (2 + rng.next_u64() % 14).to_string()},
+                    {"key": "n_estimators", "value": (50 * (1 + rng.next_u64() % 20)).to_string()},
+                    {"key": "learning_rate", "value": rng.pick(&LRS)},
+                    {"key": "seed", "value": i.to_string()},
+                ]);
+                let metrics: Vec<Value> = SWEEP_METRICS
+                    .iter()
+                    .map(|key| json!({"key": key, "value": rng.unit(), "timestamp": start_time + 1000, "step": 0}))
+                    .collect();
+                conn.post_json(
+                    &format!("{API}/runs/log-batch"),
+                    &json!({"run_id": run_id, "params": params, "metrics": metrics, "tags": []}),
+                )
+                .await?;
+                ids.push((i, run_id));
+                i += clients;
+            }
+            Ok::<Vec<(usize, String)>, String>(ids)
+        }));
+    }
+    let mut run_ids = Vec::with_capacity(total);
+    for task in tasks {
+        run_ids.extend(task.await.map_err(|e| e.to_string())??);
+    }
+    run_ids.sort();
+    let runs_elapsed = started.elapsed().as_secs_f64();
+
+    // registry and logged models: fewer objects, one client each (the order of versions matters)
+    for m in 0..registered {
+        let name = format!("sweep-model-{m:03}");
+        conn.post_json(
+            &format!("{API}/registered-models/create"),
+            &json!({"name": name, "tags": [{"key": "team", "value": TEAMS[m % TEAMS.len()]}]}),
+        )
+        .await?;
+        for v in 0..versions {
+            let Some((_, run_id)) = run_ids.get((m * versions + v) % run_ids.len().max(1)) else {
+                break;
+            };
+            conn.post_json(
+                &format!("{API}/model-versions/create"),
+                &json!({"name": name, "source": format!("runs:/{run_id}/model"), "run_id": run_id,
+                        "tags": [{"key": "stage", "value": STAGES[v % STAGES.len()]}]}),
+            )
+            .await?;
+        }
+    }
+    for k in 0..logged {
+        let run_id = run_ids.get(k % run_ids.len().max(1)).map(|(_, id)| id.clone());
+        conn.post_json(
+            &format!("{API}/logged-models"),
+            &json!({"experiment_id": experiment_id, "name": format!("sweep-logged-{k:04}"),
+                    "source_run_id": run_id,
+                    "params": [{"key": "model", "value": SWEEP_MODELS[k % SWEEP_MODELS.len()]}],
+                    "tags": [{"key": "team", "value": TEAMS[k % TEAMS.len()]}]}),
+        )
+        .await?;
+    }
+    Ok(json!({
+        "measure": "sweep",
+        "experiment_id": experiment_id,
+        "runs": total,
+        "registered_models": registered,
+        "model_versions": registered * versions,
+        "logged_models": logged,
+        "runs_elapsed_s": round3(runs_elapsed),
+        "elapsed_s": round3(started.elapsed().as_secs_f64()),
+    }))
+}
+
+/// One search path of the search-after-load benchmark: (name, method, path, JSON body or None).
+fn sweep_searches(experiment_id: &str) -> Vec<(&'static str, Method, String, Option<Value>)> {
+    let runs = format!("{API}/runs/search");
+    let runs_query = |extra: Value| {
+        let mut body = json!({"experiment_ids": [experiment_id], "max_results": 100, "run_view_type": "ACTIVE_ONLY"});
+        if let (Value::Object(body), Value::Object(extra)) = (&mut body, extra) {
+            body.extend(extra);
+        }
+        Some(body)
+    };
+    vec![
+        (
+            "runs: metric + param filter, metric order",
+            Method::POST,
+            runs.clone(),
+            runs_query(json!({"filter": "metrics.acc > 0.5 and params.model = 'rf'", "order_by": ["metrics.acc DESC"]})),
+        ),
+        (
+            "runs: metric filter, param order",
+            Method::POST,
+            runs.clone(),
+            runs_query(json!({"filter": "metrics.loss < 0.5", "order_by": ["params.n_estimators DESC"]})),
+        ),
+        (
+            "runs: tag filter",
+            Method::POST,
+            runs.clone(),
+            runs_query(json!({"filter": "tags.team = 'vision' and tags.stage = 'prod'"})),
+        ),
+        ("runs: default order", Method::POST, runs, runs_query(json!({}))),
+        (
+            "experiments/search",
+            Method::POST,
+            format!("{API}/experiments/search"),
+            Some(json!({"max_results": 100, "filter": "name LIKE 'sweep-%'", "order_by": ["last_update_time DESC"]})),
+        ),
+        (
+            "registered-models/search",
+            Method::GET,
+            format!("{API}/registered-models/search?filter=name%20LIKE%20%27sweep-model-01%25%27&max_results=100"),
+            None,
+        ),
+        (
+            "model-versions/search",
+            Method::GET,
+            format!("{API}/model-versions/search?filter=name%20%3D%20%27sweep-model-007%27&max_results=100"),
+            None,
+        ),
+        (
+            "logged-models/search",
+            Method::POST,
+            format!("{API}/logged-models/search"),
+            Some(json!({"experiment_ids": [experiment_id], "filter": "params.model = 'rf'", "max_results": 100,
+                        "order_by": [{"field_name": "creation_timestamp", "ascending": false}]})),
+        ),
+    ]
+}
+
+/// How many items a search answer holds (its one top-level list).
+fn items_returned(body: &[u8]) -> usize {
+    let Ok(Value::Object(map)) = serde_json::from_slice::<Value>(body) else {
+        return 0;
+    };
+    map.values().filter_map(Value::as_array).map(Vec::len).max().unwrap_or(0)
+}
+
+/// search-paths: each path of [`sweep_searches`] in turn, repeated by `clients` closed-loop
+/// clients for `duration` seconds (or `queries` queries), no warm-up: this measures what a user
+/// meets in the first minute after heavy logging. One JSON line with a record per path.
+async fn search_paths(args: &Args) -> Res<Value> {
+    let target = args.target()?;
+    let experiment_id = args.str("experiment-id")?.to_owned();
+    let clients: usize = args.num("clients", 8)?.max(1);
+    let queries: usize = args.num("queries", 5000)?;
+    let duration = Duration::from_secs_f64(args.num("duration", 4.0)?);
+    let only: Option<usize> = args.values.get("only").and_then(|v| v.parse().ok());
+    let started = Instant::now();
+    let mut results = Vec::new();
+    for (index, (name, method, path, body)) in sweep_searches(&experiment_id).into_iter().enumerate() {
+        if only.is_some_and(|o| o != index) {
+            continue;
+        }
+        let body = body.map(|b| Bytes::from(b.to_string()));
+        let offset_s = started.elapsed().as_secs_f64();
+        let loadavg_before = loadavg();
+        let per_client = queries.div_ceil(clients);
+        let barrier = Arc::new(Barrier::new(clients + 1));
+        let mut tasks = Vec::new();
+        for _ in 0..clients {
+            let (target, method, path, body, barrier) =
+                (target.clone(), method.clone(), path.clone(), body.clone(), barrier.clone());
+            tasks.push(tokio::spawn(async move {
+                let mut conn = Conn::new(&target);
+                if let Ok(sender) = conn.connect().await {
+                    conn.sender = Some(sender);
+                }
+                let mut latencies = Vec::new();
+                let (mut errors, mut first_error, mut returned) = (0_u64, None, 0);
+                barrier.wait().await;
+                let start = Instant::now();
+                for _ in 0..per_client {
+                    if start.elapsed() >= duration {
+                        break;
+                    }
+                    let t0 = Instant::now();
+                    let result = conn.send(method.clone(), &path, body.clone()).await;
+                    let ms = t0.elapsed().as_secs_f64() * 1000.0;
+                    match result {
+                        Ok(reply) if reply.status == StatusCode::OK => {
+                            latencies.push(ms);
+                            returned = items_returned(&reply.body);
+                        }
+                        Ok(reply) => {
+                            errors += 1;
+                            first_error.get_or_insert_with(|| error_text(&reply));
+                        }
+                        Err(e) => {
+                            errors += 1;
+                            first_error.get_or_insert(e);
+                        }
+                    }
+                }
+                (latencies, errors, first_error, returned, Instant::now())
+            }));
+        }
+        barrier.wait().await;
+        let start = Instant::now();
+        let (mut all, mut errors, mut first_error, mut returned, mut end) = (Vec::new(), 0, None, 0, start);
+        for task in tasks {
+            let (latencies, e, fe, r, finished) = task.await.map_err(|e| e.to_string())?;
+            all.extend(latencies);
+            errors += e;
+            first_error = first_error.or(fe);
+            returned = returned.max(r);
+            end = end.max(finished);
+        }
+        let elapsed = (end - start).as_secs_f64();
+        results.push(json!({
+            "path": name,
+            "offset_s": round3(offset_s),
+            "queries_ok": all.len(),
+            "errors": errors,
+            "first_error": first_error,
+            "items_returned": returned,
+            "queries_per_s": round3(all.len() as f64 / elapsed),
+            "latency": latency_summary(all),
+            "loadavg_before": loadavg_before,
+            "loadavg_after": loadavg(),
+        }));
+    }
+    Ok(json!({
+        "measure": "search-paths",
+        "experiment_id": experiment_id,
+        "clients": clients,
+        "duration_s": duration.as_secs_f64(),
+        "paths": results,
+    }))
+}
+
 /// keepalive: latency of a trivial GET, first `requests` times on one kept-alive connection,
 /// then `requests` times each on a fresh connection (connect included).
 async fn keepalive(args: &Args) -> Res<Value> {
@@ -1211,8 +1488,10 @@ async fn dispatch(command: &str, args: &Args) -> Res<Value> {
         "keepalive" => keepalive(args).await,
         "rss" => rss(args),
         "seed-sql" => seed_sql(args),
+        "sweep" => sweep(args).await,
+        "search-paths" => search_paths(args).await,
         other => Err(format!(
-            "unknown command {other:?} (seed, log-batch, log-metric, search, keepalive, rss)"
+            "unknown command {other:?} (seed, log-batch, log-metric, search, keepalive, rss, sweep, search-paths)"
         )),
     }
 }
