@@ -69,21 +69,9 @@ fi
 # servers
 
 declare -A pid url
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
+# free_port, group_alive
+source "$here/lib.sh"
 
-# group_alive PGID: some process of that group is still running (zombies do not count)
-group_alive() {
-  local f rest st pg
-  for f in /proc/[0-9]*/stat; do
-    { read -r rest <"$f"; } 2>/dev/null || continue
-    rest="${rest##*) }"
-    read -r st _ pg _ <<<"$rest"
-    [[ "$pg" == "$1" && "$st" != Z ]] && return 0
-  done
-  return 1
-}
 
 launch() {
   local name="$1" p artifacts="$state/artifacts-$1" cmd

@@ -123,9 +123,8 @@ create_db() { "${psql_cmd[@]}" -c "CREATE DATABASE \"$1\""; created_dbs+=("$1");
 db_url() { echo "$pg_base/$1"; }
 
 declare -A pid url port
-free_port() {
-  python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'
-}
+# free_port, group_alive
+source "$here/lib.sh"
 
 # launch_server NAME DB: starts the server in its own session (process group = its pid)
 declare -A deadline_of
@@ -169,18 +168,6 @@ wait_healthy() {
     sleep 0.2
   done
   log "$name healthy (pid ${pid[$name]})"
-}
-
-# group_alive PGID: some process of that group is still running (zombies do not count)
-group_alive() {
-  local f rest st pg
-  for f in /proc/[0-9]*/stat; do
-    { read -r rest <"$f"; } 2>/dev/null || continue
-    rest="${rest##*) }"                      # "S ppid pgrp ..." after "pid (comm) "
-    read -r st _ pg _ <<<"$rest"
-    [[ "$pg" == "$1" && "$st" != Z ]] && return 0
-  done
-  return 1
 }
 
 stop_server() {

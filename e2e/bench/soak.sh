@@ -33,6 +33,9 @@ state="${FERROFLOW_BENCH_STATE:-/tmp/ferroflow-bench}/soak-$stamp"
 out="${SOAK_OUT:-$here/runs/$(date -u +%Y-%m-%d)-soak.md}"
 mkdir -p "$state"
 
+# free_port
+source "$here/lib.sh"
+
 log() { printf 'soak.sh: %s\n' "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 
@@ -57,7 +60,7 @@ loadgen="$here/loadgen/target/release/ferroflow-loadgen"
 
 db="soak_${stamp,,}"
 "$psql_bin" "$pg_url" -v ON_ERROR_STOP=1 -qAt -c "CREATE DATABASE \"$db\""
-port="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
+port="$(free_port)"
 url="http://127.0.0.1:$port"
 mkdir -p "$state/artifacts"
 "$ferroflow" server --host 127.0.0.1 --port "$port" --backend-store-uri "$pg_base/$db" \
