@@ -17,7 +17,8 @@
 #
 # A benchmark, not a test: CI never runs it. Traffic goes to 127.0.0.1 only; every loop is
 # bounded by a duration. Knobs: SOAK_MINUTES, SOAK_FRACTION, SOAK_CLIENTS (4),
-# SOAK_SEARCH_RUNS (2000), SOAK_OUT (e2e/bench/runs/<date>-soak.md), FERROFLOW_BENCH_STATE.
+# SOAK_SEARCH_RUNS (2000), SOAK_MIN_FREE_GB (8: stop early below it), SOAK_OUT
+# (e2e/bench/runs/<date>-soak.md), FERROFLOW_BENCH_STATE.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -98,7 +99,16 @@ sample() {  # rss_kib fds
 }
 
 : >"$state/windows.jsonl"
+# At half of peak the database grows by roughly 1 GB a minute (22 GB after 25 minutes here): stop
+# the soak, and report what it measured, before the disk runs out.
+min_free_kib=$(( ${SOAK_MIN_FREE_GB:-8} * 1024 * 1024 ))
+pg_data="${FERROFLOW_E2E_STATE:-/tmp/ferroflow-e2e}/pg"
 for ((minute = 1; minute <= minutes; minute++)); do
+  free_kib="$(df -Pk "$pg_data" | awk 'NR == 2 {print $4}')"
+  if ((free_kib < min_free_kib)); then
+    log "stopping after $((minute - 1)) minutes: $((free_kib / 1024 / 1024)) GiB left on the database's disk (SOAK_MIN_FREE_GB)"
+    break
+  fi
   "$loadgen" log-batch --url "$url" --clients "$clients" --rate "$rate" --duration 60 \
     --requests "$per_window" --label "minute=$minute" >"$state/lb-$minute.json" &
   lb=$!
