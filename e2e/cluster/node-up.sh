@@ -207,28 +207,11 @@ bash "$HERE/../images/import.sh" "$python_archive" "$python_ref"
 
 # --- kubelet -----------------------------------------------------------------------
 bash "$HERE/pki.sh" "$PKI" "$NODE_NAME" "$NODE_IP"
-b64() { base64 -w0 <"$1"; }
 kl=$NODE_DIR/kubelet
 mkdir -p "$kl/root" "$NODE_DIR/pod-logs"
-cat >"$kl/kubeconfig" <<KUBECONFIG
-apiVersion: v1
-kind: Config
-clusters:
-- name: ferroflow-e2e
-  cluster:
-    server: https://127.0.0.1:$API_PORT
-    certificate-authority-data: $(b64 "$PKI/ca.crt")
-users:
-- name: $NODE_NAME
-  user:
-    client-certificate-data: $(b64 "$PKI/kubelet-$NODE_NAME.crt")
-    client-key-data: $(b64 "$PKI/kubelet-$NODE_NAME.key")
-contexts:
-- name: ferroflow-e2e
-  context: {cluster: ferroflow-e2e, user: $NODE_NAME}
-current-context: ferroflow-e2e
-KUBECONFIG
-chmod 600 "$kl/kubeconfig"
+# shellcheck source=kubeconfig.sh
+source "$HERE/kubeconfig.sh"
+write_kubeconfig "$kl/kubeconfig" "$NODE_NAME" "$PKI/kubelet-$NODE_NAME.crt" "$PKI/kubelet-$NODE_NAME.key"
 
 # The kubelet's cgroup root must exist in every hierarchy it uses.
 for hierarchy in /sys/fs/cgroup/*/; do

@@ -102,26 +102,9 @@ started_at=$SECONDS
 
 # --- PKI and the admin kubeconfig ----------------------------------------------
 bash "$HERE/pki.sh" "$PKI"
-b64() { base64 -w0 <"$1"; }
-cat >"$KUBECONFIG_PATH.tmp" <<KUBECONFIG
-apiVersion: v1
-kind: Config
-clusters:
-- name: ferroflow-e2e
-  cluster:
-    server: https://127.0.0.1:$API_PORT
-    certificate-authority-data: $(b64 "$PKI/ca.crt")
-users:
-- name: ferroflow-e2e-admin
-  user:
-    client-certificate-data: $(b64 "$PKI/admin.crt")
-    client-key-data: $(b64 "$PKI/admin.key")
-contexts:
-- name: ferroflow-e2e
-  context: {cluster: ferroflow-e2e, user: ferroflow-e2e-admin, namespace: default}
-current-context: ferroflow-e2e
-KUBECONFIG
-chmod 600 "$KUBECONFIG_PATH.tmp"
+# shellcheck source=kubeconfig.sh
+source "$HERE/kubeconfig.sh"
+write_kubeconfig "$KUBECONFIG_PATH.tmp" ferroflow-e2e-admin "$PKI/admin.crt" "$PKI/admin.key" default
 mv "$KUBECONFIG_PATH.tmp" "$KUBECONFIG_PATH"
 ADMIN_TLS=(--cacert "$PKI/ca.crt" --cert "$PKI/admin.crt" --key "$PKI/admin.key")
 kubectl() { "$BIN/kubectl" --kubeconfig="$KUBECONFIG_PATH" "$@"; }
