@@ -24,12 +24,16 @@ use crate::crd::{Experiment, ModelVersion, RegisteredModel};
 use crate::store::Store;
 use crate::store::notify::{self, RegistryEvent};
 
+pub mod apply;
+pub mod build;
 pub mod context;
 pub mod error;
 pub mod guard;
 pub mod lease;
 pub mod metrics;
 pub mod reconcile;
+#[cfg(test)]
+mod test_support;
 
 mod experiment;
 mod model_version;
