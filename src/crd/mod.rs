@@ -12,7 +12,7 @@ pub mod experiment;
 pub mod model_version;
 pub mod registered_model;
 
-pub use condition::{LastFailure, Outcome, Reason, ReconcileState};
+pub use condition::{LastFailure, Outcome, Progress, Reason, ReconcileState};
 pub use experiment::{Experiment, ExperimentSpec, ExperimentStatus};
 pub use model_version::{ModelVersion, ModelVersionSpec, ModelVersionStatus, Stage};
 pub use registered_model::{RegisteredModel, RegisteredModelSpec, RegisteredModelStatus};

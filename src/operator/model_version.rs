@@ -94,7 +94,7 @@ impl Reconciler for ModelVersion {
             Ok(_) => {}
             // The RegisteredModel resource exists but has not created the model yet.
             Err(store::Error::NotFound(_)) => {
-                return Ok(Outcome::not_ready(
+                return Ok(Outcome::progressing(
                     Reason::Reconciling,
                     format!("waiting for registered model '{name}' to be created"),
                 ));

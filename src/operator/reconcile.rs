@@ -26,12 +26,15 @@ use tracing::Instrument;
 use super::context::{Context, FIELD_MANAGER, FINALIZER};
 use super::error::Error;
 use super::guard::Guarded;
-use crate::crd::{Outcome, Reason, ReconcileState};
+use crate::crd::{Outcome, Progress, Reason, ReconcileState};
 use crate::store;
 
 /// How often a Ready resource is checked again for drift nobody notified us about.
 const READY_RECHECK: Duration = Duration::from_secs(600);
-/// How soon a resource waiting on something that will happen by itself is retried.
+/// How soon a resource with something under way (a rollout, a run) is looked at again;
+/// watches on the objects it owns usually wake it sooner.
+const PROGRESSING_RECHECK: Duration = Duration::from_secs(3);
+/// How soon a resource that is not ready for a reason that passes by itself is retried.
 const WAITING_RETRY: Duration = Duration::from_secs(5);
 /// How soon a resource stalled on a human is looked at again (store changes also wake it).
 const STALLED_RECHECK: Duration = Duration::from_secs(60);
@@ -278,13 +281,17 @@ async fn apply<K: Reconciler>(obj: &K, ctx: &Context) -> Result<Action, Error> {
     if let Some(error) = transient {
         return Err(error);
     }
-    Ok(if outcome.ready {
-        Action::requeue(READY_RECHECK)
-    } else if outcome.reason.is_terminal() {
-        Action::requeue(STALLED_RECHECK)
-    } else {
-        Action::requeue(WAITING_RETRY)
-    })
+    Ok(Action::requeue(requeue_after(&outcome)))
+}
+
+/// When to look at a resource again after `outcome`, if nothing wakes it before.
+fn requeue_after(outcome: &Outcome) -> Duration {
+    match outcome.progress {
+        Progress::Ready => READY_RECHECK,
+        Progress::Progressing => PROGRESSING_RECHECK,
+        Progress::NotReady if outcome.is_stalled() => STALLED_RECHECK,
+        Progress::NotReady => WAITING_RETRY,
+    }
 }
 
 async fn cleanup<K: Reconciler>(obj: &K, ctx: &Context) -> Result<Action, Error> {
@@ -393,6 +400,29 @@ mod tests {
     use super::*;
 
     #[test]
+    fn requeue_is_short_while_progressing_and_long_when_stalled_or_ready() {
+        let cases = [
+            (Outcome::ready("done"), READY_RECHECK),
+            (
+                Outcome::progressing(Reason::Reconciling, "rolling out"),
+                PROGRESSING_RECHECK,
+            ),
+            (
+                Outcome::not_ready(Reason::StoreUnavailable, "down"),
+                WAITING_RETRY,
+            ),
+            (
+                Outcome::not_ready(Reason::ModelNotFound, "no model"),
+                STALLED_RECHECK,
+            ),
+        ];
+        for (outcome, expected) in cases {
+            assert_eq!(requeue_after(&outcome), expected, "{outcome:?}");
+        }
+        assert!(PROGRESSING_RECHECK <= Duration::from_secs(5));
+    }
+
+    #[test]
     fn store_refusals_are_reported_and_database_failures_retried() {
         let cases = [
             (
@@ -414,7 +444,7 @@ mod tests {
             match (Failure::from(error), expected) {
                 (Failure::Report(outcome), Some(reason)) => {
                     assert_eq!(outcome.reason, reason, "{description}");
-                    assert!(!outcome.ready);
+                    assert!(!outcome.is_ready());
                 }
                 (Failure::Store(_), None) => {}
                 (other, expected) => panic!("{description}: got {other:?}, expected {expected:?}"),
