@@ -40,6 +40,13 @@ pub enum Error {
     /// owner.
     #[error("{owner} has no uid: cannot own objects")]
     OwnerWithoutUid { owner: String },
+    /// Releasing a finalizer the kind no longer needs failed.
+    #[error("failed to remove the finalizer from {object}")]
+    RemoveFinalizer {
+        object: String,
+        #[source]
+        source: kube::Error,
+    },
     /// Writing the status subresource failed.
     #[error("failed to patch the status of {object}")]
     PatchStatus {
@@ -81,6 +88,7 @@ impl Error {
             Error::ApplyOwned { .. } => "ApplyOwned",
             Error::PruneOwned { .. } => "PruneOwned",
             Error::OwnerWithoutUid { .. } => "OwnerWithoutUid",
+            Error::RemoveFinalizer { .. } => "RemoveFinalizer",
             Error::PatchStatus { .. } => "PatchStatus",
             Error::CleanupBlocked { .. } => "CleanupBlocked",
             Error::Finalizer { source, .. } => match source.as_ref() {

@@ -18,6 +18,8 @@ const LIFECYCLE_DELETED: &str = "deleted";
 impl Reconciler for Experiment {
     type Status = ExperimentStatus;
     const KIND: &'static str = "Experiment";
+    /// The deletion policy applies to store rows, which no owner reference reaches.
+    const NEEDS_FINALIZER: bool = true;
 
     fn status(&self) -> Option<&ExperimentStatus> {
         self.status.as_ref()

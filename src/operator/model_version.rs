@@ -70,6 +70,8 @@ fn store_stage(stage: Stage) -> registry::Stage {
 impl Reconciler for ModelVersion {
     type Status = ModelVersionStatus;
     const KIND: &'static str = "ModelVersion";
+    /// The deletion policy applies to store rows, which no owner reference reaches.
+    const NEEDS_FINALIZER: bool = true;
 
     fn status(&self) -> Option<&ModelVersionStatus> {
         self.status.as_ref()

@@ -102,8 +102,17 @@ pub trait Reconciler:
         status: &mut Self::Status,
     ) -> impl Future<Output = Result<Outcome, Failure>> + Send;
 
-    /// Applies the deletion policy before the resource goes away.
-    fn cleanup(&self, ctx: &Context) -> impl Future<Output = Result<(), Failure>> + Send;
+    /// Whether deleting a resource must wait for [`Reconciler::cleanup`], through the
+    /// operator's finalizer: kinds that apply a deletion policy to store rows. A kind whose
+    /// owned objects all go with it through owner references (the garbage collector) needs
+    /// none, so its deletion never hangs while the operator is down.
+    const NEEDS_FINALIZER: bool;
+
+    /// Applies the deletion policy before the resource goes away; called only for kinds that
+    /// need the finalizer.
+    fn cleanup(&self, _ctx: &Context) -> impl Future<Output = Result<(), Failure>> + Send {
+        std::future::ready(Ok(()))
+    }
 }
 
 /// `namespace/name` with the kind, for messages.
@@ -147,7 +156,11 @@ pub async fn reconcile<K: Reconciler>(
         resource = obj.name_any()
     );
     let started = Instant::now();
-    let result = run_finalizer(obj, &ctx).instrument(span).await;
+    let result = if K::NEEDS_FINALIZER {
+        run_finalizer(obj, &ctx).instrument(span).await
+    } else {
+        run_without_finalizer(obj, &ctx).instrument(span).await
+    };
     ctx.metrics.observe(
         K::KIND,
         started.elapsed(),
@@ -221,6 +234,59 @@ async fn run_finalizer<K: Reconciler>(obj: Arc<K>, ctx: &Context) -> Result<Acti
         object,
         source: Box::new(source),
     })
+}
+
+/// A kind without a finalizer: reconcile while it lives, nothing to do once it is being
+/// deleted. One that still carries our finalizer (added when the kind needed it) is released,
+/// or its deletion would wait for a cleanup that no longer runs.
+async fn run_without_finalizer<K: Reconciler>(obj: Arc<K>, ctx: &Context) -> Result<Action, Error> {
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
+    remove_finalizer(&api, obj.as_ref())
+        .await
+        .map_err(|source| Error::RemoveFinalizer {
+            object: describe(obj.as_ref()),
+            source,
+        })?;
+    if obj.meta().deletion_timestamp.is_some() {
+        return Ok(Action::await_change());
+    }
+    apply(obj.as_ref(), ctx).await
+}
+
+/// Removes the operator's finalizer from `obj` if it carries it; true if it did. The patch
+/// names the resourceVersion read, so a concurrent change of the finalizer list fails with a
+/// conflict (and is retried) instead of being overwritten.
+pub async fn remove_finalizer<K>(api: &Api<K>, obj: &K) -> Result<bool, kube::Error>
+where
+    K: Resource + Clone + DeserializeOwned + Debug,
+{
+    if !obj.finalizers().iter().any(|f| f == FINALIZER) {
+        return Ok(false);
+    }
+    let remaining: Vec<&String> = obj
+        .finalizers()
+        .iter()
+        .filter(|f| *f != FINALIZER)
+        .collect();
+    let patch = serde_json::json!({
+        "metadata": {
+            "finalizers": remaining,
+            "resourceVersion": obj.resource_version(),
+        }
+    });
+    match api
+        .patch(
+            &obj.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await
+    {
+        Ok(_) => Ok(true),
+        // Gone meanwhile: nothing holds it any more.
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(false),
+        Err(error) => Err(error),
+    }
 }
 
 async fn apply<K: Reconciler>(obj: &K, ctx: &Context) -> Result<Action, Error> {

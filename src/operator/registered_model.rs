@@ -51,6 +51,8 @@ impl RegisteredModel {
 impl Reconciler for RegisteredModel {
     type Status = RegisteredModelStatus;
     const KIND: &'static str = "RegisteredModel";
+    /// The deletion policy applies to store rows, which no owner reference reaches.
+    const NEEDS_FINALIZER: bool = true;
 
     fn status(&self) -> Option<&RegisteredModelStatus> {
         self.status.as_ref()

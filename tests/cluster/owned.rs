@@ -1,6 +1,7 @@
 //! `operator::apply` against the real API server: objects a resource owns are applied with
 //! the operator's field manager, owner reference and owner labels, re-applied without change,
-//! and pruned by label when no longer desired.
+//! and pruned by label when no longer desired. Also the release of a finalizer that a kind no
+//! longer needs.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::time::Duration;
@@ -9,8 +10,10 @@ use anyhow::{Context, ensure};
 use ferroflow::crd::Experiment;
 use ferroflow::operator::apply::{apply_owned, prune_owned};
 use ferroflow::operator::build::{self, Role};
+use ferroflow::operator::context::FINALIZER;
+use ferroflow::operator::reconcile::remove_finalizer;
 use k8s_openapi::api::core::v1::ConfigMap;
-use kube::api::{ApiResource, DynamicObject, PostParams};
+use kube::api::{ApiResource, DeleteParams, DynamicObject, PostParams};
 use kube::{Api, CustomResourceExt, ResourceExt};
 use serde_json::json;
 
@@ -123,6 +126,69 @@ async fn owned_objects_are_applied_idempotently_and_pruned_by_label() -> anyhow:
             let deleted =
                 prune_owned::<_, DynamicObject>(client, &owner, &desired, &resource).await?;
             ensure!(deleted.is_empty(), "second prune deleted {deleted:?}");
+            Ok(())
+        })
+        .await
+}
+
+#[tokio::test]
+async fn a_finalizer_no_longer_needed_is_released() -> anyhow::Result<()> {
+    let Some(cluster) = harness::connect("a_finalizer_no_longer_needed_is_released").await? else {
+        return Ok(());
+    };
+    cluster
+        .in_namespace("ff-finalizer", |namespace: TestNamespace| async move {
+            let config_maps: Api<ConfigMap> = namespace.api();
+            let other = "e2e.ferroflow.dev/keep".to_owned();
+            let mut held = ConfigMap::default();
+            held.metadata.name = Some("held".to_owned());
+            held.metadata.finalizers = Some(vec![FINALIZER.to_owned(), other.clone()]);
+            let held = config_maps.create(&PostParams::default(), &held).await?;
+
+            // A stale copy must not overwrite a concurrent change of the list.
+            let mut changed = held.clone();
+            changed.metadata.finalizers = Some(vec![FINALIZER.to_owned()]);
+            config_maps
+                .replace("held", &PostParams::default(), &changed)
+                .await?;
+            let stale = remove_finalizer(&config_maps, &held).await;
+            ensure!(
+                matches!(&stale, Err(kube::Error::Api(status)) if status.code == 409),
+                "a stale object must conflict: {stale:?}"
+            );
+
+            // Deleted while held: our finalizer goes, and with it the object.
+            config_maps.delete("held", &DeleteParams::default()).await?;
+            let deleting = config_maps.get("held").await?;
+            ensure!(
+                deleting.metadata.deletion_timestamp.is_some(),
+                "deletion waits for the finalizer"
+            );
+            ensure!(remove_finalizer(&config_maps, &deleting).await?, "removed");
+            harness::wait_deleted(&config_maps, &deleting, Duration::from_secs(30)).await?;
+
+            // Another controller's finalizer stays; a second call finds nothing to do.
+            let mut shared = ConfigMap::default();
+            shared.metadata.name = Some("shared".to_owned());
+            shared.metadata.finalizers = Some(vec![FINALIZER.to_owned(), other.clone()]);
+            let shared = config_maps.create(&PostParams::default(), &shared).await?;
+            ensure!(remove_finalizer(&config_maps, &shared).await?, "removed");
+            let read = config_maps.get("shared").await?;
+            ensure!(
+                read.finalizers() == [other.clone()],
+                "finalizers left: {:?}",
+                read.finalizers()
+            );
+            ensure!(
+                !remove_finalizer(&config_maps, &read).await?,
+                "nothing to remove"
+            );
+            // Let the namespace go.
+            let mut released = read.clone();
+            released.metadata.finalizers = None;
+            config_maps
+                .replace("shared", &PostParams::default(), &released)
+                .await?;
             Ok(())
         })
         .await
