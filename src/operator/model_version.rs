@@ -11,11 +11,13 @@ use kube::{Api, ResourceExt};
 use super::context::Context;
 use super::reconcile::{Failure, Reconciler, now, publish};
 use super::registered_model::{owner_of, tag_changes, tags_of};
+use super::wake::concerns_model;
 use crate::crd::{
     DeletionPolicy, ModelVersion, ModelVersionStatus, Outcome, Reason, ReconcileState,
     RegisteredModel, Stage,
 };
 use crate::store;
+use crate::store::notify::RegistryChange;
 use crate::store::registry::{self, Actor, NewModelVersion, OwnedField, Ownership, RegistryRef};
 
 impl ModelVersion {
@@ -72,6 +74,15 @@ impl Reconciler for ModelVersion {
     const KIND: &'static str = "ModelVersion";
     /// The deletion policy applies to store rows, which no owner reference reaches.
     const NEEDS_FINALIZER: bool = true;
+
+    /// The model is known once reconciled (`status.modelName`); before that, the resync or
+    /// the RegisteredModel watch brings the version here.
+    fn wakes_on(&self, change: &RegistryChange) -> bool {
+        self.status
+            .as_ref()
+            .and_then(|status| status.model_name.as_deref())
+            .is_some_and(|name| concerns_model(change, name))
+    }
 
     fn status(&self) -> Option<&ModelVersionStatus> {
         self.status.as_ref()

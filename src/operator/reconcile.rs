@@ -28,6 +28,7 @@ use super::error::Error;
 use super::guard::Guarded;
 use crate::crd::{Outcome, Progress, Reason, ReconcileState};
 use crate::store;
+use crate::store::notify::RegistryChange;
 
 /// How often a Ready resource is checked again for drift nobody notified us about.
 const READY_RECHECK: Duration = Duration::from_secs(600);
@@ -101,6 +102,13 @@ pub trait Reconciler:
         ctx: &Context,
         status: &mut Self::Status,
     ) -> impl Future<Output = Result<Outcome, Failure>> + Send;
+
+    /// Whether this resource depends on what `change` changed in the registry, so the change
+    /// (made through the REST API) wakes it at once. Only kinds registered with the
+    /// `wake::WakeRouter` are asked.
+    fn wakes_on(&self, _change: &RegistryChange) -> bool {
+        false
+    }
 
     /// Whether deleting a resource must wait for [`Reconciler::cleanup`], through the
     /// operator's finalizer: kinds that apply a deletion policy to store rows. A kind whose

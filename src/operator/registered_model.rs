@@ -9,9 +9,11 @@ use kube::runtime::events::EventType;
 
 use super::context::Context;
 use super::reconcile::{Failure, Reconciler, publish};
+use super::wake::concerns_model;
 use crate::crd::{
     DeletionPolicy, Outcome, Reason, ReconcileState, RegisteredModel, RegisteredModelStatus,
 };
+use crate::store::notify::RegistryChange;
 use crate::store::registry::{Actor, OwnedField, Owner, Ownership, RegistryRef};
 use crate::store::{self, KeyValue};
 
@@ -53,6 +55,10 @@ impl Reconciler for RegisteredModel {
     const KIND: &'static str = "RegisteredModel";
     /// The deletion policy applies to store rows, which no owner reference reaches.
     const NEEDS_FINALIZER: bool = true;
+
+    fn wakes_on(&self, change: &RegistryChange) -> bool {
+        concerns_model(change, self.model_name())
+    }
 
     fn status(&self) -> Option<&RegisteredModelStatus> {
         self.status.as_ref()
