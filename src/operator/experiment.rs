@@ -5,7 +5,7 @@ use kube::ResourceExt;
 
 use super::context::Context;
 use super::reconcile::{Failure, Reconciler};
-use super::registered_model::owner_of;
+use super::shared::owner_of;
 use crate::crd::{DeletionPolicy, Experiment, ExperimentStatus, Outcome, Reason, ReconcileState};
 use crate::store::experiments::{Experiment as StoredExperiment, ExperimentOwnership};
 use crate::store::registry::Actor;

@@ -35,6 +35,7 @@ mod test_support;
 mod experiment;
 mod model_version;
 mod registered_model;
+pub mod shared;
 pub mod wake;
 
 use context::Context;

@@ -10,7 +10,7 @@ use kube::{Api, ResourceExt};
 
 use super::context::Context;
 use super::reconcile::{Failure, Reconciler, now, publish};
-use super::registered_model::{owner_of, tag_changes, tags_of};
+use super::shared::{owner_of, tag_changes, tags_of};
 use super::wake::concerns_model;
 use crate::crd::{
     DeletionPolicy, ModelVersion, ModelVersionStatus, Outcome, Reason, ReconcileState,
