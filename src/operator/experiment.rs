@@ -165,7 +165,7 @@ async fn find_or_create(
             name,
             obj.spec.artifact_location.as_deref(),
             &tags,
-            &ctx.default_artifact_root,
+            &ctx.config.default_artifact_root,
         )
         .await
     {

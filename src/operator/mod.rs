@@ -23,6 +23,7 @@ use crate::store::Store;
 
 pub mod apply;
 pub mod build;
+pub mod config;
 pub mod context;
 pub mod error;
 pub mod guard;
@@ -49,9 +50,6 @@ pub async fn run(
     args: OperatorArgs,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    // Both rustls crypto providers are compiled in (kube: ring, object_store: aws-lc-rs), so
-    // rustls cannot choose; kube-client is built and tested with ring. Err: already installed.
-    let _already_installed = rustls::crypto::ring::default_provider().install_default();
     let client = Client::try_default()
         .await
         .context("failed to configure the Kubernetes client (in-cluster or KUBECONFIG)")?;
@@ -75,7 +73,7 @@ pub async fn run(
         client.clone(),
         store.clone(),
         &identity,
-        args.default_artifact_root.clone(),
+        args.config(),
     ));
     let shutdown = shutdown.boxed().shared();
 

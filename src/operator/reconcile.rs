@@ -23,6 +23,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tracing::Instrument;
 
+use super::config::OperatorConfig;
 use super::context::{Context, FIELD_MANAGER, FINALIZER};
 use super::error::Error;
 use super::guard::Guarded;
@@ -30,15 +31,11 @@ use crate::crd::{Outcome, Progress, Reason, ReconcileState};
 use crate::store;
 use crate::store::notify::RegistryChange;
 
-/// How often a Ready resource is checked again for drift nobody notified us about.
-const READY_RECHECK: Duration = Duration::from_secs(600);
 /// How soon a resource with something under way (a rollout, a run) is looked at again;
 /// watches on the objects it owns usually wake it sooner.
 const PROGRESSING_RECHECK: Duration = Duration::from_secs(3);
 /// How soon a resource that is not ready for a reason that passes by itself is retried.
 const WAITING_RETRY: Duration = Duration::from_secs(5);
-/// How soon a resource stalled on a human is looked at again (store changes also wake it).
-const STALLED_RECHECK: Duration = Duration::from_secs(60);
 /// Backoff after a transient error.
 const ERROR_RETRY: Duration = Duration::from_secs(5);
 
@@ -213,7 +210,7 @@ async fn report_unreadable<K: Reconciler>(invalid: &InvalidObject, ctx: &Context
 pub fn error_policy<K: Reconciler>(
     guarded: Arc<Guarded<K>>,
     error: &Error,
-    _ctx: Arc<Context>,
+    ctx: Arc<Context>,
 ) -> Action {
     let object = match &guarded.0 {
         Ok(obj) => describe(obj),
@@ -222,7 +219,7 @@ pub fn error_policy<K: Reconciler>(
     tracing::warn!(%object, error = %error, source = ?std::error::Error::source(error),
         "reconcile failed; retrying");
     if error.waits_on_others() {
-        Action::requeue(STALLED_RECHECK)
+        Action::requeue(ctx.config.stalled_resync)
     } else {
         Action::requeue(ERROR_RETRY)
     }
@@ -355,15 +352,15 @@ async fn apply<K: Reconciler>(obj: &K, ctx: &Context) -> Result<Action, Error> {
     if let Some(error) = transient {
         return Err(error);
     }
-    Ok(Action::requeue(requeue_after(&outcome)))
+    Ok(Action::requeue(requeue_after(&outcome, &ctx.config)))
 }
 
 /// When to look at a resource again after `outcome`, if nothing wakes it before.
-fn requeue_after(outcome: &Outcome) -> Duration {
+fn requeue_after(outcome: &Outcome, config: &OperatorConfig) -> Duration {
     match outcome.progress {
-        Progress::Ready => READY_RECHECK,
+        Progress::Ready => config.resync,
         Progress::Progressing => PROGRESSING_RECHECK,
-        Progress::NotReady if outcome.is_stalled() => STALLED_RECHECK,
+        Progress::NotReady if outcome.is_stalled() => config.stalled_resync,
         Progress::NotReady => WAITING_RETRY,
     }
 }
@@ -475,8 +472,15 @@ mod tests {
 
     #[test]
     fn requeue_is_short_while_progressing_and_long_when_stalled_or_ready() {
+        let config = OperatorConfig {
+            default_artifact_root: "mlflow-artifacts:".to_owned(),
+            serving_image: "serving".to_owned(),
+            tracking_url: url::Url::parse("http://tracking:5000").unwrap(),
+            resync: Duration::from_secs(600),
+            stalled_resync: Duration::from_secs(60),
+        };
         let cases = [
-            (Outcome::ready("done"), READY_RECHECK),
+            (Outcome::ready("done"), config.resync),
             (
                 Outcome::progressing(Reason::Reconciling, "rolling out"),
                 PROGRESSING_RECHECK,
@@ -487,11 +491,11 @@ mod tests {
             ),
             (
                 Outcome::not_ready(Reason::ModelNotFound, "no model"),
-                STALLED_RECHECK,
+                config.stalled_resync,
             ),
         ];
         for (outcome, expected) in cases {
-            assert_eq!(requeue_after(&outcome), expected, "{outcome:?}");
+            assert_eq!(requeue_after(&outcome, &config), expected, "{outcome:?}");
         }
         assert!(PROGRESSING_RECHECK <= Duration::from_secs(5));
     }
