@@ -81,7 +81,7 @@ impl Reconciler for RegisteredModel {
                     .await?;
                 ctx.store.get_registered_model(name).await?
             }
-            Err(store::Error::NotFound(_)) => {
+            Err(store::Error::NotFound { .. }) => {
                 let tags = tags_of(self.spec.tags.as_ref());
                 match ctx
                     .store
@@ -162,7 +162,9 @@ impl Reconciler for RegisteredModel {
                         )
                         .await;
                     }
-                    Err(store::Error::NotFound(_)) => missing.push(format!("{alias} → {version}")),
+                    Err(store::Error::NotFound { .. }) => {
+                        missing.push(format!("{alias} → {version}"))
+                    }
                     Err(error) => return Err(error.into()),
                 }
             }
@@ -214,7 +216,7 @@ impl Reconciler for RegisteredModel {
             DeletionPolicy::Retain => ctx.store.clear_owner(RegistryRef::Model(name), &uid).await,
         };
         match result {
-            Ok(()) | Err(store::Error::NotFound(_)) => Ok(()),
+            Ok(()) | Err(store::Error::NotFound { .. }) => Ok(()),
             Err(error) => Err(error.into()),
         }
     }

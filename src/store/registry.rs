@@ -40,7 +40,7 @@ use super::filter::{self, Attribute, Clause, Comparator, Key, SearchEntity, Valu
 use super::notify::{ChangeKind, Publish, RegistryChange};
 use super::search::{self, SortKey, SortKind, SqlBuilder, SqlValue, bind_values};
 use super::validation::{self, KeyKind, MAX_ENTITY_KEY_LENGTH};
-use super::{BeginWrite, Error, KeyValue, Page, Result, Store, now_millis, with_pool};
+use super::{BeginWrite, Entity, Error, KeyValue, Page, Result, Store, now_millis, with_pool};
 
 /// Largest page a registered-model search may ask for (MLflow's threshold).
 pub const MAX_REGISTERED_MODELS_PAGE: i64 = 1000;
@@ -465,13 +465,17 @@ fn check_object_writable(
 }
 
 fn model_not_found(name: &str) -> Error {
-    Error::NotFound(format!("Registered Model with name={name} not found"))
+    Error::not_found(
+        Entity::RegisteredModel,
+        format!("Registered Model with name={name} not found"),
+    )
 }
 
 fn version_not_found(name: &str, version: i64) -> Error {
-    Error::NotFound(format!(
-        "Model Version (name={name}, version={version}) not found"
-    ))
+    Error::not_found(
+        Entity::ModelVersion,
+        format!("Model Version (name={name}, version={version}) not found"),
+    )
 }
 
 /// MLflow's `_validate_model_name`, plus a length limit.
@@ -1108,7 +1112,10 @@ impl Store {
                 .map(|version| version.version)
                 .max()
                 .ok_or_else(|| {
-                    Error::NotFound(format!("Latest version not found for model {name}."))
+                    Error::not_found(
+                        Entity::ModelVersion,
+                        format!("Latest version not found for model {name}."),
+                    )
                 })?
         } else {
             model
@@ -1116,8 +1123,9 @@ impl Store {
                 .iter()
                 .find(|(known, _)| known == alias)
                 .map(|(_, version)| *version)
-                .ok_or_else(|| {
-                    Error::Invalid(format!("Registered model alias {alias} not found."))
+                .ok_or_else(|| Error::AliasNotFound {
+                    model: name.to_owned(),
+                    alias: alias.to_owned(),
                 })?
         };
         self.get_model_version(name, version).await
@@ -2021,7 +2029,7 @@ impl Store {
     async fn source_run(&self, run_id: &str) -> Result<Option<super::runs::RunInfo>> {
         match self.get_run(run_id).await {
             Ok(run) => Ok(Some(run.info)),
-            Err(Error::NotFound(_)) | Err(Error::Invalid(_)) => Ok(None),
+            Err(Error::NotFound { .. }) | Err(Error::Invalid(_)) => Ok(None),
             Err(other) => Err(other),
         }
     }
@@ -2053,9 +2061,12 @@ impl Store {
                     .into_iter()
                     .find(|version| version.current_stage == stage)
                     .ok_or_else(|| {
-                        Error::NotFound(format!(
-                            "No versions of model with name '{name}' and stage '{stage}' found"
-                        ))
+                        Error::not_found(
+                            Entity::ModelVersion,
+                            format!(
+                                "No versions of model with name '{name}' and stage '{stage}' found"
+                            ),
+                        )
                     })
             }
         }
@@ -2070,7 +2081,7 @@ impl Store {
                 artifact_uri: model.artifact_uri,
                 source_run_id: model.source_run_id,
             }),
-            Err(Error::NotFound(_)) => {
+            Err(Error::NotFound { .. }) => {
                 Err(invalid_source(&format!("models:/{model_id}"), "model_id"))
             }
             Err(other) => Err(other),

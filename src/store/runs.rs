@@ -13,8 +13,8 @@ use super::search::{
 };
 use super::validation::{self, KeyKind, MAX_PARAM_VALUE_LENGTH, MAX_TAG_VALUE_LENGTH};
 use super::{
-    BeginWrite, Error, KeyValue, LIFECYCLE_ACTIVE, LIFECYCLE_DELETED, Page, Pool, Result, Store,
-    ViewType, now_millis, with_pool,
+    BeginWrite, Entity, Error, KeyValue, LIFECYCLE_ACTIVE, LIFECYCLE_DELETED, Page, Pool, Result,
+    Store, ViewType, now_millis, with_pool,
 };
 
 /// The tag MLflow keeps in sync with the run's name.
@@ -273,7 +273,7 @@ impl Store {
             .bind(run_id)
             .fetch_optional(pool)
             .await)?;
-        info.ok_or_else(|| Error::NotFound(format!("Run with id={run_id} not found")))
+        info.ok_or_else(|| Error::not_found(Entity::Run, format!("Run with id={run_id} not found")))
     }
 
     /// A run that must exist and be active, for writes.
@@ -362,9 +362,10 @@ impl Store {
             .execute(pool)
             .await.map(|done| done.rows_affected()))?;
         if deleted == 0 {
-            return Err(Error::NotFound(format!(
-                "No tag with name: {key} in run with id {run_id}"
-            )));
+            return Err(Error::not_found(
+                Entity::Tag,
+                format!("No tag with name: {key} in run with id {run_id}"),
+            ));
         }
         Ok(())
     }
