@@ -101,7 +101,7 @@ impl Reconciler for Experiment {
                     .delete_experiment_tag(experiment.experiment_id, key, actor)
                     .await
                 {
-                    Ok(()) | Err(store::Error::NotFound(_)) => {}
+                    Ok(()) | Err(store::Error::NotFound { .. }) => {}
                     Err(error) => return Err(error.into()),
                 }
             }
@@ -120,7 +120,7 @@ impl Reconciler for Experiment {
             .await
         {
             Ok(experiment) => experiment,
-            Err(store::Error::NotFound(_)) => return Ok(()),
+            Err(store::Error::NotFound { .. }) => return Ok(()),
             Err(error) => return Err(error.into()),
         };
         // Only the experiment this resource declares: one with the same name that another
@@ -150,7 +150,7 @@ async fn find_or_create(
 ) -> Result<StoredExperiment, Failure> {
     match ctx.store.get_experiment_by_name(name).await {
         Ok(experiment) => return Ok(experiment),
-        Err(store::Error::NotFound(_)) => {}
+        Err(store::Error::NotFound { .. }) => {}
         Err(error) => return Err(error.into()),
     }
     let tags: Vec<KeyValue> = obj

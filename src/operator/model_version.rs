@@ -106,7 +106,7 @@ impl Reconciler for ModelVersion {
         match ctx.store.get_registered_model(&name).await {
             Ok(_) => {}
             // The RegisteredModel resource exists but has not created the model yet.
-            Err(store::Error::NotFound(_)) => {
+            Err(store::Error::NotFound { .. }) => {
                 return Ok(Outcome::progressing(
                     Reason::Reconciling,
                     format!("waiting for registered model '{name}' to be created"),
@@ -234,7 +234,7 @@ impl Reconciler for ModelVersion {
                 }
             };
             match result {
-                Ok(()) | Err(store::Error::NotFound(_)) => {}
+                Ok(()) | Err(store::Error::NotFound { .. }) => {}
                 Err(error) => return Err(error.into()),
             }
         }

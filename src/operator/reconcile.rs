@@ -56,8 +56,11 @@ impl From<store::Error> for Failure {
     fn from(error: store::Error) -> Self {
         use store::Error as E;
         match error {
-            E::NotFound(message) => {
+            E::NotFound { message, .. } => {
                 Failure::Report(Outcome::not_ready(Reason::VersionNotFound, message))
+            }
+            E::AliasNotFound { .. } => {
+                Failure::Report(Outcome::not_ready(Reason::InvalidSpec, error.to_string()))
             }
             E::OwnedElsewhere { .. } => Failure::Report(Outcome::not_ready(
                 Reason::OwnedElsewhere,
@@ -504,7 +507,7 @@ mod tests {
     fn store_refusals_are_reported_and_database_failures_retried() {
         let cases = [
             (
-                store::Error::NotFound("no version 7".into()),
+                store::Error::not_found(store::Entity::ModelVersion, "no version 7"),
                 Some(Reason::VersionNotFound),
             ),
             (

@@ -76,7 +76,7 @@ impl Reconciler for RegisteredModel {
                     .await?;
                 ctx.store.get_registered_model(name).await?
             }
-            Err(store::Error::NotFound(_)) => {
+            Err(store::Error::NotFound { .. }) => {
                 let tags = tags_of(self.spec.tags.as_ref());
                 match ctx
                     .store
@@ -149,7 +149,7 @@ impl Reconciler for RegisteredModel {
                         )
                         .await;
                     }
-                    Err(store::Error::NotFound(_)) => missing.push(format!("{alias} → {to}")),
+                    Err(store::Error::NotFound { .. }) => missing.push(format!("{alias} → {to}")),
                     Err(error) => return Err(error.into()),
                 }
             }
@@ -199,7 +199,7 @@ impl Reconciler for RegisteredModel {
             DeletionPolicy::Retain => ctx.store.clear_owner(RegistryRef::Model(name), &uid).await,
         };
         match result {
-            Ok(()) | Err(store::Error::NotFound(_)) => Ok(()),
+            Ok(()) | Err(store::Error::NotFound { .. }) => Ok(()),
             Err(error) => Err(error.into()),
         }
     }
