@@ -13,8 +13,9 @@ use serde::Serialize;
 use super::GROUP;
 use super::condition::Reason;
 
-/// What every kind's check starts with: helpers, then the shared rules (deletion,
-/// observedGeneration lag, no Ready condition yet), leaving `ready` and `stalled` to the part.
+/// What every kind's check starts with: helpers (among them `needsHuman` and `fromReady`, the
+/// decisions most kinds share), then the rules every kind follows (deletion, observedGeneration
+/// lag, no Ready condition yet), leaving `ready` and `stalled` to the part.
 const PRELUDE: &str = include_str!("../../config/argocd/lua/prelude.lua");
 /// The prelude's line that the terminal reasons replace.
 const TERMINAL_REASONS_MARKER: &str = "  -- @terminal-reasons: one `Name = true,` line per reason whose Reason::is_terminal is true\n";

@@ -51,6 +51,32 @@ local function describe(c, fallback)
   return fallback
 end
 
+-- Degraded when a human must act: Stalled=True, or Ready=False with a terminal reason. nil
+-- otherwise.
+local function needsHuman(ready, stalled)
+  if stalled ~= nil and stalled.status == "True" then
+    if ready.status ~= "True" and nonEmpty(ready.message) then
+      return { status = "Degraded", message = ready.message }
+    end
+    return { status = "Degraded", message = describe(stalled, "Stalled: a human must act") }
+  end
+  if ready.status == "False" and TERMINAL_REASONS[ready.reason] then
+    return { status = "Degraded", message = describe(ready, "Not ready") }
+  end
+  return nil
+end
+
+-- What the Ready condition says once nothing needs a human.
+local function fromReady(ready)
+  if ready.status == "True" then
+    return { status = "Healthy", message = describe(ready, "Ready") }
+  end
+  if ready.status == "False" then
+    return { status = "Progressing", message = describe(ready, "Not ready yet") }
+  end
+  return { status = "Progressing", message = describe(ready, "Readiness not known yet") }
+end
+
 -- What every ferroflow kind shares: Progressing while the resource is being deleted or the
 -- operator has not yet reported on the current spec. Returns nil once the conditions describe
 -- the current generation.
@@ -95,39 +121,21 @@ end
 
 local ready = getCondition("Ready")
 local stalled = getCondition("Stalled")
-local progressing = getCondition("Progressing")
-hs = {}
 if obj.spec ~= nil and obj.spec.suspend == true then
   -- The operator leaves the serving workload as it is while suspended.
-  hs.status = "Suspended"
-  hs.message = describe(ready, "Suspended (spec.suspend is true)")
-elseif stalled ~= nil and stalled.status == "True" then
-  hs.status = "Degraded"
-  if ready.status ~= "True" and nonEmpty(ready.message) then
-    hs.message = ready.message
-  else
-    hs.message = describe(stalled, "Stalled: a human must act")
-  end
-elseif ready.status == "False" and TERMINAL_REASONS[ready.reason] then
-  hs.status = "Degraded"
-  hs.message = describe(ready, "Not ready")
-elseif progressing ~= nil and progressing.status == "True" then
-  hs.status = "Progressing"
+  return { status = "Suspended", message = describe(ready, "Suspended (spec.suspend is true)") }
+end
+hs = needsHuman(ready, stalled)
+if hs ~= nil then
+  return hs
+end
+local progressing = getCondition("Progressing")
+if progressing ~= nil and progressing.status == "True" then
   -- During a rollout Ready may still be True (the previous version serves): then the
   -- Progressing condition says what is being rolled out.
   if ready.status ~= "True" and nonEmpty(ready.message) then
-    hs.message = ready.message
-  else
-    hs.message = describe(progressing, "Rolling out")
+    return { status = "Progressing", message = ready.message }
   end
-elseif ready.status == "True" then
-  hs.status = "Healthy"
-  hs.message = describe(ready, "Ready")
-elseif ready.status == "False" then
-  hs.status = "Progressing"
-  hs.message = describe(ready, "Not ready yet")
-else
-  hs.status = "Progressing"
-  hs.message = describe(ready, "Readiness not known yet")
+  return { status = "Progressing", message = describe(progressing, "Rolling out") }
 end
-return hs
+return fromReady(ready)

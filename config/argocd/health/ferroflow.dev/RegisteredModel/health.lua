@@ -51,6 +51,32 @@ local function describe(c, fallback)
   return fallback
 end
 
+-- Degraded when a human must act: Stalled=True, or Ready=False with a terminal reason. nil
+-- otherwise.
+local function needsHuman(ready, stalled)
+  if stalled ~= nil and stalled.status == "True" then
+    if ready.status ~= "True" and nonEmpty(ready.message) then
+      return { status = "Degraded", message = ready.message }
+    end
+    return { status = "Degraded", message = describe(stalled, "Stalled: a human must act") }
+  end
+  if ready.status == "False" and TERMINAL_REASONS[ready.reason] then
+    return { status = "Degraded", message = describe(ready, "Not ready") }
+  end
+  return nil
+end
+
+-- What the Ready condition says once nothing needs a human.
+local function fromReady(ready)
+  if ready.status == "True" then
+    return { status = "Healthy", message = describe(ready, "Ready") }
+  end
+  if ready.status == "False" then
+    return { status = "Progressing", message = describe(ready, "Not ready yet") }
+  end
+  return { status = "Progressing", message = describe(ready, "Readiness not known yet") }
+end
+
 -- What every ferroflow kind shares: Progressing while the resource is being deleted or the
 -- operator has not yet reported on the current spec. Returns nil once the conditions describe
 -- the current generation.
@@ -95,25 +121,4 @@ end
 
 local ready = getCondition("Ready")
 local stalled = getCondition("Stalled")
-hs = {}
-if stalled ~= nil and stalled.status == "True" then
-  hs.status = "Degraded"
-  if ready.status ~= "True" and nonEmpty(ready.message) then
-    hs.message = ready.message
-  else
-    hs.message = describe(stalled, "Stalled: a human must act")
-  end
-elseif ready.status == "True" then
-  hs.status = "Healthy"
-  hs.message = describe(ready, "Ready")
-elseif ready.status == "False" and TERMINAL_REASONS[ready.reason] then
-  hs.status = "Degraded"
-  hs.message = describe(ready, "Not ready")
-elseif ready.status == "False" then
-  hs.status = "Progressing"
-  hs.message = describe(ready, "Not ready yet")
-else
-  hs.status = "Progressing"
-  hs.message = describe(ready, "Readiness not known yet")
-end
-return hs
+return needsHuman(ready, stalled) or fromReady(ready)
