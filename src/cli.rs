@@ -230,6 +230,11 @@ pub struct CrdArgs {
     /// Write `<plural>.<group>.yaml` per kind into this folder instead of printing one stream.
     #[arg(long)]
     pub output_dir: Option<PathBuf>,
+    /// Also write the Argo CD health checks (`health/<group>/<Kind>/health.lua`, `reasons.json`)
+    /// into this folder (the repo's `config/argocd`), from the Lua of its `lua/` as built into
+    /// this binary and the condition reasons. For `make generate`.
+    #[arg(long, hide = true)]
+    pub argocd_dir: Option<PathBuf>,
 }
 
 #[cfg(test)]

@@ -1,6 +1,7 @@
 //! The `ferroflow` binary: parse the command line, set up logging, run a subcommand until
 //! SIGTERM/SIGINT.
 
+use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 
 use anyhow::Context;
@@ -42,16 +43,35 @@ async fn upgrade(url: &str) -> anyhow::Result<()> {
 }
 
 fn print_crds(args: &CrdArgs) -> anyhow::Result<()> {
+    if let Some(dir) = &args.argocd_dir {
+        write_files(dir, crd::argocd::files()?)?;
+    }
     let crds = crd::all();
     let Some(dir) = &args.output_dir else {
         print!("{}", crd::to_yaml(&crds)?);
         return Ok(());
     };
-    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    for one in &crds {
-        let path = dir.join(crd::file_name(one));
-        std::fs::write(&path, crd::to_yaml(std::slice::from_ref(one))?)
-            .with_context(|| format!("writing {}", path.display()))?;
+    let files = crds
+        .iter()
+        .map(|one| {
+            Ok((
+                crd::file_name(one).into(),
+                crd::to_yaml(std::slice::from_ref(one))?,
+            ))
+        })
+        .collect::<anyhow::Result<Vec<_>>>()?;
+    write_files(dir, files)
+}
+
+/// Writes each `(path relative to dir, content)`, creating the folders on the way.
+fn write_files(dir: &Path, files: Vec<(PathBuf, String)>) -> anyhow::Result<()> {
+    for (relative, content) in files {
+        let path = dir.join(relative);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent)
+                .with_context(|| format!("creating {}", parent.display()))?;
+        }
+        std::fs::write(&path, content).with_context(|| format!("writing {}", path.display()))?;
     }
     Ok(())
 }

@@ -16,8 +16,10 @@ pub const PROGRESSING: &str = "Progressing";
 pub const STALLED: &str = "Stalled";
 
 /// Why a condition has its status. A closed vocabulary, so dashboards and health checks can
-/// match on it; the message carries the details.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+/// match on it; the message carries the details. It is a published contract: the Argo CD health
+/// checks and `config/argocd/reasons.json` are generated from it (`make generate`), so adding a
+/// reason means deciding `is_terminal` for it and regenerating.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, JsonSchema)]
 pub enum Reason {
     /// The store matches the spec.
     Reconciled,
@@ -29,15 +31,75 @@ pub enum Reason {
     VersionNotFound,
     /// The referenced registered model (resource or store row) does not exist.
     ModelNotFound,
+    /// A referenced alias is not set on the registered model, or names a version that does not
+    /// exist (RegisteredModel aliases, a ModelDeployment that follows an alias).
+    AliasNotFound,
     /// Another resource already declares the same store row.
     OwnedElsewhere,
     /// The spec passed the schema but the store refuses it (e.g. a name MLflow rejects).
     InvalidSpec,
+    /// A PromotionPolicy refuses the alias move or stage change the spec asks for (RegisteredModel,
+    /// ModelVersion); the message names the failing rule.
+    PolicyDenied,
     /// The metadata store could not be reached or failed; retried with backoff.
     StoreUnavailable,
+    /// Waiting for something outside the operator to start: a ModelDeployment's replicas to
+    /// become ready, a ProjectRun's Pod to be scheduled.
+    Pending,
+    /// `spec.suspend` is true: the operator leaves the workload as it is (ModelDeployment) or
+    /// creates no Pod (ProjectRun) until it is false again.
+    Suspended,
+    /// A ModelDeployment is rolling out a newly resolved version.
+    RollingOut,
+    /// A ModelDeployment is returning to its last good version after a failed rollout.
+    RollingBack,
+    /// A ModelDeployment's rollout made no progress within its deadline (crash loop, image
+    /// that cannot be pulled, replicas never ready).
+    RolloutStuck,
+    /// The analysis of a ModelDeployment's new version failed (e.g. error rate or latency over
+    /// its threshold).
+    AnalysisFailed,
+    /// A ModelDeployment's rollout failed and it serves its last good version again; the spec
+    /// must change before it tries the failed version again.
+    RolledBack,
+    /// A ProjectRun's Pod runs the project.
+    Running,
+    /// A ProjectRun finished and its MLflow run is FINISHED.
+    Succeeded,
+    /// A ProjectRun's Pod failed and its MLflow run is FAILED. The run is over, not stalled:
+    /// nothing is retried and nothing waits for a human.
+    Failed,
+    /// A ProjectRun was stopped (deleted, or past `activeDeadlineSeconds`) and its MLflow run
+    /// is KILLED. Over, like `Failed`.
+    Killed,
 }
 
 impl Reason {
+    /// Every reason, in declaration order.
+    pub const ALL: &[Reason] = &[
+        Reason::Reconciled,
+        Reason::Reconciling,
+        Reason::Deleting,
+        Reason::VersionNotFound,
+        Reason::ModelNotFound,
+        Reason::AliasNotFound,
+        Reason::OwnedElsewhere,
+        Reason::InvalidSpec,
+        Reason::PolicyDenied,
+        Reason::StoreUnavailable,
+        Reason::Pending,
+        Reason::Suspended,
+        Reason::RollingOut,
+        Reason::RollingBack,
+        Reason::RolloutStuck,
+        Reason::AnalysisFailed,
+        Reason::RolledBack,
+        Reason::Running,
+        Reason::Succeeded,
+        Reason::Failed,
+        Reason::Killed,
+    ];
+
     pub fn as_str(self) -> &'static str {
         match self {
             Reason::Reconciled => "Reconciled",
@@ -45,22 +107,52 @@ impl Reason {
             Reason::Deleting => "Deleting",
             Reason::VersionNotFound => "VersionNotFound",
             Reason::ModelNotFound => "ModelNotFound",
+            Reason::AliasNotFound => "AliasNotFound",
             Reason::OwnedElsewhere => "OwnedElsewhere",
             Reason::InvalidSpec => "InvalidSpec",
+            Reason::PolicyDenied => "PolicyDenied",
             Reason::StoreUnavailable => "StoreUnavailable",
+            Reason::Pending => "Pending",
+            Reason::Suspended => "Suspended",
+            Reason::RollingOut => "RollingOut",
+            Reason::RollingBack => "RollingBack",
+            Reason::RolloutStuck => "RolloutStuck",
+            Reason::AnalysisFailed => "AnalysisFailed",
+            Reason::RolledBack => "RolledBack",
+            Reason::Running => "Running",
+            Reason::Succeeded => "Succeeded",
+            Reason::Failed => "Failed",
+            Reason::Killed => "Killed",
         }
     }
 
     /// Terminal reasons need a human (or another resource) to change something; the operator
-    /// reports them as Stalled instead of retrying in a hot loop.
+    /// reports them as Stalled instead of retrying in a hot loop, and Argo CD shows Degraded.
+    /// No wildcard: a new reason cannot compile until someone decides which it is.
     pub fn is_terminal(self) -> bool {
-        matches!(
-            self,
+        match self {
             Reason::VersionNotFound
-                | Reason::ModelNotFound
-                | Reason::OwnedElsewhere
-                | Reason::InvalidSpec
-        )
+            | Reason::ModelNotFound
+            | Reason::AliasNotFound
+            | Reason::OwnedElsewhere
+            | Reason::InvalidSpec
+            | Reason::PolicyDenied
+            | Reason::RolloutStuck
+            | Reason::AnalysisFailed
+            | Reason::RolledBack => true,
+            Reason::Reconciled
+            | Reason::Reconciling
+            | Reason::Deleting
+            | Reason::StoreUnavailable
+            | Reason::Pending
+            | Reason::Suspended
+            | Reason::RollingOut
+            | Reason::RollingBack
+            | Reason::Running
+            | Reason::Succeeded
+            | Reason::Failed
+            | Reason::Killed => false,
+        }
     }
 }
 

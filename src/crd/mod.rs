@@ -7,6 +7,7 @@ use kube::CustomResourceExt;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
 
+pub mod argocd;
 pub mod condition;
 pub mod experiment;
 pub mod model_version;

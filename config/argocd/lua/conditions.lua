@@ -1,0 +1,1 @@
+return needsHuman(ready, stalled) or fromReady(ready)
