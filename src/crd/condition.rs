@@ -34,6 +34,12 @@ pub enum Reason {
     /// A referenced alias is not set on the registered model, or names a version that does not
     /// exist (RegisteredModel aliases, a ModelDeployment that follows an alias).
     AliasNotFound,
+    /// The MLflow experiment a resource names does not exist in the store.
+    ExperimentNotFound,
+    /// The MLflow run a resource names (e.g. a ModelVersion's `runId`) does not exist.
+    RunNotFound,
+    /// The logged model a resource names (e.g. a `models:/m-…` source) does not exist.
+    LoggedModelNotFound,
     /// Another resource already declares the same store row.
     OwnedElsewhere,
     /// The spec passed the schema but the store refuses it (e.g. a name MLflow rejects).
@@ -83,6 +89,9 @@ impl Reason {
         Reason::VersionNotFound,
         Reason::ModelNotFound,
         Reason::AliasNotFound,
+        Reason::ExperimentNotFound,
+        Reason::RunNotFound,
+        Reason::LoggedModelNotFound,
         Reason::OwnedElsewhere,
         Reason::InvalidSpec,
         Reason::PolicyDenied,
@@ -108,6 +117,9 @@ impl Reason {
             Reason::VersionNotFound => "VersionNotFound",
             Reason::ModelNotFound => "ModelNotFound",
             Reason::AliasNotFound => "AliasNotFound",
+            Reason::ExperimentNotFound => "ExperimentNotFound",
+            Reason::RunNotFound => "RunNotFound",
+            Reason::LoggedModelNotFound => "LoggedModelNotFound",
             Reason::OwnedElsewhere => "OwnedElsewhere",
             Reason::InvalidSpec => "InvalidSpec",
             Reason::PolicyDenied => "PolicyDenied",
@@ -134,6 +146,9 @@ impl Reason {
             Reason::VersionNotFound
             | Reason::ModelNotFound
             | Reason::AliasNotFound
+            | Reason::ExperimentNotFound
+            | Reason::RunNotFound
+            | Reason::LoggedModelNotFound
             | Reason::OwnedElsewhere
             | Reason::InvalidSpec
             | Reason::PolicyDenied
@@ -182,8 +197,7 @@ pub struct ReconcileState {
     /// The `metadata.generation` this status describes; lags while a spec change is applied.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// Ready (summary), Progressing (under way), Stalled (a human must act); one entry per
-    /// type.
+    /// Ready (summary), Progressing (under way), Stalled (a human must act); one per type.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,

@@ -51,29 +51,38 @@ pub enum Failure {
 }
 
 impl From<store::Error> for Failure {
-    /// Store refusals become conditions; database failures are retried. `NotFound` here means
-    /// a version the spec names (models are looked up explicitly by each reconciler).
+    /// Store refusals become conditions with the reason [`refusal_reason`] gives; database
+    /// failures are retried.
     fn from(error: store::Error) -> Self {
-        use store::Error as E;
-        match error {
-            E::NotFound { message, .. } => {
-                Failure::Report(Outcome::not_ready(Reason::VersionNotFound, message))
-            }
-            E::AliasNotFound { .. } => {
-                Failure::Report(Outcome::not_ready(Reason::InvalidSpec, error.to_string()))
-            }
-            E::OwnedElsewhere { .. } => Failure::Report(Outcome::not_ready(
-                Reason::OwnedElsewhere,
-                error.to_string(),
-            )),
-            E::AlreadyExists(message)
-            | E::Invalid(message)
-            | E::BadRequest(message)
-            | E::InvalidState(message) => {
-                Failure::Report(Outcome::not_ready(Reason::InvalidSpec, message))
-            }
-            E::UnsupportedUri(_) | E::Database(_) | E::Migrate(_) => Failure::Store(error),
+        match refusal_reason(&error) {
+            Some(reason) => Failure::Report(Outcome::not_ready(reason, error.to_string())),
+            None => Failure::Store(error),
         }
+    }
+}
+
+/// The condition reason for a store refusal, read from the error's case (never its text);
+/// `None` for failures worth retrying. Written without a wildcard: a new store error cannot
+/// compile until someone decides its reason.
+pub fn refusal_reason(error: &store::Error) -> Option<Reason> {
+    use store::{Entity, Error as E};
+    match error {
+        E::NotFound { entity, .. } => Some(match entity {
+            Entity::Experiment => Reason::ExperimentNotFound,
+            Entity::Run => Reason::RunNotFound,
+            Entity::RegisteredModel => Reason::ModelNotFound,
+            Entity::ModelVersion => Reason::VersionNotFound,
+            Entity::LoggedModel => Reason::LoggedModelNotFound,
+            // A tag deleted by someone else between our read and our write: the next
+            // reconcile reads the row again.
+            Entity::Tag => Reason::Reconciling,
+        }),
+        E::AliasNotFound { .. } => Some(Reason::AliasNotFound),
+        E::OwnedElsewhere { .. } => Some(Reason::OwnedElsewhere),
+        E::AlreadyExists(_) | E::Invalid(_) | E::BadRequest(_) | E::InvalidState(_) => {
+            Some(Reason::InvalidSpec)
+        }
+        E::UnsupportedUri(_) | E::Database(_) | E::Migrate(_) => None,
     }
 }
 
@@ -504,27 +513,73 @@ mod tests {
     }
 
     #[test]
-    fn store_refusals_are_reported_and_database_failures_retried() {
+    fn each_store_error_has_its_own_reason_and_database_failures_are_retried() {
+        use store::{Entity, Error as E};
+        let owner = store::registry::Owner {
+            namespace: "ml".into(),
+            kind: "RegisteredModel".into(),
+            name: "churn".into(),
+            uid: "uid-1".into(),
+        };
+        // One row per variant (and per entity of NotFound); `refusal_reason` has no wildcard,
+        // so a new variant fails to compile until it is mapped, and then belongs here.
         let cases = [
             (
-                store::Error::not_found(store::Entity::ModelVersion, "no version 7"),
+                E::not_found(Entity::Experiment, "no experiment"),
+                Some(Reason::ExperimentNotFound),
+            ),
+            (
+                E::not_found(Entity::Run, "no run"),
+                Some(Reason::RunNotFound),
+            ),
+            (
+                E::not_found(Entity::RegisteredModel, "no model"),
+                Some(Reason::ModelNotFound),
+            ),
+            (
+                E::not_found(Entity::ModelVersion, "no version 7"),
                 Some(Reason::VersionNotFound),
             ),
             (
-                store::Error::Invalid("bad name".into()),
-                Some(Reason::InvalidSpec),
+                E::not_found(Entity::LoggedModel, "no logged model"),
+                Some(Reason::LoggedModelNotFound),
             ),
             (
-                store::Error::InvalidState("deleted".into()),
-                Some(Reason::InvalidSpec),
+                E::not_found(Entity::Tag, "no tag"),
+                Some(Reason::Reconciling),
             ),
-            (store::Error::Database(sqlx::Error::PoolTimedOut), None),
+            (
+                E::AliasNotFound {
+                    model: "churn".into(),
+                    alias: "champion".into(),
+                },
+                Some(Reason::AliasNotFound),
+            ),
+            (
+                E::OwnedElsewhere {
+                    object: "registered model 'churn'".into(),
+                    field: Some("aliases".into()),
+                    owner: Box::new(owner),
+                },
+                Some(Reason::OwnedElsewhere),
+            ),
+            (E::AlreadyExists("exists".into()), Some(Reason::InvalidSpec)),
+            (E::Invalid("bad name".into()), Some(Reason::InvalidSpec)),
+            (E::BadRequest("taken".into()), Some(Reason::InvalidSpec)),
+            (E::InvalidState("deleted".into()), Some(Reason::InvalidSpec)),
+            (E::UnsupportedUri("mysql://x".into()), None),
+            (E::Database(sqlx::Error::PoolTimedOut), None),
+            (
+                E::Migrate(sqlx::migrate::MigrateError::VersionMissing(1)),
+                None,
+            ),
         ];
         for (error, expected) in cases {
             let description = error.to_string();
             match (Failure::from(error), expected) {
                 (Failure::Report(outcome), Some(reason)) => {
                     assert_eq!(outcome.reason, reason, "{description}");
+                    assert_eq!(outcome.message, description);
                     assert!(!outcome.is_ready());
                 }
                 (Failure::Store(_), None) => {}
