@@ -39,10 +39,14 @@ started=$SECONDS
   cd "$HERE/helm"
   version=$(go list -m -f '{{.Version}}' helm.sh/helm/v3)
   echo "build-helm.sh: building helm $version into $OUT" >&2
-  # helm reports its version from these; without them `helm version` says v3.x-dev.
-  go build -mod=readonly -trimpath \
-    -ldflags "-s -w -X helm.sh/helm/v3/internal/version.version=$version -X helm.sh/helm/v3/internal/version.gitTreeState=clean" \
-    -o "$tmp/helm" helm.sh/helm/v3/cmd/helm
+  # As helm's Makefile: its version, and the Kubernetes version of its client-go (v0.N ->
+  # 1.N), which `helm template` and `helm lint` assume; without them v3.x-dev and 1.20.
+  kube_minor=$(go list -m -f '{{.Version}}' k8s.io/client-go | cut -d. -f2)
+  ldflags="-s -w -X helm.sh/helm/v3/internal/version.version=$version -X helm.sh/helm/v3/internal/version.gitTreeState=clean"
+  for pkg in helm.sh/helm/v3/pkg/lint/rules helm.sh/helm/v3/pkg/chartutil; do
+    ldflags+=" -X $pkg.k8sVersionMajor=1 -X $pkg.k8sVersionMinor=$kube_minor"
+  done
+  go build -mod=readonly -trimpath -ldflags "$ldflags" -o "$tmp/helm" helm.sh/helm/v3/cmd/helm
 ) >&2
 echo "build-helm.sh: built in $((SECONDS - started))s" >&2
 touch "$tmp/.complete"
