@@ -8,10 +8,15 @@ without them (failed when CI is set)."""
 from __future__ import annotations
 
 import os
+import subprocess
+import threading
+import time
 import uuid
 from datetime import datetime
+from urllib.parse import urlsplit
 
 import pytest
+import requests
 from helm_helpers import CHART, helm
 from kubectl_helpers import KUBECONFIG, KUBECTL, get, kubectl, wait_until
 
@@ -163,3 +168,197 @@ spec:
     finally:
         kubectl("delete", "pvc", "ff-ferroflow", "-n", namespace, "--wait=false", check=False)
         kubectl("delete", "pv", volume, "--wait=false", check=False)
+
+
+# --- The chart with the image it ships, on the real node -----------------------------------
+
+# Imported for their fixtures and helpers: the real node's settings and the loopback relay.
+from test_real_node import NODE_IP, NODE_NAME, POD_WAIT_S, TAINT, Relay, real_node  # noqa: E402,F401
+
+REQUEST_TIMEOUT_S = 5
+
+
+def ferroflow_image(binary: str) -> tuple[str, str]:
+    """e2e/images/ferroflow.sh's image of `binary`, imported into the node: (repository, tag)."""
+    images = CHART.parents[1] / "e2e" / "images"
+    built = subprocess.run(["bash", str(images / "ferroflow.sh"), binary], capture_output=True, text=True, timeout=300)
+    assert built.returncode == 0, built.stderr
+    archive, ref = built.stdout.split()[-2:]
+    imported = subprocess.run(["bash", str(images / "import.sh"), archive, ref], capture_output=True, text=True, timeout=300)
+    assert imported.returncode == 0, imported.stderr
+    return tuple(ref.rsplit(":", 1))
+
+
+class ServiceClient:
+    """Requests to a Service as kube-proxy would send them: spread over its ready endpoints,
+    read from its EndpointSlices. (The e2e node runs no kube-proxy, so there is no virtual IP.)
+    Each request opens a new connection, as a client behind kube-proxy gets a new backend per
+    connection."""
+
+    def __init__(self, namespace: str, service: str):
+        self.namespace, self.service = namespace, service
+        self.endpoints: list[str] = []
+        self.turn = 0
+        self.refresh()
+
+    def refresh(self):
+        slices = get(self.namespace, "endpointslices")["items"]
+        self.endpoints = sorted(
+            address
+            for s in slices if s["metadata"]["labels"].get("kubernetes.io/service-name") == self.service
+            for e in s.get("endpoints") or [] if (e.get("conditions") or {}).get("ready")
+            for address in e["addresses"]
+        )
+
+    def get(self, path: str) -> tuple[str, requests.Response]:
+        assert self.endpoints, f"service {self.service} has no ready endpoint"
+        self.turn += 1
+        address = self.endpoints[self.turn % len(self.endpoints)]
+        return address, requests.get(f"http://{address}:5000{path}", timeout=REQUEST_TIMEOUT_S,
+                                     headers={"Connection": "close"})
+
+
+class Poller:
+    """Polls the server through ServiceClient in a thread; counts answers per Pod and failures."""
+
+    def __init__(self, client: ServiceClient, path: str):
+        self.client, self.path = client, path
+        self.answers: dict[str, int] = {}
+        self.failures: list[str] = []
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, daemon=True)
+        self.thread.start()
+
+    def _run(self):
+        last_refresh = 0.0
+        while not self.stop.is_set():
+            if time.monotonic() - last_refresh > 0.5:
+                self.client.refresh()
+                last_refresh = time.monotonic()
+            try:
+                address, response = self.client.get(self.path)
+                if response.status_code == 200:
+                    self.answers[address] = self.answers.get(address, 0) + 1
+                else:
+                    self.failures.append(f"{address}: {response.status_code} {response.text[:200]}")
+            except (requests.RequestException, AssertionError) as error:
+                self.failures.append(repr(error))
+            time.sleep(0.02)
+
+    def finish(self) -> int:
+        self.stop.set()
+        self.thread.join(timeout=30)
+        return sum(self.answers.values())
+
+
+def metric(text: str, series: str) -> float:
+    return next((float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith(series + " ")), 0.0)
+
+
+def server_pods(namespace: str) -> list[dict]:
+    pods = get(namespace, "pods")["items"]
+    return [p for p in pods if p["metadata"]["labels"].get("app.kubernetes.io/component") == "server"
+            and p["metadata"].get("deletionTimestamp") is None]
+
+
+@pytest.fixture
+def node_namespace(real_node, request):
+    name = f"helm-real-{uuid.uuid4().hex[:8]}"
+    kubectl("create", "namespace", name)
+    kubectl("wait", "--for=create", "serviceaccount/default", "-n", name, "--timeout=60s")
+    yield name
+    if getattr(request.node, "rep_call", None) is not None and request.node.rep_call.failed:
+        print(kubectl("get", "pods,jobs,endpointslices", "-n", name, "-o", "wide", check=False).stdout)
+        print(kubectl("get", "events", "-n", name, check=False).stdout)
+    helm("uninstall", "ff", "--namespace", name, "--wait", check=False)
+    kubectl("delete", "namespace", name, "--timeout=120s", check=False)
+
+
+@pytest.fixture
+def pod_database(real_node):
+    """A fresh Postgres database, reached by Pods through a relay on the bridge address."""
+    admin = os.environ.get("FERROFLOW_TEST_PG_URL")
+    if not admin:
+        if os.environ.get("CI"):
+            pytest.fail("FERROFLOW_TEST_PG_URL is not set in CI")
+        pytest.skip("needs FERROFLOW_TEST_PG_URL")
+    from conftest import _PostgresDatabase
+
+    database = _PostgresDatabase(admin)
+    parts = urlsplit(database.url)
+    relay = Relay(NODE_IP, (parts.hostname, parts.port or 5432))
+    port = relay.listener.getsockname()[1]
+    user = f"{parts.username}@" if parts.username else ""
+    yield f"postgresql://{user}{NODE_IP}:{port}{parts.path}"
+    relay.close()
+    database.drop()
+
+
+def test_the_image_on_the_real_node_serves_spreads_and_rolls_without_a_failed_request(
+    request, node_namespace, pod_database
+):
+    binary = request.config.getoption("--ferroflow-bin")
+    if not binary:
+        pytest.skip("needs FERROFLOW_BIN: the image packs the binary under test")
+    repository, tag = ferroflow_image(binary)
+    namespace = node_namespace
+    kubectl("create", "secret", "generic", "ferroflow-db", "-n", namespace, f"--from-literal=uri={pod_database}")
+    values = [
+        "--set", f"image.repository={repository}", "--set", f"image.tag={tag}", "--set", "image.pullPolicy=Never",
+        "--set", "replicaCount=2",
+        "--set", "mlflow.backendStoreUriFrom.name=ferroflow-db", "--set", "mlflow.backendStoreUriFrom.key=uri",
+        # Runs are logged here, not artifacts: a local folder per Pod is enough.
+        "--set", "mlflow.artifactsDestination=/tmp/artifacts",
+        "--set-json", f'nodeSelector={{"{TAINT}": "true"}}',
+        "--set-json", f'tolerations=[{{"key": "{TAINT}", "operator": "Exists", "effect": "NoSchedule"}}]',
+        "--set-json", 'resources={"limits": {"memory": "512Mi"}}',
+        # The operator needs the API server, which Pods here cannot reach (no kube-proxy).
+        "--set", "operator.enabled=false",
+    ]
+    helm("install", "ff", str(CHART), "--namespace", namespace, "--wait", "--timeout", f"{POD_WAIT_S:.0f}s", *values,
+         timeout=POD_WAIT_S + 60)
+    job = get(namespace, "job/ff-ferroflow-migrate")
+    assert job_completed(job), job["status"]
+    pods = server_pods(namespace)
+    assert len(pods) == 2 and all(p["spec"]["nodeName"] == NODE_NAME for p in pods)
+    first, second = (p["status"]["podIP"] for p in pods)
+
+    # The mlflow client on the host logs a run through one Pod; the other reads it back.
+    from mlflow.tracking import MlflowClient
+
+    before = requests.get(f"http://{first}:5000/metrics", timeout=REQUEST_TIMEOUT_S).text
+    writer = MlflowClient(f"http://{first}:5000")
+    experiment_id = writer.create_experiment(f"helm-{namespace}")
+    run = writer.create_run(experiment_id)
+    writer.log_metric(run.info.run_id, "accuracy", 0.93, step=1)
+    writer.set_terminated(run.info.run_id)
+    reader = MlflowClient(f"http://{second}:5000")
+    assert reader.get_metric_history(run.info.run_id, "accuracy")[0].value == 0.93
+    after = requests.get(f"http://{first}:5000/metrics", timeout=REQUEST_TIMEOUT_S).text
+    created = 'ferroflow_http_requests_total{method="POST",route="/api/2.0/mlflow/runs/create",status="200"}'
+    assert metric(after, created) - metric(before, created) == 1, after
+    assert metric(after, "ferroflow_store_up") == 1
+
+    # Requests through the Service spread over both replicas, then keep being answered while
+    # an upgrade with a changed value rolls them (readiness, preStop sleep, drain).
+    poller = Poller(ServiceClient(namespace, "ff-ferroflow"), f"/api/2.0/mlflow/experiments/get?experiment_id={experiment_id}")
+    deadline = time.monotonic() + 30
+    while len(poller.answers) < 2 and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert len(poller.answers) == 2, f"requests went to {poller.answers} only"
+    helm("upgrade", "ff", str(CHART), "--namespace", namespace, "--wait", "--timeout", f"{POD_WAIT_S:.0f}s",
+         *values, "--set", "logFormat=text", timeout=POD_WAIT_S + 60)
+    # A little traffic on the new Pods too.
+    settle = time.monotonic() + 3
+    while time.monotonic() < settle:
+        time.sleep(0.1)
+    answered = poller.finish()
+    print(f"answers during the upgrade, per Pod IP: {poller.answers}")
+    assert poller.failures == [], f"{len(poller.failures)} failed of {answered + len(poller.failures)}: {poller.failures[:5]}"
+    new_pods = server_pods(namespace)
+    new_ips = {p["status"]["podIP"] for p in new_pods}
+    assert len(new_pods) == 2 and new_ips.isdisjoint({first, second}), "the upgrade replaced both Pods"
+    assert all(poller.answers.get(ip, 0) > 0 for ip in new_ips), poller.answers
+    assert all(poller.answers.get(ip, 0) > 0 for ip in (first, second)), poller.answers
+    # The data is in the store, not the Pods.
+    assert MlflowClient(f"http://{sorted(new_ips)[0]}:5000").get_run(run.info.run_id).info.status == "FINISHED"
