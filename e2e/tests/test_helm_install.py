@@ -211,11 +211,14 @@ class ServiceClient:
         )
 
     def get(self, path: str) -> tuple[str, requests.Response]:
+        return self.request("GET", path)
+
+    def request(self, method: str, path: str, **kw) -> tuple[str, requests.Response]:
         assert self.endpoints, f"service {self.service} has no ready endpoint"
         self.turn += 1
         address = self.endpoints[self.turn % len(self.endpoints)]
-        return address, requests.get(f"http://{address}:5000{path}", timeout=REQUEST_TIMEOUT_S,
-                                     headers={"Connection": "close"})
+        return address, requests.request(method, f"http://{address}:5000{path}", timeout=REQUEST_TIMEOUT_S,
+                                         headers={"Connection": "close"}, **kw)
 
 
 class Poller:
@@ -362,3 +365,31 @@ def test_the_image_on_the_real_node_serves_spreads_and_rolls_without_a_failed_re
     assert all(poller.answers.get(ip, 0) > 0 for ip in (first, second)), poller.answers
     # The data is in the store, not the Pods.
     assert MlflowClient(f"http://{sorted(new_ips)[0]}:5000").get_run(run.info.run_id).info.status == "FINISHED"
+
+    # Killing a replica loses no acknowledged write: the store is the only state. Steps are
+    # logged through the Service while one Pod is killed without grace; a step counts as
+    # acknowledged only when answered 200.
+    client = ServiceClient(namespace, "ff-ferroflow")
+    victim = sorted(new_pods, key=lambda p: p["metadata"]["name"])[0]
+    acknowledged, refused, step = [], 0, 0
+    killed_at = None
+    while len(acknowledged) < 60 and step < 600:
+        step += 1
+        if step == 20:
+            kubectl("delete", "pod", victim["metadata"]["name"], "-n", namespace, "--grace-period=0", "--force")
+            killed_at = step
+        if step % 5 == 0:
+            client.refresh()
+        try:
+            _, response = client.request("POST", "/api/2.0/mlflow/runs/log-metric", json={
+                "run_id": run.info.run_id, "key": "loss", "value": step, "timestamp": 1700000000000 + step, "step": step})
+            if response.status_code == 200:
+                acknowledged.append(step)
+            else:
+                refused += 1
+        except requests.RequestException:
+            refused += 1
+    assert killed_at and len(acknowledged) >= 60, (acknowledged, refused)
+    stored = {m.step for m in MlflowClient(f"http://{client.endpoints[0]}:5000").get_metric_history(run.info.run_id, "loss")}
+    assert set(acknowledged) <= stored, sorted(set(acknowledged) - stored)
+    print(f"killed {victim['metadata']['name']} at step {killed_at}: {len(acknowledged)} acknowledged, {refused} refused")
