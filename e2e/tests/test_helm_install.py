@@ -24,7 +24,7 @@ CRDS = ("experiments.ferroflow.dev", "registeredmodels.ferroflow.dev", "modelver
 
 
 @pytest.fixture
-def namespace():
+def helm_namespace():
     if not (KUBECTL and KUBECONFIG):
         if os.environ.get("CI"):
             pytest.fail("FERROFLOW_KUBECTL/FERROFLOW_KUBECONFIG not set in CI")
@@ -85,7 +85,8 @@ def newest_replica_set(namespace: str, deployment: dict) -> dict:
     )
 
 
-def test_install_upgrade_uninstall_on_an_external_database(namespace):
+def test_install_upgrade_uninstall_on_an_external_database(helm_namespace):
+    namespace = helm_namespace
     database = external_database(namespace)
     install(namespace, *database)
 
@@ -133,7 +134,8 @@ def test_install_upgrade_uninstall_on_an_external_database(namespace):
         assert kubectl("get", "crd", crd, check=False).returncode == 0, f"uninstall removed {crd}"
 
 
-def test_sqlite_trial_is_one_pod_on_a_kept_volume(namespace):
+def test_sqlite_trial_is_one_pod_on_a_kept_volume(helm_namespace):
+    namespace = helm_namespace
     # No provisioner in the e2e cluster: a static volume for the claim to bind to.
     volume = f"{namespace}-data"
     kubectl("apply", "-f", "-", stdin=f"""
@@ -173,7 +175,7 @@ spec:
 # --- The chart with the image it ships, on the real node -----------------------------------
 
 # Imported for their fixtures and helpers: the real node's settings and the loopback relay.
-from test_real_node import NODE_IP, NODE_NAME, POD_WAIT_S, TAINT, Relay, real_node  # noqa: E402,F401
+from test_real_node import NODE_IP, NODE_NAME, POD_WAIT_S, TAINT, Relay, namespace, real_node  # noqa: E402,F401
 
 REQUEST_TIMEOUT_S = 5
 
@@ -265,19 +267,6 @@ def server_pods(namespace: str) -> list[dict]:
 
 
 @pytest.fixture
-def node_namespace(real_node, request):
-    name = f"helm-real-{uuid.uuid4().hex[:8]}"
-    kubectl("create", "namespace", name)
-    kubectl("wait", "--for=create", "serviceaccount/default", "-n", name, "--timeout=60s")
-    yield name
-    if getattr(request.node, "rep_call", None) is not None and request.node.rep_call.failed:
-        print(kubectl("get", "pods,jobs,endpointslices", "-n", name, "-o", "wide", check=False).stdout)
-        print(kubectl("get", "events", "-n", name, check=False).stdout)
-    helm("uninstall", "ff", "--namespace", name, "--wait", check=False)
-    kubectl("delete", "namespace", name, "--timeout=120s", check=False)
-
-
-@pytest.fixture
 def pod_database(real_node):
     """A fresh Postgres database, reached by Pods through a relay on the bridge address."""
     admin = os.environ.get("FERROFLOW_TEST_PG_URL")
@@ -298,13 +287,12 @@ def pod_database(real_node):
 
 
 def test_the_image_on_the_real_node_serves_spreads_and_rolls_without_a_failed_request(
-    request, node_namespace, pod_database
+    request, namespace, pod_database
 ):
     binary = request.config.getoption("--ferroflow-bin")
     if not binary:
         pytest.skip("needs FERROFLOW_BIN: the image packs the binary under test")
     repository, tag = ferroflow_image(binary)
-    namespace = node_namespace
     kubectl("create", "secret", "generic", "ferroflow-db", "-n", namespace, f"--from-literal=uri={pod_database}")
     values = [
         "--set", f"image.repository={repository}", "--set", f"image.tag={tag}", "--set", "image.pullPolicy=Never",

@@ -16,7 +16,7 @@ use axum::middleware::Next;
 use axum::response::Response;
 use http_body::{Frame, SizeHint};
 
-use super::prometheus::{Histogram, escape, family};
+use super::prometheus::{Histogram, escape, family, single};
 use crate::store::Store;
 
 /// The route label of requests no route matched: one series, whatever paths clients try.
@@ -90,36 +90,27 @@ impl HttpMetrics {
                 histogram.write(&mut out, "ferroflow_http_request_duration_seconds", &labels);
             }
         }
-        family(
+        single(
             &mut out,
             "ferroflow_http_requests_in_flight",
             "gauge",
             "Requests being handled now.",
+            self.in_flight.load(Ordering::Relaxed),
         );
-        out.push_str(&format!(
-            "ferroflow_http_requests_in_flight {}\n",
-            self.in_flight.load(Ordering::Relaxed)
-        ));
-        family(
+        single(
             &mut out,
             "ferroflow_artifact_bytes_received_total",
             "counter",
             "Artifact bytes uploaded through the server.",
+            self.artifact_bytes_received.load(Ordering::Relaxed),
         );
-        out.push_str(&format!(
-            "ferroflow_artifact_bytes_received_total {}\n",
-            self.artifact_bytes_received.load(Ordering::Relaxed)
-        ));
-        family(
+        single(
             &mut out,
             "ferroflow_artifact_bytes_sent_total",
             "counter",
             "Artifact bytes downloaded through the server.",
+            self.artifact_bytes_sent.load(Ordering::Relaxed),
         );
-        out.push_str(&format!(
-            "ferroflow_artifact_bytes_sent_total {}\n",
-            self.artifact_bytes_sent.load(Ordering::Relaxed)
-        ));
         render_pool(&mut out, store).await;
         out
     }
@@ -145,21 +136,20 @@ async fn render_pool(out: &mut String, store: &Store) {
         ));
     }
     let wait = store.acquire_wait().await;
-    family(
+    single(
         out,
         "ferroflow_store_acquire_wait_seconds",
         "gauge",
         "Time this scrape waited for a store connection (NaN when none came before the timeout).",
+        wait.as_ref().map_or(f64::NAN, |wait| wait.as_secs_f64()),
     );
-    let seconds = wait.as_ref().map_or(f64::NAN, |wait| wait.as_secs_f64());
-    out.push_str(&format!("ferroflow_store_acquire_wait_seconds {seconds}\n"));
-    family(
+    single(
         out,
         "ferroflow_store_up",
         "gauge",
         "1 when this scrape got a store connection, 0 otherwise.",
+        u8::from(wait.is_ok()),
     );
-    out.push_str(&format!("ferroflow_store_up {}\n", u8::from(wait.is_ok())));
 }
 
 /// Middleware: counts and times every request by its route template; counts artifact bytes.
