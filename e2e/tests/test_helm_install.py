@@ -267,6 +267,15 @@ def server_pods(namespace: str) -> list[dict]:
 
 
 @pytest.fixture
+def release(namespace):
+    """A release name of this test's own, uninstalled before the namespace is deleted: its
+    ClusterRoles would otherwise outlive it and block the next install."""
+    name = f"ff{namespace[-6:]}"
+    yield name
+    helm("uninstall", name, "--namespace", namespace, "--wait", check=False)
+
+
+@pytest.fixture
 def pod_database(real_node):
     """A fresh Postgres database, reached by Pods through a relay on the bridge address."""
     admin = os.environ.get("FERROFLOW_TEST_PG_URL")
@@ -287,7 +296,7 @@ def pod_database(real_node):
 
 
 def test_the_image_on_the_real_node_serves_spreads_and_rolls_without_a_failed_request(
-    request, namespace, pod_database
+    request, namespace, release, pod_database
 ):
     binary = request.config.getoption("--ferroflow-bin")
     if not binary:
@@ -306,9 +315,9 @@ def test_the_image_on_the_real_node_serves_spreads_and_rolls_without_a_failed_re
         # The operator needs the API server, which Pods here cannot reach (no kube-proxy).
         "--set", "operator.enabled=false",
     ]
-    helm("install", "ff", str(CHART), "--namespace", namespace, "--wait", "--timeout", f"{POD_WAIT_S:.0f}s", *values,
+    helm("install", release, str(CHART), "--namespace", namespace, "--wait", "--timeout", f"{POD_WAIT_S:.0f}s", *values,
          timeout=POD_WAIT_S + 60)
-    job = get(namespace, "job/ff-ferroflow-migrate")
+    job = get(namespace, f"job/{release}-ferroflow-migrate")
     assert job_completed(job), job["status"]
     pods = server_pods(namespace)
     assert len(pods) == 2 and all(p["spec"]["nodeName"] == NODE_NAME for p in pods)
@@ -332,12 +341,12 @@ def test_the_image_on_the_real_node_serves_spreads_and_rolls_without_a_failed_re
 
     # Requests through the Service spread over both replicas, then keep being answered while
     # an upgrade with a changed value rolls them (readiness, preStop sleep, drain).
-    poller = Poller(ServiceClient(namespace, "ff-ferroflow"), f"/api/2.0/mlflow/experiments/get?experiment_id={experiment_id}")
+    poller = Poller(ServiceClient(namespace, f"{release}-ferroflow"), f"/api/2.0/mlflow/experiments/get?experiment_id={experiment_id}")
     deadline = time.monotonic() + 30
     while len(poller.answers) < 2 and time.monotonic() < deadline:
         time.sleep(0.1)
     assert len(poller.answers) == 2, f"requests went to {poller.answers} only"
-    helm("upgrade", "ff", str(CHART), "--namespace", namespace, "--wait", "--timeout", f"{POD_WAIT_S:.0f}s",
+    helm("upgrade", release, str(CHART), "--namespace", namespace, "--wait", "--timeout", f"{POD_WAIT_S:.0f}s",
          *values, "--set", "logFormat=text", timeout=POD_WAIT_S + 60)
     # A little traffic on the new Pods too.
     settle = time.monotonic() + 3
@@ -357,7 +366,7 @@ def test_the_image_on_the_real_node_serves_spreads_and_rolls_without_a_failed_re
     # Killing a replica loses no acknowledged write: the store is the only state. Steps are
     # logged through the Service while one Pod is killed without grace; a step counts as
     # acknowledged only when answered 200.
-    client = ServiceClient(namespace, "ff-ferroflow")
+    client = ServiceClient(namespace, f"{release}-ferroflow")
     victim = sorted(new_pods, key=lambda p: p["metadata"]["name"])[0]
     acknowledged, refused, step = [], 0, 0
     killed_at = None
@@ -381,3 +390,65 @@ def test_the_image_on_the_real_node_serves_spreads_and_rolls_without_a_failed_re
     stored = {m.step for m in MlflowClient(f"http://{client.endpoints[0]}:5000").get_metric_history(run.info.run_id, "loss")}
     assert set(acknowledged) <= stored, sorted(set(acknowledged) - stored)
     print(f"killed {victim['metadata']['name']} at step {killed_at}: {len(acknowledged)} acknowledged, {refused} refused")
+
+
+@pytest.fixture
+def api_for_pods(real_node):
+    """The API server as Pods here can reach it: a relay on the bridge address, named
+    kubernetes.default.svc (a name its serving certificate holds) by a host alias, since the
+    node runs no kube-proxy to route the `kubernetes` Service's address."""
+    server = next(line.split("server:", 1)[1].strip() for line in open(KUBECONFIG) if "server:" in line)
+    parts = urlsplit(server)
+    relay = Relay(NODE_IP, (parts.hostname, parts.port))
+    port = relay.listener.getsockname()[1]
+    yield [
+        "--set-json", f'operator.hostAliases=[{{"ip": "{NODE_IP}", "hostnames": ["kubernetes.default.svc"]}}]',
+        "--set-json", 'operator.env=[{"name": "KUBERNETES_SERVICE_HOST", "value": "kubernetes.default.svc"}, '
+                      f'{{"name": "KUBERNETES_SERVICE_PORT", "value": "{port}"}}]',
+    ]
+    relay.close()
+
+
+def test_the_operator_on_the_real_node_holds_the_lease_and_reconciles_the_samples(
+    request, namespace, release, pod_database, api_for_pods
+):
+    binary = request.config.getoption("--ferroflow-bin")
+    if not binary:
+        pytest.skip("needs FERROFLOW_BIN: the image packs the binary under test")
+    repository, tag = ferroflow_image(binary)
+    kubectl("create", "secret", "generic", "ferroflow-db", "-n", namespace, f"--from-literal=uri={pod_database}")
+    on_the_node = [
+        "--set-json", f'nodeSelector={{"{TAINT}": "true"}}',
+        "--set-json", f'tolerations=[{{"key": "{TAINT}", "operator": "Exists", "effect": "NoSchedule"}}]',
+        "--set-json", f'operator.nodeSelector={{"{TAINT}": "true"}}',
+        "--set-json", f'operator.tolerations=[{{"key": "{TAINT}", "operator": "Exists", "effect": "NoSchedule"}}]',
+    ]
+    helm("install", release, str(CHART), "--namespace", namespace, "--wait", "--timeout", f"{POD_WAIT_S:.0f}s",
+         "--set", f"image.repository={repository}", "--set", f"image.tag={tag}", "--set", "image.pullPolicy=Never",
+         "--set", "mlflow.backendStoreUriFrom.name=ferroflow-db", "--set", "mlflow.backendStoreUriFrom.key=uri",
+         "--set", "mlflow.artifactsDestination=/tmp/artifacts", *on_the_node, *api_for_pods,
+         timeout=POD_WAIT_S + 60)
+    operators = [p for p in get(namespace, "pods")["items"]
+                 if p["metadata"]["labels"].get("app.kubernetes.io/component") == "operator"]
+    assert len(operators) == 2 and all(p["spec"]["nodeName"] == NODE_NAME for p in operators)
+    lease = wait_until(namespace, f"lease/{release}-ferroflow-operator",
+                       lambda o: o is not None and (o.get("spec") or {}).get("holderIdentity"), "a holder")
+    assert lease["spec"]["holderIdentity"] in {p["metadata"]["name"] for p in operators}
+
+    kubectl("apply", "-n", namespace, "-k", str(CHART.parents[1] / "config" / "samples"))
+    for resource in ("experiment/fraud-detection", "registeredmodel/fraud-classifier", "modelversion/fraud-classifier-1"):
+        wait_until(namespace, resource, lambda o: o is not None and any(
+            c["type"] == "Ready" and c["status"] == "True" for c in (o.get("status") or {}).get("conditions") or []),
+            "Ready", timeout=POD_WAIT_S)
+    from mlflow.tracking import MlflowClient
+
+    server = next(p for p in get(namespace, "pods")["items"]
+                  if p["metadata"]["labels"].get("app.kubernetes.io/component") == "server")
+    client = MlflowClient(f"http://{server['status']['podIP']}:5000")
+    assert client.get_experiment_by_name("fraud-detection").tags["team"] == "risk"
+    version = client.get_model_version("fraud-classifier", "1")
+    assert version.current_stage == "Staging"
+    leader = next(p for p in operators if p["metadata"]["name"] == lease["spec"]["holderIdentity"])
+    text = requests.get(f"http://{leader['status']['podIP']}:8080/metrics", timeout=REQUEST_TIMEOUT_S).text
+    assert metric(text, "ferroflow_operator_leader") == 1
+    assert 'ferroflow_operator_reconciles_total{kind="ModelVersion"}' in text
