@@ -436,19 +436,23 @@ def test_the_operator_on_the_real_node_holds_the_lease_and_reconciles_the_sample
     assert lease["spec"]["holderIdentity"] in {p["metadata"]["name"] for p in operators}
 
     kubectl("apply", "-n", namespace, "-k", str(CHART.parents[1] / "config" / "samples"))
-    for resource in ("experiment/fraud-detection", "registeredmodel/fraud-classifier", "modelversion/fraud-classifier-1"):
-        wait_until(namespace, resource, lambda o: o is not None and any(
-            c["type"] == "Ready" and c["status"] == "True" for c in (o.get("status") or {}).get("conditions") or []),
-            "Ready", timeout=POD_WAIT_S)
-    from mlflow.tracking import MlflowClient
+    try:
+        for resource in ("experiment/fraud-detection", "registeredmodel/fraud-classifier", "modelversion/fraud-classifier-1"):
+            wait_until(namespace, resource, lambda o: o is not None and any(
+                c["type"] == "Ready" and c["status"] == "True" for c in (o.get("status") or {}).get("conditions") or []),
+                "Ready", timeout=POD_WAIT_S)
+        from mlflow.tracking import MlflowClient
 
-    server = next(p for p in get(namespace, "pods")["items"]
-                  if p["metadata"]["labels"].get("app.kubernetes.io/component") == "server")
-    client = MlflowClient(f"http://{server['status']['podIP']}:5000")
-    assert client.get_experiment_by_name("fraud-detection").tags["team"] == "risk"
-    version = client.get_model_version("fraud-classifier", "1")
-    assert version.current_stage == "Staging"
-    leader = next(p for p in operators if p["metadata"]["name"] == lease["spec"]["holderIdentity"])
-    text = requests.get(f"http://{leader['status']['podIP']}:8080/metrics", timeout=REQUEST_TIMEOUT_S).text
-    assert metric(text, "ferroflow_operator_leader") == 1
-    assert 'ferroflow_operator_reconciles_total{kind="ModelVersion"}' in text
+        server = next(p for p in get(namespace, "pods")["items"]
+                      if p["metadata"]["labels"].get("app.kubernetes.io/component") == "server")
+        client = MlflowClient(f"http://{server['status']['podIP']}:5000")
+        assert client.get_experiment_by_name("fraud-detection").tags["team"] == "risk"
+        version = client.get_model_version("fraud-classifier", "1")
+        assert version.current_stage == "Staging"
+        leader = next(p for p in operators if p["metadata"]["name"] == lease["spec"]["holderIdentity"])
+        text = requests.get(f"http://{leader['status']['podIP']}:8080/metrics", timeout=REQUEST_TIMEOUT_S).text
+        assert metric(text, "ferroflow_operator_leader") == 1
+        assert 'ferroflow_operator_reconciles_total{kind="ModelVersion"}' in text
+    finally:
+        # While the operator runs: it removes its finalizers, so the namespace can go.
+        kubectl("delete", "-n", namespace, "-k", str(CHART.parents[1] / "config" / "samples"), "--timeout=60s", check=False)
