@@ -3,6 +3,7 @@
 # runs it; `make generate-check` fails when the result differs from what is committed):
 #   ferroflow/crds/*.yaml             the CRDs of crds/ (which `ferroflow crd` generates)
 #   ferroflow-crds/templates/*.yaml   the same, each with helm.sh/resource-policy: keep
+#   ferroflow/templates/_rbac-rules.tpl  the rules of config/rbac's Roles and ClusterRoles
 #   ferroflow/README.md               the values table, from the `# --` comments of values.yaml
 #   ferroflow/tests/golden/*.yaml     `helm template` of the default and ci/ values files:
 #                                     any change to the rendered manifests shows in review
@@ -23,6 +24,7 @@ for crd in "$root"/crds/*.yaml; do
     "$crd" >"$here/ferroflow-crds/templates/$name"
 done
 
+python3 "$here/rbac-rules.py" "$root/config/rbac" "$here/ferroflow/templates/_rbac-rules.tpl"
 python3 "$here/values-table.py" "$here/ferroflow/values.yaml" "$here/ferroflow/README.md"
 
 golden=$here/ferroflow/tests/golden

@@ -126,6 +126,14 @@ app.kubernetes.io/component: operator
     - name: FERROFLOW_SERVING_IMAGE
       value: {{ . | quote }}
     {{- end }}
+    {{- with .Values.operator.resyncPeriod }}
+    - name: FERROFLOW_RESYNC_PERIOD
+      value: {{ . | quote }}
+    {{- end }}
+    {{- with .Values.operator.stalledResyncPeriod }}
+    - name: FERROFLOW_STALLED_RESYNC_PERIOD
+      value: {{ . | quote }}
+    {{- end }}
     {{- with .Values.operator.env }}
     {{- toYaml . | nindent 4 }}
     {{- end }}
