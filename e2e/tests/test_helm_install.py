@@ -295,24 +295,38 @@ def pod_database(real_node):
     database.drop()
 
 
-def test_the_image_on_the_real_node_serves_spreads_and_rolls_without_a_failed_request(
-    request, namespace, release, pod_database
-):
+@pytest.fixture
+def node_values(request, namespace, pod_database) -> list[str]:
+    """helm values for an install on the real node: the image of the binary under test, the
+    database URI in a Secret, every Pod on the node."""
     binary = request.config.getoption("--ferroflow-bin")
     if not binary:
         pytest.skip("needs FERROFLOW_BIN: the image packs the binary under test")
     repository, tag = ferroflow_image(binary)
     kubectl("create", "secret", "generic", "ferroflow-db", "-n", namespace, f"--from-literal=uri={pod_database}")
-    values = [
+    on_the_node = [
+        f'{prefix}nodeSelector={{"{TAINT}": "true"}}' for prefix in ("", "operator.")
+    ] + [
+        f'{prefix}tolerations=[{{"key": "{TAINT}", "operator": "Exists", "effect": "NoSchedule"}}]'
+        for prefix in ("", "operator.")
+    ]
+    return [
         "--set", f"image.repository={repository}", "--set", f"image.tag={tag}", "--set", "image.pullPolicy=Never",
-        "--set", "replicaCount=2",
         "--set", "mlflow.backendStoreUriFrom.name=ferroflow-db", "--set", "mlflow.backendStoreUriFrom.key=uri",
         # Runs are logged here, not artifacts: a local folder per Pod is enough.
         "--set", "mlflow.artifactsDestination=/tmp/artifacts",
-        "--set-json", f'nodeSelector={{"{TAINT}": "true"}}',
-        "--set-json", f'tolerations=[{{"key": "{TAINT}", "operator": "Exists", "effect": "NoSchedule"}}]',
+        *(arg for value in on_the_node for arg in ("--set-json", value)),
+    ]
+
+
+def test_the_image_on_the_real_node_serves_spreads_and_rolls_without_a_failed_request(
+    namespace, release, node_values
+):
+    values = [
+        *node_values,
+        "--set", "replicaCount=2",
         "--set-json", 'resources={"limits": {"memory": "512Mi"}}',
-        # The operator needs the API server, which Pods here cannot reach (no kube-proxy).
+        # The operator on the node is the next test's (it needs the relay to the API server).
         "--set", "operator.enabled=false",
     ]
     helm("install", release, str(CHART), "--namespace", namespace, "--wait", "--timeout", f"{POD_WAIT_S:.0f}s", *values,
@@ -410,24 +424,10 @@ def api_for_pods(real_node):
 
 
 def test_the_operator_on_the_real_node_holds_the_lease_and_reconciles_the_samples(
-    request, namespace, release, pod_database, api_for_pods
+    namespace, release, node_values, api_for_pods
 ):
-    binary = request.config.getoption("--ferroflow-bin")
-    if not binary:
-        pytest.skip("needs FERROFLOW_BIN: the image packs the binary under test")
-    repository, tag = ferroflow_image(binary)
-    kubectl("create", "secret", "generic", "ferroflow-db", "-n", namespace, f"--from-literal=uri={pod_database}")
-    on_the_node = [
-        "--set-json", f'nodeSelector={{"{TAINT}": "true"}}',
-        "--set-json", f'tolerations=[{{"key": "{TAINT}", "operator": "Exists", "effect": "NoSchedule"}}]',
-        "--set-json", f'operator.nodeSelector={{"{TAINT}": "true"}}',
-        "--set-json", f'operator.tolerations=[{{"key": "{TAINT}", "operator": "Exists", "effect": "NoSchedule"}}]',
-    ]
     helm("install", release, str(CHART), "--namespace", namespace, "--wait", "--timeout", f"{POD_WAIT_S:.0f}s",
-         "--set", f"image.repository={repository}", "--set", f"image.tag={tag}", "--set", "image.pullPolicy=Never",
-         "--set", "mlflow.backendStoreUriFrom.name=ferroflow-db", "--set", "mlflow.backendStoreUriFrom.key=uri",
-         "--set", "mlflow.artifactsDestination=/tmp/artifacts", *on_the_node, *api_for_pods,
-         timeout=POD_WAIT_S + 60)
+         *node_values, *api_for_pods, timeout=POD_WAIT_S + 60)
     operators = [p for p in get(namespace, "pods")["items"]
                  if p["metadata"]["labels"].get("app.kubernetes.io/component") == "operator"]
     assert len(operators) == 2 and all(p["spec"]["nodeName"] == NODE_NAME for p in operators)
