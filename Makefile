@@ -23,9 +23,10 @@ lint: ## formatting and clippy, as CI checks them
 unit: ## Rust tests only (Postgres tests skip unless FERROFLOW_TEST_PG_URL is set)
 	$(CARGO) test --locked
 
-generate: ## regenerate checked-in generated files: crds/ and config/argocd/ from `ferroflow crd`, the Argo CD snippet
+generate: ## regenerate checked-in generated files: crds/ and config/argocd/ from `ferroflow crd`, the Argo CD snippet, the charts' CRDs, values table and golden manifests
 	$(CARGO) run --quiet --locked -- crd --output-dir crds --argocd-dir config/argocd
 	bash config/argocd/generate.sh
+	bash charts/generate.sh
 
 generate-check: generate ## fail when generated files differ from what is committed
 	git diff --exit-code -- crds charts config

@@ -1,4 +1,7 @@
-//! Logging: a tracing subscriber, text for people or JSON for collectors.
+//! Logging (a tracing subscriber, text for people or JSON for collectors) and metrics.
+
+pub mod http;
+pub mod prometheus;
 
 use tracing_subscriber::EnvFilter;
 

@@ -17,12 +17,13 @@ use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::{StatusCode, Uri, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use tower_http::trace::TraceLayer;
 
 use self::error::{ApiError, ApiResult, ErrorCode};
 use crate::artifacts::ArtifactStore;
 use crate::store::{Store, ViewType};
+use crate::telemetry::http::{self as http_metrics, HttpMetrics};
 
 /// The MLflow version whose REST surface we implement; `/version` answers it because the
 /// client compares it to enable features.
@@ -48,8 +49,10 @@ pub struct AppState {
     pub config: Arc<ServerConfig>,
 }
 
-/// The whole HTTP surface: `/api/2.0/mlflow/*` and the UI's `/ajax-api/2.0/mlflow/*`.
+/// The whole HTTP surface: `/api/2.0/mlflow/*` and the UI's `/ajax-api/2.0/mlflow/*`, the
+/// probes and `/metrics`, every request counted by the metrics middleware.
 pub fn router(state: AppState) -> Router {
+    let metrics = Arc::new(HttpMetrics::default());
     let mlflow = Router::new()
         .merge(experiments::routes())
         .merge(runs::routes())
@@ -66,6 +69,8 @@ pub fn router(state: AppState) -> Router {
         .layer(axum::middleware::from_fn(request::refuse_nul_in_uri))
         .layer(DefaultBodyLimit::max(MAX_JSON_BODY))
         .layer(TraceLayer::new_for_http())
+        .layer(Extension(Arc::clone(&metrics)))
+        .layer(middleware::from_fn_with_state(metrics, http_metrics::track))
         .with_state(state)
 }
 

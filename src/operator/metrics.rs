@@ -1,5 +1,5 @@
 //! Prometheus metrics in the text exposition format, served with `/healthz` and `/readyz` on
-//! the metrics address. A few counters need no metrics library.
+//! the metrics address.
 
 use std::collections::BTreeMap;
 use std::fmt::Write;
@@ -7,15 +7,7 @@ use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-/// Upper bounds of the reconcile duration histogram, in seconds.
-const BUCKETS: [f64; 8] = [0.005, 0.01, 0.05, 0.1, 0.25, 0.5, 1.0, 5.0];
-
-#[derive(Default)]
-struct Histogram {
-    counts: [u64; BUCKETS.len()],
-    count: u64,
-    sum: f64,
-}
+use crate::telemetry::prometheus::Histogram;
 
 #[derive(Default)]
 struct Counters {
@@ -40,15 +32,7 @@ impl Metrics {
         if let Some(reason) = failure {
             *counters.failures.entry((kind, reason)).or_default() += 1;
         }
-        let seconds = elapsed.as_secs_f64();
-        let histogram = counters.durations.entry(kind).or_default();
-        histogram.count += 1;
-        histogram.sum += seconds;
-        for (bound, count) in BUCKETS.iter().zip(histogram.counts.iter_mut()) {
-            if seconds <= *bound {
-                *count += 1;
-            }
-        }
+        counters.durations.entry(kind).or_default().observe(elapsed);
     }
 
     pub fn set_leader(&self, leader: bool) {
@@ -109,26 +93,10 @@ impl Metrics {
             "# TYPE ferroflow_operator_reconcile_duration_seconds histogram"
         );
         for (kind, histogram) in &counters.durations {
-            for (bound, count) in BUCKETS.iter().zip(histogram.counts.iter()) {
-                let _ = writeln!(
-                    out,
-                    "ferroflow_operator_reconcile_duration_seconds_bucket{{kind=\"{kind}\",le=\"{bound}\"}} {count}"
-                );
-            }
-            let _ = writeln!(
-                out,
-                "ferroflow_operator_reconcile_duration_seconds_bucket{{kind=\"{kind}\",le=\"+Inf\"}} {}",
-                histogram.count
-            );
-            let _ = writeln!(
-                out,
-                "ferroflow_operator_reconcile_duration_seconds_sum{{kind=\"{kind}\"}} {}",
-                histogram.sum
-            );
-            let _ = writeln!(
-                out,
-                "ferroflow_operator_reconcile_duration_seconds_count{{kind=\"{kind}\"}} {}",
-                histogram.count
+            histogram.write(
+                &mut out,
+                "ferroflow_operator_reconcile_duration_seconds",
+                &format!("kind=\"{kind}\""),
             );
         }
         out

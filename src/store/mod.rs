@@ -79,6 +79,16 @@ impl BeginWrite for SqlitePool {
     }
 }
 
+/// Connections of the store's pool.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PoolStatus {
+    /// Open, idle or in use.
+    pub size: u32,
+    pub idle: u32,
+    /// The most the pool opens.
+    pub max: u32,
+}
+
 /// Handle on the metadata store; cheap to clone.
 #[derive(Debug, Clone)]
 pub struct Store {
@@ -159,6 +169,22 @@ impl Store {
             Pool::Sqlite(pool) => SQLITE_MIGRATIONS.run(pool).await,
         }
         .map_err(Error::Migrate)
+    }
+
+    /// The pool's connections now, for metrics.
+    pub fn pool_status(&self) -> PoolStatus {
+        with_pool!(self, pool => PoolStatus {
+            size: pool.size(),
+            idle: u32::try_from(pool.num_idle()).unwrap_or(u32::MAX),
+            max: pool.options().get_max_connections(),
+        })
+    }
+
+    /// How long a connection takes to get from the pool now (a request waits as long).
+    pub async fn acquire_wait(&self) -> Result<Duration> {
+        let started = std::time::Instant::now();
+        with_pool!(self, pool => pool.acquire().await.map(drop))?;
+        Ok(started.elapsed())
     }
 
     /// Postgres pool, for the features only Postgres has (LISTEN/NOTIFY).

@@ -7,6 +7,7 @@
 mod common;
 
 mod artifacts;
+mod metrics;
 mod timeouts;
 
 use artifacts::{
@@ -14,6 +15,10 @@ use artifacts::{
     long_names_are_stored_up_to_the_limit_and_refused_beyond,
     missing_artifacts_are_named_as_the_client_sent_them,
     recursive_delete_and_listings_never_follow_links,
+};
+use metrics::{
+    metrics_and_readiness_follow_the_store_liveness_does_not,
+    metrics_move_with_requests_latency_and_artifact_bytes,
 };
 
 use std::sync::Arc;
@@ -154,6 +159,8 @@ on_both!(
     recursive_delete_and_listings_never_follow_links,
     long_names_are_stored_up_to_the_limit_and_refused_beyond,
     missing_artifacts_are_named_as_the_client_sent_them,
+    metrics_move_with_requests_latency_and_artifact_bytes,
+    metrics_and_readiness_follow_the_store_liveness_does_not,
 );
 
 async fn create_run(server: &TestServer) -> (String, String) {

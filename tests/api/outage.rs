@@ -1,6 +1,6 @@
 //! Postgres restarted under load (issue #10): a private cluster (e2e/setup/postgres.sh) is
 //! stopped and started again while writers log batches and readers search. Errors during the
-//! outage are 503 TEMPORARILY_UNAVAILABLE, never 500; /health reports the outage; the server
+//! outage are 503 TEMPORARILY_UNAVAILABLE, never 500; /ready reports the outage; the server
 //! recovers alone; and every acknowledged write is stored.
 
 use std::collections::BTreeSet;
@@ -86,10 +86,11 @@ async fn wait_for(what: &str, deadline: Duration, mut condition: impl AsyncFnMut
     }
 }
 
-async fn health(server: &TestServer) -> u16 {
+/// The status of `GET path` (0 when there is no answer).
+async fn probe(server: &TestServer, path: &str) -> u16 {
     server
         .client
-        .get(format!("{}/health", server.base))
+        .get(format!("{}{path}", server.base))
         .send()
         .await
         .map(|response| response.status().as_u16())
@@ -229,7 +230,8 @@ async fn postgres_restart_loses_no_acknowledged_write_and_answers_503() {
         },
     )
     .await;
-    let health_during = health(&server).await;
+    let ready_during = probe(&server, "/ready").await;
+    let live_during = probe(&server, "/health").await;
 
     postgres.script("start");
     let restarted = Instant::now();
@@ -240,14 +242,18 @@ async fn postgres_restart_loses_no_acknowledged_write_and_answers_503() {
     )
     .await;
     let recovered_after = restarted.elapsed();
-    let health_after = health(&server).await;
+    let ready_after = probe(&server, "/ready").await;
     stop.store(true, Ordering::Relaxed);
     for task in tasks {
         task.await.unwrap();
     }
 
-    assert_eq!(health_during, 503, "/health reports the outage");
-    assert_eq!(health_after, 200, "/health reports the recovery");
+    assert_eq!(ready_during, 503, "/ready reports the outage");
+    assert_eq!(
+        live_during, 200,
+        "/health (liveness) does not restart a server for it"
+    );
+    assert_eq!(ready_after, 200, "/ready reports the recovery");
     for seen in all() {
         for (status, code) in &seen.lock().await.answers {
             match status {
