@@ -78,6 +78,7 @@ async fn serve_on(
         artifacts,
         config: Arc::new(ServerConfig {
             default_artifact_root: "mlflow-artifacts:".into(),
+            ui_dir: None,
         }),
     };
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -427,3 +428,4 @@ mod concurrency;
 mod hostile_input;
 mod outage;
 mod registry;
+mod ui;
