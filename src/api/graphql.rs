@@ -402,19 +402,19 @@ fn project(value: &Value, type_name: &str, selections: &[Field]) -> Value {
                 Value::Null => Value::Null,
                 object => project(object, child, &field.selections),
             },
-            None => scalar(&field.name, source),
+            None => scalar(type_name, &field.name, source),
         };
         out.insert(key, projected);
     }
     Value::Object(out)
 }
 
-fn scalar(field: &str, value: &Value) -> Value {
+fn scalar(type_name: &str, field: &str, value: &Value) -> Value {
     match value {
         Value::Null if is_list(field) => Value::Array(Vec::new()),
         Value::Number(number) if is_long(field) => Value::String(number.to_string()),
         // NaN and infinities travel as strings in REST; GraphQL's Float cannot hold them.
-        Value::String(_) if field == "value" => Value::Null,
+        Value::String(_) if field == "value" && type_name.contains("Metric") => Value::Null,
         other => other.clone(),
     }
 }
@@ -434,7 +434,8 @@ mod tests {
         let run_field = &selections[0];
         let answer = json!({"run": {
             "info": {"run_uuid": "r", "start_time": 17, "run_name": "n"},
-            "data": {"metrics": [{"key": "m", "value": "NaN", "step": 3, "timestamp": 1}]},
+            "data": {"metrics": [{"key": "m", "value": "NaN", "step": 3, "timestamp": 1}],
+                     "params": [{"key": "p", "value": "NaN"}]},
         }});
         assert_eq!(
             project(&answer, "MlflowGetRunResponse", &run_field.selections),
@@ -443,7 +444,7 @@ mod tests {
                 "run": {
                     "__typename": "MlflowRunExtension",
                     "info": {"runUuid": "r", "startTime": "17", "endTime": null},
-                    "data": {"metrics": [{"key": "m", "value": null, "step": "3"}], "params": []},
+                    "data": {"metrics": [{"key": "m", "value": null, "step": "3"}], "params": [{"key": "p"}]},
                     "inputs": {"datasetInputs": []},
                 },
             })

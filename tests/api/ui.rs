@@ -253,7 +253,7 @@ async fn graphql_answers_the_uis_operations(server: TestServer) {
             json!({"run_id": run_id, "metrics": [
                 {"key": "loss", "value": 0.5, "timestamp": 10, "step": 1},
                 {"key": "loss", "value": "NaN", "timestamp": 20, "step": 2},
-            ]}),
+            ], "params": [{"key": "p", "value": "NaN"}]}),
         )
         .await;
     assert_eq!(status, 200, "{body}");
@@ -303,7 +303,7 @@ async fn graphql_answers_the_uis_operations(server: TestServer) {
         json!([{"key": "loss", "value": null, "step": "2", "timestamp": "20"}]),
         "the latest point; NaN as null"
     );
-    assert_eq!(run["data"]["params"], json!([]));
+    assert_eq!(run["data"]["params"], json!([{"key": "p", "value": "NaN"}]));
     assert_eq!(
         run["inputs"],
         json!({"datasetInputs": [], "modelInputs": []})

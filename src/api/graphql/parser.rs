@@ -68,7 +68,9 @@ pub fn parse_operation(query: &str, operation_name: Option<&str>) -> Result<Vec<
             .ok_or_else(|| format!("Unknown operation named '{wanted}'."))?,
         None if operations.len() == 1 => operations.remove(0),
         None => {
-            return Err("Must provide operation name if query contains multiple operations.".into());
+            return Err(
+                "Must provide operation name if query contains multiple operations.".into(),
+            );
         }
     };
     Ok(chosen.1)
