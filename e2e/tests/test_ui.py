@@ -85,7 +85,10 @@ def seeded(server) -> Seeded:
         features = np.array([[0.0], [1.0], [2.0], [3.0]])
         model = LogisticRegression().fit(features, [0, 0, 1, 1])
         signature = mlflow.models.infer_signature(features, model.predict(features))
-        logged = mlflow.sklearn.log_model(model, name="model", signature=signature)
+        # Requirements given: inferring them imports the model in a subprocess (~10 s).
+        logged = mlflow.sklearn.log_model(
+            model, name="model", signature=signature, pip_requirements=["scikit-learn"]
+        )
     model_name = f"ui-model-{suffix}"
     mlflow.register_model(logged.model_uri, model_name)
     mlflow.register_model(logged.model_uri, model_name)

@@ -19,6 +19,8 @@ use axum::{Json, Router};
 use serde_json::{Map, Value, json};
 use tower::ServiceExt as _;
 
+use super::request::to_snake_case;
+
 mod parser;
 
 use parser::{Field, parse_operation};
@@ -138,7 +140,6 @@ async fn resolve_root(
         Some((_, value)) => value.resolve(variables)?,
         None => Value::Object(Map::new()),
     };
-    let input = snake_case_keys(input);
     let mut answer = call(api, root.method, root.path, &input).await?;
     // MLflow's run type adds two fields the REST run lacks: its experiment and the model
     // versions registered from it.
@@ -273,33 +274,6 @@ fn query_string(input: &Value) -> String {
     pairs.finish()
 }
 
-/// `experimentIds` → `experiment_ids`, recursively.
-fn snake_case_keys(value: Value) -> Value {
-    match value {
-        Value::Object(fields) => Value::Object(
-            fields
-                .into_iter()
-                .map(|(key, value)| (snake_case(&key), snake_case_keys(value)))
-                .collect(),
-        ),
-        Value::Array(items) => Value::Array(items.into_iter().map(snake_case_keys).collect()),
-        other => other,
-    }
-}
-
-fn snake_case(name: &str) -> String {
-    let mut out = String::with_capacity(name.len() + 4);
-    for character in name.chars() {
-        if character.is_ascii_uppercase() {
-            out.push('_');
-            out.push(character.to_ascii_lowercase());
-        } else {
-            out.push(character);
-        }
-    }
-    out
-}
-
 /// The object type of a field holding objects (or lists of them); `None` for scalars.
 fn object_type(parent: &str, field: &str) -> Option<&'static str> {
     Some(match (parent, field) {
@@ -383,7 +357,9 @@ fn project(value: &Value, type_name: &str, selections: &[Field]) -> Value {
             out.insert(key, Value::String(type_name.to_owned()));
             continue;
         }
-        let source = value.get(snake_case(&field.name)).unwrap_or(&Value::Null);
+        let source = value
+            .get(to_snake_case(&field.name))
+            .unwrap_or(&Value::Null);
         let projected = match object_type(type_name, &field.name) {
             // The error object exists only on failures, which MLflow reports in `errors`.
             Some("ApiError") => Value::Null,
@@ -453,11 +429,11 @@ mod tests {
 
     #[test]
     fn get_inputs_become_query_strings_with_repeated_keys() {
-        let input =
-            snake_case_keys(json!({"runIds": ["a", "b"], "metricKey": "loss", "maxResults": 320}));
+        // lowerCamel keys stay: the REST side reads them as MLflow does.
+        let input = json!({"runIds": ["a", "b"], "metricKey": "loss", "maxResults": 320});
         assert_eq!(
             query_string(&input),
-            "max_results=320&metric_key=loss&run_ids=a&run_ids=b"
+            "maxResults=320&metricKey=loss&runIds=a&runIds=b"
         );
     }
 }

@@ -39,6 +39,27 @@ async fn log_points(server: &TestServer, run_id: &str, points: &[(i64, i64, f64)
     assert_eq!(status, 200, "{body}");
 }
 
+/// A new registered model with version 1 made from the run's `model` folder; its name.
+async fn register_version(server: &TestServer, experiment_id: &str, run_id: &str) -> String {
+    let name = super::uuid_name();
+    let (status, body) = server
+        .post(
+            "/api/2.0/mlflow/registered-models/create",
+            json!({"name": name}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = server
+        .post(
+            "/api/2.0/mlflow/model-versions/create",
+            json!({"name": name, "run_id": run_id,
+                   "source": format!("mlflow-artifacts:/{experiment_id}/{run_id}/artifacts/model")}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    name
+}
+
 fn steps_and_timestamps(answer: &Value) -> Vec<(i64, i64)> {
     answer["metrics"]
         .as_array()
@@ -191,22 +212,7 @@ async fn model_version_artifact_serves_the_models_files(server: TestServer) {
         .await
         .unwrap();
     assert_eq!(upload.status(), 200);
-    let name = super::uuid_name();
-    let (status, body) = server
-        .post(
-            "/api/2.0/mlflow/registered-models/create",
-            json!({"name": name}),
-        )
-        .await;
-    assert_eq!(status, 200, "{body}");
-    let (status, body) = server
-        .post(
-            "/api/2.0/mlflow/model-versions/create",
-            json!({"name": name, "run_id": run_id,
-                   "source": format!("mlflow-artifacts:/{experiment_id}/{run_id}/artifacts/model")}),
-        )
-        .await;
-    assert_eq!(status, 200, "{body}");
+    let name = register_version(&server, &experiment_id, &run_id).await;
     let response = server
         .client
         .get(format!(
@@ -257,21 +263,7 @@ async fn graphql_answers_the_uis_operations(server: TestServer) {
         )
         .await;
     assert_eq!(status, 200, "{body}");
-    let name = super::uuid_name();
-    server
-        .post(
-            "/api/2.0/mlflow/registered-models/create",
-            json!({"name": name}),
-        )
-        .await;
-    let (status, body) = server
-        .post(
-            "/api/2.0/mlflow/model-versions/create",
-            json!({"name": name, "run_id": run_id,
-                   "source": format!("mlflow-artifacts:/{experiment_id}/{run_id}/artifacts/model")}),
-        )
-        .await;
-    assert_eq!(status, 200, "{body}");
+    let name = register_version(&server, &experiment_id, &run_id).await;
     let get_run = r#"query GetRun($data: MlflowGetRunInput!) @component(name: "MLflow.ExperimentRunTracking") {
         mlflowGetRun(input: $data) {
           apiError { helpUrl code message }
