@@ -262,3 +262,60 @@ def test_version_page_shows_the_mlmodel_and_the_operators_tags(ui, seeded):
     view.get_by_text("ml/churn-serving").first.wait_for()
     view.get_by_text("champion").first.wait_for()
     page.finish()
+
+
+def _sampled(api, run_ids, max_results, **step_range):
+    r = api.get(
+        "/ajax-api/2.0/mlflow/metrics/get-history-bulk-interval",
+        [*(("run_ids", run_id) for run_id in run_ids), ("metric_key", "loss"),
+         ("max_results", str(max_results)), *step_range.items()],
+    )
+    assert r.status_code == 200, r.text
+    return [(run_ids.index(p["run_id"]), p["step"], p["timestamp"]) for p in r.json()["metrics"]]
+
+
+def test_chart_sampling_is_by_point_keeping_the_last(api, client, experiment_id):
+    """The charts' sampling: each run's points cut into `max_results` tiles, each tile's first
+    point kept and the run's last point always; many values at one step count one by one."""
+    steps = client.create_run(experiment_id).info.run_id
+    client.log_batch(steps, metrics=[Metric("loss", float(i), 100 + i, i) for i in range(10)])
+    one_step = client.create_run(experiment_id).info.run_id
+    client.log_batch(one_step, metrics=[Metric("loss", float(i), 200 + i, 0) for i in range(5)])
+    runs = [one_step, steps]
+    assert _sampled(api, runs, 3) == [(0, 0, 200), (0, 0, 202), (0, 0, 204),
+                                      (1, 0, 100), (1, 4, 104), (1, 9, 109)]
+    assert _sampled(api, runs, 1) == [(0, 0, 204), (1, 9, 109)]
+    assert _sampled(api, runs, 4, start_step="2", end_step="6") == [
+        (1, 2, 102), (1, 4, 104), (1, 5, 105), (1, 6, 106)]
+
+
+def test_graphql_get_run_answers_in_mlflows_shapes(api, client, experiment_id):
+    run_id = client.create_run(experiment_id, run_name="gql").info.run_id
+    client.log_batch(run_id, metrics=[Metric("loss", float("nan"), 5, 2)], params=[Param("p", "1")])
+    query = """query GetRun($data: MlflowGetRunInput!) @component(name: "MLflow.ExperimentRunTracking") {
+      mlflowGetRun(input: $data) {
+        apiError { code message }
+        run { info { runUuid runName status startTime }
+              experiment { experimentId }
+              modelVersions { version }
+              data { metrics { key value step timestamp } params { key value } }
+              inputs { datasetInputs { dataset { name } } } }
+      }
+    }"""
+    r = api.post("/graphql", {"query": query, "variables": {"data": {"runId": run_id}},
+                              "operationName": "GetRun"})
+    assert r.status_code == 200, r.text
+    answer = r.json()
+    assert answer["errors"] is None
+    run = answer["data"]["mlflowGetRun"]["run"]
+    assert answer["data"]["mlflowGetRun"]["apiError"] is None
+    assert run["info"]["runUuid"] == run_id and run["info"]["runName"] == "gql"
+    assert run["info"]["status"] == "RUNNING" and isinstance(run["info"]["startTime"], str)
+    assert run["experiment"] == {"experimentId": experiment_id}
+    assert run["modelVersions"] == []
+    assert run["data"]["metrics"] == [{"key": "loss", "value": None, "step": "2", "timestamp": "5"}]
+    assert run["data"]["params"] == [{"key": "p", "value": "1"}]
+    assert run["inputs"] == {"datasetInputs": []}
+    r = api.post("/graphql", {"query": query, "variables": {"data": {"runId": "absent"}}})
+    assert r.json()["data"] == {"mlflowGetRun": None}
+    assert len(r.json()["errors"]) == 1
