@@ -2,13 +2,16 @@
 .DEFAULT_GOAL := help
 CARGO ?= cargo
 
-.PHONY: help run test fmt lint unit generate generate-check fuzz cluster-up cluster-down
+.PHONY: help run ui test fmt lint unit generate generate-check fuzz cluster-up cluster-down
 
 help: ## list targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-16s %s\n", $$1, $$2}'
 
 run: ## start the server on the embedded default (SQLite + ./mlartifacts) on port 5000
 	$(CARGO) run --release -- server
+
+ui: ## fetch MLflow's web UI (from the pinned mlflow wheel) into the folder the server serves by default
+	bash scripts/fetch-ui.sh
 
 test: ## the whole suite: installs Postgres, the mlflow venv and the e2e cluster when missing
 	bash e2e/test-all.sh

@@ -12,8 +12,9 @@
 # Exits with pytest's exit code.
 #
 # Other environment: FERROFLOW_E2E_BACKENDS (sqlite,postgres), FERROFLOW_E2E_ARTIFACT_STORES
-# (local,s3), FERROFLOW_E2E_STATE (logs, the Postgres cluster, the S3 data; default
-# /tmp/ferroflow-e2e), FERROFLOW_VENV, FERROFLOW_PG_PORT, FERROFLOW_S3_PORT.
+# (local,s3), FERROFLOW_E2E_STATE (logs, the Postgres cluster, the S3 data, the UI tests'
+# screenshots; default /tmp/ferroflow-e2e), FERROFLOW_VENV, FERROFLOW_PG_PORT, FERROFLOW_S3_PORT,
+# FERROFLOW_UI_DIR (the UI bundle; default: fetched by scripts/fetch-ui.sh), FERROFLOW_CHROMIUM.
 set -euo pipefail
 
 here="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
@@ -37,6 +38,17 @@ artifact_stores="${FERROFLOW_E2E_ARTIFACT_STORES:-local,s3}"
 if [[ ",$artifact_stores," == *",s3,"* && -z "${FERROFLOW_E2E_S3_ENDPOINT:-}" ]]; then
   s3_env="$("$here/setup/s3.sh")"
   eval "$s3_env"
+fi
+
+# The web UI tests: MLflow's UI bundle (for ferroflow; `mlflow server` carries its own, cached
+# under ~/.cache/ferroflow/ui) and Debian's chromium to drive it.
+if [[ -z "${FERROFLOW_UI_DIR:-}" ]]; then
+  eval "$(FERROFLOW_PYTHON="$FERROFLOW_VENV/bin/python" "$here/../scripts/fetch-ui.sh")"
+  export FERROFLOW_UI_DIR
+fi
+if [[ -z "${FERROFLOW_CHROMIUM:-}" ]]; then
+  eval "$("$here/setup/chromium.sh")"
+  export FERROFLOW_CHROMIUM
 fi
 
 # shellcheck disable=SC1091

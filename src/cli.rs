@@ -110,6 +110,24 @@ pub struct ServerArgs {
         default_value_t = ConnectionLimits::DEFAULT.max_connections,
         value_parser = clap::value_parser!(u32).range(1..).map(|n| n as usize))]
     pub max_connections: usize,
+    /// Folder holding MLflow's web UI bundle (`index.html`, `static/`), served at `/`; default:
+    /// the folder `make ui` fills. Without one, `/` says how to get it.
+    #[arg(long, env = "FERROFLOW_UI_DIR")]
+    pub ui_dir: Option<PathBuf>,
+    /// Serve everything (UI and API) under this path prefix, as `mlflow server --static-prefix`.
+    #[arg(long, env = "FERROFLOW_STATIC_PREFIX", value_parser = parse_static_prefix)]
+    pub static_prefix: Option<String>,
+}
+
+/// A static prefix starts with `/`, does not end with one and holds no `{`/`}` (`/mlflow`),
+/// as MLflow requires.
+fn parse_static_prefix(text: &str) -> Result<String, String> {
+    if !text.starts_with('/') || text.ends_with('/') || text.contains(['{', '}']) {
+        return Err(format!(
+            "'{text}': the static prefix must start with '/', not end with '/' and hold no '{{' or '}}' (e.g. /mlflow)"
+        ));
+    }
+    Ok(text.to_owned())
 }
 
 impl ServerArgs {

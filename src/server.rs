@@ -47,6 +47,7 @@ pub async fn run(
         artifacts,
         config: Arc::new(ServerConfig {
             default_artifact_root: args.default_artifact_root.clone(),
+            ui_dir: api::ui::resolve_dir(args.ui_dir.clone()),
         }),
     };
     // Postgres: re-analyze searched tables soon after a bulk load (see store::statistics).
@@ -59,10 +60,15 @@ pub async fn run(
         std::fs::write(path, address.to_string())
             .with_context(|| format!("failed to write {}", path.display()))?;
     }
-    tracing::info!(%address, backend = ?store.backend(), artifacts = %args.artifacts_destination, "ferroflow server listening");
+    let ui = state
+        .config
+        .ui_dir
+        .as_ref()
+        .map(|dir| dir.display().to_string());
+    tracing::info!(%address, backend = ?store.backend(), artifacts = %args.artifacts_destination, ui = ui.as_deref().unwrap_or("not installed (make ui)"), "ferroflow server listening");
     serve(
         listener,
-        api::router(state),
+        api::ui::with_static_prefix(api::router(state), args.static_prefix.as_deref()),
         args.connection_limits(),
         shutdown,
     )

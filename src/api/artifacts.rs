@@ -44,6 +44,7 @@ pub fn routes() -> Router<AppState> {
             get(proxied_file).put(proxied_file).delete(proxied_file),
         )
         .route("/api/3.0/mlflow/server-info", get(server_info))
+        .route("/ajax-api/3.0/mlflow/server-info", get(server_info))
         .route("/get-artifact", get(get_run_artifact))
 }
 

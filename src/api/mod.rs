@@ -4,12 +4,15 @@
 pub mod artifacts;
 pub mod error;
 pub mod experiments;
+pub mod graphql;
 pub mod health;
 pub mod logged_models;
 pub mod registry;
 pub mod request;
 pub mod runs;
 pub mod types;
+pub mod ui;
+pub mod ui_endpoints;
 
 use std::sync::Arc;
 
@@ -39,6 +42,8 @@ pub struct ServerConfig {
     /// Root under which new experiments get their artifact location (`mlflow-artifacts:` by default,
     /// so clients upload through this server and need no storage credentials).
     pub default_artifact_root: String,
+    /// MLflow's web UI bundle served at `/` (`--ui-dir`); `None`: `/` says how to get it.
+    pub ui_dir: Option<std::path::PathBuf>,
 }
 
 /// Shared state of every handler.
@@ -49,8 +54,9 @@ pub struct AppState {
     pub config: Arc<ServerConfig>,
 }
 
-/// The whole HTTP surface: `/api/2.0/mlflow/*` and the UI's `/ajax-api/2.0/mlflow/*`, the
-/// probes and `/metrics`, every request counted by the metrics middleware.
+/// The whole HTTP surface: `/api/2.0/mlflow/*`, the UI's `/ajax-api/2.0/mlflow/*`, `/graphql`,
+/// the UI bundle itself, the probes and `/metrics`, every request counted by the metrics
+/// middleware.
 pub fn router(state: AppState) -> Router {
     let metrics = Arc::new(HttpMetrics::default());
     let mlflow = Router::new()
@@ -60,18 +66,23 @@ pub fn router(state: AppState) -> Router {
         .merge(logged_models::routes())
         .merge(artifacts::mlflow_routes())
         .route_layer(middleware::from_fn(refuse_oversized_body));
-    Router::new()
+    let api = Router::new()
         .nest("/api/2.0/mlflow", mlflow.clone())
         .nest("/ajax-api/2.0/mlflow", mlflow)
         .merge(health::routes())
         .merge(artifacts::routes())
+        .merge(ui_endpoints::routes())
+        .merge(ui::routes())
+        .with_state(state);
+    // GraphQL answers through the REST routes, dispatched in-process.
+    api.clone()
+        .merge(graphql::routes(api))
         .fallback(unknown_endpoint)
         .layer(axum::middleware::from_fn(request::refuse_nul_in_uri))
         .layer(DefaultBodyLimit::max(MAX_JSON_BODY))
         .layer(TraceLayer::new_for_http())
         .layer(Extension(Arc::clone(&metrics)))
         .layer(middleware::from_fn_with_state(metrics, http_metrics::track))
-        .with_state(state)
 }
 
 /// A JSON request that declares a body over the limit is refused before any of it is read

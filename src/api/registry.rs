@@ -171,14 +171,14 @@ struct ModelVersionsResponse {
 // ---- request fields ------------------------------------------------------------------------
 
 /// A required string field; empty counts as missing, as in MLflow's `_assert_required`.
-fn required(value: Option<String>, field: &str) -> ApiResult<String> {
+pub(super) fn required(value: Option<String>, field: &str) -> ApiResult<String> {
     value
         .filter(|value| !value.is_empty())
         .ok_or_else(|| ApiError::missing(field))
 }
 
 /// A version number as MLflow's `_validate_model_version` reads it (`int(version)`).
-fn parse_version(version: Option<String>) -> ApiResult<i64> {
+pub(super) fn parse_version(version: Option<String>) -> ApiResult<i64> {
     let version = required(version, "version")?;
     version.trim().parse().map_err(|_| {
         ApiError::invalid(format!(

@@ -222,7 +222,8 @@ fn snake_case_keys(value: &mut Value) -> Result<(), ApiError> {
     }
 }
 
-fn to_snake_case(key: &str) -> String {
+/// `experimentIds` → `experiment_ids`.
+pub fn to_snake_case(key: &str) -> String {
     if !key.chars().any(|c| c.is_ascii_uppercase()) {
         return key.to_owned();
     }

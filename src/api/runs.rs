@@ -13,8 +13,9 @@ use super::types::{
     DatasetInput, Empty, KeyValueJson, Metric, MetricInput, ModelInput, Run, RunInfo,
 };
 use super::{AppState, parse_view_type};
+use crate::store::KeyValue;
+use crate::store::metric_sampling::MAX_BULK_POINTS;
 use crate::store::runs::{self, NewRun, RunSearch};
-use crate::store::{KeyValue, metrics};
 
 /// Page size when a runs search does not say (the proto's default).
 const DEFAULT_SEARCH_PAGE: i64 = 1000;
@@ -485,17 +486,20 @@ async fn get_history_bulk_interval(
     State(state): State<AppState>,
     Mlflow(request): Mlflow<BulkIntervalRequest>,
 ) -> ApiResult<Json<HistoryResponse>> {
+    if request.run_ids.is_empty() {
+        return Err(ApiError::missing("run_ids"));
+    }
     let key = request
         .metric_key
         .ok_or_else(|| ApiError::missing("metric_key"))?;
     let points = state
         .store
-        .get_metric_history_bulk_interval(
+        .sample_metric_history(
             &request.run_ids,
             &key,
             request.start_step,
             request.end_step,
-            request.max_results.unwrap_or(metrics::MAX_BULK_STEPS),
+            request.max_results.unwrap_or(MAX_BULK_POINTS),
         )
         .await?;
     Ok(Json(HistoryResponse {

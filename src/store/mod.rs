@@ -5,10 +5,12 @@
 //! dialects differ match on [`Backend`]. The two-backend conformance suite in
 //! `tests/store` is what keeps both honest.
 
+pub mod dataset_summaries;
 pub mod error;
 pub mod experiments;
 pub mod filter;
 pub mod logged_models;
+pub mod metric_sampling;
 pub mod metrics;
 pub mod notify;
 pub mod registry;

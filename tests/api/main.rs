@@ -83,6 +83,7 @@ async fn serve_on(
         artifacts,
         config: Arc::new(ServerConfig {
             default_artifact_root: "mlflow-artifacts:".into(),
+            ui_dir: None,
         }),
     };
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
@@ -435,3 +436,4 @@ mod hostile_input;
 mod missing;
 mod outage;
 mod registry;
+mod ui;

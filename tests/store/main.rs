@@ -764,7 +764,7 @@ async fn bulk_interval_samples_steps(store: Store) {
         .collect();
     store.log_batch(&run, &points, &[], &[]).await.unwrap();
     let sampled = store
-        .get_metric_history_bulk_interval(std::slice::from_ref(&run), "loss", Some(10), Some(50), 5)
+        .sample_metric_history(std::slice::from_ref(&run), "loss", Some(10), Some(50), 5)
         .await
         .unwrap();
     let steps: Vec<i64> = sampled.iter().map(|m| m.step).collect();
@@ -777,7 +777,7 @@ async fn bulk_interval_samples_steps(store: Store) {
     );
     assert!(
         store
-            .get_metric_history_bulk_interval(&[run], "loss", Some(10), None, 5)
+            .sample_metric_history(&[run], "loss", Some(10), None, 5)
             .await
             .is_err()
     );
