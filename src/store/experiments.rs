@@ -2,13 +2,16 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use super::filter::{self, Attribute, Clause, Comparator, Key, SearchEntity, Value};
-use super::registry::{Actor, Owner};
-use super::search::{self, SortKey, SortKind, SqlBuilder, SqlValue, bind_values};
+use super::filter::{self, Attribute, Key, SearchEntity};
+use super::registry::Actor;
+use super::search::{
+    self, FilterColumns, KeyValueTable, SortKey, SortKind, SqlBuilder, SqlValue, bind_values,
+};
 use super::validation::{self, MAX_ENTITY_KEY_LENGTH, MAX_EXPERIMENT_TAG_VALUE_LENGTH};
+use super::values::Owner;
 use super::{
-    Backend, BeginWrite, Entity, Error, KeyValue, LIFECYCLE_ACTIVE, LIFECYCLE_DELETED, Page,
-    Result, Store, ViewType, now_millis, with_pool,
+    BeginWrite, Entity, Error, KeyValue, LIFECYCLE_ACTIVE, LIFECYCLE_DELETED, Page, Result, Store,
+    ViewType, now_millis, with_pool,
 };
 
 /// Id of the experiment that exists from the start and receives runs by default.
@@ -253,7 +256,7 @@ impl Store {
         );
         for clause in &clauses {
             builder.push(" AND ");
-            push_experiment_clause(&mut builder, self.backend(), clause)?;
+            EXPERIMENT_FILTER.push_clause(&mut builder, self.backend(), clause)?;
         }
         let (rows, next_page_token) = self
             .fetch_page::<ExperimentRow>(builder, &keys, after.as_deref(), max_results)
@@ -473,6 +476,22 @@ fn validate_experiment_tag(tag: &KeyValue) -> Result<()> {
     validation::validate_length("Tag value", &tag.value, MAX_EXPERIMENT_TAG_VALUE_LENGTH)
 }
 
+/// What experiment filters compare.
+const EXPERIMENT_FILTER: FilterColumns = FilterColumns {
+    entity: "experiments",
+    attributes: &[
+        (Attribute::Name, "e.name", false),
+        (Attribute::ExperimentId, "e.experiment_id", true),
+        (Attribute::CreationTime, "e.creation_time", true),
+        (Attribute::LastUpdateTime, "e.last_update_time", true),
+    ],
+    tags: Some(KeyValueTable::new(
+        "SELECT 1 FROM experiment_tags t WHERE t.experiment_id = e.experiment_id AND t.key = ",
+        "t.value",
+    )),
+    params: None,
+};
+
 fn experiment_sort_key(key: &Key, descending: bool) -> Result<SortKey> {
     let (expr, kind) = match key {
         Key::Attribute(Attribute::Name) => ("e.name", SortKind::Text),
@@ -486,142 +505,4 @@ fn experiment_sort_key(key: &Key, descending: bool) -> Result<SortKey> {
         }
     };
     Ok(SortKey::new(expr, kind, descending, false))
-}
-
-fn push_experiment_clause(
-    builder: &mut SqlBuilder,
-    backend: Backend,
-    clause: &Clause,
-) -> Result<()> {
-    match &clause.key {
-        Key::Attribute(attribute) => {
-            let (column, numeric) = match attribute {
-                Attribute::Name => ("e.name", false),
-                Attribute::ExperimentId => ("e.experiment_id", true),
-                Attribute::CreationTime => ("e.creation_time", true),
-                Attribute::LastUpdateTime => ("e.last_update_time", true),
-                other => {
-                    return Err(Error::Invalid(format!(
-                        "Invalid attribute for experiments: {other:?}"
-                    )));
-                }
-            };
-            push_comparison(builder, backend, column, clause, numeric)
-        }
-        Key::Tag(key) => push_key_value_clause(
-            builder,
-            backend,
-            "SELECT 1 FROM experiment_tags t WHERE t.experiment_id = e.experiment_id AND t.key = ",
-            key,
-            "t.value",
-            clause,
-        ),
-        other => Err(Error::Invalid(format!(
-            "Invalid filter key for experiments: {other:?}"
-        ))),
-    }
-}
-
-/// `EXISTS (<lookup> $key AND <column> <op> $value)` for a tag or param; `IS NULL` becomes `NOT EXISTS`.
-/// A row lacking the key never matches any other comparison (MLflow's semantics, `!=` included).
-pub(super) fn push_key_value_clause(
-    builder: &mut SqlBuilder,
-    backend: Backend,
-    lookup: &str,
-    key: &str,
-    column: &str,
-    clause: &Clause,
-) -> Result<()> {
-    let negate = clause.op == Comparator::IsNull;
-    builder.push(if negate { "NOT EXISTS (" } else { "EXISTS (" });
-    builder.push(lookup);
-    builder.bind(SqlValue::Text(key.to_owned()));
-    if !matches!(clause.op, Comparator::IsNull | Comparator::IsNotNull) {
-        builder.push(" AND ");
-        push_comparison(builder, backend, column, clause, false)?;
-    }
-    builder.push(")");
-    Ok(())
-}
-
-/// `<column> <op> <value>` for one clause, with LIKE/ILIKE made case-correct per backend.
-pub(super) fn push_comparison(
-    builder: &mut SqlBuilder,
-    backend: Backend,
-    column: &str,
-    clause: &Clause,
-    numeric: bool,
-) -> Result<()> {
-    let bad_value = || {
-        Error::Invalid(format!(
-            "Invalid value for comparison on {column}: {:?}",
-            clause.value
-        ))
-    };
-    let scalar = |value: &Value| -> Result<SqlValue> {
-        match (value, numeric) {
-            (Value::Number(number), true) => {
-                if number.fract() == 0.0 && number.abs() < 9.0e15 {
-                    Ok(SqlValue::Int(*number as i64))
-                } else {
-                    Ok(SqlValue::Float(*number))
-                }
-            }
-            (Value::Number(number), false) => Ok(SqlValue::Float(*number)),
-            (Value::String(text), true) => text
-                .trim()
-                .parse::<i64>()
-                .map(SqlValue::Int)
-                .map_err(|_| bad_value()),
-            (Value::String(text), false) => Ok(SqlValue::Text(text.clone())),
-            _ => Err(bad_value()),
-        }
-    };
-    let op = match clause.op {
-        Comparator::Eq => "=",
-        Comparator::Ne => "!=",
-        Comparator::Lt => "<",
-        Comparator::Le => "<=",
-        Comparator::Gt => ">",
-        Comparator::Ge => ">=",
-        Comparator::Like | Comparator::ILike => {
-            let Value::String(pattern) = &clause.value else {
-                return Err(bad_value());
-            };
-            if clause.op == Comparator::Like {
-                search::push_like(builder, backend, column, pattern);
-            } else {
-                search::push_ilike(builder, backend, column, pattern);
-            }
-            return Ok(());
-        }
-        Comparator::In | Comparator::NotIn => {
-            let Value::List(items) = &clause.value else {
-                return Err(bad_value());
-            };
-            builder.push(column);
-            builder.push(if clause.op == Comparator::In {
-                " IN "
-            } else {
-                " NOT IN "
-            });
-            let values = items
-                .iter()
-                .map(|item| scalar(&Value::String(item.clone())))
-                .collect::<Result<Vec<_>>>()?;
-            builder.bind_list(values);
-            return Ok(());
-        }
-        Comparator::IsNull => {
-            builder.push(&format!("{column} IS NULL"));
-            return Ok(());
-        }
-        Comparator::IsNotNull => {
-            builder.push(&format!("{column} IS NOT NULL"));
-            return Ok(());
-        }
-    };
-    builder.push(&format!("{column} {op} "));
-    builder.bind(scalar(&clause.value)?);
-    Ok(())
 }

@@ -16,6 +16,7 @@ pub mod runs;
 pub mod search;
 pub mod statistics;
 pub mod validation;
+pub mod values;
 
 use std::str::FromStr;
 use std::time::Duration;

@@ -2,32 +2,14 @@
 //! checks that keep other writers off those fields.
 
 use std::collections::BTreeSet;
-use std::fmt;
+
+pub use crate::store::values::Owner;
 
 use super::{
     MODEL_COLUMNS, ModelRow, ModelVersion, RegistryTx, VERSION_COLUMNS, VERSIONS_FROM, VersionRow,
     validate_model_name,
 };
 use crate::store::{BeginWrite, Error, Result, Store, with_pool};
-
-/// The Kubernetes resource that declares a registry row.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Owner {
-    pub namespace: String,
-    pub kind: String,
-    pub name: String,
-    pub uid: String,
-}
-
-impl fmt::Display for Owner {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{} {}/{} (uid {})",
-            self.kind, self.namespace, self.name, self.uid
-        )
-    }
-}
 
 /// A field of a registry row that a resource can own. Registered models can own
 /// `Description`, `Tags` and `Aliases`; model versions `Description`, `Tags` and `Stage`.
