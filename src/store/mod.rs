@@ -107,6 +107,19 @@ impl Default for StoreOptions {
 }
 
 impl Store {
+    /// [`Store::open_migrated_with`] the default [`StoreOptions`].
+    pub async fn open_migrated(uri: &str) -> Result<Self> {
+        Self::open_migrated_with(uri, StoreOptions::default()).await
+    }
+
+    /// Connects to `uri` and brings its schema up to date: what every command that uses the
+    /// store does first (the server, the operator, `db upgrade`).
+    pub async fn open_migrated_with(uri: &str, store_options: StoreOptions) -> Result<Self> {
+        let store = Self::connect_with(uri, store_options).await?;
+        store.migrate().await?;
+        Ok(store)
+    }
+
     /// Connects to `uri` with the default [`StoreOptions`].
     pub async fn connect(uri: &str) -> Result<Self> {
         Self::connect_with(uri, StoreOptions::default()).await
