@@ -3,12 +3,13 @@
 use std::collections::{BTreeSet, HashMap};
 
 use super::filter::{self, Attribute, Key, SearchEntity};
-use super::registry::Actor;
+use super::ownership::{
+    Actor, Owner, OwnerColumns, check_writable, encode_owned, tag_entry, tag_of_entry,
+};
 use super::search::{
     self, FilterColumns, KeyValueTable, SortKey, SortKind, SqlBuilder, SqlValue, bind_values,
 };
 use super::validation::{self, MAX_ENTITY_KEY_LENGTH, MAX_EXPERIMENT_TAG_VALUE_LENGTH};
-use super::values::Owner;
 use super::{
     BeginWrite, Entity, Error, KeyValue, LIFECYCLE_ACTIVE, LIFECYCLE_DELETED, Page, Result, Store,
     ViewType, now_millis, with_pool,
@@ -49,27 +50,17 @@ struct ExperimentRow {
     lifecycle_stage: String,
     creation_time: i64,
     last_update_time: i64,
-    owner_namespace: Option<String>,
-    owner_kind: Option<String>,
-    owner_name: Option<String>,
-    owner_uid: Option<String>,
-    owned_tag_keys: String,
+    #[sqlx(flatten)]
+    owner: OwnerColumns,
 }
 
 impl ExperimentRow {
     fn ownership(&self) -> Option<ExperimentOwnership> {
-        let uid = self.owner_uid.clone()?;
+        let (owner, entries) = self.owner.read()?;
         Some(ExperimentOwnership {
-            owner: Owner {
-                namespace: self.owner_namespace.clone().unwrap_or_default(),
-                kind: self.owner_kind.clone().unwrap_or_default(),
-                name: self.owner_name.clone().unwrap_or_default(),
-                uid,
-            },
-            tag_keys: self
-                .owned_tag_keys
-                .lines()
-                .filter(|key| !key.is_empty())
+            owner,
+            tag_keys: entries
+                .filter_map(tag_of_entry)
                 .map(str::to_owned)
                 .collect(),
         })
@@ -84,7 +75,7 @@ struct ExperimentTagRow {
 }
 
 const EXPERIMENT_COLUMNS: &str = "e.experiment_id, e.name, e.artifact_location, e.lifecycle_stage, e.creation_time, e.last_update_time, \
-     e.owner_namespace, e.owner_kind, e.owner_name, e.owner_uid, e.owned_tag_keys";
+     e.owner_namespace, e.owner_kind, e.owner_name, e.owner_uid, e.owned_fields";
 
 /// What a search for experiments asks.
 #[derive(Debug, Clone, Default)]
@@ -406,15 +397,14 @@ impl Store {
     ) -> Result<()> {
         let experiment = self.get_experiment(experiment_id).await?;
         check_experiment_writable(&experiment, None, Actor::Owner(&ownership.owner.uid))?;
-        let keys: Vec<&str> = ownership.tag_keys.iter().map(String::as_str).collect();
         with_pool!(self, pool => sqlx::query(
             "UPDATE experiments SET owner_namespace = $1, owner_kind = $2, owner_name = $3, owner_uid = $4, \
-             owned_tag_keys = $5 WHERE experiment_id = $6 AND (owner_uid IS NULL OR owner_uid = $4)")
+             owned_fields = $5 WHERE experiment_id = $6 AND (owner_uid IS NULL OR owner_uid = $4)")
             .bind(&ownership.owner.namespace)
             .bind(&ownership.owner.kind)
             .bind(&ownership.owner.name)
             .bind(&ownership.owner.uid)
-            .bind(keys.join("\n"))
+            .bind(encode_owned(ownership.tag_keys.iter().map(|key| tag_entry(key))))
             .bind(experiment_id)
             .execute(pool)
             .await.map(|done| done.rows_affected()))?;
@@ -426,7 +416,7 @@ impl Store {
     pub async fn clear_experiment_owner(&self, experiment_id: i64, uid: &str) -> Result<()> {
         with_pool!(self, pool => sqlx::query(
             "UPDATE experiments SET owner_namespace = NULL, owner_kind = NULL, owner_name = NULL, \
-             owner_uid = NULL, owned_tag_keys = '' WHERE experiment_id = $1 AND owner_uid = $2")
+             owner_uid = NULL, owned_fields = '' WHERE experiment_id = $1 AND owner_uid = $2")
             .bind(experiment_id)
             .bind(uid)
             .execute(pool)
@@ -442,14 +432,15 @@ fn check_experiment_writable(
     field: Option<&str>,
     actor: Actor<'_>,
 ) -> Result<()> {
-    match &experiment.ownership {
-        Some(ownership) if !actor.is(&ownership.owner) => Err(Error::OwnedElsewhere {
-            object: format!("experiment '{}'", experiment.name),
-            field: field.map(str::to_owned),
-            owner: Box::new(ownership.owner.clone()),
-        }),
-        _ => Ok(()),
-    }
+    check_writable(
+        experiment
+            .ownership
+            .as_ref()
+            .map(|ownership| &ownership.owner),
+        field,
+        actor,
+        || format!("experiment '{}'", experiment.name),
+    )
 }
 
 /// Refuses `actor` changing a tag the experiment's owner declares.

@@ -11,6 +11,7 @@ pub mod filter;
 pub mod logged_models;
 pub mod metrics;
 pub mod notify;
+pub mod ownership;
 pub mod registry;
 pub mod runs;
 pub mod search;
