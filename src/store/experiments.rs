@@ -77,6 +77,29 @@ struct ExperimentTagRow {
 const EXPERIMENT_COLUMNS: &str = "e.experiment_id, e.name, e.artifact_location, e.lifecycle_stage, e.creation_time, e.last_update_time, \
      e.owner_namespace, e.owner_kind, e.owner_name, e.owner_uid, e.owned_fields";
 
+/// Inside a write transaction `$tx` (either backend): writes the experiment's row (a no-op
+/// update) so that the transaction holds it until commit, then reads it. Every experiment write
+/// starts with it, so its ownership check reads the row the write changes (no check-then-write
+/// race with a concurrent `set_experiment_owner`).
+macro_rules! lock_experiment {
+    ($tx:ident, $experiment_id:expr) => {{
+        let locked = sqlx::query("UPDATE experiments SET name = name WHERE experiment_id = $1")
+            .bind($experiment_id)
+            .execute(&mut *$tx)
+            .await?
+            .rows_affected();
+        if locked == 0 {
+            return Err(experiment_not_found($experiment_id));
+        }
+        let sql =
+            format!("SELECT {EXPERIMENT_COLUMNS} FROM experiments e WHERE e.experiment_id = $1");
+        sqlx::query_as::<_, ExperimentRow>(&sql)
+            .bind($experiment_id)
+            .fetch_one(&mut *$tx)
+            .await?
+    }};
+}
+
 /// What a search for experiments asks.
 #[derive(Debug, Clone, Default)]
 pub struct ExperimentSearch {
@@ -150,12 +173,7 @@ impl Store {
             .bind(experiment_id)
             .fetch_optional(pool)
             .await)?;
-        let row = row.ok_or_else(|| {
-            Error::not_found(
-                Entity::Experiment,
-                format!("No Experiment with id={experiment_id} exists"),
-            )
-        })?;
+        let row = row.ok_or_else(|| experiment_not_found(experiment_id))?;
         Ok(self.with_tags(vec![row]).await?.remove(0))
     }
 
@@ -178,12 +196,7 @@ impl Store {
     /// An experiment that must exist and be active, for writes into it.
     pub async fn get_active_experiment(&self, experiment_id: i64) -> Result<Experiment> {
         let experiment = self.get_experiment(experiment_id).await?;
-        if experiment.lifecycle_stage != LIFECYCLE_ACTIVE {
-            return Err(Error::Invalid(format!(
-                "The experiment {experiment_id} must be in the 'active' state. Current state is {}.",
-                experiment.lifecycle_stage
-            )));
-        }
+        require_active(experiment_id, &experiment.lifecycle_stage)?;
         Ok(experiment)
     }
 
@@ -266,28 +279,34 @@ impl Store {
         actor: Actor<'_>,
     ) -> Result<()> {
         validation::validate_experiment_name(new_name)?;
-        let experiment = self.get_experiment(experiment_id).await?;
-        check_experiment_writable(&experiment, Some("name"), actor)?;
-        if experiment.lifecycle_stage != LIFECYCLE_ACTIVE {
-            return Err(Error::InvalidState(format!(
-                "Cannot rename a non-active experiment. Experiment {experiment_id} is {}.",
-                experiment.lifecycle_stage
-            )));
-        }
-        let updated = with_pool!(self, pool => sqlx::query(
-            "UPDATE experiments SET name = $1, last_update_time = $2 WHERE experiment_id = $3")
-            .bind(new_name)
-            .bind(now_millis())
-            .bind(experiment_id)
-            .execute(pool)
-            .await.map(|done| done.rows_affected()));
-        match updated {
-            Ok(_rows) => Ok(()),
-            Err(error) if super::error::is_unique_violation(&error) => Err(Error::BadRequest(
-                format!("Experiment '{new_name}' already exists."),
-            )),
-            Err(error) => Err(error.into()),
-        }
+        with_pool!(self, pool => {
+            let mut tx = pool.begin_write().await?;
+            let experiment = lock_experiment!(tx, experiment_id);
+            check_experiment_writable(&experiment, Some("name"), actor)?;
+            if experiment.lifecycle_stage != LIFECYCLE_ACTIVE {
+                return Err(Error::InvalidState(format!(
+                    "Cannot rename a non-active experiment. Experiment {experiment_id} is {}.",
+                    experiment.lifecycle_stage
+                )));
+            }
+            let renamed = sqlx::query(
+                "UPDATE experiments SET name = $1, last_update_time = $2 WHERE experiment_id = $3")
+                .bind(new_name)
+                .bind(now_millis())
+                .bind(experiment_id)
+                .execute(&mut *tx)
+                .await;
+            match renamed {
+                Ok(_) => tx.commit().await?,
+                Err(error) if super::error::is_unique_violation(&error) => {
+                    return Err(Error::BadRequest(format!(
+                        "Experiment '{new_name}' already exists."
+                    )));
+                }
+                Err(error) => return Err(error.into()),
+            }
+        });
+        Ok(())
     }
 
     /// Marks an experiment and all its runs deleted (restorable).
@@ -309,21 +328,21 @@ impl Store {
         to: &str,
         actor: Actor<'_>,
     ) -> Result<()> {
-        let experiment = self.get_experiment(experiment_id).await?;
-        check_experiment_writable(&experiment, None, actor)?;
-        if experiment.lifecycle_stage != from {
-            return Err(Error::not_found(
-                Entity::Experiment,
-                format!(
-                    "Experiment {experiment_id} is already {} and cannot be made {to}.",
-                    experiment.lifecycle_stage
-                ),
-            ));
-        }
         let now = now_millis();
         let deleted_time = (to == LIFECYCLE_DELETED).then_some(now);
         with_pool!(self, pool => {
             let mut tx = pool.begin_write().await?;
+            let experiment = lock_experiment!(tx, experiment_id);
+            check_experiment_writable(&experiment, None, actor)?;
+            if experiment.lifecycle_stage != from {
+                return Err(Error::not_found(
+                    Entity::Experiment,
+                    format!(
+                        "Experiment {experiment_id} is already {} and cannot be made {to}.",
+                        experiment.lifecycle_stage
+                    ),
+                ));
+            }
             sqlx::query("UPDATE experiments SET lifecycle_stage = $1, last_update_time = $2 WHERE experiment_id = $3")
                 .bind(to)
                 .bind(now)
@@ -350,16 +369,21 @@ impl Store {
         actor: Actor<'_>,
     ) -> Result<()> {
         validate_experiment_tag(tag)?;
-        let experiment = self.get_active_experiment(experiment_id).await?;
-        check_experiment_tag_writable(&experiment, &tag.key, actor)?;
-        with_pool!(self, pool => sqlx::query(
-            "INSERT INTO experiment_tags (experiment_id, key, value) VALUES ($1, $2, $3) \
-             ON CONFLICT (experiment_id, key) DO UPDATE SET value = excluded.value")
-            .bind(experiment_id)
-            .bind(&tag.key)
-            .bind(&tag.value)
-            .execute(pool)
-            .await.map(|done| done.rows_affected()))?;
+        with_pool!(self, pool => {
+            let mut tx = pool.begin_write().await?;
+            let experiment = lock_experiment!(tx, experiment_id);
+            require_active(experiment_id, &experiment.lifecycle_stage)?;
+            check_experiment_tag_writable(&experiment, &tag.key, actor)?;
+            sqlx::query(
+                "INSERT INTO experiment_tags (experiment_id, key, value) VALUES ($1, $2, $3) \
+                 ON CONFLICT (experiment_id, key) DO UPDATE SET value = excluded.value")
+                .bind(experiment_id)
+                .bind(&tag.key)
+                .bind(&tag.value)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+        });
         Ok(())
     }
 
@@ -370,20 +394,26 @@ impl Store {
         key: &str,
         actor: Actor<'_>,
     ) -> Result<()> {
-        let experiment = self.get_active_experiment(experiment_id).await?;
-        check_experiment_tag_writable(&experiment, key, actor)?;
-        let deleted = with_pool!(self, pool => sqlx::query(
-            "DELETE FROM experiment_tags WHERE experiment_id = $1 AND key = $2")
-            .bind(experiment_id)
-            .bind(key)
-            .execute(pool)
-            .await.map(|done| done.rows_affected()))?;
-        if deleted == 0 {
-            return Err(Error::not_found(
-                Entity::Tag,
-                format!("No tag with name: {key} in experiment with id {experiment_id}"),
-            ));
-        }
+        with_pool!(self, pool => {
+            let mut tx = pool.begin_write().await?;
+            let experiment = lock_experiment!(tx, experiment_id);
+            require_active(experiment_id, &experiment.lifecycle_stage)?;
+            check_experiment_tag_writable(&experiment, key, actor)?;
+            let deleted = sqlx::query(
+                "DELETE FROM experiment_tags WHERE experiment_id = $1 AND key = $2")
+                .bind(experiment_id)
+                .bind(key)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            if deleted == 0 {
+                return Err(Error::not_found(
+                    Entity::Tag,
+                    format!("No tag with name: {key} in experiment with id {experiment_id}"),
+                ));
+            }
+            tx.commit().await?;
+        });
         Ok(())
     }
 
@@ -395,19 +425,23 @@ impl Store {
         experiment_id: i64,
         ownership: &ExperimentOwnership,
     ) -> Result<()> {
-        let experiment = self.get_experiment(experiment_id).await?;
-        check_experiment_writable(&experiment, None, Actor::Owner(&ownership.owner.uid))?;
-        with_pool!(self, pool => sqlx::query(
-            "UPDATE experiments SET owner_namespace = $1, owner_kind = $2, owner_name = $3, owner_uid = $4, \
-             owned_fields = $5 WHERE experiment_id = $6 AND (owner_uid IS NULL OR owner_uid = $4)")
-            .bind(&ownership.owner.namespace)
-            .bind(&ownership.owner.kind)
-            .bind(&ownership.owner.name)
-            .bind(&ownership.owner.uid)
-            .bind(encode_owned(ownership.tag_keys.iter().map(|key| tag_entry(key))))
-            .bind(experiment_id)
-            .execute(pool)
-            .await.map(|done| done.rows_affected()))?;
+        with_pool!(self, pool => {
+            let mut tx = pool.begin_write().await?;
+            let experiment = lock_experiment!(tx, experiment_id);
+            check_experiment_writable(&experiment, None, Actor::Owner(&ownership.owner.uid))?;
+            sqlx::query(
+                "UPDATE experiments SET owner_namespace = $1, owner_kind = $2, owner_name = $3, \
+                 owner_uid = $4, owned_fields = $5 WHERE experiment_id = $6")
+                .bind(&ownership.owner.namespace)
+                .bind(&ownership.owner.kind)
+                .bind(&ownership.owner.name)
+                .bind(&ownership.owner.uid)
+                .bind(encode_owned(ownership.tag_keys.iter().map(|key| tag_entry(key))))
+                .bind(experiment_id)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+        });
         Ok(())
     }
 
@@ -428,13 +462,13 @@ impl Store {
 /// Refuses `actor` renaming (`field` = `name`), deleting or restoring (`None`) an experiment a
 /// resource declares.
 fn check_experiment_writable(
-    experiment: &Experiment,
+    experiment: &ExperimentRow,
     field: Option<&str>,
     actor: Actor<'_>,
 ) -> Result<()> {
     check_writable(
         experiment
-            .ownership
+            .ownership()
             .as_ref()
             .map(|ownership| &ownership.owner),
         field,
@@ -445,16 +479,33 @@ fn check_experiment_writable(
 
 /// Refuses `actor` changing a tag the experiment's owner declares.
 fn check_experiment_tag_writable(
-    experiment: &Experiment,
+    experiment: &ExperimentRow,
     key: &str,
     actor: Actor<'_>,
 ) -> Result<()> {
-    match &experiment.ownership {
+    match experiment.ownership() {
         Some(ownership) if ownership.tag_keys.contains(key) => {
             check_experiment_writable(experiment, Some(&format!("tags.{key}")), actor)
         }
         _ => Ok(()),
     }
+}
+
+fn experiment_not_found(experiment_id: i64) -> Error {
+    Error::not_found(
+        Entity::Experiment,
+        format!("No Experiment with id={experiment_id} exists"),
+    )
+}
+
+/// Refuses writes into an experiment that is not active.
+fn require_active(experiment_id: i64, lifecycle_stage: &str) -> Result<()> {
+    if lifecycle_stage != LIFECYCLE_ACTIVE {
+        return Err(Error::Invalid(format!(
+            "The experiment {experiment_id} must be in the 'active' state. Current state is {lifecycle_stage}."
+        )));
+    }
+    Ok(())
 }
 
 fn validate_experiment_tag(tag: &KeyValue) -> Result<()> {
