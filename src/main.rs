@@ -35,8 +35,7 @@ async fn main() -> ExitCode {
 }
 
 async fn upgrade(url: &str) -> anyhow::Result<()> {
-    let store = Store::connect(url).await?;
-    store.migrate().await?;
+    let store = Store::open_migrated(url).await?;
     store.close().await;
     eprintln!("database at {} is up to date", server::redact(url));
     Ok(())

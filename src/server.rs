@@ -24,18 +24,14 @@ pub async fn run(
     let store_options = StoreOptions {
         acquire_timeout: args.store_timeout.0,
     };
-    let store = Store::connect_with(&args.backend_store_uri, store_options)
+    let store = Store::open_migrated_with(&args.backend_store_uri, store_options)
         .await
         .with_context(|| {
             format!(
-                "failed to open the backend store {}",
+                "failed to open and migrate the backend store {}",
                 redact(&args.backend_store_uri)
             )
         })?;
-    store
-        .migrate()
-        .await
-        .context("failed to migrate the backend store")?;
     let artifacts = ArtifactStore::open(&args.artifacts_destination).with_context(|| {
         format!(
             "failed to open the artifacts destination {}",

@@ -11,7 +11,7 @@ use futures::TryStreamExt;
 use serde::{Deserialize, Serialize};
 
 use super::AppState;
-use super::error::{ApiError, ApiResult, ErrorCode};
+use super::error::{ApiError, ApiResult, ErrorCode, Required};
 use super::request::{Mlflow, percent_decode_path};
 use super::types::Empty;
 use crate::artifacts::{self, ArtifactPath, ArtifactStore, Download, path_from_proxy_uri};
@@ -254,7 +254,7 @@ async fn list_run_artifacts(
         .run_id
         .or(request.run_uuid)
         .filter(|id| !id.is_empty())
-        .ok_or_else(|| ApiError::missing("run_id"))?;
+        .required("run_id")?;
     let info = state.store.get_run_info(&run_id).await?;
     Ok(Json(
         list_under_root(
@@ -278,11 +278,8 @@ async fn get_run_artifact(
     State(state): State<AppState>,
     Query(request): Query<GetRunArtifactRequest>,
 ) -> ApiResult<Response> {
-    let run_id = request
-        .run_id
-        .or(request.run_uuid)
-        .ok_or_else(|| ApiError::missing("run_id"))?;
-    let path = request.path.ok_or_else(|| ApiError::missing("path"))?;
+    let run_id = request.run_id.or(request.run_uuid).required("run_id")?;
+    let path = request.path.required("path")?;
     let info = state.store.get_run_info(&run_id).await?;
     download_under_root(&state.artifacts, &info.artifact_uri, &path).await
 }

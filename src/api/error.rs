@@ -116,3 +116,21 @@ impl IntoResponse for ApiError {
 
 /// Result of a handler.
 pub type ApiResult<T> = Result<T, ApiError>;
+
+/// How handlers read a field MLflow requires: `request.name.required("name")?` answers
+/// [`ApiError::missing`] when it is absent. Wrap it in [`non_empty`] where an empty string
+/// counts as absent too.
+pub trait Required<T> {
+    fn required(self, field: &str) -> ApiResult<T>;
+}
+
+impl<T> Required<T> for Option<T> {
+    fn required(self, field: &str) -> ApiResult<T> {
+        self.ok_or_else(|| ApiError::missing(field))
+    }
+}
+
+/// `value`, with an empty string counted as absent (MLflow's `_assert_required`).
+pub fn non_empty<S: AsRef<str>>(value: Option<S>) -> Option<S> {
+    value.filter(|value| !value.as_ref().is_empty())
+}

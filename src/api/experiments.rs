@@ -4,8 +4,9 @@ use axum::extract::State;
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
+use serde_json::Value;
 
-use super::error::{ApiError, ApiResult};
+use super::error::{ApiError, ApiResult, Required, non_empty};
 use super::request::{Mlflow, lenient};
 use super::types::{Empty, Experiment, KeyValueJson};
 use super::{AppState, parse_view_type};
@@ -30,10 +31,19 @@ pub fn routes() -> Router<AppState> {
 }
 
 /// Parses an experiment id as MLflow's SQL store does (a decimal integer).
+/// The experiment ids of a search request, given as strings or numbers.
+pub fn parse_experiment_ids(ids: &[Value]) -> ApiResult<Vec<i64>> {
+    ids.iter()
+        .map(|id| match id {
+            Value::String(text) => parse_experiment_id(Some(text)),
+            Value::Number(number) => parse_experiment_id(Some(&number.to_string())),
+            other => Err(ApiError::invalid(format!("Invalid experiment ID {other}"))),
+        })
+        .collect()
+}
+
 pub fn parse_experiment_id(id: Option<&str>) -> ApiResult<i64> {
-    let id = id
-        .filter(|id| !id.is_empty())
-        .ok_or_else(|| ApiError::missing("experiment_id"))?;
+    let id = non_empty(id).required("experiment_id")?;
     id.trim().parse().map_err(|_| {
         ApiError::invalid(format!(
             "Invalid experiment ID '{id}': experiment IDs are integers"
@@ -58,7 +68,7 @@ async fn create(
     State(state): State<AppState>,
     Mlflow(request): Mlflow<CreateRequest>,
 ) -> ApiResult<Json<CreateResponse>> {
-    let name = request.name.ok_or_else(|| ApiError::missing("name"))?;
+    let name = request.name.required("name")?;
     let tags: Vec<KeyValue> = request.tags.into_iter().map(Into::into).collect();
     let id = state
         .store
@@ -104,9 +114,7 @@ async fn get_by_name(
     State(state): State<AppState>,
     Mlflow(request): Mlflow<ByNameRequest>,
 ) -> ApiResult<Json<ExperimentResponse>> {
-    let name = request
-        .experiment_name
-        .ok_or_else(|| ApiError::missing("experiment_name"))?;
+    let name = request.experiment_name.required("experiment_name")?;
     let experiment = state.store.get_experiment_by_name(&name).await?;
     Ok(Json(ExperimentResponse {
         experiment: experiment.into(),
@@ -203,8 +211,8 @@ async fn set_tag(
     Mlflow(request): Mlflow<TagRequest>,
 ) -> ApiResult<Json<Empty>> {
     let id = parse_experiment_id(request.experiment_id.as_deref())?;
-    let key = request.key.ok_or_else(|| ApiError::missing("key"))?;
-    let value = request.value.ok_or_else(|| ApiError::missing("value"))?;
+    let key = request.key.required("key")?;
+    let value = request.value.required("value")?;
     state
         .store
         .set_experiment_tag(id, &KeyValue::new(key, value), Actor::Api)
@@ -217,7 +225,7 @@ async fn delete_tag(
     Mlflow(request): Mlflow<TagRequest>,
 ) -> ApiResult<Json<Empty>> {
     let id = parse_experiment_id(request.experiment_id.as_deref())?;
-    let key = request.key.ok_or_else(|| ApiError::missing("key"))?;
+    let key = request.key.required("key")?;
     state
         .store
         .delete_experiment_tag(id, &key, Actor::Api)

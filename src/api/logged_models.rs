@@ -9,8 +9,8 @@ use serde_json::Value;
 
 use super::AppState;
 use super::artifacts::{ListUnderRootResponse, download_under_root, list_under_root};
-use super::error::{ApiError, ApiResult};
-use super::experiments::parse_experiment_id;
+use super::error::{ApiError, ApiResult, Required};
+use super::experiments::{parse_experiment_id, parse_experiment_ids};
 use super::request::{Mlflow, lenient};
 use super::types::{Empty, KeyValueJson, Metric};
 use crate::store::KeyValue;
@@ -196,12 +196,7 @@ async fn finalize(
     Path(model_id): Path<String>,
     Mlflow(request): Mlflow<FinalizeRequest>,
 ) -> ApiResult<Json<ModelResponse>> {
-    let status = parse_status(
-        request
-            .status
-            .as_deref()
-            .ok_or_else(|| ApiError::missing("status"))?,
-    )?;
+    let status = parse_status(request.status.as_deref().required("status")?)?;
     Ok(respond(
         state.store.finalize_logged_model(&model_id, status).await?,
     ))
@@ -290,22 +285,12 @@ async fn search(
     State(state): State<AppState>,
     Mlflow(request): Mlflow<SearchRequest>,
 ) -> ApiResult<Json<SearchResponse>> {
-    let experiment_ids = request
-        .experiment_ids
-        .iter()
-        .map(|id| match id {
-            Value::String(text) => parse_experiment_id(Some(text)),
-            Value::Number(number) => parse_experiment_id(Some(&number.to_string())),
-            other => Err(ApiError::invalid(format!("Invalid experiment ID {other}"))),
-        })
-        .collect::<ApiResult<Vec<_>>>()?;
+    let experiment_ids = parse_experiment_ids(&request.experiment_ids)?;
     let order_by = request
         .order_by
         .into_iter()
         .map(|order| {
-            let field_name = order
-                .field_name
-                .ok_or_else(|| ApiError::missing("order_by.field_name"))?;
+            let field_name = order.field_name.required("order_by.field_name")?;
             Ok(LoggedModelOrder {
                 field_name,
                 ascending: order.ascending.unwrap_or(true),
@@ -357,9 +342,7 @@ async fn get_artifact_file(
     Query(request): Query<ArtifactFileRequest>,
 ) -> ApiResult<Response> {
     let model = state.store.get_logged_model(&model_id, false).await?;
-    let file = request
-        .artifact_file_path
-        .ok_or_else(|| ApiError::missing("artifact_file_path"))?;
+    let file = request.artifact_file_path.required("artifact_file_path")?;
     download_under_root(&state.artifacts, &model.artifact_uri, &file).await
 }
 
@@ -384,14 +367,12 @@ async fn log_outputs(
     let run_id = request
         .run_id
         .filter(|id| !id.is_empty())
-        .ok_or_else(|| ApiError::missing("run_id"))?;
+        .required("run_id")?;
     let outputs = request
         .models
         .into_iter()
         .map(|model| {
-            let model_id = model
-                .model_id
-                .ok_or_else(|| ApiError::missing("models.model_id"))?;
+            let model_id = model.model_id.required("models.model_id")?;
             Ok(ModelOutput {
                 model_id,
                 step: model.step.unwrap_or(0),

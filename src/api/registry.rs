@@ -9,7 +9,7 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
 use super::AppState;
-use super::error::{ApiError, ApiResult};
+use super::error::{ApiError, ApiResult, Required, non_empty};
 use super::request::{Mlflow, lenient};
 use super::types::{Empty, KeyValueJson};
 use crate::store::KeyValue;
@@ -170,16 +170,9 @@ struct ModelVersionsResponse {
 
 // ---- request fields ------------------------------------------------------------------------
 
-/// A required string field; empty counts as missing, as in MLflow's `_assert_required`.
-pub(super) fn required(value: Option<String>, field: &str) -> ApiResult<String> {
-    value
-        .filter(|value| !value.is_empty())
-        .ok_or_else(|| ApiError::missing(field))
-}
-
 /// A version number as MLflow's `_validate_model_version` reads it (`int(version)`).
 pub(super) fn parse_version(version: Option<String>) -> ApiResult<i64> {
-    let version = required(version, "version")?;
+    let version = non_empty(version).required("version")?;
     version.trim().parse().map_err(|_| {
         ApiError::invalid(format!(
             "Parameter 'version' must be an integer, got '{version}'."
@@ -218,7 +211,7 @@ async fn create_registered_model(
     State(state): State<AppState>,
     Mlflow(request): Mlflow<CreateRegisteredModelRequest>,
 ) -> ApiResult<Json<RegisteredModelResponse>> {
-    let name = required(request.name, "name")?;
+    let name = non_empty(request.name).required("name")?;
     let model = state
         .store
         .create_registered_model(
@@ -237,7 +230,7 @@ async fn get_registered_model(
     State(state): State<AppState>,
     Mlflow(request): Mlflow<NameRequest>,
 ) -> ApiResult<Json<RegisteredModelResponse>> {
-    let name = required(request.name, "name")?;
+    let name = non_empty(request.name).required("name")?;
     let model = state.store.get_registered_model(&name).await?;
     Ok(Json(RegisteredModelResponse {
         registered_model: model.into(),
@@ -254,8 +247,8 @@ async fn rename_registered_model(
     State(state): State<AppState>,
     Mlflow(request): Mlflow<RenameRequest>,
 ) -> ApiResult<Json<RegisteredModelResponse>> {
-    let name = required(request.name, "name")?;
-    let new_name = required(request.new_name, "new_name")?;
+    let name = non_empty(request.name).required("name")?;
+    let new_name = non_empty(request.new_name).required("new_name")?;
     let model = state
         .store
         .rename_registered_model(&name, &new_name, Actor::Api)
@@ -275,7 +268,7 @@ async fn update_registered_model(
     State(state): State<AppState>,
     Mlflow(request): Mlflow<UpdateRegisteredModelRequest>,
 ) -> ApiResult<Json<RegisteredModelResponse>> {
-    let name = required(request.name, "name")?;
+    let name = non_empty(request.name).required("name")?;
     let model = state
         .store
         .update_registered_model(&name, request.description.as_deref(), Actor::Api)
@@ -289,7 +282,7 @@ async fn delete_registered_model(
     State(state): State<AppState>,
     Mlflow(request): Mlflow<NameRequest>,
 ) -> ApiResult<Json<Empty>> {
-    let name = required(request.name, "name")?;
+    let name = non_empty(request.name).required("name")?;
     state
         .store
         .delete_registered_model(&name, Actor::Api)
@@ -347,7 +340,7 @@ async fn get_latest_versions(
     State(state): State<AppState>,
     Mlflow(request): Mlflow<LatestVersionsRequest>,
 ) -> ApiResult<Json<ModelVersionsResponse>> {
-    let name = required(request.name, "name")?;
+    let name = non_empty(request.name).required("name")?;
     let stages = request
         .stages
         .iter()
@@ -370,8 +363,8 @@ async fn set_registered_model_tag(
     State(state): State<AppState>,
     Mlflow(request): Mlflow<ModelTagRequest>,
 ) -> ApiResult<Json<Empty>> {
-    let name = required(request.name, "name")?;
-    let key = required(request.key, "key")?;
+    let name = non_empty(request.name).required("name")?;
+    let key = non_empty(request.key).required("key")?;
     let tag = KeyValue::new(key, request.value.unwrap_or_default());
     state
         .store
@@ -384,8 +377,8 @@ async fn delete_registered_model_tag(
     State(state): State<AppState>,
     Mlflow(request): Mlflow<ModelTagRequest>,
 ) -> ApiResult<Json<Empty>> {
-    let name = required(request.name, "name")?;
-    let key = required(request.key, "key")?;
+    let name = non_empty(request.name).required("name")?;
+    let key = non_empty(request.key).required("key")?;
     state
         .store
         .delete_registered_model_tag(&name, &key, Actor::Api)
@@ -404,8 +397,8 @@ async fn set_alias(
     State(state): State<AppState>,
     Mlflow(request): Mlflow<AliasRequest>,
 ) -> ApiResult<Json<Empty>> {
-    let name = required(request.name, "name")?;
-    let alias = required(request.alias, "alias")?;
+    let name = non_empty(request.name).required("name")?;
+    let alias = non_empty(request.alias).required("alias")?;
     let version = parse_version(request.version)?;
     state
         .store
@@ -418,8 +411,8 @@ async fn delete_alias(
     State(state): State<AppState>,
     Mlflow(request): Mlflow<AliasRequest>,
 ) -> ApiResult<Json<Empty>> {
-    let name = required(request.name, "name")?;
-    let alias = required(request.alias, "alias")?;
+    let name = non_empty(request.name).required("name")?;
+    let alias = non_empty(request.alias).required("alias")?;
     state
         .store
         .delete_registered_model_alias(&name, &alias, Actor::Api)
@@ -431,8 +424,8 @@ async fn get_model_version_by_alias(
     State(state): State<AppState>,
     Mlflow(request): Mlflow<AliasRequest>,
 ) -> ApiResult<Json<ModelVersionResponse>> {
-    let name = required(request.name, "name")?;
-    let alias = required(request.alias, "alias")?;
+    let name = non_empty(request.name).required("name")?;
+    let alias = non_empty(request.alias).required("alias")?;
     let version = state
         .store
         .get_model_version_by_alias(&name, &alias)
@@ -460,8 +453,8 @@ async fn create_model_version(
     State(state): State<AppState>,
     Mlflow(request): Mlflow<CreateModelVersionRequest>,
 ) -> ApiResult<Json<ModelVersionResponse>> {
-    let name = required(request.name, "name")?;
-    let source = required(request.source, "source")?;
+    let name = non_empty(request.name).required("name")?;
+    let source = non_empty(request.source).required("source")?;
     let version = state
         .store
         .create_model_version(NewModelVersion {
@@ -484,7 +477,7 @@ async fn get_model_version(
     State(state): State<AppState>,
     Mlflow(request): Mlflow<VersionRequest>,
 ) -> ApiResult<Json<ModelVersionResponse>> {
-    let name = required(request.name, "name")?;
+    let name = non_empty(request.name).required("name")?;
     let version = parse_version(request.version)?;
     let version = state.store.get_model_version(&name, version).await?;
     Ok(Json(ModelVersionResponse {
@@ -503,7 +496,7 @@ async fn update_model_version(
     State(state): State<AppState>,
     Mlflow(request): Mlflow<UpdateModelVersionRequest>,
 ) -> ApiResult<Json<ModelVersionResponse>> {
-    let name = required(request.name, "name")?;
+    let name = non_empty(request.name).required("name")?;
     let version = parse_version(request.version)?;
     let version = state
         .store
@@ -518,7 +511,7 @@ async fn delete_model_version(
     State(state): State<AppState>,
     Mlflow(request): Mlflow<VersionRequest>,
 ) -> ApiResult<Json<Empty>> {
-    let name = required(request.name, "name")?;
+    let name = non_empty(request.name).required("name")?;
     let version = parse_version(request.version)?;
     state
         .store
@@ -540,9 +533,9 @@ async fn transition_stage(
     State(state): State<AppState>,
     Mlflow(request): Mlflow<TransitionRequest>,
 ) -> ApiResult<Json<ModelVersionResponse>> {
-    let name = required(request.name, "name")?;
+    let name = non_empty(request.name).required("name")?;
     let version = parse_version(request.version)?;
-    let stage = Stage::parse(&required(request.stage, "stage")?)?;
+    let stage = Stage::parse(&non_empty(request.stage).required("stage")?)?;
     let version = state
         .store
         .transition_model_version_stage(
@@ -594,7 +587,7 @@ async fn get_download_uri(
     State(state): State<AppState>,
     Mlflow(request): Mlflow<VersionRequest>,
 ) -> ApiResult<Json<DownloadUriResponse>> {
-    let name = required(request.name, "name")?;
+    let name = non_empty(request.name).required("name")?;
     let version = parse_version(request.version)?;
     let artifact_uri = state
         .store
@@ -615,9 +608,9 @@ async fn set_model_version_tag(
     State(state): State<AppState>,
     Mlflow(request): Mlflow<VersionTagRequest>,
 ) -> ApiResult<Json<Empty>> {
-    let name = required(request.name, "name")?;
+    let name = non_empty(request.name).required("name")?;
     let version = parse_version(request.version)?;
-    let key = required(request.key, "key")?;
+    let key = non_empty(request.key).required("key")?;
     let tag = KeyValue::new(key, request.value.unwrap_or_default());
     state
         .store
@@ -630,9 +623,9 @@ async fn delete_model_version_tag(
     State(state): State<AppState>,
     Mlflow(request): Mlflow<VersionTagRequest>,
 ) -> ApiResult<Json<Empty>> {
-    let name = required(request.name, "name")?;
+    let name = non_empty(request.name).required("name")?;
     let version = parse_version(request.version)?;
-    let key = required(request.key, "key")?;
+    let key = non_empty(request.key).required("key")?;
     state
         .store
         .delete_model_version_tag(&name, version, &key, Actor::Api)

@@ -6,8 +6,8 @@ use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::error::{ApiError, ApiResult};
-use super::experiments::parse_experiment_id;
+use super::error::{ApiError, ApiResult, Required};
+use super::experiments::{parse_experiment_id, parse_experiment_ids};
 use super::request::{Mlflow, lenient};
 use super::types::{
     DatasetInput, Empty, KeyValueJson, Metric, MetricInput, ModelInput, Run, RunInfo,
@@ -56,7 +56,7 @@ impl RunRef {
         self.run_id
             .filter(|id| !id.is_empty())
             .or(self.run_uuid.filter(|id| !id.is_empty()))
-            .ok_or_else(|| ApiError::missing("run_id"))
+            .required("run_id")
     }
 }
 
@@ -194,8 +194,8 @@ struct KeyValueRequest {
 impl KeyValueRequest {
     fn into_parts(self) -> ApiResult<(String, KeyValue)> {
         let run_id = self.run.id()?;
-        let key = self.key.ok_or_else(|| ApiError::missing("key"))?;
-        let value = self.value.ok_or_else(|| ApiError::missing("value"))?;
+        let key = self.key.required("key")?;
+        let value = self.value.required("value")?;
         Ok((run_id, KeyValue::new(key, value)))
     }
 }
@@ -230,7 +230,7 @@ async fn delete_tag(
     Mlflow(request): Mlflow<DeleteTagRequest>,
 ) -> ApiResult<Json<Empty>> {
     let run_id = request.run.id()?;
-    let key = request.key.ok_or_else(|| ApiError::missing("key"))?;
+    let key = request.key.required("key")?;
     state.store.delete_run_tag(&run_id, &key).await?;
     Ok(Json(Empty {}))
 }
@@ -245,11 +245,9 @@ struct LogMetricRequest {
 
 /// Checks the required fields of a logged metric and converts it.
 fn metric_from_input(input: MetricInput) -> ApiResult<runs::Metric> {
-    let key = input.key.ok_or_else(|| ApiError::missing("key"))?;
-    let value = input.value.ok_or_else(|| ApiError::missing("value"))?;
-    let timestamp = input
-        .timestamp
-        .ok_or_else(|| ApiError::missing("timestamp"))?;
+    let key = input.key.required("key")?;
+    let value = input.value.required("value")?;
+    let timestamp = input.timestamp.required("timestamp")?;
     let mut metric = runs::Metric::new(key, value, timestamp, input.step.unwrap_or(0));
     metric.model_id = input.model_id.filter(|id| !id.is_empty());
     metric.dataset_name = input.dataset_name.filter(|name| !name.is_empty());
@@ -342,9 +340,7 @@ async fn log_model(
     Mlflow(request): Mlflow<LogModelRequest>,
 ) -> ApiResult<Json<Empty>> {
     let run_id = request.run.id()?;
-    let model_json = request
-        .model_json
-        .ok_or_else(|| ApiError::missing("model_json"))?;
+    let model_json = request.model_json.required("model_json")?;
     let model: Value = serde_json::from_str(&model_json)
         .map_err(|error| ApiError::invalid(format!("Malformed model info: {error}")))?;
     for field in ["artifact_path", "flavors", "utc_time_created", "run_id"] {
@@ -402,15 +398,7 @@ async fn search(
     State(state): State<AppState>,
     Mlflow(request): Mlflow<SearchRequest>,
 ) -> ApiResult<Json<SearchResponse>> {
-    let experiment_ids = request
-        .experiment_ids
-        .iter()
-        .map(|id| match id {
-            Value::String(text) => parse_experiment_id(Some(text)),
-            Value::Number(number) => parse_experiment_id(Some(&number.to_string())),
-            other => Err(ApiError::invalid(format!("Invalid experiment ID {other}"))),
-        })
-        .collect::<ApiResult<Vec<_>>>()?;
+    let experiment_ids = parse_experiment_ids(&request.experiment_ids)?;
     let page = state
         .store
         .search_runs(&RunSearch {
@@ -451,9 +439,7 @@ async fn get_history(
     Mlflow(request): Mlflow<HistoryRequest>,
 ) -> ApiResult<Json<HistoryResponse>> {
     let run_id = request.run.id()?;
-    let key = request
-        .metric_key
-        .ok_or_else(|| ApiError::missing("metric_key"))?;
+    let key = request.metric_key.required("metric_key")?;
     let page = state
         .store
         .get_metric_history(
@@ -489,9 +475,7 @@ async fn get_history_bulk_interval(
     if request.run_ids.is_empty() {
         return Err(ApiError::missing("run_ids"));
     }
-    let key = request
-        .metric_key
-        .ok_or_else(|| ApiError::missing("metric_key"))?;
+    let key = request.metric_key.required("metric_key")?;
     let points = state
         .store
         .sample_metric_history(

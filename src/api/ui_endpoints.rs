@@ -13,7 +13,8 @@ use super::AppState;
 use super::artifacts::download_under_root;
 use super::error::ApiResult;
 use super::experiments::parse_experiment_id;
-use super::registry::{parse_version, required};
+use super::error::{Required, non_empty};
+use super::registry::parse_version;
 use super::request::{Mlflow, lenient};
 use crate::store::dataset_summaries::DatasetSummary;
 
@@ -133,9 +134,9 @@ async fn model_version_artifact(
     State(state): State<AppState>,
     Query(request): Query<ModelVersionArtifactRequest>,
 ) -> ApiResult<Response> {
-    let name = required(request.name, "name")?;
+    let name = non_empty(request.name).required("name")?;
     let version = parse_version(request.version)?;
-    let path = required(request.path, "path")?;
+    let path = non_empty(request.path).required("path")?;
     let root = state
         .store
         .get_model_version_download_uri(&name, version)

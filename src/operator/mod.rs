@@ -53,18 +53,14 @@ pub async fn run(
     let client = Client::try_default()
         .await
         .context("failed to configure the Kubernetes client (in-cluster or KUBECONFIG)")?;
-    let store = Store::connect(&args.backend_store_uri)
+    let store = Store::open_migrated(&args.backend_store_uri)
         .await
         .with_context(|| {
             format!(
-                "failed to open the store {}",
+                "failed to open and migrate the store {}",
                 crate::server::redact(&args.backend_store_uri)
             )
         })?;
-    store
-        .migrate()
-        .await
-        .context("failed to migrate the store")?;
     let identity = args
         .identity
         .clone()

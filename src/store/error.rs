@@ -36,7 +36,7 @@ pub enum Error {
     #[error("{0}")]
     InvalidState(String),
     /// The change touches a registry field that a Kubernetes resource owns (see
-    /// [`crate::store::registry::Ownership`]); it must be made in that resource instead.
+    /// [`crate::store::values::Ownership`]); it must be made in that resource instead.
     #[error("{}", owned_elsewhere_message(.object, .field.as_deref(), .owner))]
     OwnedElsewhere {
         /// What was to be changed, e.g. `registered model 'churn'`.
@@ -45,7 +45,7 @@ pub enum Error {
         /// (delete).
         field: Option<String>,
         /// Boxed: the owner's four names would make every `Result` of the store large.
-        owner: Box<crate::store::registry::Owner>,
+        owner: Box<crate::store::values::Owner>,
     },
     /// The backend store URI is not one we support.
     #[error(
@@ -63,7 +63,7 @@ pub enum Error {
 fn owned_elsewhere_message(
     object: &str,
     field: Option<&str>,
-    owner: &crate::store::registry::Owner,
+    owner: &crate::store::values::Owner,
 ) -> String {
     match field {
         Some(field) => {

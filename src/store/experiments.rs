@@ -2,13 +2,17 @@
 
 use std::collections::{BTreeSet, HashMap};
 
-use super::filter::{self, Attribute, Clause, Comparator, Key, SearchEntity, Value};
-use super::registry::{Actor, Owner};
-use super::search::{self, SortKey, SortKind, SqlBuilder, SqlValue, bind_values};
+use super::filter::{self, Attribute, Key, SearchEntity};
+use super::ownership::{
+    Actor, Owner, OwnerColumns, check_writable, encode_owned, tag_entry, tag_of_entry,
+};
+use super::search::{
+    self, FilterColumns, KeyValueTable, SortKey, SortKind, SqlBuilder, SqlValue, bind_values,
+};
 use super::validation::{self, MAX_ENTITY_KEY_LENGTH, MAX_EXPERIMENT_TAG_VALUE_LENGTH};
 use super::{
-    Backend, BeginWrite, Entity, Error, KeyValue, LIFECYCLE_ACTIVE, LIFECYCLE_DELETED, Page,
-    Result, Store, ViewType, now_millis, with_pool,
+    BeginWrite, Entity, Error, KeyValue, LIFECYCLE_ACTIVE, LIFECYCLE_DELETED, Page, Result, Store,
+    ViewType, now_millis, with_pool,
 };
 
 /// Id of the experiment that exists from the start and receives runs by default.
@@ -46,27 +50,17 @@ struct ExperimentRow {
     lifecycle_stage: String,
     creation_time: i64,
     last_update_time: i64,
-    owner_namespace: Option<String>,
-    owner_kind: Option<String>,
-    owner_name: Option<String>,
-    owner_uid: Option<String>,
-    owned_tag_keys: String,
+    #[sqlx(flatten)]
+    owner: OwnerColumns,
 }
 
 impl ExperimentRow {
     fn ownership(&self) -> Option<ExperimentOwnership> {
-        let uid = self.owner_uid.clone()?;
+        let (owner, entries) = self.owner.read()?;
         Some(ExperimentOwnership {
-            owner: Owner {
-                namespace: self.owner_namespace.clone().unwrap_or_default(),
-                kind: self.owner_kind.clone().unwrap_or_default(),
-                name: self.owner_name.clone().unwrap_or_default(),
-                uid,
-            },
-            tag_keys: self
-                .owned_tag_keys
-                .lines()
-                .filter(|key| !key.is_empty())
+            owner,
+            tag_keys: entries
+                .filter_map(tag_of_entry)
                 .map(str::to_owned)
                 .collect(),
         })
@@ -81,7 +75,30 @@ struct ExperimentTagRow {
 }
 
 const EXPERIMENT_COLUMNS: &str = "e.experiment_id, e.name, e.artifact_location, e.lifecycle_stage, e.creation_time, e.last_update_time, \
-     e.owner_namespace, e.owner_kind, e.owner_name, e.owner_uid, e.owned_tag_keys";
+     e.owner_namespace, e.owner_kind, e.owner_name, e.owner_uid, e.owned_fields";
+
+/// Inside a write transaction `$tx` (either backend): writes the experiment's row (a no-op
+/// update) so that the transaction holds it until commit, then reads it. Every experiment write
+/// starts with it, so its ownership check reads the row the write changes (no check-then-write
+/// race with a concurrent `set_experiment_owner`).
+macro_rules! lock_experiment {
+    ($tx:ident, $experiment_id:expr) => {{
+        let locked = sqlx::query("UPDATE experiments SET name = name WHERE experiment_id = $1")
+            .bind($experiment_id)
+            .execute(&mut *$tx)
+            .await?
+            .rows_affected();
+        if locked == 0 {
+            return Err(experiment_not_found($experiment_id));
+        }
+        let sql =
+            format!("SELECT {EXPERIMENT_COLUMNS} FROM experiments e WHERE e.experiment_id = $1");
+        sqlx::query_as::<_, ExperimentRow>(&sql)
+            .bind($experiment_id)
+            .fetch_one(&mut *$tx)
+            .await?
+    }};
+}
 
 /// What a search for experiments asks.
 #[derive(Debug, Clone, Default)]
@@ -156,12 +173,7 @@ impl Store {
             .bind(experiment_id)
             .fetch_optional(pool)
             .await)?;
-        let row = row.ok_or_else(|| {
-            Error::not_found(
-                Entity::Experiment,
-                format!("No Experiment with id={experiment_id} exists"),
-            )
-        })?;
+        let row = row.ok_or_else(|| experiment_not_found(experiment_id))?;
         Ok(self.with_tags(vec![row]).await?.remove(0))
     }
 
@@ -184,12 +196,7 @@ impl Store {
     /// An experiment that must exist and be active, for writes into it.
     pub async fn get_active_experiment(&self, experiment_id: i64) -> Result<Experiment> {
         let experiment = self.get_experiment(experiment_id).await?;
-        if experiment.lifecycle_stage != LIFECYCLE_ACTIVE {
-            return Err(Error::Invalid(format!(
-                "The experiment {experiment_id} must be in the 'active' state. Current state is {}.",
-                experiment.lifecycle_stage
-            )));
-        }
+        require_active(experiment_id, &experiment.lifecycle_stage)?;
         Ok(experiment)
     }
 
@@ -253,7 +260,7 @@ impl Store {
         );
         for clause in &clauses {
             builder.push(" AND ");
-            push_experiment_clause(&mut builder, self.backend(), clause)?;
+            EXPERIMENT_FILTER.push_clause(&mut builder, self.backend(), clause)?;
         }
         let (rows, next_page_token) = self
             .fetch_page::<ExperimentRow>(builder, &keys, after.as_deref(), max_results)
@@ -272,28 +279,34 @@ impl Store {
         actor: Actor<'_>,
     ) -> Result<()> {
         validation::validate_experiment_name(new_name)?;
-        let experiment = self.get_experiment(experiment_id).await?;
-        check_experiment_writable(&experiment, Some("name"), actor)?;
-        if experiment.lifecycle_stage != LIFECYCLE_ACTIVE {
-            return Err(Error::InvalidState(format!(
-                "Cannot rename a non-active experiment. Experiment {experiment_id} is {}.",
-                experiment.lifecycle_stage
-            )));
-        }
-        let updated = with_pool!(self, pool => sqlx::query(
-            "UPDATE experiments SET name = $1, last_update_time = $2 WHERE experiment_id = $3")
-            .bind(new_name)
-            .bind(now_millis())
-            .bind(experiment_id)
-            .execute(pool)
-            .await.map(|done| done.rows_affected()));
-        match updated {
-            Ok(_rows) => Ok(()),
-            Err(error) if super::error::is_unique_violation(&error) => Err(Error::BadRequest(
-                format!("Experiment '{new_name}' already exists."),
-            )),
-            Err(error) => Err(error.into()),
-        }
+        with_pool!(self, pool => {
+            let mut tx = pool.begin_write().await?;
+            let experiment = lock_experiment!(tx, experiment_id);
+            check_experiment_writable(&experiment, Some("name"), actor)?;
+            if experiment.lifecycle_stage != LIFECYCLE_ACTIVE {
+                return Err(Error::InvalidState(format!(
+                    "Cannot rename a non-active experiment. Experiment {experiment_id} is {}.",
+                    experiment.lifecycle_stage
+                )));
+            }
+            let renamed = sqlx::query(
+                "UPDATE experiments SET name = $1, last_update_time = $2 WHERE experiment_id = $3")
+                .bind(new_name)
+                .bind(now_millis())
+                .bind(experiment_id)
+                .execute(&mut *tx)
+                .await;
+            match renamed {
+                Ok(_) => tx.commit().await?,
+                Err(error) if super::error::is_unique_violation(&error) => {
+                    return Err(Error::BadRequest(format!(
+                        "Experiment '{new_name}' already exists."
+                    )));
+                }
+                Err(error) => return Err(error.into()),
+            }
+        });
+        Ok(())
     }
 
     /// Marks an experiment and all its runs deleted (restorable).
@@ -315,21 +328,21 @@ impl Store {
         to: &str,
         actor: Actor<'_>,
     ) -> Result<()> {
-        let experiment = self.get_experiment(experiment_id).await?;
-        check_experiment_writable(&experiment, None, actor)?;
-        if experiment.lifecycle_stage != from {
-            return Err(Error::not_found(
-                Entity::Experiment,
-                format!(
-                    "Experiment {experiment_id} is already {} and cannot be made {to}.",
-                    experiment.lifecycle_stage
-                ),
-            ));
-        }
         let now = now_millis();
         let deleted_time = (to == LIFECYCLE_DELETED).then_some(now);
         with_pool!(self, pool => {
             let mut tx = pool.begin_write().await?;
+            let experiment = lock_experiment!(tx, experiment_id);
+            check_experiment_writable(&experiment, None, actor)?;
+            if experiment.lifecycle_stage != from {
+                return Err(Error::not_found(
+                    Entity::Experiment,
+                    format!(
+                        "Experiment {experiment_id} is already {} and cannot be made {to}.",
+                        experiment.lifecycle_stage
+                    ),
+                ));
+            }
             sqlx::query("UPDATE experiments SET lifecycle_stage = $1, last_update_time = $2 WHERE experiment_id = $3")
                 .bind(to)
                 .bind(now)
@@ -356,16 +369,21 @@ impl Store {
         actor: Actor<'_>,
     ) -> Result<()> {
         validate_experiment_tag(tag)?;
-        let experiment = self.get_active_experiment(experiment_id).await?;
-        check_experiment_tag_writable(&experiment, &tag.key, actor)?;
-        with_pool!(self, pool => sqlx::query(
-            "INSERT INTO experiment_tags (experiment_id, key, value) VALUES ($1, $2, $3) \
-             ON CONFLICT (experiment_id, key) DO UPDATE SET value = excluded.value")
-            .bind(experiment_id)
-            .bind(&tag.key)
-            .bind(&tag.value)
-            .execute(pool)
-            .await.map(|done| done.rows_affected()))?;
+        with_pool!(self, pool => {
+            let mut tx = pool.begin_write().await?;
+            let experiment = lock_experiment!(tx, experiment_id);
+            require_active(experiment_id, &experiment.lifecycle_stage)?;
+            check_experiment_tag_writable(&experiment, &tag.key, actor)?;
+            sqlx::query(
+                "INSERT INTO experiment_tags (experiment_id, key, value) VALUES ($1, $2, $3) \
+                 ON CONFLICT (experiment_id, key) DO UPDATE SET value = excluded.value")
+                .bind(experiment_id)
+                .bind(&tag.key)
+                .bind(&tag.value)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+        });
         Ok(())
     }
 
@@ -376,20 +394,26 @@ impl Store {
         key: &str,
         actor: Actor<'_>,
     ) -> Result<()> {
-        let experiment = self.get_active_experiment(experiment_id).await?;
-        check_experiment_tag_writable(&experiment, key, actor)?;
-        let deleted = with_pool!(self, pool => sqlx::query(
-            "DELETE FROM experiment_tags WHERE experiment_id = $1 AND key = $2")
-            .bind(experiment_id)
-            .bind(key)
-            .execute(pool)
-            .await.map(|done| done.rows_affected()))?;
-        if deleted == 0 {
-            return Err(Error::not_found(
-                Entity::Tag,
-                format!("No tag with name: {key} in experiment with id {experiment_id}"),
-            ));
-        }
+        with_pool!(self, pool => {
+            let mut tx = pool.begin_write().await?;
+            let experiment = lock_experiment!(tx, experiment_id);
+            require_active(experiment_id, &experiment.lifecycle_stage)?;
+            check_experiment_tag_writable(&experiment, key, actor)?;
+            let deleted = sqlx::query(
+                "DELETE FROM experiment_tags WHERE experiment_id = $1 AND key = $2")
+                .bind(experiment_id)
+                .bind(key)
+                .execute(&mut *tx)
+                .await?
+                .rows_affected();
+            if deleted == 0 {
+                return Err(Error::not_found(
+                    Entity::Tag,
+                    format!("No tag with name: {key} in experiment with id {experiment_id}"),
+                ));
+            }
+            tx.commit().await?;
+        });
         Ok(())
     }
 
@@ -401,20 +425,23 @@ impl Store {
         experiment_id: i64,
         ownership: &ExperimentOwnership,
     ) -> Result<()> {
-        let experiment = self.get_experiment(experiment_id).await?;
-        check_experiment_writable(&experiment, None, Actor::Owner(&ownership.owner.uid))?;
-        let keys: Vec<&str> = ownership.tag_keys.iter().map(String::as_str).collect();
-        with_pool!(self, pool => sqlx::query(
-            "UPDATE experiments SET owner_namespace = $1, owner_kind = $2, owner_name = $3, owner_uid = $4, \
-             owned_tag_keys = $5 WHERE experiment_id = $6 AND (owner_uid IS NULL OR owner_uid = $4)")
-            .bind(&ownership.owner.namespace)
-            .bind(&ownership.owner.kind)
-            .bind(&ownership.owner.name)
-            .bind(&ownership.owner.uid)
-            .bind(keys.join("\n"))
-            .bind(experiment_id)
-            .execute(pool)
-            .await.map(|done| done.rows_affected()))?;
+        with_pool!(self, pool => {
+            let mut tx = pool.begin_write().await?;
+            let experiment = lock_experiment!(tx, experiment_id);
+            check_experiment_writable(&experiment, None, Actor::Owner(&ownership.owner.uid))?;
+            sqlx::query(
+                "UPDATE experiments SET owner_namespace = $1, owner_kind = $2, owner_name = $3, \
+                 owner_uid = $4, owned_fields = $5 WHERE experiment_id = $6")
+                .bind(&ownership.owner.namespace)
+                .bind(&ownership.owner.kind)
+                .bind(&ownership.owner.name)
+                .bind(&ownership.owner.uid)
+                .bind(encode_owned(ownership.tag_keys.iter().map(|key| tag_entry(key))))
+                .bind(experiment_id)
+                .execute(&mut *tx)
+                .await?;
+            tx.commit().await?;
+        });
         Ok(())
     }
 
@@ -423,7 +450,7 @@ impl Store {
     pub async fn clear_experiment_owner(&self, experiment_id: i64, uid: &str) -> Result<()> {
         with_pool!(self, pool => sqlx::query(
             "UPDATE experiments SET owner_namespace = NULL, owner_kind = NULL, owner_name = NULL, \
-             owner_uid = NULL, owned_tag_keys = '' WHERE experiment_id = $1 AND owner_uid = $2")
+             owner_uid = NULL, owned_fields = '' WHERE experiment_id = $1 AND owner_uid = $2")
             .bind(experiment_id)
             .bind(uid)
             .execute(pool)
@@ -435,32 +462,50 @@ impl Store {
 /// Refuses `actor` renaming (`field` = `name`), deleting or restoring (`None`) an experiment a
 /// resource declares.
 fn check_experiment_writable(
-    experiment: &Experiment,
+    experiment: &ExperimentRow,
     field: Option<&str>,
     actor: Actor<'_>,
 ) -> Result<()> {
-    match &experiment.ownership {
-        Some(ownership) if !actor.is(&ownership.owner) => Err(Error::OwnedElsewhere {
-            object: format!("experiment '{}'", experiment.name),
-            field: field.map(str::to_owned),
-            owner: Box::new(ownership.owner.clone()),
-        }),
-        _ => Ok(()),
-    }
+    check_writable(
+        experiment
+            .ownership()
+            .as_ref()
+            .map(|ownership| &ownership.owner),
+        field,
+        actor,
+        || format!("experiment '{}'", experiment.name),
+    )
 }
 
 /// Refuses `actor` changing a tag the experiment's owner declares.
 fn check_experiment_tag_writable(
-    experiment: &Experiment,
+    experiment: &ExperimentRow,
     key: &str,
     actor: Actor<'_>,
 ) -> Result<()> {
-    match &experiment.ownership {
+    match experiment.ownership() {
         Some(ownership) if ownership.tag_keys.contains(key) => {
             check_experiment_writable(experiment, Some(&format!("tags.{key}")), actor)
         }
         _ => Ok(()),
     }
+}
+
+fn experiment_not_found(experiment_id: i64) -> Error {
+    Error::not_found(
+        Entity::Experiment,
+        format!("No Experiment with id={experiment_id} exists"),
+    )
+}
+
+/// Refuses writes into an experiment that is not active.
+fn require_active(experiment_id: i64, lifecycle_stage: &str) -> Result<()> {
+    if lifecycle_stage != LIFECYCLE_ACTIVE {
+        return Err(Error::Invalid(format!(
+            "The experiment {experiment_id} must be in the 'active' state. Current state is {lifecycle_stage}."
+        )));
+    }
+    Ok(())
 }
 
 fn validate_experiment_tag(tag: &KeyValue) -> Result<()> {
@@ -472,6 +517,22 @@ fn validate_experiment_tag(tag: &KeyValue) -> Result<()> {
     validation::validate_length("Tag key", &tag.key, MAX_ENTITY_KEY_LENGTH)?;
     validation::validate_length("Tag value", &tag.value, MAX_EXPERIMENT_TAG_VALUE_LENGTH)
 }
+
+/// What experiment filters compare.
+const EXPERIMENT_FILTER: FilterColumns = FilterColumns {
+    entity: "experiments",
+    attributes: &[
+        (Attribute::Name, "e.name", false),
+        (Attribute::ExperimentId, "e.experiment_id", true),
+        (Attribute::CreationTime, "e.creation_time", true),
+        (Attribute::LastUpdateTime, "e.last_update_time", true),
+    ],
+    tags: Some(KeyValueTable::new(
+        "SELECT 1 FROM experiment_tags t WHERE t.experiment_id = e.experiment_id AND t.key = ",
+        "t.value",
+    )),
+    params: None,
+};
 
 fn experiment_sort_key(key: &Key, descending: bool) -> Result<SortKey> {
     let (expr, kind) = match key {
@@ -486,142 +547,4 @@ fn experiment_sort_key(key: &Key, descending: bool) -> Result<SortKey> {
         }
     };
     Ok(SortKey::new(expr, kind, descending, false))
-}
-
-fn push_experiment_clause(
-    builder: &mut SqlBuilder,
-    backend: Backend,
-    clause: &Clause,
-) -> Result<()> {
-    match &clause.key {
-        Key::Attribute(attribute) => {
-            let (column, numeric) = match attribute {
-                Attribute::Name => ("e.name", false),
-                Attribute::ExperimentId => ("e.experiment_id", true),
-                Attribute::CreationTime => ("e.creation_time", true),
-                Attribute::LastUpdateTime => ("e.last_update_time", true),
-                other => {
-                    return Err(Error::Invalid(format!(
-                        "Invalid attribute for experiments: {other:?}"
-                    )));
-                }
-            };
-            push_comparison(builder, backend, column, clause, numeric)
-        }
-        Key::Tag(key) => push_key_value_clause(
-            builder,
-            backend,
-            "SELECT 1 FROM experiment_tags t WHERE t.experiment_id = e.experiment_id AND t.key = ",
-            key,
-            "t.value",
-            clause,
-        ),
-        other => Err(Error::Invalid(format!(
-            "Invalid filter key for experiments: {other:?}"
-        ))),
-    }
-}
-
-/// `EXISTS (<lookup> $key AND <column> <op> $value)` for a tag or param; `IS NULL` becomes `NOT EXISTS`.
-/// A row lacking the key never matches any other comparison (MLflow's semantics, `!=` included).
-pub(super) fn push_key_value_clause(
-    builder: &mut SqlBuilder,
-    backend: Backend,
-    lookup: &str,
-    key: &str,
-    column: &str,
-    clause: &Clause,
-) -> Result<()> {
-    let negate = clause.op == Comparator::IsNull;
-    builder.push(if negate { "NOT EXISTS (" } else { "EXISTS (" });
-    builder.push(lookup);
-    builder.bind(SqlValue::Text(key.to_owned()));
-    if !matches!(clause.op, Comparator::IsNull | Comparator::IsNotNull) {
-        builder.push(" AND ");
-        push_comparison(builder, backend, column, clause, false)?;
-    }
-    builder.push(")");
-    Ok(())
-}
-
-/// `<column> <op> <value>` for one clause, with LIKE/ILIKE made case-correct per backend.
-pub(super) fn push_comparison(
-    builder: &mut SqlBuilder,
-    backend: Backend,
-    column: &str,
-    clause: &Clause,
-    numeric: bool,
-) -> Result<()> {
-    let bad_value = || {
-        Error::Invalid(format!(
-            "Invalid value for comparison on {column}: {:?}",
-            clause.value
-        ))
-    };
-    let scalar = |value: &Value| -> Result<SqlValue> {
-        match (value, numeric) {
-            (Value::Number(number), true) => {
-                if number.fract() == 0.0 && number.abs() < 9.0e15 {
-                    Ok(SqlValue::Int(*number as i64))
-                } else {
-                    Ok(SqlValue::Float(*number))
-                }
-            }
-            (Value::Number(number), false) => Ok(SqlValue::Float(*number)),
-            (Value::String(text), true) => text
-                .trim()
-                .parse::<i64>()
-                .map(SqlValue::Int)
-                .map_err(|_| bad_value()),
-            (Value::String(text), false) => Ok(SqlValue::Text(text.clone())),
-            _ => Err(bad_value()),
-        }
-    };
-    let op = match clause.op {
-        Comparator::Eq => "=",
-        Comparator::Ne => "!=",
-        Comparator::Lt => "<",
-        Comparator::Le => "<=",
-        Comparator::Gt => ">",
-        Comparator::Ge => ">=",
-        Comparator::Like | Comparator::ILike => {
-            let Value::String(pattern) = &clause.value else {
-                return Err(bad_value());
-            };
-            if clause.op == Comparator::Like {
-                search::push_like(builder, backend, column, pattern);
-            } else {
-                search::push_ilike(builder, backend, column, pattern);
-            }
-            return Ok(());
-        }
-        Comparator::In | Comparator::NotIn => {
-            let Value::List(items) = &clause.value else {
-                return Err(bad_value());
-            };
-            builder.push(column);
-            builder.push(if clause.op == Comparator::In {
-                " IN "
-            } else {
-                " NOT IN "
-            });
-            let values = items
-                .iter()
-                .map(|item| scalar(&Value::String(item.clone())))
-                .collect::<Result<Vec<_>>>()?;
-            builder.bind_list(values);
-            return Ok(());
-        }
-        Comparator::IsNull => {
-            builder.push(&format!("{column} IS NULL"));
-            return Ok(());
-        }
-        Comparator::IsNotNull => {
-            builder.push(&format!("{column} IS NOT NULL"));
-            return Ok(());
-        }
-    };
-    builder.push(&format!("{column} {op} "));
-    builder.bind(scalar(&clause.value)?);
-    Ok(())
 }

@@ -4,11 +4,15 @@
 
 use std::collections::HashMap;
 
-use super::experiments::{push_comparison, push_key_value_clause};
 use super::filter::{self, Attribute, Clause, Key, SearchEntity};
-use super::runs::Metric;
-use super::search::{self, SortKey, SortKind, SqlBuilder, SqlValue, bind_values};
+pub use super::values::ModelOutput;
+
+use super::search::{
+    self, FilterColumns, KeyValueTable, SortKey, SortKind, SqlBuilder, SqlValue, bind_values,
+    push_comparison,
+};
 use super::validation::{self, KeyKind};
+use super::values::Metric;
 use super::{
     BeginWrite, Entity, Error, KeyValue, LIFECYCLE_ACTIVE, LIFECYCLE_DELETED, Page, Result, Store,
     now_millis, with_pool,
@@ -106,13 +110,6 @@ pub struct LoggedModelSearch {
     pub order_by: Vec<LoggedModelOrder>,
     pub max_results: i64,
     pub page_token: String,
-}
-
-/// A model a run produced, with the step it was logged at.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ModelOutput {
-    pub model_id: String,
-    pub step: i64,
 }
 
 const MODEL_COLUMNS: &str = "lm.model_id, lm.experiment_id, lm.name, lm.artifact_location, lm.creation_timestamp_ms, \
@@ -381,26 +378,6 @@ impl Store {
     fn push_logged_model_clause(&self, builder: &mut SqlBuilder, clause: &Clause) -> Result<()> {
         let backend = self.backend();
         match &clause.key {
-            Key::Attribute(attribute) => {
-                let (column, numeric) = logged_model_attribute_column(attribute)?;
-                push_comparison(builder, backend, column, clause, numeric)
-            }
-            Key::Tag(key) => push_key_value_clause(
-                builder,
-                backend,
-                "SELECT 1 FROM logged_model_tags t WHERE t.model_id = lm.model_id AND t.key = ",
-                key,
-                "t.value",
-                clause,
-            ),
-            Key::Param(key) => push_key_value_clause(
-                builder,
-                backend,
-                "SELECT 1 FROM logged_model_params p WHERE p.model_id = lm.model_id AND p.key = ",
-                key,
-                "p.value",
-                clause,
-            ),
             Key::Metric(key) => {
                 builder.push(
                     "EXISTS (SELECT 1 FROM metrics m WHERE m.model_id = lm.model_id AND m.key = ",
@@ -414,6 +391,9 @@ impl Store {
             Key::Dataset(_) => Err(Error::Invalid(
                 "Logged models cannot be filtered by dataset fields".into(),
             )),
+            Key::Attribute(_) | Key::Tag(_) | Key::Param(_) => {
+                LOGGED_MODEL_FILTER.push_clause(builder, backend, clause)
+            }
         }
     }
 
@@ -499,27 +479,42 @@ impl Store {
     }
 }
 
-fn logged_model_attribute_column(attribute: &Attribute) -> Result<(&'static str, bool)> {
-    Ok(match attribute {
-        Attribute::Name => ("lm.name", false),
-        Attribute::ModelId => ("lm.model_id", false),
-        Attribute::ModelType => ("lm.model_type", false),
-        Attribute::Status => ("lm.status", false),
-        Attribute::SourceRunId => ("lm.source_run_id", false),
-        Attribute::CreationTimestamp | Attribute::CreationTime => {
-            ("lm.creation_timestamp_ms", true)
-        }
-        Attribute::LastUpdatedTimestamp | Attribute::LastUpdateTime => {
-            ("lm.last_updated_timestamp_ms", true)
-        }
-        Attribute::ExperimentId => ("lm.experiment_id", true),
-        other => {
-            return Err(Error::Invalid(format!(
-                "Invalid attribute for logged models: {other:?}"
-            )));
-        }
-    })
-}
+/// What logged-model filters compare (metrics are written by `push_logged_model_clause`).
+const LOGGED_MODEL_FILTER: FilterColumns = FilterColumns {
+    entity: "logged models",
+    attributes: &[
+        (Attribute::Name, "lm.name", false),
+        (Attribute::ModelId, "lm.model_id", false),
+        (Attribute::ModelType, "lm.model_type", false),
+        (Attribute::Status, "lm.status", false),
+        (Attribute::SourceRunId, "lm.source_run_id", false),
+        (
+            Attribute::CreationTimestamp,
+            "lm.creation_timestamp_ms",
+            true,
+        ),
+        (Attribute::CreationTime, "lm.creation_timestamp_ms", true),
+        (
+            Attribute::LastUpdatedTimestamp,
+            "lm.last_updated_timestamp_ms",
+            true,
+        ),
+        (
+            Attribute::LastUpdateTime,
+            "lm.last_updated_timestamp_ms",
+            true,
+        ),
+        (Attribute::ExperimentId, "lm.experiment_id", true),
+    ],
+    tags: Some(KeyValueTable::new(
+        "SELECT 1 FROM logged_model_tags t WHERE t.model_id = lm.model_id AND t.key = ",
+        "t.value",
+    )),
+    params: Some(KeyValueTable::new(
+        "SELECT 1 FROM logged_model_params p WHERE p.model_id = lm.model_id AND p.key = ",
+        "p.value",
+    )),
+};
 
 fn logged_model_sort_key(
     joins: &mut SqlBuilder,
@@ -530,7 +525,7 @@ fn logged_model_sort_key(
     let alias = format!("o{index}");
     let (table, column, kind, name) = match key {
         Key::Attribute(attribute) => {
-            let (column, numeric) = logged_model_attribute_column(attribute)?;
+            let (column, numeric) = LOGGED_MODEL_FILTER.attribute(attribute)?;
             let kind = if numeric {
                 SortKind::Int
             } else {

@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 
 use sqlx::{PgConnection, SqliteConnection};
 
-use super::runs::Metric;
 use super::search::{self, SortKey, SortKind, SqlBuilder, SqlValue, bind_values};
+use super::values::Metric;
 use super::{Page, Result, Store, validation};
 
 /// Largest page of metric history (MLflow's client asks for 25000 at a time).

@@ -13,11 +13,13 @@ pub mod logged_models;
 pub mod metric_sampling;
 pub mod metrics;
 pub mod notify;
+pub mod ownership;
 pub mod registry;
 pub mod runs;
 pub mod search;
 pub mod statistics;
 pub mod validation;
+pub mod values;
 
 use std::str::FromStr;
 use std::time::Duration;
@@ -118,6 +120,19 @@ impl Default for StoreOptions {
 }
 
 impl Store {
+    /// [`Store::open_migrated_with`] the default [`StoreOptions`].
+    pub async fn open_migrated(uri: &str) -> Result<Self> {
+        Self::open_migrated_with(uri, StoreOptions::default()).await
+    }
+
+    /// Connects to `uri` and brings its schema up to date: what every command that uses the
+    /// store does first (the server, the operator, `db upgrade`).
+    pub async fn open_migrated_with(uri: &str, store_options: StoreOptions) -> Result<Self> {
+        let store = Self::connect_with(uri, store_options).await?;
+        store.migrate().await?;
+        Ok(store)
+    }
+
     /// Connects to `uri` with the default [`StoreOptions`].
     pub async fn connect(uri: &str) -> Result<Self> {
         Self::connect_with(uri, StoreOptions::default()).await

@@ -12,6 +12,7 @@ use base64::Engine;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::{Deserialize, Serialize};
 
+use super::filter::{Attribute, Clause, Comparator, Key, Value};
 use super::{Backend, Error, Result, Store, with_pool};
 
 /// A row type both backends can decode: what the generic page and batch readers return.
@@ -415,6 +416,231 @@ fn like_to_glob(pattern: &str) -> String {
         }
     }
     glob
+}
+
+// ---- filter clauses -------------------------------------------------------------------
+
+/// What a search filter's keys compare in SQL for one searched entity: its attributes' columns
+/// and its key-value tables. Each entity declares one; [`FilterColumns::push_clause`] writes
+/// every clause from it.
+pub struct FilterColumns {
+    /// The entity as messages name it ("runs", "registered models").
+    pub entity: &'static str,
+    /// Each filterable attribute: its column (or expression) and whether it is numeric.
+    pub attributes: &'static [(Attribute, &'static str, bool)],
+    pub tags: Option<KeyValueTable>,
+    pub params: Option<KeyValueTable>,
+}
+
+/// A tag or param table, matched as `EXISTS (<lookup> $key AND <value> <op> $value)`.
+pub struct KeyValueTable {
+    /// `SELECT 1 FROM <table> x WHERE <x belongs to the searched row> AND x.key = `.
+    lookup: &'static str,
+    /// The same lookup stating the predicate of a Postgres partial (key, value) index, used for
+    /// `=` with a short enough value so that the planner can use the index.
+    indexed_lookup: Option<&'static str>,
+    /// The value column, e.g. `t.value`.
+    value: &'static str,
+}
+
+/// Longest key + value (in characters) that the Postgres (key, value) indexes of run params and
+/// tags hold: they are partial (migration 0004) because a B-tree entry has a size limit.
+pub const INDEXED_KEY_VALUE_CHARS: usize = 600;
+
+impl KeyValueTable {
+    pub const fn new(lookup: &'static str, value: &'static str) -> Self {
+        Self {
+            lookup,
+            indexed_lookup: None,
+            value,
+        }
+    }
+
+    /// A table whose Postgres (key, value) index is partial, limited to
+    /// `char_length(key) + char_length(value) <= INDEXED_KEY_VALUE_CHARS`.
+    pub const fn with_partial_index(
+        lookup: &'static str,
+        indexed_lookup: &'static str,
+        value: &'static str,
+    ) -> Self {
+        Self {
+            lookup,
+            indexed_lookup: Some(indexed_lookup),
+            value,
+        }
+    }
+
+    /// The lookup for `clause` on `key`: the one naming the index predicate only for `=` with a
+    /// value that short, where every matching row satisfies the predicate anyway.
+    fn lookup_for(&self, backend: Backend, key: &str, clause: &Clause) -> &'static str {
+        match self.indexed_lookup {
+            Some(indexed) if backend == Backend::Postgres => {
+                // Bytes, not characters: a character is one byte or more in UTF-8, so the byte
+                // count bounds char_length in any server encoding (even SQL_ASCII).
+                let fits = |value: &str| key.len() + value.len() <= INDEXED_KEY_VALUE_CHARS;
+                if matches!((&clause.op, &clause.value), (Comparator::Eq, Value::String(value)) if fits(value))
+                {
+                    indexed
+                } else {
+                    self.lookup
+                }
+            }
+            _ => self.lookup,
+        }
+    }
+}
+
+impl FilterColumns {
+    /// The column of `attribute` and whether it is numeric.
+    pub fn attribute(&self, attribute: &Attribute) -> Result<(&'static str, bool)> {
+        self.attributes
+            .iter()
+            .find(|(known, _, _)| known == attribute)
+            .map(|&(_, column, numeric)| (column, numeric))
+            .ok_or_else(|| {
+                Error::Invalid(format!(
+                    "Invalid attribute for {}: {attribute:?}",
+                    self.entity
+                ))
+            })
+    }
+
+    /// Writes the condition of one attribute, tag or param clause; other keys (metrics,
+    /// datasets) are the entity's own to write and are refused here.
+    pub fn push_clause(
+        &self,
+        builder: &mut SqlBuilder,
+        backend: Backend,
+        clause: &Clause,
+    ) -> Result<()> {
+        let table = match &clause.key {
+            Key::Attribute(attribute) => {
+                let (column, numeric) = self.attribute(attribute)?;
+                return push_comparison(builder, backend, column, clause, numeric);
+            }
+            Key::Tag(key) => self.tags.as_ref().map(|table| (table, key)),
+            Key::Param(key) => self.params.as_ref().map(|table| (table, key)),
+            Key::Metric(_) | Key::Dataset(_) => None,
+        };
+        let Some((table, key)) = table else {
+            return Err(Error::Invalid(format!(
+                "Invalid filter key for {}: {:?}",
+                self.entity, clause.key
+            )));
+        };
+        push_key_value_clause(
+            builder,
+            backend,
+            table.lookup_for(backend, key, clause),
+            key,
+            table.value,
+            clause,
+        )
+    }
+}
+
+/// `EXISTS (<lookup> $key AND <column> <op> $value)` for a tag or param; `IS NULL` becomes `NOT EXISTS`.
+/// A row lacking the key never matches any other comparison (MLflow's semantics, `!=` included).
+fn push_key_value_clause(
+    builder: &mut SqlBuilder,
+    backend: Backend,
+    lookup: &str,
+    key: &str,
+    column: &str,
+    clause: &Clause,
+) -> Result<()> {
+    let negate = clause.op == Comparator::IsNull;
+    builder.push(if negate { "NOT EXISTS (" } else { "EXISTS (" });
+    builder.push(lookup);
+    builder.bind(SqlValue::Text(key.to_owned()));
+    if !matches!(clause.op, Comparator::IsNull | Comparator::IsNotNull) {
+        builder.push(" AND ");
+        push_comparison(builder, backend, column, clause, false)?;
+    }
+    builder.push(")");
+    Ok(())
+}
+
+/// `<column> <op> <value>` for one clause, with LIKE/ILIKE made case-correct per backend.
+pub fn push_comparison(
+    builder: &mut SqlBuilder,
+    backend: Backend,
+    column: &str,
+    clause: &Clause,
+    numeric: bool,
+) -> Result<()> {
+    let bad_value = || {
+        Error::Invalid(format!(
+            "Invalid value for comparison on {column}: {:?}",
+            clause.value
+        ))
+    };
+    let scalar = |value: &Value| -> Result<SqlValue> {
+        match (value, numeric) {
+            (Value::Number(number), true) => {
+                if number.fract() == 0.0 && number.abs() < 9.0e15 {
+                    Ok(SqlValue::Int(*number as i64))
+                } else {
+                    Ok(SqlValue::Float(*number))
+                }
+            }
+            (Value::Number(number), false) => Ok(SqlValue::Float(*number)),
+            (Value::String(text), true) => text
+                .trim()
+                .parse::<i64>()
+                .map(SqlValue::Int)
+                .map_err(|_| bad_value()),
+            (Value::String(text), false) => Ok(SqlValue::Text(text.clone())),
+            _ => Err(bad_value()),
+        }
+    };
+    let op = match clause.op {
+        Comparator::Eq => "=",
+        Comparator::Ne => "!=",
+        Comparator::Lt => "<",
+        Comparator::Le => "<=",
+        Comparator::Gt => ">",
+        Comparator::Ge => ">=",
+        Comparator::Like | Comparator::ILike => {
+            let Value::String(pattern) = &clause.value else {
+                return Err(bad_value());
+            };
+            if clause.op == Comparator::Like {
+                push_like(builder, backend, column, pattern);
+            } else {
+                push_ilike(builder, backend, column, pattern);
+            }
+            return Ok(());
+        }
+        Comparator::In | Comparator::NotIn => {
+            let Value::List(items) = &clause.value else {
+                return Err(bad_value());
+            };
+            builder.push(column);
+            builder.push(if clause.op == Comparator::In {
+                " IN "
+            } else {
+                " NOT IN "
+            });
+            let values = items
+                .iter()
+                .map(|item| scalar(&Value::String(item.clone())))
+                .collect::<Result<Vec<_>>>()?;
+            builder.bind_list(values);
+            return Ok(());
+        }
+        Comparator::IsNull => {
+            builder.push(&format!("{column} IS NULL"));
+            return Ok(());
+        }
+        Comparator::IsNotNull => {
+            builder.push(&format!("{column} IS NOT NULL"));
+            return Ok(());
+        }
+    };
+    builder.push(&format!("{column} {op} "));
+    builder.bind(scalar(&clause.value)?);
+    Ok(())
 }
 
 /// Checks `max_results` against MLflow's ceiling for an entity.

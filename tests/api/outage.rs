@@ -123,7 +123,7 @@ async fn postgres_restart_loses_no_acknowledged_write_and_answers_503() {
         .port();
     let postgres = PrivatePostgres { state, port };
     postgres.script("start");
-    let store = Store::connect_with(
+    let store = Store::open_migrated_with(
         &postgres.url(),
         StoreOptions {
             acquire_timeout: ACQUIRE_TIMEOUT,
@@ -131,7 +131,6 @@ async fn postgres_restart_loses_no_acknowledged_write_and_answers_503() {
     )
     .await
     .unwrap();
-    store.migrate().await.unwrap();
     let artifacts = tempfile::tempdir().unwrap();
     let server = Arc::new(start_on(store, artifacts.path().to_owned(), Box::new(artifacts)).await);
 

@@ -28,8 +28,9 @@ impl TestStore {
 pub async fn sqlite_store() -> TestStore {
     let dir = tempfile::tempdir().expect("temp dir");
     let uri = format!("sqlite:///{}", dir.path().join("test.db").display());
-    let store = Store::connect(&uri).await.expect("open sqlite");
-    store.migrate().await.expect("migrate sqlite");
+    let store = Store::open_migrated(&uri)
+        .await
+        .expect("open and migrate sqlite");
     TestStore {
         store,
         uri,
@@ -43,8 +44,9 @@ pub async fn sqlite_store() -> TestStore {
 pub async fn postgres_store() -> Option<TestStore> {
     let database = TestDatabase::create().await?;
     let uri = database.uri.clone();
-    let store = Store::connect(&uri).await.expect("open postgres");
-    store.migrate().await.expect("migrate postgres");
+    let store = Store::open_migrated(&uri)
+        .await
+        .expect("open and migrate postgres");
     Some(TestStore {
         store,
         uri,

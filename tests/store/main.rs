@@ -6,6 +6,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 mod experiment_owner;
+mod ownership_migration;
 mod registry;
 mod run_search;
 mod statistics;

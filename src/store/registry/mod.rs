@@ -49,10 +49,11 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::fmt;
 use std::future::Future;
 
+use super::ownership::OwnerColumns;
 use super::search::{SqlBuilder, SqlValue, bind_values};
 use super::validation::{self, KeyKind, MAX_ENTITY_KEY_LENGTH};
 use super::{Entity, Error, KeyValue, Result, Store, with_pool};
-use ownership::ownership_from;
+use ownership::ownership_of;
 
 /// Largest page a registered-model search may ask for (MLflow's threshold).
 pub const MAX_REGISTERED_MODELS_PAGE: i64 = 1000;
@@ -207,11 +208,8 @@ struct ModelRow {
     description: Option<String>,
     creation_time: i64,
     last_updated_time: i64,
-    owner_namespace: Option<String>,
-    owner_kind: Option<String>,
-    owner_name: Option<String>,
-    owner_uid: Option<String>,
-    owned_fields: String,
+    #[sqlx(flatten)]
+    owner: OwnerColumns,
 }
 
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -230,11 +228,8 @@ struct VersionRow {
     model_id: Option<String>,
     status: String,
     status_message: Option<String>,
-    owner_namespace: Option<String>,
-    owner_kind: Option<String>,
-    owner_name: Option<String>,
-    owner_uid: Option<String>,
-    owned_fields: String,
+    #[sqlx(flatten)]
+    owner: OwnerColumns,
 }
 
 #[derive(sqlx::FromRow)]
@@ -280,13 +275,7 @@ const REDACTED_RUN_LINK: &str = "REDACTED-RUN-LINK";
 
 impl ModelRow {
     fn ownership(&self) -> Option<Ownership> {
-        ownership_from(
-            &self.owner_namespace,
-            &self.owner_kind,
-            &self.owner_name,
-            &self.owner_uid,
-            &self.owned_fields,
-        )
+        ownership_of(&self.owner)
     }
 
     fn describe(&self) -> String {
@@ -296,13 +285,7 @@ impl ModelRow {
 
 impl VersionRow {
     fn ownership(&self) -> Option<Ownership> {
-        ownership_from(
-            &self.owner_namespace,
-            &self.owner_kind,
-            &self.owner_name,
-            &self.owner_uid,
-            &self.owned_fields,
-        )
+        ownership_of(&self.owner)
     }
 
     fn describe(&self) -> String {

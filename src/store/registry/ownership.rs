@@ -2,32 +2,16 @@
 //! checks that keep other writers off those fields.
 
 use std::collections::BTreeSet;
-use std::fmt;
+
+pub use crate::store::ownership::{Actor, Owner};
+
+use crate::store::ownership::{OwnerColumns, check_writable, encode_owned};
 
 use super::{
     MODEL_COLUMNS, ModelRow, ModelVersion, RegistryTx, VERSION_COLUMNS, VERSIONS_FROM, VersionRow,
     validate_model_name,
 };
 use crate::store::{BeginWrite, Error, Result, Store, with_pool};
-
-/// The Kubernetes resource that declares a registry row.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
-pub struct Owner {
-    pub namespace: String,
-    pub kind: String,
-    pub name: String,
-    pub uid: String,
-}
-
-impl fmt::Display for Owner {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(
-            f,
-            "{} {}/{} (uid {})",
-            self.kind, self.namespace, self.name, self.uid
-        )
-    }
-}
 
 /// A field of a registry row that a resource can own. Registered models can own
 /// `Description`, `Tags` and `Aliases`; model versions `Description`, `Tags` and `Stage`.
@@ -71,26 +55,9 @@ pub struct Ownership {
 }
 
 impl Ownership {
+    /// `owned_fields` for this ownership (see [`crate::store::ownership`]).
     pub(super) fn fields_text(&self) -> String {
-        self.fields
-            .iter()
-            .map(|field| field.as_str())
-            .collect::<Vec<_>>()
-            .join(",")
-    }
-}
-
-/// Who makes a change: the REST API (ownership enforced) or the owning resource, by uid.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Actor<'a> {
-    Api,
-    Owner(&'a str),
-}
-
-impl Actor<'_> {
-    /// Whether this actor is `owner` itself.
-    pub fn is(self, owner: &Owner) -> bool {
-        matches!(self, Actor::Owner(uid) if uid == owner.uid)
+        encode_owned(self.fields.iter().map(|field| field.as_str()))
     }
 }
 
@@ -110,29 +77,19 @@ pub struct OwnedRow {
     pub ownership: Ownership,
 }
 
-pub(super) fn ownership_from(
-    namespace: &Option<String>,
-    kind: &Option<String>,
-    name: &Option<String>,
-    uid: &Option<String>,
-    fields: &str,
-) -> Option<Ownership> {
-    let (Some(namespace), Some(kind), Some(name), Some(uid)) = (namespace, kind, name, uid) else {
-        return None;
-    };
+/// The ownership the owner columns of a registry row record.
+pub(super) fn ownership_of(columns: &OwnerColumns) -> Option<Ownership> {
+    let (owner, entries) = columns.read()?;
     Some(Ownership {
-        owner: Owner {
-            namespace: namespace.clone(),
-            kind: kind.clone(),
-            name: name.clone(),
-            uid: uid.clone(),
-        },
-        // An unknown name (written by a newer version) is ignored rather than failing reads.
-        fields: fields
-            .split(',')
-            .filter_map(|field| OwnedField::parse(field.trim()))
-            .collect(),
+        owner,
+        fields: fields_of(entries),
     })
+}
+
+/// The whole fields among owned entries. An unknown entry (written by a newer version) is
+/// ignored rather than failing reads.
+fn fields_of<'a>(entries: impl Iterator<Item = &'a str>) -> BTreeSet<OwnedField> {
+    entries.filter_map(OwnedField::parse).collect()
 }
 
 /// Refuses `actor` changing `field` of an object owned by someone else.
@@ -142,16 +99,11 @@ pub(super) fn check_field_writable(
     actor: Actor<'_>,
     object: impl FnOnce() -> String,
 ) -> Result<()> {
-    match ownership {
-        Some(ownership) if ownership.fields.contains(&field) && !actor.is(&ownership.owner) => {
-            Err(Error::OwnedElsewhere {
-                object: object(),
-                field: Some(field.as_str().to_owned()),
-                owner: Box::new(ownership.owner),
-            })
-        }
-        _ => Ok(()),
-    }
+    let owner = ownership
+        .as_ref()
+        .filter(|ownership| ownership.fields.contains(&field))
+        .map(|ownership| &ownership.owner);
+    check_writable(owner, Some(field.as_str()), actor, object)
 }
 
 /// Refuses `actor` renaming (`field` = `name`) or deleting (`None`) an object someone else owns.
@@ -161,14 +113,12 @@ pub(super) fn check_object_writable(
     actor: Actor<'_>,
     object: impl FnOnce() -> String,
 ) -> Result<()> {
-    match ownership {
-        Some(ownership) if !actor.is(&ownership.owner) => Err(Error::OwnedElsewhere {
-            object: object(),
-            field: field.map(str::to_owned),
-            owner: Box::new(ownership.owner),
-        }),
-        _ => Ok(()),
-    }
+    check_writable(
+        ownership.as_ref().map(|ownership| &ownership.owner),
+        field,
+        actor,
+        object,
+    )
 }
 
 pub(super) fn check_ownership_fields(target: RegistryRef<'_>, ownership: &Ownership) -> Result<()> {
@@ -365,15 +315,11 @@ mod tests {
             },
             fields: [OwnedField::Tags, OwnedField::Aliases].into(),
         };
-        assert_eq!(ownership.fields_text(), "aliases,tags");
-        let read = ownership_from(
-            &Some("team-a".into()),
-            &Some("RegisteredModel".into()),
-            &Some("churn".into()),
-            &Some("u-1".into()),
-            "aliases,tags,future",
+        assert_eq!(ownership.fields_text(), "aliases\ntags");
+        assert_eq!(
+            fields_of(["aliases", "tags", "tags.team", "future"].into_iter()),
+            ownership.fields
         );
-        assert_eq!(read, Some(ownership.clone()));
         let refused = check_field_writable(
             Some(ownership.clone()),
             OwnedField::Aliases,

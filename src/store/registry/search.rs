@@ -5,9 +5,10 @@ use super::{
     ModelVersion, ModelVersionSearch, RegisteredModel, RegisteredModelSearch, VERSION_COLUMNS,
     VERSIONS_FROM, VersionRow,
 };
-use crate::store::experiments::{push_comparison, push_key_value_clause};
 use crate::store::filter::{self, Attribute, Clause, Comparator, Key, SearchEntity, Value};
-use crate::store::search::{self, SortKey, SortKind, SqlBuilder, SqlValue};
+use crate::store::search::{
+    self, FilterColumns, KeyValueTable, SortKey, SortKind, SqlBuilder, SqlValue,
+};
 use crate::store::{Error, Page, Result, Store};
 
 impl Store {
@@ -49,24 +50,7 @@ impl Store {
         let (clauses, querying_prompts) = without_prompt_clauses(clauses);
         for clause in &clauses {
             builder.push(" AND ");
-            match &clause.key {
-                Key::Attribute(Attribute::Name) => {
-                    push_comparison(&mut builder, self.backend(), "rm.name", clause, false)?
-                }
-                Key::Tag(key) => push_key_value_clause(
-                    &mut builder,
-                    self.backend(),
-                    "SELECT 1 FROM registered_model_tags t WHERE t.registered_model_id = rm.registered_model_id AND t.key = ",
-                    key,
-                    "t.value",
-                    clause,
-                )?,
-                other => {
-                    return Err(Error::Invalid(format!(
-                        "Invalid filter key for registered models: {other:?}"
-                    )));
-                }
-            }
+            REGISTERED_MODEL_FILTER.push_clause(&mut builder, self.backend(), clause)?;
         }
         if !querying_prompts {
             builder.push(
@@ -140,35 +124,7 @@ impl Store {
         let (clauses, querying_prompts) = without_prompt_clauses(clauses);
         for clause in &clauses {
             builder.push(" AND ");
-            let backend = self.backend();
-            match &clause.key {
-                Key::Attribute(Attribute::Name) => {
-                    push_comparison(&mut builder, backend, "rm.name", clause, false)?
-                }
-                Key::Attribute(Attribute::RunId) => {
-                    push_comparison(&mut builder, backend, "mv.run_id", clause, false)?
-                }
-                Key::Attribute(Attribute::SourcePath) => {
-                    push_comparison(&mut builder, backend, "mv.source", clause, false)?
-                }
-                Key::Attribute(Attribute::VersionNumber) => {
-                    push_comparison(&mut builder, backend, "mv.version", clause, true)?
-                }
-                Key::Tag(key) => push_key_value_clause(
-                    &mut builder,
-                    backend,
-                    "SELECT 1 FROM model_version_tags t WHERE t.registered_model_id = mv.registered_model_id \
-                     AND t.version = mv.version AND t.key = ",
-                    key,
-                    "t.value",
-                    clause,
-                )?,
-                other => {
-                    return Err(Error::Invalid(format!(
-                        "Invalid filter key for model versions: {other:?}"
-                    )));
-                }
-            }
+            MODEL_VERSION_FILTER.push_clause(&mut builder, self.backend(), clause)?;
         }
         if !querying_prompts {
             // As MLflow: a model any of whose versions is tagged as a prompt is a prompt.
@@ -190,6 +146,34 @@ impl Store {
         })
     }
 }
+
+/// What registered-model filters compare.
+const REGISTERED_MODEL_FILTER: FilterColumns = FilterColumns {
+    entity: "registered models",
+    attributes: &[(Attribute::Name, "rm.name", false)],
+    tags: Some(KeyValueTable::new(
+        "SELECT 1 FROM registered_model_tags t WHERE t.registered_model_id = rm.registered_model_id AND t.key = ",
+        "t.value",
+    )),
+    params: None,
+};
+
+/// What model-version filters compare.
+const MODEL_VERSION_FILTER: FilterColumns = FilterColumns {
+    entity: "model versions",
+    attributes: &[
+        (Attribute::Name, "rm.name", false),
+        (Attribute::RunId, "mv.run_id", false),
+        (Attribute::SourcePath, "mv.source", false),
+        (Attribute::VersionNumber, "mv.version", true),
+    ],
+    tags: Some(KeyValueTable::new(
+        "SELECT 1 FROM model_version_tags t WHERE t.registered_model_id = mv.registered_model_id \
+         AND t.version = mv.version AND t.key = ",
+        "t.value",
+    )),
+    params: None,
+};
 
 /// Appends a sort key, refusing a field given twice as MLflow does.
 fn push_unique_sort_key(

@@ -5,9 +5,10 @@
 mod search;
 mod writes;
 
+pub use super::values::{Metric, ModelOutput};
+
 use std::collections::HashMap;
 
-use super::logged_models::ModelOutput;
 use super::search::StoreRow;
 use super::validation;
 use super::{Entity, Error, KeyValue, LIFECYCLE_ACTIVE, Pool, Result, Store, ViewType, with_pool};
@@ -32,35 +33,6 @@ pub struct RunInfo {
     pub end_time: Option<i64>,
     pub lifecycle_stage: String,
     pub artifact_uri: String,
-}
-
-/// One metric point.
-#[derive(Debug, Clone, PartialEq)]
-pub struct Metric {
-    pub key: String,
-    pub value: f64,
-    pub timestamp: i64,
-    pub step: i64,
-    pub model_id: Option<String>,
-    pub dataset_name: Option<String>,
-    pub dataset_digest: Option<String>,
-    /// Filled in where MLflow reports it (bulk history).
-    pub run_id: Option<String>,
-}
-
-impl Metric {
-    pub fn new(key: impl Into<String>, value: f64, timestamp: i64, step: i64) -> Self {
-        Self {
-            key: key.into(),
-            value,
-            timestamp,
-            step,
-            model_id: None,
-            dataset_name: None,
-            dataset_digest: None,
-            run_id: None,
-        }
-    }
 }
 
 /// A dataset as logged with `mlflow.log_input`.

@@ -1,9 +1,11 @@
 //! Run search: MLflow's filter grammar over runs, keyset-paged, with a fast path for ordering
 //! by a metric, param or tag.
 
-use crate::store::experiments::{push_comparison, push_key_value_clause};
 use crate::store::filter::{self, Attribute, Clause, Comparator, DatasetField, Key, SearchEntity};
-use crate::store::search::{self, SortKey, SortKind, SqlBuilder, SqlValue, TokenValue};
+use crate::store::search::{
+    self, FilterColumns, KeyValueTable, SortKey, SortKind, SqlBuilder, SqlValue, TokenValue,
+    push_comparison,
+};
 use crate::store::{Error, Page, Result, Store};
 
 use super::{MAX_RUNS_PAGE, RUN_COLUMNS, Run, RunInfo, RunSearch};
@@ -138,36 +140,6 @@ impl Store {
                 });
                 Ok(())
             }
-            Key::Param(key) => push_key_value_clause(
-                builder,
-                backend,
-                if indexable_key_value(backend, key, clause) {
-                    "SELECT 1 FROM params p WHERE char_length(p.key) + char_length(p.value) <= 600 \
-                     AND p.run_uuid = r.run_uuid AND p.key = "
-                } else {
-                    "SELECT 1 FROM params p WHERE p.run_uuid = r.run_uuid AND p.key = "
-                },
-                key,
-                "p.value",
-                clause,
-            ),
-            Key::Tag(key) => push_key_value_clause(
-                builder,
-                backend,
-                if indexable_key_value(backend, key, clause) {
-                    "SELECT 1 FROM tags t WHERE char_length(t.key) + char_length(t.value) <= 600 \
-                     AND t.run_uuid = r.run_uuid AND t.key = "
-                } else {
-                    "SELECT 1 FROM tags t WHERE t.run_uuid = r.run_uuid AND t.key = "
-                },
-                key,
-                "t.value",
-                clause,
-            ),
-            Key::Attribute(attribute) => {
-                let (column, numeric) = run_attribute_column(attribute)?;
-                push_comparison(builder, backend, column, clause, numeric)
-            }
             Key::Dataset(field) => {
                 builder.push(
                     "EXISTS (SELECT 1 FROM run_inputs i JOIN datasets d ON d.dataset_uuid = i.dataset_uuid \
@@ -192,6 +164,9 @@ impl Store {
                 builder.push(")");
                 Ok(())
             }
+            Key::Param(_) | Key::Tag(_) | Key::Attribute(_) => {
+                RUN_FILTER.push_clause(builder, backend, clause)
+            }
         }
     }
 }
@@ -213,41 +188,33 @@ fn present_position(after: &[TokenValue], group: usize) -> Option<Vec<TokenValue
     }
 }
 
-/// Longest key + value (in characters) that the Postgres (key, value) indexes of params and
-/// tags hold: they are partial (migration 0004) because a B-tree entry has a size limit.
-const INDEXED_KEY_VALUE_CHARS: usize = 600;
-
-/// Whether a param or tag clause may say `char_length(key) + char_length(value) <= 600`, the
-/// predicate of the partial index, so that Postgres can use the index: only for `=` with a
-/// value that short, where every matching row satisfies it anyway.
-fn indexable_key_value(backend: crate::store::Backend, key: &str, clause: &Clause) -> bool {
-    if backend != crate::store::Backend::Postgres {
-        return false;
-    }
-    // Bytes, not characters: a character is one byte or more in UTF-8, so the byte count
-    // bounds char_length in any server encoding (even SQL_ASCII, which counts bytes).
-    let fits = |value: &str| key.len() + value.len() <= INDEXED_KEY_VALUE_CHARS;
-    matches!((&clause.op, &clause.value), (Comparator::Eq, filter::Value::String(value)) if fits(value))
-}
-
-fn run_attribute_column(attribute: &Attribute) -> Result<(&'static str, bool)> {
-    Ok(match attribute {
-        Attribute::RunId => ("r.run_uuid", false),
-        Attribute::RunName => ("r.name", false),
-        Attribute::Status => ("r.status", false),
-        Attribute::UserId => ("r.user_id", false),
-        Attribute::ArtifactUri => ("r.artifact_uri", false),
-        Attribute::LifecycleStage => ("r.lifecycle_stage", false),
-        Attribute::StartTime => ("r.start_time", true),
-        Attribute::EndTime => ("r.end_time", true),
-        Attribute::ExperimentId => ("r.experiment_id", true),
-        other => {
-            return Err(Error::Invalid(format!(
-                "Invalid attribute for runs: {other:?}"
-            )));
-        }
-    })
-}
+/// What run filters compare (metrics and dataset fields are written by `push_run_clause`).
+const RUN_FILTER: FilterColumns = FilterColumns {
+    entity: "runs",
+    attributes: &[
+        (Attribute::RunId, "r.run_uuid", false),
+        (Attribute::RunName, "r.name", false),
+        (Attribute::Status, "r.status", false),
+        (Attribute::UserId, "r.user_id", false),
+        (Attribute::ArtifactUri, "r.artifact_uri", false),
+        (Attribute::LifecycleStage, "r.lifecycle_stage", false),
+        (Attribute::StartTime, "r.start_time", true),
+        (Attribute::EndTime, "r.end_time", true),
+        (Attribute::ExperimentId, "r.experiment_id", true),
+    ],
+    tags: Some(KeyValueTable::with_partial_index(
+        "SELECT 1 FROM tags t WHERE t.run_uuid = r.run_uuid AND t.key = ",
+        "SELECT 1 FROM tags t WHERE char_length(t.key) + char_length(t.value) <= 600 \
+         AND t.run_uuid = r.run_uuid AND t.key = ",
+        "t.value",
+    )),
+    params: Some(KeyValueTable::with_partial_index(
+        "SELECT 1 FROM params p WHERE p.run_uuid = r.run_uuid AND p.key = ",
+        "SELECT 1 FROM params p WHERE char_length(p.key) + char_length(p.value) <= 600 \
+         AND p.run_uuid = r.run_uuid AND p.key = ",
+        "p.value",
+    )),
+};
 
 /// The sort keys for one order_by entry; metrics, params and tags get a LEFT JOIN `o<i>`.
 /// A metric sorts numbers first, then NaN, then runs without it, in both directions (MLflow's
@@ -269,7 +236,7 @@ fn run_sort_keys(
         Key::Param(name) => ("params", name),
         Key::Tag(name) => ("tags", name),
         Key::Attribute(attribute) => {
-            let (column, numeric) = run_attribute_column(attribute)?;
+            let (column, numeric) = RUN_FILTER.attribute(attribute)?;
             let nullable = matches!(attribute, Attribute::EndTime);
             let kind = if numeric {
                 SortKind::Int

@@ -1,0 +1,160 @@
+//! Kubernetes ownership of store rows, one model for every kind of row: a resource (the
+//! [`Owner`]) declares an experiment, a registered model or a model version, and owns some of
+//! its fields. The REST API ([`Actor::Api`]) may not change what another resource owns; the
+//! owner ([`Actor::Owner`] with its uid) may. Callers run [`check_writable`] inside the
+//! transaction of the write it guards, on the row that transaction read.
+//!
+//! One encoding on every table (migration 0007): the owner's four names in `owner_namespace`,
+//! `owner_kind`, `owner_name`, `owner_uid` (all NULL when unowned), and in `owned_fields` the
+//! owned entries one per line, sorted: whole fields (`aliases`, `description`, `stage`, `tags`)
+//! or single tags (`tags.<key>`).
+
+pub use super::values::Owner;
+
+use super::{Error, Result};
+
+/// Who makes a change: the REST API (ownership enforced) or the owning resource, by uid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Actor<'a> {
+    Api,
+    Owner(&'a str),
+}
+
+impl Actor<'_> {
+    /// Whether this actor is `owner` itself.
+    pub fn is(self, owner: &Owner) -> bool {
+        matches!(self, Actor::Owner(uid) if uid == owner.uid)
+    }
+}
+
+/// The owner columns of a row, as read (`#[sqlx(flatten)]` into each row type).
+#[derive(Debug, Clone, sqlx::FromRow)]
+pub(crate) struct OwnerColumns {
+    owner_namespace: Option<String>,
+    owner_kind: Option<String>,
+    owner_name: Option<String>,
+    owner_uid: Option<String>,
+    owned_fields: String,
+}
+
+impl OwnerColumns {
+    /// The owner and its owned entries; `None` for an unowned row.
+    pub(crate) fn read(&self) -> Option<(Owner, impl Iterator<Item = &str>)> {
+        let (Some(namespace), Some(kind), Some(name), Some(uid)) = (
+            &self.owner_namespace,
+            &self.owner_kind,
+            &self.owner_name,
+            &self.owner_uid,
+        ) else {
+            return None;
+        };
+        let owner = Owner {
+            namespace: namespace.clone(),
+            kind: kind.clone(),
+            name: name.clone(),
+            uid: uid.clone(),
+        };
+        let entries = self
+            .owned_fields
+            .lines()
+            .map(str::trim)
+            .filter(|entry| !entry.is_empty());
+        Some((owner, entries))
+    }
+}
+
+/// `owned_fields` for these entries: one per line, sorted, without repeats.
+pub(crate) fn encode_owned<S: AsRef<str>>(entries: impl IntoIterator<Item = S>) -> String {
+    let mut entries: Vec<String> = entries
+        .into_iter()
+        .map(|entry| entry.as_ref().to_owned())
+        .collect();
+    entries.sort();
+    entries.dedup();
+    entries.join("\n")
+}
+
+/// The entry of one owned tag.
+pub(crate) fn tag_entry(key: &str) -> String {
+    format!("tags.{key}")
+}
+
+/// The key of a single-tag entry; `None` for a whole field.
+pub(crate) fn tag_of_entry(entry: &str) -> Option<&str> {
+    entry.strip_prefix("tags.")
+}
+
+/// Refuses `actor` changing `object` when `owner` (the resource owning what is changed, or
+/// `None` when nothing changed is owned) is someone else. `field` names what is changed, `None`
+/// for the whole object (delete, restore).
+pub(crate) fn check_writable(
+    owner: Option<&Owner>,
+    field: Option<&str>,
+    actor: Actor<'_>,
+    object: impl FnOnce() -> String,
+) -> Result<()> {
+    match owner {
+        Some(owner) if !actor.is(owner) => Err(Error::OwnedElsewhere {
+            object: object(),
+            field: field.map(str::to_owned),
+            owner: Box::new(owner.clone()),
+        }),
+        _ => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn owner() -> Owner {
+        Owner {
+            namespace: "team-a".into(),
+            kind: "Experiment".into(),
+            name: "churn".into(),
+            uid: "u-1".into(),
+        }
+    }
+
+    #[test]
+    fn owned_entries_round_trip_through_the_encoding() {
+        let text = encode_owned(["tags", "aliases", &tag_entry("team"), "tags"]);
+        assert_eq!(text, "aliases\ntags\ntags.team");
+        let columns = OwnerColumns {
+            owner_namespace: Some("team-a".into()),
+            owner_kind: Some("Experiment".into()),
+            owner_name: Some("churn".into()),
+            owner_uid: Some("u-1".into()),
+            owned_fields: text,
+        };
+        let (read_owner, entries) = columns.read().unwrap();
+        assert_eq!(read_owner, owner());
+        let entries: Vec<&str> = entries.collect();
+        assert_eq!(entries, ["aliases", "tags", "tags.team"]);
+        assert_eq!(
+            entries
+                .iter()
+                .filter_map(|e| tag_of_entry(e))
+                .collect::<Vec<_>>(),
+            ["team"]
+        );
+        let unowned = OwnerColumns {
+            owner_uid: None,
+            ..columns
+        };
+        assert!(unowned.read().is_none());
+    }
+
+    #[test]
+    fn only_the_owner_writes_what_it_owns() {
+        let owner = owner();
+        let object = || "experiment 'churn'".to_owned();
+        assert!(check_writable(Some(&owner), Some("name"), Actor::Owner("u-1"), object).is_ok());
+        assert!(check_writable(None, Some("name"), Actor::Api, object).is_ok());
+        let refused = check_writable(Some(&owner), Some("name"), Actor::Api, object).unwrap_err();
+        assert_eq!(
+            refused.to_string(),
+            "experiment 'churn' field 'name' is managed by Experiment team-a/churn (uid u-1): change it there (in git)"
+        );
+    }
+}
