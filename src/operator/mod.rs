@@ -24,6 +24,7 @@ use crate::crd::{Experiment, ModelVersion, RegisteredModel};
 use crate::store::Store;
 use crate::store::notify::{self, RegistryEvent};
 
+pub mod build;
 pub mod context;
 pub mod error;
 pub mod guard;
