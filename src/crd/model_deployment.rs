@@ -228,6 +228,10 @@ pub struct LegStatus {
     /// The last version whose rollout completed on this leg.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub serving_version: Option<i64>,
+    /// A version whose rollout failed and was rolled back: not tried again until the alias
+    /// moves or the spec changes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failed_version: Option<i64>,
     /// Desired Pods of the leg.
     #[serde(default)]
     pub replicas: i32,

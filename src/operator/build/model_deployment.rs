@@ -15,12 +15,12 @@ use k8s_openapi::api::core::v1::{
     SecurityContext, Service, ServicePort, ServiceSpec, Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta, OwnerReference};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
-use kube::Resource;
 use kube::core::{ApiResource, DynamicObject, GroupVersionKind, TypeMeta};
 use serde_json::json;
 
+use super::{Role, labels, owned_meta, owner_reference};
 use crate::crd::ModelDeployment;
 use crate::crd::model_deployment::Leg;
 
@@ -225,47 +225,36 @@ pub fn leg_object_name(resource: &ModelDeployment, leg: &str) -> Result<String, 
     checked_name(format!("{}-{leg}", name_of(resource)?))
 }
 
-/// What every owned object carries: who owns it, its labels, where it lives.
+/// The role of every object a ModelDeployment owns, for the shared `app.kubernetes.io` labels.
+const ROLE: Role = Role {
+    app: "mlflow-model-server",
+    component: "serving",
+};
+
+/// What every owned object carries: the shared owner labels and reference (`build::owned_meta`)
+/// plus the labels that select the Pods of every leg or of one.
 struct Owner<'a> {
+    resource: &'a ModelDeployment,
     name: &'a str,
-    namespace: &'a str,
-    reference: OwnerReference,
 }
 
 fn owner(resource: &ModelDeployment) -> Result<Owner<'_>, BuildError> {
+    if resource.metadata.namespace.is_none() {
+        return Err(BuildError::MissingMetadata("namespace"));
+    }
+    if owner_reference(resource).is_none() {
+        return Err(BuildError::MissingMetadata("uid"));
+    }
     Ok(Owner {
+        resource,
         name: checked(name_of(resource)?)?,
-        namespace: resource
-            .metadata
-            .namespace
-            .as_deref()
-            .ok_or(BuildError::MissingMetadata("namespace"))?,
-        reference: resource
-            .controller_owner_ref(&())
-            .ok_or(BuildError::MissingMetadata("uid"))?,
     })
 }
 
 impl Owner<'_> {
     fn labels(&self, leg: Option<&str>) -> BTreeMap<String, String> {
-        let mut labels = BTreeMap::from([
-            (
-                "app.kubernetes.io/name".to_owned(),
-                "mlflow-model-server".to_owned(),
-            ),
-            (
-                "app.kubernetes.io/instance".to_owned(),
-                self.name.to_owned(),
-            ),
-            (
-                "app.kubernetes.io/managed-by".to_owned(),
-                "ferroflow".to_owned(),
-            ),
-            (DEPLOYMENT_LABEL.to_owned(), self.name.to_owned()),
-        ]);
-        if let Some(leg) = leg {
-            labels.insert(LEG_LABEL.to_owned(), leg.to_owned());
-        }
+        let mut labels = labels(self.resource, ROLE);
+        labels.extend(self.selector(leg));
         labels
     }
 
@@ -278,13 +267,9 @@ impl Owner<'_> {
     }
 
     fn metadata(&self, name: String, leg: Option<&str>) -> ObjectMeta {
-        ObjectMeta {
-            name: Some(name),
-            namespace: Some(self.namespace.to_owned()),
-            labels: Some(self.labels(leg)),
-            owner_references: Some(vec![self.reference.clone()]),
-            ..ObjectMeta::default()
-        }
+        let mut meta = owned_meta(self.resource, &name, ROLE);
+        meta.labels = Some(self.labels(leg));
+        meta
     }
 }
 
@@ -624,15 +609,21 @@ mod tests {
             "name": "fraud",
             "uid": "u-1",
             "controller": true,
+            "blockOwnerDeletion": true,
         }])
     }
 
     fn labels(leg: Option<&str>) -> Value {
         let mut labels = json!({
+            "app.kubernetes.io/component": "serving",
             "app.kubernetes.io/instance": "fraud",
-            "app.kubernetes.io/managed-by": "ferroflow",
+            "app.kubernetes.io/managed-by": "ferroflow-operator",
             "app.kubernetes.io/name": "mlflow-model-server",
+            "app.kubernetes.io/part-of": "ferroflow",
             "ferroflow.dev/model-deployment": "fraud",
+            "ferroflow.dev/owner-kind": "ModelDeployment",
+            "ferroflow.dev/owner-name": "fraud",
+            "ferroflow.dev/owner-uid": "u-1",
         });
         if let Some(leg) = leg {
             labels["ferroflow.dev/leg"] = json!(leg);
