@@ -51,6 +51,11 @@ pub enum Command {
     Operator(OperatorArgs),
     /// Print the CustomResourceDefinitions as YAML (or write one file per kind).
     Crd(CrdArgs),
+    /// Work with registered models.
+    Model {
+        #[command(subcommand)]
+        command: ModelCommand,
+    },
     /// Manage the metadata database.
     Db {
         #[command(subcommand)]
@@ -157,6 +162,30 @@ pub enum DbCommand {
         #[arg(env = "MLFLOW_BACKEND_STORE_URI", default_value = DEFAULT_BACKEND_STORE_URI)]
         url: String,
     },
+}
+
+#[derive(Debug, Subcommand)]
+pub enum ModelCommand {
+    /// Download a model's files through the tracking server (registry lookups and the
+    /// proxied artifact API: no bucket credentials needed) into DIR, atomically.
+    Download(DownloadArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct DownloadArgs {
+    /// `models:/NAME/VERSION`, `models:/NAME@ALIAS`, `runs:/RUN_ID/PATH` (files in the run's
+    /// artifact folder; a model MLflow 3 logged with `log_model(name=…)` is a logged model:
+    /// use its `models:/` URI) or `mlflow-artifacts:/PATH`.
+    pub model_uri: String,
+    /// Where the files go; must not exist or be empty. Written in a sibling temporary folder
+    /// and renamed into place when complete.
+    pub dir: PathBuf,
+    /// The tracking server.
+    #[arg(long, env = "MLFLOW_TRACKING_URI")]
+    pub tracking_uri: String,
+    /// Bearer token sent with every request.
+    #[arg(long, env = "MLFLOW_TRACKING_TOKEN", hide_env_values = true)]
+    pub tracking_token: Option<String>,
 }
 
 #[derive(Debug, clap::Args)]

@@ -248,6 +248,8 @@ def test_follows_the_alias_moved_in_git(operator, namespace, client, unique_name
         {"group": "", "kind": "Service", "name": "churn", "port": 8080, "weight": 100}]
     wait_event(namespace, "churn", "RolloutComplete", "version 1")
     wait_tag(client, model_name, 1, namespace, "churn", "serving")
+    columns = kubectl("get", "-n", namespace, "mldeploy", "churn", "--no-headers").stdout.split()
+    assert columns[:5] == [model_name, "champion", "1", "2", "Reconciled"]
 
     # Git moves the alias: a rolling update to version 2, then Ready on it.
     apply(namespace, registered_model(model_name, {"champion": 2}, owned_metadata=False))
@@ -267,6 +269,11 @@ def test_follows_the_alias_moved_in_git(operator, namespace, client, unique_name
     kubectl("delete", "-n", namespace, "modeldeployment/churn")
     for child in ("deployment/churn-champion", "service/churn", "httproute/churn"):
         wait_until(namespace, child, lambda o: o is None, f"{child} garbage-collected")
+    deadline = time.monotonic() + WAIT_S
+    while kubectl("get", "-n", namespace, "pods", "-l", "ferroflow.dev/model-deployment=churn",
+                  "-o", "name").stdout.strip():
+        assert time.monotonic() < deadline, "the Pods were not garbage-collected in time"
+        time.sleep(0.2)
 
 
 def test_follows_the_alias_moved_through_the_api(operator, namespace, client, unique_name):  # noqa: F811
@@ -289,13 +296,14 @@ def test_follows_the_alias_moved_through_the_api(operator, namespace, client, un
     kubectl("patch", "-n", namespace, "modeldeployment/api", "--type=merge", "-p", '{"spec":{"suspend":true}}')
     wait_until(namespace, "modeldeployment/api",
                lambda o: o["status"].get("observedGeneration") == o["metadata"]["generation"], "suspend observed")
+    before = get(namespace, "deployment/api-champion")
     client.set_registered_model_alias(model_name, "champion", "2")
-    # The absence of a change has no condition to wait on: the move wakes the resource within
-    # a second (see above), so watch the template stay put for a few.
-    deadline = time.monotonic() + 3
-    while time.monotonic() < deadline:
-        assert template_version(namespace, "api-champion") == "3"
-        time.sleep(0.2)
+    # A negative: for five times the latency target (1 s at p99) the Deployment must not change.
+    with pytest.raises(AssertionError, match="not reached"):
+        wait_until(namespace, "deployment/api-champion",
+                   lambda o: o["metadata"]["resourceVersion"] != before["metadata"]["resourceVersion"],
+                   "a change while suspended", timeout=5)
+    assert template_version(namespace, "api-champion") == "3"
     kubectl("patch", "-n", namespace, "modeldeployment/api", "--type=merge", "-p", '{"spec":{"suspend":false}}')
     wait_template(namespace, "api-champion", 2)
     wait_until(namespace, "modeldeployment/api", lambda o: serving(o, 2), "serving version 2")
