@@ -249,7 +249,7 @@ def test_follows_the_alias_moved_in_git(operator, namespace, client, unique_name
     wait_event(namespace, "churn", "RolloutComplete", "version 1")
     wait_tag(client, model_name, 1, namespace, "churn", "serving")
     columns = kubectl("get", "-n", namespace, "mldeploy", "churn", "--no-headers").stdout.split()
-    assert columns[:5] == [model_name, "champion", "1", "2", "Reconciled"]
+    assert columns[:6] == ["churn", model_name, "champion", "1", "2", "Reconciled"]
 
     # Git moves the alias: a rolling update to version 2, then Ready on it.
     apply(namespace, registered_model(model_name, {"champion": 2}, owned_metadata=False))

@@ -232,6 +232,9 @@ pub struct LegStatus {
     /// moves or the spec changes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub failed_version: Option<i64>,
+    /// Why `failedVersion` was rolled back (the Deployment controller's message).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub failure_reason: Option<String>,
     /// Desired Pods of the leg.
     #[serde(default)]
     pub replicas: i32,

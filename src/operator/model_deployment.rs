@@ -364,11 +364,14 @@ impl Reconciler for ModelDeployment {
         for (leg, &version) in &resolved {
             let before = previous.get(leg);
             let serving = before.and_then(|leg| leg.serving_version);
-            let failed = before
-                .and_then(|leg| leg.failed_version)
-                .filter(|&failed| !spec_changed && failed == version);
-            targets.insert(leg.clone(), target_version(version, serving, failed));
-            memory.insert(leg.clone(), (serving, failed));
+            let failure = before
+                .filter(|before| !spec_changed && before.failed_version == Some(version))
+                .map(|before| (version, before.failure_reason.clone().unwrap_or_default()));
+            targets.insert(
+                leg.clone(),
+                target_version(version, serving, failure.as_ref().map(|(v, _)| *v)),
+            );
+            memory.insert(leg.clone(), (serving, failure));
         }
 
         let with_route = http_routes_installed(ctx).await?;
@@ -395,7 +398,7 @@ impl Reconciler for ModelDeployment {
                 .as_ref()
                 .and_then(template_version);
             let resolved_version = resolved[leg];
-            let (mut serving, mut failed) = memory[leg];
+            let (mut serving, mut failure) = memory[leg].clone();
             let target = targets[leg];
             if running != Some(target) {
                 let from = running.map(|v| format!(" (was {v})")).unwrap_or_default();
@@ -433,25 +436,24 @@ impl Reconciler for ModelDeployment {
                     ));
                 }
                 LegDecision::HeldBack { failed: version } => {
-                    rolled_back.push(format!(
-                        "version {version} of model '{model}' failed to roll out on leg {leg} and was rolled back to version {target}; \
-                         it is not tried again until the alias moves or the spec changes"
-                    ));
+                    let why = failure
+                        .as_ref()
+                        .map(|(_, why)| why.as_str())
+                        .unwrap_or_default();
+                    rolled_back.push(rolled_back_message(&model, leg, version, why, target));
                 }
                 LegDecision::RollBack {
                     failed: version,
                     to,
                     why,
                 } => {
-                    failed = Some(version);
                     targets.insert(leg.to_owned(), to);
                     objects = self.build(&model, &targets, ctx, with_route)?;
                     applied = apply_owned(&ctx.client, self, &objects.deployments[index], &())
                         .await
                         .map_err(apply_failure)?;
-                    rolled_back.push(format!(
-                        "version {version} of model '{model}' failed to roll out on leg {leg} ({why}); rolled back to version {to}"
-                    ));
+                    rolled_back.push(rolled_back_message(&model, leg, version, &why, to));
+                    failure = Some((version, why));
                 }
                 LegDecision::Stuck(why) => {
                     stuck.push(format!(
@@ -466,7 +468,8 @@ impl Reconciler for ModelDeployment {
                 weight: planned.leg.weight,
                 resolved_version: Some(resolved_version),
                 serving_version: serving,
-                failed_version: failed,
+                failed_version: failure.as_ref().map(|(version, _)| *version),
+                failure_reason: failure.map(|(_, why)| why),
                 replicas: planned.replicas,
                 ready_replicas: counts.and_then(|s| s.ready_replicas).unwrap_or(0),
                 updated_replicas: counts.and_then(|s| s.updated_replicas).unwrap_or(0),
@@ -540,6 +543,15 @@ impl Reconciler for ModelDeployment {
             ))
         })
     }
+}
+
+/// The condition message of a rolled-back leg: the same from the rollback on, so the Warning
+/// event is published once.
+fn rolled_back_message(model: &str, leg: &str, failed: i64, why: &str, to: i64) -> String {
+    format!(
+        "version {failed} of model '{model}' failed to roll out on leg {leg} ({why}); rolled back to version {to}, \
+         which keeps serving; version {failed} is not tried again until the alias moves or the spec changes"
+    )
 }
 
 /// The version a Deployment's Pod template carries.
