@@ -6,8 +6,8 @@
 #   eval "$(bash e2e/cluster/up.sh)"     # FERROFLOW_E2E_REAL_NODE=0 is enough
 #   FERROFLOW_BIN=target/debug/ferroflow bash e2e/bench/alias-latency.sh
 #
-# DRAFT: needs the ModelDeployment reconciler, and the operator's serving flags once they exist
-# (BENCH_OPERATOR_ARGS is appended to `ferroflow operator`). Not part of any default run.
+# BENCH_OPERATOR_ARGS is appended to `ferroflow operator`. Not part of any default run; results
+# in runs/*-alias-latency.md.
 #
 # Starts, on a fresh Postgres database ($FERROFLOW_TEST_PG_URL, else e2e/setup/postgres.sh's
 # cluster), `ferroflow server` and `ferroflow operator` (admin kubeconfig), runs
