@@ -722,7 +722,7 @@ mod tests {
         })
     }
 
-    fn serve_command(workers: i32) -> Value {
+    fn serve_command(workers: i32, timeout: i32) -> Value {
         json!([
             "mlflow",
             "models",
@@ -738,7 +738,7 @@ mod tests {
             "-w",
             workers.to_string(),
             "-t",
-            "60",
+            timeout.to_string(),
         ])
     }
 
@@ -781,7 +781,7 @@ mod tests {
         assert_eq!(objects.deployments.len(), 1);
         assert_eq!(
             to_json(&objects.deployments[0]),
-            expected_deployment("champion", 2, 3, expected_server(serve_command(1)))
+            expected_deployment("champion", 2, 3, expected_server(serve_command(1, 60)))
         );
         assert_eq!(
             objects.services.iter().map(to_json).collect::<Vec<_>>(),
@@ -816,8 +816,8 @@ mod tests {
         assert_eq!(
             objects.deployments.iter().map(to_json).collect::<Vec<_>>(),
             vec![
-                expected_deployment("champion", 3, 3, expected_server(serve_command(1))),
-                expected_deployment("challenger", 1, 4, expected_server(serve_command(1))),
+                expected_deployment("champion", 3, 3, expected_server(serve_command(1, 60))),
+                expected_deployment("challenger", 1, 4, expected_server(serve_command(1, 60))),
             ]
         );
         assert_eq!(
@@ -898,26 +898,7 @@ mod tests {
         assert_eq!(pod["imagePullSecrets"], json!([{"name": "pull"}]));
         let server = &pod["containers"][0];
         assert_eq!(server["image"], "registry.example/serving:1");
-        assert_eq!(
-            server["command"],
-            json!([
-                "mlflow",
-                "models",
-                "serve",
-                "-m",
-                "/model",
-                "--env-manager",
-                "local",
-                "-h",
-                "0.0.0.0",
-                "-p",
-                "8080",
-                "-w",
-                "2",
-                "-t",
-                "30",
-            ])
-        );
+        assert_eq!(server["command"], serve_command(2, 30));
         assert_eq!(server["args"], json!(["--enable-mlserver"]));
         assert_eq!(
             server["env"],
