@@ -209,23 +209,9 @@ async fn run_controllers(
             Api::<Guarded<RegisteredModel>>::all(client.clone()),
             config.clone(),
             move |model| {
-                let namespace = model.namespace();
-                let name = model.name_any();
-                deployment_cache
-                    .state()
-                    .iter()
-                    .filter(|deployment| {
-                        deployment.0.as_ref().is_ok_and(|deployment| {
-                            deployment.namespace() == namespace
-                                && deployment
-                                    .spec
-                                    .model_ref
-                                    .as_ref()
-                                    .is_some_and(|model_ref| model_ref.name == name)
-                        })
-                    })
-                    .map(|deployment| ObjectRef::from_obj(deployment.as_ref()))
-                    .collect::<Vec<_>>()
+                referencing(&deployment_cache, &model, |deployment| {
+                    deployment.spec.model_ref.as_ref().map(|r| r.name.as_str())
+                })
             },
         )
         .reconcile_on(deployment_rx)
@@ -242,18 +228,9 @@ async fn run_controllers(
             Api::<Guarded<RegisteredModel>>::all(client),
             config,
             move |model| {
-                let namespace = model.namespace();
-                let name = model.name_any();
-                version_cache
-                    .state()
-                    .iter()
-                    .filter(|version| {
-                        version.0.as_ref().is_ok_and(|version| {
-                            version.namespace() == namespace && version.spec.model_ref.name == name
-                        })
-                    })
-                    .map(|version| ObjectRef::from_obj(version.as_ref()))
-                    .collect::<Vec<_>>()
+                referencing(&version_cache, &model, |version| {
+                    Some(version.spec.model_ref.name.as_str())
+                })
             },
         )
         .reconcile_on(version_rx)
@@ -270,6 +247,27 @@ async fn run_controllers(
         () = controllers => {}
         never = notifications.then(|()| std::future::pending::<std::convert::Infallible>()) => match never {},
     }
+}
+
+/// The resources of `K` in `cache` whose `model_ref` names the RegisteredModel `model` (same
+/// namespace): what a change of that RegisteredModel wakes.
+fn referencing<K: Reconciler>(
+    cache: &kube::runtime::reflector::Store<Guarded<K>>,
+    model: &Guarded<RegisteredModel>,
+    model_ref: impl Fn(&K) -> Option<&str>,
+) -> Vec<ObjectRef<Guarded<K>>> {
+    let namespace = model.namespace();
+    let name = model.name_any();
+    cache
+        .state()
+        .iter()
+        .filter(|guarded| {
+            guarded.0.as_ref().is_ok_and(|obj| {
+                obj.namespace() == namespace && model_ref(obj) == Some(name.as_str())
+            })
+        })
+        .map(|guarded| ObjectRef::from_obj(guarded.as_ref()))
+        .collect()
 }
 
 /// What a controller's stream yields for one reconcile of a `K`.
