@@ -4,8 +4,9 @@ client on the Postgres store the operator shares with the tracking server (issue
 
 Serving for real (Pods that download and serve a scikit-learn model) needs the real node; these
 tests check what the operator does with the objects it owns: the Deployments a traffic leg
-runs, the version in their Pod template, the Services and HTTPRoute, status and events, and
-the registry tags that say where a version serves.
+runs, the version in their Pod template, the Services and HTTPRoute, status and events, the
+registry tags that say where a version serves, and the automatic rollback of a rollout the
+Deployment controller gives up on (made to fail here by a ResourceQuota).
 """
 
 from __future__ import annotations
@@ -356,3 +357,49 @@ def test_two_legs_split_by_weight_and_a_dropped_leg_is_pruned(operator, namespac
     assert route["spec"]["rules"][0]["backendRefs"][0]["name"] == "split"
     wait_until(namespace, "modeldeployment/split", lambda o: serving(o, 1), "serving version 1")
     wait_tag(client, model_name, 2, namespace, "split", None)
+
+
+def test_a_version_that_cannot_roll_out_is_rolled_back(operator, namespace, client, unique_name):  # noqa: F811
+    model_name = f"md-{unique_name}"
+    register(client, model_name, 2)
+    client.set_registered_model_alias(model_name, "champion", "1")
+    apply(namespace, model_deployment("guard", f"  modelName: {model_name}\n  alias: champion\n"
+                                               "  progressDeadlineSeconds: 30\n"))
+    wait_until(namespace, "modeldeployment/guard", lambda o: serving(o, 1), "serving version 1")
+    # A quota of one Pod: the new version's surge Pod is refused, so its rollout makes no
+    # progress and the Deployment controller gives up after the progress deadline.
+    apply(namespace, """
+        apiVersion: v1
+        kind: ResourceQuota
+        metadata: {name: one-pod}
+        spec: {hard: {pods: "1"}}
+        """)
+    wait_until(namespace, "resourcequota/one-pod",
+               lambda o: (o.get("status") or {}).get("used", {}).get("pods") == "1", "quota usage counted")
+
+    client.set_registered_model_alias(model_name, "champion", "2")
+    wait_template(namespace, "guard-champion", 2)
+    md = wait_until(namespace, "modeldeployment/guard",
+                    lambda o: condition(o, "Ready").get("reason") == "RolledBack", "RolledBack", timeout=WAIT_S + 60)
+    ready = condition(md, "Ready")
+    assert ready["status"] == "False"
+    assert "version 2" in ready["message"] and "rolled back to version 1" in ready["message"]
+    assert condition(md, "Stalled")["status"] == "True"
+    assert condition(md, "Stalled")["reason"] == "RolledBack"
+    assert md["status"]["servingVersion"] == 1
+    assert md["status"]["resolvedVersion"] == 2
+    assert md["status"]["legs"][0]["failedVersion"] == 2
+    wait_template(namespace, "guard-champion", 1)
+    wait_event(namespace, "guard", "RolledBack", "version 2")
+    wait_tag(client, model_name, 2, namespace, "guard", "rolled-back")
+    wait_tag(client, model_name, 1, namespace, "guard", "serving")
+    # The alias is git's or the API's, never the operator's.
+    assert client.get_model_version_by_alias(model_name, "champion").version == "2"
+
+    # The alias moves again: the failure is forgotten.
+    kubectl("delete", "-n", namespace, "resourcequota/one-pod")
+    client.set_registered_model_alias(model_name, "champion", "1")
+    md = wait_until(namespace, "modeldeployment/guard",
+                    lambda o: serving(o, 1) and condition(o, "Ready").get("reason") == "Reconciled", "Ready again")
+    assert "failedVersion" not in md["status"]["legs"][0]
+    wait_tag(client, model_name, 2, namespace, "guard", None)
