@@ -51,6 +51,11 @@ pub enum Command {
     Operator(OperatorArgs),
     /// Print the CustomResourceDefinitions as YAML (or write one file per kind).
     Crd(CrdArgs),
+    /// Work with registered models.
+    Model {
+        #[command(subcommand)]
+        command: ModelCommand,
+    },
     /// Manage the metadata database.
     Db {
         #[command(subcommand)]
@@ -177,6 +182,30 @@ pub enum DbCommand {
     },
 }
 
+#[derive(Debug, Subcommand)]
+pub enum ModelCommand {
+    /// Download a model's files through the tracking server (registry lookups and the
+    /// proxied artifact API: no bucket credentials needed) into DIR, atomically.
+    Download(DownloadArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct DownloadArgs {
+    /// `models:/NAME/VERSION`, `models:/NAME@ALIAS`, `runs:/RUN_ID/PATH` (files in the run's
+    /// artifact folder; a model MLflow 3 logged with `log_model(name=…)` is a logged model:
+    /// use its `models:/` URI) or `mlflow-artifacts:/PATH`.
+    pub model_uri: String,
+    /// Where the files go; must not exist or be empty. Written in a sibling temporary folder
+    /// and renamed into place when complete.
+    pub dir: PathBuf,
+    /// The tracking server.
+    #[arg(long, env = "MLFLOW_TRACKING_URI")]
+    pub tracking_uri: String,
+    /// Bearer token sent with every request.
+    #[arg(long, env = "MLFLOW_TRACKING_TOKEN", hide_env_values = true)]
+    pub tracking_token: Option<String>,
+}
+
 #[derive(Debug, clap::Args)]
 pub struct OperatorArgs {
     /// Metadata store shared with `ferroflow server` (Postgres in a cluster).
@@ -215,6 +244,9 @@ pub struct OperatorArgs {
     /// Image that serves models when a ModelDeployment names none.
     #[arg(long, env = "FERROFLOW_SERVING_IMAGE", default_value = config::DEFAULT_SERVING_IMAGE)]
     pub serving_image: String,
+    /// ferroflow's own image, run by serving Pods' init container to download the model.
+    #[arg(long, env = "FERROFLOW_DOWNLOADER_IMAGE", default_value = config::DEFAULT_DOWNLOADER_IMAGE)]
+    pub downloader_image: String,
     /// URL of `ferroflow server` as Pods in the cluster reach it (their `MLFLOW_TRACKING_URI`).
     #[arg(long, env = "FERROFLOW_TRACKING_URL", default_value = config::DEFAULT_TRACKING_URL)]
     pub tracking_url: url::Url,
@@ -236,6 +268,7 @@ impl OperatorArgs {
         OperatorConfig {
             default_artifact_root: self.default_artifact_root.clone(),
             serving_image: self.serving_image.clone(),
+            downloader_image: self.downloader_image.clone(),
             tracking_url: self.tracking_url.clone(),
             resync: self.resync_period.0,
             stalled_resync: self.stalled_resync_period.0,

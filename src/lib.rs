@@ -8,6 +8,8 @@ pub mod api;
 pub mod artifacts;
 /// Command-line interface of the one binary.
 pub mod cli;
+/// A client of MLflow's REST API: `ferroflow model download`.
+pub mod client;
 /// Custom resource types (`ferroflow.dev/v1alpha1`): schemas, CEL rules, conditions.
 pub mod crd;
 /// The Kubernetes operator (`ferroflow operator`): one reconciler per kind.

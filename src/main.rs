@@ -6,7 +6,8 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
-use ferroflow::cli::{Cli, Command, CrdArgs, DbCommand};
+use ferroflow::cli::{Cli, Command, CrdArgs, DbCommand, DownloadArgs, ModelCommand};
+use ferroflow::client::{MlflowClient, download};
 use ferroflow::store::Store;
 use ferroflow::{crd, operator, server, telemetry};
 
@@ -21,6 +22,9 @@ async fn main() -> ExitCode {
         Command::Server(args) => server::run(args, shutdown_signal()).await,
         Command::Operator(args) => operator::run(args, shutdown_signal()).await,
         Command::Crd(args) => print_crds(&args),
+        Command::Model {
+            command: ModelCommand::Download(args),
+        } => download_model(args).await,
         Command::Db {
             command: DbCommand::Upgrade { url },
         } => upgrade(&url).await,
@@ -38,6 +42,19 @@ async fn upgrade(url: &str) -> anyhow::Result<()> {
     let store = Store::open_migrated(url).await?;
     store.close().await;
     eprintln!("database at {} is up to date", server::redact(url));
+    Ok(())
+}
+
+async fn download_model(args: DownloadArgs) -> anyhow::Result<()> {
+    let client = MlflowClient::new(&args.tracking_uri, args.tracking_token)?;
+    let downloaded = download::download(&client, &args.model_uri, &args.dir).await?;
+    eprintln!(
+        "downloaded {} ({} files, {} bytes) to {}",
+        args.model_uri,
+        downloaded.files,
+        downloaded.bytes,
+        args.dir.display()
+    );
     Ok(())
 }
 

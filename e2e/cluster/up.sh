@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Bring up a loopback Kubernetes control plane for ferroflow's e2e tests:
 # etcd, kube-apiserver, kube-controller-manager, kube-scheduler and kwok (fake
-# nodes that run Pods on paper). Builds the binaries first when the cache is
+# nodes that run Pods on paper), and the Gateway API CRDs. Builds the binaries first when the cache is
 # cold. Idempotent: components already running are left alone, dead ones are
 # restarted. The last stdout line is `export FERROFLOW_KUBECONFIG=...`.
 #
@@ -198,6 +198,12 @@ kubectl wait --for=condition=Ready node --selector=type=kwok --timeout=90s >&2 |
 # Pods in a namespace are rejected until its `default` ServiceAccount exists.
 kubectl wait --for=create serviceaccount/default --namespace=default --timeout=60s >&2 ||
   fail kube-controller-manager "no default ServiceAccount"
+
+# --- Gateway API CRDs (HTTPRoute: ModelDeployment's exact traffic split) --------
+# Server-side: HTTPRoute's CRD is too big for client-side apply's annotation.
+kubectl apply --server-side --field-manager=ferroflow-e2e -f "$(bash "$HERE/gateway-api.sh")" >&2
+kubectl wait --for=condition=Established crd/httproutes.gateway.networking.k8s.io --timeout=60s >&2 ||
+  fail kube-apiserver "the Gateway API CRDs were not established"
 
 log "control plane up in $((SECONDS - started_at))s; kubectl: $BIN/kubectl"
 

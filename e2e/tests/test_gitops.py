@@ -34,7 +34,8 @@ ROOT = Path(__file__).resolve().parents[2]
 OPERATOR_NAMESPACE = "ferroflow-system"
 OPERATOR_SA = "ferroflow-operator"
 STATE_DIR = Path(os.environ.get("FERROFLOW_E2E_STATE", "/tmp/ferroflow-e2e"))
-CRDS = ("experiments.ferroflow.dev", "registeredmodels.ferroflow.dev", "modelversions.ferroflow.dev")
+CRDS = ("experiments.ferroflow.dev", "registeredmodels.ferroflow.dev", "modelversions.ferroflow.dev",
+        "modeldeployments.ferroflow.dev")
 
 
 def condition(obj: dict, type_: str) -> dict:

@@ -2,7 +2,9 @@
 //! their schemas, CEL rules and `kubectl explain` docs. Types and pure helpers only: nothing
 //! here talks to a cluster or the store.
 
-use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::{
+    CustomResourceDefinition, JSONSchemaProps, JSONSchemaPropsOrArray, JSONSchemaPropsOrBool,
+};
 use kube::CustomResourceExt;
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -10,11 +12,15 @@ use serde::{Deserialize, Serialize};
 pub mod argocd;
 pub mod condition;
 pub mod experiment;
+pub mod model_deployment;
 pub mod model_version;
 pub mod registered_model;
 
 pub use condition::{LastFailure, Outcome, Progress, Reason, ReconcileState};
 pub use experiment::{Experiment, ExperimentSpec, ExperimentStatus};
+pub use model_deployment::{
+    ModelDeployment, ModelDeploymentSpec, ModelDeploymentStatus, TrafficLeg,
+};
 pub use model_version::{ModelVersion, ModelVersionSpec, ModelVersionStatus, Stage};
 pub use registered_model::{RegisteredModel, RegisteredModelSpec, RegisteredModelStatus};
 
@@ -36,11 +42,67 @@ pub enum DeletionPolicy {
 
 /// Every CRD, in the order `ferroflow crd` prints them.
 pub fn all() -> Vec<CustomResourceDefinition> {
-    vec![
+    let mut crds = vec![
         Experiment::crd(),
         RegisteredModel::crd(),
         ModelVersion::crd(),
-    ]
+        ModelDeployment::crd(),
+    ];
+    for version in crds.iter_mut().flat_map(|crd| crd.spec.versions.iter_mut()) {
+        if let Some(schema) = version
+            .schema
+            .as_mut()
+            .and_then(|schema| schema.open_api_v3_schema.as_mut())
+        {
+            reflow_descriptions(schema);
+        }
+    }
+    crds
+}
+
+/// Doc comments are wrapped at 100 columns and `kubectl explain` wraps again, which leaves
+/// ragged breaks: join each paragraph's lines into one (blank lines and list items stay).
+fn reflow_descriptions(schema: &mut JSONSchemaProps) {
+    if let Some(description) = &mut schema.description {
+        *description = reflow(description);
+    }
+    let children = schema
+        .properties
+        .iter_mut()
+        .flat_map(|properties| properties.values_mut())
+        .chain(match &mut schema.items {
+            Some(JSONSchemaPropsOrArray::Schema(items)) => std::slice::from_mut(&mut **items),
+            Some(JSONSchemaPropsOrArray::Schemas(items)) => items.as_mut_slice(),
+            None => &mut [],
+        })
+        .chain(match &mut schema.additional_properties {
+            Some(JSONSchemaPropsOrBool::Schema(values)) => std::slice::from_mut(&mut **values),
+            _ => &mut [],
+        })
+        .chain(schema.all_of.iter_mut().flatten())
+        .chain(schema.any_of.iter_mut().flatten())
+        .chain(schema.one_of.iter_mut().flatten())
+        .chain(schema.not.as_deref_mut());
+    for child in children {
+        reflow_descriptions(child);
+    }
+}
+
+fn reflow(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    for line in text.lines() {
+        let line = line.trim_end();
+        let starts_block = line.is_empty()
+            || line.starts_with("- ")
+            || line.starts_with("* ")
+            || out.is_empty()
+            || out.ends_with('\n');
+        if !out.is_empty() {
+            out.push(if starts_block { '\n' } else { ' ' });
+        }
+        out.push_str(line);
+    }
+    out
 }
 
 /// The CRDs as one multi-document YAML stream.
@@ -83,6 +145,16 @@ mod tests {
                 "{name} shows READY"
             );
         }
+    }
+
+    #[test]
+    fn descriptions_are_one_line_per_paragraph() {
+        assert_eq!(
+            reflow("Joins these\nlines.\n\nKeeps paragraphs\nand\n- list\n- items"),
+            "Joins these lines.\n\nKeeps paragraphs and\n- list\n- items"
+        );
+        let yaml = to_yaml(&all()).unwrap();
+        assert!(yaml.contains("one Deployment per leg with replicas in proportion"));
     }
 
     #[test]

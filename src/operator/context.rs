@@ -3,6 +3,7 @@
 
 use kube::Client;
 use kube::runtime::events::{Recorder, Reporter};
+use tokio::sync::OnceCell;
 
 use super::config::OperatorConfig;
 use super::metrics::Metrics;
@@ -19,6 +20,8 @@ pub struct Context {
     reporter: Reporter,
     pub metrics: Metrics,
     pub config: OperatorConfig,
+    /// Whether the Gateway API's HTTPRoute kind is installed, discovered on first need.
+    pub http_routes: OnceCell<bool>,
 }
 
 impl Context {
@@ -33,6 +36,7 @@ impl Context {
             store,
             metrics: Metrics::default(),
             config,
+            http_routes: OnceCell::new(),
         }
     }
 

@@ -18,7 +18,9 @@ use kube::runtime::{Controller, watcher};
 use kube::{Api, Client, ResourceExt};
 
 use crate::cli::OperatorArgs;
-use crate::crd::{Experiment, ModelVersion, RegisteredModel};
+use k8s_openapi::api::apps::v1::Deployment;
+
+use crate::crd::{Experiment, ModelDeployment, ModelVersion, RegisteredModel};
 use crate::store::Store;
 
 pub mod apply;
@@ -34,6 +36,7 @@ pub mod reconcile;
 mod test_support;
 
 mod experiment;
+mod model_deployment;
 mod model_version;
 mod registered_model;
 pub mod shared;
@@ -156,11 +159,17 @@ async fn run_controllers(
         config.clone(),
     );
     let version_cache = versions.store();
+    let deployments = Controller::new(
+        Api::<Guarded<ModelDeployment>>::all(client.clone()),
+        config.clone(),
+    );
+    let deployment_cache = deployments.store();
 
     // Kinds that depend on registry rows the REST API can change register here.
     let mut router = WakeRouter::default();
     let model_rx = router.register(model_cache);
     let version_rx = router.register(version_cache.clone());
+    let deployment_rx = router.register(deployment_cache.clone());
     let notifications = router.run(ctx.store.clone());
 
     let experiments = Controller::new(
@@ -183,24 +192,41 @@ async fn run_controllers(
             ctx.clone(),
         )
         .for_each(log_result::<RegisteredModel>);
+    // Rollout progress of the Deployments it owns wakes a ModelDeployment, and so does a
+    // change of the RegisteredModel it serves (e.g. an alias moved in git).
+    let owned_deployments = watcher::Config::default().labels(&format!(
+        "{}={}",
+        build::LABEL_OWNER_KIND,
+        ModelDeployment::KIND
+    ));
+    let deployments = deployments
+        .owns(Api::<Deployment>::all(client.clone()), owned_deployments)
+        .watches(
+            Api::<Guarded<RegisteredModel>>::all(client.clone()),
+            config.clone(),
+            move |model| {
+                referencing(&deployment_cache, &model, |deployment| {
+                    deployment.spec.model_ref.as_ref().map(|r| r.name.as_str())
+                })
+            },
+        )
+        .reconcile_on(deployment_rx)
+        .graceful_shutdown_on(shutdown.clone())
+        .run(
+            reconcile::<ModelDeployment>,
+            error_policy::<ModelDeployment>,
+            ctx.clone(),
+        )
+        .for_each(log_result::<ModelDeployment>);
     // A version waits for its RegisteredModel resource: wake it when that changes.
     let versions = versions
         .watches(
             Api::<Guarded<RegisteredModel>>::all(client),
             config,
             move |model| {
-                let namespace = model.namespace();
-                let name = model.name_any();
-                version_cache
-                    .state()
-                    .iter()
-                    .filter(|version| {
-                        version.0.as_ref().is_ok_and(|version| {
-                            version.namespace() == namespace && version.spec.model_ref.name == name
-                        })
-                    })
-                    .map(|version| ObjectRef::from_obj(version.as_ref()))
-                    .collect::<Vec<_>>()
+                referencing(&version_cache, &model, |version| {
+                    Some(version.spec.model_ref.name.as_str())
+                })
             },
         )
         .reconcile_on(version_rx)
@@ -211,12 +237,33 @@ async fn run_controllers(
     // or closing the store would wait for that connection forever. It may also end early
     // (no listener possible), which must not stop the controllers.
     let controllers = async {
-        futures::join!(experiments, models, versions);
+        futures::join!(experiments, models, versions, deployments);
     };
     tokio::select! {
         () = controllers => {}
         never = notifications.then(|()| std::future::pending::<std::convert::Infallible>()) => match never {},
     }
+}
+
+/// The resources of `K` in `cache` whose `model_ref` names the RegisteredModel `model` (same
+/// namespace): what a change of that RegisteredModel wakes.
+fn referencing<K: Reconciler>(
+    cache: &kube::runtime::reflector::Store<Guarded<K>>,
+    model: &Guarded<RegisteredModel>,
+    model_ref: impl Fn(&K) -> Option<&str>,
+) -> Vec<ObjectRef<Guarded<K>>> {
+    let namespace = model.namespace();
+    let name = model.name_any();
+    cache
+        .state()
+        .iter()
+        .filter(|guarded| {
+            guarded.0.as_ref().is_ok_and(|obj| {
+                obj.namespace() == namespace && model_ref(obj) == Some(name.as_str())
+            })
+        })
+        .map(|guarded| ObjectRef::from_obj(guarded.as_ref()))
+        .collect()
 }
 
 /// What a controller's stream yields for one reconcile of a `K`.

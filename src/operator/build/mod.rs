@@ -12,6 +12,8 @@ use kube::{Resource, ResourceExt};
 
 use super::context::FIELD_MANAGER;
 
+pub mod model_deployment;
+
 /// `app.kubernetes.io/name`: the application the object runs (e.g. `mlflow-serving`).
 pub const LABEL_NAME: &str = "app.kubernetes.io/name";
 /// `app.kubernetes.io/instance`: the owning resource's name, which tells instances apart.
