@@ -2,10 +2,10 @@
 
 {{- define "ferroflow.rules.ferroflow-editor" -}}
 - apiGroups: [ferroflow.dev]
-  resources: [experiments, registeredmodels, modelversions]
+  resources: [experiments, registeredmodels, modelversions, modeldeployments]
   verbs: [get, list, watch, create, update, patch, delete, deletecollection]
 - apiGroups: [ferroflow.dev]
-  resources: [experiments/status, registeredmodels/status, modelversions/status]
+  resources: [experiments/status, registeredmodels/status, modelversions/status, modeldeployments/status]
   verbs: [get]
 {{- end }}
 
@@ -17,21 +17,33 @@
 
 {{- define "ferroflow.rules.ferroflow-operator" -}}
 - apiGroups: [ferroflow.dev]
-  resources: [experiments, registeredmodels, modelversions]
+  resources: [experiments, registeredmodels, modelversions, modeldeployments]
   verbs: [get, list, watch, patch]
 - apiGroups: [ferroflow.dev]
-  resources: [experiments/status, registeredmodels/status, modelversions/status]
+  resources: [experiments/status, registeredmodels/status, modelversions/status, modeldeployments/status]
   verbs: [get, patch]
 - apiGroups: [events.k8s.io]
   resources: [events]
   verbs: [create, patch]
+- apiGroups: [apps]
+  resources: [deployments]
+  verbs: [get, list, watch, create, patch, delete]
+- apiGroups: ['']
+  resources: [services]
+  verbs: [get, list, watch, create, patch, delete]
+- apiGroups: [gateway.networking.k8s.io]
+  resources: [httproutes]
+  verbs: [get, list, watch, create, patch, delete]
+- apiGroups: ['']
+  resources: [pods]
+  verbs: [get, list, watch]
 {{- end }}
 
 {{- define "ferroflow.rules.ferroflow-viewer" -}}
 - apiGroups: [ferroflow.dev]
-  resources: [experiments, registeredmodels, modelversions]
+  resources: [experiments, registeredmodels, modelversions, modeldeployments]
   verbs: [get, list, watch]
 - apiGroups: [ferroflow.dev]
-  resources: [experiments/status, registeredmodels/status, modelversions/status]
+  resources: [experiments/status, registeredmodels/status, modelversions/status, modeldeployments/status]
   verbs: [get]
 {{- end }}
