@@ -10,6 +10,7 @@ use std::time::Duration;
 use clap::builder::TypedValueParser as _;
 use clap::{Parser, Subcommand};
 
+use crate::operator::config::{self, OperatorConfig};
 use crate::server::ConnectionLimits;
 
 /// Default store: a SQLite file in the working directory, like `mlflow server`.
@@ -196,6 +197,35 @@ pub struct OperatorArgs {
     /// Write the chosen metrics address to this file once listening (tests use port 0).
     #[arg(long, env = "FERROFLOW_ADDRESS_FILE")]
     pub address_file: Option<PathBuf>,
+    /// Image that serves models when a ModelDeployment names none.
+    #[arg(long, env = "FERROFLOW_SERVING_IMAGE", default_value = config::DEFAULT_SERVING_IMAGE)]
+    pub serving_image: String,
+    /// URL of `ferroflow server` as Pods in the cluster reach it (their `MLFLOW_TRACKING_URI`).
+    #[arg(long, env = "FERROFLOW_TRACKING_URL", default_value = config::DEFAULT_TRACKING_URL)]
+    pub tracking_url: url::Url,
+    /// Seconds between checks of a Ready resource for drift nobody notified the operator of.
+    #[arg(long, env = "FERROFLOW_RESYNC_PERIOD", default_value = config::DEFAULT_RESYNC_SECONDS)]
+    pub resync_period: Seconds,
+    /// Seconds between looks at a Stalled resource (edits and registry changes wake it sooner).
+    #[arg(
+        long,
+        env = "FERROFLOW_STALLED_RESYNC_PERIOD",
+        default_value = config::DEFAULT_STALLED_RESYNC_SECONDS
+    )]
+    pub stalled_resync_period: Seconds,
+}
+
+impl OperatorArgs {
+    /// The per-kind settings reconcilers read.
+    pub fn config(&self) -> OperatorConfig {
+        OperatorConfig {
+            default_artifact_root: self.default_artifact_root.clone(),
+            serving_image: self.serving_image.clone(),
+            tracking_url: self.tracking_url.clone(),
+            resync: self.resync_period.0,
+            stalled_resync: self.stalled_resync_period.0,
+        }
+    }
 }
 
 #[derive(Debug, clap::Args)]
@@ -233,4 +263,53 @@ pub struct RunArgs {
     /// Where remote `path` parameters are downloaded (default: the system's temporary folder).
     #[arg(long)]
     pub storage_dir: Option<PathBuf>,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn operator_config(args: &[&str]) -> Result<OperatorConfig, clap::Error> {
+        let cli = Cli::try_parse_from(["ferroflow", "operator"].iter().chain(args))?;
+        match cli.command {
+            Command::Operator(args) => Ok(args.config()),
+            other => panic!("parsed as {other:?}"),
+        }
+    }
+
+    #[test]
+    fn operator_settings_come_from_flags_with_pinned_defaults() {
+        let defaults = operator_config(&[]).unwrap();
+        assert_eq!(defaults.serving_image, config::DEFAULT_SERVING_IMAGE);
+        assert_eq!(
+            defaults.tracking_url.as_str(),
+            "http://ferroflow-server.ferroflow-system.svc:5000/"
+        );
+        assert_eq!(defaults.resync, Duration::from_secs(600));
+        assert_eq!(defaults.stalled_resync, Duration::from_secs(60));
+
+        let set = operator_config(&[
+            "--serving-image",
+            "registry.example/serving:1",
+            "--tracking-url",
+            "http://tracking.ml.svc:80",
+            "--resync-period",
+            "30",
+            "--stalled-resync-period",
+            "0.5",
+        ])
+        .unwrap();
+        assert_eq!(set.serving_image, "registry.example/serving:1");
+        assert_eq!(set.tracking_url.as_str(), "http://tracking.ml.svc/");
+        assert_eq!(set.resync, Duration::from_secs(30));
+        assert_eq!(set.stalled_resync, Duration::from_millis(500));
+    }
+
+    #[test]
+    fn a_tracking_url_that_is_no_url_is_refused() {
+        let error = operator_config(&["--tracking-url", "ferroflow-server"]).unwrap_err();
+        assert_eq!(error.kind(), clap::error::ErrorKind::ValueValidation);
+        let error = operator_config(&["--resync-period", "0"]).unwrap_err();
+        assert_eq!(error.kind(), clap::error::ErrorKind::ValueValidation);
+    }
 }

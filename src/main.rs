@@ -12,6 +12,9 @@ use ferroflow::{crd, mlproject, operator, server, telemetry};
 #[tokio::main]
 async fn main() -> ExitCode {
     let cli = Cli::parse();
+    // Both rustls crypto providers are compiled in (kube: ring, object_store: aws-lc-rs), so
+    // rustls cannot choose; kube-client is built and tested with ring. Err: already installed.
+    let _already_installed = rustls::crypto::ring::default_provider().install_default();
     telemetry::init(cli.log_format);
     let result = match cli.command {
         Command::Server(args) => server::run(args, shutdown_signal()).await,

@@ -73,7 +73,11 @@ impl From<store::Error> for ApiError {
     fn from(error: store::Error) -> Self {
         use store::Error;
         match error {
-            Error::NotFound(message) => ApiError::new(ErrorCode::ResourceDoesNotExist, message),
+            Error::NotFound { message, .. } => {
+                ApiError::new(ErrorCode::ResourceDoesNotExist, message)
+            }
+            // MLflow 3.17 answers an unknown alias with INVALID_PARAMETER_VALUE.
+            alias @ Error::AliasNotFound { .. } => ApiError::invalid(alias.to_string()),
             Error::AlreadyExists(message) => {
                 ApiError::new(ErrorCode::ResourceAlreadyExists, message)
             }

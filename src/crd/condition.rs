@@ -90,7 +90,8 @@ pub struct ReconcileState {
     /// The `metadata.generation` this status describes; lags while a spec change is applied.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub observed_generation: Option<i64>,
-    /// Ready (summary), Stalled (a human must act); one entry per type.
+    /// Ready (summary), Progressing (under way), Stalled (a human must act); one entry per
+    /// type.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(extend("x-kubernetes-list-type" = "map", "x-kubernetes-list-map-keys" = ["type"]))]
     pub conditions: Vec<Condition>,
@@ -99,10 +100,22 @@ pub struct ReconcileState {
     pub last_failure: Option<LastFailure>,
 }
 
+/// Where one reconcile left the resource.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Progress {
+    /// What the spec declares is in place.
+    Ready,
+    /// Under way and finishing by itself (a rollout, a run, a resource being created):
+    /// nobody needs to act, the operator looks again soon.
+    Progressing,
+    /// Not ready: stalled when the reason is terminal, else retried.
+    NotReady,
+}
+
 /// The outcome of one reconcile, as conditions will show it.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Outcome {
-    pub ready: bool,
+    pub progress: Progress,
     pub reason: Reason,
     pub message: String,
 }
@@ -110,18 +123,49 @@ pub struct Outcome {
 impl Outcome {
     pub fn ready(message: impl Into<String>) -> Self {
         Outcome {
-            ready: true,
+            progress: Progress::Ready,
             reason: Reason::Reconciled,
+            message: message.into(),
+        }
+    }
+
+    /// Something under way that finishes by itself, e.g. a rollout; `reason` says what.
+    pub fn progressing(reason: Reason, message: impl Into<String>) -> Self {
+        Outcome {
+            progress: Progress::Progressing,
+            reason,
             message: message.into(),
         }
     }
 
     pub fn not_ready(reason: Reason, message: impl Into<String>) -> Self {
         Outcome {
-            ready: false,
+            progress: Progress::NotReady,
             reason,
             message: message.into(),
         }
+    }
+
+    pub fn is_ready(&self) -> bool {
+        self.progress == Progress::Ready
+    }
+
+    /// Whether a human must change something: a terminal reason that is not merely under way.
+    pub fn is_stalled(&self) -> bool {
+        self.progress == Progress::NotReady && self.reason.is_terminal()
+    }
+
+    /// kstatus's in-progress state: not ready and not stalled, so the operator is still
+    /// working on it (a rollout under way, or a transient failure being retried).
+    pub fn is_progressing(&self) -> bool {
+        !self.is_ready() && !self.is_stalled()
+    }
+
+    /// A failure worth remembering in `lastFailure`: not ready, and not merely under way.
+    fn is_failure(&self) -> bool {
+        self.progress == Progress::NotReady
+            && self.reason != Reason::Reconciling
+            && self.reason != Reason::Deleting
     }
 }
 
@@ -131,46 +175,46 @@ impl ReconcileState {
         self.conditions.iter().find(|c| c.type_ == type_)
     }
 
-    /// Records `outcome` for `generation`: Ready and Stalled set, `lastFailure` kept or
-    /// cleared. `lastTransitionTime` moves only when a condition's status flips, so writing
-    /// the same outcome twice changes nothing.
+    /// Records `outcome` for `generation` as kstatus reads it: `Ready` True once in place;
+    /// `Progressing` True while not ready and not stalled (under way, or retrying); `Stalled`
+    /// True only for a terminal reason. At most one of Progressing and Stalled is True, and
+    /// neither when Ready. `lastFailure` is kept or cleared. `lastTransitionTime` moves only
+    /// when a condition's status flips, so writing the same outcome twice changes nothing.
     pub fn record(&mut self, generation: Option<i64>, outcome: &Outcome, now: &Time) {
         self.observed_generation = generation;
-        let ready_status = if outcome.ready { "True" } else { "False" };
-        let stalled_status = if outcome.reason.is_terminal() {
-            "True"
-        } else {
-            "False"
-        };
-        let stalled_reason = if outcome.reason.is_terminal() {
-            outcome.reason
-        } else {
-            Reason::Reconciled
-        };
+        let status = |holds: bool| if holds { "True" } else { "False" };
         self.set(
             READY,
-            ready_status,
+            status(outcome.is_ready()),
             outcome.reason,
             &outcome.message,
             generation,
             now,
         );
-        let stalled_message = if outcome.reason.is_terminal() {
-            outcome.message.as_str()
+        self.set(
+            PROGRESSING,
+            status(outcome.is_progressing()),
+            outcome.reason,
+            &outcome.message,
+            generation,
+            now,
+        );
+        let (stalled_reason, stalled_message) = if outcome.is_stalled() {
+            (outcome.reason, outcome.message.as_str())
         } else {
-            "nothing needs a human"
+            (Reason::Reconciled, "nothing needs a human")
         };
         self.set(
             STALLED,
-            stalled_status,
+            status(outcome.is_stalled()),
             stalled_reason,
             stalled_message,
             generation,
             now,
         );
-        if outcome.ready {
+        if outcome.is_ready() {
             self.last_failure = None;
-        } else if outcome.reason != Reason::Reconciling && outcome.reason != Reason::Deleting {
+        } else if outcome.is_failure() {
             let unchanged = self.last_failure.as_ref().is_some_and(|failure| {
                 failure.reason == outcome.reason.as_str() && failure.message == outcome.message
             });
@@ -243,7 +287,7 @@ mod tests {
         assert_eq!(ready.observed_generation, Some(3));
         assert_eq!(ready.last_transition_time, at(20));
         assert_eq!(state.observed_generation, Some(3));
-        assert_eq!(state.conditions.len(), 2);
+        assert_eq!(state.conditions.len(), 3);
     }
 
     #[test]
@@ -277,5 +321,88 @@ mod tests {
             state.last_failure.as_ref().unwrap().reason,
             "StoreUnavailable"
         );
+    }
+
+    /// (Ready, Progressing, Stalled) statuses.
+    fn statuses(state: &ReconcileState) -> [&str; 3] {
+        [READY, PROGRESSING, STALLED].map(|type_| state.condition(type_).unwrap().status.as_str())
+    }
+
+    #[test]
+    fn at_most_one_abnormal_condition_is_true() {
+        let cases = [
+            (Outcome::ready("done"), ["True", "False", "False"]),
+            (
+                Outcome::progressing(Reason::Reconciling, "rolling out"),
+                ["False", "True", "False"],
+            ),
+            (
+                Outcome::not_ready(Reason::StoreUnavailable, "connection refused"),
+                ["False", "True", "False"],
+            ),
+            (
+                Outcome::not_ready(Reason::VersionNotFound, "no version 9"),
+                ["False", "False", "True"],
+            ),
+        ];
+        for (outcome, expected) in cases {
+            let mut state = ReconcileState::default();
+            state.record(Some(1), &outcome, &at(10));
+            assert_eq!(statuses(&state), expected, "{outcome:?}");
+            let progressing = state.condition(PROGRESSING).unwrap();
+            assert_eq!(progressing.reason, outcome.reason.as_str(), "{outcome:?}");
+        }
+    }
+
+    #[test]
+    fn progressing_then_ready_flips_both_and_records_no_failure() {
+        let mut state = ReconcileState::default();
+        let rolling = Outcome::progressing(Reason::Reconciling, "2 of 3 replicas updated");
+        state.record(Some(1), &rolling, &at(10));
+        assert_eq!(
+            state.condition(PROGRESSING).unwrap().message,
+            "2 of 3 replicas updated"
+        );
+        assert!(state.last_failure.is_none(), "under way is not a failure");
+        // Still under way with news: message changes, transition time stays.
+        state.record(
+            Some(1),
+            &Outcome::progressing(Reason::Reconciling, "3 of 3 replicas updated"),
+            &at(20),
+        );
+        let progressing = state.condition(PROGRESSING).unwrap();
+        assert_eq!(progressing.message, "3 of 3 replicas updated");
+        assert_eq!(progressing.last_transition_time, at(10));
+        assert_eq!(state.condition(READY).unwrap().last_transition_time, at(10));
+
+        state.record(Some(1), &Outcome::ready("rolled out"), &at(30));
+        assert_eq!(statuses(&state), ["True", "False", "False"]);
+        assert_eq!(state.condition(READY).unwrap().last_transition_time, at(30));
+        assert_eq!(
+            state.condition(PROGRESSING).unwrap().last_transition_time,
+            at(30)
+        );
+        // Stalled never flipped.
+        assert_eq!(
+            state.condition(STALLED).unwrap().last_transition_time,
+            at(10)
+        );
+
+        // A new spec that cannot be applied: from Ready straight to Stalled.
+        state.record(
+            Some(2),
+            &Outcome::not_ready(Reason::InvalidSpec, "bad name"),
+            &at(40),
+        );
+        assert_eq!(statuses(&state), ["False", "False", "True"]);
+        assert_eq!(
+            state.condition(PROGRESSING).unwrap().last_transition_time,
+            at(30)
+        );
+        assert_eq!(
+            state.condition(STALLED).unwrap().last_transition_time,
+            at(40)
+        );
+        assert_eq!(state.last_failure.as_ref().unwrap().reason, "InvalidSpec");
     }
 }

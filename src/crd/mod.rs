@@ -13,7 +13,7 @@ pub mod model_version;
 pub mod project_run;
 pub mod registered_model;
 
-pub use condition::{LastFailure, Outcome, Reason, ReconcileState};
+pub use condition::{LastFailure, Outcome, Progress, Reason, ReconcileState};
 pub use experiment::{Experiment, ExperimentSpec, ExperimentStatus};
 pub use model_version::{ModelVersion, ModelVersionSpec, ModelVersionStatus, Stage};
 pub use project_run::{Phase, ProjectRun, ProjectRunSpec, ProjectRunStatus};

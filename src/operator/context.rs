@@ -1,8 +1,10 @@
-//! What every reconciler shares: the kube client, the store, the event recorder and metrics.
+//! What every reconciler shares: the kube client, the store, the event recorder, metrics and
+//! the operator's settings.
 
 use kube::Client;
 use kube::runtime::events::{Recorder, Reporter};
 
+use super::config::OperatorConfig;
 use super::metrics::Metrics;
 use crate::store::Store;
 
@@ -16,17 +18,11 @@ pub struct Context {
     pub store: Store,
     reporter: Reporter,
     pub metrics: Metrics,
-    /// Artifact root recorded on experiments the operator creates (as `server`'s flag).
-    pub default_artifact_root: String,
+    pub config: OperatorConfig,
 }
 
 impl Context {
-    pub fn new(
-        client: Client,
-        store: Store,
-        identity: &str,
-        default_artifact_root: String,
-    ) -> Self {
+    pub fn new(client: Client, store: Store, identity: &str, config: OperatorConfig) -> Self {
         let reporter = Reporter {
             controller: FIELD_MANAGER.to_owned(),
             instance: Some(identity.to_owned()),
@@ -36,7 +32,7 @@ impl Context {
             client,
             store,
             metrics: Metrics::default(),
-            default_artifact_root,
+            config,
         }
     }
 

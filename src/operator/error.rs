@@ -20,6 +20,33 @@ pub enum Error {
         #[source]
         source: kube::Error,
     },
+    /// Server-side applying an object the resource owns failed.
+    #[error("failed to apply {object} owned by {owner}")]
+    ApplyOwned {
+        object: String,
+        owner: String,
+        #[source]
+        source: kube::Error,
+    },
+    /// Listing or deleting owned objects that are no longer desired failed.
+    #[error("failed to prune {object} owned by {owner}")]
+    PruneOwned {
+        object: String,
+        owner: String,
+        #[source]
+        source: kube::Error,
+    },
+    /// The owner has no uid (it was not read from the API server), so nothing can name it as
+    /// owner.
+    #[error("{owner} has no uid: cannot own objects")]
+    OwnerWithoutUid { owner: String },
+    /// Releasing a finalizer the kind no longer needs failed.
+    #[error("failed to remove the finalizer from {object}")]
+    RemoveFinalizer {
+        object: String,
+        #[source]
+        source: kube::Error,
+    },
     /// Writing the status subresource failed.
     #[error("failed to patch the status of {object}")]
     PatchStatus {
@@ -58,6 +85,10 @@ impl Error {
         match self {
             Error::StoreUnavailable { .. } => "StoreUnavailable",
             Error::ReadResource { .. } => "ReadResource",
+            Error::ApplyOwned { .. } => "ApplyOwned",
+            Error::PruneOwned { .. } => "PruneOwned",
+            Error::OwnerWithoutUid { .. } => "OwnerWithoutUid",
+            Error::RemoveFinalizer { .. } => "RemoveFinalizer",
             Error::PatchStatus { .. } => "PatchStatus",
             Error::CleanupBlocked { .. } => "CleanupBlocked",
             Error::Finalizer { source, .. } => match source.as_ref() {

@@ -5,7 +5,7 @@ use kube::ResourceExt;
 
 use super::context::Context;
 use super::reconcile::{Failure, Reconciler};
-use super::registered_model::owner_of;
+use super::shared::owner_of;
 use crate::crd::{DeletionPolicy, Experiment, ExperimentStatus, Outcome, Reason, ReconcileState};
 use crate::store::experiments::{Experiment as StoredExperiment, ExperimentOwnership};
 use crate::store::registry::Actor;
@@ -18,6 +18,8 @@ const LIFECYCLE_DELETED: &str = "deleted";
 impl Reconciler for Experiment {
     type Status = ExperimentStatus;
     const KIND: &'static str = "Experiment";
+    /// The deletion policy applies to store rows, which no owner reference reaches.
+    const NEEDS_FINALIZER: bool = true;
 
     fn status(&self) -> Option<&ExperimentStatus> {
         self.status.as_ref()
@@ -99,7 +101,7 @@ impl Reconciler for Experiment {
                     .delete_experiment_tag(experiment.experiment_id, key, actor)
                     .await
                 {
-                    Ok(()) | Err(store::Error::NotFound(_)) => {}
+                    Ok(()) | Err(store::Error::NotFound { .. }) => {}
                     Err(error) => return Err(error.into()),
                 }
             }
@@ -118,7 +120,7 @@ impl Reconciler for Experiment {
             .await
         {
             Ok(experiment) => experiment,
-            Err(store::Error::NotFound(_)) => return Ok(()),
+            Err(store::Error::NotFound { .. }) => return Ok(()),
             Err(error) => return Err(error.into()),
         };
         // Only the experiment this resource declares: one with the same name that another
@@ -148,7 +150,7 @@ async fn find_or_create(
 ) -> Result<StoredExperiment, Failure> {
     match ctx.store.get_experiment_by_name(name).await {
         Ok(experiment) => return Ok(experiment),
-        Err(store::Error::NotFound(_)) => {}
+        Err(store::Error::NotFound { .. }) => {}
         Err(error) => return Err(error.into()),
     }
     let tags: Vec<KeyValue> = obj
@@ -163,7 +165,7 @@ async fn find_or_create(
             name,
             obj.spec.artifact_location.as_deref(),
             &tags,
-            &ctx.default_artifact_root,
+            &ctx.config.default_artifact_root,
         )
         .await
     {

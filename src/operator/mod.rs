@@ -1,57 +1,55 @@
 //! `ferroflow operator`: while holding the leader Lease, one kube-runtime Controller per kind
 //! reconciles ferroflow.dev resources into the metadata store. Registry changes made through
-//! the REST API reach the controllers through the store's LISTEN/NOTIFY stream, so a resource
-//! that depends on them is reconciled within a second instead of at the next resync.
+//! the REST API reach the controllers through the store's LISTEN/NOTIFY stream (`wake`), so a
+//! resource that depends on them is reconciled within a second instead of at the next resync.
 
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
 
 use anyhow::Context as _;
 use axum::Router;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
-use futures::channel::mpsc;
 use futures::{FutureExt, StreamExt};
-use kube::runtime::reflector::{ObjectRef, Store as Cache};
+use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{Controller, watcher};
 use kube::{Api, Client, ResourceExt};
 
 use crate::cli::OperatorArgs;
 use crate::crd::{Experiment, ModelVersion, RegisteredModel};
 use crate::store::Store;
-use crate::store::notify::{self, RegistryEvent};
 
+pub mod apply;
+pub mod build;
+pub mod config;
 pub mod context;
 pub mod error;
 pub mod guard;
 pub mod lease;
 pub mod metrics;
 pub mod reconcile;
+#[cfg(test)]
+mod test_support;
 
 mod experiment;
 mod model_version;
 mod registered_model;
+pub mod shared;
+pub mod wake;
 
 use context::Context;
 use guard::Guarded;
 use lease::LeaderElection;
 use reconcile::{Reconciler, error_policy, reconcile};
-
-/// Pause before listening again after the notification connection failed, doubling up to the max.
-const NOTIFY_BACKOFF_MIN: Duration = Duration::from_millis(500);
-const NOTIFY_BACKOFF_MAX: Duration = Duration::from_secs(30);
+use wake::WakeRouter;
 
 /// Runs the operator until `shutdown` resolves or the Lease is lost.
 pub async fn run(
     args: OperatorArgs,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
-    // Both rustls crypto providers are compiled in (kube: ring, object_store: aws-lc-rs), so
-    // rustls cannot choose; kube-client is built and tested with ring. Err: already installed.
-    let _already_installed = rustls::crypto::ring::default_provider().install_default();
     let client = Client::try_default()
         .await
         .context("failed to configure the Kubernetes client (in-cluster or KUBECONFIG)")?;
@@ -75,7 +73,7 @@ pub async fn run(
         client.clone(),
         store.clone(),
         &identity,
-        args.default_artifact_root.clone(),
+        args.config(),
     ));
     let shutdown = shutdown.boxed().shared();
 
@@ -163,15 +161,11 @@ async fn run_controllers(
     );
     let version_cache = versions.store();
 
-    let (model_tx, model_rx) = mpsc::unbounded();
-    let (version_tx, version_rx) = mpsc::unbounded();
-    let notifications = route_notifications(
-        ctx.store.clone(),
-        model_cache,
-        version_cache.clone(),
-        model_tx,
-        version_tx,
-    );
+    // Kinds that depend on registry rows the REST API can change register here.
+    let mut router = WakeRouter::default();
+    let model_rx = router.register(model_cache);
+    let version_rx = router.register(version_cache.clone());
+    let notifications = router.run(ctx.store.clone());
 
     let experiments = Controller::new(
         Api::<Guarded<Experiment>>::all(client.clone()),
@@ -242,69 +236,5 @@ async fn log_result<K: Reconciler>(result: ReconcileResult<K>) {
             tracing::warn!(kind = K::KIND, %object, error = %error, "reconcile failed")
         }
         Err(error) => tracing::warn!(kind = K::KIND, error = %error, "controller error"),
-    }
-}
-
-/// Turns store notifications into reconcile requests for the resources that declare the
-/// changed model. A lost connection (Resync) wakes every resource.
-async fn route_notifications(
-    store: Store,
-    models: Cache<Guarded<RegisteredModel>>,
-    versions: Cache<Guarded<ModelVersion>>,
-    model_tx: mpsc::UnboundedSender<ObjectRef<Guarded<RegisteredModel>>>,
-    version_tx: mpsc::UnboundedSender<ObjectRef<Guarded<ModelVersion>>>,
-) {
-    let mut events = match notify::listen(&store).await {
-        Ok(events) => events,
-        Err(error) => {
-            tracing::warn!(%error, "cannot listen for registry changes; relying on periodic resyncs");
-            return;
-        }
-    };
-    let mut backoff = NOTIFY_BACKOFF_MIN;
-    while let Some(event) = events.next().await {
-        let names = match event {
-            Ok(RegistryEvent::Change(change)) => {
-                let mut names = vec![change.name];
-                names.extend(change.previous_name);
-                Some(names)
-            }
-            Ok(RegistryEvent::Resync) => None,
-            Err(error @ crate::store::Error::Database(_)) => {
-                // The listener reconnects on the next poll; a database that stays away would
-                // otherwise make this a hot loop.
-                tracing::warn!(%error, source = ?std::error::Error::source(&error), retry_in = ?backoff,
-                    "lost the registry notification connection");
-                tokio::time::sleep(backoff).await;
-                backoff = (backoff * 2).min(NOTIFY_BACKOFF_MAX);
-                continue;
-            }
-            Err(error) => {
-                tracing::warn!(%error, "skipping an unreadable registry notification");
-                continue;
-            }
-        };
-        backoff = NOTIFY_BACKOFF_MIN;
-        let concerns = |model_name: &str| {
-            names
-                .as_ref()
-                .is_none_or(|names| names.iter().any(|n| n == model_name))
-        };
-        for model in models.state() {
-            if model.0.as_ref().is_ok_and(|m| concerns(m.model_name())) {
-                let _closed = model_tx.unbounded_send(ObjectRef::from_obj(model.as_ref()));
-            }
-        }
-        for version in versions.state() {
-            let model_name = version.0.as_ref().ok().and_then(|version| {
-                version
-                    .status
-                    .as_ref()
-                    .and_then(|s| s.model_name.as_deref())
-            });
-            if model_name.is_some_and(concerns) {
-                let _closed = version_tx.unbounded_send(ObjectRef::from_obj(version.as_ref()));
-            }
-        }
     }
 }

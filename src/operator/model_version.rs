@@ -10,12 +10,14 @@ use kube::{Api, ResourceExt};
 
 use super::context::Context;
 use super::reconcile::{Failure, Reconciler, now, publish};
-use super::registered_model::{owner_of, tag_changes, tags_of};
+use super::shared::{owner_of, tag_changes, tags_of};
+use super::wake::concerns_model;
 use crate::crd::{
     DeletionPolicy, ModelVersion, ModelVersionStatus, Outcome, Reason, ReconcileState,
     RegisteredModel, Stage,
 };
 use crate::store;
+use crate::store::notify::RegistryChange;
 use crate::store::registry::{self, Actor, NewModelVersion, OwnedField, Ownership, RegistryRef};
 
 impl ModelVersion {
@@ -70,6 +72,17 @@ fn store_stage(stage: Stage) -> registry::Stage {
 impl Reconciler for ModelVersion {
     type Status = ModelVersionStatus;
     const KIND: &'static str = "ModelVersion";
+    /// The deletion policy applies to store rows, which no owner reference reaches.
+    const NEEDS_FINALIZER: bool = true;
+
+    /// The model is known once reconciled (`status.modelName`); before that, the resync or
+    /// the RegisteredModel watch brings the version here.
+    fn wakes_on(&self, change: &RegistryChange) -> bool {
+        self.status
+            .as_ref()
+            .and_then(|status| status.model_name.as_deref())
+            .is_some_and(|name| concerns_model(change, name))
+    }
 
     fn status(&self) -> Option<&ModelVersionStatus> {
         self.status.as_ref()
@@ -93,8 +106,8 @@ impl Reconciler for ModelVersion {
         match ctx.store.get_registered_model(&name).await {
             Ok(_) => {}
             // The RegisteredModel resource exists but has not created the model yet.
-            Err(store::Error::NotFound(_)) => {
-                return Ok(Outcome::not_ready(
+            Err(store::Error::NotFound { .. }) => {
+                return Ok(Outcome::progressing(
                     Reason::Reconciling,
                     format!("waiting for registered model '{name}' to be created"),
                 ));
@@ -221,7 +234,7 @@ impl Reconciler for ModelVersion {
                 }
             };
             match result {
-                Ok(()) | Err(store::Error::NotFound(_)) => {}
+                Ok(()) | Err(store::Error::NotFound { .. }) => {}
                 Err(error) => return Err(error.into()),
             }
         }

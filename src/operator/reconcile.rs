@@ -23,18 +23,19 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use tracing::Instrument;
 
+use super::config::OperatorConfig;
 use super::context::{Context, FIELD_MANAGER, FINALIZER};
 use super::error::Error;
 use super::guard::Guarded;
-use crate::crd::{Outcome, Reason, ReconcileState};
+use crate::crd::{Outcome, Progress, Reason, ReconcileState};
 use crate::store;
+use crate::store::notify::RegistryChange;
 
-/// How often a Ready resource is checked again for drift nobody notified us about.
-const READY_RECHECK: Duration = Duration::from_secs(600);
-/// How soon a resource waiting on something that will happen by itself is retried.
+/// How soon a resource with something under way (a rollout, a run) is looked at again;
+/// watches on the objects it owns usually wake it sooner.
+const PROGRESSING_RECHECK: Duration = Duration::from_secs(3);
+/// How soon a resource that is not ready for a reason that passes by itself is retried.
 const WAITING_RETRY: Duration = Duration::from_secs(5);
-/// How soon a resource stalled on a human is looked at again (store changes also wake it).
-const STALLED_RECHECK: Duration = Duration::from_secs(60);
 /// Backoff after a transient error.
 const ERROR_RETRY: Duration = Duration::from_secs(5);
 
@@ -55,8 +56,11 @@ impl From<store::Error> for Failure {
     fn from(error: store::Error) -> Self {
         use store::Error as E;
         match error {
-            E::NotFound(message) => {
+            E::NotFound { message, .. } => {
                 Failure::Report(Outcome::not_ready(Reason::VersionNotFound, message))
+            }
+            E::AliasNotFound { .. } => {
+                Failure::Report(Outcome::not_ready(Reason::InvalidSpec, error.to_string()))
             }
             E::OwnedElsewhere { .. } => Failure::Report(Outcome::not_ready(
                 Reason::OwnedElsewhere,
@@ -99,8 +103,24 @@ pub trait Reconciler:
         status: &mut Self::Status,
     ) -> impl Future<Output = Result<Outcome, Failure>> + Send;
 
-    /// Applies the deletion policy before the resource goes away.
-    fn cleanup(&self, ctx: &Context) -> impl Future<Output = Result<(), Failure>> + Send;
+    /// Whether this resource depends on what `change` changed in the registry, so the change
+    /// (made through the REST API) wakes it at once. Only kinds registered with the
+    /// `wake::WakeRouter` are asked.
+    fn wakes_on(&self, _change: &RegistryChange) -> bool {
+        false
+    }
+
+    /// Whether deleting a resource must wait for [`Reconciler::cleanup`], through the
+    /// operator's finalizer: kinds that apply a deletion policy to store rows. A kind whose
+    /// owned objects all go with it through owner references (the garbage collector) needs
+    /// none, so its deletion never hangs while the operator is down.
+    const NEEDS_FINALIZER: bool;
+
+    /// Applies the deletion policy before the resource goes away; called only for kinds that
+    /// need the finalizer.
+    fn cleanup(&self, _ctx: &Context) -> impl Future<Output = Result<(), Failure>> + Send {
+        std::future::ready(Ok(()))
+    }
 }
 
 /// `namespace/name` with the kind, for messages.
@@ -144,7 +164,11 @@ pub async fn reconcile<K: Reconciler>(
         resource = obj.name_any()
     );
     let started = Instant::now();
-    let result = run_finalizer(obj, &ctx).instrument(span).await;
+    let result = if K::NEEDS_FINALIZER {
+        run_finalizer(obj, &ctx).instrument(span).await
+    } else {
+        run_without_finalizer(obj, &ctx).instrument(span).await
+    };
     ctx.metrics.observe(
         K::KIND,
         started.elapsed(),
@@ -189,7 +213,7 @@ async fn report_unreadable<K: Reconciler>(invalid: &InvalidObject, ctx: &Context
 pub fn error_policy<K: Reconciler>(
     guarded: Arc<Guarded<K>>,
     error: &Error,
-    _ctx: Arc<Context>,
+    ctx: Arc<Context>,
 ) -> Action {
     let object = match &guarded.0 {
         Ok(obj) => describe(obj),
@@ -198,7 +222,7 @@ pub fn error_policy<K: Reconciler>(
     tracing::warn!(%object, error = %error, source = ?std::error::Error::source(error),
         "reconcile failed; retrying");
     if error.waits_on_others() {
-        Action::requeue(STALLED_RECHECK)
+        Action::requeue(ctx.config.stalled_resync)
     } else {
         Action::requeue(ERROR_RETRY)
     }
@@ -218,6 +242,59 @@ async fn run_finalizer<K: Reconciler>(obj: Arc<K>, ctx: &Context) -> Result<Acti
         object,
         source: Box::new(source),
     })
+}
+
+/// A kind without a finalizer: reconcile while it lives, nothing to do once it is being
+/// deleted. One that still carries our finalizer (added when the kind needed it) is released,
+/// or its deletion would wait for a cleanup that no longer runs.
+async fn run_without_finalizer<K: Reconciler>(obj: Arc<K>, ctx: &Context) -> Result<Action, Error> {
+    let api: Api<K> = Api::namespaced(ctx.client.clone(), &obj.namespace().unwrap_or_default());
+    remove_finalizer(&api, obj.as_ref())
+        .await
+        .map_err(|source| Error::RemoveFinalizer {
+            object: describe(obj.as_ref()),
+            source,
+        })?;
+    if obj.meta().deletion_timestamp.is_some() {
+        return Ok(Action::await_change());
+    }
+    apply(obj.as_ref(), ctx).await
+}
+
+/// Removes the operator's finalizer from `obj` if it carries it; true if it did. The patch
+/// names the resourceVersion read, so a concurrent change of the finalizer list fails with a
+/// conflict (and is retried) instead of being overwritten.
+pub async fn remove_finalizer<K>(api: &Api<K>, obj: &K) -> Result<bool, kube::Error>
+where
+    K: Resource + Clone + DeserializeOwned + Debug,
+{
+    if !obj.finalizers().iter().any(|f| f == FINALIZER) {
+        return Ok(false);
+    }
+    let remaining: Vec<&String> = obj
+        .finalizers()
+        .iter()
+        .filter(|f| *f != FINALIZER)
+        .collect();
+    let patch = serde_json::json!({
+        "metadata": {
+            "finalizers": remaining,
+            "resourceVersion": obj.resource_version(),
+        }
+    });
+    match api
+        .patch(
+            &obj.name_any(),
+            &PatchParams::default(),
+            &Patch::Merge(&patch),
+        )
+        .await
+    {
+        Ok(_) => Ok(true),
+        // Gone meanwhile: nothing holds it any more.
+        Err(kube::Error::Api(status)) if status.code == 404 => Ok(false),
+        Err(error) => Err(error),
+    }
 }
 
 async fn apply<K: Reconciler>(obj: &K, ctx: &Context) -> Result<Action, Error> {
@@ -278,13 +355,17 @@ async fn apply<K: Reconciler>(obj: &K, ctx: &Context) -> Result<Action, Error> {
     if let Some(error) = transient {
         return Err(error);
     }
-    Ok(if outcome.ready {
-        Action::requeue(READY_RECHECK)
-    } else if outcome.reason.is_terminal() {
-        Action::requeue(STALLED_RECHECK)
-    } else {
-        Action::requeue(WAITING_RETRY)
-    })
+    Ok(Action::requeue(requeue_after(&outcome, &ctx.config)))
+}
+
+/// When to look at a resource again after `outcome`, if nothing wakes it before.
+fn requeue_after(outcome: &Outcome, config: &OperatorConfig) -> Duration {
+    match outcome.progress {
+        Progress::Ready => config.resync,
+        Progress::Progressing => PROGRESSING_RECHECK,
+        Progress::NotReady if outcome.is_stalled() => config.stalled_resync,
+        Progress::NotReady => WAITING_RETRY,
+    }
 }
 
 async fn cleanup<K: Reconciler>(obj: &K, ctx: &Context) -> Result<Action, Error> {
@@ -393,10 +474,40 @@ mod tests {
     use super::*;
 
     #[test]
+    fn requeue_is_short_while_progressing_and_long_when_stalled_or_ready() {
+        let config = OperatorConfig {
+            default_artifact_root: "mlflow-artifacts:".to_owned(),
+            serving_image: "serving".to_owned(),
+            tracking_url: url::Url::parse("http://tracking:5000").unwrap(),
+            resync: Duration::from_secs(600),
+            stalled_resync: Duration::from_secs(60),
+        };
+        let cases = [
+            (Outcome::ready("done"), config.resync),
+            (
+                Outcome::progressing(Reason::Reconciling, "rolling out"),
+                PROGRESSING_RECHECK,
+            ),
+            (
+                Outcome::not_ready(Reason::StoreUnavailable, "down"),
+                WAITING_RETRY,
+            ),
+            (
+                Outcome::not_ready(Reason::ModelNotFound, "no model"),
+                config.stalled_resync,
+            ),
+        ];
+        for (outcome, expected) in cases {
+            assert_eq!(requeue_after(&outcome, &config), expected, "{outcome:?}");
+        }
+        assert!(PROGRESSING_RECHECK <= Duration::from_secs(5));
+    }
+
+    #[test]
     fn store_refusals_are_reported_and_database_failures_retried() {
         let cases = [
             (
-                store::Error::NotFound("no version 7".into()),
+                store::Error::not_found(store::Entity::ModelVersion, "no version 7"),
                 Some(Reason::VersionNotFound),
             ),
             (
@@ -414,7 +525,7 @@ mod tests {
             match (Failure::from(error), expected) {
                 (Failure::Report(outcome), Some(reason)) => {
                     assert_eq!(outcome.reason, reason, "{description}");
-                    assert!(!outcome.ready);
+                    assert!(!outcome.is_ready());
                 }
                 (Failure::Store(_), None) => {}
                 (other, expected) => panic!("{description}: got {other:?}, expected {expected:?}"),

@@ -2,32 +2,21 @@
 //! (so the REST API refuses to change what git declares), and make description, tags and
 //! aliases match the spec. Deletion: `Delete` removes the model, `Retain` releases it.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 use kube::ResourceExt;
 use kube::runtime::events::EventType;
 
 use super::context::Context;
 use super::reconcile::{Failure, Reconciler, publish};
+use super::shared::{AliasMove, alias_changes, owner_of, tag_changes, tags_of};
+use super::wake::concerns_model;
 use crate::crd::{
     DeletionPolicy, Outcome, Reason, ReconcileState, RegisteredModel, RegisteredModelStatus,
 };
-use crate::store::registry::{Actor, OwnedField, Owner, Ownership, RegistryRef};
-use crate::store::{self, KeyValue};
-
-/// Tags under this prefix belong to MLflow itself (e.g. prompt markers) and are never removed
-/// because git does not list them.
-pub const SYSTEM_TAG_PREFIX: &str = "mlflow.";
-
-/// The store's owner record for a resource.
-pub fn owner_of<K: kube::Resource<DynamicType = ()>>(obj: &K) -> Owner {
-    Owner {
-        namespace: obj.namespace().unwrap_or_default(),
-        kind: K::kind(&()).into_owned(),
-        name: obj.name_any(),
-        uid: obj.uid().unwrap_or_default(),
-    }
-}
+use crate::store;
+use crate::store::notify::RegistryChange;
+use crate::store::registry::{Actor, OwnedField, Ownership, RegistryRef};
 
 impl RegisteredModel {
     fn ownership(&self) -> Ownership {
@@ -51,6 +40,12 @@ impl RegisteredModel {
 impl Reconciler for RegisteredModel {
     type Status = RegisteredModelStatus;
     const KIND: &'static str = "RegisteredModel";
+    /// The deletion policy applies to store rows, which no owner reference reaches.
+    const NEEDS_FINALIZER: bool = true;
+
+    fn wakes_on(&self, change: &RegistryChange) -> bool {
+        concerns_model(change, self.model_name())
+    }
 
     fn status(&self) -> Option<&RegisteredModelStatus> {
         self.status.as_ref()
@@ -81,7 +76,7 @@ impl Reconciler for RegisteredModel {
                     .await?;
                 ctx.store.get_registered_model(name).await?
             }
-            Err(store::Error::NotFound(_)) => {
+            Err(store::Error::NotFound { .. }) => {
                 let tags = tags_of(self.spec.tags.as_ref());
                 match ctx
                     .store
@@ -128,29 +123,21 @@ impl Reconciler for RegisteredModel {
 
         let mut missing = Vec::new();
         if let Some(aliases) = &self.spec.aliases {
-            let current: BTreeMap<&str, i64> = model
-                .aliases
-                .iter()
-                .map(|(alias, version)| (alias.as_str(), *version))
-                .collect();
-            for (alias, &version) in aliases {
-                let before = current.get(alias.as_str()).copied();
-                if before == Some(version) {
-                    continue;
-                }
+            let changes = alias_changes(&model.aliases, aliases);
+            for AliasMove { alias, from, to } in &changes.set {
                 match ctx
                     .store
-                    .set_registered_model_alias(name, alias, version, actor)
+                    .set_registered_model_alias(name, alias, *to, actor)
                     .await
                 {
                     Ok(()) => {
-                        let note = match before {
-                            Some(before) => format!(
-                                "alias '{alias}' of model '{name}' moved from version {before} to {version}"
+                        let note = match from {
+                            Some(from) => format!(
+                                "alias '{alias}' of model '{name}' moved from version {from} to {to}"
                             ),
-                            None => format!(
-                                "alias '{alias}' of model '{name}' set to version {version}"
-                            ),
+                            None => {
+                                format!("alias '{alias}' of model '{name}' set to version {to}")
+                            }
                         };
                         publish(
                             ctx,
@@ -162,26 +149,24 @@ impl Reconciler for RegisteredModel {
                         )
                         .await;
                     }
-                    Err(store::Error::NotFound(_)) => missing.push(format!("{alias} → {version}")),
+                    Err(store::Error::NotFound { .. }) => missing.push(format!("{alias} → {to}")),
                     Err(error) => return Err(error.into()),
                 }
             }
-            for alias in current.keys() {
-                if !aliases.contains_key(*alias) {
-                    ctx.store
-                        .delete_registered_model_alias(name, alias, actor)
-                        .await?;
-                    let note = format!("alias '{alias}' of model '{name}' removed");
-                    publish(
-                        ctx,
-                        self,
-                        EventType::Normal,
-                        "AliasMoved",
-                        "DeleteAlias",
-                        &note,
-                    )
-                    .await;
-                }
+            for alias in &changes.delete {
+                ctx.store
+                    .delete_registered_model_alias(name, alias, actor)
+                    .await?;
+                let note = format!("alias '{alias}' of model '{name}' removed");
+                publish(
+                    ctx,
+                    self,
+                    EventType::Normal,
+                    "AliasMoved",
+                    "DeleteAlias",
+                    &note,
+                )
+                .await;
             }
         }
 
@@ -214,69 +199,8 @@ impl Reconciler for RegisteredModel {
             DeletionPolicy::Retain => ctx.store.clear_owner(RegistryRef::Model(name), &uid).await,
         };
         match result {
-            Ok(()) | Err(store::Error::NotFound(_)) => Ok(()),
+            Ok(()) | Err(store::Error::NotFound { .. }) => Ok(()),
             Err(error) => Err(error.into()),
         }
-    }
-}
-
-/// What to write so that a row's tags become the declared map.
-#[derive(Debug, PartialEq)]
-pub struct TagChanges {
-    /// Declared tags that are missing or have another value.
-    pub set: Vec<KeyValue>,
-    /// Keys present but not declared, except MLflow's own (`mlflow.`).
-    pub delete: Vec<String>,
-}
-
-/// Compares a row's `current` tags with the `declared` map (the whole tag set a resource owns).
-pub fn tag_changes(current: &[KeyValue], declared: &BTreeMap<String, String>) -> TagChanges {
-    let set = declared
-        .iter()
-        .filter(|(key, value)| {
-            current.iter().find(|t| &t.key == *key).map(|t| &t.value) != Some(*value)
-        })
-        .map(|(key, value)| KeyValue::new(key, value))
-        .collect();
-    let delete = current
-        .iter()
-        .filter(|t| !declared.contains_key(&t.key) && !t.key.starts_with(SYSTEM_TAG_PREFIX))
-        .map(|t| t.key.clone())
-        .collect();
-    TagChanges { set, delete }
-}
-
-/// A spec tag map as store tags.
-pub fn tags_of(tags: Option<&BTreeMap<String, String>>) -> Vec<KeyValue> {
-    tags.into_iter()
-        .flatten()
-        .map(|(key, value)| KeyValue::new(key, value))
-        .collect()
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn tag_changes_set_what_differs_and_delete_what_is_undeclared() {
-        let current = vec![
-            KeyValue::new("owner", "growth"),
-            KeyValue::new("stale", "x"),
-            KeyValue::new("team", "old"),
-            KeyValue::new("mlflow.prompt.is_prompt", "false"),
-        ];
-        let declared = BTreeMap::from([
-            ("owner".to_owned(), "growth".to_owned()),
-            ("team".to_owned(), "new".to_owned()),
-            ("tier".to_owned(), "gold".to_owned()),
-        ]);
-        assert_eq!(
-            tag_changes(&current, &declared),
-            TagChanges {
-                set: vec![KeyValue::new("team", "new"), KeyValue::new("tier", "gold")],
-                delete: vec!["stale".to_owned()],
-            }
-        );
     }
 }

@@ -1,11 +1,28 @@
 //! Store errors: what went wrong, in domain terms. `api::error` maps them to MLflow codes.
 
+/// The kinds of object a lookup can miss.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Entity {
+    Experiment,
+    Run,
+    RegisteredModel,
+    ModelVersion,
+    LoggedModel,
+    /// A tag of an experiment, run or logged model (deleting a tag that is not there).
+    Tag,
+}
+
 /// An error from the metadata store.
 #[derive(Debug, thiserror::Error)]
 pub enum Error {
-    /// The named object does not exist (MLflow: RESOURCE_DOES_NOT_EXIST).
-    #[error("{0}")]
-    NotFound(String),
+    /// The named object does not exist (MLflow: RESOURCE_DOES_NOT_EXIST). `message` is the text
+    /// MLflow answers; `entity` says what was missing, for callers that act on it (the operator).
+    #[error("{message}")]
+    NotFound { entity: Entity, message: String },
+    /// A registered model has no alias by that name. MLflow answers INVALID_PARAMETER_VALUE,
+    /// not RESOURCE_DOES_NOT_EXIST, so it is a case of its own.
+    #[error("Registered model alias {alias} not found.")]
+    AliasNotFound { model: String, alias: String },
     /// An object with that identity exists already (MLflow: RESOURCE_ALREADY_EXISTS).
     #[error("{0}")]
     AlreadyExists(String),
@@ -70,6 +87,14 @@ impl From<sqlx::Error> for Error {
 }
 
 impl Error {
+    /// A missing `entity`, answered with MLflow's `message`.
+    pub fn not_found(entity: Entity, message: impl Into<String>) -> Self {
+        Error::NotFound {
+            entity,
+            message: message.into(),
+        }
+    }
+
     /// True when the database could not be reached or stayed busy (an outage, a restart, an
     /// exhausted pool): nothing is wrong with the request, and a retry may succeed.
     pub fn is_unavailable(&self) -> bool {

@@ -7,8 +7,8 @@ use super::registry::{Actor, Owner};
 use super::search::{self, SortKey, SortKind, SqlBuilder, SqlValue, bind_values};
 use super::validation::{self, MAX_ENTITY_KEY_LENGTH, MAX_EXPERIMENT_TAG_VALUE_LENGTH};
 use super::{
-    Backend, BeginWrite, Error, KeyValue, LIFECYCLE_ACTIVE, LIFECYCLE_DELETED, Page, Result, Store,
-    ViewType, now_millis, with_pool,
+    Backend, BeginWrite, Entity, Error, KeyValue, LIFECYCLE_ACTIVE, LIFECYCLE_DELETED, Page,
+    Result, Store, ViewType, now_millis, with_pool,
 };
 
 /// Id of the experiment that exists from the start and receives runs by default.
@@ -157,7 +157,10 @@ impl Store {
             .fetch_optional(pool)
             .await)?;
         let row = row.ok_or_else(|| {
-            Error::NotFound(format!("No Experiment with id={experiment_id} exists"))
+            Error::not_found(
+                Entity::Experiment,
+                format!("No Experiment with id={experiment_id} exists"),
+            )
         })?;
         Ok(self.with_tags(vec![row]).await?.remove(0))
     }
@@ -170,7 +173,10 @@ impl Store {
             .fetch_optional(pool)
             .await)?;
         let row = row.ok_or_else(|| {
-            Error::NotFound(format!("Could not find experiment with name '{name}'"))
+            Error::not_found(
+                Entity::Experiment,
+                format!("Could not find experiment with name '{name}'"),
+            )
         })?;
         Ok(self.with_tags(vec![row]).await?.remove(0))
     }
@@ -312,10 +318,13 @@ impl Store {
         let experiment = self.get_experiment(experiment_id).await?;
         check_experiment_writable(&experiment, None, actor)?;
         if experiment.lifecycle_stage != from {
-            return Err(Error::NotFound(format!(
-                "Experiment {experiment_id} is already {} and cannot be made {to}.",
-                experiment.lifecycle_stage
-            )));
+            return Err(Error::not_found(
+                Entity::Experiment,
+                format!(
+                    "Experiment {experiment_id} is already {} and cannot be made {to}.",
+                    experiment.lifecycle_stage
+                ),
+            ));
         }
         let now = now_millis();
         let deleted_time = (to == LIFECYCLE_DELETED).then_some(now);
@@ -376,9 +385,10 @@ impl Store {
             .execute(pool)
             .await.map(|done| done.rows_affected()))?;
         if deleted == 0 {
-            return Err(Error::NotFound(format!(
-                "No tag with name: {key} in experiment with id {experiment_id}"
-            )));
+            return Err(Error::not_found(
+                Entity::Tag,
+                format!("No tag with name: {key} in experiment with id {experiment_id}"),
+            ));
         }
         Ok(())
     }

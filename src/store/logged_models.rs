@@ -10,7 +10,7 @@ use super::runs::Metric;
 use super::search::{self, SortKey, SortKind, SqlBuilder, SqlValue, bind_values};
 use super::validation::{self, KeyKind};
 use super::{
-    BeginWrite, Error, KeyValue, LIFECYCLE_ACTIVE, LIFECYCLE_DELETED, Page, Result, Store,
+    BeginWrite, Entity, Error, KeyValue, LIFECYCLE_ACTIVE, LIFECYCLE_DELETED, Page, Result, Store,
     now_millis, with_pool,
 };
 
@@ -188,7 +188,10 @@ impl Store {
         let row = row
             .filter(|row| allow_deleted || row.lifecycle_stage == LIFECYCLE_ACTIVE)
             .ok_or_else(|| {
-                Error::NotFound(format!("Logged model with ID '{model_id}' not found."))
+                Error::not_found(
+                    Entity::LoggedModel,
+                    format!("Logged model with ID '{model_id}' not found."),
+                )
             })?;
         Ok(self.load_logged_models(vec![row]).await?.remove(0))
     }
@@ -277,9 +280,10 @@ impl Store {
             .execute(pool)
             .await.map(|done| done.rows_affected()))?;
         if deleted == 0 {
-            return Err(Error::NotFound(format!(
-                "No tag with key '{key}' found for logged model '{model_id}'."
-            )));
+            return Err(Error::not_found(
+                Entity::Tag,
+                format!("No tag with key '{key}' found for logged model '{model_id}'."),
+            ));
         }
         Ok(())
     }

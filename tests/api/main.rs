@@ -425,5 +425,6 @@ async fn health_and_version_answer(server: TestServer) {
 // After `on_both!`, which the modules use.
 mod concurrency;
 mod hostile_input;
+mod missing;
 mod outage;
 mod registry;

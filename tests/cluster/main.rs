@@ -12,4 +12,5 @@
 //! is set: then it fails.
 
 mod harness;
+mod owned;
 mod smoke;

@@ -13,7 +13,7 @@ mod statistics;
 use ferroflow::store::experiments::{DEFAULT_EXPERIMENT_ID, ExperimentSearch};
 use ferroflow::store::registry::Actor;
 use ferroflow::store::runs::{Dataset, DatasetInput, Metric, NewRun, RunSearch};
-use ferroflow::store::{Error, KeyValue, Store, ViewType};
+use ferroflow::store::{Entity, Error, KeyValue, Store, ViewType};
 
 both_backends!(
     default_experiment_exists,
@@ -112,7 +112,10 @@ async fn experiments_create_get_rename_and_refuse_duplicates(store: Store) {
     assert_eq!(store.get_experiment(id).await.unwrap().name, "exp-b");
     assert!(matches!(
         store.get_experiment_by_name("exp-a").await,
-        Err(Error::NotFound(_))
+        Err(Error::NotFound {
+            entity: Entity::Experiment,
+            ..
+        })
     ));
     new_experiment(&store, "exp-c").await;
     assert!(matches!(
@@ -121,7 +124,10 @@ async fn experiments_create_get_rename_and_refuse_duplicates(store: Store) {
     ));
     assert!(matches!(
         store.get_experiment(999_999).await,
-        Err(Error::NotFound(_))
+        Err(Error::NotFound {
+            entity: Entity::Experiment,
+            ..
+        })
     ));
     let custom = store
         .create_experiment("exp-d", Some("s3://bucket/x"), &[], "mlflow-artifacts:")
@@ -151,7 +157,10 @@ async fn deleting_an_experiment_deletes_and_restores_its_runs(store: Store) {
     );
     assert!(matches!(
         store.delete_experiment(id, Actor::Api).await,
-        Err(Error::NotFound(_))
+        Err(Error::NotFound {
+            entity: Entity::Experiment,
+            ..
+        })
     ));
     // A deleted experiment still holds its name.
     assert!(matches!(
@@ -470,7 +479,10 @@ async fn metric_history_pages_in_step_order(store: Store) {
     );
     assert!(matches!(
         store.get_metric_history("nope", "acc", None, "").await,
-        Err(Error::NotFound(_))
+        Err(Error::NotFound {
+            entity: Entity::Run,
+            ..
+        })
     ));
 }
 

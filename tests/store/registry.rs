@@ -11,7 +11,7 @@ use ferroflow::store::registry::{
     RegisteredModelSearch, RegistryRef, Stage,
 };
 use ferroflow::store::runs::NewRun;
-use ferroflow::store::{Backend, Error, KeyValue, Store};
+use ferroflow::store::{Backend, Entity, Error, KeyValue, Store};
 use futures::StreamExt;
 
 crate::both_backends!(
@@ -137,11 +137,17 @@ async fn deleted_version_numbers_are_never_reused(store: Store) {
         .unwrap();
     assert!(matches!(
         store.get_model_version("m", 3).await,
-        Err(Error::NotFound(_))
+        Err(Error::NotFound {
+            entity: Entity::ModelVersion,
+            ..
+        })
     ));
     assert!(matches!(
         store.delete_model_version("m", 3, Actor::Api).await,
-        Err(Error::NotFound(_))
+        Err(Error::NotFound {
+            entity: Entity::ModelVersion,
+            ..
+        })
     ));
     let next = store
         .create_model_version(new_version("m", "s3://bucket/m/again"))
@@ -185,7 +191,8 @@ async fn registered_models_create_read_update_and_refuse_bad_input(store: Store)
 
     assert!(matches!(
         store.get_registered_model("nope").await,
-        Err(Error::NotFound(m)) if m == "Registered Model with name=nope not found"
+        Err(Error::NotFound { entity: Entity::RegisteredModel, message })
+            if message == "Registered Model with name=nope not found"
     ));
     for bad in ["", "a/b", "a:b", ".."] {
         assert!(
@@ -200,7 +207,10 @@ async fn registered_models_create_read_update_and_refuse_bad_input(store: Store)
         store
             .create_model_version(new_version("nope", "s3://b/x"))
             .await,
-        Err(Error::NotFound(_))
+        Err(Error::NotFound {
+            entity: Entity::RegisteredModel,
+            ..
+        })
     ));
     assert!(matches!(
         store
@@ -233,7 +243,10 @@ async fn rename_carries_versions_aliases_and_tags(store: Store) {
     assert_eq!(renamed.tags, vec![KeyValue::new("team", "a")]);
     assert!(matches!(
         store.get_registered_model("old").await,
-        Err(Error::NotFound(_))
+        Err(Error::NotFound {
+            entity: Entity::RegisteredModel,
+            ..
+        })
     ));
     let champion = store
         .get_model_version_by_alias("new", "champion")
@@ -260,7 +273,10 @@ async fn rename_carries_versions_aliases_and_tags(store: Store) {
         store
             .rename_registered_model("missing", "x", Actor::Api)
             .await,
-        Err(Error::NotFound(_))
+        Err(Error::NotFound {
+            entity: Entity::RegisteredModel,
+            ..
+        })
     ));
     assert!(matches!(
         store.rename_registered_model("new", "", Actor::Api).await,
@@ -280,15 +296,24 @@ async fn deleting_a_model_deletes_its_versions_and_aliases(store: Store) {
         .unwrap();
     assert!(matches!(
         store.get_registered_model("gone").await,
-        Err(Error::NotFound(_))
+        Err(Error::NotFound {
+            entity: Entity::RegisteredModel,
+            ..
+        })
     ));
     assert!(matches!(
         store.get_model_version("gone", 1).await,
-        Err(Error::NotFound(_))
+        Err(Error::NotFound {
+            entity: Entity::ModelVersion,
+            ..
+        })
     ));
     assert!(matches!(
         store.delete_registered_model("gone", Actor::Api).await,
-        Err(Error::NotFound(_))
+        Err(Error::NotFound {
+            entity: Entity::RegisteredModel,
+            ..
+        })
     ));
     // The name is free again; numbering starts over as in MLflow (the model is gone).
     let versions = model_with_versions(&store, "gone", 1).await;
@@ -357,7 +382,10 @@ async fn stages_transition_with_and_without_archiving(store: Store) {
         store
             .transition_model_version_stage("staged", 9, Stage::Staging, false, Actor::Api)
             .await,
-        Err(Error::NotFound(_))
+        Err(Error::NotFound {
+            entity: Entity::ModelVersion,
+            ..
+        })
     ));
     assert!(Stage::parse("bogus").is_err());
 }
@@ -418,11 +446,14 @@ async fn aliases_move_survive_rename_and_vanish_with_their_version(store: Store)
         store
             .set_registered_model_alias("aliased", "x", 99, Actor::Api)
             .await,
-        Err(Error::NotFound(_))
+        Err(Error::NotFound {
+            entity: Entity::ModelVersion,
+            ..
+        })
     ));
     assert!(matches!(
         store.get_model_version_by_alias("aliased", "nope").await,
-        Err(Error::Invalid(m)) if m == "Registered model alias nope not found."
+        Err(Error::AliasNotFound { model, alias }) if model == "aliased" && alias == "nope"
     ));
     // Deleting a version drops its aliases; deleting an absent alias is fine.
     store
@@ -445,7 +476,10 @@ async fn aliases_move_survive_rename_and_vanish_with_their_version(store: Store)
         store
             .delete_registered_model_alias("missing", "champion", Actor::Api)
             .await,
-        Err(Error::NotFound(_))
+        Err(Error::NotFound {
+            entity: Entity::RegisteredModel,
+            ..
+        })
     ));
 }
 
@@ -498,7 +532,10 @@ async fn tags_on_models_and_versions_upsert_and_delete(store: Store) {
         store
             .set_model_version_tag("tagged", 7, &KeyValue::new("k", "v"), Actor::Api)
             .await,
-        Err(Error::NotFound(_))
+        Err(Error::NotFound {
+            entity: Entity::ModelVersion,
+            ..
+        })
     ));
     assert!(matches!(
         store

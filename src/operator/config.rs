@@ -1,0 +1,31 @@
+//! Per-kind settings of the operator, set once at start-up from flags and environment
+//! (`cli::OperatorArgs::config`). A new kind adds the settings it needs here, so reconcilers
+//! read them from the context instead of from the command line or the environment.
+
+use std::time::Duration;
+
+use url::Url;
+
+/// The MLflow image that serves models when a ModelDeployment names none: pinned to the MLflow
+/// release the client tests run against, so a serving Pod never changes under a user.
+pub const DEFAULT_SERVING_IMAGE: &str = "ghcr.io/mlflow/mlflow:v3.17.2";
+/// Where Pods reach `ferroflow server` inside the cluster, unless configured.
+pub const DEFAULT_TRACKING_URL: &str = "http://ferroflow-server.ferroflow-system.svc:5000";
+/// Default of [`OperatorConfig::resync`], in seconds.
+pub const DEFAULT_RESYNC_SECONDS: &str = "600";
+/// Default of [`OperatorConfig::stalled_resync`], in seconds.
+pub const DEFAULT_STALLED_RESYNC_SECONDS: &str = "60";
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct OperatorConfig {
+    /// Artifact root recorded on experiments the operator creates (as `server`'s flag).
+    pub default_artifact_root: String,
+    /// Runtime image of serving Pods when the resource names none.
+    pub serving_image: String,
+    /// The tracking server's URL as Pods the operator creates see it (`MLFLOW_TRACKING_URI`).
+    pub tracking_url: Url,
+    /// How often a Ready resource is checked again for drift nobody notified the operator of.
+    pub resync: Duration,
+    /// How often a Stalled resource is looked at again (edits and store changes also wake it).
+    pub stalled_resync: Duration,
+}

@@ -1,0 +1,404 @@
+//! Which Kubernetes resource declares a registry row and which of its fields it owns, and the
+//! checks that keep other writers off those fields.
+
+use std::collections::BTreeSet;
+use std::fmt;
+
+use super::{
+    MODEL_COLUMNS, ModelRow, ModelVersion, RegistryTx, VERSION_COLUMNS, VERSIONS_FROM, VersionRow,
+    validate_model_name,
+};
+use crate::store::{BeginWrite, Error, Result, Store, with_pool};
+
+/// The Kubernetes resource that declares a registry row.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct Owner {
+    pub namespace: String,
+    pub kind: String,
+    pub name: String,
+    pub uid: String,
+}
+
+impl fmt::Display for Owner {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} {}/{} (uid {})",
+            self.kind, self.namespace, self.name, self.uid
+        )
+    }
+}
+
+/// A field of a registry row that a resource can own. Registered models can own
+/// `Description`, `Tags` and `Aliases`; model versions `Description`, `Tags` and `Stage`.
+/// Owning `Tags` or `Aliases` owns all of them (the resource declares the whole map).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum OwnedField {
+    Aliases,
+    Description,
+    Stage,
+    Tags,
+}
+
+impl OwnedField {
+    /// The name used in the database and in error messages.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OwnedField::Aliases => "aliases",
+            OwnedField::Description => "description",
+            OwnedField::Stage => "stage",
+            OwnedField::Tags => "tags",
+        }
+    }
+
+    fn parse(text: &str) -> Option<OwnedField> {
+        [
+            OwnedField::Aliases,
+            OwnedField::Description,
+            OwnedField::Stage,
+            OwnedField::Tags,
+        ]
+        .into_iter()
+        .find(|field| field.as_str() == text)
+    }
+}
+
+/// Who owns a row and which of its fields.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Ownership {
+    pub owner: Owner,
+    pub fields: BTreeSet<OwnedField>,
+}
+
+impl Ownership {
+    pub(super) fn fields_text(&self) -> String {
+        self.fields
+            .iter()
+            .map(|field| field.as_str())
+            .collect::<Vec<_>>()
+            .join(",")
+    }
+}
+
+/// Who makes a change: the REST API (ownership enforced) or the owning resource, by uid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Actor<'a> {
+    Api,
+    Owner(&'a str),
+}
+
+impl Actor<'_> {
+    /// Whether this actor is `owner` itself.
+    pub fn is(self, owner: &Owner) -> bool {
+        matches!(self, Actor::Owner(uid) if uid == owner.uid)
+    }
+}
+
+/// A registry row: a registered model by name, or one of its versions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RegistryRef<'a> {
+    Model(&'a str),
+    Version(&'a str, i64),
+}
+
+/// A row some resource owns, as [`Store::list_owned`] reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OwnedRow {
+    pub name: String,
+    /// `None` for the registered model itself.
+    pub version: Option<i64>,
+    pub ownership: Ownership,
+}
+
+pub(super) fn ownership_from(
+    namespace: &Option<String>,
+    kind: &Option<String>,
+    name: &Option<String>,
+    uid: &Option<String>,
+    fields: &str,
+) -> Option<Ownership> {
+    let (Some(namespace), Some(kind), Some(name), Some(uid)) = (namespace, kind, name, uid) else {
+        return None;
+    };
+    Some(Ownership {
+        owner: Owner {
+            namespace: namespace.clone(),
+            kind: kind.clone(),
+            name: name.clone(),
+            uid: uid.clone(),
+        },
+        // An unknown name (written by a newer version) is ignored rather than failing reads.
+        fields: fields
+            .split(',')
+            .filter_map(|field| OwnedField::parse(field.trim()))
+            .collect(),
+    })
+}
+
+/// Refuses `actor` changing `field` of an object owned by someone else.
+pub(super) fn check_field_writable(
+    ownership: Option<Ownership>,
+    field: OwnedField,
+    actor: Actor<'_>,
+    object: impl FnOnce() -> String,
+) -> Result<()> {
+    match ownership {
+        Some(ownership) if ownership.fields.contains(&field) && !actor.is(&ownership.owner) => {
+            Err(Error::OwnedElsewhere {
+                object: object(),
+                field: Some(field.as_str().to_owned()),
+                owner: Box::new(ownership.owner),
+            })
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Refuses `actor` renaming (`field` = `name`) or deleting (`None`) an object someone else owns.
+pub(super) fn check_object_writable(
+    ownership: Option<Ownership>,
+    field: Option<&str>,
+    actor: Actor<'_>,
+    object: impl FnOnce() -> String,
+) -> Result<()> {
+    match ownership {
+        Some(ownership) if !actor.is(&ownership.owner) => Err(Error::OwnedElsewhere {
+            object: object(),
+            field: field.map(str::to_owned),
+            owner: Box::new(ownership.owner),
+        }),
+        _ => Ok(()),
+    }
+}
+
+pub(super) fn check_ownership_fields(target: RegistryRef<'_>, ownership: &Ownership) -> Result<()> {
+    let allowed: &[OwnedField] = match target {
+        RegistryRef::Model(_) => &[
+            OwnedField::Aliases,
+            OwnedField::Description,
+            OwnedField::Tags,
+        ],
+        RegistryRef::Version(..) => &[OwnedField::Description, OwnedField::Stage, OwnedField::Tags],
+    };
+    if let Some(field) = ownership
+        .fields
+        .iter()
+        .find(|field| !allowed.contains(field))
+    {
+        return Err(Error::Invalid(format!(
+            "field '{}' cannot be owned on {}",
+            field.as_str(),
+            match target {
+                RegistryRef::Model(_) => "a registered model",
+                RegistryRef::Version(..) => "a model version",
+            }
+        )));
+    }
+    let owner = &ownership.owner;
+    if [&owner.namespace, &owner.kind, &owner.name, &owner.uid]
+        .iter()
+        .any(|part| part.is_empty())
+    {
+        return Err(Error::Invalid(
+            "an owner needs a namespace, kind, name and uid".into(),
+        ));
+    }
+    Ok(())
+}
+
+impl Store {
+    /// Records that `ownership.owner` declares the row and owns `ownership.fields` (replacing
+    /// the fields it owned before). Refused with [`Error::OwnedElsewhere`] when another
+    /// resource owns the row: two resources declaring one model is a conflict for a human.
+    pub async fn set_owner(&self, target: RegistryRef<'_>, ownership: &Ownership) -> Result<()> {
+        check_ownership_fields(target, ownership)?;
+        self.write_owner(target, Some(ownership), &ownership.owner.uid)
+            .await
+    }
+
+    /// Releases the row from the resource with `uid` (a `Retain` deletion policy): all its
+    /// fields become writable through the API. A row that `uid` does not own is left alone;
+    /// one owned by another resource is refused.
+    pub async fn clear_owner(&self, target: RegistryRef<'_>, uid: &str) -> Result<()> {
+        self.write_owner(target, None, uid).await
+    }
+
+    /// Every live row that the resource with `uid` owns (at most one model and one version,
+    /// since a uid owns at most one row of each).
+    pub async fn list_owned(&self, uid: &str) -> Result<Vec<OwnedRow>> {
+        let mut owned = Vec::new();
+        let model_sql =
+            format!("SELECT {MODEL_COLUMNS} FROM registered_models rm WHERE rm.owner_uid = $1");
+        let models = with_pool!(self, pool => sqlx::query_as::<_, ModelRow>(&model_sql)
+            .bind(uid)
+            .fetch_all(pool)
+            .await)?;
+        for model in models {
+            if let Some(ownership) = model.ownership() {
+                owned.push(OwnedRow {
+                    name: model.name,
+                    version: None,
+                    ownership,
+                });
+            }
+        }
+        let version_sql = format!(
+            "SELECT {VERSION_COLUMNS}{VERSIONS_FROM} WHERE mv.owner_uid = $1 AND mv.deleted_time IS NULL"
+        );
+        let versions = with_pool!(self, pool => sqlx::query_as::<_, VersionRow>(&version_sql)
+            .bind(uid)
+            .fetch_all(pool)
+            .await)?;
+        for version in versions {
+            if let Some(ownership) = version.ownership() {
+                owned.push(OwnedRow {
+                    name: version.name,
+                    version: Some(version.version),
+                    ownership,
+                });
+            }
+        }
+        Ok(owned)
+    }
+
+    async fn write_owner(
+        &self,
+        target: RegistryRef<'_>,
+        ownership: Option<&Ownership>,
+        uid: &str,
+    ) -> Result<()> {
+        let name = match target {
+            RegistryRef::Model(name) | RegistryRef::Version(name, _) => name,
+        };
+        validate_model_name(name)?;
+        let actor = Actor::Owner(uid);
+        let written = with_pool!(self, pool => {
+            let mut tx = pool.begin_write().await?;
+            let model = tx.lock_model(name).await?;
+            let (current, table, key_clause, version) = match target {
+                RegistryRef::Model(_) => (model.ownership(), "registered_models", "registered_model_id = $6", None),
+                RegistryRef::Version(_, version) => {
+                    let row = tx.live_version(&model, version).await?;
+                    (row.ownership(), "model_versions", "registered_model_id = $6 AND version = $7", Some(version))
+                }
+            };
+            let describe = || match version {
+                None => model.describe(),
+                Some(version) => format!("model version '{name}' version {version}"),
+            };
+            match (&current, ownership) {
+                // Releasing a row someone else owns, or that nobody owns: leave it.
+                (None, None) => return Ok(()),
+                (Some(current), None) if current.owner.uid != uid => return Ok(()),
+                _ => check_object_writable(current, Some("owner"), actor, describe)?,
+            }
+            let sql = format!(
+                "UPDATE {table} SET owner_namespace = $1, owner_kind = $2, owner_name = $3, owner_uid = $4, \
+                 owned_fields = $5 WHERE {key_clause}"
+            );
+            let mut query = sqlx::query(&sql)
+                .bind(ownership.map(|o| o.owner.namespace.as_str()))
+                .bind(ownership.map(|o| o.owner.kind.as_str()))
+                .bind(ownership.map(|o| o.owner.name.as_str()))
+                .bind(ownership.map(|o| o.owner.uid.as_str()))
+                .bind(ownership.map(Ownership::fields_text).unwrap_or_default())
+                .bind(model.registered_model_id);
+            if let Some(version) = version {
+                query = query.bind(version);
+            }
+            let written = query.execute(&mut *tx).await;
+            match written {
+                Ok(_) => {
+                    tx.commit().await?;
+                    Ok(())
+                }
+                Err(error) if crate::store::error::is_unique_violation(&error) => Err(error),
+                Err(error) => return Err(error.into()),
+            }
+        });
+        written.map_err(|_| {
+            Error::AlreadyExists(format!(
+                "the resource with uid {uid} already owns another {}",
+                match target {
+                    RegistryRef::Model(_) => "registered model",
+                    RegistryRef::Version(..) => "model version",
+                }
+            ))
+        })
+    }
+
+    pub(super) async fn owned_model_name(&self, uid: &str) -> Result<Option<String>> {
+        Ok(with_pool!(self, pool => sqlx::query_scalar::<_, String>(
+            "SELECT name FROM registered_models WHERE owner_uid = $1")
+            .bind(uid)
+            .fetch_optional(pool)
+            .await)?)
+    }
+
+    pub(super) async fn owned_version(&self, uid: &str) -> Result<Option<ModelVersion>> {
+        let sql = format!(
+            "SELECT {VERSION_COLUMNS}{VERSIONS_FROM} WHERE mv.owner_uid = $1 AND mv.deleted_time IS NULL"
+        );
+        let row = with_pool!(self, pool => sqlx::query_as::<_, VersionRow>(&sql)
+            .bind(uid)
+            .fetch_optional(pool)
+            .await)?;
+        match row {
+            Some(row) => Ok(self.model_versions_from(vec![row]).await?.pop()),
+            None => Ok(None),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ownership_round_trips_through_its_columns() {
+        let ownership = Ownership {
+            owner: Owner {
+                namespace: "team-a".into(),
+                kind: "RegisteredModel".into(),
+                name: "churn".into(),
+                uid: "u-1".into(),
+            },
+            fields: [OwnedField::Tags, OwnedField::Aliases].into(),
+        };
+        assert_eq!(ownership.fields_text(), "aliases,tags");
+        let read = ownership_from(
+            &Some("team-a".into()),
+            &Some("RegisteredModel".into()),
+            &Some("churn".into()),
+            &Some("u-1".into()),
+            "aliases,tags,future",
+        );
+        assert_eq!(read, Some(ownership.clone()));
+        let refused = check_field_writable(
+            Some(ownership.clone()),
+            OwnedField::Aliases,
+            Actor::Api,
+            || "registered model 'churn'".into(),
+        )
+        .unwrap_err();
+        assert_eq!(
+            refused.to_string(),
+            "registered model 'churn' field 'aliases' is managed by RegisteredModel team-a/churn \
+             (uid u-1): change it there (in git)"
+        );
+        check_field_writable(
+            Some(ownership.clone()),
+            OwnedField::Description,
+            Actor::Api,
+            String::new,
+        )
+        .unwrap();
+        check_field_writable(
+            Some(ownership),
+            OwnedField::Aliases,
+            Actor::Owner("u-1"),
+            String::new,
+        )
+        .unwrap();
+    }
+}

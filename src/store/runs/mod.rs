@@ -1,0 +1,379 @@
+//! Runs: lifecycle, params, tags, metrics (log-batch is the hot path), dataset inputs, and
+//! search with MLflow's filter grammar. This file holds the types and reads; `writes` and
+//! `search` the rest.
+
+mod search;
+mod writes;
+
+use std::collections::HashMap;
+
+use super::logged_models::ModelOutput;
+use super::search::StoreRow;
+use super::validation;
+use super::{Entity, Error, KeyValue, LIFECYCLE_ACTIVE, Pool, Result, Store, ViewType, with_pool};
+
+/// The tag MLflow keeps in sync with the run's name.
+pub const RUN_NAME_TAG: &str = "mlflow.runName";
+/// Largest page of runs a search may ask for.
+pub const MAX_RUNS_PAGE: i64 = 50_000;
+/// Run statuses MLflow knows.
+pub const RUN_STATUSES: [&str; 5] = ["RUNNING", "SCHEDULED", "FINISHED", "FAILED", "KILLED"];
+
+/// A run's identity and lifecycle.
+#[derive(Debug, Clone, PartialEq, sqlx::FromRow)]
+pub struct RunInfo {
+    pub run_uuid: String,
+    #[sqlx(rename = "name")]
+    pub run_name: String,
+    pub experiment_id: i64,
+    pub user_id: String,
+    pub status: String,
+    pub start_time: i64,
+    pub end_time: Option<i64>,
+    pub lifecycle_stage: String,
+    pub artifact_uri: String,
+}
+
+/// One metric point.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Metric {
+    pub key: String,
+    pub value: f64,
+    pub timestamp: i64,
+    pub step: i64,
+    pub model_id: Option<String>,
+    pub dataset_name: Option<String>,
+    pub dataset_digest: Option<String>,
+    /// Filled in where MLflow reports it (bulk history).
+    pub run_id: Option<String>,
+}
+
+impl Metric {
+    pub fn new(key: impl Into<String>, value: f64, timestamp: i64, step: i64) -> Self {
+        Self {
+            key: key.into(),
+            value,
+            timestamp,
+            step,
+            model_id: None,
+            dataset_name: None,
+            dataset_digest: None,
+            run_id: None,
+        }
+    }
+}
+
+/// A dataset as logged with `mlflow.log_input`.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct Dataset {
+    pub name: String,
+    pub digest: String,
+    pub source_type: String,
+    pub source: String,
+    pub schema: Option<String>,
+    pub profile: Option<String>,
+}
+
+/// A dataset used by a run, with the input's tags (e.g. `mlflow.data.context`).
+#[derive(Debug, Clone, PartialEq)]
+pub struct DatasetInput {
+    pub tags: Vec<KeyValue>,
+    pub dataset: Dataset,
+}
+
+/// A run with its latest metrics, params, tags and inputs.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Run {
+    pub info: RunInfo,
+    pub metrics: Vec<Metric>,
+    pub params: Vec<KeyValue>,
+    pub tags: Vec<KeyValue>,
+    pub inputs: Vec<DatasetInput>,
+    /// Logged models the run consumed.
+    pub model_inputs: Vec<String>,
+    /// Logged models the run produced.
+    pub model_outputs: Vec<ModelOutput>,
+}
+
+/// What `runs/create` asks.
+#[derive(Debug, Clone, Default)]
+pub struct NewRun {
+    pub experiment_id: i64,
+    pub user_id: String,
+    pub run_name: Option<String>,
+    pub start_time: Option<i64>,
+    pub tags: Vec<KeyValue>,
+}
+
+/// What `runs/search` asks.
+#[derive(Debug, Clone, Default)]
+pub struct RunSearch {
+    pub experiment_ids: Vec<i64>,
+    pub filter: String,
+    pub view_type: ViewType,
+    pub max_results: i64,
+    pub order_by: Vec<String>,
+    pub page_token: String,
+}
+
+const RUN_COLUMNS: &str = "r.run_uuid, r.name, r.experiment_id, r.user_id, r.status, r.start_time, r.end_time, r.lifecycle_stage, r.artifact_uri";
+
+#[derive(sqlx::FromRow)]
+struct RunKeyValueRow {
+    run_uuid: String,
+    key: String,
+    value: String,
+}
+
+/// A params (kind 0) or tags (kind 1) row of [`Store::load_runs`].
+#[derive(sqlx::FromRow)]
+struct KindKeyValueRow {
+    kind: i64,
+    run_uuid: String,
+    key: String,
+    value: String,
+}
+
+/// The ids of a page of runs, bound as one parameter: an array on Postgres, a JSON array on
+/// SQLite (read with json_each; no limit on the number of bound variables).
+struct RunIds {
+    list: Vec<String>,
+    json: String,
+}
+
+impl RunIds {
+    fn new(list: Vec<String>) -> Result<Self> {
+        let json = serde_json::to_string(&list)
+            .map_err(|e| Error::Database(sqlx::Error::Encode(Box::new(e))))?;
+        Ok(Self { list, json })
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct LatestMetricRow {
+    run_uuid: String,
+    key: String,
+    step: i64,
+    timestamp: i64,
+    value: f64,
+    is_nan: bool,
+}
+
+#[derive(sqlx::FromRow)]
+struct InputRow {
+    run_uuid: String,
+    dataset_uuid: String,
+    name: String,
+    digest: String,
+    source_type: String,
+    source: String,
+    schema: Option<String>,
+    profile: Option<String>,
+}
+
+#[derive(sqlx::FromRow)]
+struct InputTagRow {
+    run_uuid: String,
+    dataset_uuid: String,
+    key: String,
+    value: String,
+}
+
+impl Store {
+    /// Reads a run with its data; deleted runs are returned too (lifecycle_stage `deleted`).
+    pub async fn get_run(&self, run_id: &str) -> Result<Run> {
+        let info = self.get_run_info(run_id).await?;
+        Ok(self.load_runs(vec![info]).await?.remove(0))
+    }
+
+    /// Reads a run's info only.
+    pub async fn get_run_info(&self, run_id: &str) -> Result<RunInfo> {
+        let sql = format!("SELECT {RUN_COLUMNS} FROM runs r WHERE r.run_uuid = $1");
+        let info = with_pool!(self, pool => sqlx::query_as::<_, RunInfo>(&sql)
+            .bind(run_id)
+            .fetch_optional(pool)
+            .await)?;
+        info.ok_or_else(|| Error::not_found(Entity::Run, format!("Run with id={run_id} not found")))
+    }
+
+    /// A run that must exist and be active, for writes.
+    pub(super) async fn get_active_run(&self, run_id: &str) -> Result<RunInfo> {
+        let info = self.get_run_info(run_id).await?;
+        if info.lifecycle_stage != LIFECYCLE_ACTIVE {
+            return Err(Error::Invalid(format!(
+                "The run {run_id} must be in the 'active' state. Current state is {}.",
+                info.lifecycle_stage
+            )));
+        }
+        Ok(info)
+    }
+
+    /// Runs `sql`, in which every `{ids}` stands for "is one of `ids`" (one bound parameter,
+    /// `$1`), and reads its rows.
+    async fn fetch_for_runs<T>(&self, ids: &RunIds, sql: &str) -> Result<Vec<T>>
+    where
+        T: StoreRow,
+    {
+        Ok(match &self.pool {
+            Pool::Postgres(pool) => {
+                let sql = sql.replace("{ids}", "= ANY($1)");
+                sqlx::query_as::<_, T>(&sql)
+                    .bind(&ids.list)
+                    .fetch_all(pool)
+                    .await?
+            }
+            Pool::Sqlite(pool) => {
+                let sql = sql.replace("{ids}", "IN (SELECT value FROM json_each($1))");
+                sqlx::query_as::<_, T>(&sql)
+                    .bind(&ids.json)
+                    .fetch_all(pool)
+                    .await?
+            }
+        })
+    }
+
+    /// Attaches params, tags, latest metrics and inputs to run infos, keeping their order.
+    ///
+    /// Five statements, each with the run ids bound as one parameter (a Postgres array, a JSON
+    /// array on SQLite), run concurrently on the pool.
+    pub(super) async fn load_runs(&self, infos: Vec<RunInfo>) -> Result<Vec<Run>> {
+        if infos.is_empty() {
+            return Ok(Vec::new());
+        }
+        let ids: Vec<String> = infos.iter().map(|info| info.run_uuid.clone()).collect();
+        let ids = RunIds::new(ids)?;
+        let (key_values, metrics, inputs, input_tags, models) = futures::try_join!(
+            self.fetch_for_runs::<KindKeyValueRow>(
+                &ids,
+                "SELECT CAST(0 AS BIGINT) AS kind, run_uuid, key, value FROM params WHERE run_uuid {ids} \
+                 UNION ALL \
+                 SELECT CAST(1 AS BIGINT) AS kind, run_uuid, key, value FROM tags WHERE run_uuid {ids} \
+                 ORDER BY kind, key",
+            ),
+            self.fetch_for_runs::<LatestMetricRow>(
+                &ids,
+                "SELECT run_uuid, key, step, timestamp, value, is_nan FROM latest_metrics \
+                 WHERE run_uuid {ids} ORDER BY key",
+            ),
+            self.fetch_for_runs::<InputRow>(
+                &ids,
+                "SELECT i.run_uuid, d.dataset_uuid, d.name, d.digest, d.source_type, d.source, d.schema, d.profile \
+                 FROM run_inputs i JOIN datasets d ON d.dataset_uuid = i.dataset_uuid \
+                 WHERE i.run_uuid {ids} ORDER BY d.name, d.digest",
+            ),
+            self.fetch_for_runs::<InputTagRow>(
+                &ids,
+                "SELECT run_uuid, dataset_uuid, key, value FROM run_input_tags \
+                 WHERE run_uuid {ids} ORDER BY key",
+            ),
+            // outputs (with their step) first, then inputs (step NULL)
+            self.fetch_for_runs::<(i64, String, String, Option<i64>)>(
+                &ids,
+                "SELECT CAST(0 AS BIGINT) AS kind, run_uuid, model_id, step FROM run_model_outputs \
+                 WHERE run_uuid {ids} \
+                 UNION ALL \
+                 SELECT CAST(1 AS BIGINT) AS kind, run_uuid, model_id, CAST(NULL AS BIGINT) AS step \
+                 FROM run_model_inputs WHERE run_uuid {ids} \
+                 ORDER BY kind, step, model_id",
+            ),
+        )?;
+        let mut params = Vec::new();
+        let mut tags = Vec::new();
+        for row in key_values {
+            let target = if row.kind == 0 {
+                &mut params
+            } else {
+                &mut tags
+            };
+            target.push(RunKeyValueRow {
+                run_uuid: row.run_uuid,
+                key: row.key,
+                value: row.value,
+            });
+        }
+        let mut model_outputs = Vec::new();
+        let mut model_inputs = Vec::new();
+        for (kind, run_uuid, model_id, step) in models {
+            match step {
+                Some(step) if kind == 0 => model_outputs.push((run_uuid, model_id, step)),
+                _ => model_inputs.push((run_uuid, model_id)),
+            }
+        }
+        let mut outputs_by_run: HashMap<String, Vec<ModelOutput>> = HashMap::new();
+        for (run_uuid, model_id, step) in model_outputs {
+            outputs_by_run
+                .entry(run_uuid)
+                .or_default()
+                .push(ModelOutput { model_id, step });
+        }
+        let mut model_inputs_by_run: HashMap<String, Vec<String>> = HashMap::new();
+        for (run_uuid, model_id) in model_inputs {
+            model_inputs_by_run
+                .entry(run_uuid)
+                .or_default()
+                .push(model_id);
+        }
+        let mut params_by_run = group_key_values(params);
+        let mut tags_by_run = group_key_values(tags);
+        let mut metrics_by_run: HashMap<String, Vec<Metric>> = HashMap::new();
+        for row in metrics {
+            let value = validation::read_metric_value(row.value, row.is_nan);
+            metrics_by_run
+                .entry(row.run_uuid)
+                .or_default()
+                .push(Metric::new(row.key, value, row.timestamp, row.step));
+        }
+        let mut input_tags_by_input: HashMap<(String, String), Vec<KeyValue>> = HashMap::new();
+        for row in input_tags {
+            input_tags_by_input
+                .entry((row.run_uuid, row.dataset_uuid))
+                .or_default()
+                .push(KeyValue::new(row.key, row.value));
+        }
+        let mut inputs_by_run: HashMap<String, Vec<DatasetInput>> = HashMap::new();
+        for row in inputs {
+            let tags = input_tags_by_input
+                .remove(&(row.run_uuid.clone(), row.dataset_uuid))
+                .unwrap_or_default();
+            inputs_by_run
+                .entry(row.run_uuid)
+                .or_default()
+                .push(DatasetInput {
+                    tags,
+                    dataset: Dataset {
+                        name: row.name,
+                        digest: row.digest,
+                        source_type: row.source_type,
+                        source: row.source,
+                        schema: row.schema,
+                        profile: row.profile,
+                    },
+                });
+        }
+        Ok(infos
+            .into_iter()
+            .map(|info| Run {
+                metrics: metrics_by_run.remove(&info.run_uuid).unwrap_or_default(),
+                params: params_by_run.remove(&info.run_uuid).unwrap_or_default(),
+                tags: tags_by_run.remove(&info.run_uuid).unwrap_or_default(),
+                inputs: inputs_by_run.remove(&info.run_uuid).unwrap_or_default(),
+                model_inputs: model_inputs_by_run
+                    .remove(&info.run_uuid)
+                    .unwrap_or_default(),
+                model_outputs: outputs_by_run.remove(&info.run_uuid).unwrap_or_default(),
+                info,
+            })
+            .collect())
+    }
+}
+
+fn group_key_values(rows: Vec<RunKeyValueRow>) -> HashMap<String, Vec<KeyValue>> {
+    let mut grouped: HashMap<String, Vec<KeyValue>> = HashMap::new();
+    for row in rows {
+        grouped
+            .entry(row.run_uuid)
+            .or_default()
+            .push(KeyValue::new(row.key, row.value));
+    }
+    grouped
+}

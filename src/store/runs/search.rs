@@ -1,0 +1,330 @@
+//! Run search: MLflow's filter grammar over runs, keyset-paged, with a fast path for ordering
+//! by a metric, param or tag.
+
+use crate::store::experiments::{push_comparison, push_key_value_clause};
+use crate::store::filter::{self, Attribute, Clause, Comparator, DatasetField, Key, SearchEntity};
+use crate::store::search::{self, SortKey, SortKind, SqlBuilder, SqlValue, TokenValue};
+use crate::store::{Error, Page, Result, Store};
+
+use super::{MAX_RUNS_PAGE, RUN_COLUMNS, Run, RunInfo, RunSearch};
+
+impl Store {
+    /// Searches runs of the given experiments; keyset-paged. Default order: start_time DESC, then run id.
+    ///
+    /// When the first order_by key is a metric, param or tag, the runs that have it (and, for
+    /// a metric, a value other than NaN) sort before all others. So a page that begins among
+    /// them is first asked of those runs alone, ordered by the plain value: the planner can walk
+    /// the (key, value) index in order and stop after one page, instead of joining and sorting
+    /// every run of the experiment. Only when that yields less than a full page (the end of
+    /// those runs is near) does the general query run.
+    pub async fn search_runs(&self, request: &RunSearch) -> Result<Page<Run>> {
+        let max_results = search::check_max_results(request.max_results, MAX_RUNS_PAGE)?;
+        if request.experiment_ids.is_empty() {
+            return Ok(Page {
+                items: Vec::new(),
+                next_page_token: None,
+            });
+        }
+        let clauses = filter::parse_filter(SearchEntity::Runs, &request.filter)?;
+        let mut joins = SqlBuilder::default();
+        let mut present_joins = SqlBuilder::default();
+        let mut keys = Vec::new();
+        let mut present_keys = Vec::new();
+        // How many general keys the first order_by entry has, when it can take the fast path.
+        let mut first_group = None;
+        for (i, order_by) in request.order_by.iter().enumerate() {
+            let parsed = filter::parse_order_by(SearchEntity::Runs, order_by)?;
+            let descending = !parsed.ascending;
+            let general = run_sort_keys(&mut joins, i, &parsed.key, descending, false)?;
+            let present = run_sort_keys(&mut present_joins, i, &parsed.key, descending, i == 0)?;
+            if i == 0 && matches!(parsed.key, Key::Metric(_) | Key::Param(_) | Key::Tag(_)) {
+                first_group = Some(general.len());
+            }
+            keys.extend(general);
+            present_keys.extend(present);
+        }
+        if !keys.iter().any(|key| key.expr == "r.start_time") {
+            keys.push(SortKey::new("r.start_time", SortKind::Int, true, false));
+            present_keys.push(SortKey::new("r.start_time", SortKind::Int, true, false));
+        }
+        keys.push(SortKey::new("r.run_uuid", SortKind::Text, false, false));
+        present_keys.push(SortKey::new("r.run_uuid", SortKind::Text, false, false));
+        let after = search::decode_page_token(&request.page_token, &keys)?;
+
+        if let Some(group) = first_group {
+            // The token's position in the general order, restated in the present-only order:
+            // only when it lies among runs that have the first key.
+            let present_after = match after.as_deref() {
+                None => Some(None),
+                Some(after) => present_position(after, group).map(Some),
+            };
+            if let Some(present_after) = present_after {
+                let builder = self.run_search_query(request, &clauses, present_joins, &keys)?;
+                let (infos, next_page_token) = self
+                    .fetch_page_ordered::<RunInfo>(
+                        builder,
+                        &present_keys,
+                        present_after.as_deref(),
+                        &keys,
+                        max_results,
+                    )
+                    .await?;
+                // A next page means a full page, all of it before any run without the key.
+                if next_page_token.is_some() {
+                    return Ok(Page {
+                        items: self.load_runs(infos).await?,
+                        next_page_token,
+                    });
+                }
+            }
+        }
+
+        let builder = self.run_search_query(request, &clauses, joins, &keys)?;
+        let (infos, next_page_token) = self
+            .fetch_page_ordered::<RunInfo>(builder, &keys, after.as_deref(), &keys, max_results)
+            .await?;
+        Ok(Page {
+            items: self.load_runs(infos).await?,
+            next_page_token,
+        })
+    }
+
+    /// `SELECT <run columns>, <sort columns of keys> FROM runs r <joins> WHERE <filter>`.
+    fn run_search_query(
+        &self,
+        request: &RunSearch,
+        clauses: &[Clause],
+        joins: SqlBuilder,
+        keys: &[SortKey],
+    ) -> Result<SqlBuilder> {
+        // The joins' key binds come first, so the builder continues their numbering.
+        let mut builder = SqlBuilder {
+            sql: format!("SELECT {RUN_COLUMNS}"),
+            values: joins.values,
+        };
+        search::push_sort_columns(&mut builder, keys);
+        builder.push(" FROM runs r");
+        builder.push(&joins.sql);
+        builder.push(" WHERE r.experiment_id IN ");
+        builder.bind_list(request.experiment_ids.iter().map(|id| SqlValue::Int(*id)));
+        builder.push(" AND r.lifecycle_stage IN ");
+        builder.bind_list(
+            request
+                .view_type
+                .stages()
+                .iter()
+                .map(|s| SqlValue::Text((*s).to_owned())),
+        );
+        for clause in clauses {
+            builder.push(" AND ");
+            self.push_run_clause(&mut builder, clause)?;
+        }
+        Ok(builder)
+    }
+
+    fn push_run_clause(&self, builder: &mut SqlBuilder, clause: &Clause) -> Result<()> {
+        let backend = self.backend();
+        match &clause.key {
+            Key::Metric(key) => {
+                // As in MLflow, a NaN value satisfies `!=` and no other comparison.
+                builder.push("EXISTS (SELECT 1 FROM latest_metrics m WHERE m.run_uuid = r.run_uuid AND m.key = ");
+                builder.bind(SqlValue::Text(key.clone()));
+                builder.push(" AND (");
+                push_comparison(builder, backend, "m.value", clause, false)?;
+                builder.push(if clause.op == Comparator::Ne {
+                    " OR m.is_nan))"
+                } else {
+                    " AND NOT m.is_nan))"
+                });
+                Ok(())
+            }
+            Key::Param(key) => push_key_value_clause(
+                builder,
+                backend,
+                if indexable_key_value(backend, key, clause) {
+                    "SELECT 1 FROM params p WHERE char_length(p.key) + char_length(p.value) <= 600 \
+                     AND p.run_uuid = r.run_uuid AND p.key = "
+                } else {
+                    "SELECT 1 FROM params p WHERE p.run_uuid = r.run_uuid AND p.key = "
+                },
+                key,
+                "p.value",
+                clause,
+            ),
+            Key::Tag(key) => push_key_value_clause(
+                builder,
+                backend,
+                if indexable_key_value(backend, key, clause) {
+                    "SELECT 1 FROM tags t WHERE char_length(t.key) + char_length(t.value) <= 600 \
+                     AND t.run_uuid = r.run_uuid AND t.key = "
+                } else {
+                    "SELECT 1 FROM tags t WHERE t.run_uuid = r.run_uuid AND t.key = "
+                },
+                key,
+                "t.value",
+                clause,
+            ),
+            Key::Attribute(attribute) => {
+                let (column, numeric) = run_attribute_column(attribute)?;
+                push_comparison(builder, backend, column, clause, numeric)
+            }
+            Key::Dataset(field) => {
+                builder.push(
+                    "EXISTS (SELECT 1 FROM run_inputs i JOIN datasets d ON d.dataset_uuid = i.dataset_uuid \
+                     WHERE i.run_uuid = r.run_uuid AND ",
+                );
+                match field {
+                    DatasetField::Name => {
+                        push_comparison(builder, backend, "d.name", clause, false)?
+                    }
+                    DatasetField::Digest => {
+                        push_comparison(builder, backend, "d.digest", clause, false)?
+                    }
+                    DatasetField::Context => {
+                        builder.push(
+                            "EXISTS (SELECT 1 FROM run_input_tags it WHERE it.run_uuid = i.run_uuid \
+                             AND it.dataset_uuid = i.dataset_uuid AND it.key = 'mlflow.data.context' AND ",
+                        );
+                        push_comparison(builder, backend, "it.value", clause, false)?;
+                        builder.push(")");
+                    }
+                }
+                builder.push(")");
+                Ok(())
+            }
+        }
+    }
+}
+
+/// A page token's position (general keys, the first `group` of them for the first order_by
+/// entry) restated for the present-only keys of [`run_sort_keys`], or `None` when it lies
+/// among runs without the first key (a metric's rank 1 or 2, a NULL param or tag).
+fn present_position(after: &[TokenValue], group: usize) -> Option<Vec<TokenValue>> {
+    match (group, after) {
+        // a metric: rank 0 (a number), then the value
+        (2, [TokenValue::Int(0), value, rest @ ..]) if *value != TokenValue::Null => Some(
+            std::iter::once(value.clone())
+                .chain(rest.iter().cloned())
+                .collect(),
+        ),
+        // a param or tag: the value
+        (1, [value, ..]) if *value != TokenValue::Null => Some(after.to_vec()),
+        _ => None,
+    }
+}
+
+/// Longest key + value (in characters) that the Postgres (key, value) indexes of params and
+/// tags hold: they are partial (migration 0004) because a B-tree entry has a size limit.
+const INDEXED_KEY_VALUE_CHARS: usize = 600;
+
+/// Whether a param or tag clause may say `char_length(key) + char_length(value) <= 600`, the
+/// predicate of the partial index, so that Postgres can use the index: only for `=` with a
+/// value that short, where every matching row satisfies it anyway.
+fn indexable_key_value(backend: crate::store::Backend, key: &str, clause: &Clause) -> bool {
+    if backend != crate::store::Backend::Postgres {
+        return false;
+    }
+    // Bytes, not characters: a character is one byte or more in UTF-8, so the byte count
+    // bounds char_length in any server encoding (even SQL_ASCII, which counts bytes).
+    let fits = |value: &str| key.len() + value.len() <= INDEXED_KEY_VALUE_CHARS;
+    matches!((&clause.op, &clause.value), (Comparator::Eq, filter::Value::String(value)) if fits(value))
+}
+
+fn run_attribute_column(attribute: &Attribute) -> Result<(&'static str, bool)> {
+    Ok(match attribute {
+        Attribute::RunId => ("r.run_uuid", false),
+        Attribute::RunName => ("r.name", false),
+        Attribute::Status => ("r.status", false),
+        Attribute::UserId => ("r.user_id", false),
+        Attribute::ArtifactUri => ("r.artifact_uri", false),
+        Attribute::LifecycleStage => ("r.lifecycle_stage", false),
+        Attribute::StartTime => ("r.start_time", true),
+        Attribute::EndTime => ("r.end_time", true),
+        Attribute::ExperimentId => ("r.experiment_id", true),
+        other => {
+            return Err(Error::Invalid(format!(
+                "Invalid attribute for runs: {other:?}"
+            )));
+        }
+    })
+}
+
+/// The sort keys for one order_by entry; metrics, params and tags get a LEFT JOIN `o<i>`.
+/// A metric sorts numbers first, then NaN, then runs without it, in both directions (MLflow's
+/// order), so it takes two keys: that rank, then the value.
+///
+/// With `present`, the join is an inner join that keeps only runs having the key (for a metric:
+/// with a value other than NaN), and the one key returned is the plain value. Over those runs
+/// it orders exactly as the general keys do, which sort all of them before any other run.
+fn run_sort_keys(
+    joins: &mut SqlBuilder,
+    index: usize,
+    key: &Key,
+    descending: bool,
+    present: bool,
+) -> Result<Vec<SortKey>> {
+    let alias = format!("o{index}");
+    let (table, lookup) = match key {
+        Key::Metric(name) => ("latest_metrics", name),
+        Key::Param(name) => ("params", name),
+        Key::Tag(name) => ("tags", name),
+        Key::Attribute(attribute) => {
+            let (column, numeric) = run_attribute_column(attribute)?;
+            let nullable = matches!(attribute, Attribute::EndTime);
+            let kind = if numeric {
+                SortKind::Int
+            } else {
+                SortKind::Text
+            };
+            return Ok(vec![SortKey::new(column, kind, descending, nullable)]);
+        }
+        Key::Dataset(_) => {
+            return Err(Error::Invalid(
+                "Cannot order runs by a dataset field".into(),
+            ));
+        }
+    };
+    let join = if present { "JOIN" } else { "LEFT JOIN" };
+    joins.push(&format!(
+        " {join} {table} {alias} ON {alias}.run_uuid = r.run_uuid AND {alias}.key = "
+    ));
+    joins.bind(SqlValue::Text(lookup.clone()));
+    if present {
+        let kind = if matches!(key, Key::Metric(_)) {
+            joins.push(&format!(" AND NOT {alias}.is_nan"));
+            SortKind::Float
+        } else {
+            SortKind::Text
+        };
+        return Ok(vec![SortKey::new(
+            format!("{alias}.value"),
+            kind,
+            descending,
+            false,
+        )]);
+    }
+    Ok(match key {
+        Key::Metric(_) => vec![
+            SortKey::new(
+                format!(
+                    "CAST(CASE WHEN {alias}.key IS NULL THEN 2 WHEN {alias}.is_nan THEN 1 ELSE 0 END AS BIGINT)"
+                ),
+                SortKind::Int,
+                false,
+                false,
+            ),
+            SortKey::new(
+                format!("CASE WHEN {alias}.is_nan THEN NULL ELSE {alias}.value END"),
+                SortKind::Float,
+                descending,
+                true,
+            ),
+        ],
+        _ => vec![SortKey::new(
+            format!("{alias}.value"),
+            SortKind::Text,
+            descending,
+            true,
+        )],
+    })
+}
