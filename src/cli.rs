@@ -52,6 +52,9 @@ pub enum Command {
     /// Run an MLflow project's entry point as an MLflow run (what `mlflow run --env-manager
     /// local` does; the main container of a ProjectRun Pod).
     Run(RunArgs),
+    /// The init container of a ProjectRun Pod: copy this binary, download the project.
+    #[command(hide = true)]
+    ProjectInit(ProjectInitArgs),
     /// Print the CustomResourceDefinitions as YAML (or write one file per kind).
     Crd(CrdArgs),
     /// Manage the metadata database.
@@ -263,6 +266,22 @@ pub struct RunArgs {
     /// Where remote `path` parameters are downloaded (default: the system's temporary folder).
     #[arg(long)]
     pub storage_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ProjectInitArgs {
+    /// Where to copy this binary (a volume the run's container mounts).
+    #[arg(long)]
+    pub binary_to: PathBuf,
+    /// The project to download: `runs:/<run id>/<path>` or `mlflow-artifacts:/…`.
+    #[arg(long, requires = "into")]
+    pub source: Option<String>,
+    /// The folder the project's files are downloaded into.
+    #[arg(long)]
+    pub into: Option<PathBuf>,
+    /// The tracking server to download through.
+    #[arg(long, env = "MLFLOW_TRACKING_URI")]
+    pub tracking_uri: Option<String>,
 }
 
 #[cfg(test)]

@@ -20,6 +20,7 @@ async fn main() -> ExitCode {
         Command::Server(args) => server::run(args, shutdown_signal()).await,
         Command::Operator(args) => operator::run(args, shutdown_signal()).await,
         Command::Run(args) => mlproject::run::run(args, shutdown_signal()).await,
+        Command::ProjectInit(args) => mlproject::init::run(args).await,
         Command::Crd(args) => print_crds(&args),
         Command::Db {
             command: DbCommand::Upgrade { url },

@@ -295,3 +295,35 @@ def test_a_runs_uri_path_parameter_is_downloaded(ferroflow_bin, tracking_uri, cl
     assert json.loads(out.read_text()) == {"root": "data", "files": {"a.txt": "alpha", "nested/b.txt": "beta"}}
     # Logged as given, as mlflow logs it.
     assert client.get_run(consumer).data.params["data"] == uri
+
+
+def test_the_pod_steps_run_a_downloaded_project_in_a_given_run(ferroflow_bin, tracking_uri, client, experiment_id,
+                                                               tmp_path):
+    """What a ProjectRun Pod does: the init step copies the binary and downloads the project,
+    then the copy runs it in the run the operator created."""
+    published = client.create_run(experiment_id)
+    client.log_artifacts(published.info.run_id, str(PROJECTS / "probe"), artifact_path="project")
+    client.set_terminated(published.info.run_id)
+    given = client.create_run(experiment_id, tags={"ferroflow.dev/owner": "ProjectRun/ml/probe"})
+
+    binary, project = tmp_path / "bin" / "ferroflow", tmp_path / "project"
+    init = _run([ferroflow_bin, "project-init", "--binary-to", str(binary),
+                 "--source", f"runs:/{published.info.run_id}/project", "--into", str(project)],
+                tracking_uri, tmp_path)
+    assert init.returncode == 0, init.stderr
+    assert os.access(binary, os.X_OK)
+    assert sorted(p.name for p in project.iterdir()) == sorted(p.name for p in (PROJECTS / "probe").iterdir()
+                                                               if p.is_file())
+
+    done = _run([str(binary), "run", str(project), "-e", "needs", "-P", "first=a b", "-P", "third=0.5",
+                 "--run-id", given.info.run_id], tracking_uri, tmp_path)
+    assert _run_id(done) == given.info.run_id
+    run = client.get_run(given.info.run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.params == {"first": "'a b'", "second": "2", "third": "0.5"}
+    tags = tags_dict(run.data)
+    assert tags["ferroflow.dev/owner"] == "ProjectRun/ml/probe"
+    assert tags["mlflow.source.type"] == "PROJECT"
+    assert tags["mlflow.project.entryPoint"] == "needs"
+    assert tags["mlflow.project.backend"] == "local"
+    assert len(_runs(client, experiment_id)) == 2

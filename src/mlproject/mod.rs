@@ -4,6 +4,7 @@
 
 use std::path::PathBuf;
 
+pub mod init;
 pub mod parameters;
 pub mod python;
 pub mod run;

@@ -330,6 +330,25 @@ impl TrackingClient {
     /// `folder`; the local path of what was downloaded (`folder/<last path segment>`), as
     /// MLflow's `_download_artifact_from_uri` answers.
     pub async fn download(&self, uri: &str, folder: &Path) -> Result<PathBuf, ClientError> {
+        let path = self.proxied_path(uri).await?;
+        let name = path.rsplit('/').next().unwrap_or_default();
+        let target = if name.is_empty() {
+            folder.to_owned()
+        } else {
+            folder.join(name)
+        };
+        self.download_tree(&path, &target).await?;
+        Ok(target)
+    }
+
+    /// Downloads the folder behind `uri` so that its files land directly in `folder`.
+    pub async fn download_contents(&self, uri: &str, folder: &Path) -> Result<(), ClientError> {
+        let path = self.proxied_path(uri).await?;
+        self.download_tree(&path, folder).await
+    }
+
+    /// The artifact path behind the tracking server's proxy that `uri` names.
+    async fn proxied_path(&self, uri: &str) -> Result<String, ClientError> {
         let proxy_uri = if let Some(rest) = uri.strip_prefix("runs:/") {
             let rest = rest.trim_start_matches('/');
             let (run_id, path) = rest.split_once('/').unwrap_or((rest, ""));
@@ -346,16 +365,7 @@ impl TrackingClient {
                 ),
             ));
         };
-        let path = path.to_string();
-        let path = path.trim_end_matches('/');
-        let name = path.rsplit('/').next().unwrap_or_default();
-        let target = if name.is_empty() {
-            folder.to_owned()
-        } else {
-            folder.join(name)
-        };
-        self.download_tree(path, &target).await?;
-        Ok(target)
+        Ok(path.to_string().trim_end_matches('/').to_owned())
     }
 
     /// A folder recursively, or one file when `path` lists as empty (as MLflow decides).
