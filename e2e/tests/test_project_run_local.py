@@ -278,23 +278,49 @@ def test_a_signal_kills_the_command_and_ends_the_run_killed(ferroflow_bin, track
     assert run.info.end_time is not None
 
 
-def test_a_runs_uri_path_parameter_is_downloaded(ferroflow_bin, tracking_uri, client, experiment_id, tmp_path):
+@pytest.mark.parametrize("form", ["runs", "runs-subfolder", "mlflow-artifacts", "models-version",
+                                  "models-alias", "models-latest", "logged-model"])
+def test_remote_path_parameters_are_downloaded_as_mlflow_run_does(ferroflow_bin, tracking_uri, client, experiment_id,
+                                                                  unique_name, tmp_path, form):
     source = tmp_path / "data"
     (source / "nested").mkdir(parents=True)
     (source / "a.txt").write_text("alpha")
     (source / "nested" / "b.txt").write_text("beta")
     producer = client.create_run(experiment_id)
-    client.log_artifacts(producer.info.run_id, str(source), artifact_path="data")
-    client.set_terminated(producer.info.run_id)
+    run_id = producer.info.run_id
+    client.log_artifacts(run_id, str(source), artifact_path="data")
+    client.set_terminated(run_id)
+    if form.startswith("models"):
+        client.create_registered_model(unique_name)
+        client.create_model_version(unique_name, f"runs:/{run_id}/data", run_id=run_id)
+        client.set_registered_model_alias(unique_name, "champion", "1")
+    if form == "logged-model":
+        model = client.create_logged_model(experiment_id)
+        client.log_model_artifacts(model.model_id, str(source))
+    uri = {
+        "runs": f"runs:/{run_id}/data",
+        "runs-subfolder": f"runs:/{run_id}/data/nested",
+        "mlflow-artifacts": f"{producer.info.artifact_uri}/data",
+        "models-version": f"models:/{unique_name}/1",
+        "models-alias": f"models:/{unique_name}@champion",
+        "models-latest": f"models:/{unique_name}/latest",
+        "logged-model": f"models:/{model.model_id}" if form == "logged-model" else "",
+    }[form]
 
-    out = tmp_path / "listing.json"
-    uri = f"runs:/{producer.info.run_id}/data"
-    done = _run([ferroflow_bin, "run", str(PROJECTS / "probe"), "-e", "files", "-P", f"data={uri}",
-                 "-P", f"out={out}", "--experiment-id", experiment_id], tracking_uri, tmp_path)
-    consumer = _run_id(done)
-    assert json.loads(out.read_text()) == {"root": "data", "files": {"a.txt": "alpha", "nested/b.txt": "beta"}}
-    # Logged as given, as mlflow logs it.
-    assert client.get_run(consumer).data.params["data"] == uri
+    listings = {}
+    for runner in ("mlflow", "ferroflow"):
+        out = tmp_path / f"{runner}.json"
+        argv = ([_mlflow_bin(), "run"] if runner == "mlflow" else [ferroflow_bin, "run"]) + [
+            str(PROJECTS / "probe"), "-e", "files", "-P", f"data={uri}", "-P", f"out={out}",
+            "--experiment-id", experiment_id]
+        if runner == "mlflow":
+            argv += ["--env-manager", "local"]
+        consumer = _run_id(_run(argv, tracking_uri, tmp_path))
+        listings[runner] = json.loads(out.read_text())
+        # Logged as given, not as the downloaded path.
+        assert client.get_run(consumer).data.params["data"] == uri
+    assert listings["ferroflow"] == listings["mlflow"]
+    assert listings["ferroflow"]["files"]
 
 
 def test_the_pod_steps_run_a_downloaded_project_in_a_given_run(ferroflow_bin, tracking_uri, client, experiment_id,

@@ -1,6 +1,6 @@
 //! The few MLflow REST calls `ferroflow run` makes against a tracking server (ferroflow or
 //! MLflow): experiments by name, create/get/update a run, log params and tags, download
-//! artifacts behind `runs:/` and `mlflow-artifacts:` URIs. Authentication comes from MLflow's
+//! artifacts behind `runs:/`, `models:/` and `mlflow-artifacts:` URIs. Authentication comes from MLflow's
 //! variables (`MLFLOW_TRACKING_TOKEN`, `MLFLOW_TRACKING_USERNAME`/`_PASSWORD`).
 
 use std::path::{Path, PathBuf};
@@ -10,7 +10,9 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 use tokio::io::AsyncWriteExt as _;
 
+use super::python::url_scheme;
 use crate::artifacts::path_from_proxy_uri;
+use crate::store::registry::{ModelsSelector, ModelsUri, parse_models_uri};
 
 /// Attempts per call when the server is unreachable or answers 429/502/503/504, as MLflow's
 /// client retries them.
@@ -326,16 +328,15 @@ impl TrackingClient {
         Ok(())
     }
 
-    /// Downloads the files behind `uri` (`runs:/<run id>/<path>` or `mlflow-artifacts:…`) into
-    /// `folder`; the local path of what was downloaded (`folder/<last path segment>`), as
-    /// MLflow's `_download_artifact_from_uri` answers.
+    /// Downloads the files behind `uri` (`runs:/<run id>/<path>`, `models:/…` or
+    /// `mlflow-artifacts:…`) into `folder`; the local path of what was downloaded, as MLflow's
+    /// `_download_artifact_from_uri` answers: `folder/<last path segment>`, or `folder` itself
+    /// for a model or a run's whole artifact folder.
     pub async fn download(&self, uri: &str, folder: &Path) -> Result<PathBuf, ClientError> {
-        let path = self.proxied_path(uri).await?;
-        let name = path.rsplit('/').next().unwrap_or_default();
-        let target = if name.is_empty() {
-            folder.to_owned()
-        } else {
-            folder.join(name)
+        let (path, name) = self.proxied_path(uri).await?;
+        let target = match name {
+            Some(name) => folder.join(name),
+            None => folder.to_owned(),
         };
         self.download_tree(&path, &target).await?;
         Ok(target)
@@ -343,19 +344,31 @@ impl TrackingClient {
 
     /// Downloads the folder behind `uri` so that its files land directly in `folder`.
     pub async fn download_contents(&self, uri: &str, folder: &Path) -> Result<(), ClientError> {
-        let path = self.proxied_path(uri).await?;
+        let (path, _) = self.proxied_path(uri).await?;
         self.download_tree(&path, folder).await
     }
 
-    /// The artifact path behind the tracking server's proxy that `uri` names.
-    async fn proxied_path(&self, uri: &str) -> Result<String, ClientError> {
-        let proxy_uri = if let Some(rest) = uri.strip_prefix("runs:/") {
+    /// The artifact path behind the tracking server's proxy that `uri` names, and the name
+    /// MLflow gives its download (none for a model or a run's root).
+    async fn proxied_path(&self, uri: &str) -> Result<(String, Option<String>), ClientError> {
+        let last_segment = |path: &str| {
+            let name = path
+                .trim_end_matches('/')
+                .rsplit('/')
+                .next()
+                .unwrap_or_default();
+            (!name.is_empty()).then(|| name.to_owned())
+        };
+        let (proxy_uri, name) = if let Some(rest) = uri.strip_prefix("runs:/") {
             let rest = rest.trim_start_matches('/');
             let (run_id, path) = rest.split_once('/').unwrap_or((rest, ""));
             let run = self.get_run(run_id).await?;
-            format!("{}/{}", run.artifact_uri.trim_end_matches('/'), path)
+            let root = run.artifact_uri.trim_end_matches('/');
+            (format!("{root}/{path}"), last_segment(path))
+        } else if url_scheme(uri) == "models" {
+            (self.model_artifact_uri(uri).await?, None)
         } else {
-            uri.to_owned()
+            (uri.to_owned(), last_segment(uri))
         };
         let Some(path) = path_from_proxy_uri(&proxy_uri) else {
             return Err(ClientError::Download(
@@ -365,7 +378,72 @@ impl TrackingClient {
                 ),
             ));
         };
-        Ok(path.to_string().trim_end_matches('/').to_owned())
+        Ok((path.to_string().trim_end_matches('/').to_owned(), name))
+    }
+
+    /// Where the files of a `models:/` URI are: a logged model's artifact location, or what
+    /// the registry's get-download-uri answers for the version the URI selects.
+    async fn model_artifact_uri(&self, uri: &str) -> Result<String, ClientError> {
+        let parsed = parse_models_uri(uri)
+            .map_err(|error| ClientError::Download(uri.to_owned(), error.to_string()))?;
+        let (name, selector) = match parsed {
+            ModelsUri::LoggedModel(id) => {
+                let path = format!("api/2.0/mlflow/logged-models/{id}");
+                let answer = self.call(reqwest::Method::GET, &path, &[], None).await?;
+                return self.decode(&path, answer["model"]["info"]["artifact_uri"].clone());
+            }
+            ModelsUri::Registered(name, selector) => (name, selector),
+        };
+        let version = match selector {
+            ModelsSelector::Version(version) => version.to_string(),
+            ModelsSelector::Alias(alias) => {
+                let path = "api/2.0/mlflow/registered-models/alias";
+                let answer = self
+                    .call(
+                        reqwest::Method::GET,
+                        path,
+                        &[("name", name), ("alias", alias)],
+                        None,
+                    )
+                    .await?;
+                self.decode(path, answer["model_version"]["version"].clone())?
+            }
+            ModelsSelector::Latest | ModelsSelector::Stage(_) => {
+                let path = "api/2.0/mlflow/registered-models/get-latest-versions";
+                let mut body = json!({ "name": name });
+                if let ModelsSelector::Stage(stage) = selector {
+                    body["stages"] = json!([stage]);
+                }
+                let answer = self
+                    .call(reqwest::Method::POST, path, &[], Some(body))
+                    .await?;
+                let newest = answer["model_versions"]
+                    .as_array()
+                    .into_iter()
+                    .flatten()
+                    .filter_map(|v| v["version"].as_str()?.parse::<i64>().ok())
+                    .max();
+                match newest {
+                    Some(version) => version.to_string(),
+                    None => {
+                        return Err(ClientError::Download(
+                            uri.to_owned(),
+                            format!("registered model '{name}' has no such version"),
+                        ));
+                    }
+                }
+            }
+        };
+        let path = "api/2.0/mlflow/model-versions/get-download-uri";
+        let answer = self
+            .call(
+                reqwest::Method::GET,
+                path,
+                &[("name", name), ("version", &version)],
+                None,
+            )
+            .await?;
+        self.decode(path, answer["artifact_uri"].clone())
     }
 
     /// A folder recursively, or one file when `path` lists as empty (as MLflow decides).
