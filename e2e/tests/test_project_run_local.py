@@ -186,7 +186,7 @@ def test_parameters_are_quoted_as_mlflow_quotes_them(ferroflow_bin, tracking_uri
     # What the command received.
     received = json.loads(ferroflow_out.read_text())
     assert received == json.loads(mlflow_out.read_text())
-    declared = STRINGS + FLOATS + INTS + URIS + ["0.5", "1", "it's"]
+    declared = STRINGS + FLOATS + INTS + URIS + ["0.5", "1", "it's", "1e-3", "16", "1500.0"]
     assert received == declared + ["--extra-key", "v w", "--x", "$y", "--empty", ""]
     # What was logged (quoted, as mlflow logs it), apart from the output file's name.
     logged = {k: v for k, v in client.get_run(ferroflow_run).data.params.items() if k != "out"}

@@ -10,6 +10,7 @@ pub mod python;
 pub mod run;
 pub mod spec;
 pub mod tracking;
+pub mod yaml;
 
 pub use parameters::{Resolved, parse_assignments};
 pub use spec::{

@@ -9,6 +9,7 @@ use serde_yaml::{Mapping, Value};
 
 use super::Error;
 use super::python::{shell_quote, yaml_scalar_str};
+use super::yaml::{self, RawDefaults, pyyaml_plain_scalar_str};
 
 /// The file MLflow looks for, compared case-insensitively.
 const MLPROJECT_FILE_NAME: &str = "mlproject";
@@ -129,6 +130,7 @@ impl Project {
                 break;
             }
         }
+        let mut raw_defaults = RawDefaults::new();
         let document = match &mlproject {
             Some(path) => {
                 let text = std::fs::read_to_string(path).map_err(|source| Error::Io {
@@ -139,6 +141,9 @@ impl Project {
                     path: path.clone(),
                     source,
                 })?;
+                if only_scalar_defaults(&value) {
+                    raw_defaults = yaml::raw_defaults(&text);
+                }
                 match value {
                     Value::Mapping(mapping) => mapping,
                     Value::Null => Mapping::new(),
@@ -147,10 +152,14 @@ impl Project {
             }
             None => Mapping::new(),
         };
-        Self::from_mapping(directory, &document)
+        Self::from_mapping(directory, &document, &raw_defaults)
     }
 
-    fn from_mapping(directory: &Path, document: &Mapping) -> Result<Self, Error> {
+    fn from_mapping(
+        directory: &Path,
+        document: &Mapping,
+        raw_defaults: &RawDefaults,
+    ) -> Result<Self, Error> {
         let named: Vec<&str> = ENVIRONMENT_FIELDS
             .into_iter()
             .filter(|field| document.contains_key(*field))
@@ -171,7 +180,7 @@ impl Project {
             Some(Value::Mapping(mapping)) => {
                 for (key, value) in mapping {
                     let name = scalar(key, "entry point name")?;
-                    entry_points.push(EntryPoint::from_yaml(name, value)?);
+                    entry_points.push(EntryPoint::from_yaml(name, value, raw_defaults)?);
                 }
             }
             Some(_) => return Err(invalid("entry_points must be a mapping")),
@@ -301,7 +310,7 @@ impl DockerEnvironment {
 }
 
 impl EntryPoint {
-    fn from_yaml(name: String, value: &Value) -> Result<Self, Error> {
+    fn from_yaml(name: String, value: &Value, raw_defaults: &RawDefaults) -> Result<Self, Error> {
         let Value::Mapping(body) = value else {
             return Err(invalid(&format!("entry point '{name}' must be a mapping")));
         };
@@ -317,7 +326,13 @@ impl EntryPoint {
             Some(Value::Mapping(mapping)) => {
                 for (key, declaration) in mapping {
                     let parameter_name = scalar(key, "parameter name")?;
-                    parameters.push(Parameter::from_yaml(&name, parameter_name, declaration)?);
+                    let raw = raw_defaults.get(&(name.clone(), parameter_name.clone()));
+                    parameters.push(Parameter::from_yaml(
+                        &name,
+                        parameter_name,
+                        declaration,
+                        raw.map(String::as_str),
+                    )?);
                 }
             }
             Some(_) => {
@@ -335,8 +350,14 @@ impl EntryPoint {
 }
 
 impl Parameter {
-    /// `alpha: float` (a type, required) or `alpha: {type: float, default: 0.5}`.
-    fn from_yaml(entry_point: &str, name: String, value: &Value) -> Result<Self, Error> {
+    /// `alpha: float` (a type, required) or `alpha: {type: float, default: 0.5}`; `raw_default`
+    /// is the default's text, for numbers and booleans PyYAML reads differently.
+    fn from_yaml(
+        entry_point: &str,
+        name: String,
+        value: &Value,
+        raw_default: Option<&str>,
+    ) -> Result<Self, Error> {
         let context = || format!("parameter '{name}' of entry point '{entry_point}'");
         match value {
             Value::String(kind) => Ok(Self {
@@ -351,12 +372,17 @@ impl Parameter {
                         ParameterType::parse(&scalar(kind, &format!("{} type", context()))?)
                     }
                 };
-                let default = match body.get("default").map(yaml_scalar_str) {
-                    None | Some(None) => None,
-                    Some(Some(Ok(text))) => Some(text),
-                    Some(Some(Err(what))) => {
-                        return Err(invalid(&format!("{}: the default is {what}", context())));
+                let default = match body.get("default") {
+                    Some(Value::Number(_) | Value::Bool(_)) if raw_default.is_some() => {
+                        raw_default.map(pyyaml_plain_scalar_str)
                     }
+                    other => match other.map(yaml_scalar_str) {
+                        None | Some(None) => None,
+                        Some(Some(Ok(text))) => Some(text),
+                        Some(Some(Err(what))) => {
+                            return Err(invalid(&format!("{}: the default is {what}", context())));
+                        }
+                    },
                 };
                 Ok(Self {
                     name,
@@ -370,6 +396,20 @@ impl Parameter {
             ))),
         }
     }
+}
+
+/// Whether every parameter default is a scalar, so that its text can be read again (a list
+/// or mapping is refused by the structural reading anyway).
+fn only_scalar_defaults(document: &Value) -> bool {
+    let Some(Value::Mapping(entry_points)) = document.get("entry_points") else {
+        return true;
+    };
+    entry_points
+        .values()
+        .filter_map(|entry| entry.get("parameters")?.as_mapping())
+        .flat_map(Mapping::values)
+        .filter_map(|parameter| parameter.get("default"))
+        .all(|default| !matches!(default, Value::Sequence(_) | Value::Mapping(_)))
 }
 
 fn invalid(message: &str) -> Error {
@@ -419,7 +459,9 @@ mod tests {
                    l1_ratio: {type: float, default: 1}\n      \
                    data: path\n      \
                    label: {default: 'yes'}\n      \
-                   epochs: {type: int, default: ~}\n    \
+                   epochs: {type: int, default: ~}\n      \
+                   lr: {type: float, default: 1e-3}\n      \
+                   batch: {type: int, default: 0x10}\n    \
                  command: python train.py {alpha} {l1_ratio} {data}\n  \
                other:\n    \
                  command: echo hi\n",
@@ -442,6 +484,8 @@ mod tests {
                 ("data", "path", None),
                 ("label", "string", Some("yes")),
                 ("epochs", "int", None),
+                ("lr", "float", Some("1e-3")),
+                ("batch", "int", Some("16")),
             ]
         );
         assert_eq!(project.entry_points[1].name, "other");
