@@ -11,11 +11,13 @@ pub mod argocd;
 pub mod condition;
 pub mod experiment;
 pub mod model_version;
+pub mod project_run;
 pub mod registered_model;
 
 pub use condition::{LastFailure, Outcome, Progress, Reason, ReconcileState};
 pub use experiment::{Experiment, ExperimentSpec, ExperimentStatus};
 pub use model_version::{ModelVersion, ModelVersionSpec, ModelVersionStatus, Stage};
+pub use project_run::{Phase, ProjectRun, ProjectRunSpec, ProjectRunStatus};
 pub use registered_model::{RegisteredModel, RegisteredModelSpec, RegisteredModelStatus};
 
 pub const GROUP: &str = "ferroflow.dev";
@@ -40,6 +42,7 @@ pub fn all() -> Vec<CustomResourceDefinition> {
         Experiment::crd(),
         RegisteredModel::crd(),
         ModelVersion::crd(),
+        ProjectRun::crd(),
     ]
 }
 
