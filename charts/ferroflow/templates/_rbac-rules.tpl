@@ -2,10 +2,10 @@
 
 {{- define "ferroflow.rules.ferroflow-editor" -}}
 - apiGroups: [ferroflow.dev]
-  resources: [experiments, registeredmodels, modelversions]
+  resources: [experiments, registeredmodels, modelversions, projectruns]
   verbs: [get, list, watch, create, update, patch, delete, deletecollection]
 - apiGroups: [ferroflow.dev]
-  resources: [experiments/status, registeredmodels/status, modelversions/status]
+  resources: [experiments/status, registeredmodels/status, modelversions/status, projectruns/status]
   verbs: [get]
 {{- end }}
 
@@ -29,9 +29,9 @@
 
 {{- define "ferroflow.rules.ferroflow-viewer" -}}
 - apiGroups: [ferroflow.dev]
-  resources: [experiments, registeredmodels, modelversions]
+  resources: [experiments, registeredmodels, modelversions, projectruns]
   verbs: [get, list, watch]
 - apiGroups: [ferroflow.dev]
-  resources: [experiments/status, registeredmodels/status, modelversions/status]
+  resources: [experiments/status, registeredmodels/status, modelversions/status, projectruns/status]
   verbs: [get]
 {{- end }}
