@@ -203,6 +203,9 @@ pub struct OperatorArgs {
     /// Image that serves models when a ModelDeployment names none.
     #[arg(long, env = "FERROFLOW_SERVING_IMAGE", default_value = config::DEFAULT_SERVING_IMAGE)]
     pub serving_image: String,
+    /// ferroflow's own image: a ProjectRun's Pod copies the `ferroflow` binary from it.
+    #[arg(long, env = "FERROFLOW_IMAGE", default_value = config::DEFAULT_FERROFLOW_IMAGE)]
+    pub ferroflow_image: String,
     /// URL of `ferroflow server` as Pods in the cluster reach it (their `MLFLOW_TRACKING_URI`).
     #[arg(long, env = "FERROFLOW_TRACKING_URL", default_value = config::DEFAULT_TRACKING_URL)]
     pub tracking_url: url::Url,
@@ -224,6 +227,7 @@ impl OperatorArgs {
         OperatorConfig {
             default_artifact_root: self.default_artifact_root.clone(),
             serving_image: self.serving_image.clone(),
+            ferroflow_image: self.ferroflow_image.clone(),
             tracking_url: self.tracking_url.clone(),
             resync: self.resync_period.0,
             stalled_resync: self.stalled_resync_period.0,

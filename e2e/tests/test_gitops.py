@@ -197,7 +197,13 @@ def operator(server, tmp_path_factory):
     kubeconfig = workdir / "kubeconfig"
     _service_account_kubeconfig(kubeconfig)
     # The operator runs with least privilege, not as cluster-admin.
-    assert kubectl("auth", "can-i", "create", "pods", "-A", check=False, kubeconfig=str(kubeconfig)).stdout.strip() == "no"
+    assert kubectl("auth", "can-i", "get", "secrets", "-A", check=False, kubeconfig=str(kubeconfig)).stdout.strip() == "no"
+    assert kubectl("auth", "can-i", "create", "pods/exec", "-A", check=False,
+                   kubeconfig=str(kubeconfig)).stdout.strip() == "no"
+    # ProjectRun's Pods: exactly the verbs the reconciler uses.
+    assert kubectl("auth", "can-i", "create", "pods", "-A", kubeconfig=str(kubeconfig)).stdout.strip() == "yes"
+    assert kubectl("auth", "can-i", "update", "pods", "-A", check=False,
+                   kubeconfig=str(kubeconfig)).stdout.strip() == "no"
     assert kubectl("auth", "can-i", "patch", "modelversions.ferroflow.dev/status", "-A",
                    kubeconfig=str(kubeconfig)).stdout.strip() == "yes"
     op = Operator(_ferroflow_bin(), server.store_uri, kubeconfig, workdir)

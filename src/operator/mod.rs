@@ -13,12 +13,13 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
 use futures::{FutureExt, StreamExt};
+use k8s_openapi::api::core::v1::Pod;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{Controller, watcher};
 use kube::{Api, Client, ResourceExt};
 
 use crate::cli::OperatorArgs;
-use crate::crd::{Experiment, ModelVersion, RegisteredModel};
+use crate::crd::{Experiment, ModelVersion, ProjectRun, RegisteredModel};
 use crate::store::Store;
 
 pub mod apply;
@@ -35,6 +36,7 @@ mod test_support;
 
 mod experiment;
 mod model_version;
+mod project_run;
 mod registered_model;
 pub mod shared;
 pub mod wake;
@@ -187,6 +189,8 @@ async fn run_controllers(
             ctx.clone(),
         )
         .for_each(log_result::<RegisteredModel>);
+    // A run follows the phase of the Pod it owns.
+    let project_runs = project_run_controller(client.clone(), ctx.clone(), shutdown.clone());
     // A version waits for its RegisteredModel resource: wake it when that changes.
     let versions = versions
         .watches(
@@ -215,12 +219,32 @@ async fn run_controllers(
     // or closing the store would wait for that connection forever. It may also end early
     // (no listener possible), which must not stop the controllers.
     let controllers = async {
-        futures::join!(experiments, models, versions);
+        futures::join!(experiments, models, versions, project_runs);
     };
     tokio::select! {
         () = controllers => {}
         never = notifications.then(|()| std::future::pending::<std::convert::Infallible>()) => match never {},
     }
+}
+
+fn project_run_controller(
+    client: Client,
+    ctx: Arc<Context>,
+    shutdown: futures::future::Shared<futures::future::BoxFuture<'static, ()>>,
+) -> impl Future<Output = ()> {
+    let owned_pods = watcher::Config::default().labels(&format!(
+        "{}={}",
+        build::LABEL_OWNER_KIND,
+        ProjectRun::KIND
+    ));
+    Controller::new(
+        Api::<Guarded<ProjectRun>>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .owns(Api::<Pod>::all(client), owned_pods)
+    .graceful_shutdown_on(shutdown)
+    .run(reconcile::<ProjectRun>, error_policy::<ProjectRun>, ctx)
+    .for_each(log_result::<ProjectRun>)
 }
 
 /// What a controller's stream yields for one reconcile of a `K`.

@@ -48,6 +48,8 @@ pub enum Failure {
     Store(store::Error),
     /// Reading another resource failed.
     Kube { object: String, source: kube::Error },
+    /// Writing or pruning an owned object failed; retried with backoff.
+    Operator(Error),
 }
 
 impl From<store::Error> for Failure {
@@ -342,6 +344,13 @@ async fn apply<K: Reconciler>(obj: &K, ctx: &Context) -> Result<Action, Error> {
                 Some(Error::ReadResource { object, source }),
             )
         }
+        Err(Failure::Operator(error)) => {
+            let message = error_chain(&error);
+            (
+                Outcome::not_ready(Reason::Reconciling, message),
+                Some(error),
+            )
+        }
     };
     K::state_mut(&mut status).record(obj.meta().generation, &outcome, &now());
     if old.as_ref() != Some(&status) {
@@ -385,6 +394,7 @@ async fn cleanup<K: Reconciler>(obj: &K, ctx: &Context) -> Result<Action, Error>
             source,
         }),
         Err(Failure::Kube { object, source }) => Err(Error::ReadResource { object, source }),
+        Err(Failure::Operator(error)) => Err(error),
         // The store refuses until another resource changes (e.g. the version is an alias a
         // RegisteredModel declares): keep the finalizer, say why, and retry when the store
         // changes. Letting the resource go would silently break the deletion policy.
@@ -487,6 +497,7 @@ mod tests {
         let config = OperatorConfig {
             default_artifact_root: "mlflow-artifacts:".to_owned(),
             serving_image: "serving".to_owned(),
+            ferroflow_image: "ferroflow".to_owned(),
             tracking_url: url::Url::parse("http://tracking:5000").unwrap(),
             resync: Duration::from_secs(600),
             stalled_resync: Duration::from_secs(60),

@@ -17,11 +17,14 @@
 
 {{- define "ferroflow.rules.ferroflow-operator" -}}
 - apiGroups: [ferroflow.dev]
-  resources: [experiments, registeredmodels, modelversions]
+  resources: [experiments, registeredmodels, modelversions, projectruns]
   verbs: [get, list, watch, patch]
 - apiGroups: [ferroflow.dev]
-  resources: [experiments/status, registeredmodels/status, modelversions/status]
+  resources: [experiments/status, registeredmodels/status, modelversions/status, projectruns/status]
   verbs: [get, patch]
+- apiGroups: ['']
+  resources: [pods]
+  verbs: [get, list, watch, create, patch, delete]
 - apiGroups: [events.k8s.io]
   resources: [events]
   verbs: [create, patch]

@@ -3,7 +3,10 @@
 //! `search` the rest.
 
 mod search;
+mod tagged;
 mod writes;
+
+pub use tagged::TERMINAL_RUN_STATUSES;
 
 use std::collections::HashMap;
 
