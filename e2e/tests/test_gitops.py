@@ -198,7 +198,7 @@ def operator(server, tmp_path_factory):
     _service_account_kubeconfig(kubeconfig)
     # The operator runs with least privilege, not as cluster-admin.
     assert kubectl("auth", "can-i", "get", "secrets", "-A", check=False, kubeconfig=str(kubeconfig)).stdout.strip() == "no"
-    assert kubectl("auth", "can-i", "create", "pods/exec", "-A", check=False,
+    assert kubectl("auth", "can-i", "create", "pods", "--subresource=exec", "-A", check=False,
                    kubeconfig=str(kubeconfig)).stdout.strip() == "no"
     # ProjectRun's Pods: exactly the verbs the reconciler uses.
     assert kubectl("auth", "can-i", "create", "pods", "-A", kubeconfig=str(kubeconfig)).stdout.strip() == "yes"
