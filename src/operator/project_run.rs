@@ -329,7 +329,7 @@ fn is_over(phase: Phase) -> bool {
 }
 
 /// What the conditions say in `phase`: under way while Pending or Running, Ready once
-/// Succeeded, not ready (and not stalled: nothing to retry) once Failed or Killed.
+/// Succeeded, ended (neither under way nor stalled: nothing to retry) once Failed or Killed.
 pub fn outcome_of(phase: Phase, status: &ProjectRunStatus) -> Outcome {
     let run = status.run_id.as_deref().unwrap_or_default();
     let pod = status.pod_name.as_deref().unwrap_or_default();
@@ -341,11 +341,11 @@ pub fn outcome_of(phase: Phase, status: &ProjectRunStatus) -> Outcome {
             Outcome::progressing(Reason::Running, format!("run {run}: Pod {pod} is running"))
         }
         Phase::Succeeded => Outcome::ready(format!("run {run} FINISHED: Pod {pod} succeeded")),
-        Phase::Failed => Outcome::not_ready(
+        Phase::Failed => Outcome::ended(
             Reason::Failed,
             format!("run {run} FAILED: Pod {pod} failed (kubectl logs {pod} -c run)"),
         ),
-        Phase::Killed => Outcome::not_ready(
+        Phase::Killed => Outcome::ended(
             Reason::Killed,
             format!("run {run} KILLED: the ProjectRun was deleted"),
         ),
@@ -495,8 +495,20 @@ spec: {experimentName: fraud, image: i, projectDir: /p}
         for phase in [Phase::Failed, Phase::Killed] {
             let over = outcome_of(phase, &status);
             // Over: nothing to retry, nothing for a human to fix.
-            assert!(!over.is_ready() && !over.is_stalled(), "{phase:?}");
+            assert!(
+                !over.is_ready() && !over.is_stalled() && !over.is_progressing(),
+                "{phase:?}"
+            );
         }
-        assert_eq!(outcome_of(Phase::Failed, &status).reason, Reason::Failed);
+        let failed = outcome_of(Phase::Failed, &status);
+        assert_eq!(failed.reason, Reason::Failed);
+        // As the Argo CD health samples show a failed run: Ready, Progressing and Stalled all
+        // False, the failure remembered.
+        let mut state = ReconcileState::default();
+        state.record(Some(1), &failed, &now());
+        for type_ in ["Ready", "Progressing", "Stalled"] {
+            assert_eq!(state.condition(type_).unwrap().status, "False", "{type_}");
+        }
+        assert_eq!(state.last_failure.unwrap().reason, "Failed");
     }
 }
