@@ -209,3 +209,30 @@ def test_restarting_the_operator_mid_reconcile_of_50_project_runs_makes_exactly_
     runs = client.search_runs([found.experiment_id], max_results=1000)
     assert len(runs) == count
     assert len({run.data.tags[RUN_UID_TAG] for run in runs}) == count
+
+
+def test_an_experiment_ref_puts_the_run_in_that_resources_experiment(operator, namespace, client, unique_name):  # noqa: F811
+    experiment = f"exp-{unique_name}"
+    apply(namespace, f"""
+        apiVersion: ferroflow.dev/v1alpha1
+        kind: Experiment
+        metadata:
+          name: fraud
+        spec:
+          experimentName: {experiment}
+        """)
+    apply(namespace, """
+        apiVersion: ferroflow.dev/v1alpha1
+        kind: ProjectRun
+        metadata:
+          name: by-ref
+        spec:
+          experimentRef: {name: fraud}
+          image: python:3.12
+          projectDir: /app
+        """)
+    obj = wait_phase(namespace, "by-ref", "Running")
+    found = client.get_experiment_by_name(experiment)
+    assert obj["status"]["experimentId"] == found.experiment_id
+    assert obj["status"]["experimentName"] == experiment
+    assert client.get_run(obj["status"]["runId"]).info.experiment_id == found.experiment_id

@@ -9,6 +9,7 @@ mod experiment_owner;
 mod registry;
 mod run_search;
 mod statistics;
+mod tagged_runs;
 
 use ferroflow::store::experiments::{DEFAULT_EXPERIMENT_ID, ExperimentSearch};
 use ferroflow::store::registry::Actor;
