@@ -152,7 +152,9 @@ def test_a_failed_pod_fails_the_run_and_the_runners_own_status_stands(operator, 
     obj = wait_phase(namespace, "fails", "Failed")
     ready = condition(obj, "Ready")
     assert ready["status"] == "False" and ready["reason"] == "Failed", ready
-    assert condition(obj, "Stalled").get("status") != "True"
+    # Over: neither under way nor waiting for a human.
+    assert condition(obj, "Stalled")["status"] == "False"
+    assert condition(obj, "Progressing")["status"] == "False"
     assert client.get_run(obj["status"]["runId"]).info.status == "FAILED"
 
     # The runner ended this one itself (FINISHED) before its Pod was reported Failed.
