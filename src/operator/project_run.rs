@@ -9,7 +9,7 @@ use kube::api::{DeleteParams, Preconditions};
 use kube::runtime::events::EventType;
 use kube::{Api, ResourceExt};
 
-use super::apply::apply_owned;
+use super::apply::{self, apply_owned};
 use super::build::project_run::{self as builder, PodInputs};
 use super::context::Context;
 use super::reconcile::{Failure, Reconciler, describe, now, publish};
@@ -370,10 +370,7 @@ fn finished_at(pod: &Pod) -> Option<Time> {
 
 /// Whether `obj` controls `pod` (a Pod of the same name made by hand is left alone).
 fn owned_by(pod: &Pod, obj: &ProjectRun) -> bool {
-    let uid = obj.uid().unwrap_or_default();
-    pod.owner_references()
-        .iter()
-        .any(|reference| reference.uid == uid && reference.controller == Some(true))
+    apply::owned_by(pod.owner_references(), &obj.uid().unwrap_or_default())
 }
 
 async fn delete_pod(obj: &ProjectRun, pods: &Api<Pod>, pod: &Pod) -> Result<(), Failure> {
