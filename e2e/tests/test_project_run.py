@@ -238,3 +238,22 @@ def test_an_experiment_ref_puts_the_run_in_that_resources_experiment(operator, n
     assert obj["status"]["experimentId"] == found.experiment_id
     assert obj["status"]["experimentName"] == experiment
     assert client.get_run(obj["status"]["runId"]).info.experiment_id == found.experiment_id
+
+
+def test_a_pod_of_the_same_name_that_is_not_ours_is_left_alone(operator, namespace, client, unique_name):  # noqa: F811
+    apply(namespace, """
+        apiVersion: v1
+        kind: Pod
+        metadata:
+          name: squat-run
+        spec:
+          containers: [{name: main, image: busybox}]
+        """)
+    apply(namespace, project_run("squat", f"exp-{unique_name}"))
+    obj = wait_until(namespace, "projectrun/squat",
+                     lambda o: o is not None and current(o) and condition(o, "Ready").get("reason") == "InvalidSpec",
+                     "InvalidSpec")
+    assert "squat-run" in condition(obj, "Ready")["message"]
+    pod = get(namespace, "pod/squat-run")
+    assert not pod["metadata"].get("ownerReferences")
+    assert [c["name"] for c in pod["spec"]["containers"]] == ["main"]

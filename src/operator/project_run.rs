@@ -59,8 +59,21 @@ impl Reconciler for ProjectRun {
         let pod = pods
             .get_opt(&pod_name)
             .await
-            .map_err(|source| kube_failure(self, &pod_name, source))?
-            .filter(|pod| owned_by(pod, self));
+            .map_err(|source| kube_failure(self, &pod_name, source))?;
+        if let Some(pod) = pod.as_ref().filter(|pod| !owned_by(pod, self)) {
+            // Applying ours would take over someone else's Pod.
+            return Err(Failure::Report(Outcome::not_ready(
+                Reason::InvalidSpec,
+                format!(
+                    "Pod {pod_name} exists and does not belong to this ProjectRun (owners: {:?}); \
+                     delete it or rename the ProjectRun",
+                    pod.owner_references()
+                        .iter()
+                        .map(|r| &r.name)
+                        .collect::<Vec<_>>()
+                ),
+            )));
+        }
         let previous = status.phase;
         let Some(pod) = pod else {
             if status.pod_name.is_some() && previous == Some(Phase::Running) {
