@@ -49,6 +49,12 @@ pub enum Command {
     Server(ServerArgs),
     /// Run the Kubernetes operator: reconcile ferroflow.dev resources into the store.
     Operator(OperatorArgs),
+    /// Run an MLflow project's entry point as an MLflow run (what `mlflow run --env-manager
+    /// local` does; the main container of a ProjectRun Pod).
+    Run(RunArgs),
+    /// The init container of a ProjectRun Pod: copy this binary, download the project.
+    #[command(hide = true)]
+    ProjectInit(ProjectInitArgs),
     /// Print the CustomResourceDefinitions as YAML (or write one file per kind).
     Crd(CrdArgs),
     /// Work with registered models.
@@ -244,9 +250,9 @@ pub struct OperatorArgs {
     /// Image that serves models when a ModelDeployment names none.
     #[arg(long, env = "FERROFLOW_SERVING_IMAGE", default_value = config::DEFAULT_SERVING_IMAGE)]
     pub serving_image: String,
-    /// ferroflow's own image, run by serving Pods' init container to download the model.
-    #[arg(long, env = "FERROFLOW_DOWNLOADER_IMAGE", default_value = config::DEFAULT_DOWNLOADER_IMAGE)]
-    pub downloader_image: String,
+    /// ferroflow's own image: a ProjectRun's Pod copies the `ferroflow` binary from it.
+    #[arg(long, env = "FERROFLOW_IMAGE", default_value = config::DEFAULT_FERROFLOW_IMAGE)]
+    pub ferroflow_image: String,
     /// URL of `ferroflow server` as Pods in the cluster reach it (their `MLFLOW_TRACKING_URI`).
     #[arg(long, env = "FERROFLOW_TRACKING_URL", default_value = config::DEFAULT_TRACKING_URL)]
     pub tracking_url: url::Url,
@@ -268,7 +274,7 @@ impl OperatorArgs {
         OperatorConfig {
             default_artifact_root: self.default_artifact_root.clone(),
             serving_image: self.serving_image.clone(),
-            downloader_image: self.downloader_image.clone(),
+            ferroflow_image: self.ferroflow_image.clone(),
             tracking_url: self.tracking_url.clone(),
             resync: self.resync_period.0,
             stalled_resync: self.stalled_resync_period.0,
@@ -286,6 +292,52 @@ pub struct CrdArgs {
     /// this binary and the condition reasons. For `make generate`.
     #[arg(long, hide = true)]
     pub argocd_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RunArgs {
+    /// The project folder: an MLproject file, or scripts run by name (`-e train.py`).
+    pub project: PathBuf,
+    /// The entry point: declared in the MLproject, or a `.py`/`.sh` file in the folder.
+    #[arg(short = 'e', long, default_value = "main")]
+    pub entry_point: String,
+    /// A parameter, `name=value`; repeat for more. Undeclared ones are passed as `--name value`.
+    #[arg(short = 'P', long = "param-list", value_name = "NAME=VALUE")]
+    pub parameters: Vec<String>,
+    /// The experiment to create the run in (created when missing).
+    #[arg(long, env = "MLFLOW_EXPERIMENT_NAME")]
+    pub experiment_name: Option<String>,
+    /// The experiment to create the run in, by id (default: `0`).
+    #[arg(long, env = "MLFLOW_EXPERIMENT_ID")]
+    pub experiment_id: Option<String>,
+    /// Run in this existing run instead of creating one (a ProjectRun's Pod gets it).
+    #[arg(long)]
+    pub run_id: Option<String>,
+    /// The name of the created run.
+    #[arg(long)]
+    pub run_name: Option<String>,
+    /// The tracking server (`http://host:port`).
+    #[arg(long, env = "MLFLOW_TRACKING_URI")]
+    pub tracking_uri: Option<String>,
+    /// Where remote `path` parameters are downloaded (default: the system's temporary folder).
+    #[arg(long)]
+    pub storage_dir: Option<PathBuf>,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct ProjectInitArgs {
+    /// Where to copy this binary (a volume the run's container mounts).
+    #[arg(long)]
+    pub binary_to: PathBuf,
+    /// The project to download: `runs:/<run id>/<path>` or `mlflow-artifacts:/…`.
+    #[arg(long, requires = "into")]
+    pub source: Option<String>,
+    /// The folder the project's files are downloaded into.
+    #[arg(long)]
+    pub into: Option<PathBuf>,
+    /// The tracking server to download through.
+    #[arg(long, env = "MLFLOW_TRACKING_URI")]
+    pub tracking_uri: Option<String>,
 }
 
 #[cfg(test)]

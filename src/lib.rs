@@ -12,6 +12,8 @@ pub mod cli;
 pub mod client;
 /// Custom resource types (`ferroflow.dev/v1alpha1`): schemas, CEL rules, conditions.
 pub mod crd;
+/// MLflow Projects: MLproject files, parameters, and `ferroflow run`.
+pub mod mlproject;
 /// The Kubernetes operator (`ferroflow operator`): one reconciler per kind.
 pub mod operator;
 /// Percent-decoding for URLs and object names.

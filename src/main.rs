@@ -9,7 +9,7 @@ use clap::Parser;
 use ferroflow::cli::{Cli, Command, CrdArgs, DbCommand, DownloadArgs, ModelCommand};
 use ferroflow::client::{MlflowClient, download};
 use ferroflow::store::Store;
-use ferroflow::{crd, operator, server, telemetry};
+use ferroflow::{crd, mlproject, operator, server, telemetry};
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -21,6 +21,8 @@ async fn main() -> ExitCode {
     let result = match cli.command {
         Command::Server(args) => server::run(args, shutdown_signal()).await,
         Command::Operator(args) => operator::run(args, shutdown_signal()).await,
+        Command::Run(args) => mlproject::run::run(args, shutdown_signal()).await,
+        Command::ProjectInit(args) => mlproject::init::run(args).await,
         Command::Crd(args) => print_crds(&args),
         Command::Model {
             command: ModelCommand::Download(args),

@@ -35,7 +35,7 @@ OPERATOR_NAMESPACE = "ferroflow-system"
 OPERATOR_SA = "ferroflow-operator"
 STATE_DIR = Path(os.environ.get("FERROFLOW_E2E_STATE", "/tmp/ferroflow-e2e"))
 CRDS = ("experiments.ferroflow.dev", "registeredmodels.ferroflow.dev", "modelversions.ferroflow.dev",
-        "modeldeployments.ferroflow.dev")
+        "modeldeployments.ferroflow.dev", "projectruns.ferroflow.dev")
 
 
 def condition(obj: dict, type_: str) -> dict:
@@ -197,7 +197,13 @@ def operator(server, tmp_path_factory):
     kubeconfig = workdir / "kubeconfig"
     _service_account_kubeconfig(kubeconfig)
     # The operator runs with least privilege, not as cluster-admin.
-    assert kubectl("auth", "can-i", "create", "pods", "-A", check=False, kubeconfig=str(kubeconfig)).stdout.strip() == "no"
+    assert kubectl("auth", "can-i", "get", "secrets", "-A", check=False, kubeconfig=str(kubeconfig)).stdout.strip() == "no"
+    assert kubectl("auth", "can-i", "create", "pods", "--subresource=exec", "-A", check=False,
+                   kubeconfig=str(kubeconfig)).stdout.strip() == "no"
+    # ProjectRun's Pods: exactly the verbs the reconciler uses.
+    assert kubectl("auth", "can-i", "create", "pods", "-A", kubeconfig=str(kubeconfig)).stdout.strip() == "yes"
+    assert kubectl("auth", "can-i", "update", "pods", "-A", check=False,
+                   kubeconfig=str(kubeconfig)).stdout.strip() == "no"
     assert kubectl("auth", "can-i", "patch", "modelversions.ferroflow.dev/status", "-A",
                    kubeconfig=str(kubeconfig)).stdout.strip() == "yes"
     op = Operator(_ferroflow_bin(), server.store_uri, kubeconfig, workdir)
@@ -564,6 +570,26 @@ INVALID = [
         metadata: {name: bad-policy}
         spec: {deletionPolicy: Forget}
         """, 'Unsupported value: "Forget"'),
+    ("project run without an experiment", """
+        kind: ProjectRun
+        metadata: {name: no-experiment}
+        spec: {image: python:3.12, projectDir: /app}
+        """, "set exactly one of experimentRef"),
+    ("project run with projectDir and source", """
+        kind: ProjectRun
+        metadata: {name: two-sources}
+        spec: {experimentName: e, image: python:3.12, projectDir: /app, source: "runs:/abc/project"}
+        """, "set exactly one of projectDir"),
+    ("project run registering to two models", """
+        kind: ProjectRun
+        metadata: {name: two-models}
+        spec: {experimentName: e, image: i, projectDir: /app, registerModel: {modelName: m, modelRef: {name: m}}}
+        """, "set exactly one of modelRef"),
+    ("project run with a numeric parameter", """
+        kind: ProjectRun
+        metadata: {name: numeric-parameter}
+        spec: {experimentName: e, image: i, projectDir: /app, parameters: {alpha: 0.5}}
+        """, "spec.parameters.alpha"),
 ]
 
 
@@ -585,6 +611,10 @@ IMMUTABLE = [
      "modelRef is immutable"),
     ("RegisteredModel", "spec: {modelName: churn-a}", "spec: {modelName: churn-b}", "modelName is immutable"),
     ("Experiment", "spec: {experimentName: exp-a}", "spec: {experimentName: exp-b}", "experimentName is immutable"),
+    ("ProjectRun", "spec: {experimentName: e, image: i, projectDir: /app, parameters: {alpha: '0.5'}}",
+     "spec: {experimentName: e, image: i, projectDir: /app, parameters: {alpha: '0.7'}}", "parameters are immutable"),
+    ("ProjectRun", "spec: {experimentName: e, image: i:1, projectDir: /app}",
+     "spec: {experimentName: e, image: i:2, projectDir: /app}", "image is immutable"),
 ]
 
 

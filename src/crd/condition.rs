@@ -216,6 +216,9 @@ pub enum Progress {
     Progressing,
     /// Not ready: stalled when the reason is terminal, else retried.
     NotReady,
+    /// Over without success (a ProjectRun whose run FAILED or was KILLED): not ready, yet
+    /// nothing is under way and nothing waits for a human.
+    Ended,
 }
 
 /// The outcome of one reconcile, as conditions will show it.
@@ -252,6 +255,15 @@ impl Outcome {
         }
     }
 
+    /// Over without success: see [`Progress::Ended`].
+    pub fn ended(reason: Reason, message: impl Into<String>) -> Self {
+        Outcome {
+            progress: Progress::Ended,
+            reason,
+            message: message.into(),
+        }
+    }
+
     pub fn is_ready(&self) -> bool {
         self.progress == Progress::Ready
     }
@@ -264,12 +276,12 @@ impl Outcome {
     /// kstatus's in-progress state: not ready and not stalled, so the operator is still
     /// working on it (a rollout under way, or a transient failure being retried).
     pub fn is_progressing(&self) -> bool {
-        !self.is_ready() && !self.is_stalled()
+        !self.is_ready() && !self.is_stalled() && self.progress != Progress::Ended
     }
 
     /// A failure worth remembering in `lastFailure`: not ready, and not merely under way.
     fn is_failure(&self) -> bool {
-        self.progress == Progress::NotReady
+        matches!(self.progress, Progress::NotReady | Progress::Ended)
             && self.reason != Reason::Reconciling
             && self.reason != Reason::Deleting
     }

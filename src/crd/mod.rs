@@ -14,6 +14,7 @@ pub mod condition;
 pub mod experiment;
 pub mod model_deployment;
 pub mod model_version;
+pub mod project_run;
 pub mod registered_model;
 
 pub use condition::{LastFailure, Outcome, Progress, Reason, ReconcileState};
@@ -22,6 +23,7 @@ pub use model_deployment::{
     ModelDeployment, ModelDeploymentSpec, ModelDeploymentStatus, TrafficLeg,
 };
 pub use model_version::{ModelVersion, ModelVersionSpec, ModelVersionStatus, Stage};
+pub use project_run::{Phase, ProjectRun, ProjectRunSpec, ProjectRunStatus};
 pub use registered_model::{RegisteredModel, RegisteredModelSpec, RegisteredModelStatus};
 
 pub const GROUP: &str = "ferroflow.dev";
@@ -47,6 +49,7 @@ pub fn all() -> Vec<CustomResourceDefinition> {
         RegisteredModel::crd(),
         ModelVersion::crd(),
         ModelDeployment::crd(),
+        ProjectRun::crd(),
     ];
     for version in crds.iter_mut().flat_map(|crd| crd.spec.versions.iter_mut()) {
         if let Some(schema) = version

@@ -154,7 +154,8 @@ where
     Ok(deleted)
 }
 
-fn owned_by(references: &[OwnerReference], uid: &str) -> bool {
+/// Whether one of `references` makes the object with uid `uid` its controller.
+pub fn owned_by(references: &[OwnerReference], uid: &str) -> bool {
     references
         .iter()
         .any(|reference| reference.uid == uid && reference.controller == Some(true))

@@ -9,9 +9,9 @@ use url::Url;
 /// The MLflow image that serves models when a ModelDeployment names none: pinned to the MLflow
 /// release the client tests run against, so a serving Pod never changes under a user.
 pub const DEFAULT_SERVING_IMAGE: &str = "ghcr.io/mlflow/mlflow:v3.17.2";
-/// ferroflow's own image, whose `ferroflow model download` fetches a served model in the
-/// serving Pods' init container: the release of the running operator.
-pub const DEFAULT_DOWNLOADER_IMAGE: &str =
+/// ferroflow's own image, whose binary the init container of a ProjectRun's Pod copies into
+/// the user's image: the release of the running operator.
+pub const DEFAULT_FERROFLOW_IMAGE: &str =
     concat!("ghcr.io/ferroflow/ferroflow:", env!("CARGO_PKG_VERSION"));
 /// Where Pods reach `ferroflow server` inside the cluster, unless configured.
 pub const DEFAULT_TRACKING_URL: &str = "http://ferroflow-server.ferroflow-system.svc:5000";
@@ -26,8 +26,8 @@ pub struct OperatorConfig {
     pub default_artifact_root: String,
     /// Runtime image of serving Pods when the resource names none.
     pub serving_image: String,
-    /// ferroflow's image, for the serving Pods' init container that downloads the model.
-    pub downloader_image: String,
+    /// ferroflow's image, for the init container of a ProjectRun's Pod.
+    pub ferroflow_image: String,
     /// The tracking server's URL as Pods the operator creates see it (`MLFLOW_TRACKING_URI`).
     pub tracking_url: Url,
     /// How often a Ready resource is checked again for drift nobody notified the operator of.

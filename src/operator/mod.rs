@@ -13,6 +13,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
 use futures::{FutureExt, StreamExt};
+use k8s_openapi::api::core::v1::Pod;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{Controller, watcher};
 use kube::{Api, Client, ResourceExt};
@@ -20,7 +21,7 @@ use kube::{Api, Client, ResourceExt};
 use crate::cli::OperatorArgs;
 use k8s_openapi::api::apps::v1::Deployment;
 
-use crate::crd::{Experiment, ModelDeployment, ModelVersion, RegisteredModel};
+use crate::crd::{Experiment, ModelDeployment, ModelVersion, ProjectRun, RegisteredModel};
 use crate::store::Store;
 
 pub mod apply;
@@ -38,6 +39,7 @@ mod test_support;
 mod experiment;
 mod model_deployment;
 mod model_version;
+mod project_run;
 mod registered_model;
 pub mod shared;
 pub mod wake;
@@ -218,6 +220,8 @@ async fn run_controllers(
             ctx.clone(),
         )
         .for_each(log_result::<ModelDeployment>);
+    // A run follows the phase of the Pod it owns.
+    let project_runs = project_run_controller(client.clone(), ctx.clone(), shutdown.clone());
     // A version waits for its RegisteredModel resource: wake it when that changes.
     let versions = versions
         .watches(
@@ -237,7 +241,7 @@ async fn run_controllers(
     // or closing the store would wait for that connection forever. It may also end early
     // (no listener possible), which must not stop the controllers.
     let controllers = async {
-        futures::join!(experiments, models, versions, deployments);
+        futures::join!(experiments, models, versions, deployments, project_runs);
     };
     tokio::select! {
         () = controllers => {}
@@ -264,6 +268,26 @@ fn referencing<K: Reconciler>(
         })
         .map(|guarded| ObjectRef::from_obj(guarded.as_ref()))
         .collect()
+}
+
+fn project_run_controller(
+    client: Client,
+    ctx: Arc<Context>,
+    shutdown: futures::future::Shared<futures::future::BoxFuture<'static, ()>>,
+) -> impl Future<Output = ()> {
+    let owned_pods = watcher::Config::default().labels(&format!(
+        "{}={}",
+        build::LABEL_OWNER_KIND,
+        ProjectRun::KIND
+    ));
+    Controller::new(
+        Api::<Guarded<ProjectRun>>::all(client.clone()),
+        watcher::Config::default(),
+    )
+    .owns(Api::<Pod>::all(client), owned_pods)
+    .graceful_shutdown_on(shutdown)
+    .run(reconcile::<ProjectRun>, error_policy::<ProjectRun>, ctx)
+    .for_each(log_result::<ProjectRun>)
 }
 
 /// What a controller's stream yields for one reconcile of a `K`.

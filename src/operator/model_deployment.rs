@@ -196,7 +196,7 @@ impl ModelDeployment {
     fn settings(ctx: &Context) -> ServingSettings {
         ServingSettings {
             runtime_image: ctx.config.serving_image.clone(),
-            downloader_image: ctx.config.downloader_image.clone(),
+            ferroflow_image: ctx.config.ferroflow_image.clone(),
             tracking_uri: ctx
                 .config
                 .tracking_url
@@ -753,7 +753,7 @@ mod tests {
         .unwrap();
         let settings = ServingSettings {
             runtime_image: "serving".to_owned(),
-            downloader_image: "downloader".to_owned(),
+            ferroflow_image: "downloader".to_owned(),
             tracking_uri: "http://tracking:5000".to_owned(),
             gateway: None,
         };

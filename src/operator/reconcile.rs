@@ -379,7 +379,7 @@ async fn apply<K: Reconciler>(obj: &K, ctx: &Context) -> Result<Action, Error> {
 /// When to look at a resource again after `outcome`, if nothing wakes it before.
 fn requeue_after(outcome: &Outcome, config: &OperatorConfig) -> Duration {
     match outcome.progress {
-        Progress::Ready => config.resync,
+        Progress::Ready | Progress::Ended => config.resync,
         Progress::Progressing => PROGRESSING_RECHECK,
         Progress::NotReady if outcome.is_stalled() => config.stalled_resync,
         Progress::NotReady => WAITING_RETRY,
@@ -497,7 +497,7 @@ mod tests {
         let config = OperatorConfig {
             default_artifact_root: "mlflow-artifacts:".to_owned(),
             serving_image: "serving".to_owned(),
-            downloader_image: "downloader".to_owned(),
+            ferroflow_image: "ferroflow".to_owned(),
             tracking_url: url::Url::parse("http://tracking:5000").unwrap(),
             resync: Duration::from_secs(600),
             stalled_resync: Duration::from_secs(60),
@@ -512,6 +512,8 @@ mod tests {
                 Outcome::not_ready(Reason::StoreUnavailable, "down"),
                 WAITING_RETRY,
             ),
+            // A run that failed: nothing to wait for.
+            (Outcome::ended(Reason::Failed, "run FAILED"), config.resync),
             (
                 Outcome::not_ready(Reason::ModelNotFound, "no model"),
                 config.stalled_resync,

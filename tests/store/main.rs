@@ -10,6 +10,7 @@ mod ownership_migration;
 mod registry;
 mod run_search;
 mod statistics;
+mod tagged_runs;
 
 use ferroflow::store::experiments::{DEFAULT_EXPERIMENT_ID, ExperimentSearch};
 use ferroflow::store::registry::Actor;

@@ -122,6 +122,9 @@ app.kubernetes.io/component: operator
       valueFrom: {fieldRef: {fieldPath: metadata.name}}
     - name: FERROFLOW_TRACKING_URL
       value: {{ default (printf "http://%s.%s.svc:%d" (include "ferroflow.fullname" .) .Release.Namespace (int .Values.service.port)) .Values.operator.trackingUrl | quote }}
+    # A ProjectRun's Pod copies the ferroflow binary from the operator's own image.
+    - name: FERROFLOW_IMAGE
+      value: {{ include "ferroflow.image" . | quote }}
     {{- with .Values.operator.servingImage }}
     - name: FERROFLOW_SERVING_IMAGE
       value: {{ . | quote }}

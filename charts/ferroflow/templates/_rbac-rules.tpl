@@ -2,10 +2,10 @@
 
 {{- define "ferroflow.rules.ferroflow-editor" -}}
 - apiGroups: [ferroflow.dev]
-  resources: [experiments, registeredmodels, modelversions, modeldeployments]
+  resources: [experiments, registeredmodels, modelversions, modeldeployments, projectruns]
   verbs: [get, list, watch, create, update, patch, delete, deletecollection]
 - apiGroups: [ferroflow.dev]
-  resources: [experiments/status, registeredmodels/status, modelversions/status, modeldeployments/status]
+  resources: [experiments/status, registeredmodels/status, modelversions/status, modeldeployments/status, projectruns/status]
   verbs: [get]
 {{- end }}
 
@@ -17,11 +17,14 @@
 
 {{- define "ferroflow.rules.ferroflow-operator" -}}
 - apiGroups: [ferroflow.dev]
-  resources: [experiments, registeredmodels, modelversions, modeldeployments]
+  resources: [experiments, registeredmodels, modelversions, modeldeployments, projectruns]
   verbs: [get, list, watch, patch]
 - apiGroups: [ferroflow.dev]
-  resources: [experiments/status, registeredmodels/status, modelversions/status, modeldeployments/status]
+  resources: [experiments/status, registeredmodels/status, modelversions/status, modeldeployments/status, projectruns/status]
   verbs: [get, patch]
+- apiGroups: ['']
+  resources: [pods]
+  verbs: [get, list, watch, create, patch, delete]
 - apiGroups: [events.k8s.io]
   resources: [events]
   verbs: [create, patch]
@@ -34,16 +37,13 @@
 - apiGroups: [gateway.networking.k8s.io]
   resources: [httproutes]
   verbs: [get, list, watch, create, patch, delete]
-- apiGroups: ['']
-  resources: [pods]
-  verbs: [get, list, watch]
 {{- end }}
 
 {{- define "ferroflow.rules.ferroflow-viewer" -}}
 - apiGroups: [ferroflow.dev]
-  resources: [experiments, registeredmodels, modelversions, modeldeployments]
+  resources: [experiments, registeredmodels, modelversions, modeldeployments, projectruns]
   verbs: [get, list, watch]
 - apiGroups: [ferroflow.dev]
-  resources: [experiments/status, registeredmodels/status, modelversions/status, modeldeployments/status]
+  resources: [experiments/status, registeredmodels/status, modelversions/status, modeldeployments/status, projectruns/status]
   verbs: [get]
 {{- end }}

@@ -5,6 +5,8 @@
 //! This module holds what every builder shares: the labels that mark an object as owned and
 //! the owner reference that lets the garbage collector remove it with its owner.
 
+pub mod project_run;
+
 use std::collections::BTreeMap;
 
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};

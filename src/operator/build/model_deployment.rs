@@ -53,7 +53,7 @@ pub struct ServingSettings {
     /// The runtime image when the resource names none (MLflow with its scoring server).
     pub runtime_image: String,
     /// ferroflow's own image, for the init container's `ferroflow model download`.
-    pub downloader_image: String,
+    pub ferroflow_image: String,
     /// The tracking server's URL as Pods reach it (the in-cluster ferroflow server).
     pub tracking_uri: String,
     /// The Gateway HTTPRoutes attach to, if the cluster has one for models.
@@ -400,7 +400,7 @@ pub fn deployment(
     };
     let download = Container {
         name: "download".to_owned(),
-        image: Some(settings.downloader_image.clone()),
+        image: Some(settings.ferroflow_image.clone()),
         command: Some(vec![
             "/usr/local/bin/ferroflow".to_owned(),
             "model".to_owned(),
@@ -589,7 +589,7 @@ mod tests {
     fn settings() -> ServingSettings {
         ServingSettings {
             runtime_image: "ghcr.io/mlflow/mlflow:v3.17.2".to_owned(),
-            downloader_image: "ghcr.io/ferroflow/ferroflow:0.1.0".to_owned(),
+            ferroflow_image: "ghcr.io/ferroflow/ferroflow:0.1.0".to_owned(),
             tracking_uri: "http://ferroflow.ferroflow-system.svc:5000".to_owned(),
             gateway: None,
         }

@@ -3,9 +3,11 @@
 //! `search` the rest.
 
 mod search;
+mod tagged;
 mod writes;
 
 pub use super::values::{Metric, ModelOutput};
+pub use tagged::TERMINAL_RUN_STATUSES;
 
 use std::collections::HashMap;
 

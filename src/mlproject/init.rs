@@ -1,0 +1,42 @@
+//! `ferroflow project-init`: the init container of a ProjectRun Pod. Copies this binary into
+//! the volume the user's image mounts (so `ferroflow run` needs nothing from that image but
+//! `bash`), and downloads a `source` project through the tracking server.
+
+use std::os::unix::fs::PermissionsExt as _;
+
+use anyhow::Context as _;
+
+use super::tracking::TrackingClient;
+use crate::cli::ProjectInitArgs;
+
+/// Copies the binary and fetches the project.
+pub async fn run(args: ProjectInitArgs) -> anyhow::Result<()> {
+    let me = std::env::current_exe().context("finding the ferroflow binary")?;
+    if let Some(parent) = args.binary_to.parent() {
+        std::fs::create_dir_all(parent)
+            .with_context(|| format!("creating {}", parent.display()))?;
+    }
+    std::fs::copy(&me, &args.binary_to)
+        .with_context(|| format!("copying {} to {}", me.display(), args.binary_to.display()))?;
+    std::fs::set_permissions(&args.binary_to, std::fs::Permissions::from_mode(0o755))
+        .with_context(|| format!("making {} executable", args.binary_to.display()))?;
+    eprintln!("copied {} to {}", me.display(), args.binary_to.display());
+
+    let Some(source) = &args.source else {
+        return Ok(());
+    };
+    let into = args
+        .into
+        .as_deref()
+        .context("--source needs --into, the folder to download the project into")?;
+    let tracking_uri = args
+        .tracking_uri
+        .as_deref()
+        .context("--source needs the tracking server: --tracking-uri or MLFLOW_TRACKING_URI")?;
+    TrackingClient::new(tracking_uri)?
+        .download_contents(source, into)
+        .await
+        .with_context(|| format!("downloading the project from '{source}'"))?;
+    eprintln!("downloaded {source} into {}", into.display());
+    Ok(())
+}

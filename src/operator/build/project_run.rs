@@ -1,0 +1,454 @@
+//! ProjectRun + its MLflow run → the Pod that runs it. The init container copies the
+//! `ferroflow` binary (from the operator's image) into a shared volume and, for a `source`,
+//! downloads the project through the tracking server; the main container runs
+//! `ferroflow run PROJECT -e ENTRY -P … --run-id ID` in the user's image with
+//! `MLFLOW_TRACKING_URI` set to the in-cluster URL from the operator's settings.
+
+use std::collections::BTreeMap;
+
+use k8s_openapi::api::core::v1::{
+    Container, EmptyDirVolumeSource, EnvVar, HostPathVolumeSource, Pod, PodSpec, Volume,
+    VolumeMount,
+};
+use url::Url;
+
+use super::{Role, owned_meta};
+use crate::crd::ProjectRun;
+use crate::mlproject::{DockerEnvironment, DockerVariable};
+
+/// What the run's Pod is, for its labels.
+pub const ROLE: Role = Role {
+    app: "mlflow-project",
+    component: "run",
+};
+/// The run the Pod belongs to (a run id is 32 hex digits: a valid label value).
+pub const LABEL_RUN_ID: &str = "ferroflow.dev/run-id";
+/// Name of the main container (`kubectl logs POD -c run`).
+pub const MAIN_CONTAINER: &str = "run";
+/// Name of the init container.
+pub const INIT_CONTAINER: &str = "prepare";
+/// Where the init container puts the ferroflow binary, in the main container too.
+pub const BIN_DIR: &str = "/ferroflow/bin";
+/// Where a downloaded `source` project lands.
+pub const PROJECT_DIR: &str = "/ferroflow/project";
+/// The ferroflow binary inside the operator's image (see the Dockerfile).
+pub const IMAGE_BINARY: &str = "/usr/local/bin/ferroflow";
+const BIN_VOLUME: &str = "ferroflow-bin";
+const PROJECT_VOLUME: &str = "ferroflow-project";
+/// Longest Pod name (a DNS subdomain) minus the `-run` suffix.
+const NAME_PREFIX_MAX: usize = 253 - 4;
+
+/// What the Pod is built from besides the resource.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PodInputs<'a> {
+    /// The MLflow run the reconciler created for the resource.
+    pub run_id: &'a str,
+    /// `MLFLOW_TRACKING_URI` of the Pod (the operator's in-cluster tracking URL).
+    pub tracking_url: &'a Url,
+    /// The image holding the ferroflow binary (the operator's own).
+    pub ferroflow_image: &'a str,
+    /// The MLproject's `docker_env`, when the operator could read the project (a `source`).
+    pub docker_env: Option<&'a DockerEnvironment>,
+}
+
+/// The Pod's name: the resource's, with `-run`.
+pub fn pod_name(run: &ProjectRun) -> String {
+    let name: String = run
+        .metadata
+        .name
+        .as_deref()
+        .unwrap_or_default()
+        .chars()
+        .take(NAME_PREFIX_MAX)
+        .collect();
+    format!("{}-run", name.trim_end_matches(['-', '.']))
+}
+
+/// The Pod that runs `run`.
+pub fn pod(run: &ProjectRun, inputs: &PodInputs<'_>) -> Pod {
+    let spec = &run.spec;
+    let mut metadata = owned_meta(run, &pod_name(run), ROLE);
+    metadata
+        .labels
+        .get_or_insert_with(BTreeMap::new)
+        .insert(LABEL_RUN_ID.to_owned(), inputs.run_id.to_owned());
+
+    let bin_mount = VolumeMount {
+        name: BIN_VOLUME.to_owned(),
+        mount_path: BIN_DIR.to_owned(),
+        ..VolumeMount::default()
+    };
+    let project_mount = VolumeMount {
+        name: PROJECT_VOLUME.to_owned(),
+        mount_path: PROJECT_DIR.to_owned(),
+        ..VolumeMount::default()
+    };
+    let mut volumes = vec![empty_dir(BIN_VOLUME)];
+    let mut init_args = vec![
+        "project-init".to_owned(),
+        "--binary-to".to_owned(),
+        format!("{BIN_DIR}/ferroflow"),
+    ];
+    let mut init_mounts = vec![bin_mount.clone()];
+    let mut main_mounts = vec![VolumeMount {
+        read_only: Some(true),
+        ..bin_mount
+    }];
+    let project = match (&spec.source, &spec.project_dir) {
+        (Some(source), _) => {
+            volumes.push(empty_dir(PROJECT_VOLUME));
+            init_args.extend([
+                "--source".to_owned(),
+                source.clone(),
+                "--into".to_owned(),
+                PROJECT_DIR.to_owned(),
+            ]);
+            init_mounts.push(project_mount.clone());
+            main_mounts.push(project_mount);
+            PROJECT_DIR.to_owned()
+        }
+        (None, Some(dir)) => dir.clone(),
+        (None, None) => ".".to_owned(),
+    };
+    volumes.extend(spec.volumes.iter().cloned());
+    main_mounts.extend(spec.volume_mounts.iter().cloned());
+
+    let mut env = Vec::new();
+    if let Some(docker) = inputs.docker_env {
+        for (index, volume) in docker.volumes.iter().enumerate() {
+            if let Some((volume, mount)) = docker_volume(index, volume) {
+                volumes.push(volume);
+                main_mounts.push(mount);
+            }
+        }
+        // `NAME` entries copy a variable from where `mlflow run` runs; a Pod has no such
+        // place, so only `[NAME, value]` entries apply.
+        env.extend(
+            docker
+                .environment
+                .iter()
+                .filter_map(|variable| match variable {
+                    DockerVariable::Set(name, value) => Some(env_var(name, value)),
+                    DockerVariable::Copy(_) => None,
+                }),
+        );
+    }
+    env.extend(spec.env.iter().cloned());
+    // Last, so nothing above can point the run at another server.
+    env.push(env_var("MLFLOW_TRACKING_URI", inputs.tracking_url.as_str()));
+
+    let mut args = vec![
+        "run".to_owned(),
+        project,
+        "-e".to_owned(),
+        spec.entry_point.clone(),
+    ];
+    for (name, value) in spec.parameters.iter().flatten() {
+        args.extend(["-P".to_owned(), format!("{name}={value}")]);
+    }
+    args.extend(["--run-id".to_owned(), inputs.run_id.to_owned()]);
+
+    Pod {
+        metadata,
+        spec: Some(PodSpec {
+            restart_policy: Some("Never".to_owned()),
+            service_account_name: spec.service_account_name.clone(),
+            node_selector: (!spec.node_selector.is_empty()).then(|| spec.node_selector.clone()),
+            tolerations: (!spec.tolerations.is_empty()).then(|| spec.tolerations.clone()),
+            active_deadline_seconds: spec.active_deadline_seconds,
+            init_containers: Some(vec![Container {
+                name: INIT_CONTAINER.to_owned(),
+                image: Some(inputs.ferroflow_image.to_owned()),
+                command: Some(vec![IMAGE_BINARY.to_owned()]),
+                args: Some(init_args),
+                env: Some(vec![env_var(
+                    "MLFLOW_TRACKING_URI",
+                    inputs.tracking_url.as_str(),
+                )]),
+                volume_mounts: Some(init_mounts),
+                ..Container::default()
+            }]),
+            containers: vec![Container {
+                name: MAIN_CONTAINER.to_owned(),
+                image: Some(spec.image.clone()),
+                command: Some(vec![format!("{BIN_DIR}/ferroflow")]),
+                args: Some(args),
+                env: Some(env),
+                env_from: (!spec.env_from.is_empty()).then(|| spec.env_from.clone()),
+                resources: spec.resources.clone(),
+                volume_mounts: Some(main_mounts),
+                ..Container::default()
+            }],
+            volumes: Some(volumes),
+            ..PodSpec::default()
+        }),
+        status: None,
+    }
+}
+
+fn empty_dir(name: &str) -> Volume {
+    Volume {
+        name: name.to_owned(),
+        empty_dir: Some(EmptyDirVolumeSource::default()),
+        ..Volume::default()
+    }
+}
+
+fn env_var(name: &str, value: &str) -> EnvVar {
+    EnvVar {
+        name: name.to_owned(),
+        value: Some(value.to_owned()),
+        value_from: None,
+    }
+}
+
+/// A `docker_env.volumes` entry (`/host:/container[:ro]`, as `docker run -v`) as a hostPath
+/// volume and its mount; `None` for entries without both paths (named Docker volumes).
+fn docker_volume(index: usize, entry: &str) -> Option<(Volume, VolumeMount)> {
+    let mut parts = entry.split(':');
+    let (host, container) = (parts.next()?, parts.next()?);
+    if !host.starts_with('/') || !container.starts_with('/') {
+        return None;
+    }
+    let read_only = parts
+        .next()
+        .is_some_and(|mode| mode.split(',').any(|m| m == "ro"));
+    let name = format!("docker-env-{index}");
+    Some((
+        Volume {
+            name: name.clone(),
+            host_path: Some(HostPathVolumeSource {
+                path: host.to_owned(),
+                type_: None,
+            }),
+            ..Volume::default()
+        },
+        VolumeMount {
+            name,
+            mount_path: container.to_owned(),
+            read_only: read_only.then_some(true),
+            ..VolumeMount::default()
+        },
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::*;
+    use crate::operator::test_support::from_yaml;
+
+    const RUN_ID: &str = "8f3e2c1b9a7d4e6f8a0b1c2d3e4f5a6b";
+    const UID: &str = "6f1c2a0e-3b7d-4e52-9a51-0c8d2f4b7e11";
+
+    fn resource(spec: &str) -> ProjectRun {
+        from_yaml(&format!(
+            "
+apiVersion: ferroflow.dev/v1alpha1
+kind: ProjectRun
+metadata:
+  name: fraud-train
+  namespace: ml
+  uid: {UID}
+spec:
+{spec}"
+        ))
+    }
+
+    fn labels() -> serde_json::Value {
+        json!({
+            "app.kubernetes.io/component": "run",
+            "app.kubernetes.io/instance": "fraud-train",
+            "app.kubernetes.io/managed-by": "ferroflow-operator",
+            "app.kubernetes.io/name": "mlflow-project",
+            "app.kubernetes.io/part-of": "ferroflow",
+            "ferroflow.dev/owner-kind": "ProjectRun",
+            "ferroflow.dev/owner-name": "fraud-train",
+            "ferroflow.dev/owner-uid": UID,
+            "ferroflow.dev/run-id": RUN_ID,
+        })
+    }
+
+    fn owner() -> serde_json::Value {
+        json!([{
+            "apiVersion": "ferroflow.dev/v1alpha1",
+            "kind": "ProjectRun",
+            "name": "fraud-train",
+            "uid": UID,
+            "controller": true,
+            "blockOwnerDeletion": true,
+        }])
+    }
+
+    fn tracking() -> Url {
+        Url::parse("http://ferroflow-server.ferroflow-system.svc:5000").unwrap()
+    }
+
+    #[test]
+    fn a_project_in_the_image_runs_with_everything_the_spec_sets() {
+        let run = resource(
+            "  experimentName: fraud
+  image: ghcr.io/example/fraud:1
+  projectDir: /app
+  entryPoint: train
+  parameters: {alpha: '0.5', label: it's here}
+  resources: {limits: {cpu: '2'}}
+  env: [{name: MLFLOW_TRACKING_URI, value: http://laptop:5000}, {name: A, value: '1'}]
+  envFrom: [{secretRef: {name: creds}}]
+  volumes: [{name: data, persistentVolumeClaim: {claimName: data}}]
+  volumeMounts: [{name: data, mountPath: /data}]
+  serviceAccountName: trainer
+  nodeSelector: {gpu: 'true'}
+  tolerations: [{key: gpu, operator: Exists}]
+  activeDeadlineSeconds: 3600
+",
+        );
+        let url = tracking();
+        let built = pod(
+            &run,
+            &PodInputs {
+                run_id: RUN_ID,
+                tracking_url: &url,
+                ferroflow_image: "ghcr.io/ferroflow/ferroflow:0.1.0",
+                docker_env: None,
+            },
+        );
+        assert_eq!(
+            serde_json::to_value(&built).unwrap(),
+            json!({
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {
+                    "name": "fraud-train-run",
+                    "namespace": "ml",
+                    "labels": labels(),
+                    "ownerReferences": owner(),
+                },
+                "spec": {
+                    "restartPolicy": "Never",
+                    "serviceAccountName": "trainer",
+                    "nodeSelector": {"gpu": "true"},
+                    "tolerations": [{"key": "gpu", "operator": "Exists"}],
+                    "activeDeadlineSeconds": 3600,
+                    "initContainers": [{
+                        "name": "prepare",
+                        "image": "ghcr.io/ferroflow/ferroflow:0.1.0",
+                        "command": ["/usr/local/bin/ferroflow"],
+                        "args": ["project-init", "--binary-to", "/ferroflow/bin/ferroflow"],
+                        "env": [{"name": "MLFLOW_TRACKING_URI",
+                                 "value": "http://ferroflow-server.ferroflow-system.svc:5000/"}],
+                        "volumeMounts": [{"name": "ferroflow-bin", "mountPath": "/ferroflow/bin"}],
+                    }],
+                    "containers": [{
+                        "name": "run",
+                        "image": "ghcr.io/example/fraud:1",
+                        "command": ["/ferroflow/bin/ferroflow"],
+                        "args": ["run", "/app", "-e", "train", "-P", "alpha=0.5", "-P", "label=it's here",
+                                 "--run-id", RUN_ID],
+                        "env": [
+                            {"name": "MLFLOW_TRACKING_URI", "value": "http://laptop:5000"},
+                            {"name": "A", "value": "1"},
+                            {"name": "MLFLOW_TRACKING_URI",
+                             "value": "http://ferroflow-server.ferroflow-system.svc:5000/"},
+                        ],
+                        "envFrom": [{"secretRef": {"name": "creds"}}],
+                        "resources": {"limits": {"cpu": "2"}},
+                        "volumeMounts": [
+                            {"name": "ferroflow-bin", "mountPath": "/ferroflow/bin", "readOnly": true},
+                            {"name": "data", "mountPath": "/data"},
+                        ],
+                    }],
+                    "volumes": [
+                        {"name": "ferroflow-bin", "emptyDir": {}},
+                        {"name": "data", "persistentVolumeClaim": {"claimName": "data"}},
+                    ],
+                },
+            })
+        );
+    }
+
+    #[test]
+    fn a_source_is_downloaded_by_the_init_container_and_docker_env_is_honoured() {
+        let run = resource(
+            "  experimentRef: {name: fraud}
+  image: python:3.12
+  source: runs:/0123/project
+",
+        );
+        let url = tracking();
+        let docker = DockerEnvironment {
+            image: "ignored:latest".into(),
+            volumes: vec!["/mnt/data:/data:ro".into(), "named:/cache".into()],
+            environment: vec![
+                DockerVariable::Set("MODE".into(), "fast".into()),
+                DockerVariable::Copy("HOME".into()),
+            ],
+        };
+        let built = pod(
+            &run,
+            &PodInputs {
+                run_id: RUN_ID,
+                tracking_url: &url,
+                ferroflow_image: "ferroflow:dev",
+                docker_env: Some(&docker),
+            },
+        );
+        let tracking_env = json!({"name": "MLFLOW_TRACKING_URI",
+                                  "value": "http://ferroflow-server.ferroflow-system.svc:5000/"});
+        assert_eq!(
+            serde_json::to_value(&built).unwrap(),
+            json!({
+                "apiVersion": "v1",
+                "kind": "Pod",
+                "metadata": {
+                    "name": "fraud-train-run",
+                    "namespace": "ml",
+                    "labels": labels(),
+                    "ownerReferences": owner(),
+                },
+                "spec": {
+                    "restartPolicy": "Never",
+                    "initContainers": [{
+                        "name": "prepare",
+                        "image": "ferroflow:dev",
+                        "command": ["/usr/local/bin/ferroflow"],
+                        "args": ["project-init", "--binary-to", "/ferroflow/bin/ferroflow",
+                                 "--source", "runs:/0123/project", "--into", "/ferroflow/project"],
+                        "env": [tracking_env],
+                        "volumeMounts": [
+                            {"name": "ferroflow-bin", "mountPath": "/ferroflow/bin"},
+                            {"name": "ferroflow-project", "mountPath": "/ferroflow/project"},
+                        ],
+                    }],
+                    "containers": [{
+                        "name": "run",
+                        "image": "python:3.12",
+                        "command": ["/ferroflow/bin/ferroflow"],
+                        "args": ["run", "/ferroflow/project", "-e", "main", "--run-id", RUN_ID],
+                        "env": [{"name": "MODE", "value": "fast"}, tracking_env],
+                        "volumeMounts": [
+                            {"name": "ferroflow-bin", "mountPath": "/ferroflow/bin", "readOnly": true},
+                            {"name": "ferroflow-project", "mountPath": "/ferroflow/project"},
+                            {"name": "docker-env-0", "mountPath": "/data", "readOnly": true},
+                        ],
+                    }],
+                    "volumes": [
+                        {"name": "ferroflow-bin", "emptyDir": {}},
+                        {"name": "ferroflow-project", "emptyDir": {}},
+                        {"name": "docker-env-0", "hostPath": {"path": "/mnt/data"}},
+                    ],
+                },
+            })
+        );
+    }
+
+    #[test]
+    fn long_names_leave_room_for_the_suffix() {
+        let mut run = resource("  experimentName: e\n  image: i\n  projectDir: /p\n");
+        run.metadata.name = Some(format!("{}-{}", "a".repeat(248), "b".repeat(4)));
+        let name = pod_name(&run);
+        assert_eq!(name, format!("{}-run", "a".repeat(248)));
+        assert!(name.len() <= 253);
+    }
+}

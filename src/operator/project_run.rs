@@ -1,0 +1,524 @@
+//! Reconciles a ProjectRun: the MLflow run first (found again by the resource's UID, so a
+//! crash between creating it and recording it in status never makes a second one), then the
+//! Pod that runs it; the Pod's phase becomes the resource's phase and ends the run. Deleting
+//! the resource mid-run deletes the Pod and ends the run KILLED (finalizer).
+
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::{DeleteParams, Preconditions};
+use kube::runtime::events::EventType;
+use kube::{Api, ResourceExt};
+
+use super::apply::{self, apply_owned};
+use super::build::project_run::{self as builder, PodInputs};
+use super::context::Context;
+use super::reconcile::{Failure, Reconciler, describe, now, publish};
+use crate::crd::{
+    Experiment, Outcome, Phase, ProjectRun, ProjectRunStatus, Reason, ReconcileState,
+};
+use crate::store::runs::{NewRun, RunInfo, TERMINAL_RUN_STATUSES};
+use crate::store::{self, KeyValue};
+
+/// The run tag that holds the ProjectRun's UID: how the operator finds the run it created.
+pub const RUN_UID_TAG: &str = "ferroflow.dev/project-run-uid";
+/// The MLflow user of runs the operator creates.
+const RUN_USER: &str = "ferroflow-operator";
+
+impl Reconciler for ProjectRun {
+    type Status = ProjectRunStatus;
+    const KIND: &'static str = "ProjectRun";
+    /// Deleting a running ProjectRun must end its MLflow run KILLED, which no owner reference
+    /// reaches.
+    const NEEDS_FINALIZER: bool = true;
+
+    fn status(&self) -> Option<&ProjectRunStatus> {
+        self.status.as_ref()
+    }
+
+    fn state(status: &ProjectRunStatus) -> &ReconcileState {
+        &status.state
+    }
+
+    fn state_mut(status: &mut ProjectRunStatus) -> &mut ReconcileState {
+        &mut status.state
+    }
+
+    async fn sync(&self, ctx: &Context, status: &mut ProjectRunStatus) -> Result<Outcome, Failure> {
+        let experiment_id = resolve_experiment(ctx, self, status).await?;
+        let run = ensure_run(ctx, self, experiment_id, status.run_id.as_deref()).await?;
+        status.run_id = Some(run.run_uuid.clone());
+        if let Some(phase) = status.phase.filter(|phase| is_over(*phase)) {
+            // Over: the Pod may be gone (ttl, garbage collection); only make sure the run
+            // ended, in case the operator stopped between the two writes.
+            end_run(ctx, &run, phase, status.completion_time.as_ref()).await?;
+            return Ok(outcome_of(phase, status));
+        }
+
+        let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace(self));
+        let pod_name = builder::pod_name(self);
+        let pod = pods
+            .get_opt(&pod_name)
+            .await
+            .map_err(|source| kube_failure(self, &pod_name, source))?;
+        if let Some(pod) = pod.as_ref().filter(|pod| !owned_by(pod, self)) {
+            // Applying ours would take over someone else's Pod.
+            return Err(Failure::Report(Outcome::not_ready(
+                Reason::InvalidSpec,
+                format!(
+                    "Pod {pod_name} exists and does not belong to this ProjectRun (owners: {:?}); \
+                     delete it or rename the ProjectRun",
+                    pod.owner_references()
+                        .iter()
+                        .map(|r| &r.name)
+                        .collect::<Vec<_>>()
+                ),
+            )));
+        }
+        let previous = status.phase;
+        let Some(pod) = pod else {
+            if status.pod_name.is_some() && previous == Some(Phase::Running) {
+                // Deleted by someone while it ran: the command did not finish.
+                return finish(ctx, self, status, &run, Phase::Failed, None).await;
+            }
+            status.phase = Some(Phase::Pending);
+            status.pod_name = None;
+            if self.spec.suspend {
+                return Ok(Outcome::not_ready(
+                    Reason::Suspended,
+                    "spec.suspend is true: no Pod is created until it is false",
+                ));
+            }
+            let inputs = PodInputs {
+                run_id: &run.run_uuid,
+                tracking_url: &ctx.config.tracking_url,
+                ferroflow_image: &ctx.config.ferroflow_image,
+                docker_env: None,
+            };
+            apply_owned(&ctx.client, self, &builder::pod(self, &inputs), &())
+                .await
+                .map_err(Failure::Operator)?;
+            status.pod_name = Some(pod_name.clone());
+            return Ok(Outcome::progressing(
+                Reason::Pending,
+                format!("run {} created; Pod {pod_name} is pending", run.run_uuid),
+            ));
+        };
+        status.pod_name = Some(pod_name.clone());
+        let phase = phase_of(&pod);
+        if self.spec.suspend && phase == Phase::Pending {
+            delete_pod(self, &pods, &pod).await?;
+            status.phase = Some(Phase::Pending);
+            status.pod_name = None;
+            return Ok(Outcome::not_ready(
+                Reason::Suspended,
+                "spec.suspend is true: the pending Pod was deleted",
+            ));
+        }
+        if let Some(started) = pod.status.as_ref().and_then(|s| s.start_time.clone()) {
+            status.start_time = Some(started);
+        }
+        if is_over(phase) {
+            let ended = finished_at(&pod);
+            return finish(ctx, self, status, &run, phase, ended).await;
+        }
+        status.phase = Some(phase);
+        if phase == Phase::Running && previous != Some(Phase::Running) {
+            let note = format!("Pod {pod_name} runs MLflow run {}", run.run_uuid);
+            publish(ctx, self, EventType::Normal, "RunStarted", "Run", &note).await;
+        }
+        Ok(outcome_of(phase, status))
+    }
+
+    async fn cleanup(&self, ctx: &Context) -> Result<(), Failure> {
+        let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace(self));
+        let pod_name = builder::pod_name(self);
+        let pod = pods
+            .get_opt(&pod_name)
+            .await
+            .map_err(|source| kube_failure(self, &pod_name, source))?;
+        if let Some(pod) = pod.filter(|pod| owned_by(pod, self)) {
+            delete_pod(self, &pods, &pod).await?;
+        }
+        let status = self.status.clone().unwrap_or_default();
+        let run_id = match (&status.run_id, &status.experiment_id) {
+            (Some(run_id), _) => Some(run_id.clone()),
+            // Created, but the operator stopped before recording it.
+            (None, Some(experiment_id)) => match experiment_id.parse::<i64>() {
+                Ok(id) => find_run(ctx, self, id).await?.map(|run| run.run_uuid),
+                Err(_) => None,
+            },
+            (None, None) => None,
+        };
+        if let Some(run_id) = run_id {
+            match ctx
+                .store
+                .end_run_if_unfinished(&run_id, "KILLED", now_millis())
+                .await
+            {
+                Ok(_) | Err(store::Error::NotFound { .. }) => {}
+                Err(error) => return Err(error.into()),
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The experiment the run goes in: the Experiment resource's (once it has reconciled), or the
+/// named one, created when missing as `mlflow run --experiment-name` does.
+async fn resolve_experiment(
+    ctx: &Context,
+    obj: &ProjectRun,
+    status: &mut ProjectRunStatus,
+) -> Result<i64, Failure> {
+    if let Some(reference) = &obj.spec.experiment_ref {
+        let experiments: Api<Experiment> = Api::namespaced(ctx.client.clone(), &namespace(obj));
+        let object = format!("Experiment {}/{}", namespace(obj), reference.name);
+        let experiment = experiments
+            .get_opt(&reference.name)
+            .await
+            .map_err(|source| Failure::Kube {
+                object: object.clone(),
+                source,
+            })?
+            .ok_or_else(|| {
+                Failure::Report(Outcome::not_ready(
+                    Reason::ExperimentNotFound,
+                    format!("{object} does not exist"),
+                ))
+            })?;
+        let id = experiment
+            .status
+            .as_ref()
+            .and_then(|s| s.experiment_id.as_deref())
+            .and_then(|id| id.parse::<i64>().ok())
+            .ok_or_else(|| {
+                Failure::Report(Outcome::progressing(
+                    Reason::Pending,
+                    format!("waiting for {object} to create its MLflow experiment"),
+                ))
+            })?;
+        status.experiment_id = Some(id.to_string());
+        status.experiment_name = Some(experiment.experiment_name().to_owned());
+        return Ok(id);
+    }
+    let name = obj.spec.experiment_name.as_deref().unwrap_or_default();
+    let experiment = match ctx.store.get_experiment_by_name(name).await {
+        Ok(experiment) => experiment,
+        Err(store::Error::NotFound { .. }) => {
+            match ctx
+                .store
+                .create_experiment(name, None, &[], &ctx.config.default_artifact_root)
+                .await
+            {
+                // Someone created it between our read and our write: use theirs.
+                Ok(_) | Err(store::Error::AlreadyExists(_)) => {
+                    ctx.store.get_experiment_by_name(name).await?
+                }
+                Err(error) => return Err(error.into()),
+            }
+        }
+        Err(error) => return Err(error.into()),
+    };
+    status.experiment_id = Some(experiment.experiment_id.to_string());
+    status.experiment_name = Some(experiment.name);
+    Ok(experiment.experiment_id)
+}
+
+/// The resource's run: the one status names, else the one tagged with its UID, else a new
+/// one. The tag is written in the same transaction as the run, so a run that exists can
+/// always be found again.
+async fn ensure_run(
+    ctx: &Context,
+    obj: &ProjectRun,
+    experiment_id: i64,
+    recorded: Option<&str>,
+) -> Result<RunInfo, Failure> {
+    if let Some(run_id) = recorded {
+        return Ok(ctx.store.get_run_info(run_id).await?);
+    }
+    if let Some(run) = find_run(ctx, obj, experiment_id).await? {
+        return Ok(run);
+    }
+    let created = ctx.store.create_run(new_run(obj, experiment_id)).await?;
+    Ok(created.info)
+}
+
+async fn find_run(
+    ctx: &Context,
+    obj: &ProjectRun,
+    experiment_id: i64,
+) -> Result<Option<RunInfo>, Failure> {
+    Ok(ctx
+        .store
+        .find_run_by_tag(experiment_id, RUN_UID_TAG, &obj.uid().unwrap_or_default())
+        .await?)
+}
+
+/// The run the operator creates for `obj`: named after it, tagged with its UID.
+fn new_run(obj: &ProjectRun, experiment_id: i64) -> NewRun {
+    NewRun {
+        experiment_id,
+        user_id: RUN_USER.to_owned(),
+        run_name: Some(obj.name_any()),
+        start_time: None,
+        tags: vec![KeyValue::new(RUN_UID_TAG, obj.uid().unwrap_or_default())],
+    }
+}
+
+/// Records that the Pod ended in `phase`: ends the run (unless the runner already did),
+/// publishes RunFinished or RunFailed once, and says so in status.
+async fn finish(
+    ctx: &Context,
+    obj: &ProjectRun,
+    status: &mut ProjectRunStatus,
+    run: &RunInfo,
+    phase: Phase,
+    ended: Option<Time>,
+) -> Result<Outcome, Failure> {
+    let completion = ended.unwrap_or_else(now);
+    end_run(ctx, run, phase, Some(&completion)).await?;
+    if status.phase != Some(phase) {
+        let (reason, note) = match phase {
+            Phase::Succeeded => ("RunFinished", format!("run {} FINISHED", run.run_uuid)),
+            _ => ("RunFailed", format!("run {} FAILED", run.run_uuid)),
+        };
+        let type_ = if phase == Phase::Succeeded {
+            EventType::Normal
+        } else {
+            EventType::Warning
+        };
+        publish(ctx, obj, type_, reason, "Run", &note).await;
+    }
+    status.phase = Some(phase);
+    status.completion_time.get_or_insert(completion);
+    Ok(outcome_of(phase, status))
+}
+
+/// Writes the run status `phase` means, unless the run already ended.
+async fn end_run(
+    ctx: &Context,
+    run: &RunInfo,
+    phase: Phase,
+    ended: Option<&Time>,
+) -> Result<(), Failure> {
+    let Some(run_status) = run_status_for(&run.status, phase) else {
+        return Ok(());
+    };
+    let end_time = ended.map_or_else(now_millis, |time| time.0.as_millisecond());
+    ctx.store
+        .end_run_if_unfinished(&run.run_uuid, run_status, end_time)
+        .await?;
+    Ok(())
+}
+
+/// The status the operator writes on a run whose Pod is in `phase`: none while it runs, and
+/// none once the run has a terminal status (the runner's own, or an earlier write), which is
+/// never replaced.
+pub fn run_status_for(current: &str, phase: Phase) -> Option<&'static str> {
+    if TERMINAL_RUN_STATUSES.contains(&current) {
+        return None;
+    }
+    match phase {
+        Phase::Pending | Phase::Running => None,
+        Phase::Succeeded => Some("FINISHED"),
+        Phase::Failed => Some("FAILED"),
+        Phase::Killed => Some("KILLED"),
+    }
+}
+
+/// The resource's phase for a Pod: Kubernetes' own phase, with an unknown or missing one
+/// read as Pending (the kubelet has not reported yet).
+pub fn phase_of(pod: &Pod) -> Phase {
+    match pod.status.as_ref().and_then(|s| s.phase.as_deref()) {
+        Some("Running") => Phase::Running,
+        Some("Succeeded") => Phase::Succeeded,
+        Some("Failed") => Phase::Failed,
+        _ => Phase::Pending,
+    }
+}
+
+fn is_over(phase: Phase) -> bool {
+    matches!(phase, Phase::Succeeded | Phase::Failed | Phase::Killed)
+}
+
+/// What the conditions say in `phase`: under way while Pending or Running, Ready once
+/// Succeeded, ended (neither under way nor stalled: nothing to retry) once Failed or Killed.
+pub fn outcome_of(phase: Phase, status: &ProjectRunStatus) -> Outcome {
+    let run = status.run_id.as_deref().unwrap_or_default();
+    let pod = status.pod_name.as_deref().unwrap_or_default();
+    match phase {
+        Phase::Pending => {
+            Outcome::progressing(Reason::Pending, format!("run {run}: Pod {pod} is pending"))
+        }
+        Phase::Running => {
+            Outcome::progressing(Reason::Running, format!("run {run}: Pod {pod} is running"))
+        }
+        Phase::Succeeded => Outcome::ready(format!("run {run} FINISHED: Pod {pod} succeeded")),
+        Phase::Failed => Outcome::ended(
+            Reason::Failed,
+            format!("run {run} FAILED: Pod {pod} failed (kubectl logs {pod} -c run)"),
+        ),
+        Phase::Killed => Outcome::ended(
+            Reason::Killed,
+            format!("run {run} KILLED: the ProjectRun was deleted"),
+        ),
+    }
+}
+
+/// When the main container stopped, as the kubelet reports it.
+fn finished_at(pod: &Pod) -> Option<Time> {
+    pod.status
+        .as_ref()?
+        .container_statuses
+        .as_ref()?
+        .iter()
+        .find(|c| c.name == builder::MAIN_CONTAINER)?
+        .state
+        .as_ref()?
+        .terminated
+        .as_ref()?
+        .finished_at
+        .clone()
+}
+
+/// Whether `obj` controls `pod` (a Pod of the same name made by hand is left alone).
+fn owned_by(pod: &Pod, obj: &ProjectRun) -> bool {
+    apply::owned_by(pod.owner_references(), &obj.uid().unwrap_or_default())
+}
+
+async fn delete_pod(obj: &ProjectRun, pods: &Api<Pod>, pod: &Pod) -> Result<(), Failure> {
+    let name = pod.name_any();
+    let params = DeleteParams {
+        preconditions: Some(Preconditions {
+            uid: pod.uid(),
+            resource_version: None,
+        }),
+        ..DeleteParams::background()
+    };
+    match pods.delete(&name, &params).await {
+        Ok(_) => Ok(()),
+        // Gone already, or replaced by another Pod of the same name.
+        Err(kube::Error::Api(status)) if status.code == 404 || status.code == 409 => Ok(()),
+        Err(source) => Err(kube_failure(obj, &name, source)),
+    }
+}
+
+fn kube_failure(obj: &ProjectRun, pod: &str, source: kube::Error) -> Failure {
+    Failure::Kube {
+        object: format!("Pod {}/{pod} of {}", namespace(obj), describe(obj)),
+        source,
+    }
+}
+
+fn namespace(obj: &ProjectRun) -> String {
+    obj.namespace().unwrap_or_default()
+}
+
+fn now_millis() -> i64 {
+    now().0.as_millisecond()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::operator::test_support::from_yaml;
+
+    fn pod(status: &str) -> Pod {
+        from_yaml(&format!(
+            "apiVersion: v1\nkind: Pod\nmetadata: {{name: p}}\n{status}"
+        ))
+    }
+
+    #[test]
+    fn the_phase_follows_the_pods_and_an_unreported_one_is_pending() {
+        let cases = [
+            ("", Phase::Pending),
+            ("status: {}", Phase::Pending),
+            ("status: {phase: Pending}", Phase::Pending),
+            ("status: {phase: Unknown}", Phase::Pending),
+            ("status: {phase: Running}", Phase::Running),
+            ("status: {phase: Succeeded}", Phase::Succeeded),
+            ("status: {phase: Failed}", Phase::Failed),
+        ];
+        for (status, expected) in cases {
+            assert_eq!(phase_of(&pod(status)), expected, "{status}");
+        }
+    }
+
+    #[test]
+    fn the_run_ends_once_and_a_terminal_status_is_never_replaced() {
+        let cases = [
+            ("RUNNING", Phase::Pending, None),
+            ("RUNNING", Phase::Running, None),
+            ("RUNNING", Phase::Succeeded, Some("FINISHED")),
+            ("RUNNING", Phase::Failed, Some("FAILED")),
+            ("RUNNING", Phase::Killed, Some("KILLED")),
+            ("SCHEDULED", Phase::Failed, Some("FAILED")),
+            // The runner in the Pod ended it first: its status stands.
+            ("FAILED", Phase::Succeeded, None),
+            ("FINISHED", Phase::Failed, None),
+            ("KILLED", Phase::Succeeded, None),
+            ("FINISHED", Phase::Killed, None),
+        ];
+        for (current, phase, expected) in cases {
+            assert_eq!(
+                run_status_for(current, phase),
+                expected,
+                "{current} {phase:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn the_run_is_keyed_by_the_resources_uid() {
+        let run: ProjectRun = from_yaml(
+            "apiVersion: ferroflow.dev/v1alpha1
+kind: ProjectRun
+metadata: {name: fraud-train, namespace: ml, uid: 6f1c2a0e-3b7d-4e52-9a51-0c8d2f4b7e11}
+spec: {experimentName: fraud, image: i, projectDir: /p}
+",
+        );
+        let new = new_run(&run, 7);
+        assert_eq!(new.experiment_id, 7);
+        assert_eq!(new.run_name.as_deref(), Some("fraud-train"));
+        assert_eq!(
+            new.tags,
+            vec![KeyValue::new(
+                RUN_UID_TAG,
+                "6f1c2a0e-3b7d-4e52-9a51-0c8d2f4b7e11"
+            )]
+        );
+    }
+
+    #[test]
+    fn running_is_under_way_success_is_ready_and_failure_is_over_not_stalled() {
+        let status = ProjectRunStatus {
+            run_id: Some("r1".into()),
+            pod_name: Some("fraud-train-run".into()),
+            ..ProjectRunStatus::default()
+        };
+        let running = outcome_of(Phase::Running, &status);
+        assert!(running.is_progressing());
+        assert_eq!(running.reason, Reason::Running);
+        assert!(outcome_of(Phase::Pending, &status).is_progressing());
+        assert!(outcome_of(Phase::Succeeded, &status).is_ready());
+        for phase in [Phase::Failed, Phase::Killed] {
+            let over = outcome_of(phase, &status);
+            // Over: nothing to retry, nothing for a human to fix.
+            assert!(
+                !over.is_ready() && !over.is_stalled() && !over.is_progressing(),
+                "{phase:?}"
+            );
+        }
+        let failed = outcome_of(Phase::Failed, &status);
+        assert_eq!(failed.reason, Reason::Failed);
+        // As the Argo CD health samples show a failed run: Ready, Progressing and Stalled all
+        // False, the failure remembered.
+        let mut state = ReconcileState::default();
+        state.record(Some(1), &failed, &now());
+        for type_ in ["Ready", "Progressing", "Stalled"] {
+            assert_eq!(state.condition(type_).unwrap().status, "False", "{type_}");
+        }
+        assert_eq!(state.last_failure.unwrap().reason, "Failed");
+    }
+}
