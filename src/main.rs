@@ -49,7 +49,7 @@ async fn upgrade(url: &str) -> anyhow::Result<()> {
 
 async fn download_model(args: DownloadArgs) -> anyhow::Result<()> {
     let client = MlflowClient::new(&args.tracking_uri, args.tracking_token)?;
-    let downloaded = download::download(&client, &args.model_uri, &args.dir).await?;
+    let downloaded = download::download_model(&client, &args.model_uri, &args.dir).await?;
     eprintln!(
         "downloaded {} ({} files, {} bytes) to {}",
         args.model_uri,

@@ -1,17 +1,23 @@
-//! `ferroflow model download URI DIR`: resolve a model URI through the registry and copy its
-//! files through the proxied artifact API into `DIR`, atomically: everything lands in a
-//! sibling temporary folder first, which is renamed to `DIR` once complete, so a serving
-//! container never sees half a model.
+//! Model and artifact URIs (`models:/…`, `runs:/…`, `mlflow-artifacts:…`) resolved through the
+//! registry or the run, and their files copied through the tracking server's proxied artifact
+//! API, so a Pod needs the tracking URL and no bucket credentials. `ferroflow model download`
+//! lands atomically: everything goes to a sibling temporary folder first, renamed to `DIR` once
+//! complete, so a serving container never sees half a model.
 
 use std::path::{Path, PathBuf};
 
 use futures::{StreamExt, TryStreamExt};
+use serde::Deserialize;
+use serde_json::json;
 use tokio::io::AsyncWriteExt;
 
 use super::{ClientError, MlflowClient};
+use crate::store::registry::{ModelsSelector, ModelsUri, parse_models_uri};
 
 /// Files fetched at once: enough to hide latency, few enough for a small init container.
 const PARALLEL_DOWNLOADS: usize = 4;
+/// The proxied artifact API (`mlflow server --serve-artifacts`): lists and file bytes.
+const ARTIFACTS_PREFIX: &str = "api/2.0/mlflow-artifacts/artifacts";
 /// The proxied artifact route inside an `http(s)://` artifact URI.
 const PROXY_ROUTE: &str = "/api/2.0/mlflow-artifacts/artifacts/";
 
@@ -20,13 +26,15 @@ pub enum DownloadError {
     #[error(transparent)]
     Client(#[from] ClientError),
     #[error(
-        "unsupported model URI {0:?}: expected models:/NAME/VERSION, models:/NAME@ALIAS, runs:/RUN_ID/PATH or mlflow-artifacts:/PATH"
+        "unsupported model URI {0:?}: expected models:/NAME/VERSION, models:/NAME/STAGE, models:/NAME@ALIAS, models:/MODEL_ID, runs:/RUN_ID/PATH or mlflow-artifacts:/PATH"
     )]
     UnsupportedUri(String),
     #[error(
-        "artifact URI {0:?} is not served through the tracking server's artifact proxy (mlflow-artifacts:); ferroflow model download fetches through the proxy only"
+        "artifact URI {0:?} is not served through the tracking server's artifact proxy (mlflow-artifacts:); ferroflow downloads through the proxy only"
     )]
     NotProxied(String),
+    #[error("registered model '{0}' has no such version")]
+    NoVersion(String),
     #[error("the server listed an unsafe file name {0:?}")]
     UnsafeName(String),
     #[error("no artifacts at {0}")]
@@ -41,44 +49,24 @@ pub enum DownloadError {
     },
 }
 
-/// A model URI as `ferroflow model download` accepts it.
+/// An artifact URI the client can download.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub enum ModelUri {
-    /// `models:/NAME/VERSION`
-    Version { name: String, version: String },
-    /// `models:/NAME@ALIAS`
-    Alias { name: String, alias: String },
+enum ArtifactUri {
+    /// `models:/NAME/VERSION`, `models:/NAME/STAGE`, `models:/NAME/latest`,
+    /// `models:/NAME@ALIAS` or `models:/MODEL_ID` (checked by [`parse_models_uri`]).
+    Models(String),
     /// `runs:/RUN_ID/PATH` (PATH may be empty: the run's whole artifact root)
     Run { run_id: String, path: String },
     /// An artifact URI, already resolved.
     Artifacts(String),
 }
 
-impl ModelUri {
-    pub fn parse(uri: &str) -> Result<Self, DownloadError> {
+impl ArtifactUri {
+    fn parse(uri: &str) -> Result<Self, DownloadError> {
         let unsupported = || DownloadError::UnsupportedUri(uri.to_owned());
-        if let Some(rest) = uri.strip_prefix("models:/") {
-            let rest = rest.trim_start_matches('/');
-            if let Some((name, alias)) = rest.split_once('@') {
-                if name.is_empty() || alias.is_empty() || alias.contains('/') {
-                    return Err(unsupported());
-                }
-                return Ok(ModelUri::Alias {
-                    name: name.to_owned(),
-                    alias: alias.to_owned(),
-                });
-            }
-            let (name, version) = rest.split_once('/').ok_or_else(unsupported)?;
-            let version = version.trim_end_matches('/');
-            if name.is_empty() || version.is_empty() || !version.bytes().all(|b| b.is_ascii_digit())
-            {
-                // Stages and `latest` need the deprecated stage API; serving pins a version.
-                return Err(unsupported());
-            }
-            return Ok(ModelUri::Version {
-                name: name.to_owned(),
-                version: version.to_owned(),
-            });
+        if uri.starts_with("models:") {
+            parse_models_uri(uri).map_err(|_| unsupported())?;
+            return Ok(ArtifactUri::Models(uri.to_owned()));
         }
         if let Some(rest) = uri.strip_prefix("runs:/") {
             let rest = rest.trim_start_matches('/');
@@ -86,15 +74,27 @@ impl ModelUri {
             if run_id.is_empty() {
                 return Err(unsupported());
             }
-            return Ok(ModelUri::Run {
+            return Ok(ArtifactUri::Run {
                 run_id: run_id.to_owned(),
                 path: path.trim_matches('/').to_owned(),
             });
         }
         if uri.starts_with("mlflow-artifacts:") || uri.contains(PROXY_ROUTE) {
-            return Ok(ModelUri::Artifacts(uri.to_owned()));
+            return Ok(ArtifactUri::Artifacts(uri.to_owned()));
         }
         Err(unsupported())
+    }
+
+    /// The name MLflow's `_download_artifact_from_uri` gives the download: the URI's last path
+    /// segment; none for a model or a run's whole artifact folder.
+    fn download_name(&self) -> Option<&str> {
+        let path = match self {
+            ArtifactUri::Models(_) => return None,
+            ArtifactUri::Run { path, .. } => path,
+            ArtifactUri::Artifacts(uri) => uri,
+        };
+        let name = path.trim_end_matches('/').rsplit('/').next()?;
+        (!name.is_empty()).then_some(name)
     }
 }
 
@@ -120,39 +120,26 @@ fn proxied_path(artifact_uri: &str) -> Result<String, DownloadError> {
 
 /// A registry version a `models:/` URI resolved to.
 #[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
-pub struct RegistryVersion {
-    pub model_name: String,
-    pub model_version: String,
+struct RegistryVersion {
+    model_name: String,
+    model_version: String,
 }
 
-/// Where a model URI's files are.
+/// Where a URI's files are.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Resolved {
+struct Resolved {
     /// The path below the proxied artifact root.
-    pub path: String,
-    /// For `models:/` URIs, the version they name.
-    pub registered: Option<RegistryVersion>,
+    path: String,
+    /// For registered `models:/` URIs, the version they name.
+    registered: Option<RegistryVersion>,
 }
 
 /// Resolves `uri` through the registry (or the run) to its files.
-pub async fn resolve(client: &MlflowClient, uri: &ModelUri) -> Result<Resolved, DownloadError> {
+async fn resolve(client: &MlflowClient, uri: &ArtifactUri) -> Result<Resolved, DownloadError> {
     let (artifact_uri, registered) = match uri {
-        ModelUri::Version { name, version } => {
-            // As the mlflow client does first: a missing model is reported as such, not as a
-            // missing version.
-            client.check_registered_model(name).await?;
-            (
-                client.model_version_download_uri(name, version).await?,
-                Some((name.clone(), version.clone())),
-            )
-        }
-        ModelUri::Alias { name, alias } => {
-            let version = client.version_by_alias(name, alias).await?;
-            let artifact_uri = client.model_version_download_uri(name, &version).await?;
-            (artifact_uri, Some((name.clone(), version)))
-        }
-        ModelUri::Run { run_id, path } => {
-            let root = client.run_artifact_uri(run_id).await?;
+        ArtifactUri::Models(uri) => model_artifact_uri(client, uri).await?,
+        ArtifactUri::Run { run_id, path } => {
+            let root = client.get_run(run_id).await?.artifact_uri;
             let uri = if path.is_empty() {
                 root
             } else {
@@ -160,15 +147,140 @@ pub async fn resolve(client: &MlflowClient, uri: &ModelUri) -> Result<Resolved, 
             };
             (uri, None)
         }
-        ModelUri::Artifacts(artifact_uri) => (artifact_uri.clone(), None),
+        ArtifactUri::Artifacts(artifact_uri) => (artifact_uri.clone(), None),
     };
     Ok(Resolved {
         path: proxied_path(&artifact_uri)?,
-        registered: registered.map(|(model_name, model_version)| RegistryVersion {
-            model_name,
-            model_version,
-        }),
+        registered,
     })
+}
+
+/// Where the files of a `models:/` URI are: a logged model's artifact location, or what the
+/// registry's get-download-uri answers for the version the URI selects.
+async fn model_artifact_uri(
+    client: &MlflowClient,
+    uri: &str,
+) -> Result<(String, Option<RegistryVersion>), DownloadError> {
+    let parsed =
+        parse_models_uri(uri).map_err(|_| DownloadError::UnsupportedUri(uri.to_owned()))?;
+    let (name, selector) = match parsed {
+        ModelsUri::LoggedModel(id) => {
+            let path = format!("api/2.0/mlflow/logged-models/{id}");
+            let answer = client.get(&path, &[]).await?;
+            let artifact_uri =
+                client.decode(&path, answer["model"]["info"]["artifact_uri"].clone())?;
+            return Ok((artifact_uri, None));
+        }
+        ModelsUri::Registered(name, selector) => (name, selector),
+    };
+    let version = match selector {
+        ModelsSelector::Version(version) => {
+            // As the mlflow client does first: a missing model is reported as such, not as a
+            // missing version.
+            client
+                .get("api/2.0/mlflow/registered-models/get", &[("name", name)])
+                .await?;
+            version.to_string()
+        }
+        ModelsSelector::Alias(alias) => {
+            let path = "api/2.0/mlflow/registered-models/alias";
+            let answer = client
+                .get(path, &[("name", name), ("alias", alias)])
+                .await?;
+            client.decode(path, answer["model_version"]["version"].clone())?
+        }
+        ModelsSelector::Latest | ModelsSelector::Stage(_) => {
+            let mut body = json!({ "name": name });
+            if let ModelsSelector::Stage(stage) = selector {
+                body["stages"] = json!([stage]);
+            }
+            let answer = client
+                .post("api/2.0/mlflow/registered-models/get-latest-versions", body)
+                .await?;
+            answer["model_versions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|v| v["version"].as_str()?.parse::<i64>().ok())
+                .max()
+                .ok_or_else(|| DownloadError::NoVersion(name.to_owned()))?
+                .to_string()
+        }
+    };
+    let path = "api/2.0/mlflow/model-versions/get-download-uri";
+    let answer = client
+        .get(path, &[("name", name), ("version", &version)])
+        .await?;
+    let artifact_uri = client.decode(path, answer["artifact_uri"].clone())?;
+    Ok((
+        artifact_uri,
+        Some(RegistryVersion {
+            model_name: name.to_owned(),
+            model_version: version,
+        }),
+    ))
+}
+
+/// One entry of a proxied listing: a basename, as MLflow answers.
+#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
+struct FileInfo {
+    path: String,
+    #[serde(default)]
+    is_dir: bool,
+}
+
+impl MlflowClient {
+    /// Lists one folder of the proxied artifact store (`path` relative to its root).
+    async fn list_artifacts(&self, path: &str) -> Result<Vec<FileInfo>, ClientError> {
+        let answer = self.get(ARTIFACTS_PREFIX, &[("path", path)]).await?;
+        if answer["files"].is_null() {
+            return Ok(Vec::new());
+        }
+        self.decode(ARTIFACTS_PREFIX, answer["files"].clone())
+    }
+
+    /// Starts downloading one file of the proxied artifact store; the body streams (no
+    /// timeout: a model's file may be large).
+    async fn artifact(&self, path: &str) -> Result<reqwest::Response, ClientError> {
+        let mut url = self.url(ARTIFACTS_PREFIX, &[]);
+        url.path_segments_mut()
+            .map_err(|()| ClientError::UnsupportedUri(self.base.to_string()))?
+            .extend(path.split('/').filter(|segment| !segment.is_empty()));
+        self.send(reqwest::Method::GET, url, None, None).await
+    }
+}
+
+/// Downloads the files behind `uri` into `folder`, as MLflow's `_download_artifact_from_uri`
+/// does for `mlflow run`'s path parameters; the local path of what was downloaded:
+/// `folder/<last path segment>`, or `folder` itself for a model or a run's whole artifact
+/// folder.
+pub async fn download_artifact(
+    client: &MlflowClient,
+    uri: &str,
+    folder: &Path,
+) -> Result<PathBuf, DownloadError> {
+    let parsed = ArtifactUri::parse(uri)?;
+    let root = resolve(client, &parsed).await?.path;
+    let target = match parsed.download_name() {
+        Some(name) => folder.join(name),
+        None => folder.to_owned(),
+    };
+    let files = list_files(client, &root).await?;
+    // One file lands in `folder` under its own name, which is the download's name.
+    let into = if files == [None] { folder } else { &target };
+    fetch_into(client, &root, files, into).await?;
+    Ok(target)
+}
+
+/// Downloads the folder behind `uri` so that its files land directly in `folder`.
+pub async fn download_contents(
+    client: &MlflowClient,
+    uri: &str,
+    folder: &Path,
+) -> Result<Downloaded, DownloadError> {
+    let root = resolve(client, &ArtifactUri::parse(uri)?).await?.path;
+    let files = list_files(client, &root).await?;
+    fetch_into(client, &root, files, folder).await
 }
 
 /// What a download brought.
@@ -179,12 +291,12 @@ pub struct Downloaded {
 }
 
 /// Downloads everything `uri` names into `dir` (which must not exist, or be empty).
-pub async fn download(
+pub async fn download_model(
     client: &MlflowClient,
     uri: &str,
     dir: &Path,
 ) -> Result<Downloaded, DownloadError> {
-    let model_uri = ModelUri::parse(uri)?;
+    let model_uri = ArtifactUri::parse(uri)?;
     ensure_free(dir).await?;
     let resolved = resolve(client, &model_uri).await?;
     let root = resolved.path;
@@ -311,7 +423,9 @@ async fn fetch_into(
         let path = path.to_owned();
         move |source| DownloadError::Io { path, source }
     };
-    tokio::fs::create_dir(staging).await.map_err(io(staging))?;
+    tokio::fs::create_dir_all(staging)
+        .await
+        .map_err(io(staging))?;
     let count = files.len();
     let bytes = futures::stream::iter(files)
         .map(|relative| async move {
@@ -331,7 +445,7 @@ async fn fetch_into(
                 .artifact(&remote)
                 .await
                 .map_err(|error| match error {
-                    ClientError::Status { status: 404, .. } if relative.is_none() => {
+                    ClientError::Api { status: 404, .. } if relative.is_none() => {
                         DownloadError::NotFound(format!("mlflow-artifacts:/{root}"))
                     }
                     other => other.into(),
@@ -339,7 +453,6 @@ async fn fetch_into(
             let mut file = tokio::fs::File::create(&local).await.map_err(io(&local))?;
             let mut written = 0u64;
             while let Some(chunk) = response.chunk().await.map_err(|source| ClientError::Http {
-                method: "GET",
                 url: remote.clone(),
                 source,
             })? {
@@ -363,47 +476,44 @@ mod tests {
     use super::*;
 
     #[test]
-    fn model_uris_parse_as_mlflow_writes_them() {
+    fn artifact_uris_parse_as_mlflow_writes_them() {
+        for models in [
+            "models:/churn/3",
+            "models:/churn model@champion",
+            "models:/churn/Production",
+            "models:/churn/latest",
+            "models:/m-0123456789abcdef",
+        ] {
+            assert_eq!(
+                ArtifactUri::parse(models).unwrap(),
+                ArtifactUri::Models(models.to_owned())
+            );
+        }
         assert_eq!(
-            ModelUri::parse("models:/churn/3").unwrap(),
-            ModelUri::Version {
-                name: "churn".to_owned(),
-                version: "3".to_owned()
-            }
-        );
-        assert_eq!(
-            ModelUri::parse("models:/churn model@champion").unwrap(),
-            ModelUri::Alias {
-                name: "churn model".to_owned(),
-                alias: "champion".to_owned()
-            }
-        );
-        assert_eq!(
-            ModelUri::parse("runs:/abc123/model").unwrap(),
-            ModelUri::Run {
+            ArtifactUri::parse("runs:/abc123/model").unwrap(),
+            ArtifactUri::Run {
                 run_id: "abc123".to_owned(),
                 path: "model".to_owned()
             }
         );
         assert_eq!(
-            ModelUri::parse("runs:/abc123").unwrap(),
-            ModelUri::Run {
+            ArtifactUri::parse("runs:/abc123").unwrap(),
+            ArtifactUri::Run {
                 run_id: "abc123".to_owned(),
                 path: String::new()
             }
         );
         for unsupported in [
-            "models:/churn/Production",
-            "models:/churn/latest",
-            "models:/churn",
-            "models:/@champion",
+            "models:/",
+            "models:/churn/3/extra",
+            "models:/churn@",
             "runs:/",
             "s3://bucket/model",
             "/tmp/model",
         ] {
             assert!(
                 matches!(
-                    ModelUri::parse(unsupported),
+                    ArtifactUri::parse(unsupported),
                     Err(DownloadError::UnsupportedUri(_))
                 ),
                 "{unsupported}"

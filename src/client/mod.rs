@@ -1,242 +1,229 @@
-//! A small client of MLflow's REST API: what `ferroflow model download` needs to resolve a
-//! model URI (registry lookups, runs) and fetch files through the tracking server's proxied
-//! artifact API, so a serving Pod needs the tracking URL and no bucket credentials.
+//! The one client of a tracking server's REST API (ferroflow or MLflow): the HTTP layer (auth,
+//! retries, MLflow's error answers) here; resolving and downloading model and artifact URIs
+//! through the proxied artifact API in `download` (`ferroflow model download`, the path
+//! parameters of `ferroflow run`, `ferroflow project-init`); experiments and runs in `runs`.
 
-use serde::Deserialize;
-use serde::de::DeserializeOwned;
+use std::time::Duration;
+
+use serde_json::Value;
 use url::Url;
 
 pub mod download;
+pub mod runs;
 
-/// The proxied artifact API (`mlflow server --serve-artifacts`): lists and file bytes.
-const ARTIFACTS_PREFIX: &str = "api/2.0/mlflow-artifacts/artifacts";
+pub use runs::RunInfo;
 
+/// Attempts per call when the server is unreachable or answers 429/502/503/504, as MLflow's
+/// client retries them.
+const ATTEMPTS: u32 = 5;
+const FIRST_BACKOFF: Duration = Duration::from_millis(500);
+/// A call (not a download) that takes longer is given up.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// What went wrong talking to the tracking server.
 #[derive(Debug, thiserror::Error)]
 pub enum ClientError {
-    #[error("invalid tracking URI {uri:?}: {reason}")]
-    TrackingUri { uri: String, reason: String },
-    #[error("{method} {url}: {source}")]
+    #[error("tracking URI '{0}' is not an http(s) URL: ferroflow talks to a tracking server")]
+    UnsupportedUri(String),
+    #[error("cannot reach the tracking server at {url}")]
     Http {
-        method: &'static str,
         url: String,
         #[source]
         source: reqwest::Error,
     },
-    /// MLflow's error answer, as `mlflow` prints it (`RESOURCE_DOES_NOT_EXIST: …`).
-    #[error("{error_code}: {message}")]
-    Mlflow { error_code: String, message: String },
-    #[error("{url} answered HTTP {status}: {body}")]
-    Status {
+    /// An error answer; `code` and `message` are MLflow's when the body carries them.
+    #[error("{url} answered {status}: {code}: {message}")]
+    Api {
         url: String,
         status: u16,
-        body: String,
+        code: String,
+        message: String,
     },
-    #[error("{url}: unexpected answer: {source}")]
-    Decode {
+    #[error("{url} answered something that is not the expected JSON")]
+    Json {
         url: String,
         #[source]
         source: serde_json::Error,
     },
 }
 
-/// MLflow's tracking server at one base URL.
+impl ClientError {
+    /// MLflow's `RESOURCE_DOES_NOT_EXIST`.
+    pub fn is_not_found(&self) -> bool {
+        matches!(self, Self::Api { code, .. } if code == "RESOURCE_DOES_NOT_EXIST")
+    }
+}
+
+/// Client of one tracking server.
 #[derive(Debug, Clone)]
 pub struct MlflowClient {
-    http: reqwest::Client,
     base: Url,
-    token: Option<String>,
+    http: reqwest::Client,
+    auth: Auth,
 }
 
-#[derive(Deserialize)]
-struct ErrorBody {
-    error_code: String,
-    message: String,
-}
-
-#[derive(Deserialize)]
-struct DownloadUri {
-    artifact_uri: String,
-}
-
-#[derive(Deserialize)]
-struct AliasAnswer {
-    model_version: VersionNumber,
-}
-
-#[derive(Deserialize)]
-struct VersionNumber {
-    version: String,
-}
-
-#[derive(Deserialize)]
-struct RunAnswer {
-    run: Run,
-}
-
-#[derive(Deserialize)]
-struct Run {
-    info: RunInfo,
-}
-
-#[derive(Deserialize)]
-struct RunInfo {
-    artifact_uri: String,
-}
-
-#[derive(Deserialize, Default)]
-struct ListAnswer {
-    #[serde(default)]
-    files: Vec<FileInfo>,
-}
-
-/// One entry of a proxied listing: a basename, as MLflow answers.
-#[derive(Debug, Clone, Deserialize, PartialEq, Eq)]
-pub struct FileInfo {
-    pub path: String,
-    #[serde(default)]
-    pub is_dir: bool,
-    #[serde(default)]
-    pub file_size: Option<u64>,
+#[derive(Debug, Clone)]
+enum Auth {
+    None,
+    Bearer(String),
+    Basic(String, String),
 }
 
 impl MlflowClient {
-    /// A client of the server at `tracking_uri` (`http://` or `https://`). A bearer token,
-    /// when given, goes with every request (`MLFLOW_TRACKING_TOKEN`).
-    pub fn new(tracking_uri: &str, token: Option<String>) -> Result<Self, ClientError> {
-        let invalid = |reason: &str| ClientError::TrackingUri {
-            uri: tracking_uri.to_owned(),
-            reason: reason.to_owned(),
-        };
-        let mut base = Url::parse(tracking_uri).map_err(|e| invalid(&e.to_string()))?;
+    /// A client of the server at `uri` (`http://…` or `https://…`). Authentication as MLflow's
+    /// client does it: the bearer `token` (else `MLFLOW_TRACKING_TOKEN`) when there is one,
+    /// else basic auth from `MLFLOW_TRACKING_USERNAME` and `MLFLOW_TRACKING_PASSWORD`.
+    pub fn new(uri: &str, token: Option<String>) -> Result<Self, ClientError> {
+        let unsupported = || ClientError::UnsupportedUri(uri.to_owned());
+        let mut base = Url::parse(uri).map_err(|_| unsupported())?;
         if !matches!(base.scheme(), "http" | "https") {
-            return Err(invalid(
-                "only http:// and https:// tracking servers serve artifacts",
-            ));
+            return Err(unsupported());
         }
-        // Joined paths go below the base path, not beside its last segment.
+        // Paths go below the base path, not beside its last segment.
         if !base.path().ends_with('/') {
-            base.set_path(&format!("{}/", base.path()));
+            let path = format!("{}/", base.path());
+            base.set_path(&path);
         }
         let http = reqwest::Client::builder()
             .user_agent(concat!("ferroflow/", env!("CARGO_PKG_VERSION")))
+            .connect_timeout(Duration::from_secs(10))
             .build()
-            .map_err(|e| invalid(&e.to_string()))?;
-        Ok(MlflowClient { http, base, token })
+            .map_err(|source| ClientError::Http {
+                url: uri.to_owned(),
+                source,
+            })?;
+        let auth = match (
+            token.or_else(|| std::env::var("MLFLOW_TRACKING_TOKEN").ok()),
+            std::env::var("MLFLOW_TRACKING_USERNAME"),
+            std::env::var("MLFLOW_TRACKING_PASSWORD"),
+        ) {
+            (Some(token), _, _) => Auth::Bearer(token),
+            (None, Ok(user), Ok(password)) => Auth::Basic(user, password),
+            _ => Auth::None,
+        };
+        Ok(Self { base, http, auth })
     }
 
-    fn url(&self, path: &str) -> Result<Url, ClientError> {
-        self.base.join(path).map_err(|e| ClientError::TrackingUri {
-            uri: self.base.to_string(),
-            reason: e.to_string(),
-        })
+    fn url(&self, path: &str, query: &[(&str, &str)]) -> Url {
+        let mut url = self.base.clone();
+        url.set_path(&format!("{}{path}", self.base.path()));
+        if !query.is_empty() {
+            url.query_pairs_mut().extend_pairs(query);
+        }
+        url
     }
 
-    /// `GET` `path` with `query`, answered with JSON.
-    async fn get_json<T: DeserializeOwned>(
+    /// Sends one request, retrying what MLflow's client retries; an error answer becomes
+    /// [`ClientError::Api`].
+    async fn send(
         &self,
+        method: reqwest::Method,
+        url: Url,
+        body: Option<&Value>,
+        timeout: Option<Duration>,
+    ) -> Result<reqwest::Response, ClientError> {
+        let mut backoff = FIRST_BACKOFF;
+        let mut attempt = 1;
+        loop {
+            let mut request = self.http.request(method.clone(), url.clone());
+            if let Some(timeout) = timeout {
+                request = request.timeout(timeout);
+            }
+            request = match &self.auth {
+                Auth::None => request,
+                Auth::Bearer(token) => request.bearer_auth(token),
+                Auth::Basic(user, password) => request.basic_auth(user, Some(password)),
+            };
+            if let Some(body) = body {
+                request = request
+                    .header(reqwest::header::CONTENT_TYPE, "application/json")
+                    .body(body.to_string());
+            }
+            match request.send().await {
+                Ok(response) if response.status().is_success() => return Ok(response),
+                Ok(response)
+                    if attempt < ATTEMPTS
+                        && matches!(response.status().as_u16(), 429 | 502..=504) => {}
+                Ok(response) => return Err(api_error(url.as_str(), response).await),
+                Err(error) if attempt < ATTEMPTS && (error.is_connect() || error.is_timeout()) => {}
+                Err(source) => {
+                    return Err(ClientError::Http {
+                        url: url.to_string(),
+                        source,
+                    });
+                }
+            }
+            tokio::time::sleep(backoff).await;
+            backoff *= 2;
+            attempt += 1;
+        }
+    }
+
+    /// One API call; its JSON answer (`null` when empty).
+    async fn call(
+        &self,
+        method: reqwest::Method,
         path: &str,
         query: &[(&str, &str)],
-    ) -> Result<T, ClientError> {
-        let mut url = self.url(path)?;
-        url.query_pairs_mut().extend_pairs(query);
-        let response = self.send(url.clone()).await?;
+        body: Option<Value>,
+    ) -> Result<Value, ClientError> {
+        let url = self.url(path, query);
+        let response = self
+            .send(method, url.clone(), body.as_ref(), Some(REQUEST_TIMEOUT))
+            .await?;
         let bytes = response.bytes().await.map_err(|source| ClientError::Http {
-            method: "GET",
             url: url.to_string(),
             source,
         })?;
-        serde_json::from_slice(&bytes).map_err(|source| ClientError::Decode {
+        if bytes.is_empty() {
+            return Ok(Value::Null);
+        }
+        serde_json::from_slice(&bytes).map_err(|source| ClientError::Json {
             url: url.to_string(),
             source,
         })
     }
 
-    /// Sends a GET; an error answer becomes MLflow's error (or the status and body).
-    async fn send(&self, url: Url) -> Result<reqwest::Response, ClientError> {
-        let mut request = self.http.get(url.clone());
-        if let Some(token) = &self.token {
-            request = request.bearer_auth(token);
-        }
-        let response = request.send().await.map_err(|source| ClientError::Http {
-            method: "GET",
-            url: url.to_string(),
-            source,
-        })?;
-        let status = response.status();
-        if status.is_success() {
-            return Ok(response);
-        }
-        let body = response.text().await.unwrap_or_default();
-        Err(match serde_json::from_str::<ErrorBody>(&body) {
-            Ok(error) => ClientError::Mlflow {
-                error_code: error.error_code,
-                message: error.message,
-            },
-            Err(_) => ClientError::Status {
-                url: url.to_string(),
-                status: status.as_u16(),
-                body: body.chars().take(500).collect(),
-            },
-        })
+    /// A GET call's answer.
+    async fn get(&self, path: &str, query: &[(&str, &str)]) -> Result<Value, ClientError> {
+        self.call(reqwest::Method::GET, path, query, None).await
     }
 
-    /// Fails with MLflow's RESOURCE_DOES_NOT_EXIST when the registered model does not exist.
-    pub async fn check_registered_model(&self, name: &str) -> Result<(), ClientError> {
-        let _model: serde_json::Value = self
-            .get_json("api/2.0/mlflow/registered-models/get", &[("name", name)])
-            .await?;
-        Ok(())
+    /// A POST call's answer.
+    async fn post(&self, path: &str, body: Value) -> Result<Value, ClientError> {
+        self.call(reqwest::Method::POST, path, &[], Some(body))
+            .await
     }
 
-    /// Where a model version's files are (`get-download-uri`).
-    pub async fn model_version_download_uri(
+    /// Reads one field of `path`'s answer as `T`.
+    fn decode<T: serde::de::DeserializeOwned>(
         &self,
-        name: &str,
-        version: &str,
-    ) -> Result<String, ClientError> {
-        let answer: DownloadUri = self
-            .get_json(
-                "api/2.0/mlflow/model-versions/get-download-uri",
-                &[("name", name), ("version", version)],
-            )
-            .await?;
-        Ok(answer.artifact_uri)
+        path: &str,
+        value: Value,
+    ) -> Result<T, ClientError> {
+        serde_json::from_value(value).map_err(|source| ClientError::Json {
+            url: self.url(path, &[]).to_string(),
+            source,
+        })
     }
+}
 
-    /// The version an alias points at.
-    pub async fn version_by_alias(&self, name: &str, alias: &str) -> Result<String, ClientError> {
-        let answer: AliasAnswer = self
-            .get_json(
-                "api/2.0/mlflow/registered-models/alias",
-                &[("name", name), ("alias", alias)],
-            )
-            .await?;
-        Ok(answer.model_version.version)
-    }
-
-    /// A run's artifact root.
-    pub async fn run_artifact_uri(&self, run_id: &str) -> Result<String, ClientError> {
-        let answer: RunAnswer = self
-            .get_json("api/2.0/mlflow/runs/get", &[("run_id", run_id)])
-            .await?;
-        Ok(answer.run.info.artifact_uri)
-    }
-
-    /// Lists one folder of the proxied artifact store (`path` relative to its root).
-    pub async fn list_artifacts(&self, path: &str) -> Result<Vec<FileInfo>, ClientError> {
-        let answer: ListAnswer = self.get_json(ARTIFACTS_PREFIX, &[("path", path)]).await?;
-        Ok(answer.files)
-    }
-
-    /// Starts downloading one file of the proxied artifact store; the body streams.
-    pub async fn artifact(&self, path: &str) -> Result<reqwest::Response, ClientError> {
-        let mut url = self.url(ARTIFACTS_PREFIX)?;
-        url.path_segments_mut()
-            .map_err(|()| ClientError::TrackingUri {
-                uri: self.base.to_string(),
-                reason: "cannot be a base URL".to_owned(),
-            })?
-            .extend(path.split('/').filter(|segment| !segment.is_empty()));
-        self.send(url).await
+/// The error MLflow's JSON body names, or the status line when there is none.
+async fn api_error(url: &str, response: reqwest::Response) -> ClientError {
+    let status = response.status();
+    let body: Value = response
+        .bytes()
+        .await
+        .ok()
+        .and_then(|bytes| serde_json::from_slice(&bytes).ok())
+        .unwrap_or(Value::Null);
+    ClientError::Api {
+        url: url.to_owned(),
+        status: status.as_u16(),
+        code: body["error_code"].as_str().unwrap_or("UNKNOWN").to_owned(),
+        message: body["message"]
+            .as_str()
+            .unwrap_or(status.canonical_reason().unwrap_or(""))
+            .to_owned(),
     }
 }

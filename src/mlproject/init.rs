@@ -6,8 +6,8 @@ use std::os::unix::fs::PermissionsExt as _;
 
 use anyhow::Context as _;
 
-use super::tracking::TrackingClient;
 use crate::cli::ProjectInitArgs;
+use crate::client::{MlflowClient, download};
 
 /// Copies the binary and fetches the project.
 pub async fn run(args: ProjectInitArgs) -> anyhow::Result<()> {
@@ -33,8 +33,8 @@ pub async fn run(args: ProjectInitArgs) -> anyhow::Result<()> {
         .tracking_uri
         .as_deref()
         .context("--source needs the tracking server: --tracking-uri or MLFLOW_TRACKING_URI")?;
-    TrackingClient::new(tracking_uri)?
-        .download_contents(source, into)
+    let client = MlflowClient::new(tracking_uri, None)?;
+    download::download_contents(&client, source, into)
         .await
         .with_context(|| format!("downloading the project from '{source}'"))?;
     eprintln!("downloaded {source} into {}", into.display());

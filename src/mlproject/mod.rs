@@ -9,7 +9,6 @@ pub mod parameters;
 pub mod python;
 pub mod run;
 pub mod spec;
-pub mod tracking;
 pub mod yaml;
 
 pub use parameters::{Resolved, parse_assignments};

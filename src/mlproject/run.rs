@@ -15,9 +15,9 @@ use futures::FutureExt as _;
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 
-use super::tracking::{RunInfo, TrackingClient};
 use super::{Environment, Project, Resolved, parse_assignments};
 use crate::cli::RunArgs;
+use crate::client::{MlflowClient, RunInfo, download};
 
 /// How long the command's processes have to exit after SIGTERM before they get SIGKILL.
 const KILL_GRACE: Duration = Duration::from_secs(10);
@@ -46,7 +46,7 @@ pub async fn run(args: RunArgs, shutdown: impl Future<Output = ()>) -> anyhow::R
         .tracking_uri
         .clone()
         .context("no tracking server: pass --tracking-uri or set MLFLOW_TRACKING_URI")?;
-    let client = TrackingClient::new(&tracking_uri)?;
+    let client = MlflowClient::new(&tracking_uri, None)?;
     let run = match &args.run_id {
         Some(run_id) => client
             .get_run(run_id)
@@ -101,7 +101,7 @@ enum Outcome {
 
 /// Everything after the run exists: its failure ends the run FAILED.
 async fn execute(
-    client: &TrackingClient,
+    client: &MlflowClient,
     run: &RunInfo,
     args: &RunArgs,
     directory: &Path,
@@ -133,8 +133,7 @@ async fn execute(
             storage.display()
         );
         for path in remote {
-            let local = client
-                .download(&path.uri, &storage.join(&path.folder))
+            let local = download::download_artifact(client, &path.uri, &storage.join(&path.folder))
                 .await
                 .with_context(|| {
                     format!(
@@ -205,7 +204,7 @@ fn signal_group(group: Pid, signal: Signal) {
 
 /// The experiment as `mlflow run` picks it: by id, by name (created when missing), else the
 /// default experiment `0`.
-async fn experiment_id(client: &TrackingClient, args: &RunArgs) -> anyhow::Result<String> {
+async fn experiment_id(client: &MlflowClient, args: &RunArgs) -> anyhow::Result<String> {
     if let Some(id) = &args.experiment_id {
         return Ok(id.clone());
     }
