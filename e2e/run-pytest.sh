@@ -55,7 +55,8 @@ fi
 source "$FERROFLOW_VENV/bin/activate"
 cd "$here/.."
 set +e
-python -m pytest e2e/tests -q -p no:cacheprovider -rfEs "$@"
+# --durations: the slowest tests are named in every run, so the suite's time budget is watched.
+python -m pytest e2e/tests -q -p no:cacheprovider -rfEs --durations=25 "$@"
 status=$?
 set -e
 exit "$status"
