@@ -137,21 +137,32 @@ where
         if desired.contains(&name) || !owned_by(object.owner_references(), &owner_uid) {
             continue;
         }
-        let params = DeleteParams {
-            preconditions: Some(Preconditions {
-                uid: object.uid(),
-                resource_version: None,
-            }),
-            ..DeleteParams::background()
-        };
-        match api.delete(&name, &params).await {
-            Ok(_) => deleted.push(name),
-            // Gone already (404) or replaced by a new object of the same name (409).
-            Err(kube::Error::Api(status)) if status.code == 404 || status.code == 409 => {}
-            Err(source) => return Err(failed(format!("{kind} {namespace}/{name}"))(source)),
+        if delete_exactly(&api, &object)
+            .await
+            .map_err(failed(format!("{kind} {namespace}/{name}")))?
+        {
+            deleted.push(name);
         }
     }
     Ok(deleted)
+}
+
+/// Deletes `object` itself, not whatever bears its name now: the uid is a precondition.
+/// `Ok(false)` when it is gone already (404) or was replaced by a new object of the same name
+/// (409), which are left alone.
+pub async fn delete_exactly<T: Owned>(api: &Api<T>, object: &T) -> Result<bool, kube::Error> {
+    let params = DeleteParams {
+        preconditions: Some(Preconditions {
+            uid: object.uid(),
+            resource_version: None,
+        }),
+        ..DeleteParams::background()
+    };
+    match api.delete(&object.name_any(), &params).await {
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(status)) if status.code == 404 || status.code == 409 => Ok(false),
+        Err(source) => Err(source),
+    }
 }
 
 /// Whether one of `references` makes the object with uid `uid` its controller.

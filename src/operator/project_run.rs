@@ -5,7 +5,6 @@
 
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::{DeleteParams, Preconditions};
 use kube::runtime::events::EventType;
 use kube::{Api, ResourceExt};
 
@@ -387,20 +386,11 @@ fn owned_by(pod: &Pod, obj: &ProjectRun) -> bool {
 }
 
 async fn delete_pod(obj: &ProjectRun, pods: &Api<Pod>, pod: &Pod) -> Result<(), Failure> {
-    let name = pod.name_any();
-    let params = DeleteParams {
-        preconditions: Some(Preconditions {
-            uid: pod.uid(),
-            resource_version: None,
-        }),
-        ..DeleteParams::background()
-    };
-    match pods.delete(&name, &params).await {
-        Ok(_) => Ok(()),
-        // Gone already, or replaced by another Pod of the same name.
-        Err(kube::Error::Api(status)) if status.code == 404 || status.code == 409 => Ok(()),
-        Err(source) => Err(kube_failure(obj, &name, source)),
-    }
+    // Gone already, or replaced by another Pod of the same name: nothing to do either way.
+    apply::delete_exactly(pods, pod)
+        .await
+        .map(drop)
+        .map_err(|source| kube_failure(obj, &pod.name_any(), source))
 }
 
 fn kube_failure(obj: &ProjectRun, pod: &str, source: kube::Error) -> Failure {
