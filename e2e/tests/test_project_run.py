@@ -257,3 +257,72 @@ def test_a_pod_of_the_same_name_that_is_not_ours_is_left_alone(operator, namespa
     pod = get(namespace, "pod/squat-run")
     assert not pod["metadata"].get("ownerReferences")
     assert [c["name"] for c in pod["spec"]["containers"]] == ["main"]
+
+
+def log_model_as_the_pod_would(run_id: str) -> None:
+    """What the project's `mlflow.sklearn.log_model(…, name="model")` does inside the Pod."""
+    import mlflow
+    import numpy as np
+    from sklearn.linear_model import LinearRegression
+
+    features = np.array([[0.0], [1.0], [2.0]])
+    model = LinearRegression().fit(features, np.array([1.0, 3.0, 5.0]))
+    with mlflow.start_run(run_id=run_id):
+        mlflow.sklearn.log_model(model, name="model")
+
+
+def versions_from(client, model: str, run_id: str) -> list:
+    return [v for v in client.search_model_versions(f"name = '{model}'") if v.run_id == run_id]
+
+
+def test_register_model_registers_the_runs_model_exactly_once_with_its_alias(
+        operator, namespace, client, unique_name):  # noqa: F811
+    model = f"model-{unique_name}"
+    extra = f"  registerModel: {{modelName: {model}, alias: challenger}}"
+    obj, pod = start(namespace, "trains", f"exp-{unique_name}", extra)
+    run_id = obj["status"]["runId"]
+    uid = obj["metadata"]["uid"]
+    log_model_as_the_pod_would(run_id)
+    set_outcome(namespace, pod["metadata"]["name"], "Succeeded")
+    obj = wait_until(namespace, "projectrun/trains",
+                     lambda o: o is not None and (o.get("status") or {}).get("registeredVersion") is not None,
+                     "registeredVersion")
+    assert phase(obj) == "Succeeded"
+    assert condition(obj, "Ready")["status"] == "True"
+    [version] = versions_from(client, model, run_id)
+    assert int(version.version) == obj["status"]["registeredVersion"]
+    assert version.tags[RUN_UID_TAG] == uid
+    assert version.source.startswith("models:/m-"), version.source
+    assert client.get_model_version_by_alias(model, "challenger").version == version.version
+    reasons = {e.get("reason") for e in json.loads(kubectl("get", "events", "-n", namespace, "-o", "json").stdout)["items"]}
+    assert "ModelRegistered" in reasons, reasons
+
+    # A crash after registering, before status recorded it: the restarted operator finds the
+    # version by its tag instead of registering a second one.
+    operator.kill()
+    kubectl("patch", "-n", namespace, "projectrun/trains", "--subresource=status", "--type=json",
+            "-p", '[{"op": "remove", "path": "/status/registeredVersion"}]')
+    operator.start()
+    obj = wait_until(namespace, "projectrun/trains",
+                     lambda o: o is not None and (o.get("status") or {}).get("registeredVersion") is not None,
+                     "registeredVersion again")
+    assert obj["status"]["registeredVersion"] == int(version.version)
+    assert [v.version for v in versions_from(client, model, run_id)] == [version.version]
+    assert len(client.search_model_versions(f"name = '{model}'")) == 1
+
+
+def test_a_run_without_a_model_at_the_artifact_path_says_so_and_registers_nothing(
+        operator, namespace, client, unique_name):  # noqa: F811
+    model = f"model-{unique_name}"
+    obj, pod = start(namespace, "no-model", f"exp-{unique_name}", f"  registerModel: {{modelName: {model}}}")
+    set_outcome(namespace, pod["metadata"]["name"], "Succeeded")
+    obj = wait_until(namespace, "projectrun/no-model",
+                     lambda o: o is not None and condition(o, "Ready").get("reason") == "LoggedModelNotFound",
+                     "LoggedModelNotFound")
+    assert phase(obj) == "Succeeded"
+    assert "registeredVersion" not in obj["status"]
+    assert "has no model at 'model'" in condition(obj, "Ready")["message"]
+    assert client.get_run(obj["status"]["runId"]).info.status == "FINISHED"
+    assert client.search_model_versions(f"name = '{model}'") == []
+    events = json.loads(kubectl("get", "events", "-n", namespace, "-o", "json").stdout)["items"]
+    assert any(e.get("reason") == "LoggedModelNotFound" and e.get("type") == "Warning" for e in events), events

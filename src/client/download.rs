@@ -250,6 +250,16 @@ impl MlflowClient {
     }
 }
 
+/// Whether the artifact folder `artifact_uri` holds a model (an `MLmodel` file), as
+/// `mlflow.register_model` checks a `runs:/` URI before looking for a logged model.
+pub async fn has_mlmodel(client: &MlflowClient, artifact_uri: &str) -> Result<bool, DownloadError> {
+    let folder = proxied_path(artifact_uri)?;
+    let listed = client.list_artifacts(&folder).await?;
+    Ok(listed
+        .iter()
+        .any(|file| !file.is_dir && file.path.rsplit('/').next() == Some("MLmodel")))
+}
+
 /// Downloads the files behind `uri` into `folder`, as MLflow's `_download_artifact_from_uri`
 /// does for `mlflow run`'s path parameters; the local path of what was downloaded:
 /// `folder/<last path segment>`, or `folder` itself for a model or a run's whole artifact

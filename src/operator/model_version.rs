@@ -5,16 +5,16 @@
 
 use std::collections::BTreeSet;
 
+use kube::ResourceExt;
 use kube::runtime::events::EventType;
-use kube::{Api, ResourceExt};
 
 use super::context::Context;
 use super::reconcile::{Failure, Reconciler, now, publish};
+use super::registered_model::model_name_of;
 use super::shared::{owner_of, tag_changes, tags_of};
 use super::wake::concerns_model;
 use crate::crd::{
-    DeletionPolicy, ModelVersion, ModelVersionStatus, Outcome, Reason, ReconcileState,
-    RegisteredModel, Stage,
+    DeletionPolicy, ModelVersion, ModelVersionStatus, Outcome, Reason, ReconcileState, Stage,
 };
 use crate::store;
 use crate::store::notify::RegistryChange;
@@ -35,27 +35,6 @@ impl ModelVersion {
         Ownership {
             owner: owner_of(self),
             fields,
-        }
-    }
-
-    /// The MLflow name of the model this version belongs to, read from the RegisteredModel
-    /// resource it references.
-    async fn model_name(&self, ctx: &Context) -> Result<String, Failure> {
-        let namespace = self.namespace().unwrap_or_default();
-        let reference = &self.spec.model_ref.name;
-        let api: Api<RegisteredModel> = Api::namespaced(ctx.client.clone(), &namespace);
-        match api.get_opt(reference).await {
-            Ok(Some(model)) => Ok(model.model_name().to_owned()),
-            Ok(None) => Err(Failure::Report(Outcome::not_ready(
-                Reason::ModelNotFound,
-                format!(
-                    "RegisteredModel {namespace}/{reference} named in spec.modelRef does not exist"
-                ),
-            ))),
-            Err(source) => Err(Failure::Kube {
-                object: format!("RegisteredModel {namespace}/{reference}"),
-                source,
-            }),
         }
     }
 }
@@ -101,7 +80,8 @@ impl Reconciler for ModelVersion {
         ctx: &Context,
         status: &mut ModelVersionStatus,
     ) -> Result<Outcome, Failure> {
-        let name = self.model_name(ctx).await?;
+        let namespace = self.namespace().unwrap_or_default();
+        let name = model_name_of(ctx, &namespace, &self.spec.model_ref, "spec.modelRef").await?;
         status.model_name = Some(name.clone());
         match ctx.store.get_registered_model(&name).await {
             Ok(_) => {}

@@ -12,9 +12,14 @@ use super::apply::{self, apply_owned};
 use super::build::project_run::{self as builder, PodInputs};
 use super::context::Context;
 use super::reconcile::{Failure, Reconciler, describe, now, publish};
+use super::registered_model::model_name_of;
+use crate::client::MlflowClient;
+use crate::client::download::{DownloadError, has_mlmodel};
 use crate::crd::{
     Experiment, Outcome, Phase, ProjectRun, ProjectRunStatus, Reason, ReconcileState,
 };
+use crate::store::logged_models::{LoggedModelSearch, MAX_LOGGED_MODELS_PAGE};
+use crate::store::registry::{Actor, MAX_MODEL_VERSIONS_PAGE, ModelVersionSearch, NewModelVersion};
 use crate::store::runs::{NewRun, RunInfo, TERMINAL_RUN_STATUSES};
 use crate::store::{self, KeyValue};
 
@@ -50,6 +55,9 @@ impl Reconciler for ProjectRun {
             // Over: the Pod may be gone (ttl, garbage collection); only make sure the run
             // ended, in case the operator stopped between the two writes.
             end_run(ctx, &run, phase, status.completion_time.as_ref()).await?;
+            if phase == Phase::Succeeded {
+                return register_model(ctx, self, status, &run).await;
+            }
             return Ok(outcome_of(phase, status));
         }
 
@@ -290,7 +298,182 @@ async fn finish(
     }
     status.phase = Some(phase);
     status.completion_time.get_or_insert(completion);
+    if phase == Phase::Succeeded {
+        return register_model(ctx, obj, status, run).await;
+    }
     Ok(outcome_of(phase, status))
+}
+
+/// Once the run succeeded, `registerModel` registers its model as a new version, exactly
+/// once: the version carries the resource's UID tag (written in the same transaction as the
+/// version) and is looked for before registering, so a crash between registering and recording
+/// `registeredVersion` finds it again. Then the alias moves to it.
+async fn register_model(
+    ctx: &Context,
+    obj: &ProjectRun,
+    status: &mut ProjectRunStatus,
+    run: &RunInfo,
+) -> Result<Outcome, Failure> {
+    let succeeded = outcome_of(Phase::Succeeded, status);
+    let Some(request) = &obj.spec.register_model else {
+        return Ok(succeeded);
+    };
+    if status.registered_version.is_some() {
+        return Ok(succeeded);
+    }
+    let name = match (&request.model_ref, &request.model_name) {
+        (Some(reference), _) => {
+            let field = "spec.registerModel.modelRef";
+            model_name_of(ctx, &namespace(obj), reference, field).await?
+        }
+        (None, name) => ensure_registered_model(ctx, name.as_deref().unwrap_or_default()).await?,
+    };
+    let uid = obj.uid().unwrap_or_default();
+    let version = match registered_by(ctx, &name, &run.run_uuid, &uid).await? {
+        Some(version) => version,
+        None => {
+            let model = run_model(ctx, run, &request.artifact_path).await?;
+            let registered = ctx
+                .store
+                .create_model_version(NewModelVersion {
+                    name: name.clone(),
+                    source: model.source,
+                    run_id: Some(run.run_uuid.clone()),
+                    model_id: model.model_id,
+                    tags: vec![KeyValue::new(RUN_UID_TAG, &uid)],
+                    ..NewModelVersion::default()
+                })
+                .await?;
+            registered.version
+        }
+    };
+    if let Some(alias) = &request.alias {
+        // As the REST API would: a RegisteredModel resource that declares the aliases keeps them.
+        ctx.store
+            .set_registered_model_alias(&name, alias, version, Actor::Api)
+            .await?;
+    }
+    status.registered_version = Some(version);
+    let alias = request
+        .alias
+        .as_ref()
+        .map(|alias| format!(", alias '{alias}'"))
+        .unwrap_or_default();
+    let note = format!(
+        "model '{name}' version {version}{alias} registered from run {}",
+        run.run_uuid
+    );
+    publish(
+        ctx,
+        obj,
+        EventType::Normal,
+        "ModelRegistered",
+        "Register",
+        &note,
+    )
+    .await;
+    Ok(outcome_of(Phase::Succeeded, status))
+}
+
+/// The registered model `registerModel.modelName` names, created when missing as
+/// `mlflow.register_model` does.
+async fn ensure_registered_model(ctx: &Context, name: &str) -> Result<String, Failure> {
+    match ctx
+        .store
+        .create_registered_model(name, &[], None, None)
+        .await
+    {
+        Ok(_) | Err(store::Error::AlreadyExists(_)) => Ok(name.to_owned()),
+        Err(error) => Err(error.into()),
+    }
+}
+
+/// The version of `name` this resource registered from `run_id`, if any.
+async fn registered_by(
+    ctx: &Context,
+    name: &str,
+    run_id: &str,
+    uid: &str,
+) -> Result<Option<i64>, Failure> {
+    let tag = KeyValue::new(RUN_UID_TAG, uid);
+    // Run ids are hex: safe to put in the filter; the name and the tag are compared here.
+    let page = ctx
+        .store
+        .search_model_versions(&ModelVersionSearch {
+            filter: format!("run_id = '{run_id}'"),
+            max_results: MAX_MODEL_VERSIONS_PAGE,
+            ..ModelVersionSearch::default()
+        })
+        .await?;
+    Ok(page
+        .items
+        .into_iter()
+        .find(|version| version.name == name && version.tags.contains(&tag))
+        .map(|version| version.version))
+}
+
+/// What a model version is registered from.
+#[derive(Debug, PartialEq)]
+struct ModelSource {
+    source: String,
+    model_id: Option<String>,
+}
+
+/// The run's model at `artifact_path`, found as `mlflow.register_model("runs:/RUN/PATH")`
+/// finds it: the model logged from the run under that name (MLflow 3's `log_model(name=…)`;
+/// the newest when several), else files (an `MLmodel`) at that path of the run's artifacts
+/// (MLflow 2). MLflow looks at the files first; the store is asked first here because it needs
+/// no call to the tracking server, and a run holds both only if it logged the model twice.
+async fn run_model(
+    ctx: &Context,
+    run: &RunInfo,
+    artifact_path: &str,
+) -> Result<ModelSource, Failure> {
+    let artifact_path = artifact_path.trim_matches('/');
+    let logged = ctx
+        .store
+        .search_logged_models(&LoggedModelSearch {
+            experiment_ids: vec![run.experiment_id],
+            filter: format!("source_run_id = '{}'", run.run_uuid),
+            max_results: MAX_LOGGED_MODELS_PAGE,
+            ..LoggedModelSearch::default()
+        })
+        .await?;
+    // Newest first: the search's default order.
+    if let Some(model) = logged
+        .items
+        .into_iter()
+        .find(|model| model.name == artifact_path)
+    {
+        return Ok(ModelSource {
+            source: format!("models:/{}", model.model_id),
+            model_id: Some(model.model_id),
+        });
+    }
+    let folder = format!("{}/{artifact_path}", run.artifact_uri.trim_end_matches('/'));
+    let listing = match MlflowClient::new(ctx.config.tracking_url.as_str(), None) {
+        Ok(client) => has_mlmodel(&client, &folder).await,
+        Err(error) => Err(error.into()),
+    };
+    let listing_failed = match listing {
+        Ok(true) => {
+            return Ok(ModelSource {
+                source: format!("runs:/{}/{artifact_path}", run.run_uuid),
+                model_id: None,
+            });
+        }
+        Ok(false) | Err(DownloadError::NotProxied(_)) => String::new(),
+        Err(error) => format!(" (listing {folder} failed: {error})"),
+    };
+    Err(Failure::Report(Outcome::not_ready(
+        Reason::LoggedModelNotFound,
+        format!(
+            "run {} succeeded but has no model at '{artifact_path}': no model logged from it \
+             with name='{artifact_path}' and no MLmodel there{listing_failed}; nothing was \
+             registered (log the model there or fix spec.registerModel.artifactPath)",
+            run.run_uuid
+        ),
+    )))
 }
 
 /// Writes the run status `phase` means, unless the run already ended.

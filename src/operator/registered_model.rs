@@ -4,19 +4,44 @@
 
 use std::collections::BTreeSet;
 
-use kube::ResourceExt;
 use kube::runtime::events::EventType;
+use kube::{Api, ResourceExt};
 
 use super::context::Context;
 use super::reconcile::{Failure, Reconciler, publish};
 use super::shared::{AliasMove, alias_changes, owner_of, tag_changes, tags_of};
 use super::wake::concerns_model;
+use crate::crd::model_version::ModelRef;
 use crate::crd::{
     DeletionPolicy, Outcome, Reason, ReconcileState, RegisteredModel, RegisteredModelStatus,
 };
 use crate::store;
 use crate::store::notify::RegistryChange;
 use crate::store::registry::{Actor, OwnedField, Ownership, RegistryRef};
+
+/// The MLflow name of the model the RegisteredModel resource `reference` (in `namespace`)
+/// declares; `field` names where the reference is written, for the condition when it is
+/// missing.
+pub async fn model_name_of(
+    ctx: &Context,
+    namespace: &str,
+    reference: &ModelRef,
+    field: &str,
+) -> Result<String, Failure> {
+    let api: Api<RegisteredModel> = Api::namespaced(ctx.client.clone(), namespace);
+    let name = &reference.name;
+    match api.get_opt(name).await {
+        Ok(Some(model)) => Ok(model.model_name().to_owned()),
+        Ok(None) => Err(Failure::Report(Outcome::not_ready(
+            Reason::ModelNotFound,
+            format!("RegisteredModel {namespace}/{name} named in {field} does not exist"),
+        ))),
+        Err(source) => Err(Failure::Kube {
+            object: format!("RegisteredModel {namespace}/{name}"),
+            source,
+        }),
+    }
+}
 
 impl RegisteredModel {
     fn ownership(&self) -> Ownership {

@@ -126,6 +126,15 @@ local ready = getCondition("Ready")
 local stalled = getCondition("Stalled")
 local phase = obj.status.phase
 if phase == "Succeeded" then
+  -- registerModel may still be at work: a run without a model at artifactPath needs a human;
+  -- anything else (the model's RegisteredModel not created yet, the store down) is retried.
+  hs = needsHuman(ready, stalled)
+  if hs ~= nil then
+    return hs
+  end
+  if ready.status ~= "True" then
+    return { status = "Progressing", message = describe(ready, "Registering the run's model") }
+  end
   return { status = "Healthy", message = describe(ready, "Run succeeded") }
 end
 if phase == "Failed" or phase == "Killed" then
