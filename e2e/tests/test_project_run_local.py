@@ -53,8 +53,8 @@ def _env(tracking_uri: str) -> dict:
     return env
 
 
-def _run(argv: list[str], tracking_uri: str, cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run(argv, cwd=cwd, env=_env(tracking_uri), capture_output=True, text=True,
+def _run(argv: list[str], tracking_uri: str, cwd: Path, **env: str) -> subprocess.CompletedProcess:
+    return subprocess.run(argv, cwd=cwd, env={**_env(tracking_uri), **env}, capture_output=True, text=True,
                           timeout=RUN_TIMEOUT_S, stdin=subprocess.DEVNULL)
 
 
@@ -308,6 +308,8 @@ def test_remote_path_parameters_are_downloaded_as_mlflow_run_does(ferroflow_bin,
     }[form]
 
     listings = {}
+    temporary = tmp_path / "tmp"
+    temporary.mkdir()
     for runner in ("mlflow", "ferroflow"):
         out = tmp_path / f"{runner}.json"
         argv = ([_mlflow_bin(), "run"] if runner == "mlflow" else [ferroflow_bin, "run"]) + [
@@ -315,12 +317,15 @@ def test_remote_path_parameters_are_downloaded_as_mlflow_run_does(ferroflow_bin,
             "--experiment-id", experiment_id]
         if runner == "mlflow":
             argv += ["--env-manager", "local"]
-        consumer = _run_id(_run(argv, tracking_uri, tmp_path))
+        env = {"TMPDIR": str(temporary)} if runner == "ferroflow" else {}
+        consumer = _run_id(_run(argv, tracking_uri, tmp_path, **env))
         listings[runner] = json.loads(out.read_text())
         # Logged as given, not as the downloaded path.
         assert client.get_run(consumer).data.params["data"] == uri
     assert listings["ferroflow"] == listings["mlflow"]
     assert listings["ferroflow"]["files"]
+    # The downloads went into a temporary folder, removed once the run ended.
+    assert list(temporary.iterdir()) == []
 
 
 def test_the_pod_steps_run_a_downloaded_project_in_a_given_run(ferroflow_bin, tracking_uri, client, experiment_id,

@@ -93,6 +93,19 @@ pub async fn run(args: RunArgs, shutdown: impl Future<Output = ()>) -> anyhow::R
     }
 }
 
+/// A folder removed with everything in it when this is dropped.
+struct RemovedOnDrop(PathBuf);
+
+impl Drop for RemovedOnDrop {
+    fn drop(&mut self) {
+        if let Err(error) = std::fs::remove_dir_all(&self.0)
+            && error.kind() != std::io::ErrorKind::NotFound
+        {
+            eprintln!("cannot remove {}: {error}", self.0.display());
+        }
+    }
+}
+
 enum Outcome {
     Succeeded,
     Failed(std::process::ExitStatus),
@@ -122,12 +135,16 @@ async fn execute(
 
     let mut downloaded = HashMap::new();
     let remote: Vec<_> = resolved.remote_paths().collect();
+    let storage = args
+        .storage_dir
+        .clone()
+        .unwrap_or_else(std::env::temp_dir)
+        .join(format!("ferroflow-run-{}", run.run_id));
+    // Removed once the command has exited (when this function returns); a --storage-dir
+    // folder is the user's, and stays.
+    let _removed_at_the_end =
+        (!remote.is_empty() && args.storage_dir.is_none()).then(|| RemovedOnDrop(storage.clone()));
     if !remote.is_empty() {
-        let storage = args
-            .storage_dir
-            .clone()
-            .unwrap_or_else(std::env::temp_dir)
-            .join(format!("ferroflow-run-{}", run.run_id));
         eprintln!(
             "=== Downloading remote URIs passed to arguments of type 'path' into {} ===",
             storage.display()
