@@ -204,6 +204,11 @@ def operator(server, tmp_path_factory):
     assert kubectl("auth", "can-i", "create", "pods", "-A", kubeconfig=str(kubeconfig)).stdout.strip() == "yes"
     assert kubectl("auth", "can-i", "update", "pods", "-A", check=False,
                    kubeconfig=str(kubeconfig)).stdout.strip() == "no"
+    # The ended Pod's log, stored as a run artifact: read only.
+    assert kubectl("auth", "can-i", "get", "pods", "--subresource=log", "-A",
+                   kubeconfig=str(kubeconfig)).stdout.strip() == "yes"
+    assert kubectl("auth", "can-i", "create", "pods", "--subresource=log", "-A", check=False,
+                   kubeconfig=str(kubeconfig)).stdout.strip() == "no"
     assert kubectl("auth", "can-i", "patch", "modelversions.ferroflow.dev/status", "-A",
                    kubeconfig=str(kubeconfig)).stdout.strip() == "yes"
     op = Operator(_ferroflow_bin(), server.store_uri, kubeconfig, workdir)

@@ -1,7 +1,8 @@
 //! Model and artifact URIs (`models:/…`, `runs:/…`, `mlflow-artifacts:…`) resolved through the
 //! registry or the run, and their files copied through the tracking server's proxied artifact
-//! API, so a Pod needs the tracking URL and no bucket credentials. `ferroflow model download`
-//! lands atomically: everything goes to a sibling temporary folder first, renamed to `DIR` once
+//! API, so a Pod needs the tracking URL and no bucket credentials; one file is uploaded the same
+//! way (the operator stores a ProjectRun Pod's log). `ferroflow model download` lands
+//! atomically: everything goes to a sibling temporary folder first, renamed to `DIR` once
 //! complete, so a serving container never sees half a model.
 
 use std::path::{Path, PathBuf};
@@ -11,7 +12,7 @@ use serde::Deserialize;
 use serde_json::json;
 use tokio::io::AsyncWriteExt;
 
-use super::{ClientError, MlflowClient};
+use super::{Body, ClientError, MlflowClient};
 use crate::store::registry::{ModelsSelector, ModelsUri, parse_models_uri};
 
 /// Files fetched at once: enough to hide latency, few enough for a small init container.
@@ -242,11 +243,17 @@ impl MlflowClient {
     /// Starts downloading one file of the proxied artifact store; the body streams (no
     /// timeout: a model's file may be large).
     async fn artifact(&self, path: &str) -> Result<reqwest::Response, ClientError> {
+        let url = self.artifact_url(path)?;
+        self.send(reqwest::Method::GET, url, None, None).await
+    }
+
+    /// The URL of one file of the proxied artifact store.
+    fn artifact_url(&self, path: &str) -> Result<url::Url, ClientError> {
         let mut url = self.url(ARTIFACTS_PREFIX, &[]);
         url.path_segments_mut()
             .map_err(|()| ClientError::UnsupportedUri(self.base.to_string()))?
             .extend(path.split('/').filter(|segment| !segment.is_empty()));
-        self.send(reqwest::Method::GET, url, None, None).await
+        Ok(url)
     }
 }
 
@@ -258,6 +265,21 @@ pub async fn has_mlmodel(client: &MlflowClient, artifact_uri: &str) -> Result<bo
     Ok(listed
         .iter()
         .any(|file| !file.is_dir && file.path.rsplit('/').next() == Some("MLmodel")))
+}
+
+/// Writes `contents` as the file `artifact_uri` (inside a run's artifact folder) through the
+/// proxied artifact API, as `mlflow.log_text` does; an existing file is replaced.
+pub async fn upload_artifact(
+    client: &MlflowClient,
+    artifact_uri: &str,
+    contents: &[u8],
+) -> Result<(), DownloadError> {
+    let path = proxied_path(artifact_uri)?;
+    let url = client.artifact_url(&path)?;
+    client
+        .send(reqwest::Method::PUT, url, Some(Body::Bytes(contents)), None)
+        .await?;
+    Ok(())
 }
 
 /// Downloads the files behind `uri` into `folder`, as MLflow's `_download_artifact_from_uri`

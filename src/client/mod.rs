@@ -62,6 +62,14 @@ pub struct MlflowClient {
     auth: Auth,
 }
 
+/// What a request carries.
+#[derive(Debug, Clone, Copy)]
+enum Body<'a> {
+    Json(&'a Value),
+    /// A file's bytes (an artifact upload).
+    Bytes(&'a [u8]),
+}
+
 #[derive(Debug, Clone)]
 enum Auth {
     None,
@@ -119,7 +127,7 @@ impl MlflowClient {
         &self,
         method: reqwest::Method,
         url: Url,
-        body: Option<&Value>,
+        body: Option<Body<'_>>,
         timeout: Option<Duration>,
     ) -> Result<reqwest::Response, ClientError> {
         let mut backoff = FIRST_BACKOFF;
@@ -134,11 +142,13 @@ impl MlflowClient {
                 Auth::Bearer(token) => request.bearer_auth(token),
                 Auth::Basic(user, password) => request.basic_auth(user, Some(password)),
             };
-            if let Some(body) = body {
-                request = request
+            request = match body {
+                Some(Body::Json(json)) => request
                     .header(reqwest::header::CONTENT_TYPE, "application/json")
-                    .body(body.to_string());
-            }
+                    .body(json.to_string()),
+                Some(Body::Bytes(bytes)) => request.body(bytes.to_vec()),
+                None => request,
+            };
             match request.send().await {
                 Ok(response) if response.status().is_success() => return Ok(response),
                 Ok(response)
@@ -169,7 +179,12 @@ impl MlflowClient {
     ) -> Result<Value, ClientError> {
         let url = self.url(path, query);
         let response = self
-            .send(method, url.clone(), body.as_ref(), Some(REQUEST_TIMEOUT))
+            .send(
+                method,
+                url.clone(),
+                body.as_ref().map(Body::Json),
+                Some(REQUEST_TIMEOUT),
+            )
             .await?;
         let bytes = response.bytes().await.map_err(|source| ClientError::Http {
             url: url.to_string(),

@@ -15,7 +15,7 @@ use futures::FutureExt as _;
 use nix::sys::signal::{Signal, killpg};
 use nix::unistd::Pid;
 
-use super::{Environment, Project, Resolved, parse_assignments};
+use super::{DockerEnvironment, DockerVariable, Environment, Project, Resolved, parse_assignments};
 use crate::cli::RunArgs;
 use crate::client::{MlflowClient, RunInfo, download};
 
@@ -41,6 +41,20 @@ pub async fn run(args: RunArgs, shutdown: impl Future<Output = ()>) -> anyhow::R
     let working_dir = std::env::current_dir().context("reading the working folder")?;
     let resolved = Resolved::new(&entry_point, &given, &working_dir)?;
     announce_environment(&project.environment);
+    let variables = match &project.environment {
+        Environment::Docker(docker) => {
+            let (variables, notes) = docker_env_settings(
+                docker,
+                |name| std::env::var_os(name).is_some(),
+                |path| path.exists(),
+            );
+            for note in notes {
+                eprintln!("=== {note} ===");
+            }
+            variables
+        }
+        _ => Vec::new(),
+    };
 
     let tracking_uri = args
         .tracking_uri
@@ -64,12 +78,16 @@ pub async fn run(args: RunArgs, shutdown: impl Future<Output = ()>) -> anyhow::R
                 .context("creating the run")?
         }
     };
+    let command = CommandInputs {
+        directory: &directory,
+        resolved: &resolved,
+        variables: &variables,
+    };
     let outcome = execute(
         &client,
         &run,
         &args,
-        &directory,
-        &resolved,
+        &command,
         &mut shutdown,
         &mut interrupted,
     )
@@ -112,16 +130,29 @@ enum Outcome {
     Killed,
 }
 
+/// What the command is made of and runs with.
+struct CommandInputs<'a> {
+    /// The project folder, where the command runs.
+    directory: &'a Path,
+    resolved: &'a Resolved,
+    /// Set in the command's environment (`docker_env.environment`).
+    variables: &'a [(String, String)],
+}
+
 /// Everything after the run exists: its failure ends the run FAILED.
 async fn execute(
     client: &MlflowClient,
     run: &RunInfo,
     args: &RunArgs,
-    directory: &Path,
-    resolved: &Resolved,
+    inputs: &CommandInputs<'_>,
     shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
     interrupted: &mut bool,
 ) -> anyhow::Result<Outcome> {
+    let CommandInputs {
+        directory,
+        resolved,
+        variables,
+    } = *inputs;
     let mut tags = Vec::new();
     if args.run_id.is_some() {
         // A run made by someone else (the operator): it gets the same tags as one made here.
@@ -171,6 +202,8 @@ async fn execute(
         .arg("-c")
         .arg(&command)
         .current_dir(directory)
+        .envs(variables.iter().map(|(name, value)| (name, value)))
+        // After the project's variables: the project cannot point the run elsewhere.
         .env("MLFLOW_TRACKING_URI", &tracking_uri)
         .env("MLFLOW_RUN_ID", &run.run_id)
         .env("MLFLOW_EXPERIMENT_ID", &run.experiment_id)
@@ -245,6 +278,45 @@ fn announce_environment(environment: &Environment) {
     eprintln!(
         "=== The project asks for {asked}; ferroflow run uses the current environment (in a ProjectRun, the Pod's image) ==="
     );
+}
+
+/// What an MLproject's `docker_env` asks of the command's environment, honoured where a
+/// process can honour it, and notes on what it cannot: `[NAME, value]` entries are set (the
+/// variables returned); `NAME` entries are copied from the runner's environment, which the
+/// command inherits anyway (`is_set` tells whether there is something to copy). Volumes cannot
+/// be mounted by a process: in a ProjectRun they are the resource's `volumes`/`volumeMounts`
+/// (an MLproject inside an image does not get to mount host folders), so an entry whose
+/// container path does not `exist` is reported.
+fn docker_env_settings(
+    docker: &DockerEnvironment,
+    is_set: impl Fn(&str) -> bool,
+    exists: impl Fn(&Path) -> bool,
+) -> (Vec<(String, String)>, Vec<String>) {
+    let mut variables = Vec::new();
+    let mut notes = Vec::new();
+    for variable in &docker.environment {
+        match variable {
+            DockerVariable::Set(name, value) => variables.push((name.clone(), value.clone())),
+            DockerVariable::Copy(name) if !is_set(name) => notes.push(format!(
+                "docker_env.environment copies {name}, which is not set here: the command runs without it"
+            )),
+            DockerVariable::Copy(_) => {}
+        }
+    }
+    for entry in &docker.volumes {
+        // `docker run -v` forms: `/host:/container[:mode]`, `name:/container[:mode]`, `/container`.
+        let mut parts = entry.split(':');
+        let first = parts.next().unwrap_or_default();
+        let container = parts.next().unwrap_or(first);
+        if !exists(Path::new(container)) {
+            notes.push(format!(
+                "docker_env.volumes entry '{entry}' is not mounted: ferroflow run mounts nothing, \
+                 and {container} does not exist here (in a ProjectRun, declare the volume in \
+                 spec.volumes and spec.volumeMounts)"
+            ));
+        }
+    }
+    (variables, notes)
 }
 
 /// The tags `mlflow run` gives a run it creates: user, source (the folder, or
@@ -324,4 +396,49 @@ fn user() -> String {
                 .map(|user| user.name)
         })
         .unwrap_or_else(|| DEFAULT_USER.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn docker_env_variables_are_set_copied_or_reported_and_volumes_checked() {
+        let docker = DockerEnvironment {
+            image: "ignored:latest".into(),
+            volumes: vec![
+                "/mnt/data:/data:ro".into(),
+                "cache:/cache".into(),
+                "/scratch".into(),
+            ],
+            environment: vec![
+                DockerVariable::Set("MODE".into(), "fast lane".into()),
+                DockerVariable::Copy("HOME".into()),
+                DockerVariable::Copy("MISSING".into()),
+            ],
+        };
+        let (variables, notes) = docker_env_settings(
+            &docker,
+            |name| name == "HOME",
+            |path| path == Path::new("/data"),
+        );
+        assert_eq!(variables, [("MODE".to_owned(), "fast lane".to_owned())]);
+        assert_eq!(notes.len(), 3, "{notes:#?}");
+        assert!(notes[0].contains("copies MISSING, which is not set here"));
+        assert!(notes[1].starts_with("docker_env.volumes entry 'cache:/cache' is not mounted"));
+        assert!(notes[1].contains("/cache does not exist here"));
+        assert!(notes[1].contains("spec.volumes and spec.volumeMounts"));
+        assert!(notes[2].contains("'/scratch'") && notes[2].contains("/scratch does not exist"));
+    }
+
+    #[test]
+    fn a_docker_env_that_is_all_there_says_nothing() {
+        let docker = DockerEnvironment {
+            image: "x".into(),
+            volumes: vec!["/host:/data".into()],
+            environment: vec![DockerVariable::Copy("HOME".into())],
+        };
+        let (variables, notes) = docker_env_settings(&docker, |_| true, |_| true);
+        assert!(variables.is_empty() && notes.is_empty(), "{notes:?}");
+    }
 }

@@ -5,6 +5,7 @@
 
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::api::LogParams;
 use kube::runtime::events::EventType;
 use kube::{Api, ResourceExt};
 
@@ -14,7 +15,7 @@ use super::context::Context;
 use super::reconcile::{Failure, Reconciler, describe, now, publish};
 use super::registered_model::model_name_of;
 use crate::client::MlflowClient;
-use crate::client::download::{DownloadError, has_mlmodel};
+use crate::client::download::{DownloadError, has_mlmodel, upload_artifact};
 use crate::crd::{
     Experiment, Outcome, Phase, ProjectRun, ProjectRunStatus, Reason, ReconcileState,
 };
@@ -25,6 +26,11 @@ use crate::store::{self, KeyValue};
 
 /// The run tag that holds the ProjectRun's UID: how the operator finds the run it created.
 pub const RUN_UID_TAG: &str = "ferroflow.dev/project-run-uid";
+/// Where in the run's artifacts the operator stores the Pod's log when the Pod ends.
+pub const POD_LOG_PATH: &str = "ferroflow/pod.log";
+/// The most of a Pod's log that is stored: the kubelet returns its first bytes, so a run that
+/// logs more gets a cut log rather than an artifact of any size.
+const POD_LOG_LIMIT_BYTES: i64 = 16 * 1024 * 1024;
 /// The MLflow user of runs the operator creates.
 const RUN_USER: &str = "ferroflow-operator";
 
@@ -99,7 +105,6 @@ impl Reconciler for ProjectRun {
                 run_id: &run.run_uuid,
                 tracking_url: &ctx.config.tracking_url,
                 ferroflow_image: &ctx.config.ferroflow_image,
-                docker_env: None,
             };
             apply_owned(&ctx.client, self, &builder::pod(self, &inputs), &())
                 .await
@@ -125,6 +130,7 @@ impl Reconciler for ProjectRun {
             status.start_time = Some(started);
         }
         if is_over(phase) {
+            store_pod_log(ctx, self, &pods, &pod_name, &run).await;
             let ended = finished_at(&pod);
             return finish(ctx, self, status, &run, phase, ended).await;
         }
@@ -561,6 +567,48 @@ fn finished_at(pod: &Pod) -> Option<Time> {
         .as_ref()?
         .finished_at
         .clone()
+}
+
+/// Stores the log of the ended Pod's main container as the run's artifact [`POD_LOG_PATH`],
+/// through the tracking server's artifact API. Best effort: a log that cannot be read (kwok,
+/// a node that is gone) or stored is a Warning event, never a reason to leave the run open.
+async fn store_pod_log(
+    ctx: &Context,
+    obj: &ProjectRun,
+    pods: &Api<Pod>,
+    pod_name: &str,
+    run: &RunInfo,
+) {
+    let uri = format!("{}/{POD_LOG_PATH}", run.artifact_uri.trim_end_matches('/'));
+    let stored = async {
+        let params = LogParams {
+            container: Some(builder::MAIN_CONTAINER.to_owned()),
+            limit_bytes: Some(POD_LOG_LIMIT_BYTES),
+            ..LogParams::default()
+        };
+        let log = pods
+            .logs(pod_name, &params)
+            .await
+            .map_err(|error| format!("reading it failed: {error}"))?;
+        let client = MlflowClient::new(ctx.config.tracking_url.as_str(), None)
+            .map_err(|error| error.to_string())?;
+        upload_artifact(&client, &uri, log.as_bytes())
+            .await
+            .map_err(|error| format!("uploading it to {uri} failed: {error}"))
+    }
+    .await;
+    if let Err(why) = stored {
+        let note = format!("the log of Pod {pod_name} was not stored as {POD_LOG_PATH}: {why}");
+        publish(
+            ctx,
+            obj,
+            EventType::Warning,
+            "PodLogNotStored",
+            "StoreLog",
+            &note,
+        )
+        .await;
+    }
 }
 
 /// Whether `obj` controls `pod` (a Pod of the same name made by hand is left alone).

@@ -7,14 +7,12 @@
 use std::collections::BTreeMap;
 
 use k8s_openapi::api::core::v1::{
-    Container, EmptyDirVolumeSource, EnvVar, HostPathVolumeSource, Pod, PodSpec, Volume,
-    VolumeMount,
+    Container, EmptyDirVolumeSource, EnvVar, Pod, PodSpec, Volume, VolumeMount,
 };
 use url::Url;
 
 use super::{Role, owned_meta};
 use crate::crd::ProjectRun;
-use crate::mlproject::{DockerEnvironment, DockerVariable};
 
 /// What the run's Pod is, for its labels.
 pub const ROLE: Role = Role {
@@ -47,8 +45,6 @@ pub struct PodInputs<'a> {
     pub tracking_url: &'a Url,
     /// The image holding the ferroflow binary (the operator's own).
     pub ferroflow_image: &'a str,
-    /// The MLproject's `docker_env`, when the operator could read the project (a `source`).
-    pub docker_env: Option<&'a DockerEnvironment>,
 }
 
 /// The Pod's name: the resource's, with `-run`.
@@ -113,27 +109,7 @@ pub fn pod(run: &ProjectRun, inputs: &PodInputs<'_>) -> Pod {
     volumes.extend(spec.volumes.iter().cloned());
     main_mounts.extend(spec.volume_mounts.iter().cloned());
 
-    let mut env = Vec::new();
-    if let Some(docker) = inputs.docker_env {
-        for (index, volume) in docker.volumes.iter().enumerate() {
-            if let Some((volume, mount)) = docker_volume(index, volume) {
-                volumes.push(volume);
-                main_mounts.push(mount);
-            }
-        }
-        // `NAME` entries copy a variable from where `mlflow run` runs; a Pod has no such
-        // place, so only `[NAME, value]` entries apply.
-        env.extend(
-            docker
-                .environment
-                .iter()
-                .filter_map(|variable| match variable {
-                    DockerVariable::Set(name, value) => Some(env_var(name, value)),
-                    DockerVariable::Copy(_) => None,
-                }),
-        );
-    }
-    env.extend(spec.env.iter().cloned());
+    let mut env = spec.env.clone();
     // Last, so nothing above can point the run at another server.
     env.push(env_var("MLFLOW_TRACKING_URI", inputs.tracking_url.as_str()));
 
@@ -200,36 +176,6 @@ fn env_var(name: &str, value: &str) -> EnvVar {
         value: Some(value.to_owned()),
         value_from: None,
     }
-}
-
-/// A `docker_env.volumes` entry (`/host:/container[:ro]`, as `docker run -v`) as a hostPath
-/// volume and its mount; `None` for entries without both paths (named Docker volumes).
-fn docker_volume(index: usize, entry: &str) -> Option<(Volume, VolumeMount)> {
-    let mut parts = entry.split(':');
-    let (host, container) = (parts.next()?, parts.next()?);
-    if !host.starts_with('/') || !container.starts_with('/') {
-        return None;
-    }
-    let read_only = parts
-        .next()
-        .is_some_and(|mode| mode.split(',').any(|m| m == "ro"));
-    let name = format!("docker-env-{index}");
-    Some((
-        Volume {
-            name: name.clone(),
-            host_path: Some(HostPathVolumeSource {
-                path: host.to_owned(),
-                type_: None,
-            }),
-            ..Volume::default()
-        },
-        VolumeMount {
-            name,
-            mount_path: container.to_owned(),
-            read_only: read_only.then_some(true),
-            ..VolumeMount::default()
-        },
-    ))
 }
 
 #[cfg(test)]
@@ -311,7 +257,6 @@ spec:
                 run_id: RUN_ID,
                 tracking_url: &url,
                 ferroflow_image: "ghcr.io/ferroflow/ferroflow:0.1.0",
-                docker_env: None,
             },
         );
         assert_eq!(
@@ -369,7 +314,7 @@ spec:
     }
 
     #[test]
-    fn a_source_is_downloaded_by_the_init_container_and_docker_env_is_honoured() {
+    fn a_source_is_downloaded_by_the_init_container() {
         let run = resource(
             "  experimentRef: {name: fraud}
   image: python:3.12
@@ -377,21 +322,12 @@ spec:
 ",
         );
         let url = tracking();
-        let docker = DockerEnvironment {
-            image: "ignored:latest".into(),
-            volumes: vec!["/mnt/data:/data:ro".into(), "named:/cache".into()],
-            environment: vec![
-                DockerVariable::Set("MODE".into(), "fast".into()),
-                DockerVariable::Copy("HOME".into()),
-            ],
-        };
         let built = pod(
             &run,
             &PodInputs {
                 run_id: RUN_ID,
                 tracking_url: &url,
                 ferroflow_image: "ferroflow:dev",
-                docker_env: Some(&docker),
             },
         );
         let tracking_env = json!({"name": "MLFLOW_TRACKING_URI",
@@ -426,17 +362,15 @@ spec:
                         "image": "python:3.12",
                         "command": ["/ferroflow/bin/ferroflow"],
                         "args": ["run", "/ferroflow/project", "-e", "main", "--run-id", RUN_ID],
-                        "env": [{"name": "MODE", "value": "fast"}, tracking_env],
+                        "env": [tracking_env],
                         "volumeMounts": [
                             {"name": "ferroflow-bin", "mountPath": "/ferroflow/bin", "readOnly": true},
                             {"name": "ferroflow-project", "mountPath": "/ferroflow/project"},
-                            {"name": "docker-env-0", "mountPath": "/data", "readOnly": true},
                         ],
                     }],
                     "volumes": [
                         {"name": "ferroflow-bin", "emptyDir": {}},
                         {"name": "ferroflow-project", "emptyDir": {}},
-                        {"name": "docker-env-0", "hostPath": {"path": "/mnt/data"}},
                     ],
                 },
             })
