@@ -319,9 +319,27 @@ pub struct RunArgs {
     /// The tracking server (`http://host:port`).
     #[arg(long, env = "MLFLOW_TRACKING_URI")]
     pub tracking_uri: Option<String>,
-    /// Where remote `path` parameters are downloaded (default: the system's temporary folder).
+    /// Where remote `path` parameters are downloaded (default: a temporary folder, removed
+    /// when the run ends).
     #[arg(long)]
     pub storage_dir: Option<PathBuf>,
+    /// `local` runs the command here; `kubernetes` creates a ProjectRun (PROJECT is then a
+    /// folder in `--image`, or a `runs:/…`/`mlflow-artifacts:/…` source) and follows it.
+    #[arg(short = 'b', long, value_enum, default_value = "local")]
+    pub backend: RunBackend,
+    /// With `--backend kubernetes`: the image the project runs in.
+    #[arg(long)]
+    pub image: Option<String>,
+    /// With `--backend kubernetes`: the namespace of the ProjectRun (default: the kubeconfig's).
+    #[arg(short = 'n', long)]
+    pub namespace: Option<String>,
+}
+
+/// Where `ferroflow run` runs the project.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum RunBackend {
+    Local,
+    Kubernetes,
 }
 
 #[derive(Debug, clap::Args)]

@@ -6,7 +6,7 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
-use ferroflow::cli::{Cli, Command, CrdArgs, DbCommand, DownloadArgs, ModelCommand};
+use ferroflow::cli::{Cli, Command, CrdArgs, DbCommand, DownloadArgs, ModelCommand, RunBackend};
 use ferroflow::client::{MlflowClient, download};
 use ferroflow::store::Store;
 use ferroflow::{crd, mlproject, operator, server, telemetry};
@@ -21,6 +21,9 @@ async fn main() -> ExitCode {
     let result = match cli.command {
         Command::Server(args) => server::run(args, shutdown_signal()).await,
         Command::Operator(args) => operator::run(args, shutdown_signal()).await,
+        Command::Run(args) if args.backend == RunBackend::Kubernetes => {
+            mlproject::kubernetes::run(args).await
+        }
         Command::Run(args) => mlproject::run::run(args, shutdown_signal()).await,
         Command::ProjectInit(args) => mlproject::init::run(args).await,
         Command::Crd(args) => print_crds(&args),

@@ -11,8 +11,11 @@ import json
 import textwrap
 import time
 
-from kubectl_helpers import WAIT_S, apply, get, kubectl, wait_until
-from test_gitops import condition, current, namespace, operator  # noqa: F401 (fixtures)
+import os
+import subprocess
+
+from kubectl_helpers import KUBECONFIG, WAIT_S, apply, get, kubectl, wait_until
+from test_gitops import _ferroflow_bin, condition, current, namespace, operator  # noqa: F401 (fixtures)
 
 RUN_UID_TAG = "ferroflow.dev/project-run-uid"
 OUTCOME = "e2e.ferroflow.dev/outcome"
@@ -328,3 +331,46 @@ def test_a_run_without_a_model_at_the_artifact_path_says_so_and_registers_nothin
     assert client.search_model_versions(f"name = '{model}'") == []
     events = json.loads(kubectl("get", "events", "-n", namespace, "-o", "json").stdout)["items"]
     assert any(e.get("reason") == "LoggedModelNotFound" and e.get("type") == "Warning" for e in events), events
+
+
+def _only_project_run(ns: str) -> dict | None:
+    """The one ProjectRun in `ns` once its Pod runs, else None."""
+    items = json.loads(kubectl("get", "projectruns", "-n", ns, "-o", "json").stdout)["items"]
+    running = [item for item in items if phase(item) == "Running"]
+    return running[0] if running else None
+
+
+def _wait_for(predicate, what: str):
+    deadline = time.monotonic() + WAIT_S
+    while (found := predicate()) is None:
+        assert time.monotonic() < deadline, f"no {what} in time"
+        time.sleep(0.2)
+    return found
+
+
+def test_ferroflow_run_backend_kubernetes_creates_a_project_run_and_exits_with_its_outcome(
+        operator, namespace, client, unique_name):  # noqa: F811
+    experiment = f"exp-{unique_name}"
+    env = {**os.environ, "KUBECONFIG": KUBECONFIG}
+    for outcome, code in (("Succeeded", 0), ("Failed", 1)):
+        follower = subprocess.Popen(
+            [_ferroflow_bin(), "run", "/app", "--backend", "kubernetes", "--image", "python:3.12",
+             "-n", namespace, "-e", "train", "-P", "alpha=0.5", "--experiment-name", experiment],
+            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        try:
+            obj = _wait_for(lambda: _only_project_run(namespace), "running ProjectRun")
+            assert obj["spec"] == {"experimentName": experiment, "image": "python:3.12", "projectDir": "/app",
+                                   "entryPoint": "train", "parameters": {"alpha": "0.5"}}
+            assert obj["metadata"]["name"].startswith("train-")
+            set_outcome(namespace, obj["status"]["podName"], outcome)
+            _, stderr = follower.communicate(timeout=WAIT_S)
+        finally:
+            follower.kill()
+        name = obj["metadata"]["name"]
+        assert follower.returncode == code, stderr
+        assert f"Created ProjectRun {namespace}/{name}" in stderr
+        assert f"ProjectRun {namespace}/{name}: Running, run {obj['status']['runId']}" in stderr
+        assert f"ProjectRun {namespace}/{name}: {outcome}, run {obj['status']['runId']}" in stderr
+        expected = "FINISHED" if outcome == "Succeeded" else "FAILED"
+        assert client.get_run(obj["status"]["runId"]).info.status == expected
+        kubectl("delete", "-n", namespace, f"projectrun/{name}")

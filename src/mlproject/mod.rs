@@ -5,6 +5,7 @@
 use std::path::PathBuf;
 
 pub mod init;
+pub mod kubernetes;
 pub mod parameters;
 pub mod python;
 pub mod run;
