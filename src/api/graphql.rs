@@ -19,6 +19,7 @@ use axum::{Json, Router};
 use serde_json::{Map, Value, json};
 use tower::ServiceExt as _;
 
+use super::endpoints::Routes;
 use super::request::to_snake_case;
 
 mod parser;
@@ -29,8 +30,8 @@ use parser::{Field, parse_operation};
 const MAX_ANSWER_BYTES: usize = 256 * 1024 * 1024;
 
 /// `/graphql`, answered by dispatching to `api` (the REST routes).
-pub fn routes(api: Router) -> Router {
-    Router::new().route(
+pub fn routes(api: Router) -> Routes<()> {
+    Routes::new().route(
         "/graphql",
         post(move |Json(request): Json<Value>| execute(api.clone(), request)).get(|| async {
             Json(json!({"data": null, "errors": ["GraphQL queries are sent with POST."]}))
