@@ -11,6 +11,7 @@
 
 use axum::Router;
 use axum::http::Method;
+use axum::middleware;
 use axum::routing::MethodRouter;
 
 /// An RBAC verb, as Kubernetes spells it.
@@ -322,8 +323,11 @@ impl<S: Clone + Send + Sync + 'static> Routes<S> {
         }
     }
 
-    /// [`Router::route`], remembering `path`.
+    /// [`Router::route`], remembering `path`, behind [`super::auth::authorize`]: no route is
+    /// served without it. (On the method router, so a method the route does not serve
+    /// still answers 405.)
     pub fn route(mut self, path: &str, method_router: MethodRouter<S>) -> Self {
+        let method_router = method_router.route_layer(middleware::from_fn(super::auth::authorize));
         self.router = self.router.route(path, method_router);
         self.paths.push(path.to_owned());
         self
@@ -379,7 +383,7 @@ mod tests {
     use axum::body::Body;
     use axum::extract::{MatchedPath, Request};
     use axum::http::StatusCode;
-    use axum::middleware::{self, Next};
+    use axum::middleware::Next;
     use axum::response::{IntoResponse, Response};
     use tower::ServiceExt as _;
 

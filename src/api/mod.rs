@@ -2,6 +2,7 @@
 //! through [`crate::store`].
 
 pub mod artifacts;
+pub mod auth;
 pub mod endpoints;
 pub mod error;
 pub mod experiments;
@@ -54,6 +55,8 @@ pub struct AppState {
     pub store: Store,
     pub artifacts: ArtifactStore,
     pub config: Arc<ServerConfig>,
+    /// Who may call what (`--auth`).
+    pub auth: auth::Auth,
 }
 
 /// The whole HTTP surface: `/api/2.0/mlflow/*`, the UI's `/ajax-api/2.0/mlflow/*`, `/graphql`,
@@ -74,6 +77,9 @@ pub fn router(state: AppState) -> Router {
 /// Every route served (the paths remembered for [`endpoints`]' test), without the fallback
 /// and the outer layers.
 pub fn served_routes(state: AppState) -> Routes<()> {
+    // Every route's auth middleware reads the setting from the request; GraphQL's
+    // in-process calls skip the outer layers, so the REST routes carry it too.
+    let auth = Extension(state.auth.clone());
     let mlflow = Routes::new()
         .merge(experiments::routes())
         .merge(runs::routes())
@@ -88,9 +94,10 @@ pub fn served_routes(state: AppState) -> Routes<()> {
         .merge(artifacts::routes())
         .merge(ui_endpoints::routes())
         .merge(ui::routes())
+        .map_router(|router| router.layer(auth.clone()))
         .with_state(state);
     // GraphQL answers through the REST routes, dispatched in-process.
-    let graphql = graphql::routes(api.router().clone());
+    let graphql = graphql::routes(api.router().clone()).map_router(|router| router.layer(auth));
     api.merge(graphql)
 }
 
@@ -152,6 +159,7 @@ pub(crate) mod tests {
                 default_artifact_root: "mlflow-artifacts:".into(),
                 ui_dir: None,
             }),
+            auth: super::auth::Auth::None,
         }
     }
 }
