@@ -58,6 +58,9 @@ pub enum Command {
     ProjectInit(ProjectInitArgs),
     /// Print the CustomResourceDefinitions as YAML (or write one file per kind).
     Crd(CrdArgs),
+    /// Print the REST endpoints and the RBAC permissions each needs under `--auth
+    /// kubernetes`, as JSON (one object a line).
+    Endpoints,
     /// Work with registered models.
     Model {
         #[command(subcommand)]

@@ -294,6 +294,41 @@ pub fn access(method: &Method, route: &str) -> Option<Access> {
         .map(|endpoint| endpoint.access)
 }
 
+/// The table as JSON objects `{"method", "path", "access": "public"|"authenticated"|"rbac",
+/// "permissions": [{"verb", "resource", "subresource"}]}` (`ferroflow endpoints`, for the e2e
+/// isolation test and for writing Roles).
+pub fn json_lines() -> Vec<String> {
+    ENDPOINTS
+        .iter()
+        .map(|endpoint| {
+            let access = match endpoint.access {
+                Access::Public => "public",
+                Access::Authenticated => "authenticated",
+                Access::Rbac(_) | Access::Promote => "rbac",
+            };
+            let permissions: Vec<serde_json::Value> = endpoint
+                .access
+                .permissions()
+                .into_iter()
+                .map(|permission| {
+                    serde_json::json!({
+                        "verb": permission.verb.as_str(),
+                        "resource": permission.resource.name(),
+                        "subresource": permission.resource.subresource(),
+                    })
+                })
+                .collect();
+            serde_json::json!({
+                "method": endpoint.method.as_str(),
+                "path": endpoint.path,
+                "access": access,
+                "permissions": permissions,
+            })
+            .to_string()
+        })
+        .collect()
+}
+
 /// A router that remembers the paths it registers, so what is served can be listed.
 pub struct Routes<S = super::AppState> {
     router: Router<S>,
