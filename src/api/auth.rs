@@ -344,6 +344,21 @@ impl Authorizer {
         }
     }
 
+    /// `ferroflow_auth_reviews_total{kind}` in Prometheus' text format, for `/metrics`: how
+    /// often the API server was asked (the caches keep it to a handful per TTL).
+    pub fn render_metrics(&self, out: &mut String) {
+        use std::fmt::Write as _;
+        let _infallible = write!(
+            out,
+            "# HELP ferroflow_auth_reviews_total Reviews asked of the Kubernetes API server: token (TokenReview), access (SubjectAccessReview).\n\
+             # TYPE ferroflow_auth_reviews_total counter\n\
+             ferroflow_auth_reviews_total{{kind=\"token\"}} {}\n\
+             ferroflow_auth_reviews_total{{kind=\"access\"}} {}\n",
+            self.counts.token_reviews.load(Ordering::Relaxed),
+            self.counts.access_reviews.load(Ordering::Relaxed),
+        );
+    }
+
     /// The caller a token belongs to.
     pub async fn authenticate(&self, token: &str) -> Result<Caller, AuthError> {
         let key: [u8; 32] = Sha256::digest(token.as_bytes()).into();

@@ -8,6 +8,7 @@ use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
 
+use super::auth::Auth;
 use super::endpoints::Routes;
 use super::{AppState, MLFLOW_COMPATIBLE_VERSION};
 use crate::telemetry::http::HttpMetrics;
@@ -48,7 +49,13 @@ async fn metrics(
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        metrics.render(&state.store).await,
+        {
+            let mut text = metrics.render(&state.store).await;
+            if let Auth::Kubernetes(authorizer) = &state.auth {
+                authorizer.render_metrics(&mut text);
+            }
+            text
+        },
     )
 }
 
