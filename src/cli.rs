@@ -10,6 +10,7 @@ use std::time::Duration;
 use clap::builder::TypedValueParser as _;
 use clap::{Parser, Subcommand};
 
+use crate::api::auth::AuthMode;
 use crate::operator::config::{self, OperatorConfig};
 use crate::server::ConnectionLimits;
 
@@ -57,6 +58,9 @@ pub enum Command {
     ProjectInit(ProjectInitArgs),
     /// Print the CustomResourceDefinitions as YAML (or write one file per kind).
     Crd(CrdArgs),
+    /// Print the REST endpoints and the RBAC permissions each needs under `--auth
+    /// kubernetes`, as JSON (one object a line).
+    Endpoints,
     /// Work with registered models.
     Model {
         #[command(subcommand)]
@@ -128,6 +132,20 @@ pub struct ServerArgs {
     /// Serve everything (UI and API) under this path prefix, as `mlflow server --static-prefix`.
     #[arg(long, env = "FERROFLOW_STATIC_PREFIX", value_parser = parse_static_prefix)]
     pub static_prefix: Option<String>,
+    /// Who may call the API: `none` (anyone who reaches the port) or `kubernetes` (bearer
+    /// tokens checked with a TokenReview, each call with a SubjectAccessReview in the
+    /// namespace of its workspace; needs ClusterRole `system:auth-delegator`).
+    #[arg(long, env = "FERROFLOW_AUTH", value_enum, default_value_t = AuthMode::None)]
+    pub auth: AuthMode,
+    /// Audiences a token must be valid for, comma-separated (default: the API server's).
+    #[arg(long, env = "FERROFLOW_AUTH_AUDIENCES", value_delimiter = ',')]
+    pub auth_audiences: Vec<String>,
+    /// Seconds a reviewed token's identity is reused (never past the token's expiry).
+    #[arg(long, env = "FERROFLOW_AUTH_TOKEN_CACHE_TTL", default_value_t = Seconds(Duration::from_secs(60)))]
+    pub auth_token_cache_ttl: Seconds,
+    /// Seconds an access decision (allowed or denied) is reused.
+    #[arg(long, env = "FERROFLOW_AUTH_DECISION_CACHE_TTL", default_value_t = Seconds(Duration::from_secs(30)))]
+    pub auth_decision_cache_ttl: Seconds,
 }
 
 /// A static prefix starts with `/`, does not end with one and holds no `{`/`}` (`/mlflow`),

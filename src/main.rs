@@ -27,6 +27,7 @@ async fn main() -> ExitCode {
         Command::Run(args) => mlproject::run::run(args, shutdown_signal()).await,
         Command::ProjectInit(args) => mlproject::init::run(args).await,
         Command::Crd(args) => print_crds(&args),
+        Command::Endpoints => print_endpoints(),
         Command::Model {
             command: ModelCommand::Download(args),
         } => download_model(args).await,
@@ -60,6 +61,16 @@ async fn download_model(args: DownloadArgs) -> anyhow::Result<()> {
         downloaded.bytes,
         args.dir.display()
     );
+    Ok(())
+}
+
+/// `ferroflow endpoints`: a closed pipe (`| head`) ends the output, not a panic.
+fn print_endpoints() -> anyhow::Result<()> {
+    use std::io::Write as _;
+    let mut out = std::io::stdout().lock();
+    for line in ferroflow::api::endpoints::json_lines() {
+        writeln!(out, "{line}")?;
+    }
     Ok(())
 }
 

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use anyhow::Context;
 use tokio::net::TcpListener;
 
+use crate::api::auth::{Auth, AuthMode, AuthSettings, Authorizer, KubeReviewer};
 use crate::api::{self, AppState, ServerConfig};
 use crate::artifacts::ArtifactStore;
 use crate::cli::ServerArgs;
@@ -45,6 +46,7 @@ pub async fn run(
             default_artifact_root: args.default_artifact_root.clone(),
             ui_dir: api::ui::resolve_dir(args.ui_dir.clone()),
         }),
+        auth: auth(&args).await?,
     };
     // Postgres: re-analyze searched tables soon after a bulk load (see store::statistics).
     let statistics = tokio::spawn(store.clone().keep_statistics_fresh());
@@ -74,6 +76,28 @@ pub async fn run(
     store.close().await;
     tracing::info!("ferroflow server stopped");
     Ok(())
+}
+
+/// `--auth`: with `kubernetes`, reviews go to the API server of the in-cluster config or
+/// `KUBECONFIG`.
+async fn auth(args: &ServerArgs) -> anyhow::Result<Auth> {
+    match args.auth {
+        AuthMode::None => Ok(Auth::None),
+        AuthMode::Kubernetes => {
+            let client = kube::Client::try_default().await.context(
+                "--auth kubernetes: failed to load a Kubernetes config (in-cluster or KUBECONFIG)",
+            )?;
+            let settings = AuthSettings {
+                audiences: args.auth_audiences.clone(),
+                identity_ttl: args.auth_token_cache_ttl.0,
+                decision_ttl: args.auth_decision_cache_ttl.0,
+            };
+            Ok(Auth::Kubernetes(Arc::new(Authorizer::new(
+                Box::new(KubeReviewer::new(client)),
+                settings,
+            ))))
+        }
+    }
 }
 
 /// The URI without its password, for logs and errors.

@@ -1,16 +1,17 @@
 //! The proxied artifact API (`/api/2.0/mlflow-artifacts/…`), run artifact listing, the
 //! UI's download routes and `server-info`. Bytes stream both ways.
 
+use axum::Json;
 use axum::body::Body;
 use axum::extract::{Query, State};
 use axum::http::{HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::{Json, Router};
 use futures::TryStreamExt;
 use serde::{Deserialize, Serialize};
 
 use super::AppState;
+use super::endpoints::Routes;
 use super::error::{ApiError, ApiResult, ErrorCode, Required};
 use super::request::{Mlflow, percent_decode_path};
 use super::types::Empty;
@@ -36,8 +37,8 @@ impl From<artifacts::Error> for ApiError {
 }
 
 /// Routes outside the `/api/2.0/mlflow` nest (their paths are MLflow's).
-pub fn routes() -> Router<AppState> {
-    Router::new()
+pub fn routes() -> Routes {
+    Routes::new()
         .route(PROXY_PREFIX, get(list_proxied))
         .route(
             &format!("{PROXY_PREFIX}/{{*path}}"),
@@ -49,8 +50,8 @@ pub fn routes() -> Router<AppState> {
 }
 
 /// Routes nested under `/api/2.0/mlflow` and `/ajax-api/2.0/mlflow`.
-pub fn mlflow_routes() -> Router<AppState> {
-    Router::new().route("/artifacts/list", get(list_run_artifacts))
+pub fn mlflow_routes() -> Routes {
+    Routes::new().route("/artifacts/list", get(list_run_artifacts))
 }
 
 /// The artifact path in a proxied URL, decoded and checked.

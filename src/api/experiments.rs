@@ -1,11 +1,12 @@
 //! `/mlflow/experiments/*` handlers.
 
+use axum::Json;
 use axum::extract::State;
 use axum::routing::{get, post};
-use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::endpoints::Routes;
 use super::error::{ApiError, ApiResult, Required, non_empty};
 use super::request::{Mlflow, lenient};
 use super::types::{Empty, Experiment, KeyValueJson};
@@ -17,8 +18,8 @@ use crate::store::registry::Actor;
 /// Page size when a search does not say (the client's default).
 const DEFAULT_SEARCH_PAGE: i64 = 1000;
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
+pub fn routes() -> Routes {
+    Routes::new()
         .route("/experiments/create", post(create))
         .route("/experiments/get", get(get_experiment))
         .route("/experiments/get-by-name", get(get_by_name))

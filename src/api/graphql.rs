@@ -13,12 +13,14 @@
 //! as strings (its `LongString` scalar), NaN metric values as null, absent lists as `[]`.
 
 use axum::body::{Body, to_bytes};
-use axum::http::{Method, Request, header};
+use axum::http::{HeaderMap, HeaderValue, Method, Request, header};
 use axum::routing::post;
-use axum::{Json, Router};
+use axum::{Extension, Json, Router};
 use serde_json::{Map, Value, json};
 use tower::ServiceExt as _;
 
+use super::auth::{Caller, WORKSPACE_HEADER};
+use super::endpoints::Routes;
 use super::request::to_snake_case;
 
 mod parser;
@@ -29,16 +31,36 @@ use parser::{Field, parse_operation};
 const MAX_ANSWER_BYTES: usize = 256 * 1024 * 1024;
 
 /// `/graphql`, answered by dispatching to `api` (the REST routes).
-pub fn routes(api: Router) -> Router {
-    Router::new().route(
+pub fn routes(api: Router) -> Routes<()> {
+    Routes::new().route(
         "/graphql",
-        post(move |Json(request): Json<Value>| execute(api.clone(), request)).get(|| async {
+        post(
+            move |caller: Option<Extension<Caller>>,
+                  headers: HeaderMap,
+                  Json(request): Json<Value>| {
+                let api = Dispatch {
+                    router: api.clone(),
+                    caller: caller.map(|Extension(caller)| caller),
+                    workspace: headers.get(WORKSPACE_HEADER).cloned(),
+                };
+                execute(api, request)
+            },
+        )
+        .get(|| async {
             Json(json!({"data": null, "errors": ["GraphQL queries are sent with POST."]}))
         }),
     )
 }
 
-async fn execute(api: Router, request: Value) -> Json<Value> {
+/// The REST routes, called as the GraphQL request's caller in its workspace.
+struct Dispatch {
+    router: Router,
+    /// Already authenticated (`--auth kubernetes`): the fields are authorized, not re-authenticated.
+    caller: Option<Caller>,
+    workspace: Option<HeaderValue>,
+}
+
+async fn execute(api: Dispatch, request: Value) -> Json<Value> {
     let query = request.get("query").and_then(Value::as_str).unwrap_or("");
     let operation_name = request.get("operationName").and_then(Value::as_str);
     let variables = request
@@ -130,7 +152,7 @@ fn root_field(name: &str) -> Option<RootField> {
 }
 
 async fn resolve_root(
-    api: &Router,
+    api: &Dispatch,
     field: &Field,
     variables: &Map<String, Value>,
 ) -> Result<Value, String> {
@@ -185,7 +207,7 @@ impl RunExtras {
         wanted
     }
 
-    async fn add_to(&self, api: &Router, run: &mut Value) -> Result<(), String> {
+    async fn add_to(&self, api: &Dispatch, run: &mut Value) -> Result<(), String> {
         let experiment_id = run["info"]["experiment_id"].as_str().map(str::to_owned);
         let run_id = run["info"]["run_id"].as_str().map(str::to_owned);
         if let (true, Some(experiment_id)) = (self.experiment, experiment_id) {
@@ -217,7 +239,7 @@ impl RunExtras {
 
 /// One in-process REST call: `input` as the query string (GET) or the JSON body; an error
 /// answer becomes its message.
-async fn call(api: &Router, method: Method, path: &str, input: &Value) -> Result<Value, String> {
+async fn call(api: &Dispatch, method: Method, path: &str, input: &Value) -> Result<Value, String> {
     let request = if method == Method::GET {
         Request::get(format!("{path}?{}", query_string(input))).body(Body::empty())
     } else {
@@ -228,7 +250,17 @@ async fn call(api: &Router, method: Method, path: &str, input: &Value) -> Result
             .body(Body::from(input.to_string()))
     }
     .map_err(|error| format!("Invalid request for {path}: {error}"))?;
+    let mut request = request;
+    if let Some(caller) = &api.caller {
+        request.extensions_mut().insert(caller.clone());
+    }
+    if let Some(workspace) = &api.workspace {
+        request
+            .headers_mut()
+            .insert(WORKSPACE_HEADER, workspace.clone());
+    }
     let response = api
+        .router
         .clone()
         .oneshot(request)
         .await

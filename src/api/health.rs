@@ -2,17 +2,19 @@
 
 use std::sync::Arc;
 
+use axum::Extension;
 use axum::extract::State;
 use axum::http::{StatusCode, header};
 use axum::response::IntoResponse;
 use axum::routing::get;
-use axum::{Extension, Router};
 
+use super::auth::Auth;
+use super::endpoints::Routes;
 use super::{AppState, MLFLOW_COMPATIBLE_VERSION};
 use crate::telemetry::http::HttpMetrics;
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
+pub fn routes() -> Routes {
+    Routes::new()
         .route("/health", get(health))
         .route("/ready", get(ready))
         .route("/metrics", get(metrics))
@@ -47,7 +49,13 @@ async fn metrics(
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        metrics.render(&state.store).await,
+        {
+            let mut text = metrics.render(&state.store).await;
+            if let Auth::Kubernetes(authorizer) = &state.auth {
+                authorizer.render_metrics(&mut text);
+            }
+            text
+        },
     )
 }
 

@@ -1,14 +1,15 @@
 //! MLflow 3 logged models (`/mlflow/logged-models/*`) and `/mlflow/runs/outputs`.
 
+use axum::Json;
 use axum::extract::{Path, Query, State};
 use axum::response::Response;
 use axum::routing::{delete, get, patch, post};
-use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use super::AppState;
 use super::artifacts::{ListUnderRootResponse, download_under_root, list_under_root};
+use super::endpoints::Routes;
 use super::error::{ApiError, ApiResult, Required};
 use super::experiments::{parse_experiment_id, parse_experiment_ids};
 use super::request::{Mlflow, lenient};
@@ -22,8 +23,8 @@ use crate::store::logged_models::{
 /// Page size when a search does not say.
 const DEFAULT_SEARCH_PAGE: i64 = 100;
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
+pub fn routes() -> Routes {
+    Routes::new()
         .route("/logged-models", post(create))
         .route("/logged-models/search", post(search))
         .route(

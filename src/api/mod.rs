@@ -2,6 +2,8 @@
 //! through [`crate::store`].
 
 pub mod artifacts;
+pub mod auth;
+pub mod endpoints;
 pub mod error;
 pub mod experiments;
 pub mod graphql;
@@ -23,6 +25,7 @@ use axum::response::{IntoResponse, Response};
 use axum::{Extension, Json, Router};
 use tower_http::trace::TraceLayer;
 
+use self::endpoints::Routes;
 use self::error::{ApiError, ApiResult, ErrorCode};
 use crate::artifacts::ArtifactStore;
 use crate::store::{Store, ViewType};
@@ -52,6 +55,8 @@ pub struct AppState {
     pub store: Store,
     pub artifacts: ArtifactStore,
     pub config: Arc<ServerConfig>,
+    /// Who may call what (`--auth`).
+    pub auth: auth::Auth,
 }
 
 /// The whole HTTP surface: `/api/2.0/mlflow/*`, the UI's `/ajax-api/2.0/mlflow/*`, `/graphql`,
@@ -59,30 +64,41 @@ pub struct AppState {
 /// middleware.
 pub fn router(state: AppState) -> Router {
     let metrics = Arc::new(HttpMetrics::default());
-    let mlflow = Router::new()
-        .merge(experiments::routes())
-        .merge(runs::routes())
-        .merge(registry::routes())
-        .merge(logged_models::routes())
-        .merge(artifacts::mlflow_routes())
-        .route_layer(middleware::from_fn(refuse_oversized_body));
-    let api = Router::new()
-        .nest("/api/2.0/mlflow", mlflow.clone())
-        .nest("/ajax-api/2.0/mlflow", mlflow)
-        .merge(health::routes())
-        .merge(artifacts::routes())
-        .merge(ui_endpoints::routes())
-        .merge(ui::routes())
-        .with_state(state);
-    // GraphQL answers through the REST routes, dispatched in-process.
-    api.clone()
-        .merge(graphql::routes(api))
+    served_routes(state)
+        .into_router()
         .fallback(unknown_endpoint)
         .layer(axum::middleware::from_fn(request::refuse_nul_in_uri))
         .layer(DefaultBodyLimit::max(MAX_JSON_BODY))
         .layer(TraceLayer::new_for_http())
         .layer(Extension(Arc::clone(&metrics)))
         .layer(middleware::from_fn_with_state(metrics, http_metrics::track))
+}
+
+/// Every route served (the paths remembered for [`endpoints`]' test), without the fallback
+/// and the outer layers.
+pub fn served_routes(state: AppState) -> Routes<()> {
+    // Every route's auth middleware reads the setting from the request; GraphQL's
+    // in-process calls skip the outer layers, so the REST routes carry it too.
+    let auth = Extension(state.auth.clone());
+    let mlflow = Routes::new()
+        .merge(experiments::routes())
+        .merge(runs::routes())
+        .merge(registry::routes())
+        .merge(logged_models::routes())
+        .merge(artifacts::mlflow_routes())
+        .map_router(|router| router.route_layer(middleware::from_fn(refuse_oversized_body)));
+    let api = Routes::new()
+        .nest("/api/2.0/mlflow", mlflow.clone())
+        .nest("/ajax-api/2.0/mlflow", mlflow)
+        .merge(health::routes())
+        .merge(artifacts::routes())
+        .merge(ui_endpoints::routes())
+        .merge(ui::routes())
+        .map_router(|router| router.layer(auth.clone()))
+        .with_state(state);
+    // GraphQL answers through the REST routes, dispatched in-process.
+    let graphql = graphql::routes(api.router().clone()).map_router(|router| router.layer(auth));
+    api.merge(graphql)
 }
 
 /// A JSON request that declares a body over the limit is refused before any of it is read
@@ -120,5 +136,30 @@ pub fn parse_view_type(view_type: Option<&str>) -> ApiResult<ViewType> {
         Some(other) => Err(ApiError::invalid(format!(
             "Invalid view type '{other}': expected ACTIVE_ONLY, DELETED_ONLY or ALL"
         ))),
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use std::path::Path;
+    use std::sync::Arc;
+
+    use super::{AppState, ServerConfig};
+    use crate::artifacts::ArtifactStore;
+    use crate::store::Store;
+
+    /// Handler state on a fresh SQLite file and artifact folder under `dir`.
+    pub async fn state(dir: &Path) -> AppState {
+        let uri = format!("sqlite:///{}", dir.join("test.db").display());
+        let artifacts = dir.join("artifacts");
+        AppState {
+            store: Store::open_migrated(&uri).await.expect("store"),
+            artifacts: ArtifactStore::open(&artifacts.display().to_string()).expect("artifacts"),
+            config: Arc::new(ServerConfig {
+                default_artifact_root: "mlflow-artifacts:".into(),
+                ui_dir: None,
+            }),
+            auth: super::auth::Auth::None,
+        }
     }
 }

@@ -3,12 +3,13 @@
 //! [`Actor::Api`], so fields owned by a Kubernetes resource are refused with 403
 //! PERMISSION_DENIED naming that resource (see [`crate::store::registry`]).
 
+use axum::Json;
 use axum::extract::State;
 use axum::routing::{get, patch, post};
-use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 
 use super::AppState;
+use super::endpoints::Routes;
 use super::error::{ApiError, ApiResult, Required, non_empty};
 use super::request::{Mlflow, lenient};
 use super::types::{Empty, KeyValueJson};
@@ -18,8 +19,8 @@ use crate::store::registry::{
     ModelVersionSearch, NewModelVersion, RegisteredModelSearch, Stage,
 };
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
+pub fn routes() -> Routes {
+    Routes::new()
         .route("/registered-models/create", post(create_registered_model))
         .route("/registered-models/get", get(get_registered_model))
         .route("/registered-models/rename", post(rename_registered_model))

@@ -1,11 +1,12 @@
 //! `/mlflow/runs/*` and `/mlflow/metrics/*` handlers.
 
+use axum::Json;
 use axum::extract::State;
 use axum::routing::{get, post};
-use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::endpoints::Routes;
 use super::error::{ApiError, ApiResult, Required};
 use super::experiments::{parse_experiment_id, parse_experiment_ids};
 use super::request::{Mlflow, lenient};
@@ -22,8 +23,8 @@ const DEFAULT_SEARCH_PAGE: i64 = 1000;
 /// Tag holding the JSON list of models logged with the legacy log-model call.
 const LOG_MODEL_HISTORY_TAG: &str = "mlflow.log-model.history";
 
-pub fn routes() -> Router<AppState> {
-    Router::new()
+pub fn routes() -> Routes {
+    Routes::new()
         .route("/runs/create", post(create))
         .route("/runs/get", get(get_run))
         .route("/runs/update", post(update))

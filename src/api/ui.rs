@@ -16,6 +16,7 @@ use axum::routing::get;
 
 use tower::ServiceExt as _;
 
+use super::endpoints::Routes;
 use super::{AppState, MLFLOW_COMPATIBLE_VERSION};
 
 /// How long browsers may keep a bundle file: MLflow's `max_age` for `/static-files`.
@@ -42,8 +43,8 @@ pub fn resolve_dir(configured: Option<PathBuf>) -> Option<PathBuf> {
 }
 
 /// `/` and `/static-files/…`.
-pub fn routes() -> Router<AppState> {
-    Router::new()
+pub fn routes() -> Routes {
+    Routes::new()
         .route("/", get(index))
         .route("/static-files/{*path}", get(static_file))
 }

@@ -2,15 +2,16 @@
 //! the MLmodel view of a model version, and the GenAI features' probes, answered "off" so the
 //! pages stay quiet (telemetry disabled, no assistant, no traces, no gateway endpoints).
 
+use axum::Json;
 use axum::extract::{Query, State};
 use axum::response::Response;
 use axum::routing::{get, post};
-use axum::{Json, Router};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
 use super::AppState;
 use super::artifacts::download_under_root;
+use super::endpoints::Routes;
 use super::error::ApiResult;
 use super::error::{Required, non_empty};
 use super::experiments::parse_experiment_id;
@@ -19,9 +20,9 @@ use super::request::{Mlflow, lenient};
 use crate::store::dataset_summaries::DatasetSummary;
 
 /// Routes at MLflow's paths (outside the `/api/2.0/mlflow` nest).
-pub fn routes() -> Router<AppState> {
+pub fn routes() -> Routes {
     const V3: &str = "/ajax-api/3.0/mlflow";
-    Router::new()
+    Routes::new()
         .route(
             &format!("{V3}/ui-telemetry"),
             get(telemetry_config).post(telemetry_records),

@@ -85,6 +85,7 @@ async fn serve_on(
             default_artifact_root: "mlflow-artifacts:".into(),
             ui_dir: None,
         }),
+        auth: Default::default(),
     };
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let address = listener.local_addr().unwrap();

@@ -401,6 +401,7 @@ async fn the_bundle_is_served_with_mlflows_headers_and_prefix() {
                 default_artifact_root: "mlflow-artifacts:".into(),
                 ui_dir,
             }),
+            auth: Default::default(),
         };
         api::ui::with_static_prefix(api::router(state), prefix)
     };

@@ -11,6 +11,7 @@
 //! Without a reachable cluster each test prints SKIP and passes, unless `CI`
 //! is set: then it fails.
 
+mod auth;
 mod harness;
 mod owned;
 mod smoke;

@@ -154,3 +154,12 @@ app.kubernetes.io/component: operator
   resources:
     {{- toYaml .Values.operator.resources | nindent 4 }}
 {{- end }}
+
+{{/* `auth.mode`, checked: none or kubernetes. */}}
+{{- define "ferroflow.authMode" -}}
+{{- $mode := .Values.auth.mode | default "none" -}}
+{{- if not (has $mode (list "none" "kubernetes")) -}}
+{{- fail (printf "auth.mode must be none or kubernetes, not %q" $mode) -}}
+{{- end -}}
+{{- $mode -}}
+{{- end }}

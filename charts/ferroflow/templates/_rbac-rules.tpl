@@ -2,7 +2,7 @@
 
 {{- define "ferroflow.rules.ferroflow-editor" -}}
 - apiGroups: [ferroflow.dev]
-  resources: [experiments, registeredmodels, modelversions, modeldeployments, projectruns]
+  resources: [experiments, registeredmodels, modelversions, modeldeployments, projectruns, loggedmodels]
   verbs: [get, list, watch, create, update, patch, delete, deletecollection]
 - apiGroups: [ferroflow.dev]
   resources: [experiments/status, registeredmodels/status, modelversions/status, modeldeployments/status, projectruns/status]
@@ -42,9 +42,18 @@
   verbs: [get, list, watch, create, patch, delete]
 {{- end }}
 
+{{- define "ferroflow.rules.ferroflow-promoter" -}}
+- apiGroups: [ferroflow.dev]
+  resources: [registeredmodels]
+  verbs: [get, list, update]
+- apiGroups: [ferroflow.dev]
+  resources: [registeredmodels/promote]
+  verbs: [update]
+{{- end }}
+
 {{- define "ferroflow.rules.ferroflow-viewer" -}}
 - apiGroups: [ferroflow.dev]
-  resources: [experiments, registeredmodels, modelversions, modeldeployments, projectruns]
+  resources: [experiments, registeredmodels, modelversions, modeldeployments, projectruns, loggedmodels]
   verbs: [get, list, watch]
 - apiGroups: [ferroflow.dev]
   resources: [experiments/status, registeredmodels/status, modelversions/status, modeldeployments/status, projectruns/status]

@@ -1,0 +1,313 @@
+"""`ferroflow server --auth kubernetes` against the real API server, with the real mlflow client.
+
+Namespaces team-a and team-b; ServiceAccounts alice (editor in team-a), bob (editor in team-b),
+robot (editor in team-a, no promote) and release (promoter in team-a), bound to the ClusterRoles
+of config/rbac (ferroflow-editor, ferroflow-promoter); tokens from the TokenRequest API
+(`kubectl create token`) passed as MLFLOW_TRACKING_TOKEN. The server runs with the cluster
+admin's kubeconfig (allowed to create TokenReviews and SubjectAccessReviews).
+
+Needs FERROFLOW_KUBECTL and FERROFLOW_KUBECONFIG from `eval "$(e2e/cluster/up.sh)"`; skipped
+without them (failed when CI is set), and against MLflow's own server (no such mode).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import mlflow
+import pytest
+import requests
+from conftest import STATE_DIR, START_TIMEOUT_S, Server, _free_port, _impl, _stop, _wait_healthy
+from kubectl_helpers import KUBECONFIG, KUBECTL, kubectl
+from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
+
+ROOT = Path(__file__).resolve().parents[2]
+TEAMS = ("team-a", "team-b")
+# account -> (namespace, ClusterRoles bound in it)
+ACCOUNTS = {
+    "alice": ("team-a", ("ferroflow-editor",)),
+    "bob": ("team-b", ("ferroflow-editor",)),
+    "robot": ("team-a", ("ferroflow-editor",)),
+    "release": ("team-a", ("ferroflow-promoter",)),
+}
+
+
+@pytest.fixture(scope="module")
+def identities() -> dict[str, str]:
+    """The namespaces, accounts and bindings; a fresh token per account."""
+    if not (KUBECTL and KUBECONFIG):
+        message = "FERROFLOW_KUBECTL/FERROFLOW_KUBECONFIG unset: start the cluster with `eval \"$(e2e/cluster/up.sh)\"`"
+        if os.environ.get("CI"):
+            pytest.fail(message)
+        pytest.skip(message)
+    for role in ("editor_role.yaml", "viewer_role.yaml", "promoter_role.yaml"):
+        kubectl("apply", "-f", str(ROOT / "config" / "rbac" / role))
+    for team in TEAMS:
+        kubectl("apply", "-f", "-", stdin=json.dumps({"apiVersion": "v1", "kind": "Namespace", "metadata": {"name": team}}))
+    for account, (namespace, roles) in ACCOUNTS.items():
+        kubectl("apply", "-n", namespace, "-f", "-", stdin=json.dumps(
+            {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": {"name": account}}))
+        for role in roles:
+            kubectl("apply", "-n", namespace, "-f", "-", stdin=json.dumps({
+                "apiVersion": "rbac.authorization.k8s.io/v1", "kind": "RoleBinding",
+                "metadata": {"name": f"{account}-{role}"},
+                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "ClusterRole", "name": role},
+                "subjects": [{"kind": "ServiceAccount", "name": account, "namespace": namespace}],
+            }))
+    return {account: new_token(account) for account in ACCOUNTS}
+
+
+def new_token(account: str) -> str:
+    namespace = ACCOUNTS[account][0]
+    return kubectl("create", "token", account, "-n", namespace, "--duration=10m").stdout.strip()
+
+
+@pytest.fixture(scope="module")
+def auth_server(request, identities, tmp_path_factory):
+    impl, exe = _impl(request.config)
+    if impl != "ferroflow":
+        pytest.skip("--auth kubernetes is ferroflow's; MLflow's server has no such mode")
+    workdir = tmp_path_factory.mktemp("auth-server")
+    port = _free_port()
+    cmd = [exe, "server", "--host", "127.0.0.1", "--port", str(port),
+           "--backend-store-uri", f"sqlite:///{workdir / 'tracking.db'}",
+           "--artifacts-destination", str(workdir / "artifacts"), "--auth", "kubernetes"]
+    env = dict(os.environ, KUBECONFIG=KUBECONFIG, RUST_LOG="info")
+    log_path = STATE_DIR / "logs" / "ferroflow-auth.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "wb") as log:
+        proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                cwd=workdir, env=env, start_new_session=True)
+    srv = Server(impl=impl, backend="sqlite", url=f"http://127.0.0.1:{port}", log_path=log_path, proc=proc,
+                 artifacts=workdir / "artifacts", store_uri=f"sqlite:///{workdir / 'tracking.db'}",
+                 artifacts_destination=str(workdir / "artifacts"))
+    try:
+        _wait_healthy(srv, time.monotonic() + START_TIMEOUT_S)
+        yield srv
+    finally:
+        _stop(proc)
+
+
+def as_account(monkeypatch, server: Server, token: str) -> MlflowClient:
+    """The mlflow client as a Pod would be set up: tracking URI and token (the workspace is the
+    account's namespace; MLFLOW_WORKSPACE waits for server-side workspaces, issue #17 step 4)."""
+    monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", token)
+    monkeypatch.delenv("MLFLOW_WORKSPACE", raising=False)
+    mlflow.set_tracking_uri(server.url)
+    return MlflowClient(tracking_uri=server.url)
+
+
+def call(server: Server, method: str, path: str, token: str | None, workspace: str | None = None, body=None):
+    headers = {}
+    if token is not None:
+        headers["Authorization"] = f"Bearer {token}"
+    if workspace is not None:
+        headers["X-MLFLOW-WORKSPACE"] = workspace
+    kwargs = {"params": body} if method in ("GET",) else {"json": body if body is not None else {}}
+    return requests.request(method, server.url + path, headers=headers, timeout=30, **kwargs)
+
+
+def test_tokens_are_required_and_checked(auth_server, identities):
+    for token in (None, "not-a-token", identities["alice"][:-8] + "AAAAAAAA"):
+        r = call(auth_server, "POST", "/api/2.0/mlflow/experiments/search", token, "team-a", {"max_results": 1})
+        assert r.status_code == 401, (token, r.status_code, r.text)
+        assert r.json()["error_code"] == "UNAUTHENTICATED"
+    assert call(auth_server, "GET", "/health", None).status_code == 200
+    # A token of an account that no longer exists.
+    kubectl("create", "serviceaccount", "gone", "-n", "team-a")
+    gone = kubectl("create", "token", "gone", "-n", "team-a", "--duration=10m").stdout.strip()
+    kubectl("delete", "serviceaccount", "gone", "-n", "team-a")
+    r = call(auth_server, "POST", "/api/2.0/mlflow/experiments/search", gone, "team-a", {"max_results": 1})
+    assert r.status_code == 401, r.text
+
+
+def test_editors_train_and_register_promoters_promote(auth_server, identities, monkeypatch, unique_name):
+    model = f"churn-{unique_name}"
+    alice = as_account(monkeypatch, auth_server, identities["alice"])
+    experiment_id = alice.create_experiment(f"exp-{unique_name}")
+    run = alice.create_run(experiment_id)
+    alice.log_metric(run.info.run_id, "auc", 0.91)
+    alice.set_terminated(run.info.run_id)
+    alice.create_registered_model(model)
+    assert alice.get_run(run.info.run_id).data.metrics == {"auc": 0.91}
+
+    robot = as_account(monkeypatch, auth_server, identities["robot"])
+    version = robot.create_model_version(model, "s3://models/churn/1", run_id=run.info.run_id)
+    with pytest.raises(MlflowException) as denied:
+        robot.set_registered_model_alias(model, "champion", version.version)
+    assert denied.value.error_code == "PERMISSION_DENIED"
+    assert "update registeredmodels/promote in namespace 'team-a'" in str(denied.value)
+    with pytest.raises(MlflowException) as denied:
+        robot.transition_model_version_stage(model, version.version, "Production")
+    assert denied.value.error_code == "PERMISSION_DENIED"
+
+    release = as_account(monkeypatch, auth_server, identities["release"])
+    release.set_registered_model_alias(model, "champion", version.version)
+    assert robot.get_model_version_by_alias(model, "champion").version == version.version
+
+    # bob edits team-b, not team-a: refused before anything is read, naming what he lacks.
+    r = call(auth_server, "GET", "/api/2.0/mlflow/registered-models/get", identities["bob"], "team-a", {"name": model})
+    assert r.status_code == 403, r.text
+    assert r.json()["error_code"] == "PERMISSION_DENIED"
+    assert "may not get registeredmodels in namespace 'team-a'" in r.json()["message"]
+
+
+def endpoint_table(exe: str) -> list[dict]:
+    done = subprocess.run([exe, "endpoints"], capture_output=True, text=True, check=True, timeout=30)
+    return [json.loads(line) for line in done.stdout.splitlines()]
+
+
+# A valid request per endpoint (ids of team-a's objects where it names one); the test fails
+# for an endpoint of the table missing here.
+def bodies(ids: dict) -> dict[tuple[str, str], object]:
+    run, exp, model, logged = ids["run_id"], ids["experiment_id"], ids["model"], ids["logged_model_id"]
+    return {
+        ("POST", "/experiments/create"): {"name": "stolen"},
+        ("GET", "/experiments/get"): {"experiment_id": exp},
+        ("GET", "/experiments/get-by-name"): {"experiment_name": ids["experiment_name"]},
+        ("GET", "/experiments/search"): {"max_results": 10},
+        ("POST", "/experiments/search"): {"max_results": 10},
+        ("POST", "/experiments/update"): {"experiment_id": exp, "new_name": "x"},
+        ("POST", "/experiments/delete"): {"experiment_id": exp},
+        ("POST", "/experiments/restore"): {"experiment_id": exp},
+        ("POST", "/experiments/set-experiment-tag"): {"experiment_id": exp, "key": "k", "value": "v"},
+        ("POST", "/experiments/delete-experiment-tag"): {"experiment_id": exp, "key": "k"},
+        ("POST", "/experiments/search-datasets"): {"experiment_ids": [exp]},
+        ("POST", "/traces/metrics"): {"experiment_ids": [exp]},
+        ("POST", "/runs/create"): {"experiment_id": exp},
+        ("GET", "/runs/get"): {"run_id": run},
+        ("POST", "/runs/update"): {"run_id": run, "status": "FAILED"},
+        ("POST", "/runs/delete"): {"run_id": run},
+        ("POST", "/runs/restore"): {"run_id": run},
+        ("POST", "/runs/log-parameter"): {"run_id": run, "key": "p", "value": "1"},
+        ("POST", "/runs/log-metric"): {"run_id": run, "key": "m", "value": 1, "timestamp": 1, "step": 0},
+        ("POST", "/runs/set-tag"): {"run_id": run, "key": "t", "value": "v"},
+        ("POST", "/runs/delete-tag"): {"run_id": run, "key": "t"},
+        ("POST", "/runs/log-batch"): {"run_id": run, "metrics": [], "params": [], "tags": []},
+        ("POST", "/runs/log-inputs"): {"run_id": run, "datasets": []},
+        ("POST", "/runs/log-model"): {"run_id": run, "model_json": "{}"},
+        ("POST", "/runs/outputs"): {"run_id": run, "models": [{"model_id": logged, "step": 0}]},
+        ("GET", "/runs/search"): {"experiment_ids": exp},
+        ("POST", "/runs/search"): {"experiment_ids": [exp]},
+        ("GET", "/metrics/get-history"): {"run_id": run, "metric_key": "auc"},
+        ("GET", "/metrics/get-history-bulk-interval"): {"run_ids": run, "metric_key": "auc"},
+        ("GET", "/artifacts/list"): {"run_id": run},
+        ("GET", "/get-artifact"): {"run_id": run, "path": "model/MLmodel"},
+        ("GET", "/api/2.0/mlflow-artifacts/artifacts"): {"path": f"{exp}/{run}/artifacts"},
+        ("GET", "/api/2.0/mlflow-artifacts/artifacts/{*path}"): None,
+        ("PUT", "/api/2.0/mlflow-artifacts/artifacts/{*path}"): None,
+        ("DELETE", "/api/2.0/mlflow-artifacts/artifacts/{*path}"): None,
+        ("POST", "/logged-models"): {"experiment_id": exp, "name": "m"},
+        ("POST", "/logged-models/search"): {"experiment_ids": [exp]},
+        ("GET", "/logged-models/{model_id}"): None,
+        ("PATCH", "/logged-models/{model_id}"): {"model_id": logged, "status": "LOGGED_MODEL_READY"},
+        ("DELETE", "/logged-models/{model_id}"): None,
+        ("PATCH", "/logged-models/{model_id}/tags"): {"tags": [{"key": "k", "value": "v"}]},
+        ("DELETE", "/logged-models/{model_id}/tags/{tag_key}"): None,
+        ("POST", "/logged-models/{model_id}/params"): {"params": [{"key": "k", "value": "v"}]},
+        ("GET", "/logged-models/{model_id}/artifacts/directories"): {},
+        ("GET", "/logged-models/{model_id}/artifacts/files"): {"artifact_file_path": "MLmodel"},
+        ("POST", "/registered-models/create"): {"name": model},
+        ("GET", "/registered-models/get"): {"name": model},
+        ("POST", "/registered-models/rename"): {"name": model, "new_name": "x"},
+        ("PATCH", "/registered-models/update"): {"name": model, "description": "x"},
+        ("DELETE", "/registered-models/delete"): {"name": model},
+        ("GET", "/registered-models/search"): {"max_results": 10},
+        ("GET", "/registered-models/get-latest-versions"): {"name": model},
+        ("POST", "/registered-models/get-latest-versions"): {"name": model},
+        ("POST", "/registered-models/set-tag"): {"name": model, "key": "k", "value": "v"},
+        ("DELETE", "/registered-models/delete-tag"): {"name": model, "key": "k"},
+        ("POST", "/registered-models/alias"): {"name": model, "alias": "champion", "version": "1"},
+        ("DELETE", "/registered-models/alias"): {"name": model, "alias": "champion"},
+        ("GET", "/registered-models/alias"): {"name": model, "alias": "champion"},
+        ("POST", "/model-versions/create"): {"name": model, "source": "s3://x/y"},
+        ("GET", "/model-versions/get"): {"name": model, "version": "1"},
+        ("PATCH", "/model-versions/update"): {"name": model, "version": "1", "description": "x"},
+        ("DELETE", "/model-versions/delete"): {"name": model, "version": "1"},
+        ("POST", "/model-versions/transition-stage"): {"name": model, "version": "1", "stage": "Archived"},
+        ("GET", "/model-versions/search"): {"filter": f"name='{model}'"},
+        ("GET", "/model-versions/get-download-uri"): {"name": model, "version": "1"},
+        ("POST", "/model-versions/set-tag"): {"name": model, "version": "1", "key": "k", "value": "v"},
+        ("DELETE", "/model-versions/delete-tag"): {"name": model, "version": "1", "key": "k"},
+        ("GET", "/model-versions/get-artifact"): {"name": model, "version": "1", "path": "MLmodel"},
+    }
+
+
+def concrete(path: str, ids: dict) -> str:
+    """The URL of a table path: MLflow's prefix for API paths, parameters filled in."""
+    filled = (path.replace("{model_id}", ids["logged_model_id"]).replace("{tag_key}", "k")
+              .replace("{*path}", f"{ids['experiment_id']}/{ids['run_id']}/artifacts/model/MLmodel"))
+    if filled.startswith("/api/") or filled in ("/get-artifact", "/model-versions/get-artifact"):
+        return filled
+    return "/api/2.0/mlflow" + filled if not filled.startswith("/traces") else "/ajax-api/3.0/mlflow" + filled
+
+
+def test_isolation_over_every_endpoint_of_the_table(request, auth_server, identities, monkeypatch, unique_name):
+    """bob (editor in team-b) against team-a's objects, on every RBAC endpoint: 403 or 404, never data."""
+    _, exe = _impl(request.config)
+    alice = as_account(monkeypatch, auth_server, identities["alice"])
+    name = f"iso-{unique_name}"
+    experiment_id = alice.create_experiment(name)
+    run = alice.create_run(experiment_id)
+    alice.log_metric(run.info.run_id, "auc", 0.5)
+    model = f"iso-model-{unique_name}"
+    alice.create_registered_model(model)
+    alice.create_model_version(model, "s3://models/iso/1", run_id=run.info.run_id)
+    logged = requests.post(auth_server.url + "/api/2.0/mlflow/logged-models", json={"experiment_id": experiment_id},
+                           headers={"Authorization": f"Bearer {identities['alice']}", "X-MLFLOW-WORKSPACE": "team-a"},
+                           timeout=30)
+    assert logged.status_code == 200, logged.text
+    ids = {"experiment_id": experiment_id, "experiment_name": name, "run_id": run.info.run_id, "model": model,
+           "logged_model_id": logged.json()["model"]["info"]["model_id"]}
+
+    table = [e for e in endpoint_table(exe) if e["access"] == "rbac"]
+    known = bodies(ids)
+    missing = [(e["method"], e["path"]) for e in table if (e["method"], e["path"]) not in known]
+    assert not missing, f"endpoints of the table without a request here: {missing}"
+    covered, cross_namespace_reads = 0, []
+    for endpoint in table:
+        method, path = endpoint["method"], endpoint["path"]
+        body = known[(method, path)]
+        r = call(auth_server, method, concrete(path, ids), identities["bob"], "team-a", body)
+        covered += 1
+        if r.status_code not in (403, 404):
+            cross_namespace_reads.append((method, path, r.status_code, r.text[:200]))
+        elif r.status_code == 403:
+            assert r.json()["error_code"] == "PERMISSION_DENIED", r.text
+            assert "in namespace 'team-a'" in r.json()["message"], r.text
+    print(f"isolation: {covered} endpoints covered, {len(cross_namespace_reads)} cross-namespace reads")
+    assert covered == len(table) and covered > 60
+    assert cross_namespace_reads == []
+    # alice's data is untouched.
+    assert alice.get_run(run.info.run_id).data.metrics == {"auc": 0.5}
+    assert alice.get_registered_model(model).name == model
+
+
+def test_api_server_down_refuses_with_503(auth_server, identities):
+    """With the API server killed, a caller not yet reviewed gets 503, never an answer; then it recovers."""
+    fresh = new_token("alice")  # not in the identity cache
+    state = Path(os.environ.get("FERROFLOW_E2E_STATE", "/tmp/ferroflow-e2e")) / "cluster"
+    pid = int((state / "run" / "kube-apiserver.pid").read_text().strip())
+    cmdline = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    assert cmdline[0].endswith(b"/kube-apiserver") and str(state).encode() in b" ".join(cmdline), cmdline
+    os.kill(pid, signal.SIGKILL)
+    try:
+        deadline = time.monotonic() + 30
+        while Path(f"/proc/{pid}").exists():
+            assert time.monotonic() < deadline, "kube-apiserver outlived SIGKILL"
+            time.sleep(0.1)
+        for path in ("/api/2.0/mlflow/experiments/search", "/api/2.0/mlflow/registered-models/search"):
+            r = call(auth_server, "POST" if "experiments" in path else "GET", path, fresh, "team-a")
+            assert r.status_code == 503, r.text
+            assert r.json()["error_code"] == "TEMPORARILY_UNAVAILABLE"
+    finally:
+        subprocess.run(["bash", str(ROOT / "e2e" / "cluster" / "up.sh")], capture_output=True, text=True,
+                       timeout=300, check=True)
+    r = call(auth_server, "POST", "/api/2.0/mlflow/experiments/search", fresh, "team-a", {"max_results": 1})
+    assert r.status_code == 200, r.text

@@ -1,0 +1,501 @@
+//! `--auth kubernetes` against the real API server: ServiceAccount tokens from the
+//! TokenRequest API, Roles and RoleBindings in a test namespace, the tracking server on a
+//! loopback port reviewing them with TokenReview and SubjectAccessReview.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+use std::time::Duration;
+
+use anyhow::{Context, ensure};
+use ferroflow::api::auth::{Auth, AuthSettings, Authorizer, KubeReviewer, WORKSPACE_HEADER};
+use ferroflow::api::{self, AppState, ServerConfig};
+use ferroflow::artifacts::ArtifactStore;
+use ferroflow::server::{self, ConnectionLimits};
+use ferroflow::store::Store;
+use k8s_openapi::api::authentication::v1::{BoundObjectReference, TokenRequest, TokenRequestSpec};
+use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
+use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
+use kube::api::{DeleteParams, PostParams};
+use kube::{Api, Client, Config};
+use serde_json::{Value, json};
+use tokio::net::TcpListener;
+
+use crate::harness::{self, TestNamespace};
+
+/// A tracking server on a loopback port, stopped when dropped.
+struct AuthServer {
+    base: String,
+    http: reqwest::Client,
+    authorizer: Arc<Authorizer>,
+    _stop: tokio::sync::oneshot::Sender<()>,
+    _dir: tempfile::TempDir,
+}
+
+impl AuthServer {
+    async fn start(client: Client) -> anyhow::Result<Self> {
+        let dir = tempfile::tempdir()?;
+        let uri = format!("sqlite:///{}", dir.path().join("auth.db").display());
+        let authorizer = Arc::new(Authorizer::new(
+            Box::new(KubeReviewer::new(client)),
+            AuthSettings {
+                audiences: Vec::new(),
+                identity_ttl: Duration::from_secs(60),
+                decision_ttl: Duration::from_secs(30),
+            },
+        ));
+        let state = AppState {
+            store: Store::open_migrated(&uri).await?,
+            artifacts: ArtifactStore::open(&dir.path().join("artifacts").display().to_string())?,
+            config: Arc::new(ServerConfig {
+                default_artifact_root: "mlflow-artifacts:".into(),
+                ui_dir: None,
+            }),
+            auth: Auth::Kubernetes(Arc::clone(&authorizer)),
+        };
+        let listener = TcpListener::bind("127.0.0.1:0").await?;
+        let base = format!("http://{}", listener.local_addr()?);
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        tokio::spawn(server::serve(
+            listener,
+            api::router(state),
+            ConnectionLimits::default(),
+            async {
+                let _ = stopped.await;
+            },
+        ));
+        Ok(Self {
+            base,
+            http: reqwest::Client::new(),
+            authorizer,
+            _stop: stop,
+            _dir: dir,
+        })
+    }
+
+    /// `method path` with `body` (JSON, or the query of a GET) as the holder of `token`, in
+    /// `workspace` when given; the status and the JSON answer.
+    async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Value,
+        token: Option<&str>,
+        workspace: Option<&str>,
+    ) -> anyhow::Result<(u16, Value)> {
+        let url = format!("{}/api/2.0/mlflow{path}", self.base);
+        let mut request = if method == reqwest::Method::GET {
+            let mut url = url::Url::parse(&url)?;
+            for (key, value) in body.as_object().into_iter().flatten() {
+                let value = value
+                    .as_str()
+                    .map(str::to_owned)
+                    .unwrap_or(value.to_string());
+                url.query_pairs_mut().append_pair(key, &value);
+            }
+            self.http.get(url)
+        } else {
+            self.http.request(method, url).json(&body)
+        };
+        if let Some(token) = token {
+            request = request.bearer_auth(token);
+        }
+        if let Some(workspace) = workspace {
+            request = request.header(WORKSPACE_HEADER, workspace);
+        }
+        let response = request.send().await?;
+        let status = response.status().as_u16();
+        Ok((status, response.json().await.unwrap_or(Value::Null)))
+    }
+}
+
+fn role(name: &str, rules: Vec<PolicyRule>) -> Role {
+    let mut role = Role {
+        rules: Some(rules),
+        ..Default::default()
+    };
+    role.metadata.name = Some(name.into());
+    role
+}
+
+fn rule(resources: &[&str], verbs: &[&str]) -> PolicyRule {
+    PolicyRule {
+        api_groups: Some(vec!["ferroflow.dev".into()]),
+        resources: Some(resources.iter().map(|r| (*r).to_owned()).collect()),
+        verbs: verbs.iter().map(|v| (*v).to_owned()).collect(),
+        ..Default::default()
+    }
+}
+
+fn binding(role: &str, namespace: &str, accounts: &[&str]) -> RoleBinding {
+    let mut binding = RoleBinding {
+        role_ref: RoleRef {
+            api_group: Some("rbac.authorization.k8s.io".into()),
+            kind: "Role".into(),
+            name: role.into(),
+        },
+        subjects: Some(
+            accounts
+                .iter()
+                .map(|account| Subject {
+                    kind: "ServiceAccount".into(),
+                    name: (*account).into(),
+                    namespace: Some(namespace.into()),
+                    ..Default::default()
+                })
+                .collect(),
+        ),
+        ..Default::default()
+    };
+    binding.metadata.name = Some(role.into());
+    binding
+}
+
+/// A token of ServiceAccount `name` from the TokenRequest API, optionally bound to a Secret.
+async fn token(
+    accounts: &Api<ServiceAccount>,
+    name: &str,
+    bound_to: Option<&Secret>,
+) -> anyhow::Result<String> {
+    let request = TokenRequest {
+        spec: Some(TokenRequestSpec {
+            audiences: None,
+            expiration_seconds: Some(600),
+            bound_object_ref: bound_to.map(|secret| BoundObjectReference {
+                api_version: Some("v1".into()),
+                kind: Some("Secret".into()),
+                name: secret.metadata.name.clone(),
+                uid: secret.metadata.uid.clone(),
+            }),
+        }),
+        ..Default::default()
+    };
+    let answer = accounts
+        .create_token_request(name, &PostParams::default(), &request)
+        .await
+        .with_context(|| format!("TokenRequest for {name}"))?;
+    answer
+        .status
+        .and_then(|status| status.token)
+        .context("TokenRequest answered without a token")
+}
+
+async fn set_up_accounts(namespace: &TestNamespace) -> anyhow::Result<()> {
+    let accounts = namespace.api::<ServiceAccount>();
+    for name in ["editor", "robot"] {
+        let mut account = ServiceAccount::default();
+        account.metadata.name = Some(name.into());
+        accounts.create(&PostParams::default(), &account).await?;
+    }
+    let all = ["get", "list", "create", "update", "delete"];
+    let roles = namespace.api::<Role>();
+    roles
+        .create(
+            &PostParams::default(),
+            &role(
+                "ferroflow-editor",
+                vec![rule(
+                    &["experiments", "registeredmodels", "loggedmodels"],
+                    &all,
+                )],
+            ),
+        )
+        .await?;
+    roles
+        .create(
+            &PostParams::default(),
+            &role(
+                "ferroflow-promoter",
+                vec![rule(&["registeredmodels/promote"], &["update"])],
+            ),
+        )
+        .await?;
+    let bindings = namespace.api::<RoleBinding>();
+    for binding in [
+        binding("ferroflow-editor", &namespace.name, &["editor", "robot"]),
+        binding("ferroflow-promoter", &namespace.name, &["editor"]),
+    ] {
+        bindings.create(&PostParams::default(), &binding).await?;
+    }
+    Ok(())
+}
+
+#[tokio::test]
+async fn tokens_and_rbac_decide_who_may_call() -> anyhow::Result<()> {
+    let Some(cluster) = harness::connect("tokens_and_rbac_decide_who_may_call").await? else {
+        return Ok(());
+    };
+    cluster
+        .in_namespace("ff-auth", |namespace: TestNamespace| async move {
+            set_up_accounts(&namespace).await?;
+            let accounts = namespace.api::<ServiceAccount>();
+            let editor = token(&accounts, "editor", None).await?;
+            let robot = token(&accounts, "robot", None).await?;
+            let server = AuthServer::start(namespace.client.clone()).await?;
+            let ns = Some(namespace.name.as_str());
+            use reqwest::Method;
+
+            // Probes need nothing; the API needs a token the API server accepts.
+            let health = server
+                .http
+                .get(format!("{}/health", server.base))
+                .send()
+                .await?;
+            ensure!(health.status() == 200, "health: {}", health.status());
+            let create = json!({"name": "exp"});
+            let (status, body) = server
+                .call(
+                    Method::POST,
+                    "/experiments/create",
+                    create.clone(),
+                    None,
+                    ns,
+                )
+                .await?;
+            ensure!(
+                status == 401 && body["error_code"] == "UNAUTHENTICATED",
+                "no token: {status} {body}"
+            );
+            let forged = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJ4In0.c2lnbmF0dXJl";
+            let (status, body) = server
+                .call(
+                    Method::POST,
+                    "/experiments/create",
+                    create.clone(),
+                    Some(forged),
+                    ns,
+                )
+                .await?;
+            ensure!(status == 401, "forged token: {status} {body}");
+
+            // The editor works in its namespace: the header names it, or the token does.
+            let (status, body) = server
+                .call(
+                    Method::POST,
+                    "/experiments/create",
+                    create.clone(),
+                    Some(&editor),
+                    ns,
+                )
+                .await?;
+            ensure!(status == 200, "editor creates: {status} {body}");
+            let experiment_id = body["experiment_id"].clone();
+            let (status, body) = server
+                .call(
+                    Method::GET,
+                    "/experiments/get",
+                    json!({"experiment_id": experiment_id}),
+                    Some(&editor),
+                    None,
+                )
+                .await?;
+            ensure!(
+                status == 200 && body["experiment"]["name"] == "exp",
+                "editor reads in its service account's namespace: {status} {body}"
+            );
+            // Another namespace: refused, naming verb, resource and namespace.
+            let (status, body) = server
+                .call(
+                    Method::POST,
+                    "/experiments/create",
+                    json!({"name": "x"}),
+                    Some(&editor),
+                    Some("default"),
+                )
+                .await?;
+            ensure!(
+                status == 403
+                    && body["error_code"] == "PERMISSION_DENIED"
+                    && body["message"].as_str().is_some_and(
+                        |m| m.contains("may not create experiments in namespace 'default'")
+                    ),
+                "editor in default: {status} {body}"
+            );
+
+            // The robot registers a version but may not move an alias; the editor may.
+            let (status, body) = server
+                .call(
+                    Method::POST,
+                    "/registered-models/create",
+                    json!({"name": "churn"}),
+                    Some(&robot),
+                    ns,
+                )
+                .await?;
+            ensure!(status == 200, "robot registers: {status} {body}");
+            let version = json!({"name": "churn", "source": "s3://models/churn/1"});
+            let (status, body) = server
+                .call(
+                    Method::POST,
+                    "/model-versions/create",
+                    version,
+                    Some(&robot),
+                    ns,
+                )
+                .await?;
+            ensure!(status == 200, "robot creates a version: {status} {body}");
+            let alias = json!({"name": "churn", "alias": "champion", "version": "1"});
+            let (status, body) = server
+                .call(
+                    Method::POST,
+                    "/registered-models/alias",
+                    alias.clone(),
+                    Some(&robot),
+                    ns,
+                )
+                .await?;
+            ensure!(
+                status == 403
+                    && body["message"]
+                        .as_str()
+                        .is_some_and(|m| m.contains("update registeredmodels/promote")),
+                "robot promotes: {status} {body}"
+            );
+            let (status, body) = server
+                .call(
+                    Method::POST,
+                    "/registered-models/alias",
+                    alias,
+                    Some(&editor),
+                    ns,
+                )
+                .await?;
+            ensure!(status == 200, "editor promotes: {status} {body}");
+            let (status, body) = server
+                .call(
+                    Method::GET,
+                    "/registered-models/alias",
+                    json!({"name": "churn", "alias": "champion"}),
+                    Some(&robot),
+                    ns,
+                )
+                .await?;
+            ensure!(
+                status == 200 && body["model_version"]["version"] == "1",
+                "the alias moved: {status} {body}"
+            );
+
+            // GraphQL's fields are authorized as its caller in its workspace.
+            let query = json!({"query": format!(
+                "query {{ mlflowGetExperiment(input: {{experimentId: \"{}\"}}) {{ experiment {{ name }} }} }}",
+                experiment_id.as_str().unwrap_or_default()
+            )});
+            for (token, workspace, expected) in [
+                (editor.as_str(), ns, json!({"experiment": {"name": "exp"}})),
+                (editor.as_str(), Some("default"), Value::Null),
+            ] {
+                let mut request = server
+                    .http
+                    .post(format!("{}/graphql", server.base))
+                    .bearer_auth(token)
+                    .json(&query);
+                if let Some(workspace) = workspace {
+                    request = request.header(WORKSPACE_HEADER, workspace);
+                }
+                let answer: Value = request.send().await?.json().await?;
+                ensure!(
+                    answer["data"]["mlflowGetExperiment"] == expected,
+                    "graphql in {workspace:?}: {answer}"
+                );
+            }
+
+            // Warm caches: many calls, no more reviews.
+            let before = (
+                server
+                    .authorizer
+                    .counts
+                    .token_reviews
+                    .load(Ordering::Relaxed),
+                server
+                    .authorizer
+                    .counts
+                    .access_reviews
+                    .load(Ordering::Relaxed),
+            );
+            for _ in 0..200 {
+                let (status, _) = server
+                    .call(
+                        Method::GET,
+                        "/experiments/get",
+                        json!({"experiment_id": experiment_id}),
+                        Some(&editor),
+                        ns,
+                    )
+                    .await?;
+                ensure!(status == 200);
+            }
+            let after = (
+                server
+                    .authorizer
+                    .counts
+                    .token_reviews
+                    .load(Ordering::Relaxed),
+                server
+                    .authorizer
+                    .counts
+                    .access_reviews
+                    .load(Ordering::Relaxed),
+            );
+            ensure!(
+                before == after,
+                "reviews with warm caches: {before:?} -> {after:?}"
+            );
+
+            // A token bound to a Secret stops working when the Secret is deleted.
+            let secrets = namespace.api::<Secret>();
+            let mut secret = Secret::default();
+            secret.metadata.name = Some("session".into());
+            let secret = secrets.create(&PostParams::default(), &secret).await?;
+            let bound = token(&accounts, "editor", Some(&secret)).await?;
+            secrets.delete("session", &DeleteParams::default()).await?;
+            let (status, body) = server
+                .call(
+                    Method::POST,
+                    "/experiments/search",
+                    json!({}),
+                    Some(&bound),
+                    ns,
+                )
+                .await?;
+            ensure!(status == 401, "token of a deleted Secret: {status} {body}");
+            Ok(())
+        })
+        .await
+}
+
+#[tokio::test]
+async fn an_unreachable_api_server_refuses_every_call_with_503() -> anyhow::Result<()> {
+    let Some(cluster) =
+        harness::connect("an_unreachable_api_server_refuses_every_call_with_503").await?
+    else {
+        return Ok(());
+    };
+    // The cluster's own configuration, pointed at a port nobody listens on.
+    let mut config = Config::new("https://127.0.0.1:9".parse()?);
+    config.connect_timeout = Some(Duration::from_secs(2));
+    drop(cluster);
+    let server = AuthServer::start(Client::try_from(config)?).await?;
+    for (method, path, body) in [
+        (reqwest::Method::POST, "/experiments/search", json!({})),
+        (
+            reqwest::Method::POST,
+            "/experiments/create",
+            json!({"name": "x"}),
+        ),
+        (reqwest::Method::GET, "/registered-models/search", json!({})),
+    ] {
+        let (status, answer) = server
+            .call(method, path, body, Some("any-token"), Some("team-a"))
+            .await?;
+        ensure!(
+            status == 503 && answer["error_code"] == "TEMPORARILY_UNAVAILABLE",
+            "{path}: {status} {answer}"
+        );
+    }
+    let health = server
+        .http
+        .get(format!("{}/health", server.base))
+        .send()
+        .await?;
+    ensure!(health.status() == 200);
+    Ok(())
+}
