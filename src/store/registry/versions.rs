@@ -4,6 +4,7 @@ use super::ownership::{
     Actor, OwnedField, Ownership, RegistryRef, check_field_writable, check_object_writable,
     check_ownership_fields,
 };
+use super::promotions::{PromotionTx, alias_moved, stage_moved};
 use super::{
     ModelVersion, NewModelVersion, REDACTED_RUN_ID, REDACTED_RUN_LINK, REDACTED_SOURCE, RegistryTx,
     STATUS_READY, Stage, VERSION_COLUMNS, VERSIONS_FROM, VersionRow, deduplicated, model_not_found,
@@ -171,6 +172,8 @@ impl Store {
             let row = tx.live_version(&model, version).await?;
             check_field_writable(row.ownership(), OwnedField::Stage, actor, || row.describe())?;
             let mut changes = Vec::new();
+            let mut moves = vec![(version, row.stage(), stage)];
+            let mut owners = vec![row.ownership().map(|ownership| ownership.owner)];
             if archive_existing_versions {
                 let sql = format!(
                     "SELECT {VERSION_COLUMNS}{VERSIONS_FROM} WHERE mv.registered_model_id = $1 \
@@ -184,6 +187,8 @@ impl Store {
                     .await?;
                 for other in &others {
                     check_field_writable(other.ownership(), OwnedField::Stage, actor, || other.describe())?;
+                    moves.push((other.version, other.stage(), Stage::Archived));
+                    owners.push(other.ownership().map(|ownership| ownership.owner));
                     changes.push(RegistryChange {
                         version: Some(other.version),
                         stage: Some(Stage::Archived.as_str().to_owned()),
@@ -210,6 +215,9 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
             tx.touch_model(model.registered_model_id, now).await?;
+            let owners: Vec<_> = owners.iter().map(Option::as_ref).collect();
+            let (who, entries) = stage_moved(actor, &owners, &moves);
+            tx.append_promotions(&model, &who, &entries).await?;
             changes.push(RegistryChange {
                 version: Some(version),
                 stage: Some(stage.as_str().to_owned()),
@@ -267,6 +275,10 @@ impl Store {
             .execute(&mut *tx)
             .await?;
             tx.touch_model(model.registered_model_id, now).await?;
+            for alias in &aliases {
+                let (who, entry) = alias_moved(actor, &model, alias, Some(version), None);
+                tx.append_promotions(&model, &who, &[entry]).await?;
+            }
             let mut changes: Vec<RegistryChange> = aliases
                 .into_iter()
                 .map(|alias| RegistryChange {
