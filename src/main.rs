@@ -6,9 +6,12 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
-use ferroflow::cli::{Cli, Command, CrdArgs, DbCommand, DownloadArgs, ModelCommand};
-use ferroflow::client::{MlflowClient, download};
+use ferroflow::cli::{
+    Cli, Command, CrdArgs, DbCommand, DownloadArgs, ModelCommand, PromotionsArgs, RollbackArgs,
+};
+use ferroflow::client::{MlflowClient, download, promotions};
 use ferroflow::store::Store;
+use ferroflow::store::registry::TargetType;
 use ferroflow::{crd, mlproject, operator, server, telemetry};
 
 #[tokio::main]
@@ -27,6 +30,8 @@ async fn main() -> ExitCode {
         Command::Model {
             command: ModelCommand::Download(args),
         } => download_model(args).await,
+        Command::Promotions(args) => print_promotions(args).await,
+        Command::Rollback(args) => rollback(args).await,
         Command::Db {
             command: DbCommand::Upgrade { url },
         } => upgrade(&url).await,
@@ -48,7 +53,7 @@ async fn upgrade(url: &str) -> anyhow::Result<()> {
 }
 
 async fn download_model(args: DownloadArgs) -> anyhow::Result<()> {
-    let client = MlflowClient::new(&args.tracking_uri, args.tracking_token)?;
+    let client = MlflowClient::new(&args.server.tracking_uri, args.server.tracking_token)?;
     let downloaded = download::download_model(&client, &args.model_uri, &args.dir).await?;
     eprintln!(
         "downloaded {} ({} files, {} bytes) to {}",
@@ -56,6 +61,36 @@ async fn download_model(args: DownloadArgs) -> anyhow::Result<()> {
         downloaded.files,
         downloaded.bytes,
         args.dir.display()
+    );
+    Ok(())
+}
+
+async fn print_promotions(args: PromotionsArgs) -> anyhow::Result<()> {
+    let client = MlflowClient::new(&args.server.tracking_uri, args.server.tracking_token)?;
+    let target_type = if args.stage {
+        TargetType::Stage
+    } else {
+        TargetType::Alias
+    };
+    let entries = client
+        .promotions(
+            &args.model,
+            args.target.as_deref().map(|target| (target_type, target)),
+        )
+        .await?;
+    print!("{}", promotions::table(&entries));
+    Ok(())
+}
+
+async fn rollback(args: RollbackArgs) -> anyhow::Result<()> {
+    let client = MlflowClient::new(&args.server.tracking_uri, args.server.tracking_token)?;
+    let entry = client.rollback_alias(&args.model, &args.alias).await?;
+    println!(
+        "alias '{}' of model '{}' rolled back from version {} to {}",
+        args.alias,
+        args.model,
+        entry.from_version.map_or("-".to_owned(), |v| v.to_string()),
+        entry.to_version.map_or("-".to_owned(), |v| v.to_string()),
     );
     Ok(())
 }

@@ -7,6 +7,7 @@ pub mod experiments;
 pub mod graphql;
 pub mod health;
 pub mod logged_models;
+pub mod promotions;
 pub mod registry;
 pub mod request;
 pub mod runs;
@@ -69,6 +70,7 @@ pub fn router(state: AppState) -> Router {
     let api = Router::new()
         .nest("/api/2.0/mlflow", mlflow.clone())
         .nest("/ajax-api/2.0/mlflow", mlflow)
+        .nest("/api/2.0/ferroflow", promotions::routes())
         .merge(health::routes())
         .merge(artifacts::routes())
         .merge(ui_endpoints::routes())

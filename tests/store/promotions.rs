@@ -314,7 +314,7 @@ async fn rollback_moves_an_alias_back_to_its_previous_holder(store: Store) {
     // Set once and never moved: nothing held it before.
     assert!(matches!(
         store.rollback_alias("rolled", "champion", Actor::Api).await,
-        Err(Error::InvalidState(_))
+        Err(Error::BadRequest(_))
     ));
     for version in [2, 3] {
         store
@@ -348,7 +348,7 @@ async fn rollback_moves_an_alias_back_to_its_previous_holder(store: Store) {
         .await
         .unwrap_err();
     assert!(
-        matches!(&error, Error::InvalidState(message) if message.contains("version 3") && message.contains("deleted")),
+        matches!(&error, Error::BadRequest(message) if message.contains("version 3") && message.contains("deleted")),
         "{error}"
     );
     assert_eq!(history(&store, "rolled").await.len(), before);

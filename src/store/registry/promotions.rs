@@ -3,7 +3,7 @@
 //! Nothing edits or deletes an entry (the tables' triggers refuse it); a model's history
 //! follows it through renames (by its id) and outlives its deletion (by its last name).
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::ownership::{Actor, OwnedField, Owner, check_field_writable};
 use super::{
@@ -20,7 +20,7 @@ pub const MAX_PROMOTIONS_PAGE: i64 = 1000;
 pub const DEFAULT_PROMOTIONS_PAGE: i64 = 100;
 
 /// What a promotion moves: an alias, or a version's stage.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum TargetType {
     Alias,
@@ -48,7 +48,7 @@ impl TargetType {
 }
 
 /// Through which door a promotion came.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum PromotionPath {
     /// The REST API (the `mlflow` client, the UI, `ferroflow rollback`).
@@ -57,8 +57,8 @@ pub enum PromotionPath {
     Operator,
 }
 
-/// One entry of the history.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+/// One entry of the history (also its JSON in the REST API).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Promotion {
     pub id: i64,
     /// Milliseconds since the epoch.
@@ -405,8 +405,8 @@ impl Store {
     }
 
     /// Moves `alias` back to the version that held it before its current one got it (the
-    /// `from_version` of the entry that set it), recorded as a rollback. Refused when the alias
-    /// is unset, has no earlier holder, or that version is gone.
+    /// `from_version` of the entry that set it), recorded as a rollback. Refused (BAD_REQUEST: a
+    /// client mistake, never a 5xx) when the alias has no earlier holder or that version is gone.
     pub async fn rollback_alias(
         &self,
         name: &str,
@@ -437,10 +437,10 @@ impl Store {
             .fetch_optional(&mut *tx)
             .await?
             .flatten()
-            .ok_or_else(|| Error::InvalidState(format!(
+            .ok_or_else(|| Error::BadRequest(format!(
                 "Cannot roll back alias '{alias}' of model '{name}': the promotion history has no version that held it before version {current}."
             )))?;
-            tx.live_version(&model, previous).await.map_err(|_| Error::InvalidState(format!(
+            tx.live_version(&model, previous).await.map_err(|_| Error::BadRequest(format!(
                 "Cannot roll back alias '{alias}' of model '{name}' to version {previous}: that version was deleted."
             )))?;
             sqlx::query("UPDATE registered_model_aliases SET version = $1 WHERE registered_model_id = $2 AND alias = $3")
