@@ -1,4 +1,4 @@
--- The promotion history: every alias set, move and removal and every stage transition of a
+-- The promotion history (and the promotion policies, below): every alias set, move and removal and every stage transition of a
 -- registered model, allowed or refused, appended in the transaction that makes (or refuses) it.
 -- Append-only: the store never updates or deletes a row, and triggers refuse anyone who tries.
 -- No foreign key: deleting a model keeps its history; registered_model_id follows renames
@@ -38,3 +38,14 @@ CREATE TRIGGER promotions_no_delete BEFORE DELETE ON promotions
 BEGIN
     SELECT RAISE(ABORT, 'the promotion history is append-only: DELETE refused');
 END;
+
+-- Promotion policies, copied from the PromotionPolicy resources by the operator so that every
+-- path that moves an alias or a stage (the REST API included, which does not watch Kubernetes)
+-- evaluates them in its own transaction. spec is the policy as JSON (store::registry::policies).
+CREATE TABLE promotion_policies (
+    uid          TEXT   PRIMARY KEY,
+    namespace    TEXT   NOT NULL,
+    name         TEXT   NOT NULL,
+    spec         TEXT   NOT NULL,
+    updated_time BIGINT NOT NULL
+);

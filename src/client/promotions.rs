@@ -145,6 +145,7 @@ mod tests {
             path: PromotionPath::Operator,
             allowed: true,
             rollback: false,
+            results: Vec::new(),
         }
     }
 

@@ -490,3 +490,402 @@ async fn seed_one_entry(store: &Store) {
         .await
         .unwrap();
 }
+
+mod policies {
+    use std::time::{Duration, Instant};
+
+    use ferroflow::store::registry::{
+        Actor, MetricRule, NewModelVersion, PolicySpec, PredecessorRule, Rule, Stage, TagRule,
+        Target,
+    };
+    use ferroflow::store::runs::NewRun;
+    use ferroflow::store::values::Metric;
+    use ferroflow::store::{Error, KeyValue, Store};
+
+    crate::both_backends!(
+        a_failed_rule_refuses_the_move_and_the_refusal_is_recorded,
+        relative_rules_compare_with_the_version_holding_the_target,
+        stage_transitions_and_rollbacks_pass_the_same_gate,
+        a_dwell_rule_refuses_until_the_predecessor_was_held_long_enough,
+        a_dry_run_judges_without_moving_or_recording,
+    );
+
+    /// A version of `model` registered from a new run that logged `val_auc`.
+    async fn version_with_auc(store: &Store, model: &str, auc: Option<f64>) -> i64 {
+        let experiment = format!("{model}-runs");
+        let experiment_id = match store.get_experiment_by_name(&experiment).await {
+            Ok(found) => found.experiment_id,
+            Err(_) => store
+                .create_experiment(&experiment, None, &[], "mlflow-artifacts:")
+                .await
+                .unwrap(),
+        };
+        let run = store
+            .create_run(NewRun {
+                experiment_id,
+                user_id: "tester".into(),
+                run_name: Some("train".into()),
+                start_time: Some(1_700_000_000_000),
+                tags: vec![],
+            })
+            .await
+            .unwrap();
+        let run_id = run.info.run_uuid;
+        if let Some(auc) = auc {
+            let metric = Metric {
+                key: "val_auc".into(),
+                value: auc,
+                timestamp: 1_700_000_000_000,
+                step: 0,
+                model_id: None,
+                dataset_name: None,
+                dataset_digest: None,
+                run_id: None,
+            };
+            store.log_batch(&run_id, &[metric], &[], &[]).await.unwrap();
+        }
+        store
+            .create_model_version(NewModelVersion {
+                name: model.into(),
+                source: format!("runs:/{run_id}/model"),
+                run_id: Some(run_id),
+                ..NewModelVersion::default()
+            })
+            .await
+            .unwrap()
+            .version
+    }
+
+    fn gate(rules: Vec<Rule>) -> PolicySpec {
+        PolicySpec {
+            models: vec!["gated-*".into()],
+            aliases: vec!["champion".into()],
+            stages: vec!["Production".into()],
+            rules,
+        }
+    }
+
+    fn auc_at_least(min: f64) -> Rule {
+        Rule::Metric(MetricRule {
+            name: "val_auc".into(),
+            min: Some(min),
+            max: None,
+            max_regression: None,
+            lower_is_better: false,
+        })
+    }
+
+    fn approved() -> Rule {
+        Rule::Tag(TagRule {
+            key: "approved".into(),
+            value: Some("true".into()),
+        })
+    }
+
+    async fn a_failed_rule_refuses_the_move_and_the_refusal_is_recorded(store: Store) {
+        store
+            .put_promotion_policy(
+                "uid-gate",
+                "team-a",
+                "gate",
+                &gate(vec![auc_at_least(0.9), approved()]),
+            )
+            .await
+            .unwrap();
+        store
+            .create_registered_model("gated-churn", &[], None, None)
+            .await
+            .unwrap();
+        let weak = version_with_auc(&store, "gated-churn", Some(0.85)).await;
+        let strong = version_with_auc(&store, "gated-churn", Some(0.93)).await;
+
+        let error = store
+            .set_registered_model_alias("gated-churn", "champion", weak, Actor::Api)
+            .await
+            .unwrap_err();
+        assert!(matches!(error, Error::PolicyDenied(_)), "{error:?}");
+        let message = error.to_string();
+        assert!(
+            message.contains("val_auc >= 0.9 failed: val_auc = 0.85"),
+            "{message}"
+        );
+        assert!(
+            message.contains("tag approved = true failed: tag approved is not set"),
+            "{message}"
+        );
+        assert!(message.contains("[team-a/gate]"), "{message}");
+        assert!(
+            store
+                .get_model_version_by_alias("gated-churn", "champion")
+                .await
+                .is_err()
+        );
+
+        // Other aliases and other models are not guarded.
+        store
+            .set_registered_model_alias("gated-churn", "challenger", weak, Actor::Api)
+            .await
+            .unwrap();
+        store
+            .create_registered_model("free-churn", &[], None, None)
+            .await
+            .unwrap();
+        let free = version_with_auc(&store, "free-churn", Some(0.1)).await;
+        store
+            .set_registered_model_alias("free-churn", "champion", free, Actor::Api)
+            .await
+            .unwrap();
+
+        store
+            .set_model_version_tag(
+                "gated-churn",
+                strong,
+                &KeyValue::new("approved", "true"),
+                Actor::Api,
+            )
+            .await
+            .unwrap();
+        store
+            .set_registered_model_alias("gated-churn", "champion", strong, Actor::Api)
+            .await
+            .unwrap();
+        let history = super::history(&store, "gated-churn").await;
+        let champion: Vec<_> = history
+            .iter()
+            .filter(|entry| entry.target == "champion")
+            .collect();
+        assert_eq!(champion.len(), 2);
+        assert!(!champion[0].allowed && champion[0].to_version == Some(weak));
+        assert_eq!(
+            champion[0]
+                .results
+                .iter()
+                .filter(|result| !result.passed)
+                .count(),
+            2
+        );
+        assert!(champion[1].allowed && champion[1].results.iter().all(|result| result.passed));
+        assert_eq!(champion[1].results.len(), 2);
+        // A refused move is history, not state: `at` and rollback ignore it.
+        assert_eq!(champion[1].from_version, None);
+        // The policy's resource is deleted: nothing guards the alias any more.
+        store.delete_promotion_policy("uid-gate").await.unwrap();
+        store
+            .set_registered_model_alias("gated-churn", "champion", weak, Actor::Api)
+            .await
+            .unwrap();
+    }
+
+    async fn relative_rules_compare_with_the_version_holding_the_target(store: Store) {
+        let relative = Rule::Metric(MetricRule {
+            name: "val_auc".into(),
+            min: None,
+            max: None,
+            max_regression: Some(0.005),
+            lower_is_better: false,
+        });
+        store
+            .put_promotion_policy("uid-rel", "team-a", "relative", &gate(vec![relative]))
+            .await
+            .unwrap();
+        store
+            .create_registered_model("gated-rel", &[], None, None)
+            .await
+            .unwrap();
+        let first = version_with_auc(&store, "gated-rel", Some(0.92)).await;
+        let worse = version_with_auc(&store, "gated-rel", Some(0.90)).await;
+        let close = version_with_auc(&store, "gated-rel", Some(0.917)).await;
+        let unmeasured = version_with_auc(&store, "gated-rel", None).await;
+        // Nothing holds champion yet: nothing to be worse than.
+        store
+            .set_registered_model_alias("gated-rel", "champion", first, Actor::Api)
+            .await
+            .unwrap();
+        let error = store
+            .set_registered_model_alias("gated-rel", "champion", worse, Actor::Api)
+            .await
+            .unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .contains("val_auc = 0.9; incumbent version 1: val_auc = 0.92"),
+            "{error}"
+        );
+        assert!(matches!(
+            store
+                .set_registered_model_alias("gated-rel", "champion", unmeasured, Actor::Api)
+                .await,
+            Err(Error::PolicyDenied(_))
+        ));
+        store
+            .set_registered_model_alias("gated-rel", "champion", close, Actor::Api)
+            .await
+            .unwrap();
+    }
+
+    async fn stage_transitions_and_rollbacks_pass_the_same_gate(store: Store) {
+        store
+            .create_registered_model("gated-stage", &[], None, None)
+            .await
+            .unwrap();
+        let weak = version_with_auc(&store, "gated-stage", Some(0.5)).await;
+        let strong = version_with_auc(&store, "gated-stage", Some(0.95)).await;
+        // Moves made before the policy existed.
+        store
+            .set_registered_model_alias("gated-stage", "champion", weak, Actor::Api)
+            .await
+            .unwrap();
+        store
+            .set_registered_model_alias("gated-stage", "champion", strong, Actor::Api)
+            .await
+            .unwrap();
+        store
+            .put_promotion_policy(
+                "uid-stage",
+                "team-a",
+                "gate",
+                &gate(vec![auc_at_least(0.9)]),
+            )
+            .await
+            .unwrap();
+        let error = store
+            .transition_model_version_stage(
+                "gated-stage",
+                weak,
+                Stage::Production,
+                false,
+                Actor::Api,
+            )
+            .await
+            .unwrap_err();
+        assert!(error.to_string().contains("stage 'Production'"), "{error}");
+        assert_eq!(
+            store
+                .get_model_version("gated-stage", weak)
+                .await
+                .unwrap()
+                .current_stage,
+            Stage::None
+        );
+        // Staging is not guarded; Production for the strong one is allowed, archiving nothing.
+        store
+            .transition_model_version_stage("gated-stage", weak, Stage::Staging, false, Actor::Api)
+            .await
+            .unwrap();
+        store
+            .transition_model_version_stage(
+                "gated-stage",
+                strong,
+                Stage::Production,
+                true,
+                Actor::Api,
+            )
+            .await
+            .unwrap();
+        // Rolling champion back to the weak version is a promotion like any other.
+        assert!(matches!(
+            store
+                .rollback_alias("gated-stage", "champion", Actor::Api)
+                .await,
+            Err(Error::PolicyDenied(_))
+        ));
+        assert_eq!(
+            store
+                .get_model_version_by_alias("gated-stage", "champion")
+                .await
+                .unwrap()
+                .version,
+            strong
+        );
+        let history = super::history(&store, "gated-stage").await;
+        let last = history.last().unwrap();
+        assert!(last.rollback && !last.allowed, "{last:?}");
+    }
+
+    async fn a_dwell_rule_refuses_until_the_predecessor_was_held_long_enough(store: Store) {
+        let dwell = Rule::Predecessor(PredecessorRule {
+            alias: Some("challenger".into()),
+            stage: None,
+            min_seconds: 1,
+        });
+        store
+            .put_promotion_policy("uid-dwell", "team-a", "dwell", &gate(vec![dwell]))
+            .await
+            .unwrap();
+        store
+            .create_registered_model("gated-dwell", &[], None, None)
+            .await
+            .unwrap();
+        let candidate = version_with_auc(&store, "gated-dwell", Some(0.9)).await;
+        let error = store
+            .set_registered_model_alias("gated-dwell", "champion", candidate, Actor::Api)
+            .await
+            .unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .contains("does not hold alias 'challenger'"),
+            "{error}"
+        );
+        store
+            .set_registered_model_alias("gated-dwell", "challenger", candidate, Actor::Api)
+            .await
+            .unwrap();
+        let held_from = Instant::now();
+        let first = store
+            .set_registered_model_alias("gated-dwell", "champion", candidate, Actor::Api)
+            .await;
+        if held_from.elapsed() < Duration::from_millis(900) {
+            let error = first.unwrap_err();
+            assert!(error.to_string().contains("for at least 1s"), "{error}");
+        }
+        // Allowed once it has held challenger for a second: retried until then, with a deadline.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match store
+                .set_registered_model_alias("gated-dwell", "champion", candidate, Actor::Api)
+                .await
+            {
+                Ok(()) => break,
+                Err(Error::PolicyDenied(_)) if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(error) => unreachable!("the dwell rule should pass in time: {error}"),
+            }
+        }
+        assert!(held_from.elapsed() >= Duration::from_millis(900));
+    }
+
+    async fn a_dry_run_judges_without_moving_or_recording(store: Store) {
+        store
+            .put_promotion_policy("uid-dry", "team-a", "gate", &gate(vec![auc_at_least(0.9)]))
+            .await
+            .unwrap();
+        store
+            .create_registered_model("gated-dry", &[], None, None)
+            .await
+            .unwrap();
+        let weak = version_with_auc(&store, "gated-dry", Some(0.85)).await;
+        let results = store
+            .check_promotion("gated-dry", Target::Alias("champion"), weak)
+            .await
+            .unwrap();
+        assert_eq!(results.len(), 1);
+        assert!(!results[0].passed && results[0].observed == "val_auc = 0.85");
+        let unguarded = store
+            .check_promotion("gated-dry", Target::Alias("challenger"), weak)
+            .await
+            .unwrap();
+        assert!(unguarded.is_empty());
+        assert!(matches!(
+            store
+                .check_promotion("gated-dry", Target::Alias("champion"), 99)
+                .await,
+            Err(Error::NotFound { .. })
+        ));
+        assert!(matches!(
+            store.promotions("gated-dry", None, 10, None).await,
+            Ok(page) if page.items.is_empty()
+        ));
+    }
+}

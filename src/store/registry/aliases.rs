@@ -1,7 +1,8 @@
 //! Aliases: names pointing at a model's versions (`@champion`), and `latest`.
 
 use super::ownership::{Actor, OwnedField, check_field_writable};
-use super::promotions::{PromotionTx, alias_moved};
+use super::policies::Target;
+use super::promotions::{PromotionTx, alias_moved, refused};
 use super::{
     LATEST_ALIAS, ModelVersion, RegistryTx, validate_alias_name, validate_alias_settable,
     validate_model_name,
@@ -33,6 +34,11 @@ impl Store {
             .fetch_optional(&mut *tx)
             .await?;
             if previous != Some(version) {
+                let (who, mut entry) = alias_moved(actor, &model, alias, previous, Some(version));
+                if let Some(denied) = refused(&mut *tx, &model, &who, &mut entry, Target::Alias(alias), version).await? {
+                    tx.commit().await?;
+                    return Err(denied);
+                }
                 sqlx::query(
                     "INSERT INTO registered_model_aliases (registered_model_id, alias, version) VALUES ($1, $2, $3) \
                      ON CONFLICT (registered_model_id, alias) DO UPDATE SET version = excluded.version",
@@ -42,7 +48,6 @@ impl Store {
                 .bind(version)
                 .execute(&mut *tx)
                 .await?;
-                let (who, entry) = alias_moved(actor, &model, alias, previous, Some(version));
                 tx.append_promotions(&model, &who, &[entry]).await?;
                 tx.publish(&[RegistryChange {
                     version: Some(version),

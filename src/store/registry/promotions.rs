@@ -6,8 +6,10 @@
 use serde::{Deserialize, Serialize};
 
 use super::ownership::{Actor, OwnedField, Owner, check_field_writable};
+use super::policies::{PolicyTx, RuleResult, Target, denial, evaluate};
 use super::{
-    ModelRow, RegistryTx, Stage, validate_alias_name, validate_alias_settable, validate_model_name,
+    MODEL_COLUMNS, ModelRow, RegistryTx, Stage, model_not_found, validate_alias_name,
+    validate_alias_settable, validate_model_name,
 };
 use crate::store::notify::{ChangeKind, Publish, RegistryChange};
 use crate::store::{
@@ -80,6 +82,9 @@ pub struct Promotion {
     pub allowed: bool,
     /// Written by [`Store::rollback_alias`].
     pub rollback: bool,
+    /// The promotion policies' verdicts (empty when no policy guards the target).
+    #[serde(default)]
+    pub results: Vec<RuleResult>,
 }
 
 /// Who made a change, as the history records it.
@@ -117,6 +122,8 @@ pub(super) struct NewPromotion<'a> {
     to_version: Option<i64>,
     from_stage: Option<Stage>,
     rollback: bool,
+    allowed: bool,
+    pub(super) results: Vec<RuleResult>,
 }
 
 impl<'a> NewPromotion<'a> {
@@ -128,6 +135,8 @@ impl<'a> NewPromotion<'a> {
             to_version,
             from_stage: None,
             rollback: false,
+            allowed: true,
+            results: Vec::new(),
         }
     }
 
@@ -139,6 +148,8 @@ impl<'a> NewPromotion<'a> {
             to_version: Some(version),
             from_stage: Some(from),
             rollback: false,
+            allowed: true,
+            results: Vec::new(),
         }
     }
 }
@@ -157,10 +168,11 @@ struct PromotionRow {
     path: String,
     allowed: bool,
     rollback: bool,
+    results: String,
 }
 
 const PROMOTION_COLUMNS: &str = "promotion_id, time, model_name, target_type, target, \
-     from_version, to_version, from_stage, actor, path, allowed, rollback";
+     from_version, to_version, from_stage, actor, path, allowed, rollback, results";
 
 impl From<PromotionRow> for Promotion {
     fn from(row: PromotionRow) -> Self {
@@ -182,6 +194,7 @@ impl From<PromotionRow> for Promotion {
             },
             allowed: row.allowed,
             rollback: row.rollback,
+            results: serde_json::from_str(&row.results).unwrap_or_default(),
         }
     }
 }
@@ -220,8 +233,8 @@ macro_rules! impl_promotion_tx {
                 for entry in entries {
                     let id = sqlx::query_scalar::<_, i64>(
                         "INSERT INTO promotions (time, registered_model_id, model_name, target_type, target, \
-                         from_version, to_version, from_stage, actor, path, allowed, rollback) \
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING promotion_id",
+                         from_version, to_version, from_stage, actor, path, allowed, rollback, results) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING promotion_id",
                     )
                     .bind(now)
                     .bind(model.registered_model_id)
@@ -236,8 +249,9 @@ macro_rules! impl_promotion_tx {
                         PromotionPath::Api => "api",
                         PromotionPath::Operator => "operator",
                     })
-                    .bind(true)
+                    .bind(entry.allowed)
                     .bind(entry.rollback)
+                    .bind(serde_json::to_string(&entry.results).unwrap_or_else(|_| "[]".to_owned()))
                     .fetch_one(&mut *self)
                     .await?;
                     ids.push(id);
@@ -250,6 +264,28 @@ macro_rules! impl_promotion_tx {
 
 impl_promotion_tx!(sqlx::PgConnection);
 impl_promotion_tx!(sqlx::SqliteConnection);
+
+/// Judges `entry` by the policies guarding `target` for version `candidate` and keeps the
+/// verdicts on it. When a rule fails, appends the entry as refused and returns the denial: the
+/// caller commits (the refusal stays in the history) and then fails with it.
+pub(super) async fn refused<C: PolicyTx + PromotionTx + Send>(
+    connection: &mut C,
+    model: &ModelRow,
+    who: &Who,
+    entry: &mut NewPromotion<'_>,
+    target: Target<'_>,
+    candidate: i64,
+) -> Result<Option<Error>> {
+    entry.results = evaluate(connection, model, target, candidate).await?;
+    let Some(message) = denial(&model.name, candidate, target, &entry.results) else {
+        return Ok(None);
+    };
+    entry.allowed = false;
+    connection
+        .append_promotions(model, who, std::slice::from_ref(entry))
+        .await?;
+    Ok(Some(Error::PolicyDenied(message)))
+}
 
 /// The history entry and its actor for an alias going from `from` to `to`.
 pub(super) fn alias_moved<'a>(
@@ -443,14 +479,18 @@ impl Store {
             tx.live_version(&model, previous).await.map_err(|_| Error::BadRequest(format!(
                 "Cannot roll back alias '{alias}' of model '{name}' to version {previous}: that version was deleted."
             )))?;
+            let (who, mut entry) = alias_moved(actor, &model, alias, Some(current), Some(previous));
+            entry.rollback = true;
+            if let Some(denied) = refused(&mut *tx, &model, &who, &mut entry, Target::Alias(alias), previous).await? {
+                tx.commit().await?;
+                return Err(denied);
+            }
             sqlx::query("UPDATE registered_model_aliases SET version = $1 WHERE registered_model_id = $2 AND alias = $3")
                 .bind(previous)
                 .bind(model.registered_model_id)
                 .bind(alias)
                 .execute(&mut *tx)
                 .await?;
-            let (who, mut entry) = alias_moved(actor, &model, alias, Some(current), Some(previous));
-            entry.rollback = true;
             let ids = tx.append_promotions(&model, &who, std::slice::from_ref(&entry)).await?;
             tx.publish(&[RegistryChange {
                 version: Some(previous),
@@ -462,6 +502,33 @@ impl Store {
             ids[0]
         });
         self.promotion(id).await
+    }
+
+    /// What the policies guarding `target` say about moving it to `version`, without moving
+    /// anything or writing history (a dry run for CI jobs and rollout analyses).
+    pub async fn check_promotion(
+        &self,
+        name: &str,
+        target: Target<'_>,
+        version: i64,
+    ) -> Result<Vec<RuleResult>> {
+        validate_model_name(name)?;
+        if let Target::Alias(alias) = target {
+            validate_alias_settable(alias)?;
+        }
+        let results = with_pool!(self, pool => {
+            let mut connection = pool.acquire().await?;
+            let model = sqlx::query_as::<_, ModelRow>(&format!(
+                "SELECT {MODEL_COLUMNS} FROM registered_models rm WHERE rm.name = $1"
+            ))
+            .bind(name)
+            .fetch_optional(&mut *connection)
+            .await?
+            .ok_or_else(|| model_not_found(name))?;
+            connection.live_version(&model, version).await?;
+            evaluate(&mut *connection, &model, target, version).await?
+        });
+        Ok(results)
     }
 
     async fn promotion(&self, id: i64) -> Result<Promotion> {
