@@ -226,14 +226,38 @@ pub struct TrackingServerArgs {
 }
 
 #[derive(Debug, clap::Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 pub struct PromotionsArgs {
+    #[command(subcommand)]
+    pub command: Option<PromotionsCommand>,
     /// The registered model (its current name; a deleted model's last name).
-    pub model: String,
+    #[arg(required = true)]
+    pub model: Option<String>,
     /// Only this alias (or, with --stage, this stage).
     #[arg(long)]
     pub target: Option<String>,
     /// --target names a stage (None, Staging, Production, Archived), not an alias.
     #[arg(long, requires = "target")]
+    pub stage: bool,
+    #[command(flatten)]
+    pub server: TrackingServerArgs,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum PromotionsCommand {
+    /// Ask the promotion policies whether TARGET of MODEL may move to VERSION, without moving
+    /// anything (exit status 0: allowed, 3: refused).
+    Check(CheckArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct CheckArgs {
+    pub model: String,
+    /// The alias (or, with --stage, the stage).
+    pub target: String,
+    pub version: i64,
+    /// TARGET names a stage (None, Staging, Production, Archived), not an alias.
+    #[arg(long)]
     pub stage: bool,
     #[command(flatten)]
     pub server: TrackingServerArgs,

@@ -7,7 +7,8 @@ use std::process::ExitCode;
 use anyhow::Context;
 use clap::Parser;
 use ferroflow::cli::{
-    Cli, Command, CrdArgs, DbCommand, DownloadArgs, ModelCommand, PromotionsArgs, RollbackArgs,
+    CheckArgs, Cli, Command, CrdArgs, DbCommand, DownloadArgs, ModelCommand, PromotionsArgs,
+    PromotionsCommand, RollbackArgs,
 };
 use ferroflow::client::{MlflowClient, download, promotions};
 use ferroflow::store::Store;
@@ -30,6 +31,10 @@ async fn main() -> ExitCode {
         Command::Model {
             command: ModelCommand::Download(args),
         } => download_model(args).await,
+        Command::Promotions(PromotionsArgs {
+            command: Some(PromotionsCommand::Check(args)),
+            ..
+        }) => return check_promotion(args).await,
         Command::Promotions(args) => print_promotions(args).await,
         Command::Rollback(args) => rollback(args).await,
         Command::Db {
@@ -66,6 +71,7 @@ async fn download_model(args: DownloadArgs) -> anyhow::Result<()> {
 }
 
 async fn print_promotions(args: PromotionsArgs) -> anyhow::Result<()> {
+    let model = args.model.context("MODEL is required")?;
     let client = MlflowClient::new(&args.server.tracking_uri, args.server.tracking_token)?;
     let target_type = if args.stage {
         TargetType::Stage
@@ -74,12 +80,59 @@ async fn print_promotions(args: PromotionsArgs) -> anyhow::Result<()> {
     };
     let entries = client
         .promotions(
-            &args.model,
+            &model,
             args.target.as_deref().map(|target| (target_type, target)),
         )
         .await?;
     print!("{}", promotions::table(&entries));
     Ok(())
+}
+
+/// Exit status of `ferroflow promotions check` when a policy refuses (1 is any other error).
+const REFUSED: u8 = 3;
+
+/// `ferroflow promotions check`: prints each verdict; exits 0 when allowed, 3 when refused.
+async fn check_promotion(args: CheckArgs) -> ExitCode {
+    let outcome = async {
+        let client = MlflowClient::new(&args.server.tracking_uri, args.server.tracking_token)?;
+        let target_type = if args.stage {
+            TargetType::Stage
+        } else {
+            TargetType::Alias
+        };
+        client
+            .check_promotion(&args.model, (target_type, &args.target), args.version)
+            .await
+            .map_err(anyhow::Error::from)
+    }
+    .await;
+    match outcome {
+        Ok(answer) => {
+            for result in &answer.results {
+                let verdict = if result.passed { "pass" } else { "FAIL" };
+                println!(
+                    "{verdict}  [{}] {}: {}",
+                    result.policy, result.rule, result.observed
+                );
+            }
+            let guarded = if answer.results.is_empty() {
+                " (no policy guards it)"
+            } else {
+                ""
+            };
+            if answer.allowed {
+                println!("allowed{guarded}");
+                ExitCode::SUCCESS
+            } else {
+                println!("refused");
+                ExitCode::from(REFUSED)
+            }
+        }
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 async fn rollback(args: RollbackArgs) -> anyhow::Result<()> {

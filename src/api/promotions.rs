@@ -1,6 +1,6 @@
 //! ferroflow's own endpoints for the promotion history, under `/api/2.0/ferroflow/` (MLflow has
-//! no such API): the history of a model, what held a target at an instant, and rolling an
-//! alias back. Errors use MLflow's JSON shape and codes, as everywhere else.
+//! no such API): the history of a model, what held a target at an instant, rolling an alias
+//! back, and asking the promotion policies about a move without making it. Errors use MLflow's JSON shape and codes, as everywhere else.
 
 use axum::extract::State;
 use axum::routing::{get, post};
@@ -10,13 +10,16 @@ use serde::{Deserialize, Serialize};
 use super::AppState;
 use super::error::{ApiError, ApiResult, Required, non_empty};
 use super::request::{Mlflow, lenient};
-use crate::store::registry::{Actor, DEFAULT_PROMOTIONS_PAGE, Holder, Promotion, TargetType};
+use crate::store::registry::{
+    Actor, DEFAULT_PROMOTIONS_PAGE, Holder, Promotion, RuleResult, Stage, Target, TargetType,
+};
 
 pub fn routes() -> Router<AppState> {
     Router::new()
         .route("/promotions", get(list_promotions))
         .route("/promotions/at", get(promotion_at))
         .route("/promotions/rollback", post(rollback))
+        .route("/promotions/check", post(check))
 }
 
 #[derive(Deserialize)]
@@ -131,6 +134,39 @@ async fn rollback(
         .rollback_alias(&name, &alias, Actor::Api)
         .await?;
     Ok(Json(RollbackResponse { promotion }))
+}
+
+#[derive(Deserialize)]
+struct CheckRequest {
+    name: Option<String>,
+    target: Option<String>,
+    target_type: Option<String>,
+    version: Option<String>,
+}
+
+/// The dry run's answer: `allowed` is what a move would get now.
+#[derive(Debug, Serialize, Deserialize)]
+pub struct CheckResponse {
+    pub allowed: bool,
+    pub results: Vec<RuleResult>,
+}
+
+async fn check(
+    State(state): State<AppState>,
+    Mlflow(request): Mlflow<CheckRequest>,
+) -> ApiResult<Json<CheckResponse>> {
+    let name = non_empty(request.name).required("name")?;
+    let target = non_empty(request.target).required("target")?;
+    let version = super::registry::parse_version(request.version)?;
+    let target = match target_type(request.target_type)? {
+        TargetType::Alias => Target::Alias(&target),
+        TargetType::Stage => Target::Stage(Stage::parse(&target)?),
+    };
+    let results = state.store.check_promotion(&name, target, version).await?;
+    Ok(Json(CheckResponse {
+        allowed: results.iter().all(|result| result.passed),
+        results,
+    }))
 }
 
 #[cfg(test)]

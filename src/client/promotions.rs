@@ -5,10 +5,12 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::{ClientError, MlflowClient};
+use crate::api::promotions::CheckResponse;
 use crate::store::registry::{Promotion, PromotionPath, TargetType};
 
 const PROMOTIONS: &str = "api/2.0/ferroflow/promotions";
 const ROLLBACK: &str = "api/2.0/ferroflow/promotions/rollback";
+const CHECK: &str = "api/2.0/ferroflow/promotions/check";
 
 #[derive(Deserialize)]
 struct Page {
@@ -46,6 +48,23 @@ impl MlflowClient {
                 None => return Ok(all),
             }
         }
+    }
+
+    /// What the promotion policies say about moving `target` to `version` (a dry run).
+    pub async fn check_promotion(
+        &self,
+        name: &str,
+        target: (TargetType, &str),
+        version: i64,
+    ) -> Result<CheckResponse, ClientError> {
+        let body = json!({
+            "name": name,
+            "target_type": target.0.as_str(),
+            "target": target.1,
+            "version": version.to_string(),
+        });
+        let answer = self.post(CHECK, body).await?;
+        self.decode(CHECK, answer)
     }
 
     /// Moves `alias` back to the version that held it before; the history entry it wrote.
