@@ -66,6 +66,12 @@ pub enum Command {
         #[command(subcommand)]
         command: ModelCommand,
     },
+    /// Print a registered model's promotion history: every alias and stage move, who made it,
+    /// through which path, allowed or refused.
+    Promotions(PromotionsArgs),
+    /// Move an alias back to the version that held it before (through the tracking server,
+    /// recorded in the history as a rollback).
+    Rollback(RollbackArgs),
     /// Manage the metadata database.
     Db {
         #[command(subcommand)]
@@ -222,12 +228,67 @@ pub struct DownloadArgs {
     /// Where the files go; must not exist or be empty. Written in a sibling temporary folder
     /// and renamed into place when complete.
     pub dir: PathBuf,
+    #[command(flatten)]
+    pub server: TrackingServerArgs,
+}
+
+/// The tracking server a client command talks to.
+#[derive(Debug, clap::Args)]
+pub struct TrackingServerArgs {
     /// The tracking server.
     #[arg(long, env = "MLFLOW_TRACKING_URI")]
     pub tracking_uri: String,
     /// Bearer token sent with every request.
     #[arg(long, env = "MLFLOW_TRACKING_TOKEN", hide_env_values = true)]
     pub tracking_token: Option<String>,
+}
+
+#[derive(Debug, clap::Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
+pub struct PromotionsArgs {
+    #[command(subcommand)]
+    pub command: Option<PromotionsCommand>,
+    /// The registered model (its current name; a deleted model's last name).
+    #[arg(required = true)]
+    pub model: Option<String>,
+    /// Only this alias (or, with --stage, this stage).
+    #[arg(long)]
+    pub target: Option<String>,
+    /// --target names a stage (None, Staging, Production, Archived), not an alias.
+    #[arg(long, requires = "target")]
+    pub stage: bool,
+    #[command(flatten)]
+    pub server: TrackingServerArgs,
+}
+
+#[derive(Debug, clap::Subcommand)]
+pub enum PromotionsCommand {
+    /// Ask the promotion policies whether TARGET of MODEL may move to VERSION, without moving
+    /// anything (exit status 0: allowed, 3: refused).
+    Check(CheckArgs),
+}
+
+#[derive(Debug, clap::Args)]
+pub struct CheckArgs {
+    pub model: String,
+    /// The alias (or, with --stage, the stage).
+    pub target: String,
+    pub version: i64,
+    /// TARGET names a stage (None, Staging, Production, Archived), not an alias.
+    #[arg(long)]
+    pub stage: bool,
+    #[command(flatten)]
+    pub server: TrackingServerArgs,
+}
+
+#[derive(Debug, clap::Args)]
+pub struct RollbackArgs {
+    /// The registered model.
+    pub model: String,
+    /// The alias to move back (e.g. champion).
+    pub alias: String,
+    #[command(flatten)]
+    pub server: TrackingServerArgs,
 }
 
 #[derive(Debug, clap::Args)]

@@ -6,9 +6,13 @@ use std::process::ExitCode;
 
 use anyhow::Context;
 use clap::Parser;
-use ferroflow::cli::{Cli, Command, CrdArgs, DbCommand, DownloadArgs, ModelCommand, RunBackend};
-use ferroflow::client::{MlflowClient, download};
+use ferroflow::cli::{
+    CheckArgs, Cli, Command, CrdArgs, DbCommand, DownloadArgs, ModelCommand, PromotionsArgs,
+    PromotionsCommand, RollbackArgs, RunBackend,
+};
+use ferroflow::client::{MlflowClient, download, promotions};
 use ferroflow::store::Store;
+use ferroflow::store::registry::TargetType;
 use ferroflow::{crd, mlproject, operator, server, telemetry};
 
 #[tokio::main]
@@ -31,6 +35,12 @@ async fn main() -> ExitCode {
         Command::Model {
             command: ModelCommand::Download(args),
         } => download_model(args).await,
+        Command::Promotions(PromotionsArgs {
+            command: Some(PromotionsCommand::Check(args)),
+            ..
+        }) => return check_promotion(args).await,
+        Command::Promotions(args) => print_promotions(args).await,
+        Command::Rollback(args) => rollback(args).await,
         Command::Db {
             command: DbCommand::Upgrade { url },
         } => upgrade(&url).await,
@@ -52,7 +62,7 @@ async fn upgrade(url: &str) -> anyhow::Result<()> {
 }
 
 async fn download_model(args: DownloadArgs) -> anyhow::Result<()> {
-    let client = MlflowClient::new(&args.tracking_uri, args.tracking_token)?;
+    let client = MlflowClient::new(&args.server.tracking_uri, args.server.tracking_token)?;
     let downloaded = download::download_model(&client, &args.model_uri, &args.dir).await?;
     eprintln!(
         "downloaded {} ({} files, {} bytes) to {}",
@@ -60,6 +70,84 @@ async fn download_model(args: DownloadArgs) -> anyhow::Result<()> {
         downloaded.files,
         downloaded.bytes,
         args.dir.display()
+    );
+    Ok(())
+}
+
+async fn print_promotions(args: PromotionsArgs) -> anyhow::Result<()> {
+    let model = args.model.context("MODEL is required")?;
+    let client = MlflowClient::new(&args.server.tracking_uri, args.server.tracking_token)?;
+    let target_type = if args.stage {
+        TargetType::Stage
+    } else {
+        TargetType::Alias
+    };
+    let entries = client
+        .promotions(
+            &model,
+            args.target.as_deref().map(|target| (target_type, target)),
+        )
+        .await?;
+    print!("{}", promotions::table(&entries));
+    Ok(())
+}
+
+/// Exit status of `ferroflow promotions check` when a policy refuses (1 is any other error).
+const REFUSED: u8 = 3;
+
+/// `ferroflow promotions check`: prints each verdict; exits 0 when allowed, 3 when refused.
+async fn check_promotion(args: CheckArgs) -> ExitCode {
+    let outcome = async {
+        let client = MlflowClient::new(&args.server.tracking_uri, args.server.tracking_token)?;
+        let target_type = if args.stage {
+            TargetType::Stage
+        } else {
+            TargetType::Alias
+        };
+        client
+            .check_promotion(&args.model, (target_type, &args.target), args.version)
+            .await
+            .map_err(anyhow::Error::from)
+    }
+    .await;
+    match outcome {
+        Ok(answer) => {
+            for result in &answer.results {
+                let verdict = if result.passed { "pass" } else { "FAIL" };
+                println!(
+                    "{verdict}  [{}] {}: {}",
+                    result.policy, result.rule, result.observed
+                );
+            }
+            let guarded = if answer.results.is_empty() {
+                " (no policy guards it)"
+            } else {
+                ""
+            };
+            if answer.allowed {
+                println!("allowed{guarded}");
+                ExitCode::SUCCESS
+            } else {
+                println!("refused");
+                ExitCode::from(REFUSED)
+            }
+        }
+        Err(error) => {
+            eprintln!("error: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn rollback(args: RollbackArgs) -> anyhow::Result<()> {
+    let client = MlflowClient::new(&args.server.tracking_uri, args.server.tracking_token)?;
+    let entry = client.rollback_alias(&args.model, &args.alias).await?;
+    println!(
+        "alias '{}' of model '{}' rolled back from version {} to {}",
+        args.alias,
+        args.model,
+        entry.from_version.map_or("-".to_owned(), |v| v.to_string()),
+        entry.to_version.map_or("-".to_owned(), |v| v.to_string()),
     );
     Ok(())
 }

@@ -35,7 +35,7 @@ OPERATOR_NAMESPACE = "ferroflow-system"
 OPERATOR_SA = "ferroflow-operator"
 STATE_DIR = Path(os.environ.get("FERROFLOW_E2E_STATE", "/tmp/ferroflow-e2e"))
 CRDS = ("experiments.ferroflow.dev", "registeredmodels.ferroflow.dev", "modelversions.ferroflow.dev",
-        "modeldeployments.ferroflow.dev", "projectruns.ferroflow.dev")
+        "modeldeployments.ferroflow.dev", "projectruns.ferroflow.dev", "promotionpolicies.ferroflow.dev")
 
 
 def condition(obj: dict, type_: str) -> dict:

@@ -236,6 +236,10 @@ def bodies(ids: dict) -> dict[tuple[str, str], object]:
         ("POST", "/model-versions/set-tag"): {"name": model, "version": "1", "key": "k", "value": "v"},
         ("DELETE", "/model-versions/delete-tag"): {"name": model, "version": "1", "key": "k"},
         ("GET", "/model-versions/get-artifact"): {"name": model, "version": "1", "path": "MLmodel"},
+        ("GET", "/api/2.0/ferroflow/promotions"): {"name": model},
+        ("GET", "/api/2.0/ferroflow/promotions/at"): {"name": model, "target": "champion", "time": "0"},
+        ("POST", "/api/2.0/ferroflow/promotions/check"): {"name": model, "target": "champion", "version": "1"},
+        ("POST", "/api/2.0/ferroflow/promotions/rollback"): {"name": model, "alias": "champion"},
     }
 
 

@@ -262,6 +262,11 @@ pub static ENDPOINTS: &[Endpoint] = &[
     models(POST, "/model-versions/set-tag", Update),
     models(DELETE, "/model-versions/delete-tag", Update),
     models(GET, "/model-versions/get-artifact", Get),
+    // ferroflow's promotion history: reading it is reading the model; a rollback promotes.
+    models(GET, "/api/2.0/ferroflow/promotions", Get),
+    models(GET, "/api/2.0/ferroflow/promotions/at", Get),
+    models(POST, "/api/2.0/ferroflow/promotions/check", Get),
+    promote(POST, "/api/2.0/ferroflow/promotions/rollback"),
 ];
 
 /// Prefixes under which the same endpoint is served: the REST API and the UI's copy of it.

@@ -92,6 +92,9 @@ impl From<store::Error> for ApiError {
             owned @ Error::OwnedElsewhere { .. } => {
                 ApiError::new(ErrorCode::PermissionDenied, owned.to_string())
             }
+            // A promotion policy's refusal is the same kind of answer (not MLflow's
+            // INVALID_STATE, which is a 500 the client retries).
+            Error::PolicyDenied(message) => ApiError::new(ErrorCode::PermissionDenied, message),
             // 503: an outage, not a bug; clients (the mlflow client included) and load
             // balancers retry it.
             unavailable if unavailable.is_unavailable() => {

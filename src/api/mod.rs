@@ -9,6 +9,7 @@ pub mod experiments;
 pub mod graphql;
 pub mod health;
 pub mod logged_models;
+pub mod promotions;
 pub mod registry;
 pub mod request;
 pub mod runs;
@@ -90,6 +91,7 @@ pub fn served_routes(state: AppState) -> Routes<()> {
     let api = Routes::new()
         .nest("/api/2.0/mlflow", mlflow.clone())
         .nest("/ajax-api/2.0/mlflow", mlflow)
+        .nest("/api/2.0/ferroflow", promotions::routes())
         .merge(health::routes())
         .merge(artifacts::routes())
         .merge(ui_endpoints::routes())

@@ -1,7 +1,8 @@
 //! The one client of a tracking server's REST API (ferroflow or MLflow): the HTTP layer (auth,
 //! retries, MLflow's error answers) here; resolving and downloading model and artifact URIs
 //! through the proxied artifact API in `download` (`ferroflow model download`, the path
-//! parameters of `ferroflow run`, `ferroflow project-init`); experiments and runs in `runs`.
+//! parameters of `ferroflow run`, `ferroflow project-init`); experiments and runs in `runs`;
+//! the promotion history in `promotions`.
 
 use std::time::Duration;
 
@@ -9,6 +10,7 @@ use serde_json::Value;
 use url::Url;
 
 pub mod download;
+pub mod promotions;
 pub mod runs;
 
 pub use runs::RunInfo;

@@ -55,6 +55,11 @@ pub const HEALTH_CHECKS: &[HealthCheck] = &[
         part: include_str!("../../config/argocd/lua/ModelDeployment.lua"),
     },
     HealthCheck {
+        kind: "PromotionPolicy",
+        part_file: "conditions.lua",
+        part: CONDITIONS_PART,
+    },
+    HealthCheck {
         kind: "ProjectRun",
         part_file: "ProjectRun.lua",
         part: include_str!("../../config/argocd/lua/ProjectRun.lua"),

@@ -15,6 +15,7 @@ pub mod experiment;
 pub mod model_deployment;
 pub mod model_version;
 pub mod project_run;
+pub mod promotion_policy;
 pub mod registered_model;
 
 pub use condition::{LastFailure, Outcome, Progress, Reason, ReconcileState};
@@ -24,6 +25,7 @@ pub use model_deployment::{
 };
 pub use model_version::{ModelVersion, ModelVersionSpec, ModelVersionStatus, Stage};
 pub use project_run::{Phase, ProjectRun, ProjectRunSpec, ProjectRunStatus};
+pub use promotion_policy::{PromotionPolicy, PromotionPolicySpec, PromotionPolicyStatus};
 pub use registered_model::{RegisteredModel, RegisteredModelSpec, RegisteredModelStatus};
 
 pub const GROUP: &str = "ferroflow.dev";
@@ -50,6 +52,7 @@ pub fn all() -> Vec<CustomResourceDefinition> {
         ModelVersion::crd(),
         ModelDeployment::crd(),
         ProjectRun::crd(),
+        PromotionPolicy::crd(),
     ];
     for version in crds.iter_mut().flat_map(|crd| crd.spec.versions.iter_mut()) {
         if let Some(schema) = version

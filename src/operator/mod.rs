@@ -21,7 +21,9 @@ use kube::{Api, Client, ResourceExt};
 use crate::cli::OperatorArgs;
 use k8s_openapi::api::apps::v1::Deployment;
 
-use crate::crd::{Experiment, ModelDeployment, ModelVersion, ProjectRun, RegisteredModel};
+use crate::crd::{
+    Experiment, ModelDeployment, ModelVersion, ProjectRun, PromotionPolicy, RegisteredModel,
+};
 use crate::store::Store;
 
 pub mod apply;
@@ -40,6 +42,7 @@ mod experiment;
 mod model_deployment;
 mod model_version;
 mod project_run;
+mod promotion_policy;
 mod registered_model;
 pub mod shared;
 pub mod wake;
@@ -185,6 +188,17 @@ async fn run_controllers(
         ctx.clone(),
     )
     .for_each(log_result::<Experiment>);
+    let policies = Controller::new(
+        Api::<Guarded<PromotionPolicy>>::all(client.clone()),
+        config.clone(),
+    )
+    .graceful_shutdown_on(shutdown.clone())
+    .run(
+        reconcile::<PromotionPolicy>,
+        error_policy::<PromotionPolicy>,
+        ctx.clone(),
+    )
+    .for_each(log_result::<PromotionPolicy>);
     let models = models
         .reconcile_on(model_rx)
         .graceful_shutdown_on(shutdown.clone())
@@ -241,7 +255,14 @@ async fn run_controllers(
     // or closing the store would wait for that connection forever. It may also end early
     // (no listener possible), which must not stop the controllers.
     let controllers = async {
-        futures::join!(experiments, models, versions, deployments, project_runs);
+        futures::join!(
+            experiments,
+            models,
+            versions,
+            deployments,
+            project_runs,
+            policies
+        );
     };
     tokio::select! {
         () = controllers => {}

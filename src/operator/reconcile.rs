@@ -81,6 +81,7 @@ pub fn refusal_reason(error: &store::Error) -> Option<Reason> {
         }),
         E::AliasNotFound { .. } => Some(Reason::AliasNotFound),
         E::OwnedElsewhere { .. } => Some(Reason::OwnedElsewhere),
+        E::PolicyDenied(_) => Some(Reason::PolicyDenied),
         E::AlreadyExists(_) | E::Invalid(_) | E::BadRequest(_) | E::InvalidState(_) => {
             Some(Reason::InvalidSpec)
         }
@@ -580,6 +581,10 @@ mod tests {
             (E::Invalid("bad name".into()), Some(Reason::InvalidSpec)),
             (E::BadRequest("taken".into()), Some(Reason::InvalidSpec)),
             (E::InvalidState("deleted".into()), Some(Reason::InvalidSpec)),
+            (
+                E::PolicyDenied("val_auc".into()),
+                Some(Reason::PolicyDenied),
+            ),
             (E::UnsupportedUri("mysql://x".into()), None),
             (E::Database(sqlx::Error::PoolTimedOut), None),
             (

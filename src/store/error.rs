@@ -37,6 +37,10 @@ pub enum Error {
     InvalidState(String),
     /// The change touches a registry field that a Kubernetes resource owns (see
     /// [`crate::store::values::Ownership`]); it must be made in that resource instead.
+    /// A promotion policy refuses an alias move or stage change; the message names each
+    /// failed rule and what was seen.
+    #[error("{0}")]
+    PolicyDenied(String),
     #[error("{}", owned_elsewhere_message(.object, .field.as_deref(), .owner))]
     OwnedElsewhere {
         /// What was to be changed, e.g. `registered model 'churn'`.

@@ -7,6 +7,7 @@
 mod common;
 mod experiment_owner;
 mod ownership_migration;
+mod promotions;
 mod registry;
 mod run_search;
 mod statistics;

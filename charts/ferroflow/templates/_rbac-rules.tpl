@@ -2,10 +2,10 @@
 
 {{- define "ferroflow.rules.ferroflow-editor" -}}
 - apiGroups: [ferroflow.dev]
-  resources: [experiments, registeredmodels, modelversions, modeldeployments, projectruns, loggedmodels]
+  resources: [experiments, registeredmodels, modelversions, modeldeployments, projectruns, promotionpolicies, loggedmodels]
   verbs: [get, list, watch, create, update, patch, delete, deletecollection]
 - apiGroups: [ferroflow.dev]
-  resources: [experiments/status, registeredmodels/status, modelversions/status, modeldeployments/status, projectruns/status]
+  resources: [experiments/status, registeredmodels/status, modelversions/status, modeldeployments/status, projectruns/status, promotionpolicies/status]
   verbs: [get]
 {{- end }}
 
@@ -17,10 +17,10 @@
 
 {{- define "ferroflow.rules.ferroflow-operator" -}}
 - apiGroups: [ferroflow.dev]
-  resources: [experiments, registeredmodels, modelversions, modeldeployments, projectruns]
+  resources: [experiments, registeredmodels, modelversions, modeldeployments, projectruns, promotionpolicies]
   verbs: [get, list, watch, patch]
 - apiGroups: [ferroflow.dev]
-  resources: [experiments/status, registeredmodels/status, modelversions/status, modeldeployments/status, projectruns/status]
+  resources: [experiments/status, registeredmodels/status, modelversions/status, modeldeployments/status, projectruns/status, promotionpolicies/status]
   verbs: [get, patch]
 - apiGroups: ['']
   resources: [pods]
@@ -53,9 +53,9 @@
 
 {{- define "ferroflow.rules.ferroflow-viewer" -}}
 - apiGroups: [ferroflow.dev]
-  resources: [experiments, registeredmodels, modelversions, modeldeployments, projectruns, loggedmodels]
+  resources: [experiments, registeredmodels, modelversions, modeldeployments, projectruns, promotionpolicies, loggedmodels]
   verbs: [get, list, watch]
 - apiGroups: [ferroflow.dev]
-  resources: [experiments/status, registeredmodels/status, modelversions/status, modeldeployments/status, projectruns/status]
+  resources: [experiments/status, registeredmodels/status, modelversions/status, modeldeployments/status, projectruns/status, promotionpolicies/status]
   verbs: [get]
 {{- end }}

@@ -1,6 +1,8 @@
 //! Aliases: names pointing at a model's versions (`@champion`), and `latest`.
 
 use super::ownership::{Actor, OwnedField, check_field_writable};
+use super::policies::Target;
+use super::promotions::{PromotionTx, alias_moved, refused};
 use super::{
     LATEST_ALIAS, ModelVersion, RegistryTx, validate_alias_name, validate_alias_settable,
     validate_model_name,
@@ -32,6 +34,11 @@ impl Store {
             .fetch_optional(&mut *tx)
             .await?;
             if previous != Some(version) {
+                let (who, mut entry) = alias_moved(actor, &model, alias, previous, Some(version));
+                if let Some(denied) = refused(&mut *tx, &model, &who, &mut entry, Target::Alias(alias), version).await? {
+                    tx.commit().await?;
+                    return Err(denied);
+                }
                 sqlx::query(
                     "INSERT INTO registered_model_aliases (registered_model_id, alias, version) VALUES ($1, $2, $3) \
                      ON CONFLICT (registered_model_id, alias) DO UPDATE SET version = excluded.version",
@@ -41,6 +48,7 @@ impl Store {
                 .bind(version)
                 .execute(&mut *tx)
                 .await?;
+                tx.append_promotions(&model, &who, &[entry]).await?;
                 tx.publish(&[RegistryChange {
                     version: Some(version),
                     alias: Some(alias.to_owned()),
@@ -66,13 +74,16 @@ impl Store {
             let mut tx = pool.begin_write().await?;
             let model = tx.lock_model(name).await?;
             check_field_writable(model.ownership(), OwnedField::Aliases, actor, || model.describe())?;
-            let deleted = sqlx::query("DELETE FROM registered_model_aliases WHERE registered_model_id = $1 AND alias = $2")
-                .bind(model.registered_model_id)
-                .bind(alias)
-                .execute(&mut *tx)
-                .await?
-                .rows_affected();
-            if deleted > 0 {
+            let deleted = sqlx::query_scalar::<_, i64>(
+                "DELETE FROM registered_model_aliases WHERE registered_model_id = $1 AND alias = $2 RETURNING version",
+            )
+            .bind(model.registered_model_id)
+            .bind(alias)
+            .fetch_optional(&mut *tx)
+            .await?;
+            if let Some(version) = deleted {
+                let (who, entry) = alias_moved(actor, &model, alias, Some(version), None);
+                tx.append_promotions(&model, &who, &[entry]).await?;
                 tx.publish(&[RegistryChange {
                     alias: Some(alias.to_owned()),
                     ..RegistryChange::new(ChangeKind::AliasDeleted, name)

@@ -38,11 +38,19 @@
 mod aliases;
 mod models;
 mod ownership;
+mod policies;
+mod promotions;
 mod search;
 mod sources;
 mod versions;
 
 pub use ownership::{Actor, OwnedField, OwnedRow, Owner, Ownership, RegistryRef};
+pub use policies::{
+    MetricRule, Policy, PolicySpec, PredecessorRule, Rule, RuleResult, TagRule, Target,
+};
+pub use promotions::{
+    DEFAULT_PROMOTIONS_PAGE, Holder, MAX_PROMOTIONS_PAGE, Promotion, PromotionPath, TargetType,
+};
 pub use sources::{ModelsSelector, ModelsUri, parse_models_uri};
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};

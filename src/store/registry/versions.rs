@@ -4,6 +4,8 @@ use super::ownership::{
     Actor, OwnedField, Ownership, RegistryRef, check_field_writable, check_object_writable,
     check_ownership_fields,
 };
+use super::policies::Target;
+use super::promotions::{PromotionTx, alias_moved, refused, stage_moved};
 use super::{
     ModelVersion, NewModelVersion, REDACTED_RUN_ID, REDACTED_RUN_LINK, REDACTED_SOURCE, RegistryTx,
     STATUS_READY, Stage, VERSION_COLUMNS, VERSIONS_FROM, VersionRow, deduplicated, model_not_found,
@@ -170,7 +172,18 @@ impl Store {
             let model = tx.lock_model(name).await?;
             let row = tx.live_version(&model, version).await?;
             check_field_writable(row.ownership(), OwnedField::Stage, actor, || row.describe())?;
+            // The candidate's entry is judged first; a refusal leaves the other versions alone.
+            let owner = row.ownership().map(|ownership| ownership.owner);
+            let (who, mut judged) = stage_moved(actor, &[owner.as_ref()], &[(version, row.stage(), stage)]);
+            if let Some(entry) = judged.first_mut()
+                && let Some(denied) = refused(&mut *tx, &model, &who, entry, Target::Stage(stage), version).await?
+            {
+                tx.commit().await?;
+                return Err(denied);
+            }
             let mut changes = Vec::new();
+            let mut moves = vec![(version, row.stage(), stage)];
+            let mut owners = vec![row.ownership().map(|ownership| ownership.owner)];
             if archive_existing_versions {
                 let sql = format!(
                     "SELECT {VERSION_COLUMNS}{VERSIONS_FROM} WHERE mv.registered_model_id = $1 \
@@ -184,6 +197,8 @@ impl Store {
                     .await?;
                 for other in &others {
                     check_field_writable(other.ownership(), OwnedField::Stage, actor, || other.describe())?;
+                    moves.push((other.version, other.stage(), Stage::Archived));
+                    owners.push(other.ownership().map(|ownership| ownership.owner));
                     changes.push(RegistryChange {
                         version: Some(other.version),
                         stage: Some(Stage::Archived.as_str().to_owned()),
@@ -210,6 +225,12 @@ impl Store {
                 .execute(&mut *tx)
                 .await?;
             tx.touch_model(model.registered_model_id, now).await?;
+            let owners: Vec<_> = owners.iter().map(Option::as_ref).collect();
+            let (who, mut entries) = stage_moved(actor, &owners, &moves);
+            if let (Some(first), Some(candidate)) = (entries.first_mut(), judged.pop()) {
+                first.results = candidate.results;
+            }
+            tx.append_promotions(&model, &who, &entries).await?;
             changes.push(RegistryChange {
                 version: Some(version),
                 stage: Some(stage.as_str().to_owned()),
@@ -267,6 +288,10 @@ impl Store {
             .execute(&mut *tx)
             .await?;
             tx.touch_model(model.registered_model_id, now).await?;
+            for alias in &aliases {
+                let (who, entry) = alias_moved(actor, &model, alias, Some(version), None);
+                tx.append_promotions(&model, &who, &[entry]).await?;
+            }
             let mut changes: Vec<RegistryChange> = aliases
                 .into_iter()
                 .map(|alias| RegistryChange {

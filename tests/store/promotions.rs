@@ -1,0 +1,891 @@
+//! The promotion history on both backends: what is appended for each kind of move, through
+//! renames and deletes, under concurrency, rollbacks, and that nothing can edit it.
+
+use std::collections::BTreeSet;
+
+use ferroflow::store::registry::{
+    Actor, NewModelVersion, OwnedField, Owner, Ownership, Promotion, PromotionPath, Stage,
+    TargetType,
+};
+use ferroflow::store::{Entity, Error, Store};
+use sqlx::Connection;
+
+crate::both_backends!(
+    alias_moves_removals_and_stage_transitions_are_appended_in_order,
+    the_history_pages_and_filters_by_target,
+    at_answers_what_held_a_target_at_an_instant,
+    the_history_follows_renames_and_outlives_deletion,
+    rollback_moves_an_alias_back_to_its_previous_holder,
+    concurrent_moves_leave_one_entry_each_in_the_order_applied,
+    the_operator_is_recorded_as_the_resource_it_acts_for,
+);
+
+async fn model(store: &Store, name: &str, versions: usize) {
+    store
+        .create_registered_model(name, &[], None, None)
+        .await
+        .unwrap();
+    for i in 0..versions {
+        store
+            .create_model_version(NewModelVersion {
+                name: name.into(),
+                source: format!("s3://bucket/{name}/{i}"),
+                ..NewModelVersion::default()
+            })
+            .await
+            .unwrap();
+    }
+}
+
+async fn history(store: &Store, name: &str) -> Vec<Promotion> {
+    store
+        .promotions(name, None, 1000, None)
+        .await
+        .unwrap()
+        .items
+}
+
+/// (target, from_version, to_version) of each entry.
+fn moves(entries: &[Promotion]) -> Vec<(String, Option<i64>, Option<i64>)> {
+    entries
+        .iter()
+        .map(|entry| (entry.target.clone(), entry.from_version, entry.to_version))
+        .collect()
+}
+
+async fn alias_moves_removals_and_stage_transitions_are_appended_in_order(store: Store) {
+    model(&store, "churn", 3).await;
+    store
+        .set_registered_model_alias("churn", "champion", 1, Actor::Api)
+        .await
+        .unwrap();
+    store
+        .set_registered_model_alias("churn", "champion", 2, Actor::Api)
+        .await
+        .unwrap();
+    // Setting an alias to the version it already has changes nothing and records nothing.
+    store
+        .set_registered_model_alias("churn", "champion", 2, Actor::Api)
+        .await
+        .unwrap();
+    store
+        .set_registered_model_alias("churn", "challenger", 3, Actor::Api)
+        .await
+        .unwrap();
+    store
+        .delete_registered_model_alias("churn", "champion", Actor::Api)
+        .await
+        .unwrap();
+    // Removing an alias that is not set records nothing either.
+    store
+        .delete_registered_model_alias("churn", "champion", Actor::Api)
+        .await
+        .unwrap();
+    store
+        .transition_model_version_stage("churn", 1, Stage::Production, false, Actor::Api)
+        .await
+        .unwrap();
+    store
+        .transition_model_version_stage("churn", 2, Stage::Production, true, Actor::Api)
+        .await
+        .unwrap();
+    // Deleting a version removes its aliases: each removal is a history entry.
+    store
+        .delete_model_version("churn", 3, Actor::Api)
+        .await
+        .unwrap();
+
+    let entries = history(&store, "churn").await;
+    assert_eq!(
+        moves(&entries),
+        vec![
+            ("champion".into(), None, Some(1)),
+            ("champion".into(), Some(1), Some(2)),
+            ("challenger".into(), None, Some(3)),
+            ("champion".into(), Some(2), None),
+            ("Production".into(), None, Some(1)),
+            // The version moved first, then the one archive_existing_versions archived.
+            ("Production".into(), None, Some(2)),
+            ("Archived".into(), None, Some(1)),
+            ("challenger".into(), Some(3), None),
+        ]
+    );
+    let stages: Vec<_> = entries
+        .iter()
+        .filter(|entry| entry.target_type == TargetType::Stage)
+        .map(|entry| entry.from_stage.as_deref())
+        .collect();
+    assert_eq!(stages, vec![Some("None"), Some("None"), Some("Production")]);
+    assert!(entries.iter().all(|entry| entry.allowed
+        && !entry.rollback
+        && entry.actor == "anonymous"
+        && entry.path == PromotionPath::Api
+        && entry.name == "churn"));
+    let ids: Vec<i64> = entries.iter().map(|entry| entry.id).collect();
+    assert!(ids.windows(2).all(|pair| pair[0] < pair[1]), "{ids:?}");
+    let times: Vec<i64> = entries.iter().map(|entry| entry.timestamp).collect();
+    assert!(times.windows(2).all(|pair| pair[0] <= pair[1]), "{times:?}");
+
+    let unknown = store
+        .promotions("nobody", None, 10, None)
+        .await
+        .unwrap_err();
+    assert!(matches!(
+        unknown,
+        Error::NotFound {
+            entity: Entity::RegisteredModel,
+            ..
+        }
+    ));
+}
+
+async fn the_history_pages_and_filters_by_target(store: Store) {
+    model(&store, "paged", 4).await;
+    for version in [1, 2, 3, 4, 1] {
+        store
+            .set_registered_model_alias("paged", "champion", version, Actor::Api)
+            .await
+            .unwrap();
+    }
+    store
+        .set_registered_model_alias("paged", "challenger", 4, Actor::Api)
+        .await
+        .unwrap();
+    store
+        .transition_model_version_stage("paged", 2, Stage::Staging, false, Actor::Api)
+        .await
+        .unwrap();
+
+    let mut pages = Vec::new();
+    let mut token: Option<String> = None;
+    loop {
+        let page = store
+            .promotions(
+                "paged",
+                Some((TargetType::Alias, "champion")),
+                2,
+                token.as_deref(),
+            )
+            .await
+            .unwrap();
+        pages.push(moves(&page.items));
+        match page.next_page_token {
+            Some(next) => token = Some(next),
+            None => break,
+        }
+    }
+    assert_eq!(pages.len(), 3, "{pages:?}");
+    let champion: Vec<_> = pages.into_iter().flatten().collect();
+    let expected: Vec<_> = [
+        (None, 1),
+        (Some(1), 2),
+        (Some(2), 3),
+        (Some(3), 4),
+        (Some(4), 1),
+    ]
+    .into_iter()
+    .map(|(from, to)| ("champion".to_owned(), from, Some(to)))
+    .collect();
+    assert_eq!(champion, expected);
+
+    let staging = store
+        .promotions("paged", Some((TargetType::Stage, "Staging")), 10, None)
+        .await
+        .unwrap();
+    assert_eq!(
+        moves(&staging.items),
+        vec![("Staging".into(), None, Some(2))]
+    );
+    assert!(matches!(
+        store.promotions("paged", None, 0, None).await,
+        Err(Error::Invalid(_))
+    ));
+    assert!(matches!(
+        store.promotions("paged", None, 10, Some("abc")).await,
+        Err(Error::Invalid(_))
+    ));
+}
+
+async fn at_answers_what_held_a_target_at_an_instant(store: Store) {
+    model(&store, "timed", 3).await;
+    for version in [1, 2, 3] {
+        store
+            .set_registered_model_alias("timed", "champion", version, Actor::Api)
+            .await
+            .unwrap();
+    }
+    store
+        .delete_registered_model_alias("timed", "champion", Actor::Api)
+        .await
+        .unwrap();
+    store
+        .transition_model_version_stage("timed", 1, Stage::Production, false, Actor::Api)
+        .await
+        .unwrap();
+    store
+        .transition_model_version_stage("timed", 2, Stage::Production, false, Actor::Api)
+        .await
+        .unwrap();
+    let entries = history(&store, "timed").await;
+
+    let first = entries[0].timestamp;
+    let before = store
+        .promotion_at("timed", TargetType::Alias, "champion", first - 1)
+        .await
+        .unwrap();
+    assert_eq!((before.versions, before.promotion_id), (vec![], None));
+    // At each entry's own instant, the target is where the last entry of that instant left it.
+    for entry in entries.iter().filter(|entry| entry.target == "champion") {
+        let expected = entries
+            .iter()
+            .rfind(|other| other.target == "champion" && other.timestamp <= entry.timestamp)
+            .unwrap();
+        let held = store
+            .promotion_at("timed", TargetType::Alias, "champion", entry.timestamp)
+            .await
+            .unwrap();
+        assert_eq!(held.promotion_id, Some(expected.id));
+        assert_eq!(
+            held.versions,
+            expected.to_version.into_iter().collect::<Vec<_>>()
+        );
+    }
+    let now = ferroflow::store::now_millis();
+    let production = store
+        .promotion_at("timed", TargetType::Stage, "production", now)
+        .await
+        .unwrap();
+    assert_eq!(production.versions, vec![1, 2]);
+    let unset = store
+        .promotion_at("timed", TargetType::Alias, "champion", now)
+        .await
+        .unwrap();
+    assert_eq!(unset.versions, Vec::<i64>::new());
+    assert!(unset.promotion_id.is_some());
+}
+
+async fn the_history_follows_renames_and_outlives_deletion(store: Store) {
+    model(&store, "old-name", 2).await;
+    store
+        .set_registered_model_alias("old-name", "champion", 1, Actor::Api)
+        .await
+        .unwrap();
+    store
+        .rename_registered_model("old-name", "new-name", Actor::Api)
+        .await
+        .unwrap();
+    store
+        .set_registered_model_alias("new-name", "champion", 2, Actor::Api)
+        .await
+        .unwrap();
+    let renamed = history(&store, "new-name").await;
+    assert_eq!(
+        renamed
+            .iter()
+            .map(|entry| (entry.name.as_str(), entry.to_version))
+            .collect::<Vec<_>>(),
+        vec![("old-name", Some(1)), ("new-name", Some(2))]
+    );
+    // The old name is free again: a new model of that name has a history of its own.
+    model(&store, "old-name", 1).await;
+    assert!(history(&store, "old-name").await.is_empty());
+
+    store
+        .delete_registered_model("new-name", Actor::Api)
+        .await
+        .unwrap();
+    let kept = history(&store, "new-name").await;
+    assert_eq!(
+        kept.iter().map(|entry| entry.id).collect::<Vec<_>>(),
+        renamed.iter().map(|entry| entry.id).collect::<Vec<_>>()
+    );
+}
+
+async fn rollback_moves_an_alias_back_to_its_previous_holder(store: Store) {
+    model(&store, "rolled", 3).await;
+    assert!(matches!(
+        store.rollback_alias("rolled", "champion", Actor::Api).await,
+        Err(Error::AliasNotFound { .. })
+    ));
+    store
+        .set_registered_model_alias("rolled", "champion", 1, Actor::Api)
+        .await
+        .unwrap();
+    // Set once and never moved: nothing held it before.
+    assert!(matches!(
+        store.rollback_alias("rolled", "champion", Actor::Api).await,
+        Err(Error::BadRequest(_))
+    ));
+    for version in [2, 3] {
+        store
+            .set_registered_model_alias("rolled", "champion", version, Actor::Api)
+            .await
+            .unwrap();
+    }
+    let rollback = store
+        .rollback_alias("rolled", "champion", Actor::Api)
+        .await
+        .unwrap();
+    assert_eq!(
+        (rollback.from_version, rollback.to_version),
+        (Some(3), Some(2))
+    );
+    assert!(rollback.rollback && rollback.allowed);
+    let champion = store
+        .get_model_version_by_alias("rolled", "champion")
+        .await
+        .unwrap();
+    assert_eq!(champion.version, 2);
+    // Rolling back again goes back to where the rollback came from (3); once that version is
+    // deleted, it is refused and nothing moves.
+    store
+        .delete_model_version("rolled", 3, Actor::Api)
+        .await
+        .unwrap();
+    let before = history(&store, "rolled").await.len();
+    let error = store
+        .rollback_alias("rolled", "champion", Actor::Api)
+        .await
+        .unwrap_err();
+    assert!(
+        matches!(&error, Error::BadRequest(message) if message.contains("version 3") && message.contains("deleted")),
+        "{error}"
+    );
+    assert_eq!(history(&store, "rolled").await.len(), before);
+    assert_eq!(
+        store
+            .get_model_version_by_alias("rolled", "champion")
+            .await
+            .unwrap()
+            .version,
+        2
+    );
+}
+
+async fn concurrent_moves_leave_one_entry_each_in_the_order_applied(store: Store) {
+    model(&store, "contended", 16).await;
+    let moves = (1..=16).map(|version| {
+        let store = store.clone();
+        tokio::spawn(async move {
+            store
+                .set_registered_model_alias("contended", "champion", version, Actor::Api)
+                .await
+        })
+    });
+    for outcome in futures::future::join_all(moves).await {
+        outcome.unwrap().unwrap();
+    }
+    let entries = history(&store, "contended").await;
+    // Every move changed the alias (distinct versions), so each left exactly one entry, and
+    // each entry starts where the one before it ended.
+    assert_eq!(entries.len(), 16);
+    assert_eq!(entries[0].from_version, None);
+    for pair in entries.windows(2) {
+        assert_eq!(pair[1].from_version, pair[0].to_version);
+    }
+    let versions: BTreeSet<i64> = entries
+        .iter()
+        .filter_map(|entry| entry.to_version)
+        .collect();
+    assert_eq!(versions, (1..=16).collect());
+    let last = entries.last().unwrap().to_version.unwrap();
+    let champion = store
+        .get_model_version_by_alias("contended", "champion")
+        .await
+        .unwrap();
+    assert_eq!(champion.version, last);
+}
+
+async fn the_operator_is_recorded_as_the_resource_it_acts_for(store: Store) {
+    let resource = Owner {
+        namespace: "team-a".into(),
+        kind: "RegisteredModel".into(),
+        name: "churn-model".into(),
+        uid: "uid-1".into(),
+    };
+    store
+        .create_registered_model(
+            "declared",
+            &[],
+            None,
+            Some(&Ownership {
+                owner: resource.clone(),
+                fields: [OwnedField::Aliases].into_iter().collect(),
+            }),
+        )
+        .await
+        .unwrap();
+    store
+        .create_model_version(NewModelVersion {
+            name: "declared".into(),
+            source: "s3://bucket/declared/1".into(),
+            ..NewModelVersion::default()
+        })
+        .await
+        .unwrap();
+    store
+        .set_registered_model_alias("declared", "champion", 1, Actor::Owner("uid-1"))
+        .await
+        .unwrap();
+    // The API cannot roll back an alias that git owns.
+    assert!(matches!(
+        store
+            .rollback_alias("declared", "champion", Actor::Api)
+            .await,
+        Err(Error::OwnedElsewhere { .. })
+    ));
+    let entries = history(&store, "declared").await;
+    assert_eq!(entries.len(), 1);
+    assert_eq!(entries[0].actor, "team-a/RegisteredModel/churn-model");
+    assert_eq!(entries[0].path, PromotionPath::Operator);
+}
+
+/// Nobody edits or deletes the history, not even with SQL on the database.
+#[tokio::test]
+async fn sqlite_refuses_updates_and_deletes_of_the_history() {
+    let test_store = crate::common::sqlite_store().await;
+    seed_one_entry(&test_store.store).await;
+    let path = test_store.uri.trim_start_matches("sqlite:///");
+    let mut connection = sqlx::SqliteConnection::connect(&format!("sqlite://{path}"))
+        .await
+        .unwrap();
+    for statement in [
+        "UPDATE promotions SET to_version = 99",
+        "DELETE FROM promotions",
+    ] {
+        let error = sqlx::query(statement)
+            .execute(&mut connection)
+            .await
+            .unwrap_err();
+        assert!(error.to_string().contains("append-only"), "{error}");
+    }
+    assert_eq!(history(&test_store.store, "audited").await.len(), 1);
+}
+
+#[tokio::test]
+async fn postgres_refuses_updates_deletes_and_truncation_of_the_history() {
+    let Some(test_store) = crate::common::postgres_store().await else {
+        return;
+    };
+    seed_one_entry(&test_store.store).await;
+    let mut connection = sqlx::PgConnection::connect(&test_store.uri).await.unwrap();
+    for statement in [
+        "UPDATE promotions SET to_version = 99",
+        "DELETE FROM promotions",
+        "TRUNCATE promotions",
+    ] {
+        let error = sqlx::query(statement)
+            .execute(&mut connection)
+            .await
+            .unwrap_err();
+        assert!(error.to_string().contains("append-only"), "{error}");
+    }
+    assert_eq!(history(&test_store.store, "audited").await.len(), 1);
+}
+
+async fn seed_one_entry(store: &Store) {
+    model(store, "audited", 1).await;
+    store
+        .set_registered_model_alias("audited", "champion", 1, Actor::Api)
+        .await
+        .unwrap();
+}
+
+mod policies {
+    use std::time::{Duration, Instant};
+
+    use ferroflow::store::registry::{
+        Actor, MetricRule, NewModelVersion, PolicySpec, PredecessorRule, Rule, Stage, TagRule,
+        Target,
+    };
+    use ferroflow::store::runs::NewRun;
+    use ferroflow::store::values::Metric;
+    use ferroflow::store::{Error, KeyValue, Store};
+
+    crate::both_backends!(
+        a_failed_rule_refuses_the_move_and_the_refusal_is_recorded,
+        relative_rules_compare_with_the_version_holding_the_target,
+        stage_transitions_and_rollbacks_pass_the_same_gate,
+        a_dwell_rule_refuses_until_the_predecessor_was_held_long_enough,
+        a_dry_run_judges_without_moving_or_recording,
+    );
+
+    /// A version of `model` registered from a new run that logged `val_auc`.
+    async fn version_with_auc(store: &Store, model: &str, auc: Option<f64>) -> i64 {
+        let experiment = format!("{model}-runs");
+        let experiment_id = match store.get_experiment_by_name(&experiment).await {
+            Ok(found) => found.experiment_id,
+            Err(_) => store
+                .create_experiment(&experiment, None, &[], "mlflow-artifacts:")
+                .await
+                .unwrap(),
+        };
+        let run = store
+            .create_run(NewRun {
+                experiment_id,
+                user_id: "tester".into(),
+                run_name: Some("train".into()),
+                start_time: Some(1_700_000_000_000),
+                tags: vec![],
+            })
+            .await
+            .unwrap();
+        let run_id = run.info.run_uuid;
+        if let Some(auc) = auc {
+            let metric = Metric {
+                key: "val_auc".into(),
+                value: auc,
+                timestamp: 1_700_000_000_000,
+                step: 0,
+                model_id: None,
+                dataset_name: None,
+                dataset_digest: None,
+                run_id: None,
+            };
+            store.log_batch(&run_id, &[metric], &[], &[]).await.unwrap();
+        }
+        store
+            .create_model_version(NewModelVersion {
+                name: model.into(),
+                source: format!("runs:/{run_id}/model"),
+                run_id: Some(run_id),
+                ..NewModelVersion::default()
+            })
+            .await
+            .unwrap()
+            .version
+    }
+
+    fn gate(rules: Vec<Rule>) -> PolicySpec {
+        PolicySpec {
+            models: vec!["gated-*".into()],
+            aliases: vec!["champion".into()],
+            stages: vec!["Production".into()],
+            rules,
+        }
+    }
+
+    fn auc_at_least(min: f64) -> Rule {
+        Rule::Metric(MetricRule {
+            name: "val_auc".into(),
+            min: Some(min),
+            max: None,
+            max_regression: None,
+            lower_is_better: false,
+        })
+    }
+
+    fn approved() -> Rule {
+        Rule::Tag(TagRule {
+            key: "approved".into(),
+            value: Some("true".into()),
+        })
+    }
+
+    async fn a_failed_rule_refuses_the_move_and_the_refusal_is_recorded(store: Store) {
+        store
+            .put_promotion_policy(
+                "uid-gate",
+                "team-a",
+                "gate",
+                &gate(vec![auc_at_least(0.9), approved()]),
+            )
+            .await
+            .unwrap();
+        store
+            .create_registered_model("gated-churn", &[], None, None)
+            .await
+            .unwrap();
+        let weak = version_with_auc(&store, "gated-churn", Some(0.85)).await;
+        let strong = version_with_auc(&store, "gated-churn", Some(0.93)).await;
+
+        let error = store
+            .set_registered_model_alias("gated-churn", "champion", weak, Actor::Api)
+            .await
+            .unwrap_err();
+        assert!(matches!(error, Error::PolicyDenied(_)), "{error:?}");
+        let message = error.to_string();
+        assert!(
+            message.contains("val_auc >= 0.9 failed: val_auc = 0.85"),
+            "{message}"
+        );
+        assert!(
+            message.contains("tag approved = true failed: tag approved is not set"),
+            "{message}"
+        );
+        assert!(message.contains("[team-a/gate]"), "{message}");
+        assert!(
+            store
+                .get_model_version_by_alias("gated-churn", "champion")
+                .await
+                .is_err()
+        );
+
+        // Other aliases and other models are not guarded.
+        store
+            .set_registered_model_alias("gated-churn", "challenger", weak, Actor::Api)
+            .await
+            .unwrap();
+        store
+            .create_registered_model("free-churn", &[], None, None)
+            .await
+            .unwrap();
+        let free = version_with_auc(&store, "free-churn", Some(0.1)).await;
+        store
+            .set_registered_model_alias("free-churn", "champion", free, Actor::Api)
+            .await
+            .unwrap();
+
+        store
+            .set_model_version_tag(
+                "gated-churn",
+                strong,
+                &KeyValue::new("approved", "true"),
+                Actor::Api,
+            )
+            .await
+            .unwrap();
+        store
+            .set_registered_model_alias("gated-churn", "champion", strong, Actor::Api)
+            .await
+            .unwrap();
+        let history = super::history(&store, "gated-churn").await;
+        let champion: Vec<_> = history
+            .iter()
+            .filter(|entry| entry.target == "champion")
+            .collect();
+        assert_eq!(champion.len(), 2);
+        assert!(!champion[0].allowed && champion[0].to_version == Some(weak));
+        assert_eq!(
+            champion[0]
+                .results
+                .iter()
+                .filter(|result| !result.passed)
+                .count(),
+            2
+        );
+        assert!(champion[1].allowed && champion[1].results.iter().all(|result| result.passed));
+        assert_eq!(champion[1].results.len(), 2);
+        // A refused move is history, not state: `at` and rollback ignore it.
+        assert_eq!(champion[1].from_version, None);
+        // The policy's resource is deleted: nothing guards the alias any more.
+        store.delete_promotion_policy("uid-gate").await.unwrap();
+        store
+            .set_registered_model_alias("gated-churn", "champion", weak, Actor::Api)
+            .await
+            .unwrap();
+    }
+
+    async fn relative_rules_compare_with_the_version_holding_the_target(store: Store) {
+        let relative = Rule::Metric(MetricRule {
+            name: "val_auc".into(),
+            min: None,
+            max: None,
+            max_regression: Some(0.005),
+            lower_is_better: false,
+        });
+        store
+            .put_promotion_policy("uid-rel", "team-a", "relative", &gate(vec![relative]))
+            .await
+            .unwrap();
+        store
+            .create_registered_model("gated-rel", &[], None, None)
+            .await
+            .unwrap();
+        let first = version_with_auc(&store, "gated-rel", Some(0.92)).await;
+        let worse = version_with_auc(&store, "gated-rel", Some(0.90)).await;
+        let close = version_with_auc(&store, "gated-rel", Some(0.917)).await;
+        let unmeasured = version_with_auc(&store, "gated-rel", None).await;
+        // Nothing holds champion yet: nothing to be worse than.
+        store
+            .set_registered_model_alias("gated-rel", "champion", first, Actor::Api)
+            .await
+            .unwrap();
+        let error = store
+            .set_registered_model_alias("gated-rel", "champion", worse, Actor::Api)
+            .await
+            .unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .contains("val_auc = 0.9; incumbent version 1: val_auc = 0.92"),
+            "{error}"
+        );
+        assert!(matches!(
+            store
+                .set_registered_model_alias("gated-rel", "champion", unmeasured, Actor::Api)
+                .await,
+            Err(Error::PolicyDenied(_))
+        ));
+        store
+            .set_registered_model_alias("gated-rel", "champion", close, Actor::Api)
+            .await
+            .unwrap();
+    }
+
+    async fn stage_transitions_and_rollbacks_pass_the_same_gate(store: Store) {
+        store
+            .create_registered_model("gated-stage", &[], None, None)
+            .await
+            .unwrap();
+        let weak = version_with_auc(&store, "gated-stage", Some(0.5)).await;
+        let strong = version_with_auc(&store, "gated-stage", Some(0.95)).await;
+        // Moves made before the policy existed.
+        store
+            .set_registered_model_alias("gated-stage", "champion", weak, Actor::Api)
+            .await
+            .unwrap();
+        store
+            .set_registered_model_alias("gated-stage", "champion", strong, Actor::Api)
+            .await
+            .unwrap();
+        store
+            .put_promotion_policy(
+                "uid-stage",
+                "team-a",
+                "gate",
+                &gate(vec![auc_at_least(0.9)]),
+            )
+            .await
+            .unwrap();
+        let error = store
+            .transition_model_version_stage(
+                "gated-stage",
+                weak,
+                Stage::Production,
+                false,
+                Actor::Api,
+            )
+            .await
+            .unwrap_err();
+        assert!(error.to_string().contains("stage 'Production'"), "{error}");
+        assert_eq!(
+            store
+                .get_model_version("gated-stage", weak)
+                .await
+                .unwrap()
+                .current_stage,
+            Stage::None
+        );
+        // Staging is not guarded; Production for the strong one is allowed, archiving nothing.
+        store
+            .transition_model_version_stage("gated-stage", weak, Stage::Staging, false, Actor::Api)
+            .await
+            .unwrap();
+        store
+            .transition_model_version_stage(
+                "gated-stage",
+                strong,
+                Stage::Production,
+                true,
+                Actor::Api,
+            )
+            .await
+            .unwrap();
+        // Rolling champion back to the weak version is a promotion like any other.
+        assert!(matches!(
+            store
+                .rollback_alias("gated-stage", "champion", Actor::Api)
+                .await,
+            Err(Error::PolicyDenied(_))
+        ));
+        assert_eq!(
+            store
+                .get_model_version_by_alias("gated-stage", "champion")
+                .await
+                .unwrap()
+                .version,
+            strong
+        );
+        let history = super::history(&store, "gated-stage").await;
+        let last = history.last().unwrap();
+        assert!(last.rollback && !last.allowed, "{last:?}");
+    }
+
+    async fn a_dwell_rule_refuses_until_the_predecessor_was_held_long_enough(store: Store) {
+        let dwell = Rule::Predecessor(PredecessorRule {
+            alias: Some("challenger".into()),
+            stage: None,
+            min_seconds: 1,
+        });
+        store
+            .put_promotion_policy("uid-dwell", "team-a", "dwell", &gate(vec![dwell]))
+            .await
+            .unwrap();
+        store
+            .create_registered_model("gated-dwell", &[], None, None)
+            .await
+            .unwrap();
+        let candidate = version_with_auc(&store, "gated-dwell", Some(0.9)).await;
+        let error = store
+            .set_registered_model_alias("gated-dwell", "champion", candidate, Actor::Api)
+            .await
+            .unwrap_err();
+        assert!(
+            error
+                .to_string()
+                .contains("does not hold alias 'challenger'"),
+            "{error}"
+        );
+        store
+            .set_registered_model_alias("gated-dwell", "challenger", candidate, Actor::Api)
+            .await
+            .unwrap();
+        let held_from = Instant::now();
+        let first = store
+            .set_registered_model_alias("gated-dwell", "champion", candidate, Actor::Api)
+            .await;
+        if held_from.elapsed() < Duration::from_millis(900) {
+            let error = first.unwrap_err();
+            assert!(error.to_string().contains("for at least 1s"), "{error}");
+        }
+        // Allowed once it has held challenger for a second: retried until then, with a deadline.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            match store
+                .set_registered_model_alias("gated-dwell", "champion", candidate, Actor::Api)
+                .await
+            {
+                Ok(()) => break,
+                Err(Error::PolicyDenied(_)) if Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                }
+                Err(error) => unreachable!("the dwell rule should pass in time: {error}"),
+            }
+        }
+        assert!(held_from.elapsed() >= Duration::from_millis(900));
+    }
+
+    async fn a_dry_run_judges_without_moving_or_recording(store: Store) {
+        store
+            .put_promotion_policy("uid-dry", "team-a", "gate", &gate(vec![auc_at_least(0.9)]))
+            .await
+            .unwrap();
+        store
+            .create_registered_model("gated-dry", &[], None, None)
+            .await
+            .unwrap();
+        let weak = version_with_auc(&store, "gated-dry", Some(0.85)).await;
+        let results = store
+            .check_promotion("gated-dry", Target::Alias("champion"), weak)
+            .await
+            .unwrap();
+        assert_eq!(results.len(), 1);
+        assert!(!results[0].passed && results[0].observed == "val_auc = 0.85");
+        let unguarded = store
+            .check_promotion("gated-dry", Target::Alias("challenger"), weak)
+            .await
+            .unwrap();
+        assert!(unguarded.is_empty());
+        assert!(matches!(
+            store
+                .check_promotion("gated-dry", Target::Alias("champion"), 99)
+                .await,
+            Err(Error::NotFound { .. })
+        ));
+        assert!(matches!(
+            store.promotions("gated-dry", None, 10, None).await,
+            Ok(page) if page.items.is_empty()
+        ));
+    }
+}
