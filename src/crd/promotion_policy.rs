@@ -36,8 +36,10 @@ pub struct PromotionPolicySpec {
     pub models: Vec<String>,
     /// Aliases guarded (e.g. `champion`): moving one of them to a version needs every rule.
     #[serde(default)]
-    #[schemars(length(max = 32))]
-    #[x_kube(validation = Rule::new(ALIAS_NAMES).message(ALIAS_NAMES_MESSAGE))]
+    #[schemars(
+        length(max = 32),
+        inner(length(min = 1, max = 255), pattern(r"^[\p{L}\p{N}_-]+$"))
+    )]
     pub aliases: Vec<String>,
     /// Stages guarded (e.g. `Production`): transitioning a version into one needs every rule.
     #[serde(default)]
@@ -48,9 +50,6 @@ pub struct PromotionPolicySpec {
     pub rules: Vec<PromotionRule>,
 }
 
-/// CEL: every alias is a valid alias name (as a RegisteredModel's `aliases` keys).
-const ALIAS_NAMES: &str =
-    "self.all(alias, alias.size() <= 255 && alias.matches('^[\\\\p{L}\\\\p{N}_-]+$'))";
 const ALIAS_NAMES_MESSAGE: &str =
     "alias names may only contain letters, digits, '_' and '-' (at most 255)";
 
@@ -123,8 +122,9 @@ pub struct PredecessorRule {
     pub alias: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stage: Option<Stage>,
+    /// A sum of `<number><unit>`, unit `s`, `m`, `h` or `d`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[x_kube(validation = Rule::new("self.matches('^([0-9]+(s|m|h|d))+$')").message("minDuration is a sum of <number><unit> with unit s, m, h or d, e.g. 24h or 1h30m"))]
+    #[schemars(length(max = 32), pattern(r"^([0-9]+(s|m|h|d))+$"))]
     pub min_duration: Option<String>,
 }
 

@@ -1,0 +1,146 @@
+"""PromotionPolicy against the real API server, the operator and the mlflow client (issue #19):
+a policy on `champion` requiring `val_auc >= 0.9` and `approved=true` refuses a 0.85 version
+through the client (message naming the rule and 0.85) and through a RegisteredModel edit in git
+(Ready=False PolicyDenied, alias unchanged), and lets a 0.93 approved version through on both
+paths; the refusals are in the history; the schema refuses malformed policies at apply time.
+"""
+
+from __future__ import annotations
+
+import subprocess
+import textwrap
+
+import pytest
+from kubectl_helpers import KUBECONFIG, KUBECTL, apply, wait_until
+from mlflow.exceptions import MlflowException
+from test_gitops import _ferroflow_bin, condition, current, namespace, operator  # noqa: F401 (fixtures)
+
+PROMOTIONS = "/api/2.0/ferroflow/promotions"
+
+
+def gate(name: str, model: str) -> str:
+    return f"""
+        apiVersion: ferroflow.dev/v1alpha1
+        kind: PromotionPolicy
+        metadata:
+          name: {name}
+        spec:
+          models: ["{model}"]
+          aliases: [champion]
+          rules:
+            - metric: {{name: val_auc, min: 0.9}}
+            - tag: {{key: approved, value: "true"}}
+        """
+
+
+def registered_model(name: str, model: str, champion: int | None) -> str:
+    aliases = f"aliases: {{champion: {champion}}}" if champion else "aliases: {}"
+    return f"""
+        apiVersion: ferroflow.dev/v1alpha1
+        kind: RegisteredModel
+        metadata:
+          name: {name}
+        spec:
+          modelName: {model}
+          {aliases}
+        """
+
+
+def _version(client, experiment_id: str, model: str, auc: float) -> str:
+    run = client.create_run(experiment_id)
+    client.log_metric(run.info.run_id, "val_auc", auc)
+    client.set_terminated(run.info.run_id)
+    return client.create_model_version(model, f"runs:/{run.info.run_id}/model", run_id=run.info.run_id).version
+
+
+def _policy_ready(ns: str, name: str) -> None:
+    obj = wait_until(ns, f"promotionpolicy/{name}",
+                     lambda o: o is not None and current(o) and condition(o, "Ready").get("status") == "True",
+                     "policy Ready")
+    assert obj is not None
+
+
+def test_a_policy_gates_the_client_and_git_paths_alike(operator, namespace, client, server, api, unique_name):  # noqa: F811
+    model = f"gated-{unique_name}"[:200]
+    apply(namespace, gate("gate", model))
+    _policy_ready(namespace, "gate")
+    client.create_registered_model(model)
+    experiment_id = client.create_experiment(f"{model}-runs")
+    weak = _version(client, experiment_id, model, 0.85)
+    strong = _version(client, experiment_id, model, 0.93)
+
+    # Through the client: refused, naming the rule and the value seen.
+    with pytest.raises(MlflowException) as refused:
+        client.set_registered_model_alias(model, "champion", weak)
+    assert refused.value.error_code == "PERMISSION_DENIED"
+    assert "val_auc >= 0.9 failed: val_auc = 0.85" in refused.value.message
+    assert "tag approved = true failed" in refused.value.message
+    assert f"[{namespace}/gate]" in refused.value.message
+
+    # The dry run says the same without moving anything; the CLI exits 3.
+    check = api.post(f"{PROMOTIONS}/check", json={"name": model, "target": "champion", "version": weak})
+    assert check.status_code == 200, check.text
+    assert check.json()["allowed"] is False
+    cli = subprocess.run([_ferroflow_bin(), "promotions", "check", model, "champion", weak,
+                          "--tracking-uri", server.url], capture_output=True, text=True, timeout=60, check=False)
+    assert cli.returncode == 3, cli.stdout + cli.stderr
+    assert "FAIL" in cli.stdout and "refused" in cli.stdout
+
+    # Through git: the RegisteredModel declares champion -> the weak version.
+    apply(namespace, registered_model("churn", model, int(weak)))
+    obj = wait_until(namespace, "registeredmodel/churn",
+                     lambda o: o is not None and current(o) and condition(o, "Ready").get("reason") == "PolicyDenied",
+                     "Ready=False PolicyDenied")
+    assert obj is not None
+    ready = condition(obj, "Ready")
+    assert ready["status"] == "False" and "val_auc = 0.85" in ready["message"], ready
+    assert client.get_registered_model(model).aliases == {}
+
+    # The strong version, approved, passes on the git path.
+    client.set_model_version_tag(model, strong, "approved", "true")
+    apply(namespace, registered_model("churn", model, int(strong)))
+    obj = wait_until(namespace, "registeredmodel/churn",
+                     lambda o: o is not None and current(o) and condition(o, "Ready").get("status") == "True",
+                     "Ready with champion on the strong version")
+    assert obj is not None
+    assert client.get_model_version_by_alias(model, "champion").version == strong
+
+    history = api.get(PROMOTIONS, params={"name": model, "target": "champion"}).json()["promotions"]
+    refusals = [e for e in history if not e["allowed"]]
+    assert {e["path"] for e in refusals} == {"api", "operator"}
+    assert all(e["to_version"] == int(weak) for e in refusals)
+    allowed = [e for e in history if e["allowed"]]
+    assert [(e["to_version"], e["path"], e["actor"]) for e in allowed] == [
+        (int(strong), "operator", f"{namespace}/RegisteredModel/churn")]
+    assert all(r["passed"] for r in allowed[0]["results"]) and len(allowed[0]["results"]) == 2
+
+    # Deleting the policy lifts the gate (the operator forgets it through its finalizer).
+    subprocess.run([KUBECTL, "--kubeconfig", KUBECONFIG, "-n", namespace, "delete", "promotionpolicy/gate",
+                    "--wait=true", "--timeout=60s"], check=True, capture_output=True, timeout=90)
+    after = api.post(f"{PROMOTIONS}/check", json={"name": model, "target": "champion", "version": weak}).json()
+    assert after == {"allowed": True, "results": []}
+
+
+@pytest.mark.parametrize("spec,message", [
+    ("models: [a]\nrules: [{tag: {key: approved}}]", "name at least one alias or stage"),
+    ("models: []\naliases: [champion]\nrules: [{tag: {key: approved}}]", "models"),
+    ("models: [a]\naliases: [champion]\nrules: []", "rules"),
+    ("models: [a]\naliases: [champion]\nrules: [{}]", "exactly one of metric, tag or predecessor"),
+    ("models: [a]\naliases: [champion]\nrules: [{tag: {key: a}, metric: {name: m, min: 1}}]",
+     "exactly one of metric, tag or predecessor"),
+    ("models: [a]\naliases: [champion]\nrules: [{metric: {name: auc}}]", "needs min, max or maxRegression"),
+    ("models: [a]\naliases: [champion]\nrules: [{metric: {name: auc, min: 0.9, max: 0.5}}]", "min must not exceed max"),
+    ("models: [a]\naliases: [champion]\nrules: [{predecessor: {alias: challenger, minDuration: 1week}}]",
+     "minDuration"),
+    ("models: [a]\naliases: [champion]\nrules: [{predecessor: {alias: challenger, stage: Staging}}]",
+     "exactly one of alias or stage"),
+    ("models: [a]\naliases: [\"bad alias\"]\nrules: [{tag: {key: approved}}]", "spec.aliases[0]"),
+    ("models: [a]\nstages: [Live]\nrules: [{tag: {key: approved}}]", "Unsupported value"),
+])
+def test_the_schema_refuses_malformed_policies(operator, namespace, spec, message):  # noqa: F811
+    manifest = "apiVersion: ferroflow.dev/v1alpha1\nkind: PromotionPolicy\nmetadata:\n  name: bad\nspec:\n" + \
+        textwrap.indent(spec, "  ") + "\n"
+    result = subprocess.run([KUBECTL, "--kubeconfig", KUBECONFIG, "-n", namespace, "apply", "-f", "-"],
+                            input=manifest, capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode != 0, result.stdout
+    assert message in result.stderr, result.stderr
