@@ -164,7 +164,7 @@ def test_pods_serve_the_alias_roll_out_its_moves_without_a_failed_request_and_ro
   image: {PYTHON_IMAGE}
   nodeSelector: {{"{TAINT}": "true"}}
   tolerations: [{{key: "{TAINT}", operator: Exists, effect: NoSchedule}}]
-  resources: {{limits: {{cpu: "1", memory: 1Gi}}}}
+  resources: {{requests: {{cpu: 100m, memory: 256Mi}}, limits: {{cpu: "1", memory: 1Gi}}}}
 """))
     wait_until(namespace, f"modeldeployment/{name}", lambda o: serving(o, 1), "serving version 1",
                timeout=POD_WAIT_S * 2)
