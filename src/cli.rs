@@ -11,6 +11,7 @@ use clap::builder::TypedValueParser as _;
 use clap::{Parser, Subcommand};
 
 use crate::api::auth::AuthMode;
+use crate::crd::model_deployment::GatewayRef;
 use crate::operator::config::{self, OperatorConfig};
 use crate::server::ConnectionLimits;
 
@@ -335,6 +336,10 @@ pub struct OperatorArgs {
     /// URL of `ferroflow server` as Pods in the cluster reach it (their `MLFLOW_TRACKING_URI`).
     #[arg(long, env = "FERROFLOW_TRACKING_URL", default_value = config::DEFAULT_TRACKING_URL)]
     pub tracking_url: url::Url,
+    /// The Gateway (`[NAMESPACE/]NAME`) ModelDeployments' HTTPRoutes attach to when they name
+    /// none in `spec.gateway`.
+    #[arg(long, env = "FERROFLOW_GATEWAY")]
+    pub gateway: Option<GatewayRef>,
     /// Seconds between checks of a Ready resource for drift nobody notified the operator of.
     #[arg(long, env = "FERROFLOW_RESYNC_PERIOD", default_value = config::DEFAULT_RESYNC_SECONDS)]
     pub resync_period: Seconds,
@@ -355,6 +360,7 @@ impl OperatorArgs {
             serving_image: self.serving_image.clone(),
             ferroflow_image: self.ferroflow_image.clone(),
             tracking_url: self.tracking_url.clone(),
+            gateway: self.gateway.clone(),
             resync: self.resync_period.0,
             stalled_resync: self.stalled_resync_period.0,
         }
@@ -459,6 +465,7 @@ mod tests {
         );
         assert_eq!(defaults.resync, Duration::from_secs(600));
         assert_eq!(defaults.stalled_resync, Duration::from_secs(60));
+        assert_eq!(defaults.gateway, None);
 
         let set = operator_config(&[
             "--serving-image",
@@ -469,12 +476,18 @@ mod tests {
             "30",
             "--stalled-resync-period",
             "0.5",
+            "--gateway",
+            "gateways/models",
         ])
         .unwrap();
         assert_eq!(set.serving_image, "registry.example/serving:1");
         assert_eq!(set.tracking_url.as_str(), "http://tracking.ml.svc/");
         assert_eq!(set.resync, Duration::from_secs(30));
         assert_eq!(set.stalled_resync, Duration::from_millis(500));
+        assert_eq!(
+            set.gateway.map(|g| (g.namespace, g.name)),
+            Some((Some("gateways".to_owned()), "models".to_owned()))
+        );
     }
 
     #[test]
@@ -482,6 +495,8 @@ mod tests {
         let error = operator_config(&["--tracking-url", "ferroflow-server"]).unwrap_err();
         assert_eq!(error.kind(), clap::error::ErrorKind::ValueValidation);
         let error = operator_config(&["--resync-period", "0"]).unwrap_err();
+        assert_eq!(error.kind(), clap::error::ErrorKind::ValueValidation);
+        let error = operator_config(&["--gateway", "Gateways/"]).unwrap_err();
         assert_eq!(error.kind(), clap::error::ErrorKind::ValueValidation);
     }
 }

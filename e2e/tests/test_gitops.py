@@ -20,6 +20,7 @@ import subprocess
 import textwrap
 import time
 import uuid
+from contextlib import contextmanager
 from pathlib import Path
 
 import mlflow
@@ -67,8 +68,11 @@ def wait_gone(namespace: str, resource: str) -> None:
 class Operator:
     """`ferroflow operator` as a child process with the ServiceAccount's kubeconfig."""
 
-    def __init__(self, binary: str, store_uri: str, kubeconfig: Path, workdir: Path, name: str = "e2e-operator"):
+    def __init__(self, binary: str, store_uri: str, kubeconfig: Path, workdir: Path, name: str = "e2e-operator",
+                 env: dict[str, str] | None = None):
         self.name = name
+        # Operator settings beyond the defaults (e.g. FERROFLOW_TRACKING_URL for real Pods).
+        self.env = env or {}
         self.binary = binary
         self.store_uri = store_uri
         self.kubeconfig = kubeconfig
@@ -93,7 +97,7 @@ class Operator:
             "--identity", self.identity,
         ]
         env = dict(os.environ, KUBECONFIG=str(self.kubeconfig), RUST_LOG="info,ferroflow=debug",
-                   FERROFLOW_LOG_FORMAT="json")
+                   FERROFLOW_LOG_FORMAT="json", **self.env)
         with open(self.log_path, "ab") as log:
             log.write(f"$ {' '.join(cmd)}\n".encode())
             log.flush()
@@ -175,6 +179,14 @@ def _service_account_kubeconfig(path: Path) -> None:
 
 @pytest.fixture(scope="module")
 def operator(server, tmp_path_factory):
+    with running_operator(server, tmp_path_factory) as op:
+        yield op
+
+
+@contextmanager
+def running_operator(server, tmp_path_factory, env: dict[str, str] | None = None):
+    """The operator on the server's store, installed as config/ deploys it (CRDs, least-privilege
+    RBAC), with `env` added to its environment; stopped (gracefully) afterwards."""
     if server.impl != "ferroflow":
         pytest.skip("the operator is ferroflow's own")
     if server.backend != "postgres":
@@ -211,7 +223,7 @@ def operator(server, tmp_path_factory):
                    kubeconfig=str(kubeconfig)).stdout.strip() == "no"
     assert kubectl("auth", "can-i", "patch", "modelversions.ferroflow.dev/status", "-A",
                    kubeconfig=str(kubeconfig)).stdout.strip() == "yes"
-    op = Operator(_ferroflow_bin(), server.store_uri, kubeconfig, workdir)
+    op = Operator(_ferroflow_bin(), server.store_uri, kubeconfig, workdir, env=env)
     op.start()
     try:
         yield op

@@ -197,8 +197,8 @@ class ServiceClient:
     Each request opens a new connection, as a client behind kube-proxy gets a new backend per
     connection."""
 
-    def __init__(self, namespace: str, service: str):
-        self.namespace, self.service = namespace, service
+    def __init__(self, namespace: str, service: str, port: int = 5000):
+        self.namespace, self.service, self.port = namespace, service, port
         self.endpoints: list[str] = []
         self.turn = 0
         self.refresh()
@@ -219,16 +219,19 @@ class ServiceClient:
         assert self.endpoints, f"service {self.service} has no ready endpoint"
         self.turn += 1
         address = self.endpoints[self.turn % len(self.endpoints)]
-        return address, requests.request(method, f"http://{address}:5000{path}", timeout=REQUEST_TIMEOUT_S,
+        return address, requests.request(method, f"http://{address}:{self.port}{path}", timeout=REQUEST_TIMEOUT_S,
                                          headers={"Connection": "close"}, **kw)
 
 
 class Poller:
-    """Polls the server through ServiceClient in a thread; counts answers per Pod and failures."""
+    """Polls the server through ServiceClient in a thread, every `interval` seconds; counts
+    answers per Pod (or per `answer(address, response)`) and failures. With `json`, POSTs it."""
 
-    def __init__(self, client: ServiceClient, path: str):
-        self.client, self.path = client, path
-        self.answers: dict[str, int] = {}
+    def __init__(self, client: ServiceClient, path: str, interval: float = 0.02, json: dict | None = None,
+                 answer=None):
+        self.client, self.path, self.interval, self.json = client, path, interval, json
+        self.answer = answer or (lambda address, response: address)
+        self.answers: dict = {}
         self.failures: list[str] = []
         self.stop = threading.Event()
         self.thread = threading.Thread(target=self._run, daemon=True)
@@ -241,14 +244,18 @@ class Poller:
                 self.client.refresh()
                 last_refresh = time.monotonic()
             try:
-                address, response = self.client.get(self.path)
+                if self.json is None:
+                    address, response = self.client.get(self.path)
+                else:
+                    address, response = self.client.request("POST", self.path, json=self.json)
                 if response.status_code == 200:
-                    self.answers[address] = self.answers.get(address, 0) + 1
+                    key = self.answer(address, response)
+                    self.answers[key] = self.answers.get(key, 0) + 1
                 else:
                     self.failures.append(f"{address}: {response.status_code} {response.text[:200]}")
             except (requests.RequestException, AssertionError) as error:
                 self.failures.append(repr(error))
-            time.sleep(0.02)
+            time.sleep(self.interval)
 
     def finish(self) -> int:
         self.stop.set()

@@ -175,6 +175,7 @@ def expected_deployment(md: dict, leg: str, replicas: int, model_name: str, vers
                                  "value": "http://ferroflow-server.ferroflow-system.svc:5000"}],
                         "volumeMounts": [{"name": "model", "mountPath": "/downloads"}],
                         "securityContext": restricted,
+                        "terminationMessagePolicy": "FallbackToLogsOnError",
                     }],
                     "containers": [{
                         "name": "server",
@@ -189,6 +190,8 @@ def expected_deployment(md: dict, leg: str, replicas: int, model_name: str, vers
                         "readinessProbe": ping(5, 2, 3),
                         "livenessProbe": ping(10, 5, 3),
                         "securityContext": restricted,
+                        "terminationMessagePolicy": "FallbackToLogsOnError",
+                        "lifecycle": {"preStop": {"sleep": {"seconds": 5}}},
                     }],
                     "volumes": [{"name": "model", "emptyDir": {}}],
                 },
@@ -247,6 +250,8 @@ def test_follows_the_alias_moved_in_git(operator, namespace, client, unique_name
     route = get(namespace, "httproute/churn")
     assert route["spec"]["rules"][0]["backendRefs"] == [
         {"group": "", "kind": "Service", "name": "churn", "port": 8080, "weight": 100}]
+    # No Gateway named, none set on the operator: the route attaches to none.
+    assert "parentRefs" not in route["spec"]
     wait_event(namespace, "churn", "RolloutComplete", "version 1")
     wait_tag(client, model_name, 1, namespace, "churn", "serving")
     columns = kubectl("get", "-n", namespace, "mldeploy", "churn", "--no-headers").stdout.split()
@@ -275,6 +280,9 @@ def test_follows_the_alias_moved_in_git(operator, namespace, client, unique_name
                   "-o", "name").stdout.strip():
         assert time.monotonic() < deadline, "the Pods were not garbage-collected in time"
         time.sleep(0.2)
+    # The registry forgets it too (the finalizer): version 2 no longer says it serves here.
+    wait_tag(client, model_name, 2, namespace, "churn", None)
+    wait_until(namespace, "modeldeployment/churn", lambda o: o is None, "the ModelDeployment gone")
 
 
 def test_follows_the_alias_moved_through_the_api(operator, namespace, client, unique_name):  # noqa: F811
@@ -328,7 +336,8 @@ def test_two_legs_split_by_weight_and_a_dropped_leg_is_pruned(operator, namespac
     client.set_registered_model_alias(model_name, "champion", "1")
     client.set_registered_model_alias(model_name, "challenger", "2")
     spec = (f"  modelName: {model_name}\n  replicas: 10\n  traffic:\n"
-            "  - {alias: champion, weight: 90}\n  - {alias: challenger, weight: 10}\n")
+            "  - {alias: champion, weight: 90}\n  - {alias: challenger, weight: 10}\n"
+            "  gateway: {name: models, namespace: gateways, sectionName: http}\n")
     apply(namespace, model_deployment("split", spec))
     md = wait_until(namespace, "modeldeployment/split", lambda o: serving(o, 1), "both legs serving")
     legs = {leg["name"]: leg for leg in md["status"]["legs"]}
@@ -342,6 +351,9 @@ def test_two_legs_split_by_weight_and_a_dropped_leg_is_pruned(operator, namespac
     route = get(namespace, "httproute/split")
     assert [(b["name"], b["weight"]) for b in route["spec"]["rules"][0]["backendRefs"]] == [
         ("split-champion", 90), ("split-challenger", 10)]
+    # Attached to the Gateway the resource names (the API server adds the defaults).
+    assert route["spec"]["parentRefs"] == [{"group": "gateway.networking.k8s.io", "kind": "Gateway",
+                                            "name": "models", "namespace": "gateways", "sectionName": "http"}]
     wait_tag(client, model_name, 1, namespace, "split", "serving")
     wait_tag(client, model_name, 2, namespace, "split", "serving")
 

@@ -26,8 +26,10 @@ def _cli_binary() -> str:
     return str(Path(binary).resolve())
 
 
-def download(tracking_uri: str, uri: str, dest: Path, *, check: bool = True) -> subprocess.CompletedProcess:
+def download(tracking_uri: str, uri: str, dest: Path, *, check: bool = True,
+             extra_env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    env.update(extra_env or {})
     result = subprocess.run(
         [_cli_binary(), "model", "download", uri, str(dest), "--tracking-uri", tracking_uri],
         capture_output=True, text=True, timeout=120, env=env,
@@ -87,6 +89,19 @@ def test_download_into_an_empty_folder(tracking_uri, registered, tmp_path):
     dest = tmp_path / "model"
     dest.mkdir()
     download(tracking_uri, f"models:/{name}/1", dest)
+    assert (dest / "MLmodel").is_file()
+
+
+def test_download_over_http_needs_no_ca_bundle(tracking_uri, registered, tmp_path):
+    # ferroflow's image has no CA certificates (nothing in a cluster needs TLS to reach the
+    # server): a plain-http download must not ask for them. The empty file and folder stand in
+    # for a system without any.
+    (tmp_path / "no-certs").mkdir()
+    (tmp_path / "no-certs.pem").write_text("")
+    name, _, _ = registered
+    dest = tmp_path / "model"
+    download(tracking_uri, f"models:/{name}/1", dest, extra_env={
+        "SSL_CERT_FILE": str(tmp_path / "no-certs.pem"), "SSL_CERT_DIR": str(tmp_path / "no-certs")})
     assert (dest / "MLmodel").is_file()
 
 

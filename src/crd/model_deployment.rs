@@ -138,6 +138,58 @@ pub struct ModelDeploymentSpec {
     /// when an alias moves.
     #[serde(default)]
     pub suspend: bool,
+    /// The Gateway the HTTPRoute attaches to (its `parentRefs`), where the Gateway API is
+    /// installed; defaults to the operator's `--gateway`. Without either the route attaches to
+    /// no Gateway.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<GatewayRef>,
+}
+
+/// A Gateway (`gateway.networking.k8s.io`), as an HTTPRoute's `parentRefs` names it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GatewayRef {
+    /// The Gateway's name.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// The Gateway's namespace; defaults to the ModelDeployment's (another one must allow
+    /// routes from it in its listeners' `allowedRoutes`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 63))]
+    pub namespace: Option<String>,
+    /// The Gateway listener to attach to; all of them when unset.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(min = 1, max = 253))]
+    pub section_name: Option<String>,
+}
+
+impl std::str::FromStr for GatewayRef {
+    type Err = String;
+
+    /// `[NAMESPACE/]NAME`, as the operator's `--gateway` takes it.
+    fn from_str(value: &str) -> Result<Self, String> {
+        let (namespace, name) = match value.split_once('/') {
+            Some((namespace, name)) => (Some(namespace), name),
+            None => (None, value),
+        };
+        let label = |part: &str| {
+            !part.is_empty()
+                && part.len() <= 253
+                && part
+                    .chars()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '.')
+        };
+        if !label(name) || namespace.is_some_and(|namespace| !label(namespace)) {
+            return Err(format!(
+                "{value:?} is not a Gateway: expected NAME or NAMESPACE/NAME (lowercase)"
+            ));
+        }
+        Ok(GatewayRef {
+            name: name.to_owned(),
+            namespace: namespace.map(str::to_owned),
+            section_name: None,
+        })
+    }
 }
 
 /// One traffic leg: the version an alias points at, with its share of the requests.
@@ -343,6 +395,35 @@ mod tests {
 
     fn spec(yaml: &str) -> ModelDeploymentSpec {
         serde_yaml::from_str(yaml).unwrap()
+    }
+
+    #[test]
+    fn a_gateway_is_named_with_or_without_its_namespace() {
+        assert_eq!(
+            "gateways/models".parse::<GatewayRef>(),
+            Ok(GatewayRef {
+                name: "models".to_owned(),
+                namespace: Some("gateways".to_owned()),
+                section_name: None,
+            })
+        );
+        assert_eq!(
+            "models"
+                .parse::<GatewayRef>()
+                .map(|g| (g.name, g.namespace)),
+            Ok(("models".to_owned(), None))
+        );
+        for bad in ["", "/models", "gateways/", "Models", "a/b/c"] {
+            assert!(bad.parse::<GatewayRef>().is_err(), "{bad:?}");
+        }
+        let gateway = spec(
+            "modelName: churn\nalias: champion\ngateway: {name: models, sectionName: https}\n",
+        )
+        .gateway;
+        assert_eq!(
+            gateway.and_then(|g| g.section_name).as_deref(),
+            Some("https")
+        );
     }
 
     #[test]

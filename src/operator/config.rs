@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use url::Url;
 
+use crate::crd::model_deployment::GatewayRef;
+
 /// The MLflow image that serves models when a ModelDeployment names none: pinned to the MLflow
 /// release the client tests run against, so a serving Pod never changes under a user.
 pub const DEFAULT_SERVING_IMAGE: &str = "ghcr.io/mlflow/mlflow:v3.17.2";
@@ -30,6 +32,8 @@ pub struct OperatorConfig {
     pub ferroflow_image: String,
     /// The tracking server's URL as Pods the operator creates see it (`MLFLOW_TRACKING_URI`).
     pub tracking_url: Url,
+    /// The Gateway a ModelDeployment's HTTPRoute attaches to when the resource names none.
+    pub gateway: Option<GatewayRef>,
     /// How often a Ready resource is checked again for drift nobody notified the operator of.
     pub resync: Duration,
     /// How often a Stalled resource is looked at again (edits and store changes also wake it).

@@ -3,20 +3,22 @@
 //! longer asked for, and follow the rollouts. A rollout the Deployment controller gives up on
 //! (progress deadline exceeded) is put back on the leg's last good version and that version is
 //! not tried again until the alias moves or the spec changes. Children go with the resource
-//! through their owner references: no finalizer.
+//! through their owner references; the finalizer is for the registry, whose versions lose the
+//! tag that says this resource serves them.
 
 use std::collections::{BTreeMap, BTreeSet};
 
 use k8s_openapi::api::apps::v1::Deployment;
-use k8s_openapi::api::core::v1::Service;
-use kube::api::DynamicObject;
+use k8s_openapi::api::core::v1::{ContainerStatus, Pod, Service};
+use k8s_openapi::jiff::Timestamp;
+use kube::api::{DynamicObject, ListParams};
 use kube::runtime::events::EventType;
 use kube::{Api, ResourceExt};
 
 use super::apply::{apply_owned, prune_owned};
 use super::build::model_deployment::{
-    self as builder, Objects, ServingSettings, VERSION_ANNOTATION, http_route_resource,
-    leg_object_name,
+    self as builder, DEPLOYMENT_LABEL, LEG_LABEL, Objects, STARTUP_WINDOW_SECONDS, ServingSettings,
+    VERSION_ANNOTATION, http_route_resource, leg_object_name,
 };
 use super::context::Context;
 use super::reconcile::{Failure, Reconciler, publish};
@@ -31,6 +33,24 @@ use crate::store::{self, KeyValue};
 
 /// The Deployment condition reason with which the Deployment controller gives up a rollout.
 const PROGRESS_DEADLINE_EXCEEDED: &str = "ProgressDeadlineExceeded";
+/// Crashes of one container of a new version's Pod after which the version counts as unable
+/// to serve: a model that cannot load crashes the same way each time, and waiting out the
+/// progress deadline would only delay the rollback. One crash may be bad luck.
+const CRASH_LIMIT: i32 = 2;
+/// The kubelet's waiting reason between the restarts of a crashing container.
+const CRASH_LOOP: &str = "CrashLoopBackOff";
+/// Waiting reasons of a container that do not pass by themselves while the image stays.
+const HOPELESS_WAITING: [&str; 4] = [
+    "ErrImageNeverPull",
+    "ImagePullBackOff",
+    "InvalidImageName",
+    "CreateContainerError",
+];
+/// Seconds a new Pod may go without becoming ready: the model's download plus the startup
+/// probe's window.
+const POD_READY_ALLOWANCE_SECONDS: i64 = 60 + STARTUP_WINDOW_SECONDS;
+/// At most this much of a container's termination message goes into status and events.
+const MAX_WHY_LEN: usize = 300;
 /// Values of the registry tag that tells where a version runs.
 const TAG_SERVING: &str = "serving";
 const TAG_ROLLED_BACK: &str = "rolled-back";
@@ -90,6 +110,118 @@ pub fn rollout_state(deployment: &Deployment) -> Rollout {
     } else {
         Rollout::Complete
     }
+}
+
+/// Why the Pods of `version` cannot serve, if one of them shows it: a container that crashed
+/// [`CRASH_LIMIT`] times (a model that cannot load) or waits for something that will not come
+/// (an image that is not there), a Pod that failed, or one not ready within
+/// `ready_allowance_seconds` of its start. None while they may still come up.
+pub fn unservable(
+    pods: &[Pod],
+    version: i64,
+    now: Timestamp,
+    ready_allowance_seconds: i64,
+) -> Option<String> {
+    let version = version.to_string();
+    pods.iter()
+        .filter(|pod| pod.metadata.deletion_timestamp.is_none())
+        .filter(|pod| {
+            pod.metadata
+                .annotations
+                .as_ref()
+                .and_then(|annotations| annotations.get(VERSION_ANNOTATION))
+                == Some(&version)
+        })
+        .find_map(|pod| {
+            pod_failure(pod, now, ready_allowance_seconds)
+                .map(|why| format!("Pod {}: {why}", pod.metadata.name.as_deref().unwrap_or("")))
+        })
+}
+
+fn pod_failure(pod: &Pod, now: Timestamp, ready_allowance_seconds: i64) -> Option<String> {
+    let status = pod.status.as_ref()?;
+    if status.phase.as_deref() == Some("Failed") {
+        let why = status.message.as_deref().or(status.reason.as_deref());
+        return Some(format!("failed ({})", why.unwrap_or("no reason given")));
+    }
+    let containers = status
+        .init_container_statuses
+        .iter()
+        .flatten()
+        .chain(status.container_statuses.iter().flatten());
+    for container in containers {
+        if let Some(why) = container_failure(container) {
+            return Some(format!("container {} {why}", container.name));
+        }
+    }
+    let ready = status
+        .conditions
+        .iter()
+        .flatten()
+        .any(|condition| condition.type_ == "Ready" && condition.status == "True");
+    let started = status.start_time.as_ref()?.0;
+    let waited = now.as_second() - started.as_second();
+    (!ready && waited > ready_allowance_seconds)
+        .then(|| format!("not ready {waited}s after it started"))
+}
+
+fn container_failure(container: &ContainerStatus) -> Option<String> {
+    let waiting = container
+        .state
+        .as_ref()
+        .and_then(|state| state.waiting.as_ref())
+        .and_then(|waiting| {
+            let reason = waiting.reason.as_deref()?;
+            Some((reason, waiting.message.as_deref().unwrap_or_default()))
+        });
+    if let Some((reason, message)) = waiting.filter(|(reason, _)| HOPELESS_WAITING.contains(reason))
+    {
+        return Some(format!("cannot start ({reason}: {})", last_line(message)));
+    }
+    // The container that ran last, if it ended: still terminated, or waiting to restart.
+    let ended = container
+        .state
+        .as_ref()
+        .and_then(|state| state.terminated.as_ref());
+    let last = ended.or_else(|| {
+        container
+            .last_state
+            .as_ref()
+            .and_then(|state| state.terminated.as_ref())
+    });
+    let crashes = container.restart_count
+        + i32::from(ended.is_some() || waiting.is_some_and(|(reason, _)| reason == CRASH_LOOP));
+    if crashes < CRASH_LIMIT {
+        return None;
+    }
+    let last = last
+        .map(|terminated| {
+            let said = terminated
+                .message
+                .as_deref()
+                .map(last_line)
+                .filter(|line| !line.is_empty())
+                .or(terminated.reason.clone())
+                .unwrap_or_default();
+            format!("; last exit code {}: {said}", terminated.exit_code)
+        })
+        .unwrap_or_default();
+    let backing_off = waiting
+        .map(|(reason, _)| format!(", {reason}"))
+        .unwrap_or_default();
+    Some(format!("crashed {crashes} times{backing_off}{last}"))
+}
+
+/// The last non-empty line of a container's message (a traceback ends with the error), cut
+/// to [`MAX_WHY_LEN`] characters.
+fn last_line(message: &str) -> String {
+    let line = message
+        .lines()
+        .rev()
+        .map(str::trim)
+        .find(|line| !line.is_empty())
+        .unwrap_or_default();
+    line.chars().take(MAX_WHY_LEN).collect()
 }
 
 /// The version a leg's Deployment should run: the resolved one, unless that one failed
@@ -203,7 +335,7 @@ impl ModelDeployment {
                 .as_str()
                 .trim_end_matches('/')
                 .to_owned(),
-            gateway: None,
+            gateway: ctx.config.gateway.clone(),
         }
     }
 
@@ -217,6 +349,31 @@ impl ModelDeployment {
         builder::build(self, model_name, targets, &Self::settings(ctx), with_route).map_err(
             |error| Failure::Report(Outcome::not_ready(Reason::InvalidSpec, error.to_string())),
         )
+    }
+
+    /// Why the Pods of `leg` running `version` cannot serve, if they show it.
+    async fn unservable_pods(
+        &self,
+        ctx: &Context,
+        leg: &str,
+        version: i64,
+    ) -> Result<Option<String>, Failure> {
+        let namespace = self.namespace().unwrap_or_default();
+        let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace);
+        let selector = format!("{DEPLOYMENT_LABEL}={},{LEG_LABEL}={leg}", self.name_any());
+        let listed = pods
+            .list(&ListParams::default().labels(&selector))
+            .await
+            .map_err(|source| Failure::Kube {
+                object: format!("the Pods of {namespace}/{} leg {leg}", self.name_any()),
+                source,
+            })?;
+        Ok(unservable(
+            &listed.items,
+            version,
+            Timestamp::now(),
+            POD_READY_ALLOWANCE_SECONDS,
+        ))
     }
 
     /// Makes the registry tags match `legs`, given the ones `previous` recorded. A version a
@@ -249,17 +406,27 @@ impl ModelDeployment {
             }
         }
         for version in before.keys().filter(|version| !after.contains_key(version)) {
-            match ctx
-                .store
-                .delete_model_version_tag(model, *version, &key, Actor::Api)
-                .await
-            {
-                Ok(()) | Err(store::Error::NotFound { .. }) => {}
-                Err(error) => {
-                    tracing::warn!(%error, version, "could not remove the serving tag of the version")
-                }
+            if let Err(error) = remove_tag(ctx, model, *version, &key).await {
+                tracing::warn!(%error, version, "could not remove the serving tag of the version");
             }
         }
+    }
+}
+
+/// Removes the tag `key` from `version`; a version or model deleted since has none to remove.
+async fn remove_tag(
+    ctx: &Context,
+    model: &str,
+    version: i64,
+    key: &str,
+) -> Result<(), store::Error> {
+    match ctx
+        .store
+        .delete_model_version_tag(model, version, key, Actor::Api)
+        .await
+    {
+        Ok(()) | Err(store::Error::NotFound { .. }) => Ok(()),
+        Err(error) => Err(error),
     }
 }
 
@@ -292,8 +459,37 @@ fn apply_failure(error: super::error::Error) -> Failure {
 impl Reconciler for ModelDeployment {
     type Status = ModelDeploymentStatus;
     const KIND: &'static str = "ModelDeployment";
-    /// Every object it owns carries its owner reference: the garbage collector removes them.
-    const NEEDS_FINALIZER: bool = false;
+    /// Every object it owns carries its owner reference (the garbage collector removes them),
+    /// but the registry's tags on the versions it served must be removed by the operator.
+    const NEEDS_FINALIZER: bool = true;
+
+    async fn cleanup(&self, ctx: &Context) -> Result<(), Failure> {
+        let Some(status) = &self.status else {
+            return Ok(());
+        };
+        let Some(model) = status.model_name.as_deref() else {
+            return Ok(());
+        };
+        let key = self.tag_key();
+        for version in deployment_tags(&status.legs).into_keys() {
+            if let Err(error) = remove_tag(ctx, model, version, &key).await {
+                match Failure::from(error) {
+                    // The database is down: keep the finalizer and retry.
+                    Failure::Store(error) => return Err(Failure::Store(error)),
+                    // Refused (e.g. a ModelVersion resource owns the tags): no reason to
+                    // keep the resource.
+                    refused => {
+                        tracing::warn!(
+                            ?refused,
+                            version,
+                            "could not remove the serving tag of the version"
+                        );
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
 
     fn wakes_on(&self, change: &RegistryChange) -> bool {
         let name = self
@@ -415,7 +611,15 @@ impl Reconciler for ModelDeployment {
             let mut applied = apply_owned(&ctx.client, self, &objects.deployments[index], &())
                 .await
                 .map_err(apply_failure)?;
-            match decide(resolved_version, target, serving, &rollout_state(&applied)) {
+            let mut rollout = rollout_state(&applied);
+            // A new version whose Pods show they cannot serve fails now, not at the deadline.
+            if matches!(rollout, Rollout::InProgress(_))
+                && serving != Some(target)
+                && let Some(why) = self.unservable_pods(ctx, leg, target).await?
+            {
+                rollout = Rollout::Failed(why);
+            }
+            match decide(resolved_version, target, serving, &rollout) {
                 LegDecision::Serving => {
                     if serving != Some(target) {
                         publish(
@@ -702,6 +906,119 @@ mod tests {
             decide(4, 4, Some(3), &Rollout::InProgress("1 of 2".to_owned())),
             LegDecision::RollingOut("1 of 2".to_owned())
         );
+    }
+
+    /// A Pod of `version` started at second 1000, with these container statuses.
+    fn pod(version: i64, ready: bool, containers: serde_json::Value) -> Pod {
+        serde_json::from_value(json!({
+            "metadata": {"name": format!("fraud-champion-{version}"),
+                         "annotations": {VERSION_ANNOTATION: version.to_string()}},
+            "status": {
+                "phase": "Running",
+                "startTime": "1970-01-01T00:16:40Z",
+                "conditions": [{"type": "Ready", "status": if ready { "True" } else { "False" }}],
+                "containerStatuses": containers,
+            },
+        }))
+        .unwrap()
+    }
+
+    fn server(
+        restarts: i32,
+        state: serde_json::Value,
+        last: serde_json::Value,
+    ) -> serde_json::Value {
+        json!([{
+            "name": "server", "image": "i", "imageID": "", "ready": false,
+            "restartCount": restarts, "state": state, "lastState": last,
+        }])
+    }
+
+    fn at(second: i64) -> Timestamp {
+        Timestamp::from_second(second).unwrap()
+    }
+
+    #[test]
+    fn pods_that_crash_or_never_come_up_make_their_version_unservable() {
+        let traceback = json!({"terminated": {
+            "exitCode": 1, "reason": "Error",
+            "message": "Traceback (most recent call last):\n  ...\nModuleNotFoundError: No module named 'churn_features'\n",
+        }});
+        let backing_off =
+            json!({"waiting": {"reason": "CrashLoopBackOff", "message": "back-off 20s"}});
+        // Crashed, restarted once, crashed again: waiting for the next restart.
+        let crashing = pod(2, false, server(1, backing_off.clone(), traceback.clone()));
+        assert_eq!(
+            unservable(std::slice::from_ref(&crashing), 2, at(1030), 660).as_deref(),
+            Some(
+                "Pod fraud-champion-2: container server crashed 2 times, CrashLoopBackOff; \
+                 last exit code 1: ModuleNotFoundError: No module named 'churn_features'"
+            )
+        );
+        // Only the Pods of the version asked about count (the old ones serve on).
+        assert_eq!(
+            unservable(std::slice::from_ref(&crashing), 1, at(1030), 660),
+            None
+        );
+        // One crash may be bad luck: the kubelet's restart gets its chance.
+        let once = pod(2, false, server(0, backing_off, traceback.clone()));
+        assert_eq!(unservable(&[once], 2, at(1030), 660), None);
+        let restarted = pod(
+            2,
+            false,
+            server(1, json!({"running": {}}), traceback.clone()),
+        );
+        assert_eq!(unservable(&[restarted], 2, at(1030), 660), None);
+        // Ended a second time, before the kubelet says it backs off.
+        let ended = pod(2, false, server(1, traceback, json!({})));
+        assert_eq!(
+            unservable(&[ended], 2, at(1030), 660).as_deref(),
+            Some(
+                "Pod fraud-champion-2: container server crashed 2 times; \
+                 last exit code 1: ModuleNotFoundError: No module named 'churn_features'"
+            )
+        );
+        // An image that is not there never starts.
+        let missing = pod(
+            2,
+            false,
+            server(
+                0,
+                json!({"waiting": {"reason": "ErrImageNeverPull", "message": "image \"x\" is not present"}}),
+                json!({}),
+            ),
+        );
+        assert_eq!(
+            unservable(&[missing], 2, at(1001), 660).as_deref(),
+            Some(
+                "Pod fraud-champion-2: container server cannot start (ErrImageNeverPull: image \"x\" is not present)"
+            )
+        );
+        // Still loading within the allowance; too long past it.
+        let loading = pod(2, false, server(0, json!({"running": {}}), json!({})));
+        assert_eq!(
+            unservable(std::slice::from_ref(&loading), 2, at(1600), 660),
+            None
+        );
+        assert_eq!(
+            unservable(&[loading], 2, at(1661), 660).as_deref(),
+            Some("Pod fraud-champion-2: not ready 661s after it started")
+        );
+        let serving = pod(2, true, server(0, json!({"running": {}}), json!({})));
+        assert_eq!(unservable(&[serving], 2, at(5000), 660), None);
+        // A failed Pod, and a Pod being deleted (it no longer counts).
+        let mut failed = pod(2, false, json!([]));
+        let status = failed.status.as_mut().unwrap();
+        status.phase = Some("Failed".to_owned());
+        status.reason = Some("Evicted".to_owned());
+        assert_eq!(
+            unservable(std::slice::from_ref(&failed), 2, at(1001), 660).as_deref(),
+            Some("Pod fraud-champion-2: failed (Evicted)")
+        );
+        failed.metadata.deletion_timestamp = Some(
+            k8s_openapi::apimachinery::pkg::apis::meta::v1::Time(at(1001)),
+        );
+        assert_eq!(unservable(&[failed], 2, at(1001), 660), None);
     }
 
     fn leg(name: &str, serving: Option<i64>, failed: Option<i64>) -> LegStatus {

@@ -10,9 +10,10 @@ use k8s_openapi::api::apps::v1::{
     Deployment, DeploymentSpec, DeploymentStrategy, RollingUpdateDeployment,
 };
 use k8s_openapi::api::core::v1::{
-    Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, HTTPGetAction,
-    PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements, SeccompProfile,
-    SecurityContext, Service, ServicePort, ServiceSpec, Volume, VolumeMount,
+    Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, HTTPGetAction, Lifecycle,
+    LifecycleHandler, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements,
+    SeccompProfile, SecurityContext, Service, ServicePort, ServiceSpec, SleepAction, Volume,
+    VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
@@ -22,7 +23,7 @@ use serde_json::json;
 
 use super::{Role, labels, owned_meta, owner_reference};
 use crate::crd::ModelDeployment;
-use crate::crd::model_deployment::Leg;
+use crate::crd::model_deployment::{GatewayRef, Leg};
 
 /// Pod-template annotation: the version the Pods serve. A new value is a rolling update.
 pub const VERSION_ANNOTATION: &str = "ferroflow.dev/model-version";
@@ -46,6 +47,18 @@ const PORT_NAME: &str = "http";
 const POD_USER: i64 = 1000;
 /// Names of Services (DNS-1035 labels) and label values are at most 63 characters.
 const MAX_NAME_LEN: usize = 63;
+/// The startup probe's period and failure threshold: the server has this long to load the
+/// model before the kubelet restarts it.
+const STARTUP_PERIOD_SECONDS: i32 = 5;
+const STARTUP_FAILURES: i32 = 120;
+/// Seconds a serving container may take to answer `/ping` after it starts.
+pub const STARTUP_WINDOW_SECONDS: i64 = STARTUP_PERIOD_SECONDS as i64 * STARTUP_FAILURES as i64;
+/// The container's last log lines become its termination message when it fails, so the
+/// operator can say why a version's Pods crash (e.g. the model's class is missing).
+const TERMINATION_MESSAGE_POLICY: &str = "FallbackToLogsOnError";
+/// Seconds a stopping server keeps answering before it gets SIGTERM: the time for its Pod's
+/// removal from the Service's endpoints to reach every proxy, so no request meets a closed port.
+const DRAIN_SECONDS: i64 = 5;
 
 /// The operator settings serving needs.
 #[derive(Debug, Clone, PartialEq)]
@@ -56,16 +69,8 @@ pub struct ServingSettings {
     pub ferroflow_image: String,
     /// The tracking server's URL as Pods reach it (the in-cluster ferroflow server).
     pub tracking_uri: String,
-    /// The Gateway HTTPRoutes attach to, if the cluster has one for models.
+    /// The Gateway HTTPRoutes attach to unless the resource names one (`--gateway`).
     pub gateway: Option<GatewayRef>,
-}
-
-/// A Gateway (`gateway.networking.k8s.io`) by name.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct GatewayRef {
-    /// Defaults to the route's namespace.
-    pub namespace: Option<String>,
-    pub name: String,
 }
 
 /// Everything a ModelDeployment owns, for the versions it was built with.
@@ -392,10 +397,20 @@ pub fn deployment(
             ..VolumeMount::default()
         }]),
         // Loading a model can take minutes; until then only the startup probe runs.
-        startup_probe: Some(ping_probe(5, 2, 120)),
+        startup_probe: Some(ping_probe(STARTUP_PERIOD_SECONDS, 2, STARTUP_FAILURES)),
         readiness_probe: Some(ping_probe(5, 2, 3)),
         liveness_probe: Some(ping_probe(10, 5, 3)),
         security_context: Some(container_security()),
+        termination_message_policy: Some(TERMINATION_MESSAGE_POLICY.to_owned()),
+        lifecycle: Some(Lifecycle {
+            pre_stop: Some(LifecycleHandler {
+                sleep: Some(SleepAction {
+                    seconds: DRAIN_SECONDS,
+                }),
+                ..LifecycleHandler::default()
+            }),
+            ..Lifecycle::default()
+        }),
         ..Container::default()
     };
     let download = Container {
@@ -419,6 +434,7 @@ pub fn deployment(
             ..VolumeMount::default()
         }]),
         security_context: Some(container_security()),
+        termination_message_policy: Some(TERMINATION_MESSAGE_POLICY.to_owned()),
         ..Container::default()
     };
 
@@ -553,12 +569,9 @@ pub fn http_route(
         vec![json!({"name": owner.name, "port": port, "weight": 100})]
     };
     let mut spec = json!({"rules": [{"backendRefs": backends}]});
-    if let Some(gateway) = &settings.gateway {
-        let mut parent = json!({"name": gateway.name});
-        if let Some(namespace) = &gateway.namespace {
-            parent["namespace"] = json!(namespace);
-        }
-        spec["parentRefs"] = json!([parent]);
+    // The resource's own Gateway, else the operator's: serialized as a parentRef reads.
+    if let Some(gateway) = resource.spec.gateway.as_ref().or(settings.gateway.as_ref()) {
+        spec["parentRefs"] = json!([gateway]);
     }
     let resource_type = http_route_resource();
     Ok(DynamicObject {
@@ -696,6 +709,7 @@ mod tests {
                             }],
                             "volumeMounts": [{"name": "model", "mountPath": "/downloads"}],
                             "securityContext": restricted(),
+                            "terminationMessagePolicy": "FallbackToLogsOnError",
                         }],
                         "containers": [server],
                         "volumes": [{"name": "model", "emptyDir": {}}],
@@ -719,6 +733,8 @@ mod tests {
             "readinessProbe": ping(5, 2, 3),
             "livenessProbe": ping(10, 5, 3),
             "securityContext": restricted(),
+            "terminationMessagePolicy": "FallbackToLogsOnError",
+            "lifecycle": {"preStop": {"sleep": {"seconds": 5}}},
         })
     }
 
@@ -804,6 +820,7 @@ mod tests {
         settings.gateway = Some(GatewayRef {
             namespace: Some("gateways".to_owned()),
             name: "models".to_owned(),
+            section_name: None,
         });
         let objects = build(
             &md,
@@ -847,6 +864,45 @@ mod tests {
                     ]}],
                 },
             })
+        );
+    }
+
+    #[test]
+    fn the_resources_gateway_wins_over_the_operators_and_none_attaches_nowhere() {
+        let route = |spec: Value, gateway: Option<&str>| {
+            let mut settings = settings();
+            settings.gateway = gateway.map(|g| g.parse().unwrap());
+            let objects = build(
+                &resource(spec),
+                "fraud",
+                &versions(&[("champion", 3)]),
+                &settings,
+                true,
+            )
+            .unwrap();
+            to_json(&objects.http_route.unwrap())["spec"].clone()
+        };
+        let own = json!({
+            "modelName": "fraud",
+            "alias": "champion",
+            "gateway": {"name": "internal", "sectionName": "http"},
+        });
+        assert_eq!(
+            route(own.clone(), Some("gateways/models"))["parentRefs"],
+            json!([{"name": "internal", "sectionName": "http"}])
+        );
+        assert_eq!(
+            route(own, None)["parentRefs"],
+            json!([{"name": "internal", "sectionName": "http"}])
+        );
+        let plain = json!({"modelName": "fraud", "alias": "champion"});
+        assert_eq!(
+            route(plain.clone(), Some("models"))["parentRefs"],
+            json!([{"name": "models"}])
+        );
+        assert_eq!(
+            route(plain, None),
+            json!({"rules": [{"backendRefs": [{"name": "fraud", "port": 8080, "weight": 100}]}]})
         );
     }
 
