@@ -9,7 +9,8 @@ use clap::Parser;
 use ferroflow::cli::{Cli, Command, CrdArgs, DbCommand, DownloadArgs, ModelCommand};
 use ferroflow::client::{MlflowClient, download};
 use ferroflow::store::Store;
-use ferroflow::{crd, mlproject, operator, server, telemetry};
+use ferroflow::telemetry::{self, TraceExport};
+use ferroflow::{crd, mlproject, operator, server};
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -17,7 +18,18 @@ async fn main() -> ExitCode {
     // Both rustls crypto providers are compiled in (kube: ring, object_store: aws-lc-rs), so
     // rustls cannot choose; kube-client is built and tested with ring. Err: already installed.
     let _already_installed = rustls::crypto::ring::default_provider().install_default();
-    telemetry::init(cli.log_format);
+    // The long-running processes export traces when an endpoint is configured.
+    let traced_service = match cli.command {
+        Command::Server(_) => Some("ferroflow-server"),
+        Command::Operator(_) => Some("ferroflow-operator"),
+        _ => None,
+    };
+    let traces = traced_service.and_then(|service| {
+        TraceExport::configured(cli.otlp_endpoint.as_deref(), service, |name| {
+            std::env::var(name).ok()
+        })
+    });
+    let telemetry = telemetry::init(cli.log_format, traces);
     let result = match cli.command {
         Command::Server(args) => server::run(args, shutdown_signal()).await,
         Command::Operator(args) => operator::run(args, shutdown_signal()).await,
@@ -31,6 +43,7 @@ async fn main() -> ExitCode {
             command: DbCommand::Upgrade { url },
         } => upgrade(&url).await,
     };
+    telemetry.shutdown();
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {

@@ -80,7 +80,11 @@ pub fn router(state: AppState) -> Router {
         .fallback(unknown_endpoint)
         .layer(axum::middleware::from_fn(request::refuse_nul_in_uri))
         .layer(DefaultBodyLimit::max(MAX_JSON_BODY))
-        .layer(TraceLayer::new_for_http())
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(http_metrics::request_span)
+                .on_response(http_metrics::record_status),
+        )
         .layer(Extension(Arc::clone(&metrics)))
         .layer(middleware::from_fn_with_state(metrics, http_metrics::track))
 }
