@@ -11,6 +11,7 @@
 # (e2e/setup/s3.sh: MinIO built from Go modules; FERROFLOW_E2E_ARTIFACT_STORES=local skips it).
 # Exits with pytest's exit code.
 #
+# FERROFLOW_E2E_LANES=1 runs the suite as concurrent pytest processes (see the end of this file).
 # Other environment: FERROFLOW_E2E_BACKENDS (sqlite,postgres), FERROFLOW_E2E_ARTIFACT_STORES
 # (local,s3), FERROFLOW_E2E_STATE (logs, the Postgres cluster, the S3 data, the UI tests'
 # screenshots; default /tmp/ferroflow-e2e), FERROFLOW_VENV, FERROFLOW_PG_PORT, FERROFLOW_S3_PORT,
@@ -54,9 +55,60 @@ fi
 # shellcheck disable=SC1091
 source "$FERROFLOW_VENV/bin/activate"
 cd "$here/.."
-set +e
 # --durations: the slowest tests are named in every run, so the suite's time budget is watched.
-python -m pytest e2e/tests -q -p no:cacheprovider -rfEs --durations=25 "$@"
-status=$?
-set -e
+pytest_cmd=(python -m pytest -q -p no:cacheprovider -rfEs --durations=25)
+
+if [[ -z "${FERROFLOW_E2E_LANES:-}" ]]; then
+  set +e
+  "${pytest_cmd[@]}" e2e/tests "$@"
+  status=$?
+  set -e
+  exit "$status"
+fi
+
+# FERROFLOW_E2E_LANES=1 (test-all.sh): the suite in concurrent lanes, each its own pytest. The
+# files that use the Kubernetes cluster form one lane on every backend, in order, so a test that
+# restarts the API server, kills the operator or installs the chart still has the cluster to
+# itself; the other files never touch the cluster and run as one lane per backend beside it
+# (each backend has its own server and database, as in a single run).
+state="${FERROFLOW_E2E_STATE:-/tmp/ferroflow-e2e}"
+cluster_files=()
+local_files=()
+for file in e2e/tests/test_*.py; do
+  if grep -qE 'KUBECONFIG|kubectl_helpers|helm_helpers' "$file"; then
+    cluster_files+=("$file")
+  else
+    local_files+=("$file")
+  fi
+done
+lanes=(cluster)
+for backend in ${backends//,/ }; do
+  lanes+=("$backend")
+done
+declare -A pids
+for lane in "${lanes[@]}"; do
+  if [[ $lane == cluster ]]; then
+    lane_args=("${cluster_files[@]}")
+  else
+    lane_args=(--backends "$lane" "${local_files[@]}")
+  fi
+  rm -rf "$state/pytest-$lane"
+  mkdir -p "$state/pytest-$lane"
+  "${pytest_cmd[@]}" --basetemp "$state/pytest-$lane/tmp" "${lane_args[@]}" "$@" \
+    >"$state/pytest-$lane/output.log" 2>&1 &
+  pids[$lane]=$!
+done
+status=0
+for lane in "${lanes[@]}"; do
+  set +e
+  wait "${pids[$lane]}"
+  lane_status=$?
+  set -e
+  printf '\n===== pytest lane %s (exit %s) =====\n' "$lane" "$lane_status"
+  cat "$state/pytest-$lane/output.log"
+  # 5: no test selected in this lane (e.g. a -k that matches only another lane's files)
+  if [[ $lane_status -ne 0 && $lane_status -ne 5 ]]; then
+    status=$lane_status
+  fi
+done
 exit "$status"

@@ -35,9 +35,14 @@ step() { printf '\n== %s (%ss)\n' "$*" "$SECONDS" >&2; }
 # The real node's kubelet and CNI change host settings; teardown must write them back.
 host_settings_before=$(bash e2e/cluster/host-settings.sh)
 
+rust_build=
 cleanup() {
   local status=$?
   step "teardown"
+  if [[ -n $rust_build ]]; then
+    kill -- "-$rust_build" 2>/dev/null || true
+    wait "$rust_build" 2>/dev/null || true
+  fi
   bash e2e/cluster/down.sh >&2 || true
   bash e2e/setup/s3.sh stop >&2 || true
   bash e2e/setup/postgres.sh stop >&2 || true
@@ -72,6 +77,14 @@ cargo clippy --all-targets --locked -- -D warnings
 step "generated files are committed"
 make --no-print-directory generate-check
 
+step "rust test build (in the background, beside the setup steps below)"
+# The setup steps mostly wait on daemons starting; compiling the test binaries meanwhile takes
+# them off the critical path. Its own session, so teardown can stop the whole build.
+rust_build_log=$FERROFLOW_E2E_STATE/rust-build.log
+setsid bash -c 'cargo build --locked --bin ferroflow && cargo test --locked --all-targets --no-run' \
+  >"$rust_build_log" 2>&1 9>&- &
+rust_build=$!
+
 step "postgres"
 # Capture first: `eval "$(cmd)"` would swallow a failing cmd under set -e.
 pg_env=$(bash e2e/setup/postgres.sh 9>&-)
@@ -98,10 +111,18 @@ eval "$cluster_env"
 export FERROFLOW_KUBECONFIG FERROFLOW_KUBECTL
 
 step "rust tests"
-cargo build --locked --bin ferroflow
+rust_build_status=0
+wait "$rust_build" || rust_build_status=$?
+rust_build=
+cat "$rust_build_log" >&2
+if [[ $rust_build_status -ne 0 ]]; then
+  echo "test-all: building the Rust tests failed" >&2
+  exit "$rust_build_status"
+fi
 cargo test --locked --all-targets
 
 step "mlflow client e2e (sqlite and postgres; artifacts also on S3)"
-FERROFLOW_BIN=$TARGET/debug/ferroflow bash e2e/run-pytest.sh
+# Concurrent lanes: the cluster's tests in one, the others once per backend (run-pytest.sh).
+FERROFLOW_E2E_LANES=1 FERROFLOW_BIN=$TARGET/debug/ferroflow bash e2e/run-pytest.sh
 
 step "done"

@@ -37,6 +37,13 @@ pub struct Cli {
         global = true
     )]
     pub log_format: LogFormat,
+    /// Export traces over OTLP/HTTP to this collector (a base URL like
+    /// `http://otel-collector:4318`; spans go to `<URL>/v1/traces`). Without it, the standard
+    /// `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT` / `OTEL_EXPORTER_OTLP_ENDPOINT` turn the export on;
+    /// with none of them, nothing is exported. `server` and `operator` only; the service name
+    /// is `OTEL_SERVICE_NAME`, else `ferroflow-server` / `ferroflow-operator`.
+    #[arg(long, global = true, value_name = "URL")]
+    pub otlp_endpoint: Option<String>,
 }
 
 #[derive(Debug, Clone, Copy, clap::ValueEnum)]
@@ -461,7 +468,7 @@ mod tests {
         assert_eq!(defaults.serving_image, config::DEFAULT_SERVING_IMAGE);
         assert_eq!(
             defaults.tracking_url.as_str(),
-            "http://ferroflow-server.ferroflow-system.svc:5000/"
+            "http://ferroflow.ferroflow-system.svc:5000/"
         );
         assert_eq!(defaults.resync, Duration::from_secs(600));
         assert_eq!(defaults.stalled_resync, Duration::from_secs(60));

@@ -13,7 +13,8 @@ use ferroflow::cli::{
 use ferroflow::client::{MlflowClient, download, promotions};
 use ferroflow::store::Store;
 use ferroflow::store::registry::TargetType;
-use ferroflow::{crd, mlproject, operator, server, telemetry};
+use ferroflow::telemetry::{self, TraceExport};
+use ferroflow::{crd, mlproject, operator, server};
 
 #[tokio::main]
 async fn main() -> ExitCode {
@@ -21,7 +22,18 @@ async fn main() -> ExitCode {
     // Both rustls crypto providers are compiled in (kube: ring, object_store: aws-lc-rs), so
     // rustls cannot choose; kube-client is built and tested with ring. Err: already installed.
     let _already_installed = rustls::crypto::ring::default_provider().install_default();
-    telemetry::init(cli.log_format);
+    // The long-running processes export traces when an endpoint is configured.
+    let traced_service = match cli.command {
+        Command::Server(_) => Some("ferroflow-server"),
+        Command::Operator(_) => Some("ferroflow-operator"),
+        _ => None,
+    };
+    let traces = traced_service.and_then(|service| {
+        TraceExport::configured(cli.otlp_endpoint.as_deref(), service, |name| {
+            std::env::var(name).ok()
+        })
+    });
+    let telemetry = telemetry::init(cli.log_format, traces);
     let result = match cli.command {
         Command::Server(args) => server::run(args, shutdown_signal()).await,
         Command::Operator(args) => operator::run(args, shutdown_signal()).await,
@@ -45,6 +57,7 @@ async fn main() -> ExitCode {
             command: DbCommand::Upgrade { url },
         } => upgrade(&url).await,
     };
+    telemetry.shutdown();
     match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) => {

@@ -172,7 +172,7 @@ def expected_deployment(md: dict, leg: str, replicas: int, model_name: str, vers
                         "image": f"ghcr.io/ferroflow/ferroflow:{_package_version()}",
                         "command": ["/usr/local/bin/ferroflow", "model", "download", uri, "/downloads/model"],
                         "env": [{"name": "MLFLOW_TRACKING_URI",
-                                 "value": "http://ferroflow-server.ferroflow-system.svc:5000"}],
+                                 "value": "http://ferroflow.ferroflow-system.svc:5000"}],
                         "volumeMounts": [{"name": "model", "mountPath": "/downloads"}],
                         "securityContext": restricted,
                         "terminationMessagePolicy": "FallbackToLogsOnError",

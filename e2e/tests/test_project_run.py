@@ -94,7 +94,7 @@ def test_a_project_run_creates_its_run_then_a_pod_and_finishes(operator, namespa
     assert run.data.tags[RUN_UID_TAG] == uid
     assert client.get_experiment_by_name(experiment).experiment_id == status["experimentId"]
 
-    tracking = "http://ferroflow-server.ferroflow-system.svc:5000/"
+    tracking = "http://ferroflow.ferroflow-system.svc:5000/"
     contains(pod, {
         "metadata": {
             "labels": {

@@ -70,7 +70,11 @@ pub fn router(state: AppState) -> Router {
         .fallback(unknown_endpoint)
         .layer(axum::middleware::from_fn(request::refuse_nul_in_uri))
         .layer(DefaultBodyLimit::max(MAX_JSON_BODY))
-        .layer(TraceLayer::new_for_http())
+        .layer(
+            TraceLayer::new_for_http()
+                .make_span_with(http_metrics::request_span)
+                .on_response(http_metrics::record_status),
+        )
         .layer(Extension(Arc::clone(&metrics)))
         .layer(middleware::from_fn_with_state(metrics, http_metrics::track))
 }
@@ -111,15 +115,22 @@ async fn refuse_oversized_body(request: Request, next: Next) -> Response {
         .get(header::CONTENT_LENGTH)
         .and_then(|value| value.to_str().ok()?.parse::<u64>().ok());
     match declared {
-        Some(length) if length > MAX_JSON_BODY as u64 => (
-            StatusCode::PAYLOAD_TOO_LARGE,
-            Json(ApiError::invalid(format!(
-                "Request body of {length} bytes exceeds the limit of {MAX_JSON_BODY} bytes"
-            ))),
-        )
-            .into_response(),
+        Some(length) if length > MAX_JSON_BODY as u64 => body_too_large(Some(length)),
         _ => next.run(request).await,
     }
+}
+
+/// 413 with MLflow's error body, for a body over [`MAX_JSON_BODY`]: declared so (`length`) or,
+/// for a chunked body, found so while reading it.
+fn body_too_large(length: Option<u64>) -> Response {
+    let size = length.map_or_else(String::new, |length| format!(" of {length} bytes"));
+    (
+        StatusCode::PAYLOAD_TOO_LARGE,
+        Json(ApiError::invalid(format!(
+            "Request body{size} exceeds the limit of {MAX_JSON_BODY} bytes"
+        ))),
+    )
+        .into_response()
 }
 
 async fn unknown_endpoint(uri: Uri) -> ApiError {

@@ -8,7 +8,7 @@ use std::fmt::Write as _;
 
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Request};
-use axum::http::Method;
+use axum::http::{Method, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use serde::de::DeserializeOwned;
@@ -21,31 +21,39 @@ use super::error::ApiError;
 pub struct Mlflow<T>(pub T);
 
 impl<S: Send + Sync, T: DeserializeOwned> FromRequest<S> for Mlflow<T> {
-    type Rejection = ApiError;
+    type Rejection = Response;
 
     async fn from_request(request: Request, state: &S) -> Result<Self, Self::Rejection> {
         let query = request.uri().query().map(str::to_owned);
         let body = if request.method() == Method::GET {
             None
         } else {
-            Some(
-                Bytes::from_request(request, state)
-                    .await
-                    .map_err(|rejection| {
-                        ApiError::invalid(format!("Could not read the request body: {rejection}"))
-                    })?,
-            )
+            match Bytes::from_request(request, state).await {
+                Ok(body) => Some(body),
+                // A chunked body declares no length: the limit is only found while reading.
+                Err(rejection) if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE => {
+                    return Err(super::body_too_large(None));
+                }
+                Err(rejection) => {
+                    return Err(ApiError::invalid(format!(
+                        "Could not read the request body: {rejection}"
+                    ))
+                    .into_response());
+                }
+            }
         };
-        let value = message_value(query.as_deref(), body.as_ref())?;
-        match T::deserialize(value) {
-            Ok(message) => Ok(Mlflow(message)),
-            // Decoded again only on failure: tracking the field path costs time on every
-            // request (a 1000-metric batch), and only an error message needs it.
-            Err(error) => Err(invalid_field::<T>(
-                message_value(query.as_deref(), body.as_ref())?,
-                error,
-            )),
-        }
+        decode(query.as_deref(), body.as_ref())
+            .map(Mlflow)
+            .map_err(IntoResponse::into_response)
+    }
+}
+
+fn decode<T: DeserializeOwned>(query: Option<&str>, body: Option<&Bytes>) -> Result<T, ApiError> {
+    match T::deserialize(message_value(query, body)?) {
+        Ok(message) => Ok(message),
+        // Decoded again only on failure: tracking the field path costs time on every
+        // request (a 1000-metric batch), and only an error message needs it.
+        Err(error) => Err(invalid_field::<T>(message_value(query, body)?, error)),
     }
 }
 

@@ -16,7 +16,7 @@ pub const DEFAULT_SERVING_IMAGE: &str = "ghcr.io/mlflow/mlflow:v3.17.2";
 pub const DEFAULT_FERROFLOW_IMAGE: &str =
     concat!("ghcr.io/ferroflow/ferroflow:", env!("CARGO_PKG_VERSION"));
 /// Where Pods reach `ferroflow server` inside the cluster, unless configured.
-pub const DEFAULT_TRACKING_URL: &str = "http://ferroflow-server.ferroflow-system.svc:5000";
+pub const DEFAULT_TRACKING_URL: &str = "http://ferroflow.ferroflow-system.svc:5000";
 /// Default of [`OperatorConfig::resync`], in seconds.
 pub const DEFAULT_RESYNC_SECONDS: &str = "600";
 /// Default of [`OperatorConfig::stalled_resync`], in seconds.
@@ -38,4 +38,26 @@ pub struct OperatorConfig {
     pub resync: Duration,
     /// How often a Stalled resource is looked at again (edits and store changes also wake it).
     pub stalled_resync: Duration,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// `kubectl apply -k config/default` installs the server's Service in its namespace: the
+    /// default tracking URL must be where that Service answers.
+    #[test]
+    fn the_default_tracking_url_is_the_service_the_kustomize_install_creates() {
+        let service: serde_yaml::Value =
+            serde_yaml::from_str(include_str!("../../config/server/service.yaml")).unwrap();
+        let kustomization: serde_yaml::Value =
+            serde_yaml::from_str(include_str!("../../config/default/kustomization.yaml")).unwrap();
+        let name = service["metadata"]["name"].as_str().unwrap();
+        let namespace = kustomization["namespace"].as_str().unwrap();
+        let port = service["spec"]["ports"][0]["port"].as_u64().unwrap();
+        assert_eq!(
+            DEFAULT_TRACKING_URL,
+            format!("http://{name}.{namespace}.svc:{port}")
+        );
+    }
 }

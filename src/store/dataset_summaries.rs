@@ -22,6 +22,7 @@ pub struct DatasetSummary {
 
 impl Store {
     /// The distinct datasets runs of `experiment_ids` used, with their context tag.
+    #[tracing::instrument(name = "store.search_dataset_summaries", skip_all)]
     pub async fn search_dataset_summaries(
         &self,
         experiment_ids: &[i64],

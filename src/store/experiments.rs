@@ -112,6 +112,7 @@ pub struct ExperimentSearch {
 
 impl Store {
     /// Creates an experiment; its artifact location defaults to `<artifact root>/<id>`.
+    #[tracing::instrument(name = "store.create_experiment", skip_all)]
     pub async fn create_experiment(
         &self,
         name: &str,
@@ -166,6 +167,7 @@ impl Store {
     }
 
     /// Reads an experiment by id, deleted ones included.
+    #[tracing::instrument(name = "store.get_experiment", skip_all)]
     pub async fn get_experiment(&self, experiment_id: i64) -> Result<Experiment> {
         let sql =
             format!("SELECT {EXPERIMENT_COLUMNS} FROM experiments e WHERE e.experiment_id = $1");
@@ -178,6 +180,7 @@ impl Store {
     }
 
     /// Reads an experiment by name, deleted ones included.
+    #[tracing::instrument(name = "store.get_experiment_by_name", skip_all)]
     pub async fn get_experiment_by_name(&self, name: &str) -> Result<Experiment> {
         let sql = format!("SELECT {EXPERIMENT_COLUMNS} FROM experiments e WHERE e.name = $1");
         let row = with_pool!(self, pool => sqlx::query_as::<_, ExperimentRow>(&sql)
@@ -194,6 +197,7 @@ impl Store {
     }
 
     /// An experiment that must exist and be active, for writes into it.
+    #[tracing::instrument(name = "store.get_active_experiment", skip_all)]
     pub async fn get_active_experiment(&self, experiment_id: i64) -> Result<Experiment> {
         let experiment = self.get_experiment(experiment_id).await?;
         require_active(experiment_id, &experiment.lifecycle_stage)?;
@@ -234,6 +238,7 @@ impl Store {
     }
 
     /// Searches experiments with MLflow's filter grammar; keyset-paged.
+    #[tracing::instrument(name = "store.search_experiments", skip_all)]
     pub async fn search_experiments(&self, request: &ExperimentSearch) -> Result<Page<Experiment>> {
         let max_results = search::check_max_results(request.max_results, MAX_EXPERIMENTS_PAGE)?;
         let clauses = filter::parse_filter(SearchEntity::Experiments, &request.filter)?;
@@ -272,6 +277,7 @@ impl Store {
     }
 
     /// Renames an experiment. A taken name is BAD_REQUEST, a deleted experiment INVALID_STATE, as in MLflow.
+    #[tracing::instrument(name = "store.rename_experiment", skip_all)]
     pub async fn rename_experiment(
         &self,
         experiment_id: i64,
@@ -310,12 +316,14 @@ impl Store {
     }
 
     /// Marks an experiment and all its runs deleted (restorable).
+    #[tracing::instrument(name = "store.delete_experiment", skip_all)]
     pub async fn delete_experiment(&self, experiment_id: i64, actor: Actor<'_>) -> Result<()> {
         self.set_experiment_lifecycle(experiment_id, LIFECYCLE_ACTIVE, LIFECYCLE_DELETED, actor)
             .await
     }
 
     /// Restores a deleted experiment and its runs.
+    #[tracing::instrument(name = "store.restore_experiment", skip_all)]
     pub async fn restore_experiment(&self, experiment_id: i64, actor: Actor<'_>) -> Result<()> {
         self.set_experiment_lifecycle(experiment_id, LIFECYCLE_DELETED, LIFECYCLE_ACTIVE, actor)
             .await
@@ -362,6 +370,7 @@ impl Store {
     }
 
     /// Sets (upserts) an experiment tag.
+    #[tracing::instrument(name = "store.set_experiment_tag", skip_all)]
     pub async fn set_experiment_tag(
         &self,
         experiment_id: i64,
@@ -388,6 +397,7 @@ impl Store {
     }
 
     /// Deletes an experiment tag; a missing tag is RESOURCE_DOES_NOT_EXIST.
+    #[tracing::instrument(name = "store.delete_experiment_tag", skip_all)]
     pub async fn delete_experiment_tag(
         &self,
         experiment_id: i64,
@@ -420,6 +430,7 @@ impl Store {
     /// Records that `ownership.owner` declares the experiment and owns `ownership.tag_keys`
     /// (replacing what it owned before). Refused with [`Error::OwnedElsewhere`] when another
     /// resource declares it: two resources declaring one experiment is a conflict for a human.
+    #[tracing::instrument(name = "store.set_experiment_owner", skip_all)]
     pub async fn set_experiment_owner(
         &self,
         experiment_id: i64,
@@ -447,6 +458,7 @@ impl Store {
 
     /// Releases the experiment from the resource with `uid` (a `Retain` deletion policy); an
     /// experiment that `uid` does not own is left alone.
+    #[tracing::instrument(name = "store.clear_experiment_owner", skip_all)]
     pub async fn clear_experiment_owner(&self, experiment_id: i64, uid: &str) -> Result<()> {
         with_pool!(self, pool => sqlx::query(
             "UPDATE experiments SET owner_namespace = NULL, owner_kind = NULL, owner_name = NULL, \

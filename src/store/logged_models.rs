@@ -117,6 +117,7 @@ const MODEL_COLUMNS: &str = "lm.model_id, lm.experiment_id, lm.name, lm.artifact
 
 impl Store {
     /// Creates a logged model (status PENDING) with its artifact location under the experiment.
+    #[tracing::instrument(name = "store.create_logged_model", skip_all)]
     pub async fn create_logged_model(&self, request: NewLoggedModel) -> Result<LoggedModel> {
         if request.params.len() > MAX_PARAMS_PER_CALL {
             return Err(Error::Invalid(format!(
@@ -172,6 +173,7 @@ impl Store {
     }
 
     /// Reads a logged model; deleted ones only with `allow_deleted`.
+    #[tracing::instrument(name = "store.get_logged_model", skip_all)]
     pub async fn get_logged_model(
         &self,
         model_id: &str,
@@ -194,6 +196,7 @@ impl Store {
     }
 
     /// Sets the status (finalize: READY or UPLOAD_FAILED).
+    #[tracing::instrument(name = "store.finalize_logged_model", skip_all)]
     pub async fn finalize_logged_model(&self, model_id: &str, status: &str) -> Result<LoggedModel> {
         self.get_logged_model(model_id, false).await?;
         with_pool!(self, pool => sqlx::query(
@@ -207,6 +210,7 @@ impl Store {
     }
 
     /// Soft-deletes a logged model.
+    #[tracing::instrument(name = "store.delete_logged_model", skip_all)]
     pub async fn delete_logged_model(&self, model_id: &str) -> Result<()> {
         self.get_logged_model(model_id, false).await?;
         with_pool!(self, pool => sqlx::query(
@@ -220,6 +224,7 @@ impl Store {
     }
 
     /// Upserts tags on a logged model.
+    #[tracing::instrument(name = "store.set_logged_model_tags", skip_all)]
     pub async fn set_logged_model_tags(
         &self,
         model_id: &str,
@@ -234,6 +239,7 @@ impl Store {
     }
 
     /// Logs params on a logged model.
+    #[tracing::instrument(name = "store.log_logged_model_params", skip_all)]
     pub async fn log_logged_model_params(&self, model_id: &str, params: &[KeyValue]) -> Result<()> {
         for param in params {
             validation::validate_key(KeyKind::Param, &param.key)?;
@@ -269,6 +275,7 @@ impl Store {
     }
 
     /// Deletes a tag of a logged model; a missing tag is RESOURCE_DOES_NOT_EXIST.
+    #[tracing::instrument(name = "store.delete_logged_model_tag", skip_all)]
     pub async fn delete_logged_model_tag(&self, model_id: &str, key: &str) -> Result<()> {
         self.get_logged_model(model_id, false).await?;
         let deleted = with_pool!(self, pool => sqlx::query("DELETE FROM logged_model_tags WHERE model_id = $1 AND key = $2")
@@ -286,6 +293,7 @@ impl Store {
     }
 
     /// Records models a run produced (`/runs/outputs`).
+    #[tracing::instrument(name = "store.log_run_outputs", skip_all)]
     pub async fn log_run_outputs(&self, run_id: &str, outputs: &[ModelOutput]) -> Result<()> {
         self.get_run_info(run_id).await?;
         with_pool!(self, pool => {
@@ -305,6 +313,7 @@ impl Store {
     }
 
     /// Records models a run consumed (`/runs/log-inputs` with `models`).
+    #[tracing::instrument(name = "store.log_run_model_inputs", skip_all)]
     pub async fn log_run_model_inputs(&self, run_id: &str, model_ids: &[String]) -> Result<()> {
         self.get_run_info(run_id).await?;
         with_pool!(self, pool => {
@@ -322,6 +331,7 @@ impl Store {
     }
 
     /// Searches logged models of the given experiments (active only), keyset-paged.
+    #[tracing::instrument(name = "store.search_logged_models", skip_all)]
     pub async fn search_logged_models(
         &self,
         request: &LoggedModelSearch,

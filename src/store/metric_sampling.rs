@@ -43,6 +43,7 @@ impl SampledRow {
 impl Store {
     /// For each run (in the order given, repeats included), up to `max_results` points of `key`
     /// within `[start_step, end_step]` (both or neither), sampled as MLflow samples them.
+    #[tracing::instrument(name = "store.sample_metric_history", skip_all)]
     pub async fn sample_metric_history(
         &self,
         run_ids: &[String],

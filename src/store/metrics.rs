@@ -250,6 +250,7 @@ const METRIC_COLUMNS: &str = "x.run_uuid, x.key, x.step, x.timestamp, x.value, x
 impl Store {
     /// One page of a metric's history, ordered by step, timestamp and value.
     /// An unknown key answers an empty page; an unknown run RESOURCE_DOES_NOT_EXIST.
+    #[tracing::instrument(name = "store.get_metric_history", skip_all)]
     pub async fn get_metric_history(
         &self,
         run_id: &str,

@@ -198,6 +198,7 @@ impl Store {
     }
 
     /// How long a connection takes to get from the pool now (a request waits as long).
+    #[tracing::instrument(name = "store.acquire_wait", skip_all)]
     pub async fn acquire_wait(&self) -> Result<Duration> {
         let started = std::time::Instant::now();
         with_pool!(self, pool => pool.acquire().await.map(drop))?;
@@ -223,6 +224,7 @@ impl Store {
     }
 
     /// Checks that the database answers.
+    #[tracing::instrument(name = "store.ping", skip_all)]
     pub async fn ping(&self) -> Result<()> {
         with_pool!(self, pool => sqlx::query("SELECT 1").execute(pool).await.map(|done| done.rows_affected()))?;
         Ok(())

@@ -57,6 +57,7 @@ impl Store {
     /// their names. Only tables the connected role owns are considered (ANALYZE skips others).
     /// Nothing to do on SQLite, whose planner does not rely on gathered statistics unless one
     /// runs ANALYZE by hand.
+    #[tracing::instrument(name = "store.refresh_statistics", skip_all)]
     pub async fn refresh_statistics(&self) -> Result<Vec<String>> {
         let Pool::Postgres(pool) = &self.pool else {
             return Ok(Vec::new());

@@ -7,7 +7,7 @@ use std::pin::Pin;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use axum::body::{Body, Bytes, HttpBody};
 use axum::extract::{MatchedPath, Request, State};
@@ -15,6 +15,8 @@ use axum::http::Method;
 use axum::middleware::Next;
 use axum::response::Response;
 use http_body::{Frame, SizeHint};
+use tower_http::trace::{DefaultOnResponse, OnResponse as _};
+use tracing::Span;
 
 use super::prometheus::{Histogram, escape, family, single};
 use crate::store::Store;
@@ -150,6 +152,38 @@ async fn render_pool(out: &mut String, store: &Store) {
         "1 when this scrape got a store connection, 0 otherwise.",
         u8::from(wait.is_ok()),
     );
+}
+
+/// The span of one request (what traces show): named `<method> <route template>` as
+/// OpenTelemetry's HTTP conventions ask, its status recorded by [`record_status`]. Store calls
+/// made while handling it are its children.
+pub fn request_span(request: &Request) -> Span {
+    let route = request
+        .extensions()
+        .get::<MatchedPath>()
+        .map_or(UNMATCHED, MatchedPath::as_str);
+    let method = request.method().as_str();
+    tracing::info_span!(
+        "request",
+        otel.name = %format_args!("{method} {route}"),
+        otel.kind = "server",
+        otel.status_code = tracing::field::Empty,
+        http.request.method = method,
+        http.route = route,
+        http.response.status_code = tracing::field::Empty,
+    )
+}
+
+/// Adds the response's status to the request's span (a 5xx marks the span as failed), and
+/// logs it as the default does.
+pub fn record_status(response: &Response, latency: Duration, span: &Span) {
+    let status = response.status();
+    // i64: OpenTelemetry has no unsigned integers (a u64 would arrive as a string)
+    span.record("http.response.status_code", i64::from(status.as_u16()));
+    if status.is_server_error() {
+        span.record("otel.status_code", "ERROR");
+    }
+    DefaultOnResponse::default().on_response(response, latency, span);
 }
 
 /// Middleware: counts and times every request by its route template; counts artifact bytes.

@@ -8,6 +8,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
 use serde_json::{Value, json};
 
+use super::process::spawn_server;
 use super::{TestServer, create_run};
 
 /// Every file under `root` with its contents, to prove a refused request changed nothing.
@@ -415,53 +416,6 @@ pub async fn missing_artifacts_are_named_as_the_client_sent_them(server: TestSer
     }
 }
 
-/// `ferroflow server` as a child process (this test kills it), on a SQLite file and `root`;
-/// returns the child and its base URL once it answers `/health`.
-async fn spawn_server(dir: &Path, root: &Path) -> (tokio::process::Child, String) {
-    let address_file = dir.join("address");
-    let _ = std::fs::remove_file(&address_file);
-    let log = std::fs::File::create(dir.join("server.log")).unwrap();
-    let mut child = tokio::process::Command::new(env!("CARGO_BIN_EXE_ferroflow"))
-        .arg("server")
-        .args(["--host", "127.0.0.1", "--port", "0"])
-        .arg("--backend-store-uri")
-        .arg(format!("sqlite:///{}", dir.join("mlflow.db").display()))
-        .arg("--artifacts-destination")
-        .arg(root)
-        .arg("--address-file")
-        .arg(&address_file)
-        .stdout(log.try_clone().unwrap())
-        .stderr(log)
-        .kill_on_drop(true)
-        .spawn()
-        .unwrap();
-    let deadline = tokio::time::Instant::now() + std::time::Duration::from_secs(60);
-    let client = reqwest::Client::new();
-    loop {
-        let exited = child.try_wait().unwrap();
-        assert!(
-            exited.is_none(),
-            "the server exited with {exited:?}: {}",
-            std::fs::read_to_string(dir.join("server.log")).unwrap_or_default()
-        );
-        if let Ok(address) = std::fs::read_to_string(&address_file)
-            && !address.is_empty()
-        {
-            let base = format!("http://{address}");
-            if let Ok(response) = client.get(format!("{base}/health")).send().await
-                && response.status().is_success()
-            {
-                return (child, base);
-            }
-        }
-        assert!(
-            tokio::time::Instant::now() < deadline,
-            "no healthy server within 60 s"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-}
-
 /// SIGKILL of the server in the middle of an upload: once restarted on the same folder, the
 /// artifact is absent (never truncated) and no temporary file remains.
 #[tokio::test]
@@ -469,7 +423,7 @@ async fn an_upload_killed_with_the_server_leaves_no_partial_or_temporary_file() 
     const PART: usize = 1024 * 1024;
     let dir = tempfile::tempdir().unwrap();
     let root = dir.path().join("artifacts");
-    let (mut server, base) = spawn_server(dir.path(), &root).await;
+    let (mut server, base) = spawn_server(dir.path(), &root, &[]).await;
     let address = base.trim_start_matches("http://").to_owned();
     let path = "1/run/artifacts/big.bin";
 
@@ -496,7 +450,7 @@ async fn an_upload_killed_with_the_server_leaves_no_partial_or_temporary_file() 
     server.kill().await.unwrap(); // SIGKILL
     drop(upload);
 
-    let (_server, base) = spawn_server(dir.path(), &root).await;
+    let (_server, base) = spawn_server(dir.path(), &root, &[]).await;
     let response = reqwest::get(format!("{base}{PROXY}/{path}")).await.unwrap();
     assert_eq!(response.status().as_u16(), 404, "no truncated artifact");
     let left: Vec<String> = snapshot(&root)

@@ -9,6 +9,7 @@ use super::{TestServer, create_run, start};
 on_both!(
     nul_characters_are_refused_naming_the_field,
     numbers_for_string_fields_are_refused_as_mlflow_does,
+    a_chunked_body_over_the_limit_is_too_large_and_writes_nothing,
 );
 
 const API: &str = "/api/2.0/mlflow";
@@ -189,4 +190,33 @@ async fn numbers_for_string_fields_are_refused_as_mlflow_does(server: TestServer
         .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(body["run_info"]["status"], "FINISHED");
+}
+
+/// A body sent in chunks (no Content-Length) over the 16 MiB limit: 413, as for one that
+/// declares its length, and nothing of it is stored.
+async fn a_chunked_body_over_the_limit_is_too_large_and_writes_nothing(server: TestServer) {
+    let (_, run_id) = create_run(&server).await;
+    // A valid log-batch whose tag value pads it to 17 MiB, sent as 1 MiB chunks.
+    let padding = "x".repeat(17 * 1024 * 1024);
+    let body = json!({"run_id": run_id, "tags": [{"key": "big", "value": padding}]}).to_string();
+    let chunks: Vec<Result<Vec<u8>, std::io::Error>> = body
+        .into_bytes()
+        .chunks(1024 * 1024)
+        .map(|chunk| Ok(chunk.to_vec()))
+        .collect();
+    let response = server
+        .client
+        .post(format!("{}{API}/runs/log-batch", server.base))
+        .header("content-type", "application/json")
+        .body(reqwest::Body::wrap_stream(futures::stream::iter(chunks)))
+        .send()
+        .await
+        .unwrap();
+    let status = response.status().as_u16();
+    let answer: Value = response.json().await.unwrap();
+    assert_eq!(status, 413, "{answer}");
+    assert_eq!(answer["error_code"], "INVALID_PARAMETER_VALUE", "{answer}");
+    let (_, run) = server.get(&format!("{API}/runs/get?run_id={run_id}")).await;
+    let tags = run["run"]["data"]["tags"].as_array().into_iter().flatten();
+    assert!(!tags.into_iter().any(|tag| tag["key"] == "big"), "{run}");
 }

@@ -8,7 +8,9 @@ mod common;
 
 mod artifacts;
 mod metrics;
+mod process;
 mod timeouts;
+mod traces;
 
 use artifacts::{
     artifacts_round_trip_and_list_like_mlflow, hostile_paths_are_refused_and_change_nothing,

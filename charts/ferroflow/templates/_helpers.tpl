@@ -102,6 +102,10 @@ app.kubernetes.io/component: operator
   value: {{ .Values.mlflow.defaultArtifactRoot | quote }}
 - name: FERROFLOW_LOG_FORMAT
   value: {{ .Values.logFormat | quote }}
+{{- with .Values.otlpEndpoint }}
+- name: OTEL_EXPORTER_OTLP_ENDPOINT
+  value: {{ . | quote }}
+{{- end }}
 {{- end }}
 
 {{/* The operator container: its own Deployment on an external database, beside the server on SQLite. */}}

@@ -228,7 +228,7 @@ spec:
     }
 
     fn tracking() -> Url {
-        Url::parse("http://ferroflow-server.ferroflow-system.svc:5000").unwrap()
+        Url::parse("http://ferroflow.ferroflow-system.svc:5000").unwrap()
     }
 
     #[test]
@@ -282,7 +282,7 @@ spec:
                         "command": ["/usr/local/bin/ferroflow"],
                         "args": ["project-init", "--binary-to", "/ferroflow/bin/ferroflow"],
                         "env": [{"name": "MLFLOW_TRACKING_URI",
-                                 "value": "http://ferroflow-server.ferroflow-system.svc:5000/"}],
+                                 "value": "http://ferroflow.ferroflow-system.svc:5000/"}],
                         "volumeMounts": [{"name": "ferroflow-bin", "mountPath": "/ferroflow/bin"}],
                     }],
                     "containers": [{
@@ -295,7 +295,7 @@ spec:
                             {"name": "MLFLOW_TRACKING_URI", "value": "http://laptop:5000"},
                             {"name": "A", "value": "1"},
                             {"name": "MLFLOW_TRACKING_URI",
-                             "value": "http://ferroflow-server.ferroflow-system.svc:5000/"},
+                             "value": "http://ferroflow.ferroflow-system.svc:5000/"},
                         ],
                         "envFrom": [{"secretRef": {"name": "creds"}}],
                         "resources": {"limits": {"cpu": "2"}},
@@ -331,7 +331,7 @@ spec:
             },
         );
         let tracking_env = json!({"name": "MLFLOW_TRACKING_URI",
-                                  "value": "http://ferroflow-server.ferroflow-system.svc:5000/"});
+                                  "value": "http://ferroflow.ferroflow-system.svc:5000/"});
         assert_eq!(
             serde_json::to_value(&built).unwrap(),
             json!({

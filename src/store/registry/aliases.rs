@@ -12,6 +12,7 @@ use crate::store::{BeginWrite, Entity, Error, Result, Store, with_pool};
 
 impl Store {
     /// Points `alias` at `version`, moving it if it exists. `latest` and `v<N>` are reserved.
+    #[tracing::instrument(name = "store.set_registered_model_alias", skip_all)]
     pub async fn set_registered_model_alias(
         &self,
         name: &str,
@@ -62,6 +63,7 @@ impl Store {
     }
 
     /// Removes an alias; removing one that does not exist is fine (MLflow answers `{}`).
+    #[tracing::instrument(name = "store.delete_registered_model_alias", skip_all)]
     pub async fn delete_registered_model_alias(
         &self,
         name: &str,
@@ -97,6 +99,7 @@ impl Store {
 
     /// The version an alias points at; `latest` (any case) is the highest live version. An
     /// unknown alias is INVALID_PARAMETER_VALUE, as in MLflow 3.17.
+    #[tracing::instrument(name = "store.get_model_version_by_alias", skip_all)]
     pub async fn get_model_version_by_alias(
         &self,
         name: &str,

@@ -14,6 +14,7 @@ use crate::store::{BeginWrite, Error, KeyValue, Result, Store, now_millis, with_
 
 impl Store {
     /// Creates a registered model, optionally owned from the start.
+    #[tracing::instrument(name = "store.create_registered_model", skip_all)]
     pub async fn create_registered_model(
         &self,
         name: &str,
@@ -79,6 +80,7 @@ impl Store {
     }
 
     /// Reads a registered model with its latest versions, tags and aliases.
+    #[tracing::instrument(name = "store.get_registered_model", skip_all)]
     pub async fn get_registered_model(&self, name: &str) -> Result<RegisteredModel> {
         validate_model_name(name)?;
         let sql = format!("SELECT {MODEL_COLUMNS} FROM registered_models rm WHERE rm.name = $1");
@@ -91,6 +93,7 @@ impl Store {
     }
 
     /// Sets (or, with `None`, clears) a registered model's description.
+    #[tracing::instrument(name = "store.update_registered_model", skip_all)]
     pub async fn update_registered_model(
         &self,
         name: &str,
@@ -116,6 +119,7 @@ impl Store {
     /// Renames a registered model; versions, tags and aliases follow (they key on its id).
     /// A taken name is RESOURCE_ALREADY_EXISTS, as in MLflow. An owned model, or one with an
     /// owned version, is renamed only by its owner: the resources refer to it by name.
+    #[tracing::instrument(name = "store.rename_registered_model", skip_all)]
     pub async fn rename_registered_model(
         &self,
         name: &str,
@@ -180,6 +184,7 @@ impl Store {
 
     /// Deletes a registered model with its versions, tags and aliases (a hard delete, as MLflow
     /// does). Refused through the API when the model or one of its versions is owned.
+    #[tracing::instrument(name = "store.delete_registered_model", skip_all)]
     pub async fn delete_registered_model(&self, name: &str, actor: Actor<'_>) -> Result<()> {
         validate_model_name(name)?;
         with_pool!(self, pool => {
@@ -216,6 +221,7 @@ impl Store {
     }
 
     /// Sets (upserts) a registered model tag.
+    #[tracing::instrument(name = "store.set_registered_model_tag", skip_all)]
     pub async fn set_registered_model_tag(
         &self,
         name: &str,
@@ -243,6 +249,7 @@ impl Store {
     }
 
     /// Deletes a registered model tag; a missing tag is fine (MLflow answers `{}`).
+    #[tracing::instrument(name = "store.delete_registered_model_tag", skip_all)]
     pub async fn delete_registered_model_tag(
         &self,
         name: &str,
@@ -266,6 +273,7 @@ impl Store {
     }
 
     /// The newest live version in each of `stages` (all stages when empty), by version.
+    #[tracing::instrument(name = "store.get_latest_versions", skip_all)]
     pub async fn get_latest_versions(
         &self,
         name: &str,

@@ -160,6 +160,7 @@ impl Store {
     /// Records that `ownership.owner` declares the row and owns `ownership.fields` (replacing
     /// the fields it owned before). Refused with [`Error::OwnedElsewhere`] when another
     /// resource owns the row: two resources declaring one model is a conflict for a human.
+    #[tracing::instrument(name = "store.set_owner", skip_all)]
     pub async fn set_owner(&self, target: RegistryRef<'_>, ownership: &Ownership) -> Result<()> {
         check_ownership_fields(target, ownership)?;
         self.write_owner(target, Some(ownership), &ownership.owner.uid)
@@ -169,12 +170,14 @@ impl Store {
     /// Releases the row from the resource with `uid` (a `Retain` deletion policy): all its
     /// fields become writable through the API. A row that `uid` does not own is left alone;
     /// one owned by another resource is refused.
+    #[tracing::instrument(name = "store.clear_owner", skip_all)]
     pub async fn clear_owner(&self, target: RegistryRef<'_>, uid: &str) -> Result<()> {
         self.write_owner(target, None, uid).await
     }
 
     /// Every live row that the resource with `uid` owns (at most one model and one version,
     /// since a uid owns at most one row of each).
+    #[tracing::instrument(name = "store.list_owned", skip_all)]
     pub async fn list_owned(&self, uid: &str) -> Result<Vec<OwnedRow>> {
         let mut owned = Vec::new();
         let model_sql =

@@ -14,6 +14,7 @@ use crate::store::{Error, Page, Result, Store};
 impl Store {
     /// Searches registered models with MLflow's filter grammar; keyset-paged. Prompts (models
     /// tagged `mlflow.prompt.is_prompt=true`) are left out unless the filter asks for them.
+    #[tracing::instrument(name = "store.search_registered_models", skip_all)]
     pub async fn search_registered_models(
         &self,
         request: &RegisteredModelSearch,
@@ -73,6 +74,7 @@ impl Store {
 
     /// Searches live model versions with MLflow's filter grammar; keyset-paged. Default order
     /// as MLflow's SQL store: `last_updated_timestamp DESC, name ASC, version_number DESC`.
+    #[tracing::instrument(name = "store.search_model_versions", skip_all)]
     pub async fn search_model_versions(
         &self,
         request: &ModelVersionSearch,

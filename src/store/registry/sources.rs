@@ -355,6 +355,8 @@ fn parse_models_path<'a>(source: &str, path: &'a str) -> Result<ModelsUri<'a>> {
         if alias.trim().is_empty() {
             return Err(improper());
         }
+        // MLflow parses `models:/@alias` and then fails on the empty name when it looks it up.
+        super::validate_model_name(name)?;
         return Ok(ModelsUri::Registered(name, ModelsSelector::Alias(alias)));
     }
     Ok(ModelsUri::LoggedModel(rest))
@@ -531,6 +533,19 @@ mod tests {
             "runs:/m/1",
         ] {
             assert!(parse_models_uri(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn an_alias_without_a_model_name_is_refused_as_mlflow_refuses_it() {
+        for uri in ["models:/@champion", "models:/ @champion"] {
+            match parse_models_uri(uri) {
+                Err(Error::Invalid(message)) => assert!(
+                    message.starts_with("Missing value for required parameter 'name'."),
+                    "{uri}: {message}"
+                ),
+                other => panic!("{uri}: {other:?}"),
+            }
         }
     }
 

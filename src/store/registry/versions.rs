@@ -18,6 +18,7 @@ impl Store {
     /// Registers a new version of an existing model. Its number is one more than the highest
     /// ever handed out for the model, assigned atomically. The source is validated against
     /// `run_id`/`model_id` as MLflow's server does, and its download location resolved.
+    #[tracing::instrument(name = "store.create_model_version", skip_all)]
     pub async fn create_model_version(&self, new: NewModelVersion) -> Result<ModelVersion> {
         validate_model_name(&new.name)?;
         for tag in &new.tags {
@@ -99,6 +100,7 @@ impl Store {
     }
 
     /// Reads a live model version with its tags and aliases.
+    #[tracing::instrument(name = "store.get_model_version", skip_all)]
     pub async fn get_model_version(&self, name: &str, version: i64) -> Result<ModelVersion> {
         validate_model_name(name)?;
         let sql = format!(
@@ -115,6 +117,7 @@ impl Store {
 
     /// Where a version's files are: the run's or logged model's artifact location for
     /// `runs:/`/`models:/` sources, the source itself otherwise.
+    #[tracing::instrument(name = "store.get_model_version_download_uri", skip_all)]
     pub async fn get_model_version_download_uri(&self, name: &str, version: i64) -> Result<String> {
         Ok(self
             .get_model_version(name, version)
@@ -123,6 +126,7 @@ impl Store {
     }
 
     /// Sets (or, with `None`, clears) a version's description.
+    #[tracing::instrument(name = "store.update_model_version", skip_all)]
     pub async fn update_model_version(
         &self,
         name: &str,
@@ -151,6 +155,7 @@ impl Store {
     /// Moves a version to `stage`. With `archive_existing_versions` (only for Staging and
     /// Production) every other live version in that stage becomes Archived in the same
     /// transaction; an owned stage among them refuses the whole transition.
+    #[tracing::instrument(name = "store.transition_model_version_stage", skip_all)]
     pub async fn transition_model_version_stage(
         &self,
         name: &str,
@@ -245,6 +250,7 @@ impl Store {
     /// Deletes a version (a tombstone keeps its number, which is never handed out again) and
     /// the aliases pointing at it. Refused through the API when the version is owned, or when
     /// an alias pointing at it is owned by the model's resource.
+    #[tracing::instrument(name = "store.delete_model_version", skip_all)]
     pub async fn delete_model_version(
         &self,
         name: &str,
@@ -310,6 +316,7 @@ impl Store {
     }
 
     /// Sets (upserts) a model version tag.
+    #[tracing::instrument(name = "store.set_model_version_tag", skip_all)]
     pub async fn set_model_version_tag(
         &self,
         name: &str,
@@ -340,6 +347,7 @@ impl Store {
     }
 
     /// Deletes a model version tag; a missing tag is fine (MLflow answers `{}`).
+    #[tracing::instrument(name = "store.delete_model_version_tag", skip_all)]
     pub async fn delete_model_version_tag(
         &self,
         name: &str,

@@ -155,12 +155,14 @@ struct InputTagRow {
 
 impl Store {
     /// Reads a run with its data; deleted runs are returned too (lifecycle_stage `deleted`).
+    #[tracing::instrument(name = "store.get_run", skip_all)]
     pub async fn get_run(&self, run_id: &str) -> Result<Run> {
         let info = self.get_run_info(run_id).await?;
         Ok(self.load_runs(vec![info]).await?.remove(0))
     }
 
     /// Reads a run's info only.
+    #[tracing::instrument(name = "store.get_run_info", skip_all)]
     pub async fn get_run_info(&self, run_id: &str) -> Result<RunInfo> {
         let sql = format!("SELECT {RUN_COLUMNS} FROM runs r WHERE r.run_uuid = $1");
         let info = with_pool!(self, pool => sqlx::query_as::<_, RunInfo>(&sql)

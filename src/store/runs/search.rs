@@ -19,6 +19,7 @@ impl Store {
     /// the (key, value) index in order and stop after one page, instead of joining and sorting
     /// every run of the experiment. Only when that yields less than a full page (the end of
     /// those runs is near) does the general query run.
+    #[tracing::instrument(name = "store.search_runs", skip_all)]
     pub async fn search_runs(&self, request: &RunSearch) -> Result<Page<Run>> {
         let max_results = search::check_max_results(request.max_results, MAX_RUNS_PAGE)?;
         if request.experiment_ids.is_empty() {

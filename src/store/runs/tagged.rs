@@ -11,6 +11,7 @@ pub const TERMINAL_RUN_STATUSES: [&str; 3] = ["FINISHED", "FAILED", "KILLED"];
 
 impl Store {
     /// The oldest run of `experiment_id` (active or deleted) tagged `key` = `value`, if any.
+    #[tracing::instrument(name = "store.find_run_by_tag", skip_all)]
     pub async fn find_run_by_tag(
         &self,
         experiment_id: i64,
@@ -33,6 +34,7 @@ impl Store {
     /// Sets `status` and `end_time` on the run unless it already ended (FINISHED, FAILED or
     /// KILLED); true when this call ended it. One statement, so a runner ending the run at the
     /// same moment keeps its status.
+    #[tracing::instrument(name = "store.end_run_if_unfinished", skip_all)]
     pub async fn end_run_if_unfinished(
         &self,
         run_id: &str,

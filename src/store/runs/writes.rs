@@ -15,6 +15,7 @@ use super::{DatasetInput, Metric, NewRun, RUN_NAME_TAG, Run, RunInfo, RunKeyValu
 
 impl Store {
     /// Creates a run in an active experiment; a name is generated when none is given.
+    #[tracing::instrument(name = "store.create_run", skip_all)]
     pub async fn create_run(&self, request: NewRun) -> Result<Run> {
         let experiment = self.get_active_experiment(request.experiment_id).await?;
         let mut tags = normalize_tags(request.tags)?;
@@ -90,6 +91,7 @@ impl Store {
     }
 
     /// Updates status, end time and/or name (the name tag follows).
+    #[tracing::instrument(name = "store.update_run", skip_all)]
     pub async fn update_run(
         &self,
         run_id: &str,
@@ -132,6 +134,7 @@ impl Store {
     }
 
     /// Soft-deletes a run.
+    #[tracing::instrument(name = "store.delete_run", skip_all)]
     pub async fn delete_run(&self, run_id: &str) -> Result<()> {
         self.get_run_info(run_id).await?;
         with_pool!(self, pool => sqlx::query("UPDATE runs SET lifecycle_stage = $1, deleted_time = $2 WHERE run_uuid = $3")
@@ -144,6 +147,7 @@ impl Store {
     }
 
     /// Restores a soft-deleted run.
+    #[tracing::instrument(name = "store.restore_run", skip_all)]
     pub async fn restore_run(&self, run_id: &str) -> Result<()> {
         self.get_run_info(run_id).await?;
         with_pool!(self, pool => sqlx::query("UPDATE runs SET lifecycle_stage = $1, deleted_time = NULL WHERE run_uuid = $2")
@@ -155,6 +159,7 @@ impl Store {
     }
 
     /// Deletes a run tag; a missing tag is RESOURCE_DOES_NOT_EXIST.
+    #[tracing::instrument(name = "store.delete_run_tag", skip_all)]
     pub async fn delete_run_tag(&self, run_id: &str, key: &str) -> Result<()> {
         self.get_active_run(run_id).await?;
         let deleted = with_pool!(self, pool => sqlx::query("DELETE FROM tags WHERE run_uuid = $1 AND key = $2")
@@ -173,6 +178,7 @@ impl Store {
 
     /// Logs metrics, params and tags of one request. Everything is validated before anything
     /// is written; the writes happen in one transaction (metrics in one statement per table).
+    #[tracing::instrument(name = "store.log_batch", skip_all)]
     pub async fn log_batch(
         &self,
         run_id: &str,
@@ -284,6 +290,7 @@ impl Store {
     }
 
     /// Records datasets used by a run (deduplicated per experiment by name and digest).
+    #[tracing::instrument(name = "store.log_inputs", skip_all)]
     pub async fn log_inputs(&self, run_id: &str, inputs: &[DatasetInput]) -> Result<()> {
         for input in inputs {
             validate_dataset_input(input)?;
