@@ -141,7 +141,7 @@ def test_health_case(case):
 # --- the test data itself ----------------------------------------------------------------------
 
 def test_every_kind_has_a_script_and_tests():
-    assert len(KINDS) == 5, KINDS
+    assert len(KINDS) == 6, KINDS
     assert sorted(p.name for p in HEALTH.iterdir()) == [GROUP]
     for kind in KINDS:
         folder = HEALTH / GROUP / kind
