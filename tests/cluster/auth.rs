@@ -12,7 +12,9 @@ use ferroflow::api::{self, AppState, ServerConfig};
 use ferroflow::artifacts::ArtifactStore;
 use ferroflow::server::{self, ConnectionLimits};
 use ferroflow::store::Store;
-use k8s_openapi::api::authentication::v1::{BoundObjectReference, TokenRequest, TokenRequestSpec};
+use k8s_openapi::api::authentication::v1::{
+    BoundObjectReference, TokenRequest, TokenRequestSpec, TokenReview, TokenReviewSpec,
+};
 use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
 use kube::api::{DeleteParams, PostParams};
@@ -177,6 +179,35 @@ async fn token(
         .status
         .and_then(|status| status.token)
         .context("TokenRequest answered without a token")
+}
+
+/// Waits until the API server's TokenReview no longer authenticates `token`, polling with a
+/// deadline (how soon it notices a deleted bound object is internal to it).
+async fn api_server_refuses(client: Client, token: &str, deadline: Duration) -> anyhow::Result<()> {
+    let reviews: Api<TokenReview> = Api::all(client);
+    let review = TokenReview {
+        spec: TokenReviewSpec {
+            token: token.to_owned(),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let started = tokio::time::Instant::now();
+    loop {
+        let answer = reviews.create(&PostParams::default(), &review).await?;
+        let authenticated = answer
+            .status
+            .and_then(|status| status.authenticated)
+            .unwrap_or(false);
+        if !authenticated {
+            return Ok(());
+        }
+        ensure!(
+            started.elapsed() < deadline,
+            "the API server still accepts the token after {deadline:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }
 
 async fn set_up_accounts(namespace: &TestNamespace) -> anyhow::Result<()> {
@@ -447,6 +478,10 @@ async fn tokens_and_rbac_decide_who_may_call() -> anyhow::Result<()> {
             let secret = secrets.create(&PostParams::default(), &secret).await?;
             let bound = token(&accounts, "editor", Some(&secret)).await?;
             secrets.delete("session", &DeleteParams::default()).await?;
+            // The API server checks the bound Secret in its informer cache first, so it may
+            // accept the token for a moment after the delete. Ask it directly (not through our
+            // server, whose cache would keep the first answer) until it refuses the token.
+            api_server_refuses(namespace.client.clone(), &bound, Duration::from_secs(20)).await?;
             let (status, body) = server
                 .call(
                     Method::POST,
