@@ -202,8 +202,14 @@ kubectl wait --for=create serviceaccount/default --namespace=default --timeout=6
 # --- Gateway API CRDs (HTTPRoute: ModelDeployment's exact traffic split) --------
 # Server-side: HTTPRoute's CRD is too big for client-side apply's annotation.
 kubectl apply --server-side --field-manager=ferroflow-e2e -f "$(bash "$HERE/gateway-api.sh")" >&2
-kubectl wait --for=condition=Established crd/httproutes.gateway.networking.k8s.io --timeout=60s >&2 ||
-  fail kube-apiserver "the Gateway API CRDs were not established"
+# Polled rather than `kubectl wait --for=condition`: that fails at once ("<nil> is of the type
+# <nil>") when it reads the CRD before the API server has written any condition.
+deadline=$((SECONDS + 60))
+until [[ $(kubectl get crd httproutes.gateway.networking.k8s.io \
+  -o jsonpath='{.status.conditions[?(@.type=="Established")].status}') == True ]]; do
+  ((SECONDS < deadline)) || fail kube-apiserver "the Gateway API CRDs were not established"
+  sleep 0.2
+done
 
 log "control plane up in $((SECONDS - started_at))s; kubectl: $BIN/kubectl"
 
