@@ -55,6 +55,13 @@ fi
 # shellcheck disable=SC1091
 source "$FERROFLOW_VENV/bin/activate"
 cd "$here/.."
+state="${FERROFLOW_E2E_STATE:-/tmp/ferroflow-e2e}"
+# The mlflow client never removes the folders it downloads models into to load them: the suite
+# gets its own TMPDIR, removed when it ends, so runs do not fill /tmp.
+export TMPDIR="$state/tmp"
+rm -rf "$TMPDIR"
+mkdir -p "$TMPDIR"
+trap 'rm -rf "$TMPDIR"' EXIT
 # --durations: the slowest tests are named in every run, so the suite's time budget is watched.
 pytest_cmd=(python -m pytest -q -p no:cacheprovider -rfEs --durations=25)
 
@@ -71,7 +78,6 @@ fi
 # restarts the API server, kills the operator or installs the chart still has the cluster to
 # itself; the other files never touch the cluster and run as one lane per backend beside it
 # (each backend has its own server and database, as in a single run).
-state="${FERROFLOW_E2E_STATE:-/tmp/ferroflow-e2e}"
 cluster_files=()
 local_files=()
 for file in e2e/tests/test_*.py; do
