@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Runs the end-to-end pytest suite (the real mlflow client against a running tracking server).
 #
-#   FERROFLOW_BIN=target/debug/ferroflow e2e/run-pytest.sh [pytest args...]
+#   FERROFLOW_BIN=target/debug/ferroflow e2e/run-pytest.sh [test files or node ids] [pytest args...]
 #   FERROFLOW_REFERENCE=mlflow e2e/run-pytest.sh [pytest args...]   # MLflow's own server
 #
 # Sets up what is missing first: the Python venv (e2e/setup/venv.sh) and, unless
@@ -67,7 +67,15 @@ pytest_cmd=(python -m pytest -q -p no:cacheprovider -rfEs --durations=25)
 
 if [[ -z "${FERROFLOW_E2E_LANES:-}" ]]; then
   set +e
-  "${pytest_cmd[@]}" e2e/tests "$@"
+  # Test files or node ids given: only those; otherwise the whole suite.
+  targets=(e2e/tests)
+  for arg in "$@"; do
+    if [[ $arg == *.py || $arg == *.py::* ]]; then
+      targets=()
+      break
+    fi
+  done
+  "${pytest_cmd[@]}" "${targets[@]}" "$@"
   status=$?
   set -e
   exit "$status"

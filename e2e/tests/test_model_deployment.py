@@ -165,6 +165,7 @@ def expected_deployment(md: dict, leg: str, replicas: int, model_name: str, vers
                 },
                 "spec": {
                     "automountServiceAccountToken": False,
+                    "shareProcessNamespace": True,
                     "securityContext": {"runAsNonRoot": True, "runAsUser": 1000, "runAsGroup": 1000,
                                         "seccompProfile": {"type": "RuntimeDefault"}},
                     "initContainers": [{

@@ -470,6 +470,12 @@ pub fn deployment(
                         empty_dir: Some(EmptyDirVolumeSource::default()),
                         ..Volume::default()
                     }]),
+                    // `mlflow models serve` runs the scoring server as its child and installs
+                    // no SIGTERM handler: as the container's PID 1 it would ignore SIGTERM and
+                    // every stop would wait out the grace period. Under the Pod's pause process
+                    // it stops on SIGTERM, and the server follows (it asked for SIGTERM when its
+                    // parent dies).
+                    share_process_namespace: Some(true),
                     service_account_name: spec.service_account_name.clone(),
                     // Serving Pods never call the Kubernetes API.
                     automount_service_account_token: Some(false),
@@ -690,6 +696,7 @@ mod tests {
                     },
                     "spec": {
                         "automountServiceAccountToken": false,
+                        "shareProcessNamespace": true,
                         "securityContext": {
                             "runAsNonRoot": true,
                             "runAsUser": 1000,
