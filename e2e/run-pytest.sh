@@ -65,8 +65,20 @@ trap 'rm -rf "$TMPDIR"' EXIT
 # --durations: the slowest tests are named in every run, so the suite's time budget is watched.
 pytest_cmd=(python -m pytest -q -p no:cacheprovider -rfEs --durations=25)
 
+# wait_pid PID: waits until PID ends, also when a trapped signal interrupts `wait` (the trap
+# passes the signal on; pytest then still tears its servers down); its exit code in `code`.
+wait_pid() {
+  while true; do
+    code=0
+    wait "$1" || code=$?
+    if ((code > 128)) && kill -0 "$1" 2>/dev/null; then
+      continue
+    fi
+    return 0
+  done
+}
+
 if [[ -z "${FERROFLOW_E2E_LANES:-}" ]]; then
-  set +e
   # Test files or node ids given: only those; otherwise the whole suite.
   targets=(e2e/tests)
   for arg in "$@"; do
@@ -75,10 +87,13 @@ if [[ -z "${FERROFLOW_E2E_LANES:-}" ]]; then
       break
     fi
   done
-  "${pytest_cmd[@]}" "${targets[@]}" "$@"
-  status=$?
-  set -e
-  exit "$status"
+  # In the background, so a SIGTERM or Ctrl-C here reaches pytest (which tears its servers
+  # down) instead of waiting for it to end.
+  "${pytest_cmd[@]}" "${targets[@]}" "$@" &
+  pid=$!
+  trap 'kill -TERM "$pid" 2>/dev/null' TERM INT
+  wait_pid "$pid"
+  exit "$code"
 fi
 
 # FERROFLOW_E2E_LANES=1 (test-all.sh): the suite in concurrent lanes, each its own pytest. The
@@ -112,12 +127,11 @@ for lane in "${lanes[@]}"; do
     >"$state/pytest-$lane/output.log" 2>&1 &
   pids[$lane]=$!
 done
+trap 'kill -TERM "${pids[@]}" 2>/dev/null' TERM INT
 status=0
 for lane in "${lanes[@]}"; do
-  set +e
-  wait "${pids[$lane]}"
-  lane_status=$?
-  set -e
+  wait_pid "${pids[$lane]}"
+  lane_status=$code
   printf '\n===== pytest lane %s (exit %s) =====\n' "$lane" "$lane_status"
   cat "$state/pytest-$lane/output.log"
   # 5: no test selected in this lane (e.g. a -k that matches only another lane's files)

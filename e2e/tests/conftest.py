@@ -28,6 +28,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -96,6 +97,13 @@ def pytest_configure(config):
         "markers",
         "artifact_stores: run once per artifact store (local folder, S3), see --artifact-stores",
     )
+    # SIGTERM (a CI timeout; run-pytest.sh passing on its own) ends the session as Ctrl-C does:
+    # the fixtures tear down, so no server or operator outlives the suite on its port or Lease.
+    signal.signal(signal.SIGTERM, _interrupt)
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
 
 
 def _selected_backends(config) -> list[str]:
