@@ -126,15 +126,29 @@ def kinds_and_names(objects: list[dict]) -> set[tuple[str, str]]:
     return {(o["kind"], o["metadata"]["name"]) for o in objects}
 
 
-def kustomize_default() -> list[dict]:
+def kustomize_build(overlay: str = "default") -> list[dict]:
     needs_cluster()
-    done = kubectl("kustomize", str(ROOT / "config" / "default"))
+    done = kubectl("kustomize", str(ROOT / "config" / overlay))
     return [d for d in yaml.safe_load_all(done.stdout) if d]
 
 
 def test_kustomize_default_is_the_chart_default():
-    kustomized = kinds_and_names(o for o in kustomize_default() if o["kind"] != "Namespace")
+    kustomized = kinds_and_names(o for o in kustomize_build() if o["kind"] != "Namespace")
     assert kustomized == kinds_and_names(template("--include-crds"))
+
+
+def test_kustomize_auth_is_the_chart_with_kubernetes_auth():
+    objects = kustomize_build("auth")
+    kustomized = kinds_and_names(o for o in objects if o["kind"] != "Namespace")
+    assert kustomized == kinds_and_names(template("--include-crds", "--set", "auth.mode=kubernetes"))
+    binding = next(o for o in objects if o["kind"] == "ClusterRoleBinding"
+                   and o["roleRef"]["name"] == "system:auth-delegator")
+    server = next(o for o in objects if o["kind"] == "Deployment" and o["metadata"]["name"] == "ferroflow")
+    pod = server["spec"]["template"]["spec"]
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": pod["serviceAccountName"],
+                                    "namespace": "ferroflow-system"}]
+    container = next(c for c in pod["containers"] if c["name"] == "server")
+    assert container["args"][-2:] == ["--auth", "kubernetes"]
 
 
 def dry_run(objects: list[dict], namespace: str) -> set[str]:
@@ -166,8 +180,9 @@ def test_every_rendered_object_passes_a_server_side_dry_run(values, scratch_name
         assert {"Job", "Ingress", "NetworkPolicy", "PodDisruptionBudget"} <= kinds
 
 
-def test_kustomize_default_passes_a_server_side_dry_run(scratch_namespace):
-    kinds = dry_run(kustomize_default(), scratch_namespace)
+@pytest.mark.parametrize("overlay", ["default", "auth"])
+def test_kustomize_passes_a_server_side_dry_run(overlay, scratch_namespace):
+    kinds = dry_run(kustomize_build(overlay), scratch_namespace)
     assert {"Deployment", "PersistentVolumeClaim", "CustomResourceDefinition"} <= kinds
 
 
