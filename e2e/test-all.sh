@@ -35,13 +35,14 @@ step() { printf '\n== %s (%ss)\n' "$*" "$SECONDS" >&2; }
 # The real node's kubelet and CNI change host settings; teardown must write them back.
 host_settings_before=$(bash e2e/cluster/host-settings.sh)
 
-rust_build=
+# The Rust build, later the Rust tests, in the background in its own session (see below).
+rust_job=
 cleanup() {
   local status=$?
   step "teardown"
-  if [[ -n $rust_build ]]; then
-    kill -- "-$rust_build" 2>/dev/null || true
-    wait "$rust_build" 2>/dev/null || true
+  if [[ -n $rust_job ]]; then
+    kill -- "-$rust_job" 2>/dev/null || true
+    wait "$rust_job" 2>/dev/null || true
   fi
   bash e2e/cluster/down.sh >&2 || true
   bash e2e/setup/s3.sh stop >&2 || true
@@ -83,7 +84,7 @@ step "rust test build (in the background, beside the setup steps below)"
 rust_build_log=$FERROFLOW_E2E_STATE/rust-build.log
 setsid bash -c 'cargo build --locked --bin ferroflow && cargo test --locked --all-targets --no-run' \
   >"$rust_build_log" 2>&1 9>&- &
-rust_build=$!
+rust_job=$!
 
 step "postgres"
 # Capture first: `eval "$(cmd)"` would swallow a failing cmd under set -e.
@@ -110,19 +111,33 @@ cluster_env=$(bash e2e/cluster/up.sh 9>&-)
 eval "$cluster_env"
 export FERROFLOW_KUBECONFIG FERROFLOW_KUBECTL
 
-step "rust tests"
+step "rust test build"
 rust_build_status=0
-wait "$rust_build" || rust_build_status=$?
-rust_build=
+wait "$rust_job" || rust_build_status=$?
+rust_job=
 cat "$rust_build_log" >&2
 if [[ $rust_build_status -ne 0 ]]; then
   echo "test-all: building the Rust tests failed" >&2
   exit "$rust_build_status"
 fi
-cargo test --locked --all-targets
 
-step "mlflow client e2e (sqlite and postgres; artifacts also on S3)"
+step "rust tests beside the mlflow client e2e (sqlite and postgres; artifacts also on S3)"
+# Side by side: the pytest lanes spend most of their time waiting on Pods and servers. The Rust
+# tests use their own namespaces, databases and (for the outage test) their own Postgres.
+rust_tests_log=$FERROFLOW_E2E_STATE/rust-tests.log
+setsid cargo test --locked --all-targets >"$rust_tests_log" 2>&1 9>&- &
+rust_job=$! # teardown stops it, as it stops the build
 # Concurrent lanes: the cluster's tests in one, the others once per backend (run-pytest.sh).
-FERROFLOW_E2E_LANES=1 FERROFLOW_BIN=$TARGET/debug/ferroflow bash e2e/run-pytest.sh
+pytest_status=0
+FERROFLOW_E2E_LANES=1 FERROFLOW_BIN=$TARGET/debug/ferroflow bash e2e/run-pytest.sh || pytest_status=$?
+rust_tests_status=0
+wait "$rust_job" || rust_tests_status=$?
+rust_job=
+step "rust tests (exit $rust_tests_status)"
+cat "$rust_tests_log" >&2
+if [[ $rust_tests_status -ne 0 || $pytest_status -ne 0 ]]; then
+  echo "test-all: rust tests exit $rust_tests_status, pytest exit $pytest_status" >&2
+  exit 1
+fi
 
 step "done"
