@@ -48,3 +48,15 @@ def wait_until(namespace: str, resource: str, predicate, what: str, timeout: flo
             status = json.dumps((obj or {}).get("status"), indent=1) if obj else "<absent>"
             raise AssertionError(f"{resource} in {namespace}: {what} not reached within {timeout:.0f}s; status: {status}")
         time.sleep(0.2)
+
+
+def established(crd: dict | None) -> bool:
+    conditions = ((crd or {}).get("status") or {}).get("conditions") or []
+    return any(c["type"] == "Established" and c["status"] == "True" for c in conditions)
+
+
+def wait_established(*names: str, timeout: float = 60) -> None:
+    """Waits until the API server serves each CRD. Not `kubectl wait --for=condition=Established`:
+    that fails at once when it reads a CRD before the API server wrote any condition."""
+    for name in names:
+        wait_until("default", f"crd/{name}", established, "Established", timeout)

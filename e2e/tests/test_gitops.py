@@ -28,7 +28,7 @@ import pytest
 import requests
 import yaml
 from helpers import fit_line
-from kubectl_helpers import KUBECONFIG, KUBECTL, WAIT_S, apply, get, kubectl, wait_until
+from kubectl_helpers import KUBECONFIG, KUBECTL, WAIT_S, apply, get, kubectl, wait_established, wait_until
 from mlflow.exceptions import MlflowException
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -197,7 +197,7 @@ def running_operator(server, tmp_path_factory, env: dict[str, str] | None = None
             pytest.fail(f"{message} (CI is set, so the operator e2e is required)")
         pytest.skip(message)
     kubectl("apply", "--server-side", "--force-conflicts", "-k", str(ROOT / "crds"))
-    kubectl("wait", "--for=condition=Established", "--timeout=60s", *[f"crd/{name}" for name in CRDS])
+    wait_established(*CRDS)
     apply("default", f"""
         apiVersion: v1
         kind: Namespace
@@ -671,7 +671,7 @@ def test_an_unreadable_stored_object_is_reported_and_does_not_stall_its_kind(ope
             time.sleep(0.2)
     finally:
         kubectl("apply", "--server-side", "--force-conflicts", "-f", str(crd_file))
-        kubectl("wait", "--for=condition=Established", "--timeout=60s", "crd/experiments.ferroflow.dev")
+        wait_established("experiments.ferroflow.dev")
 
     def warning_events() -> list[dict]:
         done = kubectl("get", "events", "-n", namespace, "--field-selector",

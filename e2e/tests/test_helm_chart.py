@@ -14,7 +14,8 @@ import uuid
 import pytest
 import yaml
 from helm_helpers import CHART, CRDS_CHART, ROOT, helm, helm_binary, template
-from kubectl_helpers import KUBECONFIG, KUBECTL, kubectl
+from kubectl_helpers import KUBECONFIG, KUBECTL, kubectl, wait_established
+from test_gitops import CRDS
 
 VALUES = {
     "default": [],
@@ -188,6 +189,7 @@ def test_kustomize_passes_a_server_side_dry_run(overlay, scratch_namespace):
 
 def test_samples_pass_a_server_side_dry_run(scratch_namespace):
     kubectl("apply", "--server-side", "-k", str(ROOT / "config" / "crd"))
+    wait_established(*CRDS)
     done = kubectl("apply", "--dry-run=server", "-n", scratch_namespace, "-k", str(ROOT / "config" / "samples"))
     assert done.stdout.count("(server dry run)") == 3, done.stdout
 
