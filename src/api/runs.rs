@@ -6,6 +6,7 @@ use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::auth::Identity;
 use super::endpoints::Routes;
 use super::error::{ApiError, ApiResult, Required};
 use super::experiments::{parse_experiment_id, parse_experiment_ids};
@@ -16,7 +17,7 @@ use super::types::{
 use super::{AppState, parse_view_type};
 use crate::store::KeyValue;
 use crate::store::metric_sampling::MAX_BULK_POINTS;
-use crate::store::runs::{self, NewRun, RunSearch};
+use crate::store::runs::{self, NewRun, RunSearch, USER_TAG};
 
 /// Page size when a runs search does not say (the proto's default).
 const DEFAULT_SEARCH_PAGE: i64 = 1000;
@@ -79,23 +80,45 @@ struct CreateRequest {
 
 async fn create(
     State(state): State<AppState>,
+    identity: Identity,
     Mlflow(request): Mlflow<CreateRequest>,
 ) -> ApiResult<Json<RunResponse>> {
     let experiment_id = match request.experiment_id.as_deref() {
         None | Some("") => crate::store::experiments::DEFAULT_EXPERIMENT_ID,
         id => parse_experiment_id(id)?,
     };
+    let (user_id, tags) = run_user(
+        &identity,
+        request.user_id,
+        request.tags.into_iter().map(Into::into).collect(),
+    );
     let run = state
         .store
         .create_run(NewRun {
             experiment_id,
-            user_id: request.user_id.unwrap_or_default(),
+            user_id,
             run_name: request.run_name,
             start_time: request.start_time,
-            tags: request.tags.into_iter().map(Into::into).collect(),
+            tags,
         })
         .await?;
     Ok(Json(RunResponse { run: run.into() }))
+}
+
+/// A new run's `user_id` and tags: with authentication, the caller in both `user_id` and the
+/// `mlflow.user` tag (MLflow's client sends one value for both), whatever the body says;
+/// without, what the client sent.
+fn run_user(
+    identity: &Identity,
+    user_id: Option<String>,
+    mut tags: Vec<KeyValue>,
+) -> (String, Vec<KeyValue>) {
+    let Some(user) = identity.user() else {
+        return (user_id.unwrap_or_default(), tags);
+    };
+    tags.retain(|tag| tag.key != USER_TAG);
+    tags.push(KeyValue::new(USER_TAG, user));
+    (user.to_owned(), tags)
 }
 
 async fn get_run(
