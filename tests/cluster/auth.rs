@@ -220,11 +220,17 @@ async fn api_server_refuses(client: Client, token: &str, deadline: Duration) -> 
     }
 }
 
-async fn set_up_accounts(namespace: &TestNamespace) -> anyhow::Result<()> {
+/// ServiceAccounts `editors`, bound to an editor Role; `promoters` among them also to a
+/// promoter Role.
+async fn set_up_accounts(
+    namespace: &TestNamespace,
+    editors: &[&str],
+    promoters: &[&str],
+) -> anyhow::Result<()> {
     let accounts = namespace.api::<ServiceAccount>();
-    for name in ["editor", "robot"] {
+    for name in editors {
         let mut account = ServiceAccount::default();
-        account.metadata.name = Some(name.into());
+        account.metadata.name = Some((*name).into());
         accounts.create(&PostParams::default(), &account).await?;
     }
     let all = ["get", "list", "create", "update", "delete"];
@@ -252,8 +258,8 @@ async fn set_up_accounts(namespace: &TestNamespace) -> anyhow::Result<()> {
         .await?;
     let bindings = namespace.api::<RoleBinding>();
     for binding in [
-        binding("ferroflow-editor", &namespace.name, &["editor", "robot"]),
-        binding("ferroflow-promoter", &namespace.name, &["editor"]),
+        binding("ferroflow-editor", &namespace.name, editors),
+        binding("ferroflow-promoter", &namespace.name, promoters),
     ] {
         bindings.create(&PostParams::default(), &binding).await?;
     }
@@ -267,7 +273,7 @@ async fn tokens_and_rbac_decide_who_may_call() -> anyhow::Result<()> {
     };
     cluster
         .in_namespace("ff-auth", |namespace: TestNamespace| async move {
-            set_up_accounts(&namespace).await?;
+            set_up_accounts(&namespace, &["editor", "robot"], &["editor"]).await?;
             let accounts = namespace.api::<ServiceAccount>();
             let editor = token(&accounts, "editor", None).await?;
             let robot = token(&accounts, "robot", None).await?;
@@ -557,39 +563,8 @@ async fn the_authenticated_caller_is_recorded_and_four_eyes_hold() -> anyhow::Re
     };
     cluster
         .in_namespace("ff-ident", |namespace: TestNamespace| async move {
+            set_up_accounts(&namespace, &["alice", "bob"], &["alice", "bob"]).await?;
             let accounts = namespace.api::<ServiceAccount>();
-            for name in ["alice", "bob"] {
-                let mut account = ServiceAccount::default();
-                account.metadata.name = Some(name.into());
-                accounts.create(&PostParams::default(), &account).await?;
-            }
-            namespace
-                .api::<Role>()
-                .create(
-                    &PostParams::default(),
-                    &role(
-                        "ferroflow-editor-promoter",
-                        vec![
-                            rule(
-                                &["experiments", "registeredmodels"],
-                                &["get", "list", "create", "update", "delete"],
-                            ),
-                            rule(&["registeredmodels/promote"], &["update"]),
-                        ],
-                    ),
-                )
-                .await?;
-            namespace
-                .api::<RoleBinding>()
-                .create(
-                    &PostParams::default(),
-                    &binding(
-                        "ferroflow-editor-promoter",
-                        &namespace.name,
-                        &["alice", "bob"],
-                    ),
-                )
-                .await?;
             let alice = token(&accounts, "alice", None).await?;
             let bob = token(&accounts, "bob", None).await?;
             let alice_user = format!("system:serviceaccount:{}:alice", namespace.name);
