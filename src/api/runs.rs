@@ -121,6 +121,20 @@ fn run_user(
     (user.to_owned(), tags)
 }
 
+/// With authentication a run's `mlflow.user` is the caller who created it: writing or
+/// removing it later (tag `keys` of a request) is refused, so nobody re-attributes a run.
+fn keep_run_user<'a>(
+    identity: &Identity,
+    keys: impl IntoIterator<Item = &'a str>,
+) -> ApiResult<()> {
+    if identity.user().is_some() && keys.into_iter().any(|key| key == USER_TAG) {
+        return Err(ApiError::invalid(format!(
+            "Tag '{USER_TAG}' names the authenticated user who created the run; it cannot be changed."
+        )));
+    }
+    Ok(())
+}
+
 async fn get_run(
     State(state): State<AppState>,
     Mlflow(request): Mlflow<RunRef>,
@@ -235,9 +249,11 @@ async fn log_param(
 
 async fn set_tag(
     State(state): State<AppState>,
+    identity: Identity,
     Mlflow(request): Mlflow<KeyValueRequest>,
 ) -> ApiResult<Json<Empty>> {
     let (run_id, tag) = request.into_parts()?;
+    keep_run_user(&identity, [tag.key.as_str()])?;
     state.store.log_batch(&run_id, &[], &[], &[tag]).await?;
     Ok(Json(Empty {}))
 }
@@ -251,10 +267,12 @@ struct DeleteTagRequest {
 
 async fn delete_tag(
     State(state): State<AppState>,
+    identity: Identity,
     Mlflow(request): Mlflow<DeleteTagRequest>,
 ) -> ApiResult<Json<Empty>> {
     let run_id = request.run.id()?;
     let key = request.key.required("key")?;
+    keep_run_user(&identity, [key.as_str()])?;
     state.store.delete_run_tag(&run_id, &key).await?;
     Ok(Json(Empty {}))
 }
@@ -303,6 +321,7 @@ struct LogBatchRequest {
 
 async fn log_batch(
     State(state): State<AppState>,
+    identity: Identity,
     Mlflow(request): Mlflow<LogBatchRequest>,
 ) -> ApiResult<Json<Empty>> {
     let run_id = request.run.id()?;
@@ -313,6 +332,7 @@ async fn log_batch(
         .collect::<ApiResult<Vec<_>>>()?;
     let params: Vec<KeyValue> = request.params.into_iter().map(Into::into).collect();
     let tags: Vec<KeyValue> = request.tags.into_iter().map(Into::into).collect();
+    keep_run_user(&identity, tags.iter().map(|tag| tag.key.as_str()))?;
     state
         .store
         .log_batch(&run_id, &metrics, &params, &tags)

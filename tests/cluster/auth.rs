@@ -599,6 +599,30 @@ async fn the_authenticated_caller_is_recorded_and_four_eyes_hold() -> anyhow::Re
                 .await?;
             ensure!(status == 200, "create run: {status} {body}");
             let run_id = body["run"]["info"]["run_id"].clone();
+            // Nobody re-attributes it later, not even its creator (checked below).
+            for (path, request) in [
+                (
+                    "/runs/set-tag",
+                    json!({"run_id": run_id, "key": "mlflow.user", "value": "mallory"}),
+                ),
+                (
+                    "/runs/log-batch",
+                    json!({"run_id": run_id, "tags": [{"key": "mlflow.user", "value": "mallory"}]}),
+                ),
+                (
+                    "/runs/delete-tag",
+                    json!({"run_id": run_id, "key": "mlflow.user"}),
+                ),
+            ] {
+                let (status, body) = server
+                    .call(Method::POST, path, request, Some(&alice), ns)
+                    .await?;
+                ensure!(
+                    status == 400 && body["error_code"] == "INVALID_PARAMETER_VALUE",
+                    "{path} of mlflow.user: {status} {body}"
+                );
+            }
+
             let (status, body) = server
                 .call(
                     Method::GET,
@@ -621,7 +645,6 @@ async fn the_authenticated_caller_is_recorded_and_four_eyes_hold() -> anyhow::Re
                     && user_tags[0]["value"] == alice_user.as_str(),
                 "the run's user is the caller: {status} {body}"
             );
-
             // alice registers a version; a four-eyes policy guards champion.
             for (path, request) in [
                 ("/registered-models/create", json!({"name": "churn"})),
