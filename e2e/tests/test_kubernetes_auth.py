@@ -158,6 +158,33 @@ def test_editors_train_and_register_promoters_promote(auth_server, identities, m
     assert "may not get registeredmodels in namespace 'team-a'" in r.json()["message"]
 
 
+def test_runs_versions_and_history_name_the_authenticated_caller(auth_server, identities, monkeypatch, unique_name):
+    """The client sends its own idea of the user (tag mlflow.user, and user_id taken from it);
+    with auth on the server records the token's user instead, on runs, model versions and the
+    promotion history (issue #17; without auth test_runs keeps what the client sent)."""
+    alice_user, robot_user, release_user = (f"system:serviceaccount:team-a:{name}"
+                                            for name in ("alice", "robot", "release"))
+    alice = as_account(monkeypatch, auth_server, identities["alice"])
+    experiment_id = alice.create_experiment(f"who-{unique_name}")
+    run = alice.create_run(experiment_id, tags={"mlflow.user": "mallory"})
+    got = alice.get_run(run.info.run_id)
+    assert (got.info.user_id, got.data.tags["mlflow.user"]) == (alice_user, alice_user)
+
+    model = f"who-{unique_name}"
+    alice.create_registered_model(model)
+    robot = as_account(monkeypatch, auth_server, identities["robot"])
+    version = robot.create_model_version(model, "s3://models/who/1", run_id=run.info.run_id)
+    assert version.user_id == robot_user
+    release = as_account(monkeypatch, auth_server, identities["release"])
+    release.set_registered_model_alias(model, "champion", version.version)
+    assert release.get_model_version(model, version.version).user_id == robot_user
+
+    r = call(auth_server, "GET", "/api/2.0/ferroflow/promotions", identities["alice"], "team-a",
+             {"name": model, "target": "champion"})
+    assert r.status_code == 200, r.text
+    assert [(e["actor"], e["path"], e["allowed"]) for e in r.json()["promotions"]] == [(release_user, "api", True)]
+
+
 def endpoint_table(exe: str) -> list[dict]:
     done = subprocess.run([exe, "endpoints"], capture_output=True, text=True, check=True, timeout=30)
     return [json.loads(line) for line in done.stdout.splitlines()]

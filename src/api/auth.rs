@@ -15,7 +15,8 @@ use std::time::{Duration, Instant};
 
 use async_trait::async_trait;
 use axum::body::{Body, to_bytes};
-use axum::extract::{MatchedPath, Request};
+use axum::extract::{FromRequestParts, MatchedPath, Request};
+use axum::http::request::Parts;
 use axum::http::{HeaderMap, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
@@ -31,6 +32,7 @@ use sha2::{Digest, Sha256};
 use super::endpoints::{self, Access, Permission};
 use super::error::{ApiError, ErrorCode};
 use crate::crd::GROUP;
+use crate::store::registry::Actor;
 
 /// The header MLflow's client names the workspace in (`MLFLOW_WORKSPACE`).
 pub const WORKSPACE_HEADER: &str = "x-mlflow-workspace";
@@ -98,6 +100,35 @@ impl Caller {
         let rest = self.user.strip_prefix("system:serviceaccount:")?;
         let (namespace, account) = rest.split_once(':')?;
         (!namespace.is_empty() && !account.is_empty()).then_some(namespace)
+    }
+}
+
+/// Who a handler acts for, as the data records it: the authenticated [`Caller`], or nobody
+/// known (`--auth none`, where the data keeps what clients send).
+#[derive(Debug, Clone, Default)]
+pub struct Identity(pub Option<Caller>);
+
+impl Identity {
+    /// The store's actor for this request's writes (ownership is enforced either way).
+    pub fn actor(&self) -> Actor<'_> {
+        match &self.0 {
+            Some(caller) => Actor::User(&caller.user),
+            None => Actor::Api,
+        }
+    }
+
+    /// The authenticated user's name.
+    pub fn user(&self) -> Option<&str> {
+        self.0.as_ref().map(|caller| caller.user.as_str())
+    }
+}
+
+impl<S: Send + Sync> FromRequestParts<S> for Identity {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
+        // The middleware ([`authorize`]) put it there; absent without authentication.
+        Ok(Identity(parts.extensions.get::<Caller>().cloned()))
     }
 }
 

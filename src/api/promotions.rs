@@ -8,11 +8,12 @@ use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
 
 use super::AppState;
+use super::auth::Identity;
 use super::endpoints::Routes;
 use super::error::{ApiError, ApiResult, Required, non_empty};
 use super::request::{Mlflow, lenient};
 use crate::store::registry::{
-    Actor, DEFAULT_PROMOTIONS_PAGE, Holder, Promotion, RuleResult, Stage, Target, TargetType,
+    DEFAULT_PROMOTIONS_PAGE, Holder, Promotion, RuleResult, Stage, Target, TargetType,
 };
 
 pub fn routes() -> Routes {
@@ -126,13 +127,14 @@ struct RollbackResponse {
 
 async fn rollback(
     State(state): State<AppState>,
+    identity: Identity,
     Mlflow(request): Mlflow<RollbackRequest>,
 ) -> ApiResult<Json<RollbackResponse>> {
     let name = non_empty(request.name).required("name")?;
     let alias = non_empty(request.alias).required("alias")?;
     let promotion = state
         .store
-        .rollback_alias(&name, &alias, Actor::Api)
+        .rollback_alias(&name, &alias, identity.actor())
         .await?;
     Ok(Json(RollbackResponse { promotion }))
 }

@@ -1,6 +1,7 @@
 //! `/mlflow/registered-models/*` and `/mlflow/model-versions/*`: MLflow's model registry
 //! (`model_registry.proto`), same methods, shapes and error codes. Every mutation here acts as
-//! [`Actor::Api`], so fields owned by a Kubernetes resource are refused with 403
+//! the request's [`Identity`] (the authenticated user, recorded as who made the change, or
+//! anonymous), so fields owned by a Kubernetes resource are refused with 403
 //! PERMISSION_DENIED naming that resource (see [`crate::store::registry`]).
 
 use axum::Json;
@@ -9,13 +10,14 @@ use axum::routing::{get, patch, post};
 use serde::{Deserialize, Serialize};
 
 use super::AppState;
+use super::auth::Identity;
 use super::endpoints::Routes;
 use super::error::{ApiError, ApiResult, Required, non_empty};
 use super::request::{Mlflow, lenient};
 use super::types::{Empty, KeyValueJson};
 use crate::store::KeyValue;
 use crate::store::registry::{
-    self as store_registry, Actor, DEFAULT_REGISTERED_MODELS_PAGE, MAX_MODEL_VERSIONS_PAGE,
+    self as store_registry, DEFAULT_REGISTERED_MODELS_PAGE, MAX_MODEL_VERSIONS_PAGE,
     ModelVersionSearch, NewModelVersion, RegisteredModelSearch, Stage,
 };
 
@@ -72,6 +74,8 @@ pub struct ModelVersionJson {
     pub version: String,
     pub creation_timestamp: i64,
     pub last_updated_timestamp: i64,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub user_id: Option<String>,
     pub current_stage: String,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
@@ -96,6 +100,7 @@ impl From<store_registry::ModelVersion> for ModelVersionJson {
             version: version.version.to_string(),
             creation_timestamp: version.creation_timestamp,
             last_updated_timestamp: version.last_updated_timestamp,
+            user_id: version.user_id,
             current_stage: version.current_stage.as_str().to_owned(),
             description: version.description,
             source: version.source,
@@ -246,13 +251,14 @@ struct RenameRequest {
 
 async fn rename_registered_model(
     State(state): State<AppState>,
+    identity: Identity,
     Mlflow(request): Mlflow<RenameRequest>,
 ) -> ApiResult<Json<RegisteredModelResponse>> {
     let name = non_empty(request.name).required("name")?;
     let new_name = non_empty(request.new_name).required("new_name")?;
     let model = state
         .store
-        .rename_registered_model(&name, &new_name, Actor::Api)
+        .rename_registered_model(&name, &new_name, identity.actor())
         .await?;
     Ok(Json(RegisteredModelResponse {
         registered_model: model.into(),
@@ -267,12 +273,13 @@ struct UpdateRegisteredModelRequest {
 
 async fn update_registered_model(
     State(state): State<AppState>,
+    identity: Identity,
     Mlflow(request): Mlflow<UpdateRegisteredModelRequest>,
 ) -> ApiResult<Json<RegisteredModelResponse>> {
     let name = non_empty(request.name).required("name")?;
     let model = state
         .store
-        .update_registered_model(&name, request.description.as_deref(), Actor::Api)
+        .update_registered_model(&name, request.description.as_deref(), identity.actor())
         .await?;
     Ok(Json(RegisteredModelResponse {
         registered_model: model.into(),
@@ -281,12 +288,13 @@ async fn update_registered_model(
 
 async fn delete_registered_model(
     State(state): State<AppState>,
+    identity: Identity,
     Mlflow(request): Mlflow<NameRequest>,
 ) -> ApiResult<Json<Empty>> {
     let name = non_empty(request.name).required("name")?;
     state
         .store
-        .delete_registered_model(&name, Actor::Api)
+        .delete_registered_model(&name, identity.actor())
         .await?;
     Ok(Json(Empty {}))
 }
@@ -362,6 +370,7 @@ struct ModelTagRequest {
 
 async fn set_registered_model_tag(
     State(state): State<AppState>,
+    identity: Identity,
     Mlflow(request): Mlflow<ModelTagRequest>,
 ) -> ApiResult<Json<Empty>> {
     let name = non_empty(request.name).required("name")?;
@@ -369,20 +378,21 @@ async fn set_registered_model_tag(
     let tag = KeyValue::new(key, request.value.unwrap_or_default());
     state
         .store
-        .set_registered_model_tag(&name, &tag, Actor::Api)
+        .set_registered_model_tag(&name, &tag, identity.actor())
         .await?;
     Ok(Json(Empty {}))
 }
 
 async fn delete_registered_model_tag(
     State(state): State<AppState>,
+    identity: Identity,
     Mlflow(request): Mlflow<ModelTagRequest>,
 ) -> ApiResult<Json<Empty>> {
     let name = non_empty(request.name).required("name")?;
     let key = non_empty(request.key).required("key")?;
     state
         .store
-        .delete_registered_model_tag(&name, &key, Actor::Api)
+        .delete_registered_model_tag(&name, &key, identity.actor())
         .await?;
     Ok(Json(Empty {}))
 }
@@ -396,6 +406,7 @@ struct AliasRequest {
 
 async fn set_alias(
     State(state): State<AppState>,
+    identity: Identity,
     Mlflow(request): Mlflow<AliasRequest>,
 ) -> ApiResult<Json<Empty>> {
     let name = non_empty(request.name).required("name")?;
@@ -403,20 +414,21 @@ async fn set_alias(
     let version = parse_version(request.version)?;
     state
         .store
-        .set_registered_model_alias(&name, &alias, version, Actor::Api)
+        .set_registered_model_alias(&name, &alias, version, identity.actor())
         .await?;
     Ok(Json(Empty {}))
 }
 
 async fn delete_alias(
     State(state): State<AppState>,
+    identity: Identity,
     Mlflow(request): Mlflow<AliasRequest>,
 ) -> ApiResult<Json<Empty>> {
     let name = non_empty(request.name).required("name")?;
     let alias = non_empty(request.alias).required("alias")?;
     state
         .store
-        .delete_registered_model_alias(&name, &alias, Actor::Api)
+        .delete_registered_model_alias(&name, &alias, identity.actor())
         .await?;
     Ok(Json(Empty {}))
 }
@@ -452,6 +464,7 @@ struct CreateModelVersionRequest {
 
 async fn create_model_version(
     State(state): State<AppState>,
+    identity: Identity,
     Mlflow(request): Mlflow<CreateModelVersionRequest>,
 ) -> ApiResult<Json<ModelVersionResponse>> {
     let name = non_empty(request.name).required("name")?;
@@ -466,6 +479,7 @@ async fn create_model_version(
             run_link: request.run_link,
             description: request.description,
             model_id: request.model_id,
+            user_id: identity.user().map(str::to_owned),
             ownership: None,
         })
         .await?;
@@ -495,13 +509,19 @@ struct UpdateModelVersionRequest {
 
 async fn update_model_version(
     State(state): State<AppState>,
+    identity: Identity,
     Mlflow(request): Mlflow<UpdateModelVersionRequest>,
 ) -> ApiResult<Json<ModelVersionResponse>> {
     let name = non_empty(request.name).required("name")?;
     let version = parse_version(request.version)?;
     let version = state
         .store
-        .update_model_version(&name, version, request.description.as_deref(), Actor::Api)
+        .update_model_version(
+            &name,
+            version,
+            request.description.as_deref(),
+            identity.actor(),
+        )
         .await?;
     Ok(Json(ModelVersionResponse {
         model_version: version.into(),
@@ -510,13 +530,14 @@ async fn update_model_version(
 
 async fn delete_model_version(
     State(state): State<AppState>,
+    identity: Identity,
     Mlflow(request): Mlflow<VersionRequest>,
 ) -> ApiResult<Json<Empty>> {
     let name = non_empty(request.name).required("name")?;
     let version = parse_version(request.version)?;
     state
         .store
-        .delete_model_version(&name, version, Actor::Api)
+        .delete_model_version(&name, version, identity.actor())
         .await?;
     Ok(Json(Empty {}))
 }
@@ -532,6 +553,7 @@ struct TransitionRequest {
 
 async fn transition_stage(
     State(state): State<AppState>,
+    identity: Identity,
     Mlflow(request): Mlflow<TransitionRequest>,
 ) -> ApiResult<Json<ModelVersionResponse>> {
     let name = non_empty(request.name).required("name")?;
@@ -544,7 +566,7 @@ async fn transition_stage(
             version,
             stage,
             request.archive_existing_versions.unwrap_or(false),
-            Actor::Api,
+            identity.actor(),
         )
         .await?;
     Ok(Json(ModelVersionResponse {
@@ -607,6 +629,7 @@ struct VersionTagRequest {
 
 async fn set_model_version_tag(
     State(state): State<AppState>,
+    identity: Identity,
     Mlflow(request): Mlflow<VersionTagRequest>,
 ) -> ApiResult<Json<Empty>> {
     let name = non_empty(request.name).required("name")?;
@@ -615,13 +638,14 @@ async fn set_model_version_tag(
     let tag = KeyValue::new(key, request.value.unwrap_or_default());
     state
         .store
-        .set_model_version_tag(&name, version, &tag, Actor::Api)
+        .set_model_version_tag(&name, version, &tag, identity.actor())
         .await?;
     Ok(Json(Empty {}))
 }
 
 async fn delete_model_version_tag(
     State(state): State<AppState>,
+    identity: Identity,
     Mlflow(request): Mlflow<VersionTagRequest>,
 ) -> ApiResult<Json<Empty>> {
     let name = non_empty(request.name).required("name")?;
@@ -629,7 +653,7 @@ async fn delete_model_version_tag(
     let key = non_empty(request.key).required("key")?;
     state
         .store
-        .delete_model_version_tag(&name, version, &key, Actor::Api)
+        .delete_model_version_tag(&name, version, &key, identity.actor())
         .await?;
     Ok(Json(Empty {}))
 }

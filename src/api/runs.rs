@@ -6,6 +6,7 @@ use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
+use super::auth::Identity;
 use super::endpoints::Routes;
 use super::error::{ApiError, ApiResult, Required};
 use super::experiments::{parse_experiment_id, parse_experiment_ids};
@@ -16,7 +17,7 @@ use super::types::{
 use super::{AppState, parse_view_type};
 use crate::store::KeyValue;
 use crate::store::metric_sampling::MAX_BULK_POINTS;
-use crate::store::runs::{self, NewRun, RunSearch};
+use crate::store::runs::{self, NewRun, RunSearch, USER_TAG};
 
 /// Page size when a runs search does not say (the proto's default).
 const DEFAULT_SEARCH_PAGE: i64 = 1000;
@@ -79,23 +80,59 @@ struct CreateRequest {
 
 async fn create(
     State(state): State<AppState>,
+    identity: Identity,
     Mlflow(request): Mlflow<CreateRequest>,
 ) -> ApiResult<Json<RunResponse>> {
     let experiment_id = match request.experiment_id.as_deref() {
         None | Some("") => crate::store::experiments::DEFAULT_EXPERIMENT_ID,
         id => parse_experiment_id(id)?,
     };
+    let (user_id, tags) = run_user(
+        &identity,
+        request.user_id,
+        request.tags.into_iter().map(Into::into).collect(),
+    );
     let run = state
         .store
         .create_run(NewRun {
             experiment_id,
-            user_id: request.user_id.unwrap_or_default(),
+            user_id,
             run_name: request.run_name,
             start_time: request.start_time,
-            tags: request.tags.into_iter().map(Into::into).collect(),
+            tags,
         })
         .await?;
     Ok(Json(RunResponse { run: run.into() }))
+}
+
+/// A new run's `user_id` and tags: with authentication, the caller in both `user_id` and the
+/// `mlflow.user` tag (MLflow's client sends one value for both), whatever the body says;
+/// without, what the client sent.
+fn run_user(
+    identity: &Identity,
+    user_id: Option<String>,
+    mut tags: Vec<KeyValue>,
+) -> (String, Vec<KeyValue>) {
+    let Some(user) = identity.user() else {
+        return (user_id.unwrap_or_default(), tags);
+    };
+    tags.retain(|tag| tag.key != USER_TAG);
+    tags.push(KeyValue::new(USER_TAG, user));
+    (user.to_owned(), tags)
+}
+
+/// With authentication a run's `mlflow.user` is the caller who created it: writing or
+/// removing it later (tag `keys` of a request) is refused, so nobody re-attributes a run.
+fn keep_run_user<'a>(
+    identity: &Identity,
+    keys: impl IntoIterator<Item = &'a str>,
+) -> ApiResult<()> {
+    if identity.user().is_some() && keys.into_iter().any(|key| key == USER_TAG) {
+        return Err(ApiError::invalid(format!(
+            "Tag '{USER_TAG}' names the authenticated user who created the run; it cannot be changed."
+        )));
+    }
+    Ok(())
 }
 
 async fn get_run(
@@ -212,9 +249,11 @@ async fn log_param(
 
 async fn set_tag(
     State(state): State<AppState>,
+    identity: Identity,
     Mlflow(request): Mlflow<KeyValueRequest>,
 ) -> ApiResult<Json<Empty>> {
     let (run_id, tag) = request.into_parts()?;
+    keep_run_user(&identity, [tag.key.as_str()])?;
     state.store.log_batch(&run_id, &[], &[], &[tag]).await?;
     Ok(Json(Empty {}))
 }
@@ -228,10 +267,12 @@ struct DeleteTagRequest {
 
 async fn delete_tag(
     State(state): State<AppState>,
+    identity: Identity,
     Mlflow(request): Mlflow<DeleteTagRequest>,
 ) -> ApiResult<Json<Empty>> {
     let run_id = request.run.id()?;
     let key = request.key.required("key")?;
+    keep_run_user(&identity, [key.as_str()])?;
     state.store.delete_run_tag(&run_id, &key).await?;
     Ok(Json(Empty {}))
 }
@@ -280,6 +321,7 @@ struct LogBatchRequest {
 
 async fn log_batch(
     State(state): State<AppState>,
+    identity: Identity,
     Mlflow(request): Mlflow<LogBatchRequest>,
 ) -> ApiResult<Json<Empty>> {
     let run_id = request.run.id()?;
@@ -290,6 +332,7 @@ async fn log_batch(
         .collect::<ApiResult<Vec<_>>>()?;
     let params: Vec<KeyValue> = request.params.into_iter().map(Into::into).collect();
     let tags: Vec<KeyValue> = request.tags.into_iter().map(Into::into).collect();
+    keep_run_user(&identity, tags.iter().map(|tag| tag.key.as_str()))?;
     state
         .store
         .log_batch(&run_id, &metrics, &params, &tags)

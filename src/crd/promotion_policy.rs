@@ -64,7 +64,8 @@ pub struct PromotionRule {
     /// model's run).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub metric: Option<MetricRule>,
-    /// A version tag that must be set (to `value`, when given), e.g. `approved: "true"`.
+    /// A version tag that must be set (to `value`, when given), e.g. `approved: "true"`;
+    /// with `fourEyes`, by someone other than the version's creator.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub tag: Option<TagRule>,
     /// Where the version must have been first, and for how long.
@@ -106,6 +107,11 @@ pub struct TagRule {
     /// The value it must have; any value when unset.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub value: Option<String>,
+    /// Four eyes: the tag's value must have been set by someone other than the version's
+    /// creator, as the tracking server (`--auth kubernetes`) or the operator recorded them.
+    /// When either is unknown (written without authentication) the rule fails.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub four_eyes: bool,
 }
 
 /// The version must hold `alias` (e.g. `challenger`) or be in `stage` (e.g. `Staging`) now,

@@ -82,6 +82,7 @@ fn stored_spec(policy: &PromotionPolicy) -> Result<PolicySpec, String> {
             (None, Some(tag), None) => Ok(Rule::Tag(TagRule {
                 key: tag.key.clone(),
                 value: tag.value.clone(),
+                four_eyes: tag.four_eyes,
             })),
             (None, None, Some(predecessor)) => predecessor_rule(predecessor).map(Rule::Predecessor),
             _ => Err("a rule is exactly one of metric, tag or predecessor".to_owned()),

@@ -1,7 +1,8 @@
 //! Kubernetes ownership of store rows, one model for every kind of row: a resource (the
 //! [`Owner`]) declares an experiment, a registered model or a model version, and owns some of
-//! its fields. The REST API ([`Actor::Api`]) may not change what another resource owns; the
-//! owner ([`Actor::Owner`] with its uid) may. Callers run [`check_writable`] inside the
+//! its fields. The REST API ([`Actor::Api`], or [`Actor::User`] when the caller is
+//! authenticated) may not change what another resource owns; the owner ([`Actor::Owner`] with
+//! its uid) may. Callers run [`check_writable`] inside the
 //! transaction of the write it guards, on the row that transaction read.
 //!
 //! One encoding on every table (migration 0007): the owner's four names in `owner_namespace`,
@@ -13,10 +14,14 @@ pub use super::values::Owner;
 
 use super::{Error, Result};
 
-/// Who makes a change: the REST API (ownership enforced) or the owning resource, by uid.
+/// Who makes a change: the REST API (ownership enforced), anonymous or as an authenticated
+/// user, or the owning resource, by uid.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Actor<'a> {
+    /// A REST call whose caller is unknown (`--auth none`).
     Api,
+    /// A REST call by this authenticated user (`--auth kubernetes`: the TokenReview's name).
+    User(&'a str),
     Owner(&'a str),
 }
 
@@ -24,6 +29,24 @@ impl Actor<'_> {
     /// Whether this actor is `owner` itself.
     pub fn is(self, owner: &Owner) -> bool {
         matches!(self, Actor::Owner(uid) if uid == owner.uid)
+    }
+
+    /// Who this actor is, as the data records it: the authenticated user, or the resource
+    /// `namespace/Kind/name` among `owners` whose uid it is (else `uid/<uid>`); `None` when
+    /// the caller is unknown.
+    pub fn identity(self, owners: &[Option<&Owner>]) -> Option<String> {
+        match self {
+            Actor::Api => None,
+            Actor::User(user) => Some(user.to_owned()),
+            Actor::Owner(uid) => Some(
+                owners
+                    .iter()
+                    .flatten()
+                    .find(|owner| owner.uid == uid)
+                    .map(|owner| owner.path())
+                    .unwrap_or_else(|| format!("uid/{uid}")),
+            ),
+        }
     }
 }
 

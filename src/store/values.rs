@@ -48,6 +48,14 @@ pub struct Owner {
     pub uid: String,
 }
 
+impl Owner {
+    /// `namespace/Kind/name`: the resource as the promotion history and the registry's
+    /// "who" columns name it.
+    pub fn path(&self) -> String {
+        format!("{}/{}/{}", self.namespace, self.kind, self.name)
+    }
+}
+
 impl fmt::Display for Owner {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(

@@ -12,6 +12,7 @@ use ferroflow::api::{self, AppState, ServerConfig};
 use ferroflow::artifacts::ArtifactStore;
 use ferroflow::server::{self, ConnectionLimits};
 use ferroflow::store::Store;
+use ferroflow::store::registry::{PolicySpec, Rule, TagRule};
 use k8s_openapi::api::authentication::v1::{
     BoundObjectReference, TokenRequest, TokenRequestSpec, TokenReview, TokenReviewSpec,
 };
@@ -29,6 +30,8 @@ struct AuthServer {
     base: String,
     http: reqwest::Client,
     authorizer: Arc<Authorizer>,
+    /// The server's store, for what the operator would copy into it (promotion policies).
+    store: Store,
     _stop: tokio::sync::oneshot::Sender<()>,
     _dir: tempfile::TempDir,
 }
@@ -45,8 +48,9 @@ impl AuthServer {
                 decision_ttl: Duration::from_secs(30),
             },
         ));
+        let store = Store::open_migrated(&uri).await?;
         let state = AppState {
-            store: Store::open_migrated(&uri).await?,
+            store: store.clone(),
             artifacts: ArtifactStore::open(&dir.path().join("artifacts").display().to_string())?,
             config: Arc::new(ServerConfig {
                 default_artifact_root: "mlflow-artifacts:".into(),
@@ -69,13 +73,15 @@ impl AuthServer {
             base,
             http: reqwest::Client::new(),
             authorizer,
+            store,
             _stop: stop,
             _dir: dir,
         })
     }
 
     /// `method path` with `body` (JSON, or the query of a GET) as the holder of `token`, in
-    /// `workspace` when given; the status and the JSON answer.
+    /// `workspace` when given; the status and the JSON answer. `path` is under MLflow's
+    /// `/api/2.0/mlflow` unless it starts with `/api/` (ferroflow's own endpoints).
     async fn call(
         &self,
         method: reqwest::Method,
@@ -84,7 +90,11 @@ impl AuthServer {
         token: Option<&str>,
         workspace: Option<&str>,
     ) -> anyhow::Result<(u16, Value)> {
-        let url = format!("{}/api/2.0/mlflow{path}", self.base);
+        let url = if path.starts_with("/api/") {
+            format!("{}{path}", self.base)
+        } else {
+            format!("{}/api/2.0/mlflow{path}", self.base)
+        };
         let mut request = if method == reqwest::Method::GET {
             let mut url = url::Url::parse(&url)?;
             for (key, value) in body.as_object().into_iter().flatten() {
@@ -210,11 +220,17 @@ async fn api_server_refuses(client: Client, token: &str, deadline: Duration) -> 
     }
 }
 
-async fn set_up_accounts(namespace: &TestNamespace) -> anyhow::Result<()> {
+/// ServiceAccounts `editors`, bound to an editor Role; `promoters` among them also to a
+/// promoter Role.
+async fn set_up_accounts(
+    namespace: &TestNamespace,
+    editors: &[&str],
+    promoters: &[&str],
+) -> anyhow::Result<()> {
     let accounts = namespace.api::<ServiceAccount>();
-    for name in ["editor", "robot"] {
+    for name in editors {
         let mut account = ServiceAccount::default();
-        account.metadata.name = Some(name.into());
+        account.metadata.name = Some((*name).into());
         accounts.create(&PostParams::default(), &account).await?;
     }
     let all = ["get", "list", "create", "update", "delete"];
@@ -242,8 +258,8 @@ async fn set_up_accounts(namespace: &TestNamespace) -> anyhow::Result<()> {
         .await?;
     let bindings = namespace.api::<RoleBinding>();
     for binding in [
-        binding("ferroflow-editor", &namespace.name, &["editor", "robot"]),
-        binding("ferroflow-promoter", &namespace.name, &["editor"]),
+        binding("ferroflow-editor", &namespace.name, editors),
+        binding("ferroflow-promoter", &namespace.name, promoters),
     ] {
         bindings.create(&PostParams::default(), &binding).await?;
     }
@@ -257,7 +273,7 @@ async fn tokens_and_rbac_decide_who_may_call() -> anyhow::Result<()> {
     };
     cluster
         .in_namespace("ff-auth", |namespace: TestNamespace| async move {
-            set_up_accounts(&namespace).await?;
+            set_up_accounts(&namespace, &["editor", "robot"], &["editor"]).await?;
             let accounts = namespace.api::<ServiceAccount>();
             let editor = token(&accounts, "editor", None).await?;
             let robot = token(&accounts, "robot", None).await?;
@@ -533,4 +549,244 @@ async fn an_unreachable_api_server_refuses_every_call_with_503() -> anyhow::Resu
         .await?;
     ensure!(health.status() == 200);
     Ok(())
+}
+
+/// Identity in data (issues #17 and #19): runs and versions name the authenticated caller,
+/// whatever the body says; a four-eyes rule refuses the creator's own approval and accepts
+/// another account's; the history names who moved the alias.
+#[tokio::test]
+async fn the_authenticated_caller_is_recorded_and_four_eyes_hold() -> anyhow::Result<()> {
+    let Some(cluster) =
+        harness::connect("the_authenticated_caller_is_recorded_and_four_eyes_hold").await?
+    else {
+        return Ok(());
+    };
+    cluster
+        .in_namespace("ff-ident", |namespace: TestNamespace| async move {
+            set_up_accounts(&namespace, &["alice", "bob"], &["alice", "bob"]).await?;
+            let accounts = namespace.api::<ServiceAccount>();
+            let alice = token(&accounts, "alice", None).await?;
+            let bob = token(&accounts, "bob", None).await?;
+            let alice_user = format!("system:serviceaccount:{}:alice", namespace.name);
+            let bob_user = format!("system:serviceaccount:{}:bob", namespace.name);
+            let server = AuthServer::start(namespace.client.clone()).await?;
+            let ns = Some(namespace.name.as_str());
+            use reqwest::Method;
+
+            // A run names its creator, not the user the body claims.
+            let (status, body) = server
+                .call(
+                    Method::POST,
+                    "/experiments/create",
+                    json!({"name": "ident"}),
+                    Some(&alice),
+                    ns,
+                )
+                .await?;
+            ensure!(status == 200, "create experiment: {status} {body}");
+            let (status, body) = server
+                .call(
+                    Method::POST,
+                    "/runs/create",
+                    json!({
+                        "experiment_id": body["experiment_id"],
+                        "user_id": "mallory",
+                        "tags": [{"key": "mlflow.user", "value": "mallory"}],
+                    }),
+                    Some(&alice),
+                    ns,
+                )
+                .await?;
+            ensure!(status == 200, "create run: {status} {body}");
+            let run_id = body["run"]["info"]["run_id"].clone();
+            // Nobody re-attributes it later, not even its creator (checked below).
+            for (path, request) in [
+                (
+                    "/runs/set-tag",
+                    json!({"run_id": run_id, "key": "mlflow.user", "value": "mallory"}),
+                ),
+                (
+                    "/runs/log-batch",
+                    json!({"run_id": run_id, "tags": [{"key": "mlflow.user", "value": "mallory"}]}),
+                ),
+                (
+                    "/runs/delete-tag",
+                    json!({"run_id": run_id, "key": "mlflow.user"}),
+                ),
+            ] {
+                let (status, body) = server
+                    .call(Method::POST, path, request, Some(&alice), ns)
+                    .await?;
+                ensure!(
+                    status == 400 && body["error_code"] == "INVALID_PARAMETER_VALUE",
+                    "{path} of mlflow.user: {status} {body}"
+                );
+            }
+
+            let (status, body) = server
+                .call(
+                    Method::GET,
+                    "/runs/get",
+                    json!({"run_id": run_id}),
+                    Some(&bob),
+                    ns,
+                )
+                .await?;
+            let user_tags: Vec<&Value> = body["run"]["data"]["tags"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter(|tag| tag["key"] == "mlflow.user")
+                .collect();
+            ensure!(
+                status == 200
+                    && body["run"]["info"]["user_id"] == alice_user.as_str()
+                    && user_tags.len() == 1
+                    && user_tags[0]["value"] == alice_user.as_str(),
+                "the run's user is the caller: {status} {body}"
+            );
+            // alice registers a version; a four-eyes policy guards champion.
+            for (path, request) in [
+                ("/registered-models/create", json!({"name": "churn"})),
+                (
+                    "/model-versions/create",
+                    json!({"name": "churn", "source": "s3://models/churn/1"}),
+                ),
+            ] {
+                let (status, body) = server
+                    .call(Method::POST, path, request, Some(&alice), ns)
+                    .await?;
+                ensure!(status == 200, "{path}: {status} {body}");
+            }
+            let (status, body) = server
+                .call(
+                    Method::GET,
+                    "/model-versions/get",
+                    json!({"name": "churn", "version": "1"}),
+                    Some(&bob),
+                    ns,
+                )
+                .await?;
+            ensure!(
+                status == 200 && body["model_version"]["user_id"] == alice_user.as_str(),
+                "the version's creator: {status} {body}"
+            );
+            // What the operator copies from a PromotionPolicy resource.
+            server
+                .store
+                .put_promotion_policy(
+                    "uid-four-eyes",
+                    &namespace.name,
+                    "four-eyes",
+                    &PolicySpec {
+                        models: vec!["churn".into()],
+                        aliases: vec!["champion".into()],
+                        stages: vec![],
+                        rules: vec![Rule::Tag(TagRule {
+                            key: "approved".into(),
+                            value: Some("true".into()),
+                            four_eyes: true,
+                        })],
+                    },
+                )
+                .await?;
+            let approve = json!({"name": "churn", "version": "1", "key": "approved", "value": "true"});
+            let champion = json!({"name": "churn", "alias": "champion", "version": "1"});
+
+            // The creator approving her own version: refused, naming rule, tag and setter.
+            let (status, body) = server
+                .call(
+                    Method::POST,
+                    "/model-versions/set-tag",
+                    approve.clone(),
+                    Some(&alice),
+                    ns,
+                )
+                .await?;
+            ensure!(status == 200, "alice approves: {status} {body}");
+            let (status, body) = server
+                .call(
+                    Method::POST,
+                    "/registered-models/alias",
+                    champion.clone(),
+                    Some(&alice),
+                    ns,
+                )
+                .await?;
+            let expected = format!(
+                "[{}/four-eyes] tag approved = true, set by someone other than the version's creator failed: \
+                 tag approved = true, set by {alice_user}, the version's creator",
+                namespace.name
+            );
+            ensure!(
+                status == 403
+                    && body["error_code"] == "PERMISSION_DENIED"
+                    && body["message"]
+                        .as_str()
+                        .is_some_and(|message| message.contains(&expected)),
+                "own approval: {status} {body}"
+            );
+
+            // Another account approving: allowed.
+            let (status, body) = server
+                .call(
+                    Method::POST,
+                    "/model-versions/set-tag",
+                    approve,
+                    Some(&bob),
+                    ns,
+                )
+                .await?;
+            ensure!(status == 200, "bob approves: {status} {body}");
+            let (status, body) = server
+                .call(
+                    Method::POST,
+                    "/registered-models/alias",
+                    champion,
+                    Some(&alice),
+                    ns,
+                )
+                .await?;
+            ensure!(status == 200, "after bob's approval: {status} {body}");
+
+            // The history names the authenticated actor of the refusal and of the move.
+            let (status, body) = server
+                .call(
+                    Method::GET,
+                    "/api/2.0/ferroflow/promotions",
+                    json!({"name": "churn", "target": "champion"}),
+                    Some(&bob),
+                    ns,
+                )
+                .await?;
+            ensure!(status == 200, "history: {status} {body}");
+            let entries: Vec<(Value, Value, Value)> = body["promotions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .map(|entry| {
+                    (
+                        entry["actor"].clone(),
+                        entry["path"].clone(),
+                        entry["allowed"].clone(),
+                    )
+                })
+                .collect();
+            ensure!(
+                entries
+                    == vec![
+                        (json!(alice_user), json!("api"), json!(false)),
+                        (json!(alice_user), json!("api"), json!(true)),
+                    ],
+                "history: {body}"
+            );
+            ensure!(
+                body["promotions"][1]["results"][0]["observed"]
+                    .as_str()
+                    .is_some_and(|seen| seen.contains(&format!("set by {bob_user}"))),
+                "the allowed move's verdict names bob: {body}"
+            );
+            Ok(())
+        })
+        .await
 }

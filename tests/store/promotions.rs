@@ -495,8 +495,8 @@ mod policies {
     use std::time::{Duration, Instant};
 
     use ferroflow::store::registry::{
-        Actor, MetricRule, NewModelVersion, PolicySpec, PredecessorRule, Rule, Stage, TagRule,
-        Target,
+        Actor, MetricRule, NewModelVersion, OwnedField, Owner, Ownership, PolicySpec,
+        PredecessorRule, Rule, Stage, TagRule, Target,
     };
     use ferroflow::store::runs::NewRun;
     use ferroflow::store::values::Metric;
@@ -508,6 +508,8 @@ mod policies {
         stage_transitions_and_rollbacks_pass_the_same_gate,
         a_dwell_rule_refuses_until_the_predecessor_was_held_long_enough,
         a_dry_run_judges_without_moving_or_recording,
+        four_eyes_needs_the_tag_set_by_someone_other_than_the_creator,
+        versions_and_their_tags_record_who_wrote_them,
     );
 
     /// A version of `model` registered from a new run that logged `val_auc`.
@@ -579,7 +581,232 @@ mod policies {
         Rule::Tag(TagRule {
             key: "approved".into(),
             value: Some("true".into()),
+            four_eyes: false,
         })
+    }
+
+    /// A version of `model` registered by `creator` (`None`: unknown) with `tags`.
+    async fn version_by(
+        store: &Store,
+        model: &str,
+        creator: Option<&str>,
+        tags: Vec<KeyValue>,
+    ) -> i64 {
+        store
+            .create_model_version(NewModelVersion {
+                name: model.into(),
+                source: format!("s3://bucket/{model}"),
+                tags,
+                user_id: creator.map(Into::into),
+                ..NewModelVersion::default()
+            })
+            .await
+            .unwrap()
+            .version
+    }
+
+    async fn four_eyes_needs_the_tag_set_by_someone_other_than_the_creator(store: Store) {
+        let four_eyes = Rule::Tag(TagRule {
+            key: "approved".into(),
+            value: Some("true".into()),
+            four_eyes: true,
+        });
+        store
+            .put_promotion_policy("uid-4e", "team-a", "four-eyes", &gate(vec![four_eyes]))
+            .await
+            .unwrap();
+        store
+            .create_registered_model("gated-4e", &[], None, None)
+            .await
+            .unwrap();
+        let approved = || KeyValue::new("approved", "true");
+        let rule = "tag approved = true, set by someone other than the version's creator";
+
+        // alice registers a version already tagged approved: she set the tag herself.
+        let own = version_by(&store, "gated-4e", Some("alice"), vec![approved()]).await;
+        assert_eq!(
+            store
+                .get_model_version("gated-4e", own)
+                .await
+                .unwrap()
+                .user_id
+                .as_deref(),
+            Some("alice")
+        );
+        let refused = store
+            .set_registered_model_alias("gated-4e", "champion", own, Actor::User("alice"))
+            .await
+            .unwrap_err();
+        assert!(matches!(refused, Error::PolicyDenied(_)), "{refused:?}");
+        assert!(
+            refused.to_string().contains(&format!(
+                "[team-a/four-eyes] {rule} failed: tag approved = true, set by alice, the version's creator"
+            )),
+            "{refused}"
+        );
+        // bob approves it: allowed, whoever moves the alias.
+        store
+            .set_model_version_tag("gated-4e", own, &approved(), Actor::User("bob"))
+            .await
+            .unwrap();
+        store
+            .set_registered_model_alias("gated-4e", "champion", own, Actor::User("alice"))
+            .await
+            .unwrap();
+        // Setting the tag again records the new setter: alice re-approving her own version
+        // replaces bob's approval.
+        store
+            .set_model_version_tag("gated-4e", own, &approved(), Actor::User("alice"))
+            .await
+            .unwrap();
+        let results = store
+            .check_promotion("gated-4e", Target::Alias("champion"), own)
+            .await
+            .unwrap();
+        assert!(!results[0].passed, "{results:?}");
+
+        // Unknown setter (an unauthenticated call) or unknown creator: refused.
+        let anonymous_approval = version_by(&store, "gated-4e", Some("alice"), vec![]).await;
+        store
+            .set_model_version_tag("gated-4e", anonymous_approval, &approved(), Actor::Api)
+            .await
+            .unwrap();
+        let refused = store
+            .set_registered_model_alias(
+                "gated-4e",
+                "champion",
+                anonymous_approval,
+                Actor::User("bob"),
+            )
+            .await
+            .unwrap_err();
+        assert!(
+            refused.to_string().contains("set by an unknown user"),
+            "{refused}"
+        );
+        let unknown_creator = version_by(&store, "gated-4e", None, vec![]).await;
+        store
+            .set_model_version_tag("gated-4e", unknown_creator, &approved(), Actor::User("bob"))
+            .await
+            .unwrap();
+        let refused = store
+            .set_registered_model_alias("gated-4e", "champion", unknown_creator, Actor::User("bob"))
+            .await
+            .unwrap_err();
+        assert!(
+            refused
+                .to_string()
+                .contains("set by bob; the version's creator is unknown"),
+            "{refused}"
+        );
+        // Missing tag: refused too.
+        let untagged = version_by(&store, "gated-4e", Some("alice"), vec![]).await;
+        let results = store
+            .check_promotion("gated-4e", Target::Alias("champion"), untagged)
+            .await
+            .unwrap();
+        assert_eq!(
+            (results[0].passed, results[0].observed.as_str()),
+            (false, "tag approved is not set")
+        );
+
+        // The history names the authenticated actor of each move, refused or allowed.
+        let history = super::history(&store, "gated-4e").await;
+        let moves: Vec<_> = history
+            .iter()
+            .map(|entry| (entry.actor.as_str(), entry.allowed, entry.to_version))
+            .collect();
+        assert_eq!(
+            moves,
+            vec![
+                ("alice", false, Some(own)),
+                ("alice", true, Some(own)),
+                ("bob", false, Some(anonymous_approval)),
+                ("bob", false, Some(unknown_creator)),
+            ]
+        );
+        assert!(
+            history
+                .iter()
+                .all(|entry| entry.path == super::PromotionPath::Api)
+        );
+    }
+
+    async fn versions_and_their_tags_record_who_wrote_them(store: Store) {
+        let resource = Owner {
+            namespace: "team-a".into(),
+            kind: "ModelVersion".into(),
+            name: "churn-v1".into(),
+            uid: "uid-mv".into(),
+        };
+        store
+            .create_registered_model("who-churn", &[], None, None)
+            .await
+            .unwrap();
+        // The operator registers a version for its resource: the resource is its creator.
+        let declared = store
+            .create_model_version(NewModelVersion {
+                name: "who-churn".into(),
+                source: "s3://bucket/who-churn/1".into(),
+                ownership: Some(Ownership {
+                    owner: resource.clone(),
+                    fields: [OwnedField::Tags].into_iter().collect(),
+                }),
+                ..NewModelVersion::default()
+            })
+            .await
+            .unwrap();
+        assert_eq!(
+            declared.user_id.as_deref(),
+            Some("team-a/ModelVersion/churn-v1")
+        );
+        // Unauthenticated registration: no creator, as MLflow leaves user_id empty.
+        let anonymous = version_by(&store, "who-churn", None, vec![]).await;
+        assert_eq!(
+            store
+                .get_model_version("who-churn", anonymous)
+                .await
+                .unwrap()
+                .user_id,
+            None
+        );
+        // The resource sets its own version's tag: it is recorded as the setter, so the
+        // resource approving its own version is the creator approving (four eyes refuse).
+        store
+            .set_model_version_tag(
+                "who-churn",
+                declared.version,
+                &KeyValue::new("approved", "true"),
+                Actor::Owner("uid-mv"),
+            )
+            .await
+            .unwrap();
+        store
+            .put_promotion_policy(
+                "uid-who",
+                "team-a",
+                "who",
+                &PolicySpec {
+                    models: vec!["who-*".into()],
+                    aliases: vec!["champion".into()],
+                    stages: vec![],
+                    rules: vec![Rule::Tag(TagRule {
+                        key: "approved".into(),
+                        value: None,
+                        four_eyes: true,
+                    })],
+                },
+            )
+            .await
+            .unwrap();
+        let results = store
+            .check_promotion("who-churn", Target::Alias("champion"), declared.version)
+            .await
+            .unwrap();
+        assert_eq!(
+            results[0].observed,
+            "tag approved = true, set by team-a/ModelVersion/churn-v1, the version's creator"
+        );
     }
 
     async fn a_failed_rule_refuses_the_move_and_the_refusal_is_recorded(store: Store) {

@@ -166,6 +166,9 @@ pub struct ModelVersion {
     pub run_id: String,
     pub run_link: String,
     pub model_id: Option<String>,
+    /// Who registered it (MLflow's `user_id`): the authenticated user, or the resource
+    /// `namespace/Kind/name` the operator registered it for; `None` when unknown.
+    pub user_id: Option<String>,
     pub status: String,
     pub status_message: Option<String>,
     pub tags: Vec<KeyValue>,
@@ -186,6 +189,9 @@ pub struct NewModelVersion {
     pub run_link: Option<String>,
     pub description: Option<String>,
     pub model_id: Option<String>,
+    /// Who registers it (also the setter of `tags`); `None` with `ownership`: the owning
+    /// resource, else unknown.
+    pub user_id: Option<String>,
     /// Recorded atomically with the version. A uid owns at most one version: creating again
     /// with the same owner uid returns the version it already owns (idempotent reconciles).
     pub ownership: Option<Ownership>,
@@ -234,6 +240,7 @@ struct VersionRow {
     run_id: String,
     run_link: String,
     model_id: Option<String>,
+    user_id: Option<String>,
     status: String,
     status_message: Option<String>,
     #[sqlx(flatten)]
@@ -267,7 +274,7 @@ const MODEL_COLUMNS: &str = "rm.registered_model_id, rm.name, rm.description, rm
 
 const VERSION_COLUMNS: &str = "mv.registered_model_id, rm.name, mv.version, mv.creation_time, \
      mv.last_updated_time, mv.description, mv.current_stage, mv.source, mv.storage_location, \
-     mv.run_id, mv.run_link, mv.model_id, mv.status, mv.status_message, mv.owner_namespace, \
+     mv.run_id, mv.run_link, mv.model_id, mv.user_id, mv.status, mv.status_message, mv.owner_namespace, \
      mv.owner_kind, mv.owner_name, mv.owner_uid, mv.owned_fields";
 
 /// `FROM` clause that [`VERSION_COLUMNS`] reads.
@@ -595,6 +602,7 @@ impl Store {
                     run_id: row.run_id,
                     run_link: row.run_link,
                     model_id: row.model_id,
+                    user_id: row.user_id,
                     status: row.status,
                     status_message: row.status_message,
                 }

@@ -51,13 +51,16 @@ pub struct MetricRule {
     pub lower_is_better: bool,
 }
 
-/// A version tag that must be set (to `value`, when given).
+/// A version tag that must be set (to `value`, when given), with `four_eyes` by someone other
+/// than the version's creator.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct TagRule {
     pub key: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub value: Option<String>,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub four_eyes: bool,
 }
 
 /// Where the candidate must stand first: holding `alias`, or in `stage`, for `min_seconds`.
@@ -147,6 +150,14 @@ fn glob(pattern: &str, text: &str) -> bool {
     matched[text.len()]
 }
 
+/// A version tag as found, with who set it and who created the version (`None`: unknown).
+#[derive(Debug, Clone, PartialEq)]
+pub(super) struct TagSeen {
+    pub value: String,
+    pub set_by: Option<String>,
+    pub creator: Option<String>,
+}
+
 /// What the store found for a rule, gathered in the transaction.
 #[derive(Debug, Clone, PartialEq)]
 pub(super) enum Observed {
@@ -155,7 +166,7 @@ pub(super) enum Observed {
         /// The version holding the target now (not the candidate) and its value.
         incumbent: Option<(i64, Option<f64>)>,
     },
-    Tag(Option<String>),
+    Tag(Option<TagSeen>),
     /// Since when (ms) the candidate holds the predecessor alias or stage; `None`: it does not.
     Predecessor {
         since: Option<i64>,
@@ -251,21 +262,41 @@ pub(super) fn judge(policy: &str, rule: &Rule, observed: &Observed) -> Vec<RuleR
             }
             results
         }
-        (Rule::Tag(tag), Observed::Tag(value)) => {
-            let rule = match &tag.value {
+        (Rule::Tag(tag), Observed::Tag(seen)) => {
+            let mut rule = match &tag.value {
                 Some(expected) => format!("tag {} = {expected}", tag.key),
                 None => format!("tag {} is set", tag.key),
             };
-            let passed = match (&tag.value, value) {
-                (_, None) => false,
-                (None, Some(_)) => true,
-                (Some(expected), Some(value)) => expected == value,
+            if tag.four_eyes {
+                rule.push_str(", set by someone other than the version's creator");
+            }
+            let Some(seen) = seen else {
+                return vec![result(rule, false, format!("tag {} is not set", tag.key))];
             };
-            let seen = value.as_ref().map_or_else(
-                || format!("tag {} is not set", tag.key),
-                |value| format!("tag {} = {value}", tag.key),
-            );
-            vec![result(rule, passed, seen)]
+            let mut observed = format!("tag {} = {}", tag.key, seen.value);
+            let mut passed = tag
+                .value
+                .as_ref()
+                .is_none_or(|expected| *expected == seen.value);
+            if tag.four_eyes {
+                // Unknown on either side cannot show two people: refused, as a gate must.
+                let (set_by, creator) = (seen.set_by.as_deref(), seen.creator.as_deref());
+                observed.push_str(&match (set_by, creator) {
+                    (None, _) => ", set by an unknown user".to_owned(),
+                    (Some(setter), None) => {
+                        format!(", set by {setter}; the version's creator is unknown")
+                    }
+                    (Some(setter), Some(creator)) if setter == creator => {
+                        format!(", set by {setter}, the version's creator")
+                    }
+                    (Some(setter), Some(creator)) => {
+                        format!(", set by {setter} (version created by {creator})")
+                    }
+                });
+                passed &=
+                    matches!((set_by, creator), (Some(setter), Some(creator)) if setter != creator);
+            }
+            vec![result(rule, passed, observed)]
         }
         (Rule::Predecessor(predecessor), Observed::Predecessor { since, now }) => {
             let place = match (&predecessor.alias, &predecessor.stage) {
@@ -349,12 +380,13 @@ pub(super) trait PolicyTx {
         target: Target<'a>,
         except: i64,
     ) -> impl Future<Output = Result<Option<i64>>> + Send + 'a;
+    /// A version's tag `key`, who set it and who created the version.
     fn version_tag<'a>(
         &'a mut self,
         model_id: i64,
         version: i64,
         key: &'a str,
-    ) -> impl Future<Output = Result<Option<String>>> + Send + 'a;
+    ) -> impl Future<Output = Result<Option<TagSeen>>> + Send + 'a;
     /// Since when `version` holds `target` (the history's last allowed entry putting it
     /// there); `None` when it does not hold it now.
     fn holds_since<'a>(
@@ -418,15 +450,18 @@ macro_rules! impl_policy_tx {
                 Ok(query.bind(except).fetch_optional(&mut *self).await?)
             }
 
-            async fn version_tag(&mut self, model_id: i64, version: i64, key: &str) -> Result<Option<String>> {
-                Ok(sqlx::query_scalar::<_, String>(
-                    "SELECT value FROM model_version_tags WHERE registered_model_id = $1 AND version = $2 AND key = $3",
+            async fn version_tag(&mut self, model_id: i64, version: i64, key: &str) -> Result<Option<TagSeen>> {
+                let row = sqlx::query_as::<_, (String, Option<String>, Option<String>)>(
+                    "SELECT t.value, t.set_by, mv.user_id FROM model_version_tags t JOIN model_versions mv \
+                     ON mv.registered_model_id = t.registered_model_id AND mv.version = t.version \
+                     WHERE t.registered_model_id = $1 AND t.version = $2 AND t.key = $3",
                 )
                 .bind(model_id)
                 .bind(version)
                 .bind(key)
                 .fetch_optional(&mut *self)
-                .await?)
+                .await?;
+                Ok(row.map(|(value, set_by, creator)| TagSeen { value, set_by, creator }))
             }
 
             async fn holds_since(&mut self, model_id: i64, target: Target<'_>, version: i64) -> Result<Option<i64>> {
@@ -486,6 +521,7 @@ fn unreadable_spec() -> PolicySpec {
         rules: vec![Rule::Tag(TagRule {
             key: "ferroflow.policy.unreadable".into(),
             value: Some("this policy could not be read; re-apply it".into()),
+            four_eyes: false,
         })],
     }
 }
@@ -667,14 +703,25 @@ mod tests {
         assert!(!unknown[0].1 && unknown[0].2.contains("has no val_auc"));
     }
 
+    fn tag(value: &str, set_by: Option<&str>, creator: Option<&str>) -> Observed {
+        Observed::Tag(Some(TagSeen {
+            value: value.into(),
+            set_by: set_by.map(Into::into),
+            creator: creator.map(Into::into),
+        }))
+    }
+
     #[test]
     fn tag_rules_need_the_tag_and_its_value() {
         let approved = Rule::Tag(TagRule {
             key: "approved".into(),
             value: Some("true".into()),
+            four_eyes: false,
         });
-        assert!(verdicts(&approved, Observed::Tag(Some("true".into())))[0].1);
-        let wrong = verdicts(&approved, Observed::Tag(Some("yes".into())));
+        // Without four eyes, who set it does not matter.
+        assert!(verdicts(&approved, tag("true", None, None))[0].1);
+        assert!(verdicts(&approved, tag("true", Some("alice"), Some("alice")))[0].1);
+        let wrong = verdicts(&approved, tag("yes", None, None));
         assert_eq!(
             wrong,
             vec![(
@@ -687,9 +734,56 @@ mod tests {
         let any = Rule::Tag(TagRule {
             key: "reviewed_by".into(),
             value: None,
+            four_eyes: false,
         });
-        assert!(verdicts(&any, Observed::Tag(Some("carol".into())))[0].1);
+        assert!(verdicts(&any, tag("carol", None, None))[0].1);
         assert!(!verdicts(&any, Observed::Tag(None))[0].1);
+    }
+
+    #[test]
+    fn four_eyes_tags_must_be_set_by_someone_other_than_the_creator() {
+        let approved = Rule::Tag(TagRule {
+            key: "approved".into(),
+            value: Some("true".into()),
+            four_eyes: true,
+        });
+        let rule = "tag approved = true, set by someone other than the version's creator";
+        assert_eq!(
+            verdicts(&approved, tag("true", Some("bob"), Some("alice"))),
+            vec![(
+                rule.into(),
+                true,
+                "tag approved = true, set by bob (version created by alice)".into()
+            )]
+        );
+        assert_eq!(
+            verdicts(&approved, tag("true", Some("alice"), Some("alice"))),
+            vec![(
+                rule.into(),
+                false,
+                "tag approved = true, set by alice, the version's creator".into()
+            )]
+        );
+        // Who set it or who created the version unknown: two people cannot be shown.
+        assert_eq!(
+            verdicts(&approved, tag("true", None, Some("alice"))),
+            vec![(
+                rule.into(),
+                false,
+                "tag approved = true, set by an unknown user".into()
+            )]
+        );
+        let creator_unknown = verdicts(&approved, tag("true", Some("bob"), None));
+        assert!(
+            !creator_unknown[0].1 && creator_unknown[0].2.contains("creator is unknown"),
+            "{creator_unknown:?}"
+        );
+        // Another person, but the wrong value: still refused; missing: refused.
+        assert!(!verdicts(&approved, tag("false", Some("bob"), Some("alice")))[0].1);
+        assert_eq!(
+            verdicts(&approved, Observed::Tag(None)),
+            vec![(rule.into(), false, "tag approved is not set".into())]
+        );
     }
 
     #[test]

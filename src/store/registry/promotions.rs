@@ -20,6 +20,8 @@ use crate::store::{
 pub const MAX_PROMOTIONS_PAGE: i64 = 1000;
 /// Page size of [`Store::promotions`] when the caller does not say.
 pub const DEFAULT_PROMOTIONS_PAGE: i64 = 100;
+/// The history's actor for a REST call whose caller is unknown (`--auth none`).
+pub const ANONYMOUS: &str = "anonymous";
 
 /// What a promotion moves: an alias, or a version's stage.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -93,23 +95,16 @@ pub(super) struct Who {
     path: PromotionPath,
 }
 
-/// The actor as the history names it: the resource that owns one of `rows` when the operator
-/// writes on its behalf, else its uid; `anonymous` for the REST API (until requests carry an
-/// identity).
+/// The actor as the history names it: the authenticated user, the resource that owns one of
+/// `rows` when the operator writes on its behalf (else its uid), or [`ANONYMOUS`].
 fn who(actor: Actor<'_>, owners: &[Option<&Owner>]) -> Who {
-    match actor {
-        Actor::Api => Who {
-            actor: "anonymous".to_owned(),
-            path: PromotionPath::Api,
-        },
-        Actor::Owner(uid) => Who {
-            actor: owners
-                .iter()
-                .flatten()
-                .find(|owner| owner.uid == uid)
-                .map(|owner| format!("{}/{}/{}", owner.namespace, owner.kind, owner.name))
-                .unwrap_or_else(|| format!("uid/{uid}")),
-            path: PromotionPath::Operator,
+    Who {
+        actor: actor
+            .identity(owners)
+            .unwrap_or_else(|| ANONYMOUS.to_owned()),
+        path: match actor {
+            Actor::Api | Actor::User(_) => PromotionPath::Api,
+            Actor::Owner(_) => PromotionPath::Operator,
         },
     }
 }

@@ -32,6 +32,10 @@ impl Store {
         }
         let resolved = self.resolve_source(&new).await?;
         let ownership = new.ownership.as_ref();
+        let creator = new
+            .user_id
+            .clone()
+            .or_else(|| ownership.map(|ownership| ownership.owner.path()));
         let now = now_millis();
         let version = with_pool!(self, pool => {
             let mut tx = pool.begin_write().await?;
@@ -49,8 +53,8 @@ impl Store {
             sqlx::query(
                 "INSERT INTO model_versions (registered_model_id, version, creation_time, last_updated_time, \
                  description, current_stage, source, storage_location, run_id, run_link, model_id, status, \
-                 owner_namespace, owner_kind, owner_name, owner_uid, owned_fields) \
-                 VALUES ($1, $2, $3, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)",
+                 owner_namespace, owner_kind, owner_name, owner_uid, owned_fields, user_id) \
+                 VALUES ($1, $2, $3, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16, $17)",
             )
             .bind(registered_model_id)
             .bind(version)
@@ -68,14 +72,19 @@ impl Store {
             .bind(ownership.map(|o| o.owner.name.as_str()))
             .bind(ownership.map(|o| o.owner.uid.as_str()))
             .bind(ownership.map(Ownership::fields_text).unwrap_or_default())
+            .bind(&creator)
             .execute(&mut *tx)
             .await?;
             for (key, value) in deduplicated(&new.tags) {
-                sqlx::query("INSERT INTO model_version_tags (registered_model_id, version, key, value) VALUES ($1, $2, $3, $4)")
+                sqlx::query(
+                    "INSERT INTO model_version_tags (registered_model_id, version, key, value, set_by) \
+                     VALUES ($1, $2, $3, $4, $5)",
+                )
                     .bind(registered_model_id)
                     .bind(version)
                     .bind(key)
                     .bind(value)
+                    .bind(&creator)
                     .execute(&mut *tx)
                     .await?;
             }
@@ -315,7 +324,8 @@ impl Store {
         Ok(())
     }
 
-    /// Sets (upserts) a model version tag.
+    /// Sets (upserts) a model version tag, recording who set its value (the four-eyes rule of
+    /// promotion policies reads it).
     #[tracing::instrument(name = "store.set_model_version_tag", skip_all)]
     pub async fn set_model_version_tag(
         &self,
@@ -331,14 +341,16 @@ impl Store {
             let model = tx.lock_model(name).await?;
             let row = tx.live_version(&model, version).await?;
             check_field_writable(row.ownership(), OwnedField::Tags, actor, || row.describe())?;
+            let owner = row.ownership().map(|ownership| ownership.owner);
             sqlx::query(
-                "INSERT INTO model_version_tags (registered_model_id, version, key, value) VALUES ($1, $2, $3, $4) \
-                 ON CONFLICT (registered_model_id, version, key) DO UPDATE SET value = excluded.value",
+                "INSERT INTO model_version_tags (registered_model_id, version, key, value, set_by) VALUES ($1, $2, $3, $4, $5) \
+                 ON CONFLICT (registered_model_id, version, key) DO UPDATE SET value = excluded.value, set_by = excluded.set_by",
             )
             .bind(model.registered_model_id)
             .bind(version)
             .bind(&tag.key)
             .bind(&tag.value)
+            .bind(actor.identity(&[owner.as_ref()]))
             .execute(&mut *tx)
             .await?;
             tx.commit().await?;

@@ -17,6 +17,8 @@ use super::{Entity, Error, KeyValue, LIFECYCLE_ACTIVE, Pool, Result, Store, View
 
 /// The tag MLflow keeps in sync with the run's name.
 pub const RUN_NAME_TAG: &str = "mlflow.runName";
+/// The tag naming who ran the run (MLflow's client sends the same value as `user_id`).
+pub const USER_TAG: &str = "mlflow.user";
 /// Largest page of runs a search may ask for.
 pub const MAX_RUNS_PAGE: i64 = 50_000;
 /// Run statuses MLflow knows.
