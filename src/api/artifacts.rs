@@ -3,14 +3,14 @@
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{Query, State};
+use axum::extract::Query;
 use axum::http::{HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use futures::TryStreamExt;
 use serde::{Deserialize, Serialize};
 
-use super::AppState;
+use super::InWorkspace;
 use super::endpoints::Routes;
 use super::error::{ApiError, ApiResult, ErrorCode, Required};
 use super::request::{Mlflow, percent_decode_path};
@@ -68,7 +68,7 @@ fn proxied_path(uri: &Uri) -> ApiResult<ArtifactPath> {
 }
 
 async fn proxied_file(
-    State(state): State<AppState>,
+    InWorkspace(state): InWorkspace,
     method: Method,
     uri: Uri,
     body: Body,
@@ -143,7 +143,7 @@ struct ListProxiedResponse {
 
 /// Lists a directory; entries carry basenames only, as MLflow's client joins them itself.
 async fn list_proxied(
-    State(state): State<AppState>,
+    InWorkspace(state): InWorkspace,
     Query(request): Query<ListProxiedRequest>,
 ) -> ApiResult<Json<ListProxiedResponse>> {
     let dir = ArtifactPath::parse(request.path.as_deref().unwrap_or(""))?;
@@ -248,7 +248,7 @@ pub async fn list_under_root(
 }
 
 async fn list_run_artifacts(
-    State(state): State<AppState>,
+    InWorkspace(state): InWorkspace,
     Mlflow(request): Mlflow<ListRunArtifactsRequest>,
 ) -> ApiResult<Json<ListUnderRootResponse>> {
     let run_id = request
@@ -276,7 +276,7 @@ struct GetRunArtifactRequest {
 
 /// The UI's download of one run artifact.
 async fn get_run_artifact(
-    State(state): State<AppState>,
+    InWorkspace(state): InWorkspace,
     Query(request): Query<GetRunArtifactRequest>,
 ) -> ApiResult<Response> {
     let run_id = request.run_id.or(request.run_uuid).required("run_id")?;
@@ -301,7 +301,7 @@ struct ServerInfo {
 async fn server_info() -> Json<ServerInfo> {
     Json(ServerInfo {
         store_type: "SqlStore",
-        workspaces_enabled: false,
+        workspaces_enabled: true,
         trace_archival_enabled: false,
         multipart_uploads_enabled: false,
         multipart_downloads_enabled: false,

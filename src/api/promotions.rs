@@ -3,11 +3,10 @@
 //! back, and asking the promotion policies about a move without making it. Errors use MLflow's JSON shape and codes, as everywhere else.
 
 use axum::Json;
-use axum::extract::State;
 use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
 
-use super::AppState;
+use super::InWorkspace;
 use super::endpoints::Routes;
 use super::error::{ApiError, ApiResult, Required, non_empty};
 use super::request::{Mlflow, lenient};
@@ -49,7 +48,7 @@ fn target_type(text: Option<String>) -> ApiResult<TargetType> {
 }
 
 async fn list_promotions(
-    State(state): State<AppState>,
+    InWorkspace(state): InWorkspace,
     Mlflow(request): Mlflow<ListRequest>,
 ) -> ApiResult<Json<ListResponse>> {
     let name = non_empty(request.name).required("name")?;
@@ -86,7 +85,7 @@ struct AtRequest {
 }
 
 async fn promotion_at(
-    State(state): State<AppState>,
+    InWorkspace(state): InWorkspace,
     Mlflow(request): Mlflow<AtRequest>,
 ) -> ApiResult<Json<Holder>> {
     let name = non_empty(request.name).required("name")?;
@@ -125,7 +124,7 @@ struct RollbackResponse {
 }
 
 async fn rollback(
-    State(state): State<AppState>,
+    InWorkspace(state): InWorkspace,
     Mlflow(request): Mlflow<RollbackRequest>,
 ) -> ApiResult<Json<RollbackResponse>> {
     let name = non_empty(request.name).required("name")?;
@@ -153,7 +152,7 @@ pub struct CheckResponse {
 }
 
 async fn check(
-    State(state): State<AppState>,
+    InWorkspace(state): InWorkspace,
     Mlflow(request): Mlflow<CheckRequest>,
 ) -> ApiResult<Json<CheckResponse>> {
     let name = non_empty(request.name).required("name")?;

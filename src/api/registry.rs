@@ -4,11 +4,10 @@
 //! PERMISSION_DENIED naming that resource (see [`crate::store::registry`]).
 
 use axum::Json;
-use axum::extract::State;
 use axum::routing::{get, patch, post};
 use serde::{Deserialize, Serialize};
 
-use super::AppState;
+use super::InWorkspace;
 use super::endpoints::Routes;
 use super::error::{ApiError, ApiResult, Required, non_empty};
 use super::request::{Mlflow, lenient};
@@ -209,7 +208,7 @@ struct CreateRegisteredModelRequest {
 }
 
 async fn create_registered_model(
-    State(state): State<AppState>,
+    InWorkspace(state): InWorkspace,
     Mlflow(request): Mlflow<CreateRegisteredModelRequest>,
 ) -> ApiResult<Json<RegisteredModelResponse>> {
     let name = non_empty(request.name).required("name")?;
@@ -228,7 +227,7 @@ async fn create_registered_model(
 }
 
 async fn get_registered_model(
-    State(state): State<AppState>,
+    InWorkspace(state): InWorkspace,
     Mlflow(request): Mlflow<NameRequest>,
 ) -> ApiResult<Json<RegisteredModelResponse>> {
     let name = non_empty(request.name).required("name")?;
@@ -245,7 +244,7 @@ struct RenameRequest {
 }
 
 async fn rename_registered_model(
-    State(state): State<AppState>,
+    InWorkspace(state): InWorkspace,
     Mlflow(request): Mlflow<RenameRequest>,
 ) -> ApiResult<Json<RegisteredModelResponse>> {
     let name = non_empty(request.name).required("name")?;
@@ -266,7 +265,7 @@ struct UpdateRegisteredModelRequest {
 }
 
 async fn update_registered_model(
-    State(state): State<AppState>,
+    InWorkspace(state): InWorkspace,
     Mlflow(request): Mlflow<UpdateRegisteredModelRequest>,
 ) -> ApiResult<Json<RegisteredModelResponse>> {
     let name = non_empty(request.name).required("name")?;
@@ -280,7 +279,7 @@ async fn update_registered_model(
 }
 
 async fn delete_registered_model(
-    State(state): State<AppState>,
+    InWorkspace(state): InWorkspace,
     Mlflow(request): Mlflow<NameRequest>,
 ) -> ApiResult<Json<Empty>> {
     let name = non_empty(request.name).required("name")?;
@@ -310,7 +309,7 @@ struct SearchRegisteredModelsResponse {
 }
 
 async fn search_registered_models(
-    State(state): State<AppState>,
+    InWorkspace(state): InWorkspace,
     Mlflow(request): Mlflow<SearchRequest>,
 ) -> ApiResult<Json<SearchRegisteredModelsResponse>> {
     let page = state
@@ -338,7 +337,7 @@ struct LatestVersionsRequest {
 }
 
 async fn get_latest_versions(
-    State(state): State<AppState>,
+    InWorkspace(state): InWorkspace,
     Mlflow(request): Mlflow<LatestVersionsRequest>,
 ) -> ApiResult<Json<ModelVersionsResponse>> {
     let name = non_empty(request.name).required("name")?;
@@ -361,7 +360,7 @@ struct ModelTagRequest {
 }
 
 async fn set_registered_model_tag(
-    State(state): State<AppState>,
+    InWorkspace(state): InWorkspace,
     Mlflow(request): Mlflow<ModelTagRequest>,
 ) -> ApiResult<Json<Empty>> {
     let name = non_empty(request.name).required("name")?;
@@ -375,7 +374,7 @@ async fn set_registered_model_tag(
 }
 
 async fn delete_registered_model_tag(
-    State(state): State<AppState>,
+    InWorkspace(state): InWorkspace,
     Mlflow(request): Mlflow<ModelTagRequest>,
 ) -> ApiResult<Json<Empty>> {
     let name = non_empty(request.name).required("name")?;
@@ -395,7 +394,7 @@ struct AliasRequest {
 }
 
 async fn set_alias(
-    State(state): State<AppState>,
+    InWorkspace(state): InWorkspace,
     Mlflow(request): Mlflow<AliasRequest>,
 ) -> ApiResult<Json<Empty>> {
     let name = non_empty(request.name).required("name")?;
@@ -409,7 +408,7 @@ async fn set_alias(
 }
 
 async fn delete_alias(
-    State(state): State<AppState>,
+    InWorkspace(state): InWorkspace,
     Mlflow(request): Mlflow<AliasRequest>,
 ) -> ApiResult<Json<Empty>> {
     let name = non_empty(request.name).required("name")?;
@@ -422,7 +421,7 @@ async fn delete_alias(
 }
 
 async fn get_model_version_by_alias(
-    State(state): State<AppState>,
+    InWorkspace(state): InWorkspace,
     Mlflow(request): Mlflow<AliasRequest>,
 ) -> ApiResult<Json<ModelVersionResponse>> {
     let name = non_empty(request.name).required("name")?;
@@ -451,7 +450,7 @@ struct CreateModelVersionRequest {
 }
 
 async fn create_model_version(
-    State(state): State<AppState>,
+    InWorkspace(state): InWorkspace,
     Mlflow(request): Mlflow<CreateModelVersionRequest>,
 ) -> ApiResult<Json<ModelVersionResponse>> {
     let name = non_empty(request.name).required("name")?;
@@ -475,7 +474,7 @@ async fn create_model_version(
 }
 
 async fn get_model_version(
-    State(state): State<AppState>,
+    InWorkspace(state): InWorkspace,
     Mlflow(request): Mlflow<VersionRequest>,
 ) -> ApiResult<Json<ModelVersionResponse>> {
     let name = non_empty(request.name).required("name")?;
@@ -494,7 +493,7 @@ struct UpdateModelVersionRequest {
 }
 
 async fn update_model_version(
-    State(state): State<AppState>,
+    InWorkspace(state): InWorkspace,
     Mlflow(request): Mlflow<UpdateModelVersionRequest>,
 ) -> ApiResult<Json<ModelVersionResponse>> {
     let name = non_empty(request.name).required("name")?;
@@ -509,7 +508,7 @@ async fn update_model_version(
 }
 
 async fn delete_model_version(
-    State(state): State<AppState>,
+    InWorkspace(state): InWorkspace,
     Mlflow(request): Mlflow<VersionRequest>,
 ) -> ApiResult<Json<Empty>> {
     let name = non_empty(request.name).required("name")?;
@@ -531,7 +530,7 @@ struct TransitionRequest {
 }
 
 async fn transition_stage(
-    State(state): State<AppState>,
+    InWorkspace(state): InWorkspace,
     Mlflow(request): Mlflow<TransitionRequest>,
 ) -> ApiResult<Json<ModelVersionResponse>> {
     let name = non_empty(request.name).required("name")?;
@@ -561,7 +560,7 @@ struct SearchModelVersionsResponse {
 }
 
 async fn search_model_versions(
-    State(state): State<AppState>,
+    InWorkspace(state): InWorkspace,
     Mlflow(request): Mlflow<SearchRequest>,
 ) -> ApiResult<Json<SearchModelVersionsResponse>> {
     let page = state
@@ -585,7 +584,7 @@ struct DownloadUriResponse {
 }
 
 async fn get_download_uri(
-    State(state): State<AppState>,
+    InWorkspace(state): InWorkspace,
     Mlflow(request): Mlflow<VersionRequest>,
 ) -> ApiResult<Json<DownloadUriResponse>> {
     let name = non_empty(request.name).required("name")?;
@@ -606,7 +605,7 @@ struct VersionTagRequest {
 }
 
 async fn set_model_version_tag(
-    State(state): State<AppState>,
+    InWorkspace(state): InWorkspace,
     Mlflow(request): Mlflow<VersionTagRequest>,
 ) -> ApiResult<Json<Empty>> {
     let name = non_empty(request.name).required("name")?;
@@ -621,7 +620,7 @@ async fn set_model_version_tag(
 }
 
 async fn delete_model_version_tag(
-    State(state): State<AppState>,
+    InWorkspace(state): InWorkspace,
     Mlflow(request): Mlflow<VersionTagRequest>,
 ) -> ApiResult<Json<Empty>> {
     let name = non_empty(request.name).required("name")?;

@@ -1,7 +1,6 @@
 //! `/mlflow/runs/*` and `/mlflow/metrics/*` handlers.
 
 use axum::Json;
-use axum::extract::State;
 use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -13,7 +12,7 @@ use super::request::{Mlflow, lenient};
 use super::types::{
     DatasetInput, Empty, KeyValueJson, Metric, MetricInput, ModelInput, Run, RunInfo,
 };
-use super::{AppState, parse_view_type};
+use super::{InWorkspace, parse_view_type};
 use crate::store::KeyValue;
 use crate::store::metric_sampling::MAX_BULK_POINTS;
 use crate::store::runs::{self, NewRun, RunSearch};
@@ -78,7 +77,7 @@ struct CreateRequest {
 }
 
 async fn create(
-    State(state): State<AppState>,
+    InWorkspace(state): InWorkspace,
     Mlflow(request): Mlflow<CreateRequest>,
 ) -> ApiResult<Json<RunResponse>> {
     let experiment_id = match request.experiment_id.as_deref() {
@@ -99,7 +98,7 @@ async fn create(
 }
 
 async fn get_run(
-    State(state): State<AppState>,
+    InWorkspace(state): InWorkspace,
     Mlflow(request): Mlflow<RunRef>,
 ) -> ApiResult<Json<RunResponse>> {
     let run = state.store.get_run(&request.id()?).await?;
@@ -123,7 +122,7 @@ struct UpdateResponse {
 }
 
 async fn update(
-    State(state): State<AppState>,
+    InWorkspace(state): InWorkspace,
     Mlflow(request): Mlflow<UpdateRequest>,
 ) -> ApiResult<Json<UpdateResponse>> {
     let run_id = request.run.id()?;
@@ -169,7 +168,7 @@ fn parse_run_status(status: &str) -> ApiResult<&'static str> {
 }
 
 async fn delete(
-    State(state): State<AppState>,
+    InWorkspace(state): InWorkspace,
     Mlflow(request): Mlflow<RunRef>,
 ) -> ApiResult<Json<Empty>> {
     state.store.delete_run(&request.id()?).await?;
@@ -177,7 +176,7 @@ async fn delete(
 }
 
 async fn restore(
-    State(state): State<AppState>,
+    InWorkspace(state): InWorkspace,
     Mlflow(request): Mlflow<RunRef>,
 ) -> ApiResult<Json<Empty>> {
     state.store.restore_run(&request.id()?).await?;
@@ -202,7 +201,7 @@ impl KeyValueRequest {
 }
 
 async fn log_param(
-    State(state): State<AppState>,
+    InWorkspace(state): InWorkspace,
     Mlflow(request): Mlflow<KeyValueRequest>,
 ) -> ApiResult<Json<Empty>> {
     let (run_id, param) = request.into_parts()?;
@@ -211,7 +210,7 @@ async fn log_param(
 }
 
 async fn set_tag(
-    State(state): State<AppState>,
+    InWorkspace(state): InWorkspace,
     Mlflow(request): Mlflow<KeyValueRequest>,
 ) -> ApiResult<Json<Empty>> {
     let (run_id, tag) = request.into_parts()?;
@@ -227,7 +226,7 @@ struct DeleteTagRequest {
 }
 
 async fn delete_tag(
-    State(state): State<AppState>,
+    InWorkspace(state): InWorkspace,
     Mlflow(request): Mlflow<DeleteTagRequest>,
 ) -> ApiResult<Json<Empty>> {
     let run_id = request.run.id()?;
@@ -257,7 +256,7 @@ fn metric_from_input(input: MetricInput) -> ApiResult<runs::Metric> {
 }
 
 async fn log_metric(
-    State(state): State<AppState>,
+    InWorkspace(state): InWorkspace,
     Mlflow(request): Mlflow<LogMetricRequest>,
 ) -> ApiResult<Json<Empty>> {
     let run_id = request.run.id()?;
@@ -279,7 +278,7 @@ struct LogBatchRequest {
 }
 
 async fn log_batch(
-    State(state): State<AppState>,
+    InWorkspace(state): InWorkspace,
     Mlflow(request): Mlflow<LogBatchRequest>,
 ) -> ApiResult<Json<Empty>> {
     let run_id = request.run.id()?;
@@ -308,7 +307,7 @@ struct LogInputsRequest {
 }
 
 async fn log_inputs(
-    State(state): State<AppState>,
+    InWorkspace(state): InWorkspace,
     Mlflow(request): Mlflow<LogInputsRequest>,
 ) -> ApiResult<Json<Empty>> {
     let run_id = request.run.id()?;
@@ -337,7 +336,7 @@ struct LogModelRequest {
 
 /// Legacy log-model: appends the model's dict to the run's `mlflow.log-model.history` tag.
 async fn log_model(
-    State(state): State<AppState>,
+    InWorkspace(state): InWorkspace,
     Mlflow(request): Mlflow<LogModelRequest>,
 ) -> ApiResult<Json<Empty>> {
     let run_id = request.run.id()?;
@@ -396,7 +395,7 @@ struct SearchResponse {
 }
 
 async fn search(
-    State(state): State<AppState>,
+    InWorkspace(state): InWorkspace,
     Mlflow(request): Mlflow<SearchRequest>,
 ) -> ApiResult<Json<SearchResponse>> {
     let experiment_ids = parse_experiment_ids(&request.experiment_ids)?;
@@ -436,7 +435,7 @@ struct HistoryResponse {
 }
 
 async fn get_history(
-    State(state): State<AppState>,
+    InWorkspace(state): InWorkspace,
     Mlflow(request): Mlflow<HistoryRequest>,
 ) -> ApiResult<Json<HistoryResponse>> {
     let run_id = request.run.id()?;
@@ -470,7 +469,7 @@ struct BulkIntervalRequest {
 }
 
 async fn get_history_bulk_interval(
-    State(state): State<AppState>,
+    InWorkspace(state): InWorkspace,
     Mlflow(request): Mlflow<BulkIntervalRequest>,
 ) -> ApiResult<Json<HistoryResponse>> {
     if request.run_ids.is_empty() {
