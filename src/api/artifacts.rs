@@ -44,8 +44,11 @@ pub fn routes() -> Routes {
             &format!("{PROXY_PREFIX}/{{*path}}"),
             get(proxied_file).put(proxied_file).delete(proxied_file),
         )
-        .route("/api/3.0/mlflow/server-info", get(server_info))
-        .route("/ajax-api/3.0/mlflow/server-info", get(server_info))
+        .route("/api/3.0/mlflow/server-info", get(|| server_info(true)))
+        .route(
+            "/ajax-api/3.0/mlflow/server-info",
+            get(|| server_info(false)),
+        )
         .route("/get-artifact", get(get_run_artifact))
 }
 
@@ -298,13 +301,15 @@ struct ServerInfo {
 
 /// Capabilities the client checks before large transfers: uploads and downloads stream
 /// through this server, so no presigned or client-side multipart transfers are offered.
-async fn server_info() -> Json<ServerInfo> {
+///
+/// Workspaces are on for API clients (the mlflow client refuses to send MLFLOW_WORKSPACE to a
+/// server that says they are off). The web UI (`/ajax-api`) is told they are off: MLflow
+/// 3.17.2's UI switches on `true` to a workspace-selection mode this server does not serve yet,
+/// so the UI works in `default`.
+async fn server_info(workspaces_enabled: bool) -> Json<ServerInfo> {
     Json(ServerInfo {
         store_type: "SqlStore",
-        // MLflow 3.17.2's web UI switches to its workspace mode when this is true, and that mode
-        // does not load against this server yet (e2e/tests/test_ui.py); clients send the
-        // workspace header from MLFLOW_WORKSPACE whatever this says.
-        workspaces_enabled: false,
+        workspaces_enabled,
         trace_archival_enabled: false,
         multipart_uploads_enabled: false,
         multipart_downloads_enabled: false,

@@ -130,6 +130,11 @@ pub async fn the_workspace_header_scopes_every_object(server: TestServer) {
         (400, Some("INVALID_PARAMETER_VALUE"))
     );
 
+    let (status, info) = server.get("/api/3.0/mlflow/server-info").await;
+    assert_eq!((status, &info["workspaces_enabled"]), (200, &json!(true)));
+    // The web UI is told they are off: its workspace mode is not served yet.
+    let (status, info) = server.get("/ajax-api/3.0/mlflow/server-info").await;
+    assert_eq!((status, &info["workspaces_enabled"]), (200, &json!(false)));
     let (status, listed) = server.get("/api/3.0/mlflow/workspaces").await;
     assert_eq!(status, 200, "{listed}");
     assert_eq!(
