@@ -3,14 +3,14 @@
 
 use axum::Json;
 use axum::body::Body;
-use axum::extract::{Query, State};
+use axum::extract::Query;
 use axum::http::{HeaderValue, Method, StatusCode, Uri, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use futures::TryStreamExt;
 use serde::{Deserialize, Serialize};
 
-use super::AppState;
+use super::InWorkspace;
 use super::endpoints::Routes;
 use super::error::{ApiError, ApiResult, ErrorCode, Required};
 use super::request::{Mlflow, percent_decode_path};
@@ -44,8 +44,11 @@ pub fn routes() -> Routes {
             &format!("{PROXY_PREFIX}/{{*path}}"),
             get(proxied_file).put(proxied_file).delete(proxied_file),
         )
-        .route("/api/3.0/mlflow/server-info", get(server_info))
-        .route("/ajax-api/3.0/mlflow/server-info", get(server_info))
+        .route("/api/3.0/mlflow/server-info", get(|| server_info(true)))
+        .route(
+            "/ajax-api/3.0/mlflow/server-info",
+            get(|| server_info(false)),
+        )
         .route("/get-artifact", get(get_run_artifact))
 }
 
@@ -68,7 +71,7 @@ fn proxied_path(uri: &Uri) -> ApiResult<ArtifactPath> {
 }
 
 async fn proxied_file(
-    State(state): State<AppState>,
+    InWorkspace(state): InWorkspace,
     method: Method,
     uri: Uri,
     body: Body,
@@ -143,7 +146,7 @@ struct ListProxiedResponse {
 
 /// Lists a directory; entries carry basenames only, as MLflow's client joins them itself.
 async fn list_proxied(
-    State(state): State<AppState>,
+    InWorkspace(state): InWorkspace,
     Query(request): Query<ListProxiedRequest>,
 ) -> ApiResult<Json<ListProxiedResponse>> {
     let dir = ArtifactPath::parse(request.path.as_deref().unwrap_or(""))?;
@@ -248,7 +251,7 @@ pub async fn list_under_root(
 }
 
 async fn list_run_artifacts(
-    State(state): State<AppState>,
+    InWorkspace(state): InWorkspace,
     Mlflow(request): Mlflow<ListRunArtifactsRequest>,
 ) -> ApiResult<Json<ListUnderRootResponse>> {
     let run_id = request
@@ -276,7 +279,7 @@ struct GetRunArtifactRequest {
 
 /// The UI's download of one run artifact.
 async fn get_run_artifact(
-    State(state): State<AppState>,
+    InWorkspace(state): InWorkspace,
     Query(request): Query<GetRunArtifactRequest>,
 ) -> ApiResult<Response> {
     let run_id = request.run_id.or(request.run_uuid).required("run_id")?;
@@ -298,10 +301,15 @@ struct ServerInfo {
 
 /// Capabilities the client checks before large transfers: uploads and downloads stream
 /// through this server, so no presigned or client-side multipart transfers are offered.
-async fn server_info() -> Json<ServerInfo> {
+///
+/// Workspaces are on for API clients (the mlflow client refuses to send MLFLOW_WORKSPACE to a
+/// server that says they are off). The web UI (`/ajax-api`) is told they are off: MLflow
+/// 3.17.2's UI switches on `true` to a workspace-selection mode this server does not serve yet,
+/// so the UI works in `default`.
+async fn server_info(workspaces_enabled: bool) -> Json<ServerInfo> {
     Json(ServerInfo {
         store_type: "SqlStore",
-        workspaces_enabled: false,
+        workspaces_enabled,
         trace_archival_enabled: false,
         multipart_uploads_enabled: false,
         multipart_downloads_enabled: false,

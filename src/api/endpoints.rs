@@ -176,6 +176,13 @@ pub static ENDPOINTS: &[Endpoint] = &[
     entry(GET, "/", Access::Public),
     entry(GET, "/static-files/{*path}", Access::Public),
     entry(GET, "/server-info", Access::Public),
+    // Workspaces: the list is filtered by `list` on experiments in each namespace; changes are
+    // refused (namespaces are made in Kubernetes).
+    entry(GET, "/workspaces", Access::Authenticated),
+    entry(POST, "/workspaces", Access::Authenticated),
+    entry(GET, "/workspaces/{name}", Access::Authenticated),
+    entry(PATCH, "/workspaces/{name}", Access::Authenticated),
+    entry(DELETE, "/workspaces/{name}", Access::Authenticated),
     // The UI's settings: no tracking data.
     entry(GET, "/ui-telemetry", Access::Authenticated),
     entry(POST, "/ui-telemetry", Access::Authenticated),

@@ -1,7 +1,6 @@
 //! `/mlflow/experiments/*` handlers.
 
 use axum::Json;
-use axum::extract::State;
 use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -10,7 +9,7 @@ use super::endpoints::Routes;
 use super::error::{ApiError, ApiResult, Required, non_empty};
 use super::request::{Mlflow, lenient};
 use super::types::{Empty, Experiment, KeyValueJson};
-use super::{AppState, parse_view_type};
+use super::{InWorkspace, parse_view_type};
 use crate::store::KeyValue;
 use crate::store::experiments::ExperimentSearch;
 use crate::store::registry::Actor;
@@ -66,7 +65,7 @@ struct CreateResponse {
 }
 
 async fn create(
-    State(state): State<AppState>,
+    InWorkspace(state): InWorkspace,
     Mlflow(request): Mlflow<CreateRequest>,
 ) -> ApiResult<Json<CreateResponse>> {
     let name = request.name.required("name")?;
@@ -96,7 +95,7 @@ struct ExperimentResponse {
 }
 
 async fn get_experiment(
-    State(state): State<AppState>,
+    InWorkspace(state): InWorkspace,
     Mlflow(request): Mlflow<IdRequest>,
 ) -> ApiResult<Json<ExperimentResponse>> {
     let id = parse_experiment_id(request.experiment_id.as_deref())?;
@@ -112,7 +111,7 @@ struct ByNameRequest {
 }
 
 async fn get_by_name(
-    State(state): State<AppState>,
+    InWorkspace(state): InWorkspace,
     Mlflow(request): Mlflow<ByNameRequest>,
 ) -> ApiResult<Json<ExperimentResponse>> {
     let name = request.experiment_name.required("experiment_name")?;
@@ -143,7 +142,7 @@ struct SearchResponse {
 }
 
 async fn search(
-    State(state): State<AppState>,
+    InWorkspace(state): InWorkspace,
     Mlflow(request): Mlflow<SearchRequest>,
 ) -> ApiResult<Json<SearchResponse>> {
     let page = state
@@ -169,7 +168,7 @@ struct UpdateRequest {
 }
 
 async fn update(
-    State(state): State<AppState>,
+    InWorkspace(state): InWorkspace,
     Mlflow(request): Mlflow<UpdateRequest>,
 ) -> ApiResult<Json<Empty>> {
     let id = parse_experiment_id(request.experiment_id.as_deref())?;
@@ -183,7 +182,7 @@ async fn update(
 }
 
 async fn delete(
-    State(state): State<AppState>,
+    InWorkspace(state): InWorkspace,
     Mlflow(request): Mlflow<IdRequest>,
 ) -> ApiResult<Json<Empty>> {
     let id = parse_experiment_id(request.experiment_id.as_deref())?;
@@ -192,7 +191,7 @@ async fn delete(
 }
 
 async fn restore(
-    State(state): State<AppState>,
+    InWorkspace(state): InWorkspace,
     Mlflow(request): Mlflow<IdRequest>,
 ) -> ApiResult<Json<Empty>> {
     let id = parse_experiment_id(request.experiment_id.as_deref())?;
@@ -208,7 +207,7 @@ struct TagRequest {
 }
 
 async fn set_tag(
-    State(state): State<AppState>,
+    InWorkspace(state): InWorkspace,
     Mlflow(request): Mlflow<TagRequest>,
 ) -> ApiResult<Json<Empty>> {
     let id = parse_experiment_id(request.experiment_id.as_deref())?;
@@ -222,7 +221,7 @@ async fn set_tag(
 }
 
 async fn delete_tag(
-    State(state): State<AppState>,
+    InWorkspace(state): InWorkspace,
     Mlflow(request): Mlflow<TagRequest>,
 ) -> ApiResult<Json<Empty>> {
     let id = parse_experiment_id(request.experiment_id.as_deref())?;

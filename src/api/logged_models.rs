@@ -1,13 +1,13 @@
 //! MLflow 3 logged models (`/mlflow/logged-models/*`) and `/mlflow/runs/outputs`.
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, Query};
 use axum::response::Response;
 use axum::routing::{delete, get, patch, post};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::AppState;
+use super::InWorkspace;
 use super::artifacts::{ListUnderRootResponse, download_under_root, list_under_root};
 use super::endpoints::Routes;
 use super::error::{ApiError, ApiResult, Required};
@@ -129,7 +129,7 @@ struct CreateRequest {
 }
 
 async fn create(
-    State(state): State<AppState>,
+    InWorkspace(state): InWorkspace,
     Mlflow(request): Mlflow<CreateRequest>,
 ) -> ApiResult<Json<ModelResponse>> {
     let experiment_id = parse_experiment_id(request.experiment_id.as_deref())?;
@@ -154,7 +154,7 @@ struct GetRequest {
 }
 
 async fn get_model(
-    State(state): State<AppState>,
+    InWorkspace(state): InWorkspace,
     Path(model_id): Path<String>,
     Mlflow(request): Mlflow<GetRequest>,
 ) -> ApiResult<Json<ModelResponse>> {
@@ -193,7 +193,7 @@ fn parse_status(status: &str) -> ApiResult<&'static str> {
 }
 
 async fn finalize(
-    State(state): State<AppState>,
+    InWorkspace(state): InWorkspace,
     Path(model_id): Path<String>,
     Mlflow(request): Mlflow<FinalizeRequest>,
 ) -> ApiResult<Json<ModelResponse>> {
@@ -204,7 +204,7 @@ async fn finalize(
 }
 
 async fn delete_model(
-    State(state): State<AppState>,
+    InWorkspace(state): InWorkspace,
     Path(model_id): Path<String>,
 ) -> ApiResult<Json<Empty>> {
     state.store.delete_logged_model(&model_id).await?;
@@ -218,7 +218,7 @@ struct TagsRequest {
 }
 
 async fn set_tags(
-    State(state): State<AppState>,
+    InWorkspace(state): InWorkspace,
     Path(model_id): Path<String>,
     Mlflow(request): Mlflow<TagsRequest>,
 ) -> ApiResult<Json<ModelResponse>> {
@@ -229,7 +229,7 @@ async fn set_tags(
 }
 
 async fn delete_tag(
-    State(state): State<AppState>,
+    InWorkspace(state): InWorkspace,
     Path((model_id, key)): Path<(String, String)>,
 ) -> ApiResult<Json<Empty>> {
     state.store.delete_logged_model_tag(&model_id, &key).await?;
@@ -243,7 +243,7 @@ struct ParamsRequest {
 }
 
 async fn log_params(
-    State(state): State<AppState>,
+    InWorkspace(state): InWorkspace,
     Path(model_id): Path<String>,
     Mlflow(request): Mlflow<ParamsRequest>,
 ) -> ApiResult<Json<Empty>> {
@@ -283,7 +283,7 @@ struct SearchResponse {
 }
 
 async fn search(
-    State(state): State<AppState>,
+    InWorkspace(state): InWorkspace,
     Mlflow(request): Mlflow<SearchRequest>,
 ) -> ApiResult<Json<SearchResponse>> {
     let experiment_ids = parse_experiment_ids(&request.experiment_ids)?;
@@ -320,7 +320,7 @@ struct ListArtifactsRequest {
 }
 
 async fn list_artifacts(
-    State(state): State<AppState>,
+    InWorkspace(state): InWorkspace,
     Path(model_id): Path<String>,
     Mlflow(request): Mlflow<ListArtifactsRequest>,
 ) -> ApiResult<Json<ListUnderRootResponse>> {
@@ -338,7 +338,7 @@ struct ArtifactFileRequest {
 
 /// The UI's download of one file of a logged model.
 async fn get_artifact_file(
-    State(state): State<AppState>,
+    InWorkspace(state): InWorkspace,
     Path(model_id): Path<String>,
     Query(request): Query<ArtifactFileRequest>,
 ) -> ApiResult<Response> {
@@ -362,7 +362,7 @@ struct LogOutputsRequest {
 }
 
 async fn log_outputs(
-    State(state): State<AppState>,
+    InWorkspace(state): InWorkspace,
     Mlflow(request): Mlflow<LogOutputsRequest>,
 ) -> ApiResult<Json<Empty>> {
     let run_id = request

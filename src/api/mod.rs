@@ -16,10 +16,12 @@ pub mod runs;
 pub mod types;
 pub mod ui;
 pub mod ui_endpoints;
+pub mod workspaces;
 
 use std::sync::Arc;
 
-use axum::extract::{DefaultBodyLimit, Request};
+use axum::extract::{DefaultBodyLimit, FromRequestParts, Request};
+use axum::http::request::Parts;
 use axum::http::{StatusCode, Uri, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -58,6 +60,26 @@ pub struct AppState {
     pub config: Arc<ServerConfig>,
     /// Who may call what (`--auth`).
     pub auth: auth::Auth,
+}
+
+/// The handlers' state with its store scoped to the request's workspace (`X-MLFLOW-WORKSPACE`,
+/// else the caller's service-account namespace, else `default`: see [`auth::workspace`]), so
+/// that an id or name from another workspace is not found.
+pub struct InWorkspace(pub AppState);
+
+impl FromRequestParts<AppState> for InWorkspace {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> ApiResult<Self> {
+        // The auth middleware resolved it; public routes skip that, so it is read here then.
+        let workspace = match parts.extensions.get::<auth::Workspace>() {
+            Some(workspace) => workspace.clone(),
+            None => auth::workspace(&parts.headers, None)?,
+        };
+        let mut scoped = state.clone();
+        scoped.store = state.store.in_workspace(&workspace.0);
+        Ok(Self(scoped))
+    }
 }
 
 /// The whole HTTP surface: `/api/2.0/mlflow/*`, the UI's `/ajax-api/2.0/mlflow/*`, `/graphql`,
@@ -100,6 +122,7 @@ pub fn served_routes(state: AppState) -> Routes<()> {
         .merge(artifacts::routes())
         .merge(ui_endpoints::routes())
         .merge(ui::routes())
+        .merge(workspaces::routes())
         .map_router(|router| router.layer(auth.clone()))
         .with_state(state);
     // GraphQL answers through the REST routes, dispatched in-process.

@@ -3,11 +3,10 @@
 //! back, and asking the promotion policies about a move without making it. Errors use MLflow's JSON shape and codes, as everywhere else.
 
 use axum::Json;
-use axum::extract::State;
 use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
 
-use super::AppState;
+use super::InWorkspace;
 use super::auth::Identity;
 use super::endpoints::Routes;
 use super::error::{ApiError, ApiResult, Required, non_empty};
@@ -50,7 +49,7 @@ fn target_type(text: Option<String>) -> ApiResult<TargetType> {
 }
 
 async fn list_promotions(
-    State(state): State<AppState>,
+    InWorkspace(state): InWorkspace,
     Mlflow(request): Mlflow<ListRequest>,
 ) -> ApiResult<Json<ListResponse>> {
     let name = non_empty(request.name).required("name")?;
@@ -87,7 +86,7 @@ struct AtRequest {
 }
 
 async fn promotion_at(
-    State(state): State<AppState>,
+    InWorkspace(state): InWorkspace,
     Mlflow(request): Mlflow<AtRequest>,
 ) -> ApiResult<Json<Holder>> {
     let name = non_empty(request.name).required("name")?;
@@ -126,7 +125,7 @@ struct RollbackResponse {
 }
 
 async fn rollback(
-    State(state): State<AppState>,
+    InWorkspace(state): InWorkspace,
     identity: Identity,
     Mlflow(request): Mlflow<RollbackRequest>,
 ) -> ApiResult<Json<RollbackResponse>> {
@@ -155,7 +154,7 @@ pub struct CheckResponse {
 }
 
 async fn check(
-    State(state): State<AppState>,
+    InWorkspace(state): InWorkspace,
     Mlflow(request): Mlflow<CheckRequest>,
 ) -> ApiResult<Json<CheckResponse>> {
     let name = non_empty(request.name).required("name")?;

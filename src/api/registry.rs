@@ -5,11 +5,10 @@
 //! PERMISSION_DENIED naming that resource (see [`crate::store::registry`]).
 
 use axum::Json;
-use axum::extract::State;
 use axum::routing::{get, patch, post};
 use serde::{Deserialize, Serialize};
 
-use super::AppState;
+use super::InWorkspace;
 use super::auth::Identity;
 use super::endpoints::Routes;
 use super::error::{ApiError, ApiResult, Required, non_empty};
@@ -214,7 +213,7 @@ struct CreateRegisteredModelRequest {
 }
 
 async fn create_registered_model(
-    State(state): State<AppState>,
+    InWorkspace(state): InWorkspace,
     Mlflow(request): Mlflow<CreateRegisteredModelRequest>,
 ) -> ApiResult<Json<RegisteredModelResponse>> {
     let name = non_empty(request.name).required("name")?;
@@ -233,7 +232,7 @@ async fn create_registered_model(
 }
 
 async fn get_registered_model(
-    State(state): State<AppState>,
+    InWorkspace(state): InWorkspace,
     Mlflow(request): Mlflow<NameRequest>,
 ) -> ApiResult<Json<RegisteredModelResponse>> {
     let name = non_empty(request.name).required("name")?;
@@ -250,7 +249,7 @@ struct RenameRequest {
 }
 
 async fn rename_registered_model(
-    State(state): State<AppState>,
+    InWorkspace(state): InWorkspace,
     identity: Identity,
     Mlflow(request): Mlflow<RenameRequest>,
 ) -> ApiResult<Json<RegisteredModelResponse>> {
@@ -272,7 +271,7 @@ struct UpdateRegisteredModelRequest {
 }
 
 async fn update_registered_model(
-    State(state): State<AppState>,
+    InWorkspace(state): InWorkspace,
     identity: Identity,
     Mlflow(request): Mlflow<UpdateRegisteredModelRequest>,
 ) -> ApiResult<Json<RegisteredModelResponse>> {
@@ -287,7 +286,7 @@ async fn update_registered_model(
 }
 
 async fn delete_registered_model(
-    State(state): State<AppState>,
+    InWorkspace(state): InWorkspace,
     identity: Identity,
     Mlflow(request): Mlflow<NameRequest>,
 ) -> ApiResult<Json<Empty>> {
@@ -318,7 +317,7 @@ struct SearchRegisteredModelsResponse {
 }
 
 async fn search_registered_models(
-    State(state): State<AppState>,
+    InWorkspace(state): InWorkspace,
     Mlflow(request): Mlflow<SearchRequest>,
 ) -> ApiResult<Json<SearchRegisteredModelsResponse>> {
     let page = state
@@ -346,7 +345,7 @@ struct LatestVersionsRequest {
 }
 
 async fn get_latest_versions(
-    State(state): State<AppState>,
+    InWorkspace(state): InWorkspace,
     Mlflow(request): Mlflow<LatestVersionsRequest>,
 ) -> ApiResult<Json<ModelVersionsResponse>> {
     let name = non_empty(request.name).required("name")?;
@@ -369,7 +368,7 @@ struct ModelTagRequest {
 }
 
 async fn set_registered_model_tag(
-    State(state): State<AppState>,
+    InWorkspace(state): InWorkspace,
     identity: Identity,
     Mlflow(request): Mlflow<ModelTagRequest>,
 ) -> ApiResult<Json<Empty>> {
@@ -384,7 +383,7 @@ async fn set_registered_model_tag(
 }
 
 async fn delete_registered_model_tag(
-    State(state): State<AppState>,
+    InWorkspace(state): InWorkspace,
     identity: Identity,
     Mlflow(request): Mlflow<ModelTagRequest>,
 ) -> ApiResult<Json<Empty>> {
@@ -405,7 +404,7 @@ struct AliasRequest {
 }
 
 async fn set_alias(
-    State(state): State<AppState>,
+    InWorkspace(state): InWorkspace,
     identity: Identity,
     Mlflow(request): Mlflow<AliasRequest>,
 ) -> ApiResult<Json<Empty>> {
@@ -420,7 +419,7 @@ async fn set_alias(
 }
 
 async fn delete_alias(
-    State(state): State<AppState>,
+    InWorkspace(state): InWorkspace,
     identity: Identity,
     Mlflow(request): Mlflow<AliasRequest>,
 ) -> ApiResult<Json<Empty>> {
@@ -434,7 +433,7 @@ async fn delete_alias(
 }
 
 async fn get_model_version_by_alias(
-    State(state): State<AppState>,
+    InWorkspace(state): InWorkspace,
     Mlflow(request): Mlflow<AliasRequest>,
 ) -> ApiResult<Json<ModelVersionResponse>> {
     let name = non_empty(request.name).required("name")?;
@@ -463,7 +462,7 @@ struct CreateModelVersionRequest {
 }
 
 async fn create_model_version(
-    State(state): State<AppState>,
+    InWorkspace(state): InWorkspace,
     identity: Identity,
     Mlflow(request): Mlflow<CreateModelVersionRequest>,
 ) -> ApiResult<Json<ModelVersionResponse>> {
@@ -489,7 +488,7 @@ async fn create_model_version(
 }
 
 async fn get_model_version(
-    State(state): State<AppState>,
+    InWorkspace(state): InWorkspace,
     Mlflow(request): Mlflow<VersionRequest>,
 ) -> ApiResult<Json<ModelVersionResponse>> {
     let name = non_empty(request.name).required("name")?;
@@ -508,7 +507,7 @@ struct UpdateModelVersionRequest {
 }
 
 async fn update_model_version(
-    State(state): State<AppState>,
+    InWorkspace(state): InWorkspace,
     identity: Identity,
     Mlflow(request): Mlflow<UpdateModelVersionRequest>,
 ) -> ApiResult<Json<ModelVersionResponse>> {
@@ -529,7 +528,7 @@ async fn update_model_version(
 }
 
 async fn delete_model_version(
-    State(state): State<AppState>,
+    InWorkspace(state): InWorkspace,
     identity: Identity,
     Mlflow(request): Mlflow<VersionRequest>,
 ) -> ApiResult<Json<Empty>> {
@@ -552,7 +551,7 @@ struct TransitionRequest {
 }
 
 async fn transition_stage(
-    State(state): State<AppState>,
+    InWorkspace(state): InWorkspace,
     identity: Identity,
     Mlflow(request): Mlflow<TransitionRequest>,
 ) -> ApiResult<Json<ModelVersionResponse>> {
@@ -583,7 +582,7 @@ struct SearchModelVersionsResponse {
 }
 
 async fn search_model_versions(
-    State(state): State<AppState>,
+    InWorkspace(state): InWorkspace,
     Mlflow(request): Mlflow<SearchRequest>,
 ) -> ApiResult<Json<SearchModelVersionsResponse>> {
     let page = state
@@ -607,7 +606,7 @@ struct DownloadUriResponse {
 }
 
 async fn get_download_uri(
-    State(state): State<AppState>,
+    InWorkspace(state): InWorkspace,
     Mlflow(request): Mlflow<VersionRequest>,
 ) -> ApiResult<Json<DownloadUriResponse>> {
     let name = non_empty(request.name).required("name")?;
@@ -628,7 +627,7 @@ struct VersionTagRequest {
 }
 
 async fn set_model_version_tag(
-    State(state): State<AppState>,
+    InWorkspace(state): InWorkspace,
     identity: Identity,
     Mlflow(request): Mlflow<VersionTagRequest>,
 ) -> ApiResult<Json<Empty>> {
@@ -644,7 +643,7 @@ async fn set_model_version_tag(
 }
 
 async fn delete_model_version_tag(
-    State(state): State<AppState>,
+    InWorkspace(state): InWorkspace,
     identity: Identity,
     Mlflow(request): Mlflow<VersionTagRequest>,
 ) -> ApiResult<Json<Empty>> {

@@ -1,7 +1,6 @@
 //! `/mlflow/runs/*` and `/mlflow/metrics/*` handlers.
 
 use axum::Json;
-use axum::extract::State;
 use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
@@ -14,7 +13,7 @@ use super::request::{Mlflow, lenient};
 use super::types::{
     DatasetInput, Empty, KeyValueJson, Metric, MetricInput, ModelInput, Run, RunInfo,
 };
-use super::{AppState, parse_view_type};
+use super::{InWorkspace, parse_view_type};
 use crate::store::KeyValue;
 use crate::store::metric_sampling::MAX_BULK_POINTS;
 use crate::store::runs::{self, NewRun, RunSearch, USER_TAG};
@@ -79,7 +78,7 @@ struct CreateRequest {
 }
 
 async fn create(
-    State(state): State<AppState>,
+    InWorkspace(state): InWorkspace,
     identity: Identity,
     Mlflow(request): Mlflow<CreateRequest>,
 ) -> ApiResult<Json<RunResponse>> {
@@ -136,7 +135,7 @@ fn keep_run_user<'a>(
 }
 
 async fn get_run(
-    State(state): State<AppState>,
+    InWorkspace(state): InWorkspace,
     Mlflow(request): Mlflow<RunRef>,
 ) -> ApiResult<Json<RunResponse>> {
     let run = state.store.get_run(&request.id()?).await?;
@@ -160,7 +159,7 @@ struct UpdateResponse {
 }
 
 async fn update(
-    State(state): State<AppState>,
+    InWorkspace(state): InWorkspace,
     Mlflow(request): Mlflow<UpdateRequest>,
 ) -> ApiResult<Json<UpdateResponse>> {
     let run_id = request.run.id()?;
@@ -206,7 +205,7 @@ fn parse_run_status(status: &str) -> ApiResult<&'static str> {
 }
 
 async fn delete(
-    State(state): State<AppState>,
+    InWorkspace(state): InWorkspace,
     Mlflow(request): Mlflow<RunRef>,
 ) -> ApiResult<Json<Empty>> {
     state.store.delete_run(&request.id()?).await?;
@@ -214,7 +213,7 @@ async fn delete(
 }
 
 async fn restore(
-    State(state): State<AppState>,
+    InWorkspace(state): InWorkspace,
     Mlflow(request): Mlflow<RunRef>,
 ) -> ApiResult<Json<Empty>> {
     state.store.restore_run(&request.id()?).await?;
@@ -239,7 +238,7 @@ impl KeyValueRequest {
 }
 
 async fn log_param(
-    State(state): State<AppState>,
+    InWorkspace(state): InWorkspace,
     Mlflow(request): Mlflow<KeyValueRequest>,
 ) -> ApiResult<Json<Empty>> {
     let (run_id, param) = request.into_parts()?;
@@ -248,7 +247,7 @@ async fn log_param(
 }
 
 async fn set_tag(
-    State(state): State<AppState>,
+    InWorkspace(state): InWorkspace,
     identity: Identity,
     Mlflow(request): Mlflow<KeyValueRequest>,
 ) -> ApiResult<Json<Empty>> {
@@ -266,7 +265,7 @@ struct DeleteTagRequest {
 }
 
 async fn delete_tag(
-    State(state): State<AppState>,
+    InWorkspace(state): InWorkspace,
     identity: Identity,
     Mlflow(request): Mlflow<DeleteTagRequest>,
 ) -> ApiResult<Json<Empty>> {
@@ -298,7 +297,7 @@ fn metric_from_input(input: MetricInput) -> ApiResult<runs::Metric> {
 }
 
 async fn log_metric(
-    State(state): State<AppState>,
+    InWorkspace(state): InWorkspace,
     Mlflow(request): Mlflow<LogMetricRequest>,
 ) -> ApiResult<Json<Empty>> {
     let run_id = request.run.id()?;
@@ -320,7 +319,7 @@ struct LogBatchRequest {
 }
 
 async fn log_batch(
-    State(state): State<AppState>,
+    InWorkspace(state): InWorkspace,
     identity: Identity,
     Mlflow(request): Mlflow<LogBatchRequest>,
 ) -> ApiResult<Json<Empty>> {
@@ -351,7 +350,7 @@ struct LogInputsRequest {
 }
 
 async fn log_inputs(
-    State(state): State<AppState>,
+    InWorkspace(state): InWorkspace,
     Mlflow(request): Mlflow<LogInputsRequest>,
 ) -> ApiResult<Json<Empty>> {
     let run_id = request.run.id()?;
@@ -380,7 +379,7 @@ struct LogModelRequest {
 
 /// Legacy log-model: appends the model's dict to the run's `mlflow.log-model.history` tag.
 async fn log_model(
-    State(state): State<AppState>,
+    InWorkspace(state): InWorkspace,
     Mlflow(request): Mlflow<LogModelRequest>,
 ) -> ApiResult<Json<Empty>> {
     let run_id = request.run.id()?;
@@ -439,7 +438,7 @@ struct SearchResponse {
 }
 
 async fn search(
-    State(state): State<AppState>,
+    InWorkspace(state): InWorkspace,
     Mlflow(request): Mlflow<SearchRequest>,
 ) -> ApiResult<Json<SearchResponse>> {
     let experiment_ids = parse_experiment_ids(&request.experiment_ids)?;
@@ -479,7 +478,7 @@ struct HistoryResponse {
 }
 
 async fn get_history(
-    State(state): State<AppState>,
+    InWorkspace(state): InWorkspace,
     Mlflow(request): Mlflow<HistoryRequest>,
 ) -> ApiResult<Json<HistoryResponse>> {
     let run_id = request.run.id()?;
@@ -513,7 +512,7 @@ struct BulkIntervalRequest {
 }
 
 async fn get_history_bulk_interval(
-    State(state): State<AppState>,
+    InWorkspace(state): InWorkspace,
     Mlflow(request): Mlflow<BulkIntervalRequest>,
 ) -> ApiResult<Json<HistoryResponse>> {
     if request.run_ids.is_empty() {

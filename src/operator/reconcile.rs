@@ -85,7 +85,7 @@ pub fn refusal_reason(error: &store::Error) -> Option<Reason> {
         E::AlreadyExists(_) | E::Invalid(_) | E::BadRequest(_) | E::InvalidState(_) => {
             Some(Reason::InvalidSpec)
         }
-        E::UnsupportedUri(_) | E::Database(_) | E::Migrate(_) => None,
+        E::UnsupportedUri(_) | E::Database(_) | E::Migrate(_) | E::BrokenReferences(_) => None,
     }
 }
 

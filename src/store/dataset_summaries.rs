@@ -47,6 +47,8 @@ impl Store {
         builder.bind(SqlValue::Text(CONTEXT_TAG.into()));
         builder.push(" WHERE d.experiment_id IN ");
         builder.bind_list(experiment_ids.iter().copied().map(SqlValue::Int));
+        builder.push(" AND ");
+        builder.push_experiment_in_workspace("d.experiment_id", self.workspace());
         builder.push(" ORDER BY d.experiment_id, d.name, d.digest, context LIMIT ");
         builder.bind(SqlValue::Int(MAX_SUMMARIES));
         Ok(with_pool!(self, pool =>

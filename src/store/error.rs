@@ -62,6 +62,9 @@ pub enum Error {
     /// Migrations could not be applied.
     #[error("failed to apply migrations")]
     Migrate(#[source] sqlx::migrate::MigrateError),
+    /// After SQLite's migrations, rows reference rows that are not there (`foreign_key_check`).
+    #[error("the migrated SQLite store has {0} broken foreign key references")]
+    BrokenReferences(usize),
 }
 
 fn owned_elsewhere_message(

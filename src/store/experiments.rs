@@ -80,14 +80,17 @@ const EXPERIMENT_COLUMNS: &str = "e.experiment_id, e.name, e.artifact_location, 
 /// Inside a write transaction `$tx` (either backend): writes the experiment's row (a no-op
 /// update) so that the transaction holds it until commit, then reads it. Every experiment write
 /// starts with it, so its ownership check reads the row the write changes (no check-then-write
-/// race with a concurrent `set_experiment_owner`).
+/// race with a concurrent `set_experiment_owner`). An experiment of another workspace is not found.
 macro_rules! lock_experiment {
-    ($tx:ident, $experiment_id:expr) => {{
-        let locked = sqlx::query("UPDATE experiments SET name = name WHERE experiment_id = $1")
-            .bind($experiment_id)
-            .execute(&mut *$tx)
-            .await?
-            .rows_affected();
+    ($tx:ident, $workspace:expr, $experiment_id:expr) => {{
+        let locked = sqlx::query(
+            "UPDATE experiments SET name = name WHERE experiment_id = $1 AND workspace = $2",
+        )
+        .bind($experiment_id)
+        .bind($workspace)
+        .execute(&mut *$tx)
+        .await?
+        .rows_affected();
         if locked == 0 {
             return Err(experiment_not_found($experiment_id));
         }
@@ -111,7 +114,9 @@ pub struct ExperimentSearch {
 }
 
 impl Store {
-    /// Creates an experiment; its artifact location defaults to `<artifact root>/<id>`.
+    /// Creates an experiment in the store's workspace; its artifact location defaults to
+    /// `<artifact root>/<id>`, or `<artifact root>/workspaces/<workspace>/<id>` outside the
+    /// default workspace, as MLflow lays them out.
     #[tracing::instrument(name = "store.create_experiment", skip_all)]
     pub async fn create_experiment(
         &self,
@@ -128,12 +133,13 @@ impl Store {
         let created = with_pool!(self, pool => {
             let mut tx = pool.begin_write().await?;
             let inserted = sqlx::query_scalar::<_, i64>(
-                "INSERT INTO experiments (name, artifact_location, lifecycle_stage, creation_time, last_update_time) \
-                 VALUES ($1, $2, 'active', $3, $3) RETURNING experiment_id",
+                "INSERT INTO experiments (name, artifact_location, lifecycle_stage, creation_time, last_update_time, workspace) \
+                 VALUES ($1, $2, 'active', $3, $3, $4) RETURNING experiment_id",
             )
             .bind(name)
             .bind(artifact_location.unwrap_or(""))
             .bind(now)
+            .bind(self.workspace())
             .fetch_one(&mut *tx)
             .await;
             let id = match inserted {
@@ -144,7 +150,7 @@ impl Store {
                 Err(error) => return Err(error.into()),
             };
             if artifact_location.is_none_or(str::is_empty) {
-                let location = format!("{}/{id}", default_artifact_root.trim_end_matches('/'));
+                let location = format!("{}/{id}", self.workspace_artifact_root(default_artifact_root));
                 sqlx::query("UPDATE experiments SET artifact_location = $1 WHERE experiment_id = $2")
                     .bind(location)
                     .bind(id)
@@ -166,13 +172,36 @@ impl Store {
         Ok(created)
     }
 
+    /// Where new experiments of the store's workspace keep their artifacts, under `root`.
+    pub fn workspace_artifact_root(&self, root: &str) -> String {
+        let root = root.trim_end_matches('/');
+        if self.workspace() == super::DEFAULT_WORKSPACE {
+            root.to_owned()
+        } else {
+            format!("{root}/workspaces/{}", self.workspace())
+        }
+    }
+
+    /// Every workspace that holds an experiment or a registered model, and `default`, sorted.
+    #[tracing::instrument(name = "store.workspaces", skip_all)]
+    pub async fn workspaces(&self) -> Result<Vec<String>> {
+        Ok(with_pool!(self, pool => sqlx::query_scalar::<_, String>(
+            "SELECT workspace FROM experiments UNION SELECT workspace FROM registered_models \
+             UNION SELECT CAST($1 AS TEXT) ORDER BY 1")
+            .bind(super::DEFAULT_WORKSPACE)
+            .fetch_all(pool)
+            .await)?)
+    }
+
     /// Reads an experiment by id, deleted ones included.
     #[tracing::instrument(name = "store.get_experiment", skip_all)]
     pub async fn get_experiment(&self, experiment_id: i64) -> Result<Experiment> {
-        let sql =
-            format!("SELECT {EXPERIMENT_COLUMNS} FROM experiments e WHERE e.experiment_id = $1");
+        let sql = format!(
+            "SELECT {EXPERIMENT_COLUMNS} FROM experiments e WHERE e.experiment_id = $1 AND e.workspace = $2"
+        );
         let row = with_pool!(self, pool => sqlx::query_as::<_, ExperimentRow>(&sql)
             .bind(experiment_id)
+            .bind(self.workspace())
             .fetch_optional(pool)
             .await)?;
         let row = row.ok_or_else(|| experiment_not_found(experiment_id))?;
@@ -182,9 +211,12 @@ impl Store {
     /// Reads an experiment by name, deleted ones included.
     #[tracing::instrument(name = "store.get_experiment_by_name", skip_all)]
     pub async fn get_experiment_by_name(&self, name: &str) -> Result<Experiment> {
-        let sql = format!("SELECT {EXPERIMENT_COLUMNS} FROM experiments e WHERE e.name = $1");
+        let sql = format!(
+            "SELECT {EXPERIMENT_COLUMNS} FROM experiments e WHERE e.name = $1 AND e.workspace = $2"
+        );
         let row = with_pool!(self, pool => sqlx::query_as::<_, ExperimentRow>(&sql)
             .bind(name)
+            .bind(self.workspace())
             .fetch_optional(pool)
             .await)?;
         let row = row.ok_or_else(|| {
@@ -255,7 +287,9 @@ impl Store {
 
         let mut builder = SqlBuilder::new(&format!("SELECT {EXPERIMENT_COLUMNS}"));
         search::push_sort_columns(&mut builder, &keys);
-        builder.push(" FROM experiments e WHERE e.lifecycle_stage IN ");
+        builder.push(" FROM experiments e WHERE e.workspace = ");
+        builder.bind(SqlValue::Text(self.workspace().to_owned()));
+        builder.push(" AND e.lifecycle_stage IN ");
         builder.bind_list(
             request
                 .view_type
@@ -287,7 +321,7 @@ impl Store {
         validation::validate_experiment_name(new_name)?;
         with_pool!(self, pool => {
             let mut tx = pool.begin_write().await?;
-            let experiment = lock_experiment!(tx, experiment_id);
+            let experiment = lock_experiment!(tx, self.workspace(), experiment_id);
             check_experiment_writable(&experiment, Some("name"), actor)?;
             if experiment.lifecycle_stage != LIFECYCLE_ACTIVE {
                 return Err(Error::InvalidState(format!(
@@ -340,7 +374,7 @@ impl Store {
         let deleted_time = (to == LIFECYCLE_DELETED).then_some(now);
         with_pool!(self, pool => {
             let mut tx = pool.begin_write().await?;
-            let experiment = lock_experiment!(tx, experiment_id);
+            let experiment = lock_experiment!(tx, self.workspace(), experiment_id);
             check_experiment_writable(&experiment, None, actor)?;
             if experiment.lifecycle_stage != from {
                 return Err(Error::not_found(
@@ -380,7 +414,7 @@ impl Store {
         validate_experiment_tag(tag)?;
         with_pool!(self, pool => {
             let mut tx = pool.begin_write().await?;
-            let experiment = lock_experiment!(tx, experiment_id);
+            let experiment = lock_experiment!(tx, self.workspace(), experiment_id);
             require_active(experiment_id, &experiment.lifecycle_stage)?;
             check_experiment_tag_writable(&experiment, &tag.key, actor)?;
             sqlx::query(
@@ -406,7 +440,7 @@ impl Store {
     ) -> Result<()> {
         with_pool!(self, pool => {
             let mut tx = pool.begin_write().await?;
-            let experiment = lock_experiment!(tx, experiment_id);
+            let experiment = lock_experiment!(tx, self.workspace(), experiment_id);
             require_active(experiment_id, &experiment.lifecycle_stage)?;
             check_experiment_tag_writable(&experiment, key, actor)?;
             let deleted = sqlx::query(
@@ -438,7 +472,7 @@ impl Store {
     ) -> Result<()> {
         with_pool!(self, pool => {
             let mut tx = pool.begin_write().await?;
-            let experiment = lock_experiment!(tx, experiment_id);
+            let experiment = lock_experiment!(tx, self.workspace(), experiment_id);
             check_experiment_writable(&experiment, None, Actor::Owner(&ownership.owner.uid))?;
             sqlx::query(
                 "UPDATE experiments SET owner_namespace = $1, owner_kind = $2, owner_name = $3, \
@@ -462,9 +496,10 @@ impl Store {
     pub async fn clear_experiment_owner(&self, experiment_id: i64, uid: &str) -> Result<()> {
         with_pool!(self, pool => sqlx::query(
             "UPDATE experiments SET owner_namespace = NULL, owner_kind = NULL, owner_name = NULL, \
-             owner_uid = NULL, owned_fields = '' WHERE experiment_id = $1 AND owner_uid = $2")
+             owner_uid = NULL, owned_fields = '' WHERE experiment_id = $1 AND owner_uid = $2 AND workspace = $3")
             .bind(experiment_id)
             .bind(uid)
+            .bind(self.workspace())
             .execute(pool)
             .await.map(|done| done.rows_affected()))?;
         Ok(())

@@ -179,9 +179,13 @@ impl Store {
         model_id: &str,
         allow_deleted: bool,
     ) -> Result<LoggedModel> {
-        let sql = format!("SELECT {MODEL_COLUMNS} FROM logged_models lm WHERE lm.model_id = $1");
+        let sql = format!(
+            "SELECT {MODEL_COLUMNS} FROM logged_models lm WHERE lm.model_id = $1 AND lm.experiment_id IN \
+             (SELECT e.experiment_id FROM experiments e WHERE e.workspace = $2)"
+        );
         let row = with_pool!(self, pool => sqlx::query_as::<_, LoggedModelRow>(&sql)
             .bind(model_id)
+            .bind(self.workspace())
             .fetch_optional(pool)
             .await)?;
         let row = row
@@ -367,7 +371,8 @@ impl Store {
         search::push_sort_columns(&mut builder, &keys);
         builder.push(" FROM logged_models lm");
         builder.push(&joins.sql);
-        builder.push(" WHERE lm.lifecycle_stage = 'active'");
+        builder.push(" WHERE lm.lifecycle_stage = 'active' AND ");
+        builder.push_experiment_in_workspace("lm.experiment_id", self.workspace());
         if !request.experiment_ids.is_empty() {
             builder.push(" AND lm.experiment_id IN ");
             builder.bind_list(request.experiment_ids.iter().map(|id| SqlValue::Int(*id)));

@@ -90,8 +90,11 @@ impl Store {
              FROM metrics WHERE key = "
         ));
         builder.bind(SqlValue::Text(key.to_owned()));
-        builder.push(" AND run_uuid IN ");
+        builder.push(" AND run_uuid IN (SELECT r.run_uuid FROM runs r WHERE r.run_uuid IN ");
         builder.bind_list(run_ids.iter().cloned().map(SqlValue::Text));
+        builder.push(" AND ");
+        builder.push_experiment_in_workspace("r.experiment_id", self.workspace());
+        builder.push(")");
         if let Some((start, end)) = range {
             builder.push(" AND step >= ");
             builder.bind(SqlValue::Int(start));

@@ -22,6 +22,7 @@ pub mod validation;
 pub mod values;
 
 use std::str::FromStr;
+use std::sync::Arc;
 use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
@@ -93,11 +94,20 @@ pub struct PoolStatus {
     pub max: u32,
 }
 
-/// Handle on the metadata store; cheap to clone.
+/// Handle on the metadata store, scoped to one workspace; cheap to clone.
+///
+/// Experiments and registered models belong to a workspace (a Kubernetes namespace); runs,
+/// logged models, versions, tags and aliases follow them. Every query that finds, lists or
+/// creates them is confined to the store's workspace: an id or name from another workspace is
+/// simply not found.
 #[derive(Debug, Clone)]
 pub struct Store {
     pool: Pool,
+    workspace: Arc<str>,
 }
+
+/// The workspace of a store that was not scoped to another, and of rows from before workspaces.
+pub const DEFAULT_WORKSPACE: &str = "default";
 
 /// Longest a request waits for a Postgres connection by default.
 pub const DEFAULT_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
@@ -168,7 +178,23 @@ impl Store {
         } else {
             return Err(Error::UnsupportedUri(uri.to_owned()));
         };
-        Ok(Self { pool })
+        Ok(Self {
+            pool,
+            workspace: Arc::from(DEFAULT_WORKSPACE),
+        })
+    }
+
+    /// The same store, scoped to `workspace` (which the caller has validated).
+    pub fn in_workspace(&self, workspace: &str) -> Self {
+        Self {
+            pool: self.pool.clone(),
+            workspace: Arc::from(workspace),
+        }
+    }
+
+    /// The workspace this store reads and writes.
+    pub fn workspace(&self) -> &str {
+        &self.workspace
     }
 
     /// The dialect of this store.
@@ -182,10 +208,9 @@ impl Store {
     /// Applies pending migrations (forward-only; embedded in the binary).
     pub async fn migrate(&self) -> Result<()> {
         match &self.pool {
-            Pool::Postgres(pool) => POSTGRES_MIGRATIONS.run(pool).await,
-            Pool::Sqlite(pool) => SQLITE_MIGRATIONS.run(pool).await,
+            Pool::Postgres(pool) => POSTGRES_MIGRATIONS.run(pool).await.map_err(Error::Migrate),
+            Pool::Sqlite(pool) => migrate_sqlite(pool).await,
         }
-        .map_err(Error::Migrate)
     }
 
     /// The pool's connections now, for metrics.
@@ -229,6 +254,32 @@ impl Store {
         with_pool!(self, pool => sqlx::query("SELECT 1").execute(pool).await.map(|done| done.rows_affected()))?;
         Ok(())
     }
+}
+
+/// Runs SQLite's migrations with foreign keys off, as SQLite's procedure for rebuilding a table
+/// asks (a migration cannot turn them off itself: the pragma is ignored inside its transaction),
+/// then checks that every reference still holds before foreign keys are back on.
+async fn migrate_sqlite(pool: &SqlitePool) -> Result<()> {
+    let mut connection = pool.acquire().await?;
+    sqlx::query("PRAGMA foreign_keys = OFF")
+        .execute(&mut *connection)
+        .await?;
+    let migrated = SQLITE_MIGRATIONS
+        .run(&mut *connection)
+        .await
+        .map_err(Error::Migrate);
+    let broken = sqlx::query("PRAGMA foreign_key_check")
+        .fetch_all(&mut *connection)
+        .await;
+    sqlx::query("PRAGMA foreign_keys = ON")
+        .execute(&mut *connection)
+        .await?;
+    migrated?;
+    let broken = broken?.len();
+    if broken > 0 {
+        return Err(Error::BrokenReferences(broken));
+    }
+    Ok(())
 }
 
 /// The path part of a SQLite URI, as MLflow spells it (`sqlite:///abs.db` is

@@ -89,6 +89,15 @@ impl SqlBuilder {
         placeholder
     }
 
+    /// Appends "`column` is the id of an experiment of `workspace`": runs, logged models and
+    /// datasets belong to the workspace of their experiment.
+    pub fn push_experiment_in_workspace(&mut self, column: &str, workspace: &str) {
+        self.push(column);
+        self.push(" IN (SELECT ws.experiment_id FROM experiments ws WHERE ws.workspace = ");
+        self.bind(SqlValue::Text(workspace.to_owned()));
+        self.push(")");
+    }
+
     /// Appends a `(…)` list of placeholders.
     pub fn bind_list(&mut self, values: impl IntoIterator<Item = SqlValue>) {
         self.sql.push('(');

@@ -11,6 +11,7 @@ mod metrics;
 mod process;
 mod timeouts;
 mod traces;
+mod workspaces;
 
 use artifacts::{
     artifacts_round_trip_and_list_like_mlflow, hostile_paths_are_refused_and_change_nothing,
@@ -22,6 +23,7 @@ use metrics::{
     metrics_and_readiness_follow_the_store_liveness_does_not,
     metrics_move_with_requests_latency_and_artifact_bytes,
 };
+use workspaces::the_workspace_header_scopes_every_object;
 
 use std::sync::Arc;
 
@@ -165,6 +167,7 @@ on_both!(
     missing_artifacts_are_named_as_the_client_sent_them,
     metrics_move_with_requests_latency_and_artifact_bytes,
     metrics_and_readiness_follow_the_store_liveness_does_not,
+    the_workspace_header_scopes_every_object,
 );
 
 async fn create_run(server: &TestServer) -> (String, String) {

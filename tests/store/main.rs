@@ -12,6 +12,7 @@ mod registry;
 mod run_search;
 mod statistics;
 mod tagged_runs;
+mod workspaces;
 
 use ferroflow::store::experiments::{DEFAULT_EXPERIMENT_ID, ExperimentSearch};
 use ferroflow::store::registry::Actor;

@@ -24,7 +24,7 @@ impl Store {
         validate_alias_settable(alias)?;
         with_pool!(self, pool => {
             let mut tx = pool.begin_write().await?;
-            let model = tx.lock_model(name).await?;
+            let model = tx.lock_model(self.workspace(), name).await?;
             tx.live_version(&model, version).await?;
             check_field_writable(model.ownership(), OwnedField::Aliases, actor, || model.describe())?;
             let previous = sqlx::query_scalar::<_, i64>(
@@ -74,7 +74,7 @@ impl Store {
         validate_alias_name(alias)?;
         with_pool!(self, pool => {
             let mut tx = pool.begin_write().await?;
-            let model = tx.lock_model(name).await?;
+            let model = tx.lock_model(self.workspace(), name).await?;
             check_field_writable(model.ownership(), OwnedField::Aliases, actor, || model.describe())?;
             let deleted = sqlx::query_scalar::<_, i64>(
                 "DELETE FROM registered_model_aliases WHERE registered_model_id = $1 AND alias = $2 RETURNING version",

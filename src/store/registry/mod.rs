@@ -224,6 +224,8 @@ struct ModelRow {
     last_updated_time: i64,
     #[sqlx(flatten)]
     owner: OwnerColumns,
+    /// The history keeps it, so that a model's history by name stays in its workspace.
+    workspace: String,
 }
 
 #[derive(Debug, Clone, sqlx::FromRow)]
@@ -270,7 +272,8 @@ struct AliasRow {
 }
 
 const MODEL_COLUMNS: &str = "rm.registered_model_id, rm.name, rm.description, rm.creation_time, \
-     rm.last_updated_time, rm.owner_namespace, rm.owner_kind, rm.owner_name, rm.owner_uid, rm.owned_fields";
+     rm.last_updated_time, rm.owner_namespace, rm.owner_kind, rm.owner_name, rm.owner_uid, rm.owned_fields, \
+     rm.workspace";
 
 const VERSION_COLUMNS: &str = "mv.registered_model_id, rm.name, mv.version, mv.creation_time, \
      mv.last_updated_time, mv.description, mv.current_stage, mv.source, mv.storage_location, \
@@ -407,8 +410,10 @@ fn deduplicated(tags: &[KeyValue]) -> BTreeMap<&str, &str> {
 trait RegistryTx {
     /// Writes the model's row (a no-op update) so that this transaction holds it until commit,
     /// and returns it. Must be the first statement of a transaction (see the module docs).
+    /// A model of another workspace is not found.
     fn lock_model<'a>(
         &'a mut self,
+        workspace: &'a str,
         name: &'a str,
     ) -> impl Future<Output = Result<ModelRow>> + Send + 'a;
 
@@ -430,11 +435,13 @@ trait RegistryTx {
 macro_rules! impl_registry_tx {
     ($connection:ty) => {
         impl RegistryTx for $connection {
-            async fn lock_model(&mut self, name: &str) -> Result<ModelRow> {
+            async fn lock_model(&mut self, workspace: &str, name: &str) -> Result<ModelRow> {
                 let locked = sqlx::query_scalar::<_, i64>(
-                    "UPDATE registered_models SET name = name WHERE name = $1 RETURNING registered_model_id",
+                    "UPDATE registered_models SET name = name WHERE name = $1 AND workspace = $2 \
+                     RETURNING registered_model_id",
                 )
                 .bind(name)
+                .bind(workspace)
                 .fetch_optional(&mut *self)
                 .await?
                 .ok_or_else(|| model_not_found(name))?;

@@ -40,8 +40,8 @@ impl Store {
             let mut tx = pool.begin_write().await?;
             let inserted = sqlx::query_scalar::<_, i64>(
                 "INSERT INTO registered_models (name, description, creation_time, last_updated_time, \
-                 owner_namespace, owner_kind, owner_name, owner_uid, owned_fields) \
-                 VALUES ($1, $2, $3, $3, $4, $5, $6, $7, $8) RETURNING registered_model_id",
+                 owner_namespace, owner_kind, owner_name, owner_uid, owned_fields, workspace) \
+                 VALUES ($1, $2, $3, $3, $4, $5, $6, $7, $8, $9) RETURNING registered_model_id",
             )
             .bind(name)
             .bind(description)
@@ -51,6 +51,7 @@ impl Store {
             .bind(ownership.map(|o| o.owner.name.as_str()))
             .bind(ownership.map(|o| o.owner.uid.as_str()))
             .bind(ownership.map(Ownership::fields_text).unwrap_or_default())
+            .bind(self.workspace())
             .fetch_one(&mut *tx)
             .await;
             match inserted {
@@ -83,9 +84,12 @@ impl Store {
     #[tracing::instrument(name = "store.get_registered_model", skip_all)]
     pub async fn get_registered_model(&self, name: &str) -> Result<RegisteredModel> {
         validate_model_name(name)?;
-        let sql = format!("SELECT {MODEL_COLUMNS} FROM registered_models rm WHERE rm.name = $1");
+        let sql = format!(
+            "SELECT {MODEL_COLUMNS} FROM registered_models rm WHERE rm.name = $1 AND rm.workspace = $2"
+        );
         let row = with_pool!(self, pool => sqlx::query_as::<_, ModelRow>(&sql)
             .bind(name)
+            .bind(self.workspace())
             .fetch_optional(pool)
             .await)?
         .ok_or_else(|| model_not_found(name))?;
@@ -103,7 +107,7 @@ impl Store {
         validate_model_name(name)?;
         with_pool!(self, pool => {
             let mut tx = pool.begin_write().await?;
-            let model = tx.lock_model(name).await?;
+            let model = tx.lock_model(self.workspace(), name).await?;
             check_field_writable(model.ownership(), OwnedField::Description, actor, || model.describe())?;
             sqlx::query("UPDATE registered_models SET description = $1, last_updated_time = $2 WHERE registered_model_id = $3")
                 .bind(description)
@@ -136,7 +140,7 @@ impl Store {
         let now = now_millis();
         let renamed = with_pool!(self, pool => {
             let mut tx = pool.begin_write().await?;
-            let model = tx.lock_model(name).await?;
+            let model = tx.lock_model(self.workspace(), name).await?;
             check_object_writable(model.ownership(), Some("name"), actor, || model.describe())?;
             let sql = format!(
                 "SELECT {VERSION_COLUMNS}{VERSIONS_FROM} WHERE mv.registered_model_id = $1 \
@@ -189,7 +193,7 @@ impl Store {
         validate_model_name(name)?;
         with_pool!(self, pool => {
             let mut tx = pool.begin_write().await?;
-            let model = tx.lock_model(name).await?;
+            let model = tx.lock_model(self.workspace(), name).await?;
             check_object_writable(model.ownership(), None, actor, || model.describe())?;
             let sql = format!(
                 "SELECT {VERSION_COLUMNS}{VERSIONS_FROM} WHERE mv.registered_model_id = $1 \
@@ -232,7 +236,7 @@ impl Store {
         validate_registry_tag(tag)?;
         with_pool!(self, pool => {
             let mut tx = pool.begin_write().await?;
-            let model = tx.lock_model(name).await?;
+            let model = tx.lock_model(self.workspace(), name).await?;
             check_field_writable(model.ownership(), OwnedField::Tags, actor, || model.describe())?;
             sqlx::query(
                 "INSERT INTO registered_model_tags (registered_model_id, key, value) VALUES ($1, $2, $3) \
@@ -260,7 +264,7 @@ impl Store {
         validate_registry_tag(&KeyValue::new(key, ""))?;
         with_pool!(self, pool => {
             let mut tx = pool.begin_write().await?;
-            let model = tx.lock_model(name).await?;
+            let model = tx.lock_model(self.workspace(), name).await?;
             check_field_writable(model.ownership(), OwnedField::Tags, actor, || model.describe())?;
             sqlx::query("DELETE FROM registered_model_tags WHERE registered_model_id = $1 AND key = $2")
                 .bind(model.registered_model_id)

@@ -227,7 +227,7 @@ impl Store {
         let actor = Actor::Owner(uid);
         let written = with_pool!(self, pool => {
             let mut tx = pool.begin_write().await?;
-            let model = tx.lock_model(name).await?;
+            let model = tx.lock_model(self.workspace(), name).await?;
             let (current, table, key_clause, version) = match target {
                 RegistryRef::Model(_) => (model.ownership(), "registered_models", "registered_model_id = $6", None),
                 RegistryRef::Version(_, version) => {

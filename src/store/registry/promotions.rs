@@ -228,8 +228,8 @@ macro_rules! impl_promotion_tx {
                 for entry in entries {
                     let id = sqlx::query_scalar::<_, i64>(
                         "INSERT INTO promotions (time, registered_model_id, model_name, target_type, target, \
-                         from_version, to_version, from_stage, actor, path, allowed, rollback, results) \
-                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13) RETURNING promotion_id",
+                         from_version, to_version, from_stage, actor, path, allowed, rollback, results, workspace) \
+                         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14) RETURNING promotion_id",
                     )
                     .bind(now)
                     .bind(model.registered_model_id)
@@ -247,6 +247,7 @@ macro_rules! impl_promotion_tx {
                     .bind(entry.allowed)
                     .bind(entry.rollback)
                     .bind(serde_json::to_string(&entry.results).unwrap_or_else(|_| "[]".to_owned()))
+                    .bind(&model.workspace)
                     .fetch_one(&mut *self)
                     .await?;
                     ids.push(id);
@@ -448,7 +449,7 @@ impl Store {
         validate_alias_settable(alias)?;
         let id = with_pool!(self, pool => {
             let mut tx = pool.begin_write().await?;
-            let model = tx.lock_model(name).await?;
+            let model = tx.lock_model(self.workspace(), name).await?;
             check_field_writable(model.ownership(), OwnedField::Aliases, actor, || model.describe())?;
             let current = sqlx::query_scalar::<_, i64>(
                 "SELECT version FROM registered_model_aliases WHERE registered_model_id = $1 AND alias = $2",
@@ -514,9 +515,10 @@ impl Store {
         let results = with_pool!(self, pool => {
             let mut connection = pool.acquire().await?;
             let model = sqlx::query_as::<_, ModelRow>(&format!(
-                "SELECT {MODEL_COLUMNS} FROM registered_models rm WHERE rm.name = $1"
+                "SELECT {MODEL_COLUMNS} FROM registered_models rm WHERE rm.name = $1 AND rm.workspace = $2"
             ))
             .bind(name)
+            .bind(self.workspace())
             .fetch_optional(&mut *connection)
             .await?
             .ok_or_else(|| model_not_found(name))?;
@@ -542,18 +544,22 @@ impl Store {
     /// deleted model that last carried it. Neither: the model was never known.
     async fn history_model_ids(&self, name: &str) -> Result<Vec<i64>> {
         let ids = with_pool!(self, pool => {
-            match sqlx::query_scalar::<_, i64>("SELECT registered_model_id FROM registered_models WHERE name = $1")
+            match sqlx::query_scalar::<_, i64>(
+                "SELECT registered_model_id FROM registered_models WHERE name = $1 AND workspace = $2",
+            )
                 .bind(name)
+                .bind(self.workspace())
                 .fetch_optional(pool)
                 .await?
             {
                 Some(id) => vec![id],
                 None => sqlx::query_scalar::<_, i64>(
                     "SELECT DISTINCT p.registered_model_id FROM promotions p WHERE p.model_name = $1 \
-                     AND NOT EXISTS (SELECT 1 FROM registered_models rm WHERE rm.registered_model_id = p.registered_model_id) \
+                     AND p.workspace = $2 AND NOT EXISTS (SELECT 1 FROM registered_models rm WHERE rm.registered_model_id = p.registered_model_id) \
                      ORDER BY p.registered_model_id",
                 )
                 .bind(name)
+                .bind(self.workspace())
                 .fetch_all(pool)
                 .await?,
             }

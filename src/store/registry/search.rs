@@ -47,7 +47,8 @@ impl Store {
 
         let mut builder = SqlBuilder::new(&format!("SELECT {MODEL_COLUMNS}"));
         search::push_sort_columns(&mut builder, &keys);
-        builder.push(" FROM registered_models rm WHERE 1 = 1");
+        builder.push(" FROM registered_models rm WHERE rm.workspace = ");
+        builder.bind(SqlValue::Text(self.workspace().to_owned()));
         let (clauses, querying_prompts) = without_prompt_clauses(clauses);
         for clause in &clauses {
             builder.push(" AND ");
@@ -122,7 +123,8 @@ impl Store {
         let mut builder = SqlBuilder::new(&format!("SELECT {VERSION_COLUMNS}"));
         search::push_sort_columns(&mut builder, &keys);
         builder.push(VERSIONS_FROM);
-        builder.push(" WHERE mv.deleted_time IS NULL");
+        builder.push(" WHERE mv.deleted_time IS NULL AND rm.workspace = ");
+        builder.bind(SqlValue::Text(self.workspace().to_owned()));
         let (clauses, querying_prompts) = without_prompt_clauses(clauses);
         for clause in &clauses {
             builder.push(" AND ");

@@ -43,10 +43,11 @@ impl Store {
             // concurrent creates on one model take turns and each sees the previous number.
             let (registered_model_id, version) = sqlx::query_as::<_, (i64, i64)>(
                 "UPDATE registered_models SET last_version = last_version + 1, last_updated_time = $1 \
-                 WHERE name = $2 RETURNING registered_model_id, last_version",
+                 WHERE name = $2 AND workspace = $3 RETURNING registered_model_id, last_version",
             )
             .bind(now)
             .bind(&new.name)
+            .bind(self.workspace())
             .fetch_optional(&mut *tx)
             .await?
             .ok_or_else(|| model_not_found(&new.name))?;
@@ -113,11 +114,13 @@ impl Store {
     pub async fn get_model_version(&self, name: &str, version: i64) -> Result<ModelVersion> {
         validate_model_name(name)?;
         let sql = format!(
-            "SELECT {VERSION_COLUMNS}{VERSIONS_FROM} WHERE rm.name = $1 AND mv.version = $2 AND mv.deleted_time IS NULL"
+            "SELECT {VERSION_COLUMNS}{VERSIONS_FROM} WHERE rm.name = $1 AND mv.version = $2 \
+             AND mv.deleted_time IS NULL AND rm.workspace = $3"
         );
         let row = with_pool!(self, pool => sqlx::query_as::<_, VersionRow>(&sql)
             .bind(name)
             .bind(version)
+            .bind(self.workspace())
             .fetch_optional(pool)
             .await)?
         .ok_or_else(|| version_not_found(name, version))?;
@@ -146,7 +149,7 @@ impl Store {
         validate_model_name(name)?;
         with_pool!(self, pool => {
             let mut tx = pool.begin_write().await?;
-            let model = tx.lock_model(name).await?;
+            let model = tx.lock_model(self.workspace(), name).await?;
             let row = tx.live_version(&model, version).await?;
             check_field_writable(row.ownership(), OwnedField::Description, actor, || row.describe())?;
             sqlx::query("UPDATE model_versions SET description = $1, last_updated_time = $2 WHERE registered_model_id = $3 AND version = $4")
@@ -183,7 +186,7 @@ impl Store {
         let now = now_millis();
         with_pool!(self, pool => {
             let mut tx = pool.begin_write().await?;
-            let model = tx.lock_model(name).await?;
+            let model = tx.lock_model(self.workspace(), name).await?;
             let row = tx.live_version(&model, version).await?;
             check_field_writable(row.ownership(), OwnedField::Stage, actor, || row.describe())?;
             // The candidate's entry is judged first; a refusal leaves the other versions alone.
@@ -270,7 +273,7 @@ impl Store {
         let now = now_millis();
         with_pool!(self, pool => {
             let mut tx = pool.begin_write().await?;
-            let model = tx.lock_model(name).await?;
+            let model = tx.lock_model(self.workspace(), name).await?;
             let row = tx.live_version(&model, version).await?;
             check_object_writable(row.ownership(), None, actor, || row.describe())?;
             let aliases = sqlx::query_scalar::<_, String>(
@@ -338,7 +341,7 @@ impl Store {
         validate_registry_tag(tag)?;
         with_pool!(self, pool => {
             let mut tx = pool.begin_write().await?;
-            let model = tx.lock_model(name).await?;
+            let model = tx.lock_model(self.workspace(), name).await?;
             let row = tx.live_version(&model, version).await?;
             check_field_writable(row.ownership(), OwnedField::Tags, actor, || row.describe())?;
             let owner = row.ownership().map(|ownership| ownership.owner);
@@ -371,7 +374,7 @@ impl Store {
         validate_registry_tag(&KeyValue::new(key, ""))?;
         with_pool!(self, pool => {
             let mut tx = pool.begin_write().await?;
-            let model = tx.lock_model(name).await?;
+            let model = tx.lock_model(self.workspace(), name).await?;
             let row = tx.live_version(&model, version).await?;
             check_field_writable(row.ownership(), OwnedField::Tags, actor, || row.describe())?;
             sqlx::query("DELETE FROM model_version_tags WHERE registered_model_id = $1 AND version = $2 AND key = $3")

@@ -166,9 +166,13 @@ impl Store {
     /// Reads a run's info only.
     #[tracing::instrument(name = "store.get_run_info", skip_all)]
     pub async fn get_run_info(&self, run_id: &str) -> Result<RunInfo> {
-        let sql = format!("SELECT {RUN_COLUMNS} FROM runs r WHERE r.run_uuid = $1");
+        let sql = format!(
+            "SELECT {RUN_COLUMNS} FROM runs r WHERE r.run_uuid = $1 AND r.experiment_id IN \
+             (SELECT e.experiment_id FROM experiments e WHERE e.workspace = $2)"
+        );
         let info = with_pool!(self, pool => sqlx::query_as::<_, RunInfo>(&sql)
             .bind(run_id)
+            .bind(self.workspace())
             .fetch_optional(pool)
             .await)?;
         info.ok_or_else(|| Error::not_found(Entity::Run, format!("Run with id={run_id} not found")))

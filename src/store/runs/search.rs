@@ -110,6 +110,8 @@ impl Store {
         builder.push(&joins.sql);
         builder.push(" WHERE r.experiment_id IN ");
         builder.bind_list(request.experiment_ids.iter().map(|id| SqlValue::Int(*id)));
+        builder.push(" AND ");
+        builder.push_experiment_in_workspace("r.experiment_id", self.workspace());
         builder.push(" AND r.lifecycle_stage IN ");
         builder.bind_list(
             request

@@ -21,12 +21,14 @@ impl Store {
         let sql = format!(
             "SELECT {RUN_COLUMNS} FROM runs r JOIN tags t ON t.run_uuid = r.run_uuid \
              WHERE r.experiment_id = $1 AND t.key = $2 AND t.value = $3 \
+             AND r.experiment_id IN (SELECT e.experiment_id FROM experiments e WHERE e.workspace = $4) \
              ORDER BY r.start_time, r.run_uuid LIMIT 1"
         );
         Ok(with_pool!(self, pool => sqlx::query_as::<_, RunInfo>(&sql)
             .bind(experiment_id)
             .bind(key)
             .bind(value)
+            .bind(self.workspace())
             .fetch_optional(pool)
             .await)?)
     }
@@ -44,13 +46,15 @@ impl Store {
         let [finished, failed, killed] = TERMINAL_RUN_STATUSES;
         let updated = with_pool!(self, pool => sqlx::query(
             "UPDATE runs SET status = $1, end_time = $2 \
-             WHERE run_uuid = $3 AND status NOT IN ($4, $5, $6)")
+             WHERE run_uuid = $3 AND status NOT IN ($4, $5, $6) \
+             AND experiment_id IN (SELECT e.experiment_id FROM experiments e WHERE e.workspace = $7)")
             .bind(status)
             .bind(end_time)
             .bind(run_id)
             .bind(finished)
             .bind(failed)
             .bind(killed)
+            .bind(self.workspace())
             .execute(pool)
             .await
             .map(|result| result.rows_affected()))?;
