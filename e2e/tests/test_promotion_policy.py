@@ -10,6 +10,7 @@ from __future__ import annotations
 import subprocess
 import textwrap
 
+import mlflow
 import pytest
 from kubectl_helpers import KUBECONFIG, KUBECTL, apply, wait_until
 from mlflow.exceptions import MlflowException
@@ -121,13 +122,61 @@ def test_a_policy_gates_the_client_and_git_paths_alike(operator, namespace, clie
     assert after == {"allowed": True, "results": []}
 
 
+class Echo(mlflow.pyfunc.PythonModel):
+    """No type hints: MLflow infers no signature from it unless given an input example."""
+
+    def predict(self, context, model_input, params=None):
+        return model_input
+
+
+def test_a_model_metadata_rule_needs_a_signature_or_an_input_example(operator, namespace, client, experiment_id,  # noqa: F811
+                                                                    unique_name):
+    import pandas as pd
+
+    model = f"documented-{unique_name}"[:200]
+    apply(namespace, f"""
+        apiVersion: ferroflow.dev/v1alpha1
+        kind: PromotionPolicy
+        metadata:
+          name: documented
+        spec:
+          models: ["{model}"]
+          aliases: [champion]
+          rules:
+            - modelMetadata: {{anyOf: [signature, inputExample]}}
+        """)
+    _policy_ready(namespace, "documented")
+    with mlflow.start_run(experiment_id=experiment_id):
+        bare = mlflow.pyfunc.log_model(name="bare", python_model=Echo(), registered_model_name=model)
+        documented = mlflow.pyfunc.log_model(name="documented", python_model=Echo(),
+                                             input_example=pd.DataFrame({"x": [1.0, 2.0]}),
+                                             registered_model_name=model)
+    # What the MLmodel files say, as MLflow reads them back.
+    assert mlflow.models.get_model_info(bare.model_uri).signature is None
+    assert mlflow.models.get_model_info(documented.model_uri).saved_input_example_info is not None
+
+    with pytest.raises(MlflowException) as refused:
+        client.set_registered_model_alias(model, "champion", bare.registered_model_version)
+    assert refused.value.error_code == "PERMISSION_DENIED"
+    assert (f"[{namespace}/documented] model has a signature or an input example failed: "
+            "MLmodel has neither a signature nor an input example") in refused.value.message
+    client.set_registered_model_alias(model, "champion", documented.registered_model_version)
+    assert client.get_model_version_by_alias(model, "champion").version == str(documented.registered_model_version)
+
+
 @pytest.mark.parametrize("spec,message", [
     ("models: [a]\nrules: [{tag: {key: approved}}]", "name at least one alias or stage"),
     ("models: []\naliases: [champion]\nrules: [{tag: {key: approved}}]", "models"),
     ("models: [a]\naliases: [champion]\nrules: []", "rules"),
-    ("models: [a]\naliases: [champion]\nrules: [{}]", "exactly one of metric, tag or predecessor"),
+    ("models: [a]\naliases: [champion]\nrules: [{}]", "a rule is exactly one of metric, tag"),
     ("models: [a]\naliases: [champion]\nrules: [{tag: {key: a}, metric: {name: m, min: 1}}]",
-     "exactly one of metric, tag or predecessor"),
+     "a rule is exactly one of metric, tag"),
+    ("models: [a]\naliases: [champion]\nrules: [{tag: {key: a}, modelMetadata: {anyOf: [signature]}}]",
+     "a rule is exactly one of metric, tag"),
+    ("models: [a]\naliases: [champion]\nrules: [{modelMetadata: {anyOf: []}}]", "anyOf"),
+    ("models: [a]\naliases: [champion]\nrules: [{modelMetadata: {anyOf: [schema]}}]", "Unsupported value"),
+    ("models: [a]\naliases: [champion]\nrules: [{modelMetadata: {anyOf: [signature, signature]}}]",
+     "at most once each"),
     ("models: [a]\naliases: [champion]\nrules: [{metric: {name: auc}}]", "needs min, max or maxRegression"),
     ("models: [a]\naliases: [champion]\nrules: [{metric: {name: auc, min: 0.9, max: 0.5}}]", "min must not exceed max"),
     ("models: [a]\naliases: [champion]\nrules: [{predecessor: {alias: challenger, minDuration: 1week}}]",

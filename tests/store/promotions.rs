@@ -495,8 +495,8 @@ mod policies {
     use std::time::{Duration, Instant};
 
     use ferroflow::store::registry::{
-        Actor, MetricRule, NewModelVersion, PolicySpec, PredecessorRule, Rule, Stage, TagRule,
-        Target,
+        Actor, MetricRule, ModelFiles, ModelMetadata, ModelMetadataRule, NewModelVersion,
+        PolicySpec, PredecessorRule, Rule, Stage, TagRule, Target,
     };
     use ferroflow::store::runs::NewRun;
     use ferroflow::store::values::Metric;
@@ -508,6 +508,7 @@ mod policies {
         stage_transitions_and_rollbacks_pass_the_same_gate,
         a_dwell_rule_refuses_until_the_predecessor_was_held_long_enough,
         a_dry_run_judges_without_moving_or_recording,
+        a_model_metadata_rule_reads_what_the_tracking_server_recorded,
     );
 
     /// A version of `model` registered from a new run that logged `val_auc`.
@@ -886,6 +887,77 @@ mod policies {
         assert!(matches!(
             store.promotions("gated-dry", None, 10, None).await,
             Ok(page) if page.items.is_empty()
+        ));
+    }
+
+    async fn a_model_metadata_rule_reads_what_the_tracking_server_recorded(store: Store) {
+        let documented = Rule::ModelMetadata(ModelMetadataRule {
+            any_of: vec![ModelMetadata::Signature, ModelMetadata::InputExample],
+        });
+        store
+            .put_promotion_policy("uid-meta", "team-a", "documented", &gate(vec![documented]))
+            .await
+            .unwrap();
+        store
+            .create_registered_model("gated-meta", &[], None, None)
+            .await
+            .unwrap();
+        let unread = version_with_auc(&store, "gated-meta", None).await;
+        let bare = version_with_auc(&store, "gated-meta", None).await;
+        let signed = version_with_auc(&store, "gated-meta", None).await;
+        store
+            .record_model_files(
+                "gated-meta",
+                bare,
+                &ModelFiles::from_mlmodel("flavors: {}\nsignature: null\n"),
+            )
+            .await
+            .unwrap();
+        store
+            .record_model_files(
+                "gated-meta",
+                signed,
+                &ModelFiles::from_mlmodel("flavors: {}\nsignature:\n  inputs: '[]'\n"),
+            )
+            .await
+            .unwrap();
+        for (version, seen) in [
+            (unread, "was not read"),
+            (bare, "MLmodel has neither a signature nor an input example"),
+        ] {
+            let error = store
+                .set_registered_model_alias("gated-meta", "champion", version, Actor::Api)
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(&error, Error::PolicyDenied(message)
+                    if message.contains("model has a signature or an input example failed") && message.contains(seen)),
+                "{error}"
+            );
+        }
+        store
+            .set_registered_model_alias("gated-meta", "champion", signed, Actor::Api)
+            .await
+            .unwrap();
+        let results = store
+            .check_promotion("gated-meta", Target::Alias("champion"), signed)
+            .await
+            .unwrap();
+        assert_eq!(results[0].observed, "MLmodel has a signature");
+        let history = super::history(&store, "gated-meta").await;
+        assert_eq!(
+            history
+                .iter()
+                .map(|entry| entry.allowed)
+                .collect::<Vec<_>>(),
+            vec![false, false, true]
+        );
+        // A version that is gone has no files to record.
+        assert!(matches!(
+            store
+                .record_model_files("gated-meta", 99, &ModelFiles::NO_MLMODEL)
+                .await,
+            Err(Error::NotFound { .. })
         ));
     }
 }
