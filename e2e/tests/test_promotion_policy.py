@@ -7,12 +7,14 @@ paths; the refusals are in the history; the schema refuses malformed policies at
 
 from __future__ import annotations
 
+import json
 import subprocess
 import textwrap
+import time
 
 import mlflow
 import pytest
-from kubectl_helpers import KUBECONFIG, KUBECTL, apply, wait_until
+from kubectl_helpers import KUBECONFIG, KUBECTL, WAIT_S, apply, kubectl, wait_until
 from mlflow.exceptions import MlflowException
 from test_gitops import _ferroflow_bin, condition, current, namespace, operator  # noqa: F401 (fixtures)
 
@@ -120,6 +122,77 @@ def test_a_policy_gates_the_client_and_git_paths_alike(operator, namespace, clie
                     "--wait=true", "--timeout=60s"], check=True, capture_output=True, timeout=90)
     after = api.post(f"{PROMOTIONS}/check", json={"name": model, "target": "champion", "version": weak}).json()
     assert after == {"allowed": True, "results": []}
+
+
+def _events(ns: str, kind: str, name: str) -> list[dict]:
+    listed = json.loads(kubectl("get", "events", "-n", ns, "-o", "json").stdout)["items"]
+    return [e for e in listed if e.get("involvedObject", {}).get("kind") == kind
+            and e.get("involvedObject", {}).get("name") == name]
+
+
+def _wait_event(ns: str, kind: str, name: str, reason: str, text: str) -> dict:
+    deadline = time.monotonic() + WAIT_S
+    while True:
+        found = [e for e in _events(ns, kind, name)
+                 if e.get("reason") == reason and text in (e.get("message") or e.get("note") or "")]
+        if found:
+            return found[0]
+        assert time.monotonic() < deadline, f"no {reason} event with {text!r}: {_events(ns, kind, name)}"
+        time.sleep(0.2)
+
+
+def _latest(obj: dict | None, alias: str) -> dict:
+    return ((obj or {}).get("status", {}).get("promotions", {}).get(alias) or [{}])[0]
+
+
+def test_the_registered_model_status_and_events_tell_each_move_and_denial(operator, namespace, client, api,  # noqa: F811
+                                                                          unique_name):
+    model = f"told-{unique_name}"[:200]
+    apply(namespace, gate("gate", model))
+    _policy_ready(namespace, "gate")
+    client.create_registered_model(model)
+    experiment_id = client.create_experiment(f"{model}-runs")
+    weak = _version(client, experiment_id, model, 0.85)
+    strong = _version(client, experiment_id, model, 0.93)
+    client.set_model_version_tag(model, strong, "approved", "true")
+    apply(namespace, registered_model("told", model, None).replace("aliases: {}", ""))
+    obj = wait_until(namespace, "registeredmodel/told",
+                     lambda o: o is not None and current(o) and condition(o, "Ready").get("status") == "True", "Ready")
+    assert obj is not None and "promotions" not in obj["status"]
+
+    # A move through the client: in the status and told by an Event.
+    client.set_registered_model_alias(model, "challenger", weak)
+    obj = wait_until(namespace, "registeredmodel/told",
+                     lambda o: _latest(o, "challenger").get("toVersion") == int(weak), "challenger in status")
+    entry = _latest(obj, "challenger")
+    assert (entry["actor"], entry["path"], entry["allowed"]) == ("anonymous", "api", True), entry
+    assert "fromVersion" not in entry and entry["time"].endswith("Z")
+    _wait_event(namespace, "RegisteredModel", "told", "AliasMoved",
+                f"alias 'challenger' of model '{model}' set to version {weak} by anonymous (api)")
+
+    # A denial through the client: a Warning naming the rule and the value seen.
+    with pytest.raises(MlflowException):
+        client.set_registered_model_alias(model, "champion", weak)
+    event = _wait_event(namespace, "RegisteredModel", "told", "PolicyDenied",
+                        f"[{namespace}/gate] val_auc >= 0.9 failed: val_auc = 0.85")
+    assert event["type"] == "Warning"
+    obj = wait_until(namespace, "registeredmodel/told",
+                     lambda o: _latest(o, "champion").get("allowed") is False, "the denial in status")
+    assert f"[{namespace}/gate] val_auc >= 0.9 failed: val_auc = 0.85" in _latest(obj, "champion")["failedRules"]
+
+    # A move through a spec edit: in the status too, naming the resource.
+    apply(namespace, registered_model("told", model, int(strong)).replace(
+        f"champion: {strong}", f"champion: {strong}, challenger: {weak}"))
+    obj = wait_until(namespace, "registeredmodel/told",
+                     lambda o: _latest(o, "champion").get("allowed") is True, "the spec's move in status")
+    entry = _latest(obj, "champion")
+    assert (entry["toVersion"], entry["actor"], entry["path"]) == (
+        int(strong), f"{namespace}/RegisteredModel/told", "operator"), entry
+    assert [e["allowed"] for e in obj["status"]["promotions"]["champion"]] == [True, False]
+    _wait_event(namespace, "RegisteredModel", "told", "AliasMoved",
+                f"alias 'champion' of model '{model}' set to version {strong} by {namespace}/RegisteredModel/told (operator)")
+    history = api.get(PROMOTIONS, params={"name": model}).json()["promotions"]
+    assert obj["status"]["lastPromotionId"] == max(e["id"] for e in history)
 
 
 class Echo(mlflow.pyfunc.PythonModel):

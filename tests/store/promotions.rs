@@ -18,7 +18,51 @@ crate::both_backends!(
     rollback_moves_an_alias_back_to_its_previous_holder,
     concurrent_moves_leave_one_entry_each_in_the_order_applied,
     the_operator_is_recorded_as_the_resource_it_acts_for,
+    the_recent_entries_of_each_alias_are_bounded_newest_first,
 );
+
+async fn the_recent_entries_of_each_alias_are_bounded_newest_first(store: Store) {
+    model(&store, "recent", 4).await;
+    for version in [1, 2, 3, 4, 1, 2, 3] {
+        store
+            .set_registered_model_alias("recent", "champion", version, Actor::Api)
+            .await
+            .unwrap();
+    }
+    store
+        .set_registered_model_alias("recent", "challenger", 4, Actor::Api)
+        .await
+        .unwrap();
+    store
+        .transition_model_version_stage("recent", 2, Stage::Staging, false, Actor::Api)
+        .await
+        .unwrap();
+    store
+        .delete_registered_model_alias("recent", "challenger", Actor::Api)
+        .await
+        .unwrap();
+    let recent = store.recent_alias_promotions("recent", 3).await.unwrap();
+    // Stages are left out; aliases by name, newest first within each.
+    assert_eq!(
+        moves(&recent),
+        vec![
+            ("challenger".into(), Some(4), None),
+            ("challenger".into(), None, Some(4)),
+            ("champion".into(), Some(2), Some(3)),
+            ("champion".into(), Some(1), Some(2)),
+            ("champion".into(), Some(4), Some(1)),
+        ]
+    );
+    assert!(
+        recent
+            .windows(2)
+            .all(|pair| pair[0].target != pair[1].target || pair[0].id > pair[1].id)
+    );
+    assert!(matches!(
+        store.recent_alias_promotions("never-registered", 3).await,
+        Err(ferroflow::store::Error::NotFound { .. })
+    ));
+}
 
 async fn model(store: &Store, name: &str, versions: usize) {
     store
