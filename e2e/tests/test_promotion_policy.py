@@ -8,6 +8,7 @@ paths; the refusals are in the history; the schema refuses malformed policies at
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import textwrap
 import time
@@ -193,6 +194,78 @@ def test_the_registered_model_status_and_events_tell_each_move_and_denial(operat
                 f"alias 'champion' of model '{model}' set to version {strong} by {namespace}/RegisteredModel/told (operator)")
     history = api.get(PROMOTIONS, params={"name": model}).json()["promotions"]
     assert obj["status"]["lastPromotionId"] == max(e["id"] for e in history)
+
+
+def _promote_when_allowed(client, model: str, version: str, waiting_on: str) -> list[str]:
+    """Sets champion to `version`, retrying while the only refusal is `waiting_on` (a dwell
+    rule), until a deadline; returns the refusals seen before it was allowed."""
+    refusals = []
+    deadline = time.monotonic() + WAIT_S
+    while True:
+        try:
+            client.set_registered_model_alias(model, "champion", version)
+            return refusals
+        except MlflowException as refused:
+            assert refused.error_code == "PERMISSION_DENIED", refused.message
+            assert waiting_on in refused.message and refused.message.count(" failed: ") == 1, refused.message
+            refusals.append(refused.message)
+        assert time.monotonic() < deadline, f"still refused: {refusals[-1]}"
+        time.sleep(0.2)
+
+
+def test_relative_and_dwell_rules_through_the_client(operator, namespace, client, unique_name):  # noqa: F811
+    model = f"dwell-{unique_name}"[:200]
+    apply(namespace, f"""
+        apiVersion: ferroflow.dev/v1alpha1
+        kind: PromotionPolicy
+        metadata:
+          name: steady
+        spec:
+          models: ["{model}"]
+          aliases: [champion]
+          rules:
+            - metric: {{name: val_auc, maxRegression: 0.005}}
+            - predecessor: {{alias: challenger, minDuration: 3s}}
+        """)
+    _policy_ready(namespace, "steady")
+    client.create_registered_model(model)
+    experiment_id = client.create_experiment(f"{model}-runs")
+    first = _version(client, experiment_id, model, 0.9)
+    worse = _version(client, experiment_id, model, 0.8)
+    better = _version(client, experiment_id, model, 0.95)
+    dwell = "held alias 'challenger' for at least 3s failed"
+
+    # Not challenger at all: refused, whatever its metric.
+    with pytest.raises(MlflowException) as refused:
+        client.set_registered_model_alias(model, "champion", first)
+    assert "does not hold alias 'challenger'" in refused.value.message
+
+    # Challenger for less than 3 s: refused; allowed once it has held it long enough.
+    client.set_registered_model_alias(model, "challenger", first)
+    held_from = time.monotonic()
+    refusals = _promote_when_allowed(client, model, first, dwell)
+    assert time.monotonic() - held_from >= 2.5
+    assert refusals and re.search(r"held alias 'challenger' for [0-2]s", refusals[0]), refusals
+
+    # Worse than the incumbent by more than 0.005: refused naming both values, also after the dwell.
+    client.set_registered_model_alias(model, "challenger", worse)
+    relative = (f"[{namespace}/steady] val_auc >= incumbent - 0.005 failed: "
+                f"val_auc = 0.8; incumbent version {first}: val_auc = 0.9")
+    deadline = time.monotonic() + WAIT_S
+    while True:
+        with pytest.raises(MlflowException) as refused:
+            client.set_registered_model_alias(model, "champion", worse)
+        assert relative in refused.value.message, refused.value.message
+        if dwell not in refused.value.message:
+            break
+        assert time.monotonic() < deadline, refused.value.message
+        time.sleep(0.2)
+    assert client.get_model_version_by_alias(model, "champion").version == first
+
+    # Better, and challenger long enough: champion.
+    client.set_registered_model_alias(model, "challenger", better)
+    _promote_when_allowed(client, model, better, dwell)
+    assert client.get_model_version_by_alias(model, "champion").version == better
 
 
 class Echo(mlflow.pyfunc.PythonModel):
