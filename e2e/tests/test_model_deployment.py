@@ -286,7 +286,19 @@ def test_follows_the_alias_moved_in_git(operator, namespace, client, unique_name
     wait_until(namespace, "modeldeployment/churn", lambda o: o is None, "the ModelDeployment gone")
 
 
-def test_follows_the_alias_moved_through_the_api(operator, namespace, client, unique_name):  # noqa: F811
+def promotion_tag(client, model_name: str, version: int, namespace: str, name: str) -> str | None:
+    return client.get_model_version(model_name, str(version)).tags.get(
+        f"ferroflow.deployment/{namespace}.{name}.promotion")
+
+
+def wait_promotion_tag(client, model_name: str, version: int, namespace: str, name: str, value: str | None) -> None:
+    deadline = time.monotonic() + WAIT_S
+    while (found := promotion_tag(client, model_name, version, namespace, name)) != value:
+        assert time.monotonic() < deadline, f"version {version} promotion tag is {found!r}, expected {value!r}"
+        time.sleep(0.2)
+
+
+def test_follows_the_alias_moved_through_the_api(operator, namespace, client, api, unique_name):  # noqa: F811
     model_name = f"md-{unique_name}"
     register(client, model_name, 3)
     client.set_registered_model_alias(model_name, "champion", "1")
@@ -301,6 +313,12 @@ def test_follows_the_alias_moved_through_the_api(operator, namespace, client, un
     assert md["status"]["resolvedVersion"] == 3
     # The store's NOTIFY wakes the resource: far sooner than any resync.
     assert moved_in < 10, f"the Deployment took {moved_in:.1f}s to follow the alias"
+    # The served version names the history entry that made it champion: who, how, which rules.
+    history = api.get("/api/2.0/ferroflow/promotions", params={"name": model_name, "target": "champion"}).json()
+    to_three = [e for e in history["promotions"] if e["to_version"] == 3 and e["allowed"]][-1]
+    assert (to_three["actor"], to_three["path"], to_three["from_version"]) == ("anonymous", "api", 1)
+    wait_tag(client, model_name, 3, namespace, "api", "serving")
+    wait_promotion_tag(client, model_name, 3, namespace, "api", str(to_three["id"]))
 
     # Suspended: an alias move changes nothing until resumed.
     kubectl("patch", "-n", namespace, "modeldeployment/api", "--type=merge", "-p", '{"spec":{"suspend":true}}')
@@ -317,6 +335,9 @@ def test_follows_the_alias_moved_through_the_api(operator, namespace, client, un
     kubectl("patch", "-n", namespace, "modeldeployment/api", "--type=merge", "-p", '{"spec":{"suspend":false}}')
     wait_template(namespace, "api-champion", 2)
     wait_until(namespace, "modeldeployment/api", lambda o: serving(o, 2), "serving version 2")
+    history = api.get("/api/2.0/ferroflow/promotions", params={"name": model_name, "target": "champion"}).json()
+    wait_promotion_tag(client, model_name, 2, namespace, "api", str(history["promotions"][-1]["id"]))
+    wait_promotion_tag(client, model_name, 3, namespace, "api", None)
 
     # The alias removed: AliasNotFound, and the running Deployment stays as it is.
     client.delete_registered_model_alias(model_name, "champion")

@@ -7,11 +7,15 @@ paths; the refusals are in the history; the schema refuses malformed policies at
 
 from __future__ import annotations
 
+import json
+import re
 import subprocess
 import textwrap
+import time
 
+import mlflow
 import pytest
-from kubectl_helpers import KUBECONFIG, KUBECTL, apply, wait_until
+from kubectl_helpers import KUBECONFIG, KUBECTL, WAIT_S, apply, kubectl, wait_until
 from mlflow.exceptions import MlflowException
 from test_gitops import _ferroflow_bin, condition, current, namespace, operator  # noqa: F401 (fixtures)
 
@@ -121,13 +125,204 @@ def test_a_policy_gates_the_client_and_git_paths_alike(operator, namespace, clie
     assert after == {"allowed": True, "results": []}
 
 
+def _events(ns: str, kind: str, name: str) -> list[dict]:
+    listed = json.loads(kubectl("get", "events", "-n", ns, "-o", "json").stdout)["items"]
+    return [e for e in listed if e.get("involvedObject", {}).get("kind") == kind
+            and e.get("involvedObject", {}).get("name") == name]
+
+
+def _wait_event(ns: str, kind: str, name: str, reason: str, text: str) -> dict:
+    deadline = time.monotonic() + WAIT_S
+    while True:
+        found = [e for e in _events(ns, kind, name)
+                 if e.get("reason") == reason and text in (e.get("message") or e.get("note") or "")]
+        if found:
+            return found[0]
+        assert time.monotonic() < deadline, f"no {reason} event with {text!r}: {_events(ns, kind, name)}"
+        time.sleep(0.2)
+
+
+def _latest(obj: dict | None, alias: str) -> dict:
+    return ((obj or {}).get("status", {}).get("promotions", {}).get(alias) or [{}])[0]
+
+
+def test_the_registered_model_status_and_events_tell_each_move_and_denial(operator, namespace, client, api,  # noqa: F811
+                                                                          unique_name):
+    model = f"told-{unique_name}"[:200]
+    apply(namespace, gate("gate", model))
+    _policy_ready(namespace, "gate")
+    client.create_registered_model(model)
+    experiment_id = client.create_experiment(f"{model}-runs")
+    weak = _version(client, experiment_id, model, 0.85)
+    strong = _version(client, experiment_id, model, 0.93)
+    client.set_model_version_tag(model, strong, "approved", "true")
+    apply(namespace, registered_model("told", model, None).replace("aliases: {}", ""))
+    obj = wait_until(namespace, "registeredmodel/told",
+                     lambda o: o is not None and current(o) and condition(o, "Ready").get("status") == "True", "Ready")
+    assert obj is not None and "promotions" not in obj["status"]
+
+    # A move through the client: in the status and told by an Event.
+    client.set_registered_model_alias(model, "challenger", weak)
+    obj = wait_until(namespace, "registeredmodel/told",
+                     lambda o: _latest(o, "challenger").get("toVersion") == int(weak), "challenger in status")
+    entry = _latest(obj, "challenger")
+    assert (entry["actor"], entry["path"], entry["allowed"]) == ("anonymous", "api", True), entry
+    assert "fromVersion" not in entry and entry["time"].endswith("Z")
+    _wait_event(namespace, "RegisteredModel", "told", "AliasMoved",
+                f"alias 'challenger' of model '{model}' set to version {weak} by anonymous (api)")
+
+    # A denial through the client: a Warning naming the rule and the value seen.
+    with pytest.raises(MlflowException):
+        client.set_registered_model_alias(model, "champion", weak)
+    event = _wait_event(namespace, "RegisteredModel", "told", "PolicyDenied",
+                        f"[{namespace}/gate] val_auc >= 0.9 failed: val_auc = 0.85")
+    assert event["type"] == "Warning"
+    obj = wait_until(namespace, "registeredmodel/told",
+                     lambda o: _latest(o, "champion").get("allowed") is False, "the denial in status")
+    assert f"[{namespace}/gate] val_auc >= 0.9 failed: val_auc = 0.85" in _latest(obj, "champion")["failedRules"]
+
+    # A move through a spec edit: in the status too, naming the resource.
+    apply(namespace, registered_model("told", model, int(strong)).replace(
+        f"champion: {strong}", f"champion: {strong}, challenger: {weak}"))
+    obj = wait_until(namespace, "registeredmodel/told",
+                     lambda o: _latest(o, "champion").get("allowed") is True, "the spec's move in status")
+    entry = _latest(obj, "champion")
+    assert (entry["toVersion"], entry["actor"], entry["path"]) == (
+        int(strong), f"{namespace}/RegisteredModel/told", "operator"), entry
+    assert [e["allowed"] for e in obj["status"]["promotions"]["champion"]] == [True, False]
+    _wait_event(namespace, "RegisteredModel", "told", "AliasMoved",
+                f"alias 'champion' of model '{model}' set to version {strong} by {namespace}/RegisteredModel/told (operator)")
+    history = api.get(PROMOTIONS, params={"name": model}).json()["promotions"]
+    assert obj["status"]["lastPromotionId"] == max(e["id"] for e in history)
+
+
+def _promote_when_allowed(client, model: str, version: str, waiting_on: str) -> list[str]:
+    """Sets champion to `version`, retrying while the only refusal is `waiting_on` (a dwell
+    rule), until a deadline; returns the refusals seen before it was allowed."""
+    refusals = []
+    deadline = time.monotonic() + WAIT_S
+    while True:
+        try:
+            client.set_registered_model_alias(model, "champion", version)
+            return refusals
+        except MlflowException as refused:
+            assert refused.error_code == "PERMISSION_DENIED", refused.message
+            assert waiting_on in refused.message and refused.message.count(" failed: ") == 1, refused.message
+            refusals.append(refused.message)
+        assert time.monotonic() < deadline, f"still refused: {refusals[-1]}"
+        time.sleep(0.2)
+
+
+def test_relative_and_dwell_rules_through_the_client(operator, namespace, client, unique_name):  # noqa: F811
+    model = f"dwell-{unique_name}"[:200]
+    apply(namespace, f"""
+        apiVersion: ferroflow.dev/v1alpha1
+        kind: PromotionPolicy
+        metadata:
+          name: steady
+        spec:
+          models: ["{model}"]
+          aliases: [champion]
+          rules:
+            - metric: {{name: val_auc, maxRegression: 0.005}}
+            - predecessor: {{alias: challenger, minDuration: 3s}}
+        """)
+    _policy_ready(namespace, "steady")
+    client.create_registered_model(model)
+    experiment_id = client.create_experiment(f"{model}-runs")
+    first = _version(client, experiment_id, model, 0.9)
+    worse = _version(client, experiment_id, model, 0.8)
+    better = _version(client, experiment_id, model, 0.95)
+    dwell = "held alias 'challenger' for at least 3s failed"
+
+    # Not challenger at all: refused, whatever its metric.
+    with pytest.raises(MlflowException) as refused:
+        client.set_registered_model_alias(model, "champion", first)
+    assert "does not hold alias 'challenger'" in refused.value.message
+
+    # Challenger for less than 3 s: refused; allowed once it has held it long enough.
+    client.set_registered_model_alias(model, "challenger", first)
+    held_from = time.monotonic()
+    refusals = _promote_when_allowed(client, model, first, dwell)
+    assert time.monotonic() - held_from >= 2.5
+    assert refusals and re.search(r"held alias 'challenger' for [0-2]s", refusals[0]), refusals
+
+    # Worse than the incumbent by more than 0.005: refused naming both values, also after the dwell.
+    client.set_registered_model_alias(model, "challenger", worse)
+    relative = (f"[{namespace}/steady] val_auc >= incumbent - 0.005 failed: "
+                f"val_auc = 0.8; incumbent version {first}: val_auc = 0.9")
+    deadline = time.monotonic() + WAIT_S
+    while True:
+        with pytest.raises(MlflowException) as refused:
+            client.set_registered_model_alias(model, "champion", worse)
+        assert relative in refused.value.message, refused.value.message
+        if dwell not in refused.value.message:
+            break
+        assert time.monotonic() < deadline, refused.value.message
+        time.sleep(0.2)
+    assert client.get_model_version_by_alias(model, "champion").version == first
+
+    # Better, and challenger long enough: champion.
+    client.set_registered_model_alias(model, "challenger", better)
+    _promote_when_allowed(client, model, better, dwell)
+    assert client.get_model_version_by_alias(model, "champion").version == better
+
+
+class Echo(mlflow.pyfunc.PythonModel):
+    """No type hints: MLflow infers no signature from it unless given an input example."""
+
+    def predict(self, context, model_input, params=None):
+        return model_input
+
+
+def test_a_model_metadata_rule_needs_a_signature_or_an_input_example(operator, namespace, client, experiment_id,  # noqa: F811
+                                                                    unique_name):
+    import pandas as pd
+
+    model = f"documented-{unique_name}"[:200]
+    apply(namespace, f"""
+        apiVersion: ferroflow.dev/v1alpha1
+        kind: PromotionPolicy
+        metadata:
+          name: documented
+        spec:
+          models: ["{model}"]
+          aliases: [champion]
+          rules:
+            - modelMetadata: {{anyOf: [signature, inputExample]}}
+        """)
+    _policy_ready(namespace, "documented")
+    with mlflow.start_run(experiment_id=experiment_id):
+        bare = mlflow.pyfunc.log_model(name="bare", python_model=Echo(), registered_model_name=model)
+        documented = mlflow.pyfunc.log_model(name="documented", python_model=Echo(),
+                                             input_example=pd.DataFrame({"x": [1.0, 2.0]}),
+                                             registered_model_name=model)
+    # What the MLmodel files say, as MLflow reads them back.
+    assert mlflow.models.get_model_info(bare.model_uri).signature is None
+    assert mlflow.models.get_model_info(documented.model_uri).saved_input_example_info is not None
+
+    with pytest.raises(MlflowException) as refused:
+        client.set_registered_model_alias(model, "champion", bare.registered_model_version)
+    assert refused.value.error_code == "PERMISSION_DENIED"
+    assert (f"[{namespace}/documented] model has a signature or an input example failed: "
+            "MLmodel has neither a signature nor an input example") in refused.value.message
+    client.set_registered_model_alias(model, "champion", documented.registered_model_version)
+    assert client.get_model_version_by_alias(model, "champion").version == str(documented.registered_model_version)
+
+
 @pytest.mark.parametrize("spec,message", [
     ("models: [a]\nrules: [{tag: {key: approved}}]", "name at least one alias or stage"),
     ("models: []\naliases: [champion]\nrules: [{tag: {key: approved}}]", "models"),
     ("models: [a]\naliases: [champion]\nrules: []", "rules"),
-    ("models: [a]\naliases: [champion]\nrules: [{}]", "exactly one of metric, tag or predecessor"),
+    ("models: [a]\naliases: [champion]\nrules: [{}]", "a rule is exactly one of metric, tag"),
     ("models: [a]\naliases: [champion]\nrules: [{tag: {key: a}, metric: {name: m, min: 1}}]",
-     "exactly one of metric, tag or predecessor"),
+     "a rule is exactly one of metric, tag"),
+    ("models: [a]\naliases: [champion]\nrules: [{tag: {key: a}, modelMetadata: {anyOf: [signature]}}]",
+     "a rule is exactly one of metric, tag"),
+    ("models: [a]\naliases: [champion]\nrules: [{modelMetadata: {anyOf: []}}]", "anyOf"),
+    ("models: [a]\naliases: [champion]\nrules: [{modelMetadata: {anyOf: [schema]}}]", "Unsupported value"),
+    ("models: [a]\naliases: [champion]\nrules: [{modelMetadata: {anyOf: [signature, signature]}}]",
+     "at most once each"),
     ("models: [a]\naliases: [champion]\nrules: [{metric: {name: auc}}]", "needs min, max or maxRegression"),
     ("models: [a]\naliases: [champion]\nrules: [{metric: {name: auc, min: 0.9, max: 0.5}}]", "min must not exceed max"),
     ("models: [a]\naliases: [champion]\nrules: [{predecessor: {alias: challenger, minDuration: 1week}}]",

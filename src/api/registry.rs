@@ -6,18 +6,20 @@
 
 use axum::Json;
 use axum::routing::{get, patch, post};
+use futures::TryStreamExt;
 use serde::{Deserialize, Serialize};
 
-use super::InWorkspace;
+use super::{AppState, InWorkspace};
 use super::auth::Identity;
 use super::endpoints::Routes;
 use super::error::{ApiError, ApiResult, Required, non_empty};
 use super::request::{Mlflow, lenient};
 use super::types::{Empty, KeyValueJson};
+use crate::artifacts::{self, ArtifactPath, ArtifactStore, path_from_proxy_uri};
 use crate::store::KeyValue;
 use crate::store::registry::{
-    self as store_registry, DEFAULT_REGISTERED_MODELS_PAGE, MAX_MODEL_VERSIONS_PAGE,
-    ModelVersionSearch, NewModelVersion, RegisteredModelSearch, Stage,
+    self as store_registry, DEFAULT_REGISTERED_MODELS_PAGE, MAX_MODEL_VERSIONS_PAGE, ModelFiles,
+    ModelVersion, ModelVersionSearch, NewModelVersion, RegisteredModelSearch, Stage,
 };
 
 pub fn routes() -> Routes {
@@ -482,9 +484,59 @@ async fn create_model_version(
             ownership: None,
         })
         .await?;
+    record_model_files(&state, &version).await;
     Ok(Json(ModelVersionResponse {
         model_version: version.into(),
     }))
+}
+
+/// Largest `MLmodel` read for the promotion policies (MLflow's are a few KiB).
+const MAX_MLMODEL_BYTES: u64 = 1 << 20;
+
+/// Reads the new version's `MLmodel` (when its files are in this server's artifact store) and
+/// records what it declares, for the promotion policies' `modelMetadata` rule. The version is
+/// created either way: a failure here only leaves the files unread, which that rule refuses.
+async fn record_model_files(state: &AppState, version: &ModelVersion) {
+    let Some(files) = model_files(&state.artifacts, &version.storage_location).await else {
+        return;
+    };
+    if let Err(error) = state
+        .store
+        .record_model_files(&version.name, version.version, &files)
+        .await
+    {
+        tracing::warn!(%error, name = %version.name, version = version.version, "could not record what the version's MLmodel declares");
+    }
+}
+
+/// What the `MLmodel` under `storage_location` declares; `None` when this server does not
+/// serve that location or could not read it.
+async fn model_files(artifacts: &ArtifactStore, storage_location: &str) -> Option<ModelFiles> {
+    let mlmodel = path_from_proxy_uri(storage_location)?
+        .join(&ArtifactPath::from_trusted(&["MLmodel"]).ok()?);
+    let read = async {
+        let download = artifacts.get(&mlmodel).await?;
+        if download.size > MAX_MLMODEL_BYTES {
+            return Ok(None);
+        }
+        let bytes: Vec<u8> = download
+            .stream
+            .try_fold(Vec::new(), |mut all, chunk| async move {
+                all.extend_from_slice(&chunk);
+                Ok(all)
+            })
+            .await?;
+        Ok::<_, artifacts::Error>(Some(bytes))
+    };
+    match read.await {
+        Ok(Some(bytes)) => Some(ModelFiles::from_mlmodel(&String::from_utf8_lossy(&bytes))),
+        Ok(None) => None,
+        Err(artifacts::Error::NotFound(_)) => Some(ModelFiles::NO_MLMODEL),
+        Err(error) => {
+            tracing::warn!(%error, %mlmodel, "could not read the version's MLmodel");
+            None
+        }
+    }
 }
 
 async fn get_model_version(

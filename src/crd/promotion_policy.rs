@@ -53,11 +53,11 @@ pub struct PromotionPolicySpec {
 const ALIAS_NAMES_MESSAGE: &str =
     "alias names may only contain letters, digits, '_' and '-' (at most 255)";
 
-/// One requirement: exactly one of `metric`, `tag` or `predecessor`.
+/// One requirement: exactly one of `metric`, `tag`, `predecessor` or `modelMetadata`.
 #[derive(KubeSchema, Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(
-    validation = Rule::new("[has(self.metric), has(self.tag), has(self.predecessor)].filter(x, x).size() == 1").message("a rule is exactly one of metric, tag or predecessor")
+    validation = Rule::new("[has(self.metric), has(self.tag), has(self.predecessor), has(self.modelMetadata)].filter(x, x).size() == 1").message("a rule is exactly one of metric, tag, predecessor or modelMetadata")
 )]
 pub struct PromotionRule {
     /// A metric of the version's source run (the run it was registered from, or its logged
@@ -71,6 +71,9 @@ pub struct PromotionRule {
     /// Where the version must have been first, and for how long.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub predecessor: Option<PredecessorRule>,
+    /// What the model's `MLmodel` must declare, e.g. `anyOf: [signature, inputExample]`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub model_metadata: Option<ModelMetadataRule>,
 }
 
 /// `min`/`max` bound the value; `maxRegression` compares it with the version holding the
@@ -132,6 +135,25 @@ pub struct PredecessorRule {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 32), pattern(r"^([0-9]+(s|m|h|d))+$"))]
     pub min_duration: Option<String>,
+}
+
+/// The model's `MLmodel` file (as the tracking server read it when the version was created)
+/// must declare at least one of `anyOf`: `signature` (its `signature` key) or `inputExample`
+/// (`saved_input_example_info`). A version whose files were not read fails.
+#[derive(KubeSchema, Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ModelMetadataRule {
+    #[schemars(length(min = 1, max = 2))]
+    #[x_kube(validation = Rule::new("self.size() == 1 || self[0] != self[1]").message("anyOf names signature and inputExample at most once each"))]
+    pub any_of: Vec<ModelMetadataItem>,
+}
+
+/// What an `MLmodel` may declare.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub enum ModelMetadataItem {
+    Signature,
+    InputExample,
 }
 
 /// What the operator found and did.

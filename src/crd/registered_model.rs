@@ -3,6 +3,7 @@
 
 use std::collections::BTreeMap;
 
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::{CustomResource, KubeSchema};
 use serde::{Deserialize, Serialize};
 
@@ -74,8 +75,44 @@ pub struct RegisteredModelStatus {
     /// Aliases as the store has them now.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub aliases: BTreeMap<String, i64>,
+    /// The last promotions of each alias from the promotion history (at most
+    /// [`PROMOTIONS_PER_ALIAS`] each, newest first), whatever moved it: the `mlflow` client,
+    /// this resource, `ferroflow rollback`; refusals included.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub promotions: BTreeMap<String, Vec<PromotionRecord>>,
+    /// The newest history entry already reported as an Event: each entry gets one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_promotion_id: Option<i64>,
     #[serde(flatten)]
     pub state: ReconcileState,
+}
+
+/// How many promotions of each alias the status keeps.
+pub const PROMOTIONS_PER_ALIAS: i64 = 5;
+
+/// One entry of the promotion history (`GET /api/2.0/ferroflow/promotions` has them all).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct PromotionRecord {
+    /// The history entry's id.
+    pub id: i64,
+    pub time: Time,
+    /// The version that held the alias before (unset: none).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from_version: Option<i64>,
+    /// The version it points at afterwards, or would have (unset: removed).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub to_version: Option<i64>,
+    /// The authenticated user, `anonymous`, or the resource `namespace/Kind/name`.
+    pub actor: String,
+    /// `api` or `operator`.
+    pub path: String,
+    pub allowed: bool,
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub rollback: bool,
+    /// The promotion policies' rules that failed, each with what was seen.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub failed_rules: Vec<String>,
 }
 
 impl RegisteredModel {

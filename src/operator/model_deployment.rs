@@ -23,13 +23,13 @@ use super::build::model_deployment::{
 use super::context::Context;
 use super::reconcile::{Failure, Reconciler, publish};
 use super::wake::concerns_model;
-use crate::crd::model_deployment::{LegStatus, Target};
+use crate::crd::model_deployment::{LegStatus, PINNED_LEG, Target};
 use crate::crd::{
     ModelDeployment, ModelDeploymentStatus, Outcome, Reason, ReconcileState, RegisteredModel,
 };
 use crate::store::notify::RegistryChange;
-use crate::store::registry::Actor;
-use crate::store::{self, KeyValue};
+use crate::store::registry::{Actor, TargetType};
+use crate::store::{self, KeyValue, now_millis};
 
 /// The Deployment condition reason with which the Deployment controller gives up a rollout.
 const PROGRESS_DEADLINE_EXCEEDED: &str = "ProgressDeadlineExceeded";
@@ -404,13 +404,63 @@ impl ModelDeployment {
             {
                 tracing::warn!(%error, version, "could not tag the version with where it serves");
             }
+            if let Some(alias) = serving_aliases(legs).get(version) {
+                self.record_promotion(ctx, model, alias, *version).await;
+            }
         }
         for version in before.keys().filter(|version| !after.contains_key(version)) {
-            if let Err(error) = remove_tag(ctx, model, *version, &key).await {
-                tracing::warn!(%error, version, "could not remove the serving tag of the version");
+            for key in [&key, &self.promotion_tag_key()] {
+                if let Err(error) = remove_tag(ctx, model, *version, key).await {
+                    tracing::warn!(%error, version, "could not remove the serving tag of the version");
+                }
             }
         }
     }
+
+    /// The registry tag key that names, on a version this resource serves through an alias,
+    /// the promotion history entry that moved the alias there.
+    fn promotion_tag_key(&self) -> String {
+        format!("{}.promotion", self.tag_key())
+    }
+
+    /// Tags `version`, now serving `alias`, with the id of the history entry that put it there
+    /// (who promoted it, and the policies' verdicts: `GET /api/2.0/ferroflow/promotions`).
+    /// Nothing when the alias has moved on meanwhile: the next rollout tags its own version.
+    async fn record_promotion(&self, ctx: &Context, model: &str, alias: &str, version: i64) {
+        let holder = match ctx
+            .store
+            .promotion_at(model, TargetType::Alias, alias, now_millis())
+            .await
+        {
+            Ok(holder) => holder,
+            Err(error) => {
+                tracing::warn!(%error, version, "could not look up the promotion of the served version");
+                return;
+            }
+        };
+        let Some(id) = holder.promotion_id.filter(|_| holder.versions == [version]) else {
+            return;
+        };
+        let tag = KeyValue {
+            key: self.promotion_tag_key(),
+            value: id.to_string(),
+        };
+        if let Err(error) = ctx
+            .store
+            .set_model_version_tag(model, version, &tag, Actor::Api)
+            .await
+        {
+            tracing::warn!(%error, version, "could not tag the version with its promotion");
+        }
+    }
+}
+
+/// The alias each version serves through, for alias legs (a pinned version has no promotion).
+fn serving_aliases(legs: &[LegStatus]) -> BTreeMap<i64, &str> {
+    legs.iter()
+        .filter(|leg| leg.name != PINNED_LEG)
+        .filter_map(|leg| Some((leg.serving_version?, leg.name.as_str())))
+        .collect()
 }
 
 /// Removes the tag `key` from `version`; a version or model deleted since has none to remove.
@@ -470,9 +520,13 @@ impl Reconciler for ModelDeployment {
         let Some(model) = status.model_name.as_deref() else {
             return Ok(());
         };
-        let key = self.tag_key();
-        for version in deployment_tags(&status.legs).into_keys() {
-            if let Err(error) = remove_tag(ctx, model, version, &key).await {
+        let keys = [self.tag_key(), self.promotion_tag_key()];
+        let tagged: Vec<(i64, &String)> = deployment_tags(&status.legs)
+            .into_keys()
+            .flat_map(|version| keys.iter().map(move |key| (version, key)))
+            .collect();
+        for (version, key) in tagged {
+            if let Err(error) = remove_tag(ctx, model, version, key).await {
                 match Failure::from(error) {
                     // The database is down: keep the finalizer and retry.
                     Failure::Store(error) => return Err(Failure::Store(error)),
@@ -1044,6 +1098,18 @@ mod tests {
             BTreeMap::from([(3, TAG_SERVING), (4, TAG_ROLLED_BACK)])
         );
         assert!(deployment_tags(&[leg("champion", None, None)]).is_empty());
+    }
+
+    #[test]
+    fn promotions_are_looked_up_for_versions_served_through_an_alias() {
+        assert_eq!(
+            serving_aliases(&[
+                leg("champion", Some(3), Some(4)),
+                leg(PINNED_LEG, Some(1), None),
+                leg("challenger", None, None),
+            ]),
+            BTreeMap::from([(3, "champion")])
+        );
     }
 
     #[test]

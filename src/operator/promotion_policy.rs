@@ -8,7 +8,9 @@ use super::context::Context;
 use super::reconcile::{Failure, Reconciler};
 use crate::crd::promotion_policy::{self, duration_seconds};
 use crate::crd::{Outcome, PromotionPolicy, PromotionPolicyStatus, Reason, ReconcileState};
-use crate::store::registry::{MetricRule, PolicySpec, PredecessorRule, Rule, TagRule};
+use crate::store::registry::{
+    MetricRule, ModelMetadata, ModelMetadataRule, PolicySpec, PredecessorRule, Rule, TagRule,
+};
 
 impl Reconciler for PromotionPolicy {
     type Status = PromotionPolicyStatus;
@@ -71,22 +73,7 @@ fn stored_spec(policy: &PromotionPolicy) -> Result<PolicySpec, String> {
     let rules = spec
         .rules
         .iter()
-        .map(|rule| match (&rule.metric, &rule.tag, &rule.predecessor) {
-            (Some(metric), None, None) => Ok(Rule::Metric(MetricRule {
-                name: metric.name.clone(),
-                min: metric.min,
-                max: metric.max,
-                max_regression: metric.max_regression,
-                lower_is_better: metric.lower_is_better,
-            })),
-            (None, Some(tag), None) => Ok(Rule::Tag(TagRule {
-                key: tag.key.clone(),
-                value: tag.value.clone(),
-                four_eyes: tag.four_eyes,
-            })),
-            (None, None, Some(predecessor)) => predecessor_rule(predecessor).map(Rule::Predecessor),
-            _ => Err("a rule is exactly one of metric, tag or predecessor".to_owned()),
-        })
+        .map(stored_rule)
         .collect::<Result<Vec<_>, _>>()?;
     Ok(PolicySpec {
         models: spec.models.clone(),
@@ -98,6 +85,44 @@ fn stored_spec(policy: &PromotionPolicy) -> Result<PolicySpec, String> {
             .collect(),
         rules,
     })
+}
+
+fn stored_rule(rule: &promotion_policy::PromotionRule) -> Result<Rule, String> {
+    match (
+        &rule.metric,
+        &rule.tag,
+        &rule.predecessor,
+        &rule.model_metadata,
+    ) {
+        (Some(metric), None, None, None) => Ok(Rule::Metric(MetricRule {
+            name: metric.name.clone(),
+            min: metric.min,
+            max: metric.max,
+            max_regression: metric.max_regression,
+            lower_is_better: metric.lower_is_better,
+        })),
+        (None, Some(tag), None, None) => Ok(Rule::Tag(TagRule {
+            key: tag.key.clone(),
+            value: tag.value.clone(),
+            four_eyes: tag.four_eyes,
+        })),
+        (None, None, Some(predecessor), None) => {
+            predecessor_rule(predecessor).map(Rule::Predecessor)
+        }
+        (None, None, None, Some(metadata)) => Ok(Rule::ModelMetadata(ModelMetadataRule {
+            any_of: metadata
+                .any_of
+                .iter()
+                .map(|item| match item {
+                    promotion_policy::ModelMetadataItem::Signature => ModelMetadata::Signature,
+                    promotion_policy::ModelMetadataItem::InputExample => {
+                        ModelMetadata::InputExample
+                    }
+                })
+                .collect(),
+        })),
+        _ => Err("a rule is exactly one of metric, tag, predecessor or modelMetadata".to_owned()),
+    }
 }
 
 fn predecessor_rule(rule: &promotion_policy::PredecessorRule) -> Result<PredecessorRule, String> {

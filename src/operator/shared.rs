@@ -61,8 +61,6 @@ pub fn tag_changes(current: &[KeyValue], declared: &BTreeMap<String, String>) ->
 #[derive(Debug, PartialEq, Eq)]
 pub struct AliasMove {
     pub alias: String,
-    /// The version it points at now, if any.
-    pub from: Option<i64>,
     pub to: i64,
 }
 
@@ -84,13 +82,10 @@ pub fn alias_changes(current: &[(String, i64)], declared: &BTreeMap<String, i64>
         .collect();
     let set = declared
         .iter()
-        .filter_map(|(alias, &to)| {
-            let from = current.get(alias.as_str()).copied();
-            (from != Some(to)).then(|| AliasMove {
-                alias: alias.clone(),
-                from,
-                to,
-            })
+        .filter(|(alias, to)| current.get(alias.as_str()) != Some(*to))
+        .map(|(alias, &to)| AliasMove {
+            alias: alias.clone(),
+            to,
         })
         .collect();
     let delete = current
@@ -168,12 +163,10 @@ mod tests {
                 set: vec![
                     AliasMove {
                         alias: "champion".to_owned(),
-                        from: Some(3),
                         to: 4,
                     },
                     AliasMove {
                         alias: "shadow".to_owned(),
-                        from: None,
                         to: 5,
                     },
                 ],

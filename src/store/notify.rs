@@ -44,6 +44,9 @@ pub enum ChangeKind {
     AliasDeleted,
     ModelRenamed,
     ModelDeleted,
+    /// A promotion policy refused moving an alias or a stage (nothing changed; the refusal is
+    /// in the history).
+    PromotionDenied,
 }
 
 /// One notification's payload.

@@ -18,7 +18,51 @@ crate::both_backends!(
     rollback_moves_an_alias_back_to_its_previous_holder,
     concurrent_moves_leave_one_entry_each_in_the_order_applied,
     the_operator_is_recorded_as_the_resource_it_acts_for,
+    the_recent_entries_of_each_alias_are_bounded_newest_first,
 );
+
+async fn the_recent_entries_of_each_alias_are_bounded_newest_first(store: Store) {
+    model(&store, "recent", 4).await;
+    for version in [1, 2, 3, 4, 1, 2, 3] {
+        store
+            .set_registered_model_alias("recent", "champion", version, Actor::Api)
+            .await
+            .unwrap();
+    }
+    store
+        .set_registered_model_alias("recent", "challenger", 4, Actor::Api)
+        .await
+        .unwrap();
+    store
+        .transition_model_version_stage("recent", 2, Stage::Staging, false, Actor::Api)
+        .await
+        .unwrap();
+    store
+        .delete_registered_model_alias("recent", "challenger", Actor::Api)
+        .await
+        .unwrap();
+    let recent = store.recent_alias_promotions("recent", 3).await.unwrap();
+    // Stages are left out; aliases by name, newest first within each.
+    assert_eq!(
+        moves(&recent),
+        vec![
+            ("challenger".into(), Some(4), None),
+            ("challenger".into(), None, Some(4)),
+            ("champion".into(), Some(2), Some(3)),
+            ("champion".into(), Some(1), Some(2)),
+            ("champion".into(), Some(4), Some(1)),
+        ]
+    );
+    assert!(
+        recent
+            .windows(2)
+            .all(|pair| pair[0].target != pair[1].target || pair[0].id > pair[1].id)
+    );
+    assert!(matches!(
+        store.recent_alias_promotions("never-registered", 3).await,
+        Err(ferroflow::store::Error::NotFound { .. })
+    ));
+}
 
 async fn model(store: &Store, name: &str, versions: usize) {
     store
@@ -495,8 +539,8 @@ mod policies {
     use std::time::{Duration, Instant};
 
     use ferroflow::store::registry::{
-        Actor, MetricRule, NewModelVersion, OwnedField, Owner, Ownership, PolicySpec,
-        PredecessorRule, Rule, Stage, TagRule, Target,
+        Actor, MetricRule, ModelFiles, ModelMetadata, ModelMetadataRule, NewModelVersion,
+        OwnedField, Owner, Ownership, PolicySpec, PredecessorRule, Rule, Stage, TagRule, Target,
     };
     use ferroflow::store::runs::NewRun;
     use ferroflow::store::values::Metric;
@@ -510,6 +554,7 @@ mod policies {
         a_dry_run_judges_without_moving_or_recording,
         four_eyes_needs_the_tag_set_by_someone_other_than_the_creator,
         versions_and_their_tags_record_who_wrote_them,
+        a_model_metadata_rule_reads_what_the_tracking_server_recorded,
     );
 
     /// A version of `model` registered from a new run that logged `val_auc`.
@@ -1113,6 +1158,77 @@ mod policies {
         assert!(matches!(
             store.promotions("gated-dry", None, 10, None).await,
             Ok(page) if page.items.is_empty()
+        ));
+    }
+
+    async fn a_model_metadata_rule_reads_what_the_tracking_server_recorded(store: Store) {
+        let documented = Rule::ModelMetadata(ModelMetadataRule {
+            any_of: vec![ModelMetadata::Signature, ModelMetadata::InputExample],
+        });
+        store
+            .put_promotion_policy("uid-meta", "team-a", "documented", &gate(vec![documented]))
+            .await
+            .unwrap();
+        store
+            .create_registered_model("gated-meta", &[], None, None)
+            .await
+            .unwrap();
+        let unread = version_with_auc(&store, "gated-meta", None).await;
+        let bare = version_with_auc(&store, "gated-meta", None).await;
+        let signed = version_with_auc(&store, "gated-meta", None).await;
+        store
+            .record_model_files(
+                "gated-meta",
+                bare,
+                &ModelFiles::from_mlmodel("flavors: {}\nsignature: null\n"),
+            )
+            .await
+            .unwrap();
+        store
+            .record_model_files(
+                "gated-meta",
+                signed,
+                &ModelFiles::from_mlmodel("flavors: {}\nsignature:\n  inputs: '[]'\n"),
+            )
+            .await
+            .unwrap();
+        for (version, seen) in [
+            (unread, "was not read"),
+            (bare, "MLmodel has neither a signature nor an input example"),
+        ] {
+            let error = store
+                .set_registered_model_alias("gated-meta", "champion", version, Actor::Api)
+                .await
+                .unwrap_err();
+            assert!(
+                matches!(&error, Error::PolicyDenied(message)
+                    if message.contains("model has a signature or an input example failed") && message.contains(seen)),
+                "{error}"
+            );
+        }
+        store
+            .set_registered_model_alias("gated-meta", "champion", signed, Actor::Api)
+            .await
+            .unwrap();
+        let results = store
+            .check_promotion("gated-meta", Target::Alias("champion"), signed)
+            .await
+            .unwrap();
+        assert_eq!(results[0].observed, "MLmodel has a signature");
+        let history = super::history(&store, "gated-meta").await;
+        assert_eq!(
+            history
+                .iter()
+                .map(|entry| entry.allowed)
+                .collect::<Vec<_>>(),
+            vec![false, false, true]
+        );
+        // A version that is gone has no files to record.
+        assert!(matches!(
+            store
+                .record_model_files("gated-meta", 99, &ModelFiles::NO_MLMODEL)
+                .await,
+            Err(Error::NotFound { .. })
         ));
     }
 }

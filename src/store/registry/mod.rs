@@ -36,6 +36,7 @@
 //! operations.
 
 mod aliases;
+mod model_files;
 mod models;
 mod ownership;
 mod policies;
@@ -44,9 +45,11 @@ mod search;
 mod sources;
 mod versions;
 
+pub use model_files::ModelFiles;
 pub use ownership::{Actor, OwnedField, OwnedRow, Owner, Ownership, RegistryRef};
 pub use policies::{
-    MetricRule, Policy, PolicySpec, PredecessorRule, Rule, RuleResult, TagRule, Target,
+    MetricRule, ModelMetadata, ModelMetadataRule, Policy, PolicySpec, PredecessorRule, Rule,
+    RuleResult, TagRule, Target,
 };
 pub use promotions::{
     DEFAULT_PROMOTIONS_PAGE, Holder, MAX_PROMOTIONS_PAGE, Promotion, PromotionPath, TargetType,

@@ -7,7 +7,7 @@ use std::future::Future;
 
 use serde::{Deserialize, Serialize};
 
-use super::{ModelRow, Stage};
+use super::{ModelFiles, ModelRow, Stage};
 use crate::store::{BeginWrite, Result, Store, now_millis, with_pool};
 
 /// What a policy guards and what it requires.
@@ -32,6 +32,7 @@ pub enum Rule {
     Metric(MetricRule),
     Tag(TagRule),
     Predecessor(PredecessorRule),
+    ModelMetadata(ModelMetadataRule),
 }
 
 /// A metric of the version's source run: bounds, and/or no worse than the incumbent's.
@@ -73,6 +74,39 @@ pub struct PredecessorRule {
     pub stage: Option<String>,
     #[serde(default)]
     pub min_seconds: i64,
+}
+
+/// The model's `MLmodel` must show at least one of `any_of` (one item: that one is required).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ModelMetadataRule {
+    pub any_of: Vec<ModelMetadata>,
+}
+
+/// What an `MLmodel` may declare.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub enum ModelMetadata {
+    /// The `signature` key.
+    Signature,
+    /// The `saved_input_example_info` key.
+    InputExample,
+}
+
+impl ModelMetadata {
+    fn describe(self) -> &'static str {
+        match self {
+            ModelMetadata::Signature => "a signature",
+            ModelMetadata::InputExample => "an input example",
+        }
+    }
+
+    fn shown_by(self, files: &ModelFiles) -> bool {
+        match self {
+            ModelMetadata::Signature => files.has_signature,
+            ModelMetadata::InputExample => files.has_input_example,
+        }
+    }
 }
 
 /// What a promotion would move.
@@ -172,6 +206,8 @@ pub(super) enum Observed {
         since: Option<i64>,
         now: i64,
     },
+    /// What the version's MLmodel shows; `None`: the tracking server did not read its files.
+    ModelMetadata(Option<ModelFiles>),
 }
 
 fn number(value: f64) -> String {
@@ -325,6 +361,9 @@ pub(super) fn judge(policy: &str, rule: &Rule, observed: &Observed) -> Vec<RuleR
                 }
             }
         }
+        (Rule::ModelMetadata(wanted), Observed::ModelMetadata(files)) => {
+            vec![judge_model_metadata(policy, wanted, files.as_ref())]
+        }
         // The gathering step observes each rule with its own kind; anything else is a bug
         // that must refuse rather than allow.
         (rule, observed) => vec![result(
@@ -332,6 +371,56 @@ pub(super) fn judge(policy: &str, rule: &Rule, observed: &Observed) -> Vec<RuleR
             false,
             format!("internal: observed {observed:?}"),
         )],
+    }
+}
+
+/// The verdict of a `modelMetadata` rule on what the version's files were seen to hold.
+fn judge_model_metadata(
+    policy: &str,
+    wanted: &ModelMetadataRule,
+    files: Option<&ModelFiles>,
+) -> RuleResult {
+    let rule = format!(
+        "model has {}",
+        wanted
+            .any_of
+            .iter()
+            .map(|item| item.describe())
+            .collect::<Vec<_>>()
+            .join(" or ")
+    );
+    let (passed, observed) = match files {
+        None => (
+            false,
+            "the version's MLmodel was not read (its files are not served by the tracking \
+             server, or the version was not created through it)"
+                .to_owned(),
+        ),
+        Some(files) if !files.has_mlmodel => {
+            (false, "the version's files hold no MLmodel".to_owned())
+        }
+        Some(files) => {
+            let shown: Vec<&str> = [ModelMetadata::Signature, ModelMetadata::InputExample]
+                .into_iter()
+                .filter(|item| item.shown_by(files))
+                .map(ModelMetadata::describe)
+                .collect();
+            let observed = if shown.is_empty() {
+                "MLmodel has neither a signature nor an input example".to_owned()
+            } else {
+                format!("MLmodel has {}", shown.join(" and "))
+            };
+            (
+                wanted.any_of.iter().any(|item| item.shown_by(files)),
+                observed,
+            )
+        }
+    };
+    RuleResult {
+        policy: policy.to_owned(),
+        rule,
+        passed,
+        observed,
     }
 }
 
@@ -387,6 +476,12 @@ pub(super) trait PolicyTx {
         version: i64,
         key: &'a str,
     ) -> impl Future<Output = Result<Option<TagSeen>>> + Send + 'a;
+    /// What the tracking server read in the version's MLmodel, if it read it.
+    fn model_files(
+        &mut self,
+        model_id: i64,
+        version: i64,
+    ) -> impl Future<Output = Result<Option<ModelFiles>>> + Send + '_;
     /// Since when `version` holds `target` (the history's last allowed entry putting it
     /// there); `None` when it does not hold it now.
     fn holds_since<'a>(
@@ -462,6 +557,17 @@ macro_rules! impl_policy_tx {
                 .fetch_optional(&mut *self)
                 .await?;
                 Ok(row.map(|(value, set_by, creator)| TagSeen { value, set_by, creator }))
+            }
+
+            async fn model_files(&mut self, model_id: i64, version: i64) -> Result<Option<ModelFiles>> {
+                Ok(sqlx::query_as::<_, ModelFiles>(
+                    "SELECT has_mlmodel, has_signature, has_input_example FROM model_version_files \
+                     WHERE registered_model_id = $1 AND version = $2",
+                )
+                .bind(model_id)
+                .bind(version)
+                .fetch_optional(&mut *self)
+                .await?)
             }
 
             async fn holds_since(&mut self, model_id: i64, target: Target<'_>, version: i64) -> Result<Option<i64>> {
@@ -583,6 +689,9 @@ pub(super) async fn evaluate<C: PolicyTx + Send>(
                         since,
                         now: now_millis(),
                     }
+                }
+                Rule::ModelMetadata(_) => {
+                    Observed::ModelMetadata(connection.model_files(model_id, candidate).await?)
                 }
             };
             results.extend(judge(&label, rule, &observed));
@@ -807,6 +916,50 @@ mod tests {
         );
         let absent = verdicts(&rule, held(None));
         assert!(!absent[0].1 && absent[0].2.contains("does not hold alias 'challenger'"));
+    }
+
+    #[test]
+    fn model_metadata_rules_need_one_of_the_items_in_the_mlmodel() {
+        let either = Rule::ModelMetadata(ModelMetadataRule {
+            any_of: vec![ModelMetadata::Signature, ModelMetadata::InputExample],
+        });
+        let signature = Rule::ModelMetadata(ModelMetadataRule {
+            any_of: vec![ModelMetadata::Signature],
+        });
+        let files = |has_signature, has_input_example| {
+            Observed::ModelMetadata(Some(ModelFiles {
+                has_mlmodel: true,
+                has_signature,
+                has_input_example,
+            }))
+        };
+        assert_eq!(
+            verdicts(&either, files(false, true)),
+            vec![(
+                "model has a signature or an input example".into(),
+                true,
+                "MLmodel has an input example".into()
+            )]
+        );
+        assert!(verdicts(&signature, files(true, true))[0].1);
+        assert_eq!(
+            verdicts(&signature, files(false, true)),
+            vec![(
+                "model has a signature".into(),
+                false,
+                "MLmodel has an input example".into()
+            )]
+        );
+        let bare = verdicts(&either, files(false, false));
+        assert!(!bare[0].1 && bare[0].2 == "MLmodel has neither a signature nor an input example");
+        // Missing data refuses: no MLmodel among the files, or the files never read.
+        let none = verdicts(
+            &either,
+            Observed::ModelMetadata(Some(ModelFiles::NO_MLMODEL)),
+        );
+        assert!(!none[0].1 && none[0].2 == "the version's files hold no MLmodel");
+        let unread = verdicts(&either, Observed::ModelMetadata(None));
+        assert!(!unread[0].1 && unread[0].2.contains("was not read"));
     }
 
     #[test]

@@ -264,7 +264,7 @@ impl_promotion_tx!(sqlx::SqliteConnection);
 /// Judges `entry` by the policies guarding `target` for version `candidate` and keeps the
 /// verdicts on it. When a rule fails, appends the entry as refused and returns the denial: the
 /// caller commits (the refusal stays in the history) and then fails with it.
-pub(super) async fn refused<C: PolicyTx + PromotionTx + Send>(
+pub(super) async fn refused<C: PolicyTx + PromotionTx + Publish + Send>(
     connection: &mut C,
     model: &ModelRow,
     who: &Who,
@@ -279,6 +279,19 @@ pub(super) async fn refused<C: PolicyTx + PromotionTx + Send>(
     entry.allowed = false;
     connection
         .append_promotions(model, who, std::slice::from_ref(entry))
+        .await?;
+    // Nothing moved, but the refusal is news: the operator reports it on the model's resource.
+    let (alias, stage) = match target {
+        Target::Alias(alias) => (Some(alias.to_owned()), None),
+        Target::Stage(stage) => (None, Some(stage.as_str().to_owned())),
+    };
+    connection
+        .publish(&[RegistryChange {
+            version: Some(candidate),
+            alias,
+            stage,
+            ..RegistryChange::new(ChangeKind::PromotionDenied, &model.name)
+        }])
         .await?;
     Ok(Some(Error::PolicyDenied(message)))
 }
@@ -538,6 +551,32 @@ impl Store {
             .await?
         });
         Ok(row.into())
+    }
+
+    /// The newest `per_alias` entries of each alias of model `name` (through renames), newest
+    /// first within an alias, aliases by name.
+    pub async fn recent_alias_promotions(
+        &self,
+        name: &str,
+        per_alias: i64,
+    ) -> Result<Vec<Promotion>> {
+        validate_model_name(name)?;
+        let model_ids = self.history_model_ids(name).await?;
+        let rows = with_pool!(self, pool => {
+            let sql = format!(
+                "SELECT {PROMOTION_COLUMNS} FROM (SELECT {PROMOTION_COLUMNS}, ROW_NUMBER() OVER \
+                 (PARTITION BY target ORDER BY promotion_id DESC) AS newness FROM promotions \
+                 WHERE registered_model_id IN {ids} AND target_type = 'alias') AS recent \
+                 WHERE newness <= $2 ORDER BY target, promotion_id DESC",
+                ids = id_list(self.backend()),
+            );
+            sqlx::query_as::<_, PromotionRow>(&sql)
+                .bind(serde_json::to_string(&model_ids).unwrap_or_default())
+                .bind(per_alias)
+                .fetch_all(pool)
+                .await?
+        });
+        Ok(rows.into_iter().map(Promotion::from).collect())
     }
 
     /// The model ids whose history `name` names: the live model of that name, else every
