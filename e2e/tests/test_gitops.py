@@ -216,6 +216,10 @@ def running_operator(server, tmp_path_factory, env: dict[str, str] | None = None
     assert kubectl("auth", "can-i", "create", "pods", "-A", kubeconfig=str(kubeconfig)).stdout.strip() == "yes"
     assert kubectl("auth", "can-i", "update", "pods", "-A", check=False,
                    kubeconfig=str(kubeconfig)).stdout.strip() == "no"
+    # With retries, a Job runs the Pod: the same verbs.
+    assert kubectl("auth", "can-i", "create", "jobs.batch", "-A", kubeconfig=str(kubeconfig)).stdout.strip() == "yes"
+    assert kubectl("auth", "can-i", "update", "jobs.batch", "-A", check=False,
+                   kubeconfig=str(kubeconfig)).stdout.strip() == "no"
     # The ended Pod's log, stored as a run artifact: read only.
     assert kubectl("auth", "can-i", "get", "pods", "--subresource=log", "-A",
                    kubeconfig=str(kubeconfig)).stdout.strip() == "yes"

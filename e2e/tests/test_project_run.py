@@ -374,3 +374,103 @@ def test_ferroflow_run_backend_kubernetes_creates_a_project_run_and_exits_with_i
         expected = "FINISHED" if outcome == "Succeeded" else "FAILED"
         assert client.get_run(obj["status"]["runId"]).info.status == expected
         kubectl("delete", "-n", namespace, f"projectrun/{name}")
+
+
+def job_of(ns: str, name: str) -> dict | None:
+    return get(ns, f"job/{name}-run")
+
+
+def hold_then_admit(ns: str, name: str, outcome: str) -> None:
+    """Gives the suspended ProjectRun's Job Pods the kwok outcome annotation, then admits it.
+
+    The Job controller copies the template into each attempt, and a never-started suspended
+    Job's template annotations may change (as Kueue changes them); a value that no kwok stage
+    matches ("Hold") keeps a Job's Pod Running.
+    """
+    wait_until(ns, f"job/{name}-run", lambda o: o is not None, "the suspended Job")
+    patch = {"spec": {"template": {"metadata": {"annotations": {OUTCOME: outcome}}}}}
+    kubectl("patch", "-n", ns, f"job/{name}-run", "--type=merge", "-p", json.dumps(patch))
+    kubectl("patch", "-n", ns, f"projectrun/{name}", "--type=merge", "-p", '{"spec":{"suspend":false}}')
+
+
+def test_retries_make_a_job_that_runs_the_pod_and_ends_the_run(operator, namespace, client, unique_name):  # noqa: F811
+    extra = "  backoffLimit: 2\n          activeDeadlineSeconds: 3600\n          ttlSecondsAfterFinished: 3600"
+    apply(namespace, project_run("retried", f"exp-{unique_name}", extra))
+    # kwok ends a Job's Pod Succeeded by itself.
+    obj = wait_phase(namespace, "retried", "Succeeded")
+    status = obj["status"]
+    run_id, uid = status["runId"], obj["metadata"]["uid"]
+    assert condition(obj, "Ready")["status"] == "True"
+    assert get(namespace, "pod/retried-run") is None, "a Job runs it, not a bare Pod"
+    job = job_of(namespace, "retried")
+    assert job is not None
+    owner = [{"apiVersion": "ferroflow.dev/v1alpha1", "kind": "ProjectRun", "name": "retried",
+              "uid": uid, "controller": True, "blockOwnerDeletion": True}]
+    labels = {"app.kubernetes.io/name": "mlflow-project", "ferroflow.dev/owner-kind": "ProjectRun",
+              "ferroflow.dev/owner-uid": uid, "ferroflow.dev/run-id": run_id}
+    contains(job, {
+        "metadata": {"labels": labels, "ownerReferences": owner},
+        "spec": {
+            "backoffLimit": 2,
+            "activeDeadlineSeconds": 3600,
+            "ttlSecondsAfterFinished": 3600,
+            "suspend": False,
+            "template": {"metadata": {"labels": labels}, "spec": {
+                "restartPolicy": "Never",
+                "containers": [{"name": "run", "image": "python:3.12",
+                                "args": ["run", "/app", "-e", "train", "-P", "alpha=0.5", "--run-id", run_id]}],
+            }},
+        },
+    })
+    assert "activeDeadlineSeconds" not in job["spec"]["template"]["spec"]
+    assert any(c["type"] == "Complete" and c["status"] == "True" for c in job["status"]["conditions"])
+    # The attempt that ran is the status' Pod, one of the Job's.
+    pod = get(namespace, f"pod/{status['podName']}")
+    assert pod is not None and pod["metadata"]["ownerReferences"][0]["uid"] == job["metadata"]["uid"]
+    run = client.get_run(run_id)
+    assert run.info.status == "FINISHED"
+    runs = client.search_runs([status["experimentId"]], filter_string=f"tags.`{RUN_UID_TAG}` = '{uid}'")
+    assert [r.info.run_id for r in runs] == [run_id]
+    reasons = {e.get("reason") for e in json.loads(kubectl("get", "events", "-n", namespace, "-o", "json").stdout)["items"]}
+    assert {"RunFinished", "PodLogNotStored"} <= reasons, reasons
+
+
+def test_a_failed_attempt_is_retried_in_the_same_run_until_the_job_fails(operator, namespace, client, unique_name):  # noqa: F811
+    apply(namespace, project_run("flaky", f"exp-{unique_name}", "  backoffLimit: 1\n          suspend: true"))
+    obj = wait_until(namespace, "projectrun/flaky",
+                     lambda o: o is not None and current(o) and condition(o, "Ready").get("reason") == "Suspended",
+                     "Suspended")
+    assert phase(obj) == "Pending"
+    assert job_of(namespace, "flaky")["spec"]["suspend"] is True
+    hold_then_admit(namespace, "flaky", "Failed")
+    # The first attempt failed; the Job waits (10 s, its back-off) before the second.
+    obj = wait_until(namespace, "projectrun/flaky",
+                     lambda o: o is not None and "1 of 2 attempts failed" in condition(o, "Ready").get("message", ""),
+                     "the first failed attempt")
+    run_id = obj["status"]["runId"]
+    assert phase(obj) in ("Pending", "Running"), obj["status"]
+    assert client.get_run(run_id).info.status == "RUNNING"
+    first = obj["status"]["podName"]
+    obj = wait_phase(namespace, "flaky", "Failed")
+    assert obj["status"]["podName"] != first, "the status names the last attempt"
+    assert client.get_run(run_id).info.status == "FAILED"
+    job = job_of(namespace, "flaky")
+    assert job["status"]["failed"] == 2
+    assert any(c["type"] == "Failed" and c["status"] == "True" for c in job["status"]["conditions"])
+
+
+def test_deleting_a_project_run_deletes_its_job_and_kills_the_run(operator, namespace, client, unique_name):  # noqa: F811
+    apply(namespace, project_run("doomed-job", f"exp-{unique_name}", "  backoffLimit: 3\n          suspend: true"))
+    hold_then_admit(namespace, "doomed-job", "Hold")
+    obj = wait_phase(namespace, "doomed-job", "Running")
+    run_id = obj["status"]["runId"]
+    pod = obj["status"]["podName"]
+    kubectl("delete", "-n", namespace, "projectrun/doomed-job", "--wait=false")
+    wait_until(namespace, "projectrun/doomed-job", lambda o: o is None, "deletion")
+    job = job_of(namespace, "doomed-job")
+    assert job is None or job["metadata"].get("deletionTimestamp")
+    # Background propagation: the garbage collector removes the attempt too.
+    wait_until(namespace, f"pod/{pod}", lambda o: o is None or o["metadata"].get("deletionTimestamp"), "the Pod's deletion")
+    run = client.get_run(run_id)
+    assert run.info.status == "KILLED"
+    assert run.info.end_time is not None

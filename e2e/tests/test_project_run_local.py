@@ -358,3 +358,52 @@ def test_the_pod_steps_run_a_downloaded_project_in_a_given_run(ferroflow_bin, tr
     assert tags["mlflow.project.entryPoint"] == "needs"
     assert tags["mlflow.project.backend"] == "local"
     assert len(_runs(client, experiment_id)) == 2
+
+
+def test_the_init_step_unpacks_tar_gz_and_zip_sources_and_refuses_a_traversal(
+        ferroflow_bin, tracking_uri, client, experiment_id, tmp_path):
+    """A `source` archive logged as an artifact: unpacked into the project folder (its single
+    top-level folder stripped), and the project runs from there; an archive with an entry
+    escaping the folder is refused before anything is written."""
+    import tarfile
+    import zipfile
+
+    probe = PROJECTS / "probe"
+    tar_path, zip_path, evil_path = tmp_path / "probe.tar.gz", tmp_path / "probe.zip", tmp_path / "evil.zip"
+    with tarfile.open(tar_path, "w:gz") as tar:
+        tar.add(probe, arcname="probe")
+    with zipfile.ZipFile(zip_path, "w", zipfile.ZIP_DEFLATED) as archive:
+        for file in probe.iterdir():
+            archive.write(file, arcname=file.name)
+    with zipfile.ZipFile(evil_path, "w") as archive:
+        archive.writestr("MLproject", "name: evil\n")
+        archive.writestr("../escaped.sh", "echo gotcha\n")
+    published = client.create_run(experiment_id)
+    for path in (tar_path, zip_path, evil_path):
+        client.log_artifact(published.info.run_id, str(path), artifact_path="sources")
+    client.set_terminated(published.info.run_id)
+    expected = sorted(p.name for p in probe.iterdir() if p.is_file())
+
+    for name in ("probe.tar.gz", "probe.zip"):
+        pod = tmp_path / f"pod-{name}"
+        binary, project = pod / "bin" / "ferroflow", pod / "project"
+        init = _run([ferroflow_bin, "project-init", "--binary-to", str(binary),
+                     "--source", f"runs:/{published.info.run_id}/sources/{name}", "--into", str(project)],
+                    tracking_uri, tmp_path)
+        assert init.returncode == 0, init.stderr
+        assert f"unpacked runs:/{published.info.run_id}/sources/{name}" in init.stderr
+        assert sorted(p.name for p in project.iterdir()) == expected, name
+        given = client.create_run(experiment_id)
+        done = _run([str(binary), "run", str(project), "-e", "needs", "-P", "first=x", "-P", "third=0.5",
+                     "--run-id", given.info.run_id], tracking_uri, tmp_path)
+        assert _run_id(done) == given.info.run_id
+        assert client.get_run(given.info.run_id).info.status == "FINISHED"
+
+    project = tmp_path / "evil" / "project"
+    init = _run([ferroflow_bin, "project-init", "--binary-to", str(tmp_path / "evil" / "ferroflow"),
+                 "--source", f"runs:/{published.info.run_id}/sources/evil.zip", "--into", str(project)],
+                tracking_uri, tmp_path)
+    assert init.returncode != 0
+    assert "archive entry \"../escaped.sh\" attempts path traversal" in init.stderr, init.stderr
+    assert not (tmp_path / "evil" / "escaped.sh").exists()
+    assert list(project.iterdir()) == []

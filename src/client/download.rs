@@ -304,6 +304,19 @@ pub async fn download_artifact(
     Ok(target)
 }
 
+/// Downloads the one file `uri` names into `folder`, under its own name; its local path. (A
+/// listing of a file's path names the file itself, so [`download_artifact`] would look for it
+/// below itself.)
+pub async fn download_file(
+    client: &MlflowClient,
+    uri: &str,
+    folder: &Path,
+) -> Result<PathBuf, DownloadError> {
+    let root = resolve(client, &ArtifactUri::parse(uri)?).await?.path;
+    fetch_into(client, &root, vec![None], folder).await?;
+    Ok(folder.join(root.rsplit('/').next().unwrap_or("artifact")))
+}
+
 /// Downloads the folder behind `uri` so that its files land directly in `folder`.
 pub async fn download_contents(
     client: &MlflowClient,

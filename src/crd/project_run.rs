@@ -47,7 +47,8 @@ pub const DEFAULT_ENTRY_POINT: &str = "main";
     validation = Rule::new("has(self.projectDir) == has(oldSelf.projectDir) && (!has(self.projectDir) || self.projectDir == oldSelf.projectDir)").message("projectDir is immutable"),
     validation = Rule::new("has(self.source) == has(oldSelf.source) && (!has(self.source) || self.source == oldSelf.source)").message("source is immutable"),
     validation = Rule::new("has(self.experimentName) == has(oldSelf.experimentName) && (!has(self.experimentName) || self.experimentName == oldSelf.experimentName)").message("experimentName is immutable: the run exists in its experiment"),
-    validation = Rule::new("has(self.experimentRef) == has(oldSelf.experimentRef) && (!has(self.experimentRef) || self.experimentRef == oldSelf.experimentRef)").message("experimentRef is immutable: the run exists in its experiment")
+    validation = Rule::new("has(self.experimentRef) == has(oldSelf.experimentRef) && (!has(self.experimentRef) || self.experimentRef == oldSelf.experimentRef)").message("experimentRef is immutable: the run exists in its experiment"),
+    validation = Rule::new("has(self.backoffLimit) == has(oldSelf.backoffLimit) && (!has(self.backoffLimit) || self.backoffLimit == oldSelf.backoffLimit)").message("backoffLimit is immutable: it decides whether a Job or a bare Pod runs the command")
 )]
 pub struct ProjectRunSpec {
     /// The Experiment resource (same namespace) to create the run in.
@@ -103,20 +104,23 @@ pub struct ProjectRunSpec {
     /// Taints the Pod tolerates (e.g. GPU nodes).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub tolerations: Vec<Toleration>,
-    /// Seconds the run may take; then its Pod is stopped and the run FAILED.
+    /// Seconds the run may take (all attempts together); then its Pod is stopped and the run
+    /// FAILED.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 1))]
     pub active_deadline_seconds: Option<i64>,
-    /// Retries of a failed Pod (a Job is used when set above 0); the run stays the same.
+    /// Retries of a failed Pod: above 0, a Job runs the command and a failed attempt is
+    /// retried in the same MLflow run, which ends when the Job does. Immutable.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0))]
     pub backoff_limit: Option<i32>,
-    /// Seconds a finished ProjectRun (with its Pod) is kept before it is deleted; the MLflow
-    /// run stays.
+    /// Seconds the finished Job (with its Pods) is kept before Kubernetes deletes it; only with
+    /// `backoffLimit` above 0, which makes a Job. The ProjectRun and the MLflow run stay.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(range(min = 0))]
     pub ttl_seconds_after_finished: Option<i32>,
-    /// While true no Pod is created (a queue such as Kueue sets it to admit the run later).
+    /// While true no Pod is created (a queue such as Kueue sets it to admit the run later);
+    /// with `backoffLimit` above 0 the Job exists, suspended.
     #[serde(default, skip_serializing_if = "std::ops::Not::not")]
     pub suspend: bool,
     /// Register the run's model as a new version once the run succeeds (exactly once).
@@ -195,7 +199,7 @@ pub struct ProjectRunStatus {
     pub experiment_name: Option<String>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub phase: Option<Phase>,
-    /// The Pod running (or that ran) the command.
+    /// The Pod running (or that ran) the command; with a Job, its latest attempt.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pod_name: Option<String>,
     /// When the Pod started.

@@ -1,11 +1,13 @@
 //! `ferroflow project-init`: the init container of a ProjectRun Pod. Copies this binary into
 //! the volume the user's image mounts (so `ferroflow run` needs nothing from that image but
-//! `bash`), and downloads a `source` project through the tracking server.
+//! `bash`), and downloads a `source` project through the tracking server: a folder
+//! recursively, a `.tar.gz`/`.tgz`/`.zip` file unpacked (see [`archive`]).
 
 use std::os::unix::fs::PermissionsExt as _;
 
 use anyhow::Context as _;
 
+use super::archive::{self, ArchiveKind};
 use crate::cli::ProjectInitArgs;
 use crate::client::{MlflowClient, download};
 
@@ -34,9 +36,31 @@ pub async fn run(args: ProjectInitArgs) -> anyhow::Result<()> {
         .as_deref()
         .context("--source needs the tracking server: --tracking-uri or MLFLOW_TRACKING_URI")?;
     let client = MlflowClient::new(tracking_uri, None)?;
-    download::download_contents(&client, source, into)
-        .await
-        .with_context(|| format!("downloading the project from '{source}'"))?;
-    eprintln!("downloaded {source} into {}", into.display());
+    let Some(kind) = ArchiveKind::of(source) else {
+        download::download_contents(&client, source, into)
+            .await
+            .with_context(|| format!("downloading the project from '{source}'"))?;
+        eprintln!("downloaded {source} into {}", into.display());
+        return Ok(());
+    };
+    // Not in the project folder: it holds only what the archive does.
+    let staging = std::env::temp_dir().join(format!(
+        "ferroflow-source-{}",
+        uuid::Uuid::new_v4().simple()
+    ));
+    let unpacked = async {
+        let file = download::download_file(&client, source, &staging)
+            .await
+            .with_context(|| format!("downloading the project archive '{source}'"))?;
+        let into = into.to_owned();
+        let files =
+            tokio::task::spawn_blocking(move || archive::unpack(&file, kind, &into)).await??;
+        anyhow::Ok(files)
+    }
+    .await;
+    // Best effort: the archive is not needed any more either way.
+    let _ = tokio::fs::remove_dir_all(&staging).await;
+    let files = unpacked.with_context(|| format!("unpacking the project archive '{source}'"))?;
+    eprintln!("unpacked {source} ({files} files) into {}", into.display());
     Ok(())
 }

@@ -4,6 +4,7 @@
 
 use std::path::PathBuf;
 
+pub mod archive;
 pub mod init;
 pub mod kubernetes;
 pub mod parameters;

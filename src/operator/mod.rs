@@ -13,6 +13,7 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::get;
 use futures::{FutureExt, StreamExt};
+use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{Controller, watcher};
@@ -296,7 +297,7 @@ fn project_run_controller(
     ctx: Arc<Context>,
     shutdown: futures::future::Shared<futures::future::BoxFuture<'static, ()>>,
 ) -> impl Future<Output = ()> {
-    let owned_pods = watcher::Config::default().labels(&format!(
+    let owned = watcher::Config::default().labels(&format!(
         "{}={}",
         build::LABEL_OWNER_KIND,
         ProjectRun::KIND
@@ -305,7 +306,9 @@ fn project_run_controller(
         Api::<Guarded<ProjectRun>>::all(client.clone()),
         watcher::Config::default(),
     )
-    .owns(Api::<Pod>::all(client), owned_pods)
+    .owns(Api::<Pod>::all(client.clone()), owned.clone())
+    // With retries, the Job's status (attempts, the final condition) says where it is.
+    .owns(Api::<Job>::all(client), owned)
     .graceful_shutdown_on(shutdown)
     .run(reconcile::<ProjectRun>, error_policy::<ProjectRun>, ctx)
     .for_each(log_result::<ProjectRun>)

@@ -1,17 +1,20 @@
 //! Reconciles a ProjectRun: the MLflow run first (found again by the resource's UID, so a
 //! crash between creating it and recording it in status never makes a second one), then the
 //! Pod that runs it; the Pod's phase becomes the resource's phase and ends the run. Deleting
-//! the resource mid-run deletes the Pod and ends the run KILLED (finalizer).
+//! the resource mid-run deletes the Pod and ends the run KILLED (finalizer). With retries
+//! (`backoffLimit` above 0) a Job runs the Pod instead: a failed attempt is retried in the same
+//! run, and the Job's final condition (Complete or Failed) ends it.
 
+use k8s_openapi::api::batch::v1::Job;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
-use kube::api::LogParams;
+use kube::api::{ListParams, LogParams, Patch, PatchParams};
 use kube::runtime::events::EventType;
 use kube::{Api, ResourceExt};
 
 use super::apply::{self, apply_owned};
 use super::build::project_run::{self as builder, PodInputs};
-use super::context::Context;
+use super::context::{Context, FIELD_MANAGER};
 use super::reconcile::{Failure, Reconciler, describe, now, publish};
 use super::registered_model::model_name_of;
 use crate::client::MlflowClient;
@@ -33,6 +36,8 @@ pub const POD_LOG_PATH: &str = "ferroflow/pod.log";
 const POD_LOG_LIMIT_BYTES: i64 = 16 * 1024 * 1024;
 /// The MLflow user of runs the operator creates.
 const RUN_USER: &str = "ferroflow-operator";
+/// The label the Job controller puts on its Pods: the Job's uid.
+const JOB_CONTROLLER_UID_LABEL: &str = "batch.kubernetes.io/controller-uid";
 
 impl Reconciler for ProjectRun {
     type Status = ProjectRunStatus;
@@ -66,26 +71,19 @@ impl Reconciler for ProjectRun {
             }
             return Ok(outcome_of(phase, status));
         }
+        if builder::runs_as_job(self) {
+            return sync_job(ctx, self, status, &run).await;
+        }
 
         let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace(self));
         let pod_name = builder::pod_name(self);
         let pod = pods
             .get_opt(&pod_name)
             .await
-            .map_err(|source| kube_failure(self, &pod_name, source))?;
-        if let Some(pod) = pod.as_ref().filter(|pod| !owned_by(pod, self)) {
+            .map_err(|source| kube_failure(self, "Pod", &pod_name, source))?;
+        if let Some(pod) = pod.as_ref().filter(|pod| !owned_by(*pod, self)) {
             // Applying ours would take over someone else's Pod.
-            return Err(Failure::Report(Outcome::not_ready(
-                Reason::InvalidSpec,
-                format!(
-                    "Pod {pod_name} exists and does not belong to this ProjectRun (owners: {:?}); \
-                     delete it or rename the ProjectRun",
-                    pod.owner_references()
-                        .iter()
-                        .map(|r| &r.name)
-                        .collect::<Vec<_>>()
-                ),
-            )));
+            return Err(not_ours("Pod", pod));
         }
         let previous = status.phase;
         let Some(pod) = pod else {
@@ -143,14 +141,14 @@ impl Reconciler for ProjectRun {
     }
 
     async fn cleanup(&self, ctx: &Context) -> Result<(), Failure> {
-        let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace(self));
-        let pod_name = builder::pod_name(self);
-        let pod = pods
-            .get_opt(&pod_name)
-            .await
-            .map_err(|source| kube_failure(self, &pod_name, source))?;
-        if let Some(pod) = pod.filter(|pod| owned_by(pod, self)) {
-            delete_pod(self, &pods, &pod).await?;
+        if builder::runs_as_job(self) {
+            // Background propagation: the Job's Pods go with it (a Job's own default orphans
+            // them).
+            let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &namespace(self));
+            delete_owned(self, &jobs, "Job", &builder::job_name(self)).await?;
+        } else {
+            let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace(self));
+            delete_owned(self, &pods, "Pod", &builder::pod_name(self)).await?;
         }
         let status = self.status.clone().unwrap_or_default();
         let run_id = match (&status.run_id, &status.experiment_id) {
@@ -174,6 +172,171 @@ impl Reconciler for ProjectRun {
         }
         Ok(())
     }
+}
+
+/// [`ProjectRun::sync`] for a run with retries: the Job runs the Pod, its final condition
+/// ends the run, and the log of its latest attempt is stored.
+async fn sync_job(
+    ctx: &Context,
+    obj: &ProjectRun,
+    status: &mut ProjectRunStatus,
+    run: &RunInfo,
+) -> Result<Outcome, Failure> {
+    let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &namespace(obj));
+    let job_name = builder::job_name(obj);
+    let job = jobs
+        .get_opt(&job_name)
+        .await
+        .map_err(|source| kube_failure(obj, "Job", &job_name, source))?;
+    if let Some(job) = job.as_ref().filter(|job| !owned_by(*job, obj)) {
+        return Err(not_ours("Job", job));
+    }
+    let previous = status.phase;
+    let Some(job) = job else {
+        if status.pod_name.is_some() && previous == Some(Phase::Running) {
+            // Deleted by someone while it ran: the command did not finish.
+            return finish(ctx, obj, status, run, Phase::Failed, None).await;
+        }
+        let inputs = PodInputs {
+            run_id: &run.run_uuid,
+            tracking_url: &ctx.config.tracking_url,
+            ferroflow_image: &ctx.config.ferroflow_image,
+        };
+        apply_owned(&ctx.client, obj, &builder::job(obj, &inputs), &())
+            .await
+            .map_err(Failure::Operator)?;
+        status.phase = Some(Phase::Pending);
+        status.pod_name = None;
+        return Ok(if obj.spec.suspend {
+            suspended(&job_name)
+        } else {
+            Outcome::progressing(
+                Reason::Pending,
+                format!("run {} created; Job {job_name} is pending", run.run_uuid),
+            )
+        });
+    };
+    let wanted_suspend = obj.spec.suspend;
+    if job.spec.as_ref().and_then(|spec| spec.suspend) != Some(wanted_suspend) {
+        // A queue admits the run by setting spec.suspend to false; the Job follows.
+        let patch = serde_json::json!({"spec": {"suspend": wanted_suspend}});
+        jobs.patch(
+            &job_name,
+            &PatchParams {
+                field_manager: Some(FIELD_MANAGER.to_owned()),
+                ..PatchParams::default()
+            },
+            &Patch::Merge(&patch),
+        )
+        .await
+        .map_err(|source| kube_failure(obj, "Job", &job_name, source))?;
+    }
+    let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace(obj));
+    let attempt = latest_attempt(obj, &pods, &job).await?;
+    if let Some(attempt) = &attempt {
+        status.pod_name = Some(attempt.name_any());
+    }
+    if let Some(started) = job.status.as_ref().and_then(|s| s.start_time.clone()) {
+        status.start_time = Some(started);
+    }
+    let (phase, ended) = job_phase(&job, attempt.as_ref(), previous);
+    if is_over(phase) {
+        if let Some(attempt) = &attempt {
+            store_pod_log(ctx, obj, &pods, &attempt.name_any(), run).await;
+        }
+        return finish(ctx, obj, status, run, phase, ended).await;
+    }
+    status.phase = Some(phase);
+    if wanted_suspend && phase == Phase::Pending {
+        return Ok(suspended(&job_name));
+    }
+    if phase == Phase::Running && previous != Some(Phase::Running) {
+        let pod = status.pod_name.as_deref().unwrap_or_default();
+        let note = format!(
+            "Job {job_name} (Pod {pod}) runs MLflow run {}",
+            run.run_uuid
+        );
+        publish(ctx, obj, EventType::Normal, "RunStarted", "Run", &note).await;
+    }
+    let mut outcome = outcome_of(phase, status);
+    let failed = job.status.as_ref().and_then(|s| s.failed).unwrap_or(0);
+    if failed > 0 {
+        let attempts = obj.spec.backoff_limit.unwrap_or(0) + 1;
+        outcome.message = format!(
+            "{}; {failed} of {attempts} attempts failed so far, Job {job_name} retries",
+            outcome.message
+        );
+    }
+    Ok(outcome)
+}
+
+fn suspended(job_name: &str) -> Outcome {
+    Outcome::not_ready(
+        Reason::Suspended,
+        format!("spec.suspend is true: Job {job_name} is suspended; no Pod runs until it is false"),
+    )
+}
+
+/// The Job's newest Pod: the attempt that runs now, or ran last.
+async fn latest_attempt(
+    obj: &ProjectRun,
+    pods: &Api<Pod>,
+    job: &Job,
+) -> Result<Option<Pod>, Failure> {
+    let selector = format!(
+        "{JOB_CONTROLLER_UID_LABEL}={}",
+        job.uid().unwrap_or_default()
+    );
+    let attempts = pods
+        .list(&ListParams::default().labels(&selector))
+        .await
+        .map_err(|source| kube_failure(obj, "Pods of Job", &job.name_any(), source))?;
+    Ok(attempts
+        .items
+        .into_iter()
+        .filter(|pod| apply::owned_by(pod.owner_references(), &job.uid().unwrap_or_default()))
+        .max_by(|a, b| {
+            (a.creation_timestamp(), a.name_any()).cmp(&(b.creation_timestamp(), b.name_any()))
+        }))
+}
+
+/// The resource's phase for a Job, with when it ended: its final condition (Complete or
+/// Failed) ends it; until then a retry is part of the run, so once an attempt ran the run stays
+/// Running while the next one is pending, unless the Job is suspended (a queue took it back).
+pub fn job_phase(
+    job: &Job,
+    attempt: Option<&Pod>,
+    previous: Option<Phase>,
+) -> (Phase, Option<Time>) {
+    let status = job.status.as_ref();
+    let final_condition = status
+        .and_then(|s| s.conditions.as_ref())
+        .into_iter()
+        .flatten()
+        .find(|c| c.status == "True" && (c.type_ == "Complete" || c.type_ == "Failed"));
+    if let Some(condition) = final_condition {
+        let ended = if condition.type_ == "Complete" {
+            status.and_then(|s| s.completion_time.clone())
+        } else {
+            None
+        };
+        let ended = ended.or_else(|| condition.last_transition_time.clone());
+        let phase = if condition.type_ == "Complete" {
+            Phase::Succeeded
+        } else {
+            Phase::Failed
+        };
+        return (phase, ended);
+    }
+    if job.spec.as_ref().and_then(|s| s.suspend) == Some(true) {
+        return (Phase::Pending, None);
+    }
+    let phase = match attempt.map(phase_of) {
+        Some(Phase::Running) => Phase::Running,
+        _ if previous == Some(Phase::Running) => Phase::Running,
+        _ => Phase::Pending,
+    };
+    (phase, None)
 }
 
 /// The experiment the run goes in: the Experiment resource's (once it has reconciled), or the
@@ -611,9 +774,46 @@ async fn store_pod_log(
     }
 }
 
-/// Whether `obj` controls `pod` (a Pod of the same name made by hand is left alone).
-fn owned_by(pod: &Pod, obj: &ProjectRun) -> bool {
-    apply::owned_by(pod.owner_references(), &obj.uid().unwrap_or_default())
+/// Whether `obj` controls `object` (a Pod or Job of the same name made by hand is left alone).
+fn owned_by(object: &impl ResourceExt, obj: &ProjectRun) -> bool {
+    apply::owned_by(object.owner_references(), &obj.uid().unwrap_or_default())
+}
+
+/// The answer when a Pod or Job of our name belongs to someone else.
+fn not_ours(kind: &str, object: &impl ResourceExt) -> Failure {
+    Failure::Report(Outcome::not_ready(
+        Reason::InvalidSpec,
+        format!(
+            "{kind} {} exists and does not belong to this ProjectRun (owners: {:?}); \
+             delete it or rename the ProjectRun",
+            object.name_any(),
+            object
+                .owner_references()
+                .iter()
+                .map(|r| &r.name)
+                .collect::<Vec<_>>()
+        ),
+    ))
+}
+
+/// Deletes the Pod or Job `name` if `obj` owns it.
+async fn delete_owned<T: apply::Owned>(
+    obj: &ProjectRun,
+    api: &Api<T>,
+    kind: &str,
+    name: &str,
+) -> Result<(), Failure> {
+    let found = api
+        .get_opt(name)
+        .await
+        .map_err(|source| kube_failure(obj, kind, name, source))?;
+    if let Some(object) = found.filter(|object| owned_by(object, obj)) {
+        // Gone already, or replaced by another of the same name: nothing to do either way.
+        apply::delete_exactly(api, &object)
+            .await
+            .map_err(|source| kube_failure(obj, kind, name, source))?;
+    }
+    Ok(())
 }
 
 async fn delete_pod(obj: &ProjectRun, pods: &Api<Pod>, pod: &Pod) -> Result<(), Failure> {
@@ -621,12 +821,12 @@ async fn delete_pod(obj: &ProjectRun, pods: &Api<Pod>, pod: &Pod) -> Result<(), 
     apply::delete_exactly(pods, pod)
         .await
         .map(drop)
-        .map_err(|source| kube_failure(obj, &pod.name_any(), source))
+        .map_err(|source| kube_failure(obj, "Pod", &pod.name_any(), source))
 }
 
-fn kube_failure(obj: &ProjectRun, pod: &str, source: kube::Error) -> Failure {
+fn kube_failure(obj: &ProjectRun, kind: &str, name: &str, source: kube::Error) -> Failure {
     Failure::Kube {
-        object: format!("Pod {}/{pod} of {}", namespace(obj), describe(obj)),
+        object: format!("{kind} {}/{name} of {}", namespace(obj), describe(obj)),
         source,
     }
 }
@@ -664,6 +864,87 @@ mod tests {
         for (status, expected) in cases {
             assert_eq!(phase_of(&pod(status)), expected, "{status}");
         }
+    }
+
+    fn job(spec_and_status: &str) -> Job {
+        from_yaml(&format!(
+            "apiVersion: batch/v1\nkind: Job\nmetadata: {{name: j}}\n{spec_and_status}"
+        ))
+    }
+
+    #[test]
+    fn a_job_ends_the_run_by_its_final_condition_and_a_retry_does_not() {
+        let t = "2026-12-07T04:00:00Z";
+        let done = "2026-12-07T04:05:00Z";
+        let running = pod("status: {phase: Running}");
+        let failed = pod("status: {phase: Failed}");
+        let pending = pod("status: {phase: Pending}");
+        let cases = [
+            ("spec: {suspend: true}", None, None, Phase::Pending),
+            ("spec: {suspend: false}", None, None, Phase::Pending),
+            ("status: {active: 1}", Some(&pending), None, Phase::Pending),
+            ("status: {active: 1}", Some(&running), None, Phase::Running),
+            // An attempt failed, the next one is on its way: the run goes on.
+            (
+                "status: {failed: 1}",
+                Some(&failed),
+                Some(Phase::Running),
+                Phase::Running,
+            ),
+            (
+                "status: {failed: 1, active: 1}",
+                Some(&pending),
+                Some(Phase::Running),
+                Phase::Running,
+            ),
+            // Failed before it ever ran, with retries left: not over either.
+            (
+                "status: {failed: 1}",
+                Some(&failed),
+                Some(Phase::Pending),
+                Phase::Pending,
+            ),
+            // Taken back by a queue.
+            (
+                "spec: {suspend: true}\nstatus: {failed: 1}",
+                Some(&failed),
+                Some(Phase::Running),
+                Phase::Pending,
+            ),
+            // Kubernetes 1.31+ sets FailureTarget/SuccessCriteriaMet first: not final yet.
+            (
+                &format!(
+                    "status: {{conditions: [{{type: FailureTarget, status: 'True', lastTransitionTime: '{t}'}}]}}"
+                ),
+                Some(&failed),
+                Some(Phase::Running),
+                Phase::Running,
+            ),
+        ];
+        for (text, attempt, previous, expected) in cases {
+            assert_eq!(
+                job_phase(&job(text), attempt, previous),
+                (expected, None),
+                "{text}"
+            );
+        }
+        let complete = job(&format!(
+            "status: {{completionTime: '{done}', conditions: [\
+             {{type: SuccessCriteriaMet, status: 'True', lastTransitionTime: '{t}'}}, \
+             {{type: Complete, status: 'True', lastTransitionTime: '{t}'}}]}}"
+        ));
+        let (phase, ended) = job_phase(&complete, Some(&running), Some(Phase::Running));
+        assert_eq!(phase, Phase::Succeeded);
+        assert_eq!(ended.unwrap().0.to_string(), done);
+        let exhausted = job(&format!(
+            "status: {{failed: 3, conditions: [\
+             {{type: Failed, status: 'True', reason: BackoffLimitExceeded, lastTransitionTime: '{done}'}}]}}"
+        ));
+        let (phase, ended) = job_phase(&exhausted, Some(&failed), Some(Phase::Running));
+        assert_eq!(phase, Phase::Failed);
+        assert_eq!(ended.unwrap().0.to_string(), done);
+        let not_yet = job("status: {conditions: [{type: Complete, status: 'False'}]}");
+        assert_eq!(job_phase(&not_yet, None, None), (Phase::Pending, None));
     }
 
     #[test]

@@ -2,13 +2,16 @@
 //! `ferroflow` binary (from the operator's image) into a shared volume and, for a `source`,
 //! downloads the project through the tracking server; the main container runs
 //! `ferroflow run PROJECT -e ENTRY -P … --run-id ID` in the user's image with
-//! `MLFLOW_TRACKING_URI` set to the in-cluster URL from the operator's settings.
+//! `MLFLOW_TRACKING_URI` set to the in-cluster URL from the operator's settings. When retries
+//! are asked for (`backoffLimit` above 0) the same Pod is the template of a Job.
 
 use std::collections::BTreeMap;
 
+use k8s_openapi::api::batch::v1::{Job, JobSpec};
 use k8s_openapi::api::core::v1::{
-    Container, EmptyDirVolumeSource, EnvVar, Pod, PodSpec, Volume, VolumeMount,
+    Container, EmptyDirVolumeSource, EnvVar, Pod, PodSpec, PodTemplateSpec, Volume, VolumeMount,
 };
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use url::Url;
 
 use super::{Role, owned_meta};
@@ -33,8 +36,12 @@ pub const PROJECT_DIR: &str = "/ferroflow/project";
 pub const IMAGE_BINARY: &str = "/usr/local/bin/ferroflow";
 const BIN_VOLUME: &str = "ferroflow-bin";
 const PROJECT_VOLUME: &str = "ferroflow-project";
-/// Longest Pod name (a DNS subdomain) minus the `-run` suffix.
-const NAME_PREFIX_MAX: usize = 253 - 4;
+/// Longest Pod name: a DNS subdomain.
+const POD_NAME_MAX: usize = 253;
+/// Longest Job name: the Job controller puts it in its Pods' `job-name` label, a label value.
+const JOB_NAME_MAX: usize = 63;
+/// What both names end with.
+const NAME_SUFFIX: &str = "-run";
 
 /// What the Pod is built from besides the resource.
 #[derive(Debug, Clone, PartialEq)]
@@ -47,28 +54,84 @@ pub struct PodInputs<'a> {
     pub ferroflow_image: &'a str,
 }
 
+/// Whether `run` runs as a Job, which retries a failed Pod, rather than as one bare Pod.
+pub fn runs_as_job(run: &ProjectRun) -> bool {
+    run.spec.backoff_limit.is_some_and(|limit| limit > 0)
+}
+
 /// The Pod's name: the resource's, with `-run`.
 pub fn pod_name(run: &ProjectRun) -> String {
+    name_with_suffix(run, POD_NAME_MAX)
+}
+
+/// The Job's name: the resource's (cut to fit a label value), with `-run`.
+pub fn job_name(run: &ProjectRun) -> String {
+    name_with_suffix(run, JOB_NAME_MAX)
+}
+
+fn name_with_suffix(run: &ProjectRun, max: usize) -> String {
     let name: String = run
         .metadata
         .name
         .as_deref()
         .unwrap_or_default()
         .chars()
-        .take(NAME_PREFIX_MAX)
+        .take(max - NAME_SUFFIX.len())
         .collect();
-    format!("{}-run", name.trim_end_matches(['-', '.']))
+    format!("{}{NAME_SUFFIX}", name.trim_end_matches(['-', '.']))
 }
 
 /// The Pod that runs `run`.
 pub fn pod(run: &ProjectRun, inputs: &PodInputs<'_>) -> Pod {
+    Pod {
+        metadata: metadata(run, &pod_name(run), inputs),
+        spec: Some(pod_spec(run, inputs)),
+        status: None,
+    }
+}
+
+/// The Job that runs `run` with retries: the Pod of [`pod`] as its template; the deadline,
+/// the retries, the time kept after finishing and `suspend` (how a queue such as Kueue admits
+/// it) are the Job's.
+pub fn job(run: &ProjectRun, inputs: &PodInputs<'_>) -> Job {
     let spec = &run.spec;
-    let mut metadata = owned_meta(run, &pod_name(run), ROLE);
+    let metadata = metadata(run, &job_name(run), inputs);
+    let mut template = pod_spec(run, inputs);
+    // The deadline covers the whole run, retries included, not each attempt.
+    template.active_deadline_seconds = None;
+    Job {
+        spec: Some(JobSpec {
+            backoff_limit: spec.backoff_limit,
+            active_deadline_seconds: spec.active_deadline_seconds,
+            ttl_seconds_after_finished: spec.ttl_seconds_after_finished,
+            suspend: Some(spec.suspend),
+            template: PodTemplateSpec {
+                metadata: Some(ObjectMeta {
+                    labels: metadata.labels.clone(),
+                    ..ObjectMeta::default()
+                }),
+                spec: Some(template),
+            },
+            ..JobSpec::default()
+        }),
+        metadata,
+        status: None,
+    }
+}
+
+/// The owned object's metadata, with the run's label.
+fn metadata(run: &ProjectRun, name: &str, inputs: &PodInputs<'_>) -> ObjectMeta {
+    let mut metadata = owned_meta(run, name, ROLE);
     metadata
         .labels
         .get_or_insert_with(BTreeMap::new)
         .insert(LABEL_RUN_ID.to_owned(), inputs.run_id.to_owned());
+    metadata
+}
 
+/// What the run's Pod does: the init container, then `ferroflow run` in the user's image.
+fn pod_spec(run: &ProjectRun, inputs: &PodInputs<'_>) -> PodSpec {
+    let spec = &run.spec;
     let bin_mount = VolumeMount {
         name: BIN_VOLUME.to_owned(),
         mount_path: BIN_DIR.to_owned(),
@@ -124,41 +187,37 @@ pub fn pod(run: &ProjectRun, inputs: &PodInputs<'_>) -> Pod {
     }
     args.extend(["--run-id".to_owned(), inputs.run_id.to_owned()]);
 
-    Pod {
-        metadata,
-        spec: Some(PodSpec {
-            restart_policy: Some("Never".to_owned()),
-            service_account_name: spec.service_account_name.clone(),
-            node_selector: (!spec.node_selector.is_empty()).then(|| spec.node_selector.clone()),
-            tolerations: (!spec.tolerations.is_empty()).then(|| spec.tolerations.clone()),
-            active_deadline_seconds: spec.active_deadline_seconds,
-            init_containers: Some(vec![Container {
-                name: INIT_CONTAINER.to_owned(),
-                image: Some(inputs.ferroflow_image.to_owned()),
-                command: Some(vec![IMAGE_BINARY.to_owned()]),
-                args: Some(init_args),
-                env: Some(vec![env_var(
-                    "MLFLOW_TRACKING_URI",
-                    inputs.tracking_url.as_str(),
-                )]),
-                volume_mounts: Some(init_mounts),
-                ..Container::default()
-            }]),
-            containers: vec![Container {
-                name: MAIN_CONTAINER.to_owned(),
-                image: Some(spec.image.clone()),
-                command: Some(vec![format!("{BIN_DIR}/ferroflow")]),
-                args: Some(args),
-                env: Some(env),
-                env_from: (!spec.env_from.is_empty()).then(|| spec.env_from.clone()),
-                resources: spec.resources.clone(),
-                volume_mounts: Some(main_mounts),
-                ..Container::default()
-            }],
-            volumes: Some(volumes),
-            ..PodSpec::default()
-        }),
-        status: None,
+    PodSpec {
+        restart_policy: Some("Never".to_owned()),
+        service_account_name: spec.service_account_name.clone(),
+        node_selector: (!spec.node_selector.is_empty()).then(|| spec.node_selector.clone()),
+        tolerations: (!spec.tolerations.is_empty()).then(|| spec.tolerations.clone()),
+        active_deadline_seconds: spec.active_deadline_seconds,
+        init_containers: Some(vec![Container {
+            name: INIT_CONTAINER.to_owned(),
+            image: Some(inputs.ferroflow_image.to_owned()),
+            command: Some(vec![IMAGE_BINARY.to_owned()]),
+            args: Some(init_args),
+            env: Some(vec![env_var(
+                "MLFLOW_TRACKING_URI",
+                inputs.tracking_url.as_str(),
+            )]),
+            volume_mounts: Some(init_mounts),
+            ..Container::default()
+        }]),
+        containers: vec![Container {
+            name: MAIN_CONTAINER.to_owned(),
+            image: Some(spec.image.clone()),
+            command: Some(vec![format!("{BIN_DIR}/ferroflow")]),
+            args: Some(args),
+            env: Some(env),
+            env_from: (!spec.env_from.is_empty()).then(|| spec.env_from.clone()),
+            resources: spec.resources.clone(),
+            volume_mounts: Some(main_mounts),
+            ..Container::default()
+        }],
+        volumes: Some(volumes),
+        ..PodSpec::default()
     }
 }
 
@@ -378,11 +437,95 @@ spec:
     }
 
     #[test]
+    fn retries_make_a_job_whose_template_is_the_pod() {
+        let run = resource(
+            "  experimentName: fraud
+  image: ghcr.io/example/fraud:1
+  projectDir: /app
+  backoffLimit: 2
+  activeDeadlineSeconds: 3600
+  ttlSecondsAfterFinished: 600
+  suspend: true
+",
+        );
+        assert!(runs_as_job(&run));
+        let url = tracking();
+        let inputs = PodInputs {
+            run_id: RUN_ID,
+            tracking_url: &url,
+            ferroflow_image: "ferroflow:dev",
+        };
+        let tracking_env = json!({"name": "MLFLOW_TRACKING_URI",
+                                  "value": "http://ferroflow.ferroflow-system.svc:5000/"});
+        assert_eq!(
+            serde_json::to_value(job(&run, &inputs)).unwrap(),
+            json!({
+                "apiVersion": "batch/v1",
+                "kind": "Job",
+                "metadata": {
+                    "name": "fraud-train-run",
+                    "namespace": "ml",
+                    "labels": labels(),
+                    "ownerReferences": owner(),
+                },
+                "spec": {
+                    "backoffLimit": 2,
+                    "activeDeadlineSeconds": 3600,
+                    "ttlSecondsAfterFinished": 600,
+                    "suspend": true,
+                    "template": {
+                        "metadata": {"labels": labels()},
+                        "spec": {
+                            // No deadline of its own: the Job's covers every attempt.
+                            "restartPolicy": "Never",
+                            "initContainers": [{
+                                "name": "prepare",
+                                "image": "ferroflow:dev",
+                                "command": ["/usr/local/bin/ferroflow"],
+                                "args": ["project-init", "--binary-to", "/ferroflow/bin/ferroflow"],
+                                "env": [tracking_env],
+                                "volumeMounts": [{"name": "ferroflow-bin", "mountPath": "/ferroflow/bin"}],
+                            }],
+                            "containers": [{
+                                "name": "run",
+                                "image": "ghcr.io/example/fraud:1",
+                                "command": ["/ferroflow/bin/ferroflow"],
+                                "args": ["run", "/app", "-e", "main", "--run-id", RUN_ID],
+                                "env": [tracking_env],
+                                "volumeMounts": [
+                                    {"name": "ferroflow-bin", "mountPath": "/ferroflow/bin", "readOnly": true},
+                                ],
+                            }],
+                            "volumes": [{"name": "ferroflow-bin", "emptyDir": {}}],
+                        },
+                    },
+                },
+            })
+        );
+        // The same Pod as without retries, but for the deadline.
+        let mut bare = pod(&run, &inputs).spec.unwrap();
+        bare.active_deadline_seconds = None;
+        assert_eq!(job(&run, &inputs).spec.unwrap().template.spec, Some(bare));
+    }
+
+    #[test]
+    fn no_retries_no_job() {
+        for spec in ["", "  backoffLimit: 0\n"] {
+            let run = resource(&format!(
+                "  experimentName: e\n  image: i\n  projectDir: /p\n{spec}"
+            ));
+            assert!(!runs_as_job(&run), "{spec}");
+        }
+    }
+
+    #[test]
     fn long_names_leave_room_for_the_suffix() {
         let mut run = resource("  experimentName: e\n  image: i\n  projectDir: /p\n");
         run.metadata.name = Some(format!("{}-{}", "a".repeat(248), "b".repeat(4)));
         let name = pod_name(&run);
         assert_eq!(name, format!("{}-run", "a".repeat(248)));
         assert!(name.len() <= 253);
+        // The Job's name becomes its Pods' job-name label: at most 63 characters.
+        assert_eq!(job_name(&run), format!("{}-run", "a".repeat(59)));
     }
 }
