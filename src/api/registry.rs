@@ -9,12 +9,12 @@ use axum::routing::{get, patch, post};
 use futures::TryStreamExt;
 use serde::{Deserialize, Serialize};
 
-use super::{AppState, InWorkspace};
 use super::auth::Identity;
 use super::endpoints::Routes;
 use super::error::{ApiError, ApiResult, Required, non_empty};
 use super::request::{Mlflow, lenient};
 use super::types::{Empty, KeyValueJson};
+use super::{AppState, InWorkspace};
 use crate::artifacts::{self, ArtifactPath, ArtifactStore, path_from_proxy_uri};
 use crate::store::KeyValue;
 use crate::store::registry::{
