@@ -95,8 +95,11 @@ def seeded(server) -> Seeded:
     mlflow.register_model(logged.model_uri, model_name)
     client.set_registered_model_alias(model_name, "champion", "2")
     client.set_registered_model_alias(model_name, "challenger", "1")
-    # What ferroflow's operator writes on a version it serves (plain tags to MLflow's UI).
-    client.set_model_version_tag(model_name, "2", "ferroflow.dev/deployment", "ml/churn-serving")
+    # What ferroflow's operator writes on a version that ModelDeployment ml/churn-serving serves
+    # through an alias (plain tags to MLflow's UI): where it serves, and the promotion record
+    # that put it there.
+    client.set_model_version_tag(model_name, "2", "ferroflow.deployment/ml.churn-serving", "serving")
+    client.set_model_version_tag(model_name, "2", "ferroflow.deployment/ml.churn-serving.promotion", "17")
     return Seeded(experiment_id, name, run_ids, run.info.run_id, model_name)
 
 
@@ -268,8 +271,8 @@ def test_version_page_shows_the_mlmodel_and_the_operators_tags(ui, seeded):
     # The schema section is read from the version's MLmodel file.
     view.get_by_text("Inputs (1)").first.wait_for()
     view.get_by_text("Outputs (1)").first.wait_for()
-    view.get_by_text("ferroflow.dev/deployment").first.wait_for()
-    view.get_by_text("ml/churn-serving").first.wait_for()
+    view.get_by_text("ferroflow.deployment/ml.churn-serving", exact=True).first.wait_for()
+    view.get_by_text("ferroflow.deployment/ml.churn-serving.promotion", exact=True).first.wait_for()
     view.get_by_text("champion").first.wait_for()
     page.finish()
 
