@@ -23,8 +23,9 @@ const OLD_ENCODING_ROWS: &[&str] = &[
      VALUES (1, 1, 1, 1, 's3://b/m', 's3://b/m', 'team-a', 'ModelVersion', 'churn-1', 'u-version', 'stage,tags')",
 ];
 
-/// The migrations before 0007, as a directory sqlx can run.
-fn migrations_before_0007(backend: &str) -> tempfile::TempDir {
+/// The migrations numbered below `first_left_out`, as a directory sqlx can run: a database as
+/// an older release left it, for the migration tests.
+pub fn migrations_before(backend: &str, first_left_out: &str) -> tempfile::TempDir {
     let old = tempfile::tempdir().unwrap();
     let all = Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("migrations")
@@ -32,7 +33,7 @@ fn migrations_before_0007(backend: &str) -> tempfile::TempDir {
     for entry in std::fs::read_dir(all).unwrap() {
         let path = entry.unwrap().path();
         let name = path.file_name().unwrap().to_str().unwrap().to_owned();
-        if name.as_str() < "0007" {
+        if name.as_str() < first_left_out {
             std::fs::copy(&path, old.path().join(name)).unwrap();
         }
     }
@@ -94,7 +95,7 @@ async fn owners_read_back_after_the_migration(store: Store) {
 async fn sqlite_old_ownership_encodings_are_migrated() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("old.db");
-    let old = migrations_before_0007("sqlite");
+    let old = migrations_before("sqlite", "0007");
     {
         let options = sqlx::sqlite::SqliteConnectOptions::new()
             .filename(&path)
@@ -118,7 +119,7 @@ async fn postgres_old_ownership_encodings_are_migrated() {
     let Some(database) = crate::common::TestDatabase::create().await else {
         return;
     };
-    let old = migrations_before_0007("postgres");
+    let old = migrations_before("postgres", "0007");
     {
         let pool = sqlx::PgPool::connect(&database.uri).await.unwrap();
         let migrator = sqlx::migrate::Migrator::new(old.path()).await.unwrap();

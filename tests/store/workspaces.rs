@@ -2,8 +2,6 @@
 //! and an id or name from another workspace is not found (never data). Migration 0009 puts
 //! existing rows in `default` on both backends and keeps ids, references and counters.
 
-use std::path::Path;
-
 use ferroflow::store::experiments::ExperimentSearch;
 use ferroflow::store::logged_models::{LoggedModelSearch, NewLoggedModel};
 use ferroflow::store::registry::{
@@ -12,6 +10,8 @@ use ferroflow::store::registry::{
 use ferroflow::store::runs::{Metric, NewRun, RunSearch};
 use ferroflow::store::{Entity, Error, KeyValue, Store};
 use sqlx::Executor;
+
+use crate::ownership_migration::migrations_before;
 
 crate::both_backends!(
     same_names_in_two_workspaces_are_distinct_objects,
@@ -435,22 +435,6 @@ const ROWS_BEFORE_WORKSPACES: &[&str] = &[
      VALUES (1, 3, 'churn', 'alias', 'champion', 1, 'anonymous', 'api', TRUE)",
 ];
 
-/// The migrations before 0009, as a directory sqlx can run.
-fn migrations_before_0009(backend: &str) -> tempfile::TempDir {
-    let old = tempfile::tempdir().unwrap();
-    let all = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("migrations")
-        .join(backend);
-    for entry in std::fs::read_dir(all).unwrap() {
-        let path = entry.unwrap().path();
-        let name = path.file_name().unwrap().to_str().unwrap().to_owned();
-        if name.as_str() < "0009" {
-            std::fs::copy(&path, old.path().join(name)).unwrap();
-        }
-    }
-    old
-}
-
 async fn rows_land_in_default(store: Store) {
     let experiment = store.get_experiment_by_name("churn").await.unwrap();
     assert_eq!(experiment.experiment_id, 5);
@@ -518,7 +502,7 @@ async fn rows_land_in_default(store: Store) {
 async fn sqlite_rows_before_workspaces_land_in_default() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("old.db");
-    let old = migrations_before_0009("sqlite");
+    let old = migrations_before("sqlite", "0009");
     {
         let options = sqlx::sqlite::SqliteConnectOptions::new()
             .filename(&path)
@@ -563,7 +547,7 @@ async fn postgres_rows_before_workspaces_land_in_default() {
     let Some(database) = crate::common::TestDatabase::create().await else {
         return;
     };
-    let old = migrations_before_0009("postgres");
+    let old = migrations_before("postgres", "0009");
     {
         let pool = sqlx::PgPool::connect(&database.uri).await.unwrap();
         let migrator = sqlx::migrate::Migrator::new(old.path()).await.unwrap();
