@@ -3,7 +3,8 @@ Pods download a scikit-learn model the mlflow client registered (init container 
 image, e2e/images/ferroflow.sh) and serve it with `mlflow models serve` from the Python image
 (e2e/images/python.sh). An alias move rolls out a new version with no failed request; a version
 whose model cannot load is rolled back from its crash-looping Pods while the previous version
-keeps answering.
+keeps answering. The whole loop of issue #15 too: a ProjectRun trains e2e/projects/sklearn-train
+in a Pod, registers its model with alias `challenger`, and a ModelDeployment serves it.
 
 The operator needs the Postgres store (registry changes made through the REST API reach it by
 NOTIFY), so these tests run on the postgres backend, unlike the other real-node tests: the
@@ -21,6 +22,7 @@ import sys
 import threading
 import time
 import uuid
+from pathlib import Path
 
 import mlflow
 import pytest
@@ -30,11 +32,22 @@ from kubectl_helpers import KUBECONFIG, KUBECTL, apply, get, kubectl, wait_until
 from test_gitops import _ferroflow_bin, condition, running_operator
 from test_helm_install import Poller, ServiceClient, ferroflow_image
 from test_model_deployment import events, model_deployment, serving, wait_tag, wait_template
+from test_project_run import phase
 from test_real_node import NODE_IP, NODE_NAME, POD_WAIT_S, PYTHON_IMAGE, TAINT, Relay, real_node  # noqa: F401
 
 # What a request costs at most, and how often the poller sends one.
 POLL_INTERVAL_S = 0.1
 INPUTS = [[0.0], [1.0], [2.0]]
+# The example project the whole-loop test trains (issue #15).
+SKLEARN_PROJECT = Path(__file__).resolve().parent.parent / "projects" / "sklearn-train"
+# The spec lines of a resource whose Pods run in the Python image on the real node (small
+# requests: the node has 2 cores for every test's Pods).
+ON_THE_REAL_NODE = f"""\
+  image: {PYTHON_IMAGE}
+  nodeSelector: {{"{TAINT}": "true"}}
+  tolerations: [{{key: "{TAINT}", operator: Exists, effect: NoSchedule}}]
+  resources: {{requests: {{cpu: 100m, memory: 256Mi}}, limits: {{cpu: "1", memory: 1Gi}}}}
+"""
 # Each version's offset (fit_line: y = 2x + offset): its predictions tell it apart.
 OFFSETS = {1: 1.0, 2: 10.0}
 
@@ -213,11 +226,7 @@ def test_pods_serve_the_alias_roll_out_its_moves_without_a_failed_request_and_ro
   modelName: {model_name}
   alias: champion
   replicas: 2
-  image: {PYTHON_IMAGE}
-  nodeSelector: {{"{TAINT}": "true"}}
-  tolerations: [{{key: "{TAINT}", operator: Exists, effect: NoSchedule}}]
-  resources: {{requests: {{cpu: 100m, memory: 256Mi}}, limits: {{cpu: "1", memory: 1Gi}}}}
-"""))
+{ON_THE_REAL_NODE}"""))
     wait_until(namespace, f"modeldeployment/{name}", lambda o: serving(o, 1), "serving version 1",
                timeout=POD_WAIT_S * 2)
     pods = pods_of(namespace, name)
@@ -302,3 +311,69 @@ def test_pods_serve_the_alias_roll_out_its_moves_without_a_failed_request_and_ro
     wait_tag(client, model_name, 3, namespace, name, "rolled-back")
     wait_tag(client, model_name, 2, namespace, name, "serving")
     assert client.get_model_version_by_alias(model_name, "champion").version == "3"
+
+
+def test_a_project_run_trains_on_the_real_node_registers_a_challenger_that_a_model_deployment_serves(
+        serving_operator, namespace, client, tracking_uri, unique_name, tmp_path):
+    """The whole loop of issue #15: train (ProjectRun) -> register (registerModel) -> serve
+    (ModelDeployment following the alias), in real Pods."""
+    import mlflow.sklearn
+    from sklearn.datasets import load_diabetes
+
+    # The project reaches the Pod as `source`: its files logged to a run of this server, which
+    # the init container downloads through ferroflow (the Python image does not hold it).
+    mlflow.set_experiment(f"sources-{unique_name}")
+    with mlflow.start_run() as source_run:
+        mlflow.log_artifacts(str(SKLEARN_PROJECT), "project")
+    model_name = f"loop-{unique_name}"
+    experiment = f"train-{unique_name}"
+    apply(namespace, f"""\
+apiVersion: ferroflow.dev/v1alpha1
+kind: ProjectRun
+metadata:
+  name: train
+spec:
+  experimentName: {experiment}
+  source: runs:/{source_run.info.run_id}/project
+  parameters: {{alpha: "0.3"}}
+  registerModel: {{modelName: {model_name}, artifactPath: model, alias: challenger}}
+{ON_THE_REAL_NODE}""")
+    obj = wait_until(namespace, "projectrun/train", lambda o: phase(o) in ("Succeeded", "Failed", "Killed"),
+                     "the run's end", timeout=POD_WAIT_S * 2)
+    status = obj["status"]
+    run_id = status["runId"]
+    # The Pod's log is stored before the phase is: it says why, should the run have failed.
+    log = Path(client.download_artifacts(run_id, "ferroflow/pod.log", str(tmp_path))).read_text()
+    assert phase(obj) == "Succeeded", (status, log[-3000:])
+    assert "trained ElasticNet(alpha=0.3, l1_ratio=0.1)" in log
+    assert get(namespace, f"pod/{status['podName']}")["spec"]["nodeName"] == NODE_NAME
+    status = wait_until(namespace, "projectrun/train",
+                        lambda o: o["status"].get("registeredVersion") is not None, "registeredVersion")["status"]
+
+    run = client.get_run(run_id)
+    assert run.info.status == "FINISHED"
+    assert run.data.params["alpha"] == "0.3"
+    assert {"rmse", "mae", "r2"} <= set(run.data.metrics), run.data.metrics
+    assert run.data.tags["label"] == "demo run"
+    assert "ferroflow/pod.log" in [a.path for a in client.list_artifacts(run_id, "ferroflow")]
+    [logged] = client.search_logged_models([run.info.experiment_id], filter_string=f"source_run_id = '{run_id}'")
+    assert logged.name == "model"
+
+    version = client.get_model_version_by_alias(model_name, "challenger")
+    assert int(version.version) == status["registeredVersion"]
+    assert version.run_id == run_id
+
+    apply(namespace, model_deployment("loop", f"""\
+  modelName: {model_name}
+  alias: challenger
+  replicas: 1
+{ON_THE_REAL_NODE}"""))
+    wait_until(namespace, "modeldeployment/loop", lambda o: serving(o, int(version.version)),
+               f"serving version {version.version}", timeout=POD_WAIT_S * 2)
+    [pod] = pods_of(namespace, "loop")
+    rows = load_diabetes().data[:3].tolist()
+    r = requests.post(f"http://{pod['status']['podIP']}:8080/invocations", json={"inputs": rows}, timeout=30)
+    assert r.status_code == 200, r.text
+    # The trained model's own answers, loaded here from the registry.
+    expected = mlflow.sklearn.load_model(f"models:/{model_name}@challenger").predict(rows).tolist()
+    assert r.json()["predictions"] == pytest.approx(expected)
