@@ -36,7 +36,14 @@ store=${FERROFLOW_TEST_PG_URL%/*}/$db
 
 kubectl() { "$FERROFLOW_KUBECTL" --kubeconfig="$FERROFLOW_KUBECONFIG" "$@"; }
 kubectl apply --server-side --force-conflicts -k "$ROOT/crds" >/dev/null
-kubectl wait --for=condition=Established --timeout=60s crd/modeldeployments.ferroflow.dev >/dev/null
+# Polled rather than `kubectl wait --for=condition`, which fails at once on a CRD the API server
+# has not yet given any condition (as e2e/cluster/up.sh does).
+deadline=$((SECONDS + 60))
+until [[ $(kubectl get crd modeldeployments.ferroflow.dev \
+  -o jsonpath='{.status.conditions[?(@.type=="Established")].status}') == True ]]; do
+  ((SECONDS < deadline)) || { echo "alias-latency.sh: the ModelDeployment CRD was not established in 60 s" >&2; exit 1; }
+  sleep 0.2
+done
 
 port=$(free_port)
 metrics_port=$(free_port)
