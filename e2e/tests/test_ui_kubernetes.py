@@ -23,7 +23,7 @@ import pytest
 from helpers import fit_line
 from kubectl_helpers import apply
 from mlflow.exceptions import MlflowException
-from test_gitops import namespace, operator, wait_ready  # noqa: F401 (fixtures)
+from test_gitops import namespace, operator, registered_model, wait_ready  # noqa: F401 (fixtures)
 from test_kubernetes_auth import as_account, auth_server, identities  # noqa: F401 (fixtures)
 from ui_helpers import ALLOWED_FAILURE, chromium, ui_pages  # noqa: F401 (a fixture)
 
@@ -101,16 +101,8 @@ def test_model_and_version_pages_show_the_owning_resource(browser, ui_pages, ser
         # Requirements given: inferring them imports the model in a subprocess (~10 s).
         logged = mlflow.sklearn.log_model(model, name="model", pip_requirements=["scikit-learn"])
     mlflow.register_model(logged.model_uri, model_name)
-    apply(namespace, f"""
-        apiVersion: ferroflow.dev/v1alpha1
-        kind: RegisteredModel
-        metadata:
-          name: churn
-        spec:
-          modelName: {model_name}
-          aliases:
-            champion: 1
-        ---
+    apply(namespace, registered_model(model_name, {"champion": 1}, owned_metadata=False))
+    apply(namespace, """
         apiVersion: ferroflow.dev/v1alpha1
         kind: ModelVersion
         metadata:
