@@ -358,7 +358,8 @@ def test_gitops_walkthrough(operator, namespace, tracking_uri, client, unique_na
     assert client.get_model_version_by_alias(model_name, "champion").version == "1"
     stored_model = client.get_registered_model(model_name)
     assert stored_model.description == "predicts churn"
-    assert stored_model.tags == {"owner": "growth"}
+    # The declared tags, and the store's record of the owning resource.
+    assert stored_model.tags == {"owner": "growth", "ferroflow.owner": f"{namespace}/RegisteredModel/churn"}
     champion = mlflow.pyfunc.load_model(f"models:/{model_name}@champion")
     np.testing.assert_allclose(champion.predict(x), first.predict(x))
 
@@ -446,7 +447,7 @@ def test_gitops_walkthrough(operator, namespace, tracking_uri, client, unique_na
     stored_v3 = client.get_model_version(model_name, "3")
     assert (stored_v3.current_stage, stored_v3.description, stored_v3.run_id) == (
         "Staging", "registered by the operator", second_run.info.run_id)
-    assert stored_v3.tags == {"origin": "git"}
+    assert stored_v3.tags == {"origin": "git", "ferroflow.owner": f"{namespace}/ModelVersion/churn-3"}
     # Now the alias to version 9 is fixed by registering nothing: point it at 3 and heal.
     apply(namespace, registered_model(model_name, {"champion": 2, "challenger": 3}, owned_metadata=False))
     model = wait_until(namespace, "registeredmodel/churn",
@@ -460,6 +461,7 @@ def test_gitops_walkthrough(operator, namespace, tracking_uri, client, unique_na
     # Deletion policies. Retain (churn-1): the version stays and is released to the API.
     kubectl("delete", "-n", namespace, "modelversion/churn-1", "--timeout=120s")
     assert client.get_model_version(model_name, "1").current_stage == "Production"
+    assert "ferroflow.owner" not in client.get_model_version(model_name, "1").tags
     client.transition_model_version_stage(model_name, "1", "Archived")
     assert client.get_model_version(model_name, "1").current_stage == "Archived"
     # Delete (churn-2) while git still declares champion -> 2: the store refuses to drop the
@@ -490,6 +492,7 @@ def test_gitops_walkthrough(operator, namespace, tracking_uri, client, unique_na
     kubectl("delete", "-n", namespace, "modelversion/churn-3", "registeredmodel/churn", "--timeout=120s")
     client.set_registered_model_alias(model_name, "champion", "1")
     assert client.get_model_version_by_alias(model_name, "champion").version == "1"
+    assert "ferroflow.owner" not in client.get_registered_model(model_name).tags
 
     metrics = operator.metrics()
     assert 'ferroflow_operator_reconciles_total{kind="ModelVersion"}' in metrics

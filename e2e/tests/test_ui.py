@@ -13,9 +13,7 @@ from __future__ import annotations
 
 import json
 import os
-import re
 import uuid
-from pathlib import Path
 from urllib.parse import quote
 
 import mlflow
@@ -24,21 +22,12 @@ import pytest
 from mlflow.entities import Metric, Param, RunTag
 from mlflow.tracking import MlflowClient
 
-from conftest import STATE_DIR
+from ui_helpers import chromium, ui_pages  # noqa: F401  (ui_pages: a fixture)
 
-playwright_api = pytest.importorskip("playwright.sync_api")
-
-CHROMIUM = os.environ.get("FERROFLOW_CHROMIUM", "/usr/bin/chromium")
 # Runs in the seeded experiment, as the issue's acceptance asks: the runs table pages through
 # them, the newest shows first.
 RUNS = int(os.environ.get("FERROFLOW_E2E_UI_RUNS", "1000"))
 STEPS = 100
-# How long a page may take to show what the test waits for (the first load compiles the bundle;
-# in CI's concurrent lanes the renderer shares 2 cores with real-node Pods and the Rust tests:
-# the compare page, 3 s alone, once took over 30 s there).
-PAGE_TIMEOUT_MS = 60_000
-# The one request allowed to fail: the signed-in user, which exists only with auth.
-ALLOWED_FAILURE = re.compile(r"/ajax-api/2\.0/mlflow/users/current$")
 
 
 class Seeded:
@@ -107,81 +96,13 @@ def seeded(server) -> Seeded:
 
 @pytest.fixture(scope="module")
 def browser():
-    if not Path(CHROMIUM).is_file():
-        message = f"no Chromium at {CHROMIUM}: run e2e/setup/chromium.sh (or set FERROFLOW_CHROMIUM)"
-        if os.environ.get("CI"):
-            pytest.fail(message)
-        pytest.skip(message)
-    with playwright_api.sync_playwright() as playwright:
-        # --no-sandbox: the suite runs as root, where Chromium's sandbox refuses to start.
-        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+    with chromium() as browser:
         yield browser
-        browser.close()
-
-
-class UiPage:
-    """One browser page on the server, recording every failed request and console error."""
-
-    def __init__(self, browser, server, name: str):
-        self.base = server.url
-        self.problems: list[str] = []
-        self.screenshot = STATE_DIR / "screenshots" / f"{server.impl}-{server.backend}" / f"{name}.png"
-        self.context = browser.new_context(viewport={"width": 1400, "height": 900})
-        self.page = self.context.new_page()
-        self.page.set_default_timeout(PAGE_TIMEOUT_MS)
-        self.page.on("response", self._response)
-        self.page.on("requestfailed", self._request_failed)
-        self.page.on("console", self._console)
-        self.page.on("pageerror", lambda error: self.problems.append(f"uncaught error: {error}"))
-
-    def _response(self, response):
-        path = response.url.split("?", 1)[0]
-        if response.status >= 400 and not (response.status == 404 and ALLOWED_FAILURE.search(path)):
-            self.problems.append(f"{response.status} {response.request.method} {response.url}")
-
-    def _request_failed(self, request):
-        # Navigating away cancels requests still in flight; that is not the server failing.
-        if request.failure and "ERR_ABORTED" not in request.failure:
-            self.problems.append(f"failed {request.method} {request.url}: {request.failure}")
-
-    def _console(self, message):
-        if message.type != "error":
-            return
-        source = message.location.get("url", "")
-        # The browser logs the allowed 404 as a console error naming its URL.
-        if ALLOWED_FAILURE.search(source.split("?", 1)[0]):
-            return
-        # The browser reports a resize that spilled into the next frame (charts laid out while
-        # the machine is busy) as an error; it is a timing notice, not a fault of the page.
-        if "ResizeObserver loop completed with undelivered notifications" in message.text:
-            return
-        self.problems.append(f"console error: {message.text} ({source})")
-
-    def open(self, route: str):
-        self.page.goto(f"{self.base}/#{route}")
-        return self.page
-
-    def finish(self):
-        """Keep the screenshot, then require a clean page."""
-        self.screenshot.parent.mkdir(parents=True, exist_ok=True)
-        self.page.screenshot(path=str(self.screenshot))
-        self.context.close()
-        assert not self.problems, "\n".join(self.problems)
 
 
 @pytest.fixture
-def ui(browser, server, request):
-    pages = []
-
-    def open_page(name: str) -> UiPage:
-        page = UiPage(browser, server, name)
-        pages.append(page)
-        return page
-
-    yield open_page
-    for page in pages:
-        if page.context.pages:
-            page.context.close()
+def ui(browser, server, ui_pages):
+    return lambda name: ui_pages(browser, server, name)
 
 
 def test_experiments_list_shows_the_experiment(ui, seeded):

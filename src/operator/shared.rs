@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use kube::ResourceExt;
 
 use crate::store::KeyValue;
-use crate::store::registry::Owner;
+use crate::store::registry::{OWNER_TAG, Owner};
 
 /// Tags under this prefix belong to MLflow itself (e.g. prompt markers) and are never removed
 /// because git does not list them.
@@ -36,7 +36,8 @@ pub fn tags_of(tags: Option<&BTreeMap<String, String>>) -> Vec<KeyValue> {
 pub struct TagChanges {
     /// Declared tags that are missing or have another value.
     pub set: Vec<KeyValue>,
-    /// Keys present but not declared, except MLflow's own (`mlflow.`).
+    /// Keys present but not declared, except MLflow's own (`mlflow.`) and the store's record
+    /// of the owner ([`OWNER_TAG`]).
     pub delete: Vec<String>,
 }
 
@@ -51,7 +52,11 @@ pub fn tag_changes(current: &[KeyValue], declared: &BTreeMap<String, String>) ->
         .collect();
     let delete = current
         .iter()
-        .filter(|t| !declared.contains_key(&t.key) && !t.key.starts_with(SYSTEM_TAG_PREFIX))
+        .filter(|t| {
+            !declared.contains_key(&t.key)
+                && !t.key.starts_with(SYSTEM_TAG_PREFIX)
+                && t.key != OWNER_TAG
+        })
         .map(|t| t.key.clone())
         .collect();
     TagChanges { set, delete }
@@ -123,10 +128,11 @@ mod tests {
     }
 
     #[test]
-    fn tag_changes_of_matching_tags_are_empty_and_an_empty_map_clears_all_but_mlflow_tags() {
+    fn tag_changes_of_matching_tags_are_empty_and_an_empty_map_clears_all_but_system_tags() {
         let current = vec![
             KeyValue::new("owner", "growth"),
             KeyValue::new("mlflow.note.content", "kept"),
+            KeyValue::new(OWNER_TAG, "team-a/RegisteredModel/churn"),
         ];
         let declared = BTreeMap::from([("owner".to_owned(), "growth".to_owned())]);
         assert_eq!(

@@ -362,6 +362,33 @@ async fn owned_field_is_refused_through_the_api_and_unowned_accepted(server: Tes
         json!({"name": "churn", "key": "team", "value": "a"}),
     )
     .await;
+    // The owner shows as a tag (MLflow's UI shows tags), which the API may not overwrite.
+    let read = ok(
+        &server,
+        Method::GET,
+        "registered-models/get?name=churn",
+        json!({}),
+    )
+    .await;
+    assert_eq!(
+        read["registered_model"]["tags"],
+        json!([{"key": "ferroflow.owner", "value": "team-a/RegisteredModel/churn"},
+               {"key": "team", "value": "a"}])
+    );
+    let (status, refused) = server
+        .call(
+            Method::POST,
+            "registered-models/set-tag",
+            json!({"name": "churn", "key": "ferroflow.owner", "value": "team-b/RegisteredModel/mine"}),
+        )
+        .await;
+    assert_eq!(status, 403, "{refused}");
+    assert!(
+        refused["message"]
+            .as_str()
+            .is_some_and(|message| message.contains("managed by RegisteredModel team-a/churn")),
+        "{refused}"
+    );
     let updated = ok(
         &server,
         Method::PATCH,

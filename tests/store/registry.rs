@@ -7,8 +7,8 @@ use std::time::Duration;
 use ferroflow::store::logged_models::NewLoggedModel;
 use ferroflow::store::notify::{self, ChangeKind, RegistryChange, RegistryEvent};
 use ferroflow::store::registry::{
-    Actor, ModelVersion, ModelVersionSearch, NewModelVersion, OwnedField, Owner, Ownership,
-    RegisteredModelSearch, RegistryRef, Stage,
+    Actor, ModelVersion, ModelVersionSearch, NewModelVersion, OWNER_TAG, OwnedField, Owner,
+    Ownership, RegisteredModelSearch, RegistryRef, Stage,
 };
 use ferroflow::store::runs::NewRun;
 use ferroflow::store::{Backend, Entity, Error, KeyValue, Store};
@@ -29,6 +29,7 @@ crate::both_backends!(
     logged_model_sources_resolve_to_the_model_location,
     owned_fields_are_refused_and_unowned_fields_accepted,
     ownership_is_exclusive_and_releasable,
+    the_owner_tag_names_the_owner_and_only_the_store_writes_it,
     notifications_announce_versions_aliases_and_stages,
 );
 
@@ -1140,6 +1141,127 @@ async fn ownership_is_exclusive_and_releasable(store: Store) {
     assert_eq!(first_create.version, again.version);
     assert_eq!(first_create.version, 2);
     assert_eq!(store.list_owned("uid-v").await.unwrap()[0].version, Some(2));
+}
+
+fn owner_tag(tags: &[KeyValue]) -> Option<&str> {
+    tags.iter()
+        .find(|tag| tag.key == OWNER_TAG)
+        .map(|tag| tag.value.as_str())
+}
+
+/// MLflow's UI shows tags, not owner columns: the owner is also a tag, kept with the columns
+/// in one transaction, which no other write may set, overwrite or delete.
+async fn the_owner_tag_names_the_owner_and_only_the_store_writes_it(store: Store) {
+    // Owned from creation: the model (no owned tags) and a version.
+    let model_owner = owning(
+        owner("RegisteredModel", "churn", "uid-m"),
+        &[OwnedField::Description],
+    );
+    let model = store
+        .create_registered_model("churn", &[], None, Some(&model_owner))
+        .await
+        .unwrap();
+    assert_eq!(owner_tag(&model.tags), Some("team-a/RegisteredModel/churn"));
+    let version_owner = owning(owner("ModelVersion", "churn-1", "uid-v"), &[]);
+    let version = store
+        .create_model_version(NewModelVersion {
+            ownership: Some(version_owner.clone()),
+            ..new_version("churn", "s3://bucket/churn/1")
+        })
+        .await
+        .unwrap();
+    assert_eq!(
+        owner_tag(&version.tags),
+        Some("team-a/ModelVersion/churn-1")
+    );
+
+    // Nobody else writes it, whichever fields the owner declares; other tags stay open.
+    let forged = KeyValue::new(OWNER_TAG, "team-b/RegisteredModel/mine");
+    for actor in [Actor::Api, Actor::User("alice")] {
+        assert!(matches!(
+            store.set_registered_model_tag("churn", &forged, actor).await,
+            Err(Error::OwnedElsewhere { field: Some(field), .. }) if field == "tags.ferroflow.owner"
+        ));
+        assert!(matches!(
+            store
+                .delete_model_version_tag("churn", 1, OWNER_TAG, actor)
+                .await,
+            Err(Error::OwnedElsewhere { .. })
+        ));
+    }
+    // Not the owner either through the tag calls: the store keeps it with the columns.
+    assert!(matches!(
+        store
+            .set_model_version_tag("churn", 1, &forged, Actor::Owner("uid-v"))
+            .await,
+        Err(Error::Invalid(_))
+    ));
+    store
+        .set_registered_model_tag("churn", &KeyValue::new("team", "growth"), Actor::Api)
+        .await
+        .unwrap();
+
+    // Released (Retain): the tag goes with the owner, and an unowned row cannot claim one.
+    store
+        .clear_owner(RegistryRef::Version("churn", 1), "uid-v")
+        .await
+        .unwrap();
+    let released = store.get_model_version("churn", 1).await.unwrap();
+    assert_eq!(owner_tag(&released.tags), None);
+    assert!(matches!(
+        store
+            .set_model_version_tag("churn", 1, &forged, Actor::Api)
+            .await,
+        Err(Error::Invalid(_))
+    ));
+    let unowned = || NewModelVersion {
+        tags: vec![forged.clone()],
+        ..new_version("churn", "s3://bucket/churn/2")
+    };
+    assert!(matches!(
+        store.create_model_version(unowned()).await,
+        Err(Error::Invalid(_))
+    ));
+    assert!(matches!(
+        store
+            .create_registered_model("other", std::slice::from_ref(&forged), None, None)
+            .await,
+        Err(Error::Invalid(_))
+    ));
+
+    // Adopted (set_owner on an existing row): the tag appears, and follows a change of owner
+    // name after a release.
+    store
+        .set_owner(RegistryRef::Version("churn", 1), &version_owner)
+        .await
+        .unwrap();
+    let adopted = store.get_model_version("churn", 1).await.unwrap();
+    assert_eq!(
+        owner_tag(&adopted.tags),
+        Some("team-a/ModelVersion/churn-1")
+    );
+    store
+        .clear_owner(RegistryRef::Model("churn"), "uid-m")
+        .await
+        .unwrap();
+    let renamed = owning(owner("RegisteredModel", "churn-model", "uid-m2"), &[]);
+    store
+        .set_owner(RegistryRef::Model("churn"), &renamed)
+        .await
+        .unwrap();
+    let model = store.get_registered_model("churn").await.unwrap();
+    assert_eq!(
+        owner_tag(&model.tags),
+        Some("team-a/RegisteredModel/churn-model")
+    );
+    assert_eq!(
+        model
+            .tags
+            .iter()
+            .filter(|tag| tag.key != OWNER_TAG)
+            .collect::<Vec<_>>(),
+        [&KeyValue::new("team", "growth")]
+    );
 }
 
 async fn notifications_announce_versions_aliases_and_stages(store: Store) {

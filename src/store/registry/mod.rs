@@ -46,7 +46,7 @@ mod sources;
 mod versions;
 
 pub use model_files::ModelFiles;
-pub use ownership::{Actor, OwnedField, OwnedRow, Owner, Ownership, RegistryRef};
+pub use ownership::{Actor, OWNER_TAG, OwnedField, OwnedRow, Owner, Ownership, RegistryRef};
 pub use policies::{
     MetricRule, ModelMetadata, ModelMetadataRule, Policy, PolicySpec, PredecessorRule, Rule,
     RuleResult, TagRule, Target,
@@ -433,6 +433,15 @@ trait RegistryTx {
         registered_model_id: i64,
         now: i64,
     ) -> impl Future<Output = Result<()>> + Send + '_;
+
+    /// Makes the [`OWNER_TAG`] of a model (`version` `None`) or version name `owner`, or
+    /// removes it when the row has none.
+    fn write_owner_tag<'a>(
+        &'a mut self,
+        registered_model_id: i64,
+        version: Option<i64>,
+        owner: Option<&'a Owner>,
+    ) -> impl Future<Output = Result<()>> + Send + 'a;
 }
 
 macro_rules! impl_registry_tx {
@@ -478,6 +487,41 @@ macro_rules! impl_registry_tx {
                 .bind(registered_model_id)
                 .execute(&mut *self)
                 .await?;
+                Ok(())
+            }
+
+            async fn write_owner_tag(
+                &mut self,
+                registered_model_id: i64,
+                version: Option<i64>,
+                owner: Option<&Owner>,
+            ) -> Result<()> {
+                let query = match (version, owner) {
+                    (None, Some(_)) => {
+                        "INSERT INTO registered_model_tags (registered_model_id, key, value) VALUES ($1, $2, $3) \
+                         ON CONFLICT (registered_model_id, key) DO UPDATE SET value = excluded.value"
+                    }
+                    (None, None) => {
+                        "DELETE FROM registered_model_tags WHERE registered_model_id = $1 AND key = $2"
+                    }
+                    // The owner set it: `set_by` names the resource, as its other tags do.
+                    (Some(_), Some(_)) => {
+                        "INSERT INTO model_version_tags (registered_model_id, key, value, set_by, version) \
+                         VALUES ($1, $2, $3, $3, $4) ON CONFLICT (registered_model_id, version, key) \
+                         DO UPDATE SET value = excluded.value, set_by = excluded.set_by"
+                    }
+                    (Some(_), None) => {
+                        "DELETE FROM model_version_tags WHERE registered_model_id = $1 AND key = $2 AND version = $3"
+                    }
+                };
+                let mut query = sqlx::query(query).bind(registered_model_id).bind(OWNER_TAG);
+                if let Some(owner) = owner {
+                    query = query.bind(owner.path());
+                }
+                if let Some(version) = version {
+                    query = query.bind(version);
+                }
+                query.execute(&mut *self).await?;
                 Ok(())
             }
         }

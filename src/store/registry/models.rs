@@ -2,7 +2,7 @@
 
 use super::ownership::{
     Actor, OwnedField, Ownership, RegistryRef, check_field_writable, check_object_writable,
-    check_ownership_fields,
+    check_ownership_fields, check_tag_writable, refuse_owner_tag,
 };
 use super::{
     MODEL_COLUMNS, ModelRow, ModelVersion, RegisteredModel, RegistryTx, Stage, VERSION_COLUMNS,
@@ -26,6 +26,7 @@ impl Store {
         for tag in tags {
             validate_registry_tag(tag)?;
         }
+        refuse_owner_tag(tags)?;
         if let Some(ownership) = ownership {
             check_ownership_fields(RegistryRef::Model(name), ownership)?;
             if let Some(owned) = self.owned_model_name(&ownership.owner.uid).await? {
@@ -63,6 +64,9 @@ impl Store {
                             .bind(value)
                             .execute(&mut *tx)
                             .await?;
+                    }
+                    if let Some(ownership) = ownership {
+                        tx.write_owner_tag(id, None, Some(&ownership.owner)).await?;
                     }
                     tx.commit().await?;
                     Ok(())
@@ -237,7 +241,7 @@ impl Store {
         with_pool!(self, pool => {
             let mut tx = pool.begin_write().await?;
             let model = tx.lock_model(self.workspace(), name).await?;
-            check_field_writable(model.ownership(), OwnedField::Tags, actor, || model.describe())?;
+            check_tag_writable(model.ownership(), &tag.key, actor, || model.describe())?;
             sqlx::query(
                 "INSERT INTO registered_model_tags (registered_model_id, key, value) VALUES ($1, $2, $3) \
                  ON CONFLICT (registered_model_id, key) DO UPDATE SET value = excluded.value",
@@ -265,7 +269,7 @@ impl Store {
         with_pool!(self, pool => {
             let mut tx = pool.begin_write().await?;
             let model = tx.lock_model(self.workspace(), name).await?;
-            check_field_writable(model.ownership(), OwnedField::Tags, actor, || model.describe())?;
+            check_tag_writable(model.ownership(), key, actor, || model.describe())?;
             sqlx::query("DELETE FROM registered_model_tags WHERE registered_model_id = $1 AND key = $2")
                 .bind(model.registered_model_id)
                 .bind(key)

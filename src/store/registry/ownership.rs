@@ -5,13 +5,19 @@ use std::collections::BTreeSet;
 
 pub use crate::store::ownership::{Actor, Owner};
 
-use crate::store::ownership::{OwnerColumns, check_writable, encode_owned};
+use crate::store::ownership::{OwnerColumns, check_writable, encode_owned, tag_entry};
 
 use super::{
     MODEL_COLUMNS, ModelRow, ModelVersion, RegistryTx, VERSION_COLUMNS, VERSIONS_FROM, VersionRow,
     validate_model_name,
 };
-use crate::store::{BeginWrite, Error, Result, Store, with_pool};
+use crate::store::{BeginWrite, Error, KeyValue, Result, Store, with_pool};
+
+/// The tag naming the resource that owns a registered model or version
+/// (`namespace/Kind/name`, as the promotion history names it), so that MLflow's UI and every
+/// client show it. The store writes it with the owner columns and removes it on release; no
+/// other write may set or delete it.
+pub const OWNER_TAG: &str = "ferroflow.owner";
 
 /// A field of a registry row that a resource can own. Registered models can own
 /// `Description`, `Tags` and `Aliases`; model versions `Description`, `Tags` and `Stage`.
@@ -104,6 +110,38 @@ pub(super) fn check_field_writable(
         .filter(|ownership| ownership.fields.contains(&field))
         .map(|ownership| &ownership.owner);
     check_writable(owner, Some(field.as_str()), actor, object)
+}
+
+/// Refuses `actor` setting or deleting tag `key`: a declared tag of an owned row (see
+/// [`check_field_writable`]), or the [`OWNER_TAG`], which only the store writes: refused as
+/// owned (naming the owner) to anyone but the owner, and as invalid otherwise.
+pub(super) fn check_tag_writable(
+    ownership: Option<Ownership>,
+    key: &str,
+    actor: Actor<'_>,
+    object: impl FnOnce() -> String,
+) -> Result<()> {
+    if key != OWNER_TAG {
+        return check_field_writable(ownership, OwnedField::Tags, actor, object);
+    }
+    if let Some(ownership) = ownership.filter(|ownership| !actor.is(&ownership.owner)) {
+        check_writable(Some(&ownership.owner), Some(&tag_entry(key)), actor, object)?;
+    }
+    Err(owner_tag_refused())
+}
+
+/// Refuses tags given at creation that include the [`OWNER_TAG`].
+pub(super) fn refuse_owner_tag(tags: &[KeyValue]) -> Result<()> {
+    if tags.iter().any(|tag| tag.key == OWNER_TAG) {
+        return Err(owner_tag_refused());
+    }
+    Ok(())
+}
+
+fn owner_tag_refused() -> Error {
+    Error::Invalid(format!(
+        "Tag '{OWNER_TAG}' names the Kubernetes resource that owns the object; ferroflow writes it"
+    ))
 }
 
 /// Refuses `actor` renaming (`field` = `name`) or deleting (`None`) an object someone else owns.
@@ -262,6 +300,8 @@ impl Store {
             let written = query.execute(&mut *tx).await;
             match written {
                 Ok(_) => {
+                    tx.write_owner_tag(model.registered_model_id, version, ownership.map(|o| &o.owner))
+                        .await?;
                     tx.commit().await?;
                     Ok(())
                 }
@@ -349,5 +389,41 @@ mod tests {
             String::new,
         )
         .unwrap();
+    }
+
+    #[test]
+    fn the_owner_tag_is_refused_to_every_tag_write() {
+        let ownership = Ownership {
+            owner: Owner {
+                namespace: "team-a".into(),
+                kind: "ModelVersion".into(),
+                name: "churn-1".into(),
+                uid: "u-1".into(),
+            },
+            fields: BTreeSet::new(),
+        };
+        let object = || "model version 'churn' version 1".to_owned();
+        // Others: refused as owned, naming the owner, though the owner declares no tags.
+        let refused =
+            check_tag_writable(Some(ownership.clone()), OWNER_TAG, Actor::Api, object).unwrap_err();
+        assert_eq!(
+            refused.to_string(),
+            "model version 'churn' version 1 field 'tags.ferroflow.owner' is managed by \
+             ModelVersion team-a/churn-1 (uid u-1): change it there (in git)"
+        );
+        // The owner and writers of unowned rows: invalid, only the store writes it.
+        for (ownership, actor) in [
+            (Some(ownership.clone()), Actor::Owner("u-1")),
+            (None, Actor::User("alice")),
+        ] {
+            assert!(matches!(
+                check_tag_writable(ownership, OWNER_TAG, actor, object),
+                Err(Error::Invalid(_))
+            ));
+        }
+        // Other tags: open unless the owner declares the tags.
+        check_tag_writable(Some(ownership), "team", Actor::Api, object).unwrap();
+        assert!(refuse_owner_tag(&[KeyValue::new("team", "a")]).is_ok());
+        assert!(refuse_owner_tag(&[KeyValue::new(OWNER_TAG, "x")]).is_err());
     }
 }

@@ -2,7 +2,7 @@
 
 use super::ownership::{
     Actor, OwnedField, Ownership, RegistryRef, check_field_writable, check_object_writable,
-    check_ownership_fields,
+    check_ownership_fields, check_tag_writable, refuse_owner_tag,
 };
 use super::policies::Target;
 use super::promotions::{PromotionTx, alias_moved, refused, stage_moved};
@@ -24,6 +24,7 @@ impl Store {
         for tag in &new.tags {
             validate_registry_tag(tag)?;
         }
+        refuse_owner_tag(&new.tags)?;
         if let Some(ownership) = &new.ownership {
             check_ownership_fields(RegistryRef::Version(&new.name, 0), ownership)?;
             if let Some(existing) = self.owned_version(&ownership.owner.uid).await? {
@@ -88,6 +89,9 @@ impl Store {
                     .bind(&creator)
                     .execute(&mut *tx)
                     .await?;
+            }
+            if let Some(ownership) = ownership {
+                tx.write_owner_tag(registered_model_id, Some(version), Some(&ownership.owner)).await?;
             }
             tx.publish(&[RegistryChange {
                 version: Some(version),
@@ -343,7 +347,7 @@ impl Store {
             let mut tx = pool.begin_write().await?;
             let model = tx.lock_model(self.workspace(), name).await?;
             let row = tx.live_version(&model, version).await?;
-            check_field_writable(row.ownership(), OwnedField::Tags, actor, || row.describe())?;
+            check_tag_writable(row.ownership(), &tag.key, actor, || row.describe())?;
             let owner = row.ownership().map(|ownership| ownership.owner);
             sqlx::query(
                 "INSERT INTO model_version_tags (registered_model_id, version, key, value, set_by) VALUES ($1, $2, $3, $4, $5) \
@@ -376,7 +380,7 @@ impl Store {
             let mut tx = pool.begin_write().await?;
             let model = tx.lock_model(self.workspace(), name).await?;
             let row = tx.live_version(&model, version).await?;
-            check_field_writable(row.ownership(), OwnedField::Tags, actor, || row.describe())?;
+            check_tag_writable(row.ownership(), key, actor, || row.describe())?;
             sqlx::query("DELETE FROM model_version_tags WHERE registered_model_id = $1 AND version = $2 AND key = $3")
                 .bind(model.registered_model_id)
                 .bind(version)
