@@ -9,17 +9,16 @@ MLFLOW_WORKSPACE names. Runs on the postgres lane with the e2e cluster (see test
 
 from __future__ import annotations
 
-import json
 import subprocess
-import time
 import uuid
 
 import mlflow
 import pytest
 from helpers import mlflow_error
-from kubectl_helpers import WAIT_S, apply, kubectl, wait_until
+from kubectl_helpers import apply, kubectl, wait_until
 from mlflow import MlflowClient
 from test_gitops import _ferroflow_bin, condition, create_namespace, current, operator, wait_ready  # noqa: F401
+from test_promotion_policy import _events, _wait_event
 
 
 @pytest.fixture
@@ -79,18 +78,6 @@ def _declare(namespace: str, run_ids: list[str]) -> None:
         {versions}""")
 
 
-def _events(namespace: str, reason: str) -> list[str]:
-    listed = json.loads(kubectl("get", "events", "-n", namespace, "-o", "json").stdout)["items"]
-    return [e.get("message") or e.get("note") or "" for e in listed if e.get("reason") == reason]
-
-
-def _wait_event(namespace: str, reason: str, text: str) -> None:
-    deadline = time.monotonic() + WAIT_S
-    while not any(text in message for message in _events(namespace, reason)):
-        assert time.monotonic() < deadline, f"no {reason} event with {text!r} in {namespace}"
-        time.sleep(0.2)
-
-
 def test_two_namespaces_declare_two_models_named_churn(operator, teams, tracking_uri, monkeypatch):  # noqa: F811
     team_a, team_b = teams
     runs = {team_a: [_train(monkeypatch, tracking_uri, team_a), _train(monkeypatch, tracking_uri, team_a)],
@@ -139,13 +126,13 @@ def test_two_namespaces_declare_two_models_named_churn(operator, teams, tracking
                      lambda o: (o or {}).get("status", {}).get("aliases") == {"challenger": 2},
                      "challenger in team-a's status")
     assert obj["status"]["promotions"]["challenger"][0]["toVersion"] == 2
-    _wait_event(team_a, "AliasMoved", "alias 'challenger' of model 'churn' set to version 2")
+    _wait_event(team_a, "RegisteredModel", "churn", "AliasMoved", "alias 'challenger' of model 'churn' set to version 2")
     wait_until(team_a, "modelversion/churn-2",
                lambda o: (o or {}).get("status", {}).get("aliases") == ["challenger"], "the version's alias")
     team_b_model = wait_ready(team_b, "registeredmodel/churn")
     assert not team_b_model["status"].get("aliases"), team_b_model["status"]
     assert "promotions" not in team_b_model["status"], team_b_model["status"]
-    assert _events(team_b, "AliasMoved") == []
+    assert [e for e in _events(team_b, "RegisteredModel", "churn") if e.get("reason") == "AliasMoved"] == []
     assert not wait_ready(team_b, "modelversion/churn-1")["status"].get("aliases")
     monkeypatch.setenv("MLFLOW_WORKSPACE", team_b)
     assert client.get_registered_model("churn").aliases == {}
@@ -171,8 +158,9 @@ def test_two_namespaces_declare_two_models_named_churn(operator, teams, tracking
     client.set_registered_model_alias("churn", "champion", "1")
     assert client.get_model_version_by_alias("churn", "champion").run_id == runs[team_b][0]
     # team-b's move is told on team-b's resource.
-    _wait_event(team_b, "AliasMoved", "alias 'champion' of model 'churn' set to version 1")
-    assert not any("champion" in message for message in _events(team_a, "AliasMoved"))
+    _wait_event(team_b, "RegisteredModel", "churn", "AliasMoved", "alias 'champion' of model 'churn' set to version 1")
+    assert not any("champion" in (e.get("message") or e.get("note") or "")
+                   for e in _events(team_a, "RegisteredModel", "churn") if e.get("reason") == "AliasMoved")
 
     # The fluent API in a workspace: the model of that namespace.
     monkeypatch.setenv("MLFLOW_WORKSPACE", team_b)

@@ -209,49 +209,38 @@ spec: {{modelRef: {{name: whatever}}, version: 1}}
         assert_eq!(woken(&mut versions), ["churn-v1", "fraud-v1", "new"]);
     }
 
-    fn namespaces<K: Reconciler>(
-        receiver: &mut mpsc::UnboundedReceiver<ObjectRef<Guarded<K>>>,
-    ) -> Vec<String> {
-        let mut namespaces = Vec::new();
-        while let Ok(reference) = receiver.try_recv() {
-            namespaces.push(reference.namespace.unwrap_or_default());
-        }
-        namespaces.sort();
-        namespaces
-    }
-
     #[test]
     fn changes_wake_only_the_followers_in_their_workspace() {
         let mut router = WakeRouter::default();
         let mut models = router.register(cache_of(vec![
-            model_in("team-a", "churn", "churn"),
-            model_in("team-b", "churn", "churn"),
+            model_in("team-a", "a-churn", "churn"),
+            model_in("team-b", "b-churn", "churn"),
         ]));
         let mut versions = router.register(cache_of(vec![
-            version_in("team-a", "churn-v1", Some("churn")),
-            version_in("team-b", "churn-v1", Some("churn")),
+            version_in("team-a", "a-churn-v1", Some("churn")),
+            version_in("team-b", "b-churn-v1", Some("churn")),
         ]));
         router.route(Some(&RegistryChange::new(
             ChangeKind::AliasSet,
             "team-a",
             "churn",
         )));
-        assert_eq!(namespaces(&mut models), ["team-a"]);
-        assert_eq!(namespaces(&mut versions), ["team-a"]);
+        assert_eq!(woken(&mut models), ["a-churn"]);
+        assert_eq!(woken(&mut versions), ["a-churn-v1"]);
 
         router.route(Some(&RegistryChange::new(
             ChangeKind::VersionCreated,
             "team-c",
             "churn",
         )));
-        assert!(namespaces(&mut models).is_empty());
-        assert!(namespaces(&mut versions).is_empty());
+        assert!(woken(&mut models).is_empty());
+        assert!(woken(&mut versions).is_empty());
 
         // From a server older than workspaces: no workspace, so every `churn` may be concerned.
         let mut unknown = RegistryChange::new(ChangeKind::AliasSet, "any", "churn");
         unknown.workspace = None;
         router.route(Some(&unknown));
-        assert_eq!(namespaces(&mut models), ["team-a", "team-b"]);
-        assert_eq!(namespaces(&mut versions), ["team-a", "team-b"]);
+        assert_eq!(woken(&mut models), ["a-churn", "b-churn"]);
+        assert_eq!(woken(&mut versions), ["a-churn-v1", "b-churn-v1"]);
     }
 }

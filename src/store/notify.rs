@@ -11,7 +11,7 @@
 //! | `version` | number; `version_*`, `stage_changed`, `alias_set` |
 //! | `alias` | `alias_set`, `alias_deleted` (a deleted version sends one `alias_deleted` per alias it had) |
 //! | `stage` | canonical stage; `stage_changed` (one per version archived by `archive_existing_versions` too), `version_created` (`None`) |
-//! | `previous_name` | `model_renamed` |
+//! | `previous_name` | `model_renamed` (the same name when a model moved into `workspace` from `default`: [`crate::store::Store::move_owned_into_workspace`]) |
 //!
 //! e.g. `{"kind":"alias_set","workspace":"team-a","name":"churn","version":4,"alias":"champion"}`.
 //! Readers ignore fields they do not know, so an older operator reads a newer payload.

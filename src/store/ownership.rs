@@ -182,7 +182,11 @@ impl Store {
         if waiting.is_empty() {
             return Ok(waiting);
         }
-        let taken = |what: &str, names: &[String]| {
+        // What a failed move answers: a unique violation means the workspace has one of the name.
+        let taken = |error: sqlx::Error, what: &str, names: &[String]| {
+            if !is_unique_violation(&error) {
+                return Error::from(error);
+            }
             Error::InvalidState(format!(
                 "{what} {} declared by this resource is in workspace '{DEFAULT_WORKSPACE}' (it \
                  was reconciled before namespaces were workspaces) and cannot move to workspace \
@@ -205,13 +209,7 @@ impl Store {
             .bind(workspace)
             .fetch_all(&mut *tx)
             .await
-            .map_err(|error| {
-                if is_unique_violation(&error) {
-                    taken("experiment", &waiting.experiments)
-                } else {
-                    error.into()
-                }
-            })?;
+            .map_err(|error| taken(error, "experiment", &waiting.experiments))?;
             let models = sqlx::query_scalar::<_, String>(&format!(
                 "UPDATE registered_models SET workspace = $3 WHERE registered_model_id IN (SELECT registered_model_id {MODELS}) RETURNING name"
             ))
@@ -220,13 +218,7 @@ impl Store {
             .bind(workspace)
             .fetch_all(&mut *tx)
             .await
-            .map_err(|error| {
-                if is_unique_violation(&error) {
-                    taken("registered model", &waiting.registered_models)
-                } else {
-                    error.into()
-                }
-            })?;
+            .map_err(|error| taken(error, "registered model", &waiting.registered_models))?;
             // Who follows the model in this workspace learns it is here now.
             let changes: Vec<RegistryChange> = models
                 .iter()

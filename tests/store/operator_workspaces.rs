@@ -55,26 +55,31 @@ async fn model_with_versions(store: &Store, name: &str, ownership: Option<&Owner
     }
 }
 
-fn is_not_found(result: Result<impl std::fmt::Debug, Error>, entity: Entity) -> bool {
-    matches!(result, Err(Error::NotFound { entity: found, .. }) if found == entity)
-}
-
-async fn owned_objects_move_from_default_into_the_owners_workspace(store: Store) {
-    // Declared by resources of namespace team-a while the operator wrote into `default`.
+async fn owned_experiment(store: &Store, name: &str, uid: &str) -> i64 {
     let experiment_id = store
-        .create_experiment("churn-training", None, &[], "mlflow-artifacts:")
+        .create_experiment(name, None, &[], "mlflow-artifacts:")
         .await
         .unwrap();
     store
         .set_experiment_owner(
             experiment_id,
             &ExperimentOwnership {
-                owner: owner("Experiment", "uid-exp"),
+                owner: owner("Experiment", uid),
                 tag_keys: Default::default(),
             },
         )
         .await
         .unwrap();
+    experiment_id
+}
+
+fn is_not_found(result: Result<impl std::fmt::Debug, Error>, entity: Entity) -> bool {
+    matches!(result, Err(Error::NotFound { entity: found, .. }) if found == entity)
+}
+
+async fn owned_objects_move_from_default_into_the_owners_workspace(store: Store) {
+    // Declared by resources of namespace team-a while the operator wrote into `default`.
+    let experiment_id = owned_experiment(&store, "churn-training", "uid-exp").await;
     let run = store
         .create_run(NewRun {
             experiment_id,
@@ -171,20 +176,7 @@ async fn owned_objects_move_from_default_into_the_owners_workspace(store: Store)
 
 async fn a_name_taken_in_the_workspace_moves_nothing_and_says_why(store: Store) {
     let team_a = store.in_workspace("team-a");
-    let experiment_id = store
-        .create_experiment("fraud-training", None, &[], "mlflow-artifacts:")
-        .await
-        .unwrap();
-    store
-        .set_experiment_owner(
-            experiment_id,
-            &ExperimentOwnership {
-                owner: owner("Experiment", "uid-exp"),
-                tag_keys: Default::default(),
-            },
-        )
-        .await
-        .unwrap();
+    let experiment_id = owned_experiment(&store, "fraud-training", "uid-exp").await;
     model_with_versions(&store, "fraud", Some(&model_ownership("uid-model"))).await;
     // Meanwhile someone made objects of those names in team-a through the API.
     team_a
