@@ -4,7 +4,8 @@ to either namespace reads two different models with their own versions; what a r
 declares is refused to API writes in both; an alias moved through the client in one namespace
 is reported on that namespace's resource only; a PromotionPolicy of one namespace does not
 govern the other's `churn`; `ferroflow model download` downloads from the workspace
-MLFLOW_WORKSPACE names. Runs on the postgres lane with the e2e cluster (see test_gitops.py).
+MLFLOW_WORKSPACE names; a model left in `default` by an older release is reported, not served
+from another workspace. Runs on the postgres lane with the e2e cluster (see test_gitops.py).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from helpers import mlflow_error
 from kubectl_helpers import apply, kubectl, wait_until
 from mlflow import MlflowClient
 from test_gitops import _ferroflow_bin, condition, create_namespace, current, operator, wait_ready  # noqa: F401
+from test_model_deployment import model_deployment
 from test_promotion_policy import _events, _wait_event
 
 
@@ -98,9 +100,11 @@ def test_two_namespaces_declare_two_models_named_churn(operator, teams, tracking
         model = client.get_registered_model("churn")
         assert model.description == f"churn of {namespace}"
         assert model.tags == {"team": namespace}
-        versions = sorted(client.search_model_versions("name = 'churn'"), key=lambda v: int(v.version))
-        assert [(v.version, v.run_id, v.description) for v in versions] == [
-            (str(index), run_id, f"{namespace} version {index}") for index, run_id in enumerate(run_ids, start=1)]
+        # The resources register concurrently: numbers go in the order they reach the store.
+        versions = client.search_model_versions("name = 'churn'")
+        assert sorted(int(v.version) for v in versions) == list(range(1, len(run_ids) + 1))
+        assert sorted((v.run_id, v.description) for v in versions) == sorted(
+            (run_id, f"{namespace} version {index}") for index, run_id in enumerate(run_ids, start=1))
 
         # What the resource declares is refused through the API, naming the resource.
         with mlflow_error("PERMISSION_DENIED", match=f"RegisteredModel {namespace}/churn"):
@@ -127,7 +131,9 @@ def test_two_namespaces_declare_two_models_named_churn(operator, teams, tracking
                      "challenger in team-a's status")
     assert obj["status"]["promotions"]["challenger"][0]["toVersion"] == 2
     _wait_event(team_a, "RegisteredModel", "churn", "AliasMoved", "alias 'challenger' of model 'churn' set to version 2")
-    wait_until(team_a, "modelversion/churn-2",
+    holder = next(name for name in ("churn-1", "churn-2")
+                  if wait_ready(team_a, f"modelversion/{name}")["status"]["version"] == 2)
+    wait_until(team_a, f"modelversion/{holder}",
                lambda o: (o or {}).get("status", {}).get("aliases") == ["challenger"], "the version's alias")
     team_b_model = wait_ready(team_b, "registeredmodel/churn")
     assert not team_b_model["status"].get("aliases"), team_b_model["status"]
@@ -165,3 +171,24 @@ def test_two_namespaces_declare_two_models_named_churn(operator, teams, tracking
     # The fluent API in a workspace: the model of that namespace.
     monkeypatch.setenv("MLFLOW_WORKSPACE", team_b)
     assert mlflow.artifacts.load_text(f"runs:/{runs[team_b][0]}/model/owner.txt") == team_b
+
+
+def test_a_model_left_in_default_is_reported_not_served_from_another_workspace(operator, teams, tracking_uri,  # noqa: F811
+                                                                                monkeypatch, unique_name):
+    """Upgrading: training code registered the model in `default` (as every namespace did before
+    namespaces were workspaces); a ModelDeployment in team-a names it. It is not served from
+    `default`, and not silently missing: the condition says where the model is."""
+    team_a, _ = teams
+    model_name = f"legacy-{unique_name}"
+    monkeypatch.delenv("MLFLOW_WORKSPACE", raising=False)
+    client = MlflowClient(tracking_uri)
+    client.create_registered_model(model_name)
+    client.create_model_version(model_name, "s3://bucket/legacy/1")
+    client.set_registered_model_alias(model_name, "champion", "1")
+    apply(team_a, model_deployment("legacy", f"  modelName: {model_name}\n  alias: champion\n"))
+    obj = wait_until(team_a, "modeldeployment/legacy",
+                     lambda o: o is not None and current(o) and condition(o, "Ready").get("reason") == "ModelNotFound",
+                     "Ready=False ModelNotFound")
+    message = condition(obj, "Ready")["message"]
+    assert f"registered model '{model_name}' is in workspace 'default', not in '{team_a}'" in message, message
+    assert kubectl("get", "deployments", "-n", team_a, "-o", "name").stdout.strip() == ""

@@ -478,6 +478,34 @@ async fn remove_tag(
     }
 }
 
+/// Why `model` (not found in the resource's workspace) cannot be served: said plainly when
+/// it is in `default`, where a release before namespaces were workspaces found every model.
+/// The running Deployments are left as they are either way.
+async fn not_in_workspace(
+    ctx: &Context,
+    store: &Store,
+    model: &str,
+    not_found: store::Error,
+) -> Failure {
+    let elsewhere = ctx.unscoped_store();
+    if store.workspace() == elsewhere.workspace()
+        || elsewhere.get_registered_model(model).await.is_err()
+    {
+        return not_found.into();
+    }
+    Failure::Report(Outcome::not_ready(
+        Reason::ModelNotFound,
+        format!(
+            "registered model '{model}' is in workspace '{}', not in '{}', the workspace of this \
+             resource's namespace: register it there (MLFLOW_WORKSPACE={}) or declare it with a \
+             RegisteredModel in this namespace; the running Deployments are left as they are",
+            elsewhere.workspace(),
+            store.workspace(),
+            store.workspace()
+        ),
+    ))
+}
+
 /// Whether the HTTPRoute kind is installed: asked once per operator run.
 async fn http_routes_installed(ctx: &Context) -> Result<bool, Failure> {
     let resource = http_route_resource();
@@ -582,7 +610,13 @@ impl Reconciler for ModelDeployment {
         let model = self.model_name(ctx).await?;
         status.model_name = Some(model.clone());
         let store = ctx.store_for(self);
-        store.get_registered_model(&model).await?;
+        match store.get_registered_model(&model).await {
+            Ok(_) => {}
+            Err(error @ store::Error::NotFound { .. }) => {
+                return Err(not_in_workspace(ctx, &store, &model, error).await);
+            }
+            Err(error) => return Err(error.into()),
+        }
 
         // Resolve every leg first: one that does not resolve leaves everything as it runs.
         let planned = builder::plan(self);
