@@ -431,13 +431,17 @@ class RawApi:
         return f"{self.base}/api/2.0/mlflow/{path}"
 
     def get(self, path, params=None, **kw):
-        return self.session.get(self.url(path), params=params, timeout=60, **kw)
+        return self.request("GET", path, params=params, **kw)
 
     def post(self, path, json=None, **kw):
-        return self.session.post(self.url(path), json=json, timeout=60, **kw)
+        return self.request("POST", path, json=json, **kw)
 
     def request(self, method, path, **kw):
         kw.setdefault("timeout", 60)
+        # As the mlflow client does: the workspace of MLFLOW_WORKSPACE, when set.
+        workspace = os.environ.get("MLFLOW_WORKSPACE", "").strip()
+        if workspace:
+            kw["headers"] = {"X-MLFLOW-WORKSPACE": workspace, **(kw.get("headers") or {})}
         return self.session.request(method, self.url(path), **kw)
 
 

@@ -243,9 +243,7 @@ def _ferroflow_bin() -> str:
     return str(Path(binary).resolve())
 
 
-@pytest.fixture
-def namespace(operator, request):
-    name = f"gitops-{uuid.uuid4().hex[:8]}"
+def create_namespace(name: str) -> None:
     apply("default", f"""
         apiVersion: v1
         kind: Namespace
@@ -254,6 +252,15 @@ def namespace(operator, request):
           labels:
             e2e.ferroflow.dev/test: "true"
         """)
+
+
+@pytest.fixture
+def namespace(operator, request, monkeypatch):
+    """A fresh namespace; the test's clients (mlflow, `ferroflow`, `api`) work in its workspace,
+    where the operator puts what the namespace's resources declare."""
+    name = f"gitops-{uuid.uuid4().hex[:8]}"
+    create_namespace(name)
+    monkeypatch.setenv("MLFLOW_WORKSPACE", name)
     yield name
     report = getattr(request.node, "rep_call", None)
     if report is not None and report.failed:

@@ -172,8 +172,10 @@ def expected_deployment(md: dict, leg: str, replicas: int, model_name: str, vers
                         "name": "download",
                         "image": f"ghcr.io/ferroflow/ferroflow:{_package_version()}",
                         "command": ["/usr/local/bin/ferroflow", "model", "download", uri, "/downloads/model"],
+                        # The model is in the workspace of the resource's namespace.
                         "env": [{"name": "MLFLOW_TRACKING_URI",
-                                 "value": "http://ferroflow.ferroflow-system.svc:5000"}],
+                                 "value": "http://ferroflow.ferroflow-system.svc:5000"},
+                                {"name": "MLFLOW_WORKSPACE", "value": md["metadata"]["namespace"]}],
                         "volumeMounts": [{"name": "model", "mountPath": "/downloads"}],
                         "securityContext": restricted,
                         "terminationMessagePolicy": "FallbackToLogsOnError",

@@ -75,9 +75,11 @@ def serving_operator(server, real_node, tmp_path_factory):
 
 
 @pytest.fixture
-def namespace(serving_operator, request):
+def namespace(serving_operator, request, monkeypatch):
     name = f"serve-{uuid.uuid4().hex[:8]}"
     kubectl("create", "namespace", name)
+    # The test's clients work in the namespace's workspace, where its resources' models are.
+    monkeypatch.setenv("MLFLOW_WORKSPACE", name)
     yield name
     if getattr(request.node, "rep_call", None) is not None and request.node.rep_call.failed:
         print(kubectl("get", "pods,deployments,replicasets,endpointslices", "-n", name, "-o", "wide",

@@ -117,7 +117,7 @@ def test_a_project_run_creates_its_run_then_a_pod_and_finishes(operator, namespa
                 "name": "prepare",
                 "command": ["/usr/local/bin/ferroflow"],
                 "args": ["project-init", "--binary-to", "/ferroflow/bin/ferroflow"],
-                "env": [{"name": "MLFLOW_TRACKING_URI", "value": tracking}],
+                "env": [{"name": "MLFLOW_TRACKING_URI", "value": tracking}, {"name": "MLFLOW_WORKSPACE", "value": namespace}],
                 "volumeMounts": [{"name": "ferroflow-bin", "mountPath": "/ferroflow/bin"}],
             }],
             "containers": [{
@@ -125,7 +125,7 @@ def test_a_project_run_creates_its_run_then_a_pod_and_finishes(operator, namespa
                 "image": "python:3.12",
                 "command": ["/ferroflow/bin/ferroflow"],
                 "args": ["run", "/app", "-e", "train", "-P", "alpha=0.5", "--run-id", run_id],
-                "env": [{"name": "MLFLOW_TRACKING_URI", "value": tracking}],
+                "env": [{"name": "MLFLOW_TRACKING_URI", "value": tracking}, {"name": "MLFLOW_WORKSPACE", "value": namespace}],
                 "volumeMounts": [{"name": "ferroflow-bin", "mountPath": "/ferroflow/bin", "readOnly": True}],
             }],
             "volumes": [{"name": "ferroflow-bin", "emptyDir": {}}],

@@ -62,7 +62,12 @@ pub struct MlflowClient {
     base: Url,
     http: reqwest::Client,
     auth: Auth,
+    /// Sent as `X-MLFLOW-WORKSPACE` when set.
+    workspace: Option<String>,
 }
+
+/// The environment variable MLflow's client reads the workspace from.
+pub const WORKSPACE_ENV: &str = "MLFLOW_WORKSPACE";
 
 /// What a request carries.
 #[derive(Debug, Clone, Copy)]
@@ -82,7 +87,9 @@ enum Auth {
 impl MlflowClient {
     /// A client of the server at `uri` (`http://…` or `https://…`). Authentication as MLflow's
     /// client does it: the bearer `token` (else `MLFLOW_TRACKING_TOKEN`) when there is one,
-    /// else basic auth from `MLFLOW_TRACKING_USERNAME` and `MLFLOW_TRACKING_PASSWORD`.
+    /// else basic auth from `MLFLOW_TRACKING_USERNAME` and `MLFLOW_TRACKING_PASSWORD`. The
+    /// workspace, also as MLflow's client does it: `MLFLOW_WORKSPACE` (trimmed; unset or empty:
+    /// none, the server's default).
     pub fn new(uri: &str, token: Option<String>) -> Result<Self, ClientError> {
         let unsupported = || ClientError::UnsupportedUri(uri.to_owned());
         let mut base = Url::parse(uri).map_err(|_| unsupported())?;
@@ -115,7 +122,22 @@ impl MlflowClient {
             (None, Ok(user), Ok(password)) => Auth::Basic(user, password),
             _ => Auth::None,
         };
-        Ok(Self { base, http, auth })
+        let workspace = std::env::var(WORKSPACE_ENV)
+            .ok()
+            .map(|workspace| workspace.trim().to_owned())
+            .filter(|workspace| !workspace.is_empty());
+        Ok(Self {
+            base,
+            http,
+            auth,
+            workspace,
+        })
+    }
+
+    /// The same client, talking to `workspace` (whatever `MLFLOW_WORKSPACE` says).
+    pub fn in_workspace(mut self, workspace: &str) -> Self {
+        self.workspace = Some(workspace.to_owned());
+        self
     }
 
     fn url(&self, path: &str, query: &[(&str, &str)]) -> Url {
@@ -142,6 +164,9 @@ impl MlflowClient {
             let mut request = self.http.request(method.clone(), url.clone());
             if let Some(timeout) = timeout {
                 request = request.timeout(timeout);
+            }
+            if let Some(workspace) = &self.workspace {
+                request = request.header(crate::api::auth::WORKSPACE_HEADER, workspace);
             }
             request = match &self.auth {
                 Auth::None => request,

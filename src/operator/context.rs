@@ -1,22 +1,32 @@
 //! What every reconciler shares: the kube client, the store, the event recorder, metrics and
 //! the operator's settings.
 
-use kube::Client;
 use kube::runtime::events::{Recorder, Reporter};
+use kube::{Client, Resource};
 use tokio::sync::OnceCell;
 
 use super::config::OperatorConfig;
 use super::metrics::Metrics;
-use crate::store::Store;
+use crate::store::{DEFAULT_WORKSPACE, Store};
 
 /// Field manager of every server-side apply the operator makes.
 pub const FIELD_MANAGER: &str = "ferroflow-operator";
 /// Finalizer that applies `deletionPolicy` before a resource goes away.
 pub const FINALIZER: &str = "ferroflow.dev/cleanup";
 
+/// The workspace of a resource: its namespace (namespaces are workspaces).
+pub fn workspace_of<K: Resource>(resource: &K) -> &str {
+    resource
+        .meta()
+        .namespace
+        .as_deref()
+        .unwrap_or(DEFAULT_WORKSPACE)
+}
+
 pub struct Context {
     pub client: Client,
-    pub store: Store,
+    /// The store in workspace `default`; reconcilers use [`Context::store_for`] instead.
+    store: Store,
     reporter: Reporter,
     pub metrics: Metrics,
     pub config: OperatorConfig,
@@ -38,6 +48,18 @@ impl Context {
             config,
             http_routes: OnceCell::new(),
         }
+    }
+
+    /// The store scoped to the workspace of `resource`: its namespace. Every read and write a
+    /// reconciler makes for a resource goes through this, so that a resource in namespace
+    /// `team-a` declares objects in workspace `team-a` and never sees another team's.
+    pub fn store_for<K: Resource>(&self, resource: &K) -> Store {
+        self.store.in_workspace(workspace_of(resource))
+    }
+
+    /// The store as opened, for what spans workspaces (the registry's notifications).
+    pub fn unscoped_store(&self) -> &Store {
+        &self.store
     }
 
     /// A recorder for one event. kube's Recorder folds events with the same reason and action

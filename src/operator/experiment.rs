@@ -4,12 +4,12 @@
 use kube::ResourceExt;
 
 use super::context::Context;
-use super::reconcile::{Failure, Reconciler};
+use super::reconcile::{Failure, Reconciler, owned_store};
 use super::shared::owner_of;
 use crate::crd::{DeletionPolicy, Experiment, ExperimentStatus, Outcome, Reason, ReconcileState};
 use crate::store::experiments::{Experiment as StoredExperiment, ExperimentOwnership};
 use crate::store::registry::Actor;
-use crate::store::{self, KeyValue};
+use crate::store::{self, KeyValue, Store};
 
 /// MLflow keeps an experiment's description in this tag.
 const DESCRIPTION_TAG: &str = "mlflow.note.content";
@@ -38,7 +38,8 @@ impl Reconciler for Experiment {
         let owner = owner_of(self);
         let uid = owner.uid.clone();
         let actor = Actor::Owner(&uid);
-        let mut experiment = find_or_create(ctx, self, name).await?;
+        let store = owned_store(ctx, self).await?;
+        let mut experiment = find_or_create(ctx, &store, self, name).await?;
         let mut desired: Vec<KeyValue> = self
             .spec
             .tags
@@ -60,15 +61,15 @@ impl Reconciler for Experiment {
             owner,
             tag_keys: desired.iter().map(|tag| tag.key.clone()).collect(),
         };
-        ctx.store
+        store
             .set_experiment_owner(experiment.experiment_id, &ownership)
             .await?;
         if experiment.lifecycle_stage == LIFECYCLE_DELETED {
             // Declared in git means it should exist: bring back what someone deleted.
-            ctx.store
+            store
                 .restore_experiment(experiment.experiment_id, actor)
                 .await?;
-            experiment = ctx.store.get_experiment(experiment.experiment_id).await?;
+            experiment = store.get_experiment(experiment.experiment_id).await?;
         }
         status.experiment_id = Some(experiment.experiment_id.to_string());
         status.experiment_name = Some(experiment.name.clone());
@@ -89,15 +90,14 @@ impl Reconciler for Experiment {
         for tag in &desired {
             let current = experiment.tags.iter().find(|t| t.key == tag.key);
             if current.map(|t| &t.value) != Some(&tag.value) {
-                ctx.store
+                store
                     .set_experiment_tag(experiment.experiment_id, tag, actor)
                     .await?;
             }
         }
         for key in previously_owned.difference(&ownership.tag_keys) {
             if experiment.tags.iter().any(|t| &t.key == key) {
-                match ctx
-                    .store
+                match store
                     .delete_experiment_tag(experiment.experiment_id, key, actor)
                     .await
                 {
@@ -114,11 +114,8 @@ impl Reconciler for Experiment {
 
     async fn cleanup(&self, ctx: &Context) -> Result<(), Failure> {
         let uid = self.uid().unwrap_or_default();
-        let experiment = match ctx
-            .store
-            .get_experiment_by_name(self.experiment_name())
-            .await
-        {
+        let store = owned_store(ctx, self).await?;
+        let experiment = match store.get_experiment_by_name(self.experiment_name()).await {
             Ok(experiment) => experiment,
             Err(store::Error::NotFound { .. }) => return Ok(()),
             Err(error) => return Err(error.into()),
@@ -131,12 +128,12 @@ impl Reconciler for Experiment {
         if self.spec.deletion_policy == DeletionPolicy::Delete
             && experiment.lifecycle_stage != LIFECYCLE_DELETED
         {
-            ctx.store
+            store
                 .delete_experiment(experiment.experiment_id, Actor::Owner(&uid))
                 .await?;
         }
         // Deleted or kept, nobody declares it any more: the API may restore or change it.
-        ctx.store
+        store
             .clear_experiment_owner(experiment.experiment_id, &uid)
             .await?;
         Ok(())
@@ -145,10 +142,11 @@ impl Reconciler for Experiment {
 
 async fn find_or_create(
     ctx: &Context,
+    store: &Store,
     obj: &Experiment,
     name: &str,
 ) -> Result<StoredExperiment, Failure> {
-    match ctx.store.get_experiment_by_name(name).await {
+    match store.get_experiment_by_name(name).await {
         Ok(experiment) => return Ok(experiment),
         Err(store::Error::NotFound { .. }) => {}
         Err(error) => return Err(error.into()),
@@ -159,8 +157,7 @@ async fn find_or_create(
         .iter()
         .map(|(key, value)| KeyValue::new(key, value))
         .collect();
-    match ctx
-        .store
+    match store
         .create_experiment(
             name,
             obj.spec.artifact_location.as_deref(),
@@ -171,7 +168,7 @@ async fn find_or_create(
     {
         // Someone created it between our read and our write: adopt theirs.
         Ok(_) | Err(store::Error::AlreadyExists(_)) => {
-            Ok(ctx.store.get_experiment_by_name(name).await?)
+            Ok(store.get_experiment_by_name(name).await?)
         }
         Err(error) => Err(error.into()),
     }

@@ -176,7 +176,7 @@ async fn run_controllers(
     let model_rx = router.register(model_cache);
     let version_rx = router.register(version_cache.clone());
     let deployment_rx = router.register(deployment_cache.clone());
-    let notifications = router.run(ctx.store.clone());
+    let notifications = router.run(ctx.unscoped_store().clone());
 
     let experiments = Controller::new(
         Api::<Guarded<Experiment>>::all(client.clone()),

@@ -29,7 +29,7 @@ use crate::crd::{
 };
 use crate::store::notify::RegistryChange;
 use crate::store::registry::{Actor, TargetType};
-use crate::store::{self, KeyValue, now_millis};
+use crate::store::{self, KeyValue, Store, now_millis};
 
 /// The Deployment condition reason with which the Deployment controller gives up a rollout.
 const PROGRESS_DEADLINE_EXCEEDED: &str = "ProgressDeadlineExceeded";
@@ -386,6 +386,7 @@ impl ModelDeployment {
         previous: &[LegStatus],
         legs: &[LegStatus],
     ) {
+        let store = ctx.store_for(self);
         let key = self.tag_key();
         let before = deployment_tags(previous);
         let after = deployment_tags(legs);
@@ -397,8 +398,7 @@ impl ModelDeployment {
                 key: key.clone(),
                 value: (*value).to_owned(),
             };
-            if let Err(error) = ctx
-                .store
+            if let Err(error) = store
                 .set_model_version_tag(model, *version, &tag, Actor::Api)
                 .await
             {
@@ -410,7 +410,7 @@ impl ModelDeployment {
         }
         for version in before.keys().filter(|version| !after.contains_key(version)) {
             for key in [&key, &self.promotion_tag_key()] {
-                if let Err(error) = remove_tag(ctx, model, *version, key).await {
+                if let Err(error) = remove_tag(&store, model, *version, key).await {
                     tracing::warn!(%error, version, "could not remove the serving tag of the version");
                 }
             }
@@ -427,8 +427,8 @@ impl ModelDeployment {
     /// (who promoted it, and the policies' verdicts: `GET /api/2.0/ferroflow/promotions`).
     /// Nothing when the alias has moved on meanwhile: the next rollout tags its own version.
     async fn record_promotion(&self, ctx: &Context, model: &str, alias: &str, version: i64) {
-        let holder = match ctx
-            .store
+        let store = ctx.store_for(self);
+        let holder = match store
             .promotion_at(model, TargetType::Alias, alias, now_millis())
             .await
         {
@@ -445,8 +445,7 @@ impl ModelDeployment {
             key: self.promotion_tag_key(),
             value: id.to_string(),
         };
-        if let Err(error) = ctx
-            .store
+        if let Err(error) = store
             .set_model_version_tag(model, version, &tag, Actor::Api)
             .await
         {
@@ -465,19 +464,46 @@ fn serving_aliases(legs: &[LegStatus]) -> BTreeMap<i64, &str> {
 
 /// Removes the tag `key` from `version`; a version or model deleted since has none to remove.
 async fn remove_tag(
-    ctx: &Context,
+    store: &Store,
     model: &str,
     version: i64,
     key: &str,
 ) -> Result<(), store::Error> {
-    match ctx
-        .store
+    match store
         .delete_model_version_tag(model, version, key, Actor::Api)
         .await
     {
         Ok(()) | Err(store::Error::NotFound { .. }) => Ok(()),
         Err(error) => Err(error),
     }
+}
+
+/// Why `model` (not found in the resource's workspace) cannot be served: said plainly when
+/// it is in `default`, where a release before namespaces were workspaces found every model.
+/// The running Deployments are left as they are either way.
+async fn not_in_workspace(
+    ctx: &Context,
+    store: &Store,
+    model: &str,
+    not_found: store::Error,
+) -> Failure {
+    let elsewhere = ctx.unscoped_store();
+    if store.workspace() == elsewhere.workspace()
+        || elsewhere.get_registered_model(model).await.is_err()
+    {
+        return not_found.into();
+    }
+    Failure::Report(Outcome::not_ready(
+        Reason::ModelNotFound,
+        format!(
+            "registered model '{model}' is in workspace '{}', not in '{}', the workspace of this \
+             resource's namespace: register it there (MLFLOW_WORKSPACE={}) or declare it with a \
+             RegisteredModel in this namespace; the running Deployments are left as they are",
+            elsewhere.workspace(),
+            store.workspace(),
+            store.workspace()
+        ),
+    ))
 }
 
 /// Whether the HTTPRoute kind is installed: asked once per operator run.
@@ -520,13 +546,14 @@ impl Reconciler for ModelDeployment {
         let Some(model) = status.model_name.as_deref() else {
             return Ok(());
         };
+        let store = ctx.store_for(self);
         let keys = [self.tag_key(), self.promotion_tag_key()];
         let tagged: Vec<(i64, &String)> = deployment_tags(&status.legs)
             .into_keys()
             .flat_map(|version| keys.iter().map(move |key| (version, key)))
             .collect();
         for (version, key) in tagged {
-            if let Err(error) = remove_tag(ctx, model, version, key).await {
+            if let Err(error) = remove_tag(&store, model, version, key).await {
                 match Failure::from(error) {
                     // The database is down: keep the finalizer and retry.
                     Failure::Store(error) => return Err(Failure::Store(error)),
@@ -551,7 +578,7 @@ impl Reconciler for ModelDeployment {
             .as_ref()
             .and_then(|status| status.model_name.as_deref())
             .or(self.spec.model_name.as_deref());
-        name.is_some_and(|name| concerns_model(change, name))
+        name.is_some_and(|name| concerns_model(change, self, name))
     }
 
     fn status(&self) -> Option<&ModelDeploymentStatus> {
@@ -582,7 +609,14 @@ impl Reconciler for ModelDeployment {
         }
         let model = self.model_name(ctx).await?;
         status.model_name = Some(model.clone());
-        ctx.store.get_registered_model(&model).await?;
+        let store = ctx.store_for(self);
+        match store.get_registered_model(&model).await {
+            Ok(_) => {}
+            Err(error @ store::Error::NotFound { .. }) => {
+                return Err(not_in_workspace(ctx, &store, &model, error).await);
+            }
+            Err(error) => return Err(error.into()),
+        }
 
         // Resolve every leg first: one that does not resolve leaves everything as it runs.
         let planned = builder::plan(self);
@@ -590,14 +624,12 @@ impl Reconciler for ModelDeployment {
         for leg in &planned {
             let version = match leg.leg.target {
                 Target::Alias(alias) => {
-                    ctx.store
+                    store
                         .get_model_version_by_alias(&model, alias)
                         .await?
                         .version
                 }
-                Target::Version(version) => {
-                    ctx.store.get_model_version(&model, version).await?.version
-                }
+                Target::Version(version) => store.get_model_version(&model, version).await?.version,
             };
             resolved.insert(leg.leg.name.to_owned(), version);
         }

@@ -60,7 +60,7 @@ impl Reconciler for ModelVersion {
         self.status
             .as_ref()
             .and_then(|status| status.model_name.as_deref())
-            .is_some_and(|name| concerns_model(change, name))
+            .is_some_and(|name| concerns_model(change, self, name))
     }
 
     fn status(&self) -> Option<&ModelVersionStatus> {
@@ -83,7 +83,8 @@ impl Reconciler for ModelVersion {
         let namespace = self.namespace().unwrap_or_default();
         let name = model_name_of(ctx, &namespace, &self.spec.model_ref, "spec.modelRef").await?;
         status.model_name = Some(name.clone());
-        match ctx.store.get_registered_model(&name).await {
+        let store = ctx.store_for(self);
+        match store.get_registered_model(&name).await {
             Ok(_) => {}
             // The RegisteredModel resource exists but has not created the model yet.
             Err(store::Error::NotFound { .. }) => {
@@ -100,16 +101,15 @@ impl Reconciler for ModelVersion {
 
         let mut version = match (self.spec.version, &self.spec.source) {
             (Some(number), _) => {
-                ctx.store.get_model_version(&name, number).await?;
-                ctx.store
+                store.get_model_version(&name, number).await?;
+                store
                     .set_owner(RegistryRef::Version(&name, number), &ownership)
                     .await?;
-                ctx.store.get_model_version(&name, number).await?
+                store.get_model_version(&name, number).await?
             }
             (None, Some(source)) => {
                 // Idempotent by owner uid: a second call returns the version it registered.
-                let created = ctx
-                    .store
+                let created = store
                     .create_model_version(NewModelVersion {
                         name: name.clone(),
                         source: source.clone(),
@@ -121,7 +121,7 @@ impl Reconciler for ModelVersion {
                     })
                     .await?;
                 // Fields owned since registration may have changed in git since.
-                ctx.store
+                store
                     .set_owner(RegistryRef::Version(&name, created.version), &ownership)
                     .await?;
                 created
@@ -139,19 +139,19 @@ impl Reconciler for ModelVersion {
         if let Some(description) = &self.spec.description
             && version.description.as_deref().unwrap_or_default() != description
         {
-            ctx.store
+            store
                 .update_model_version(&name, number, Some(description), actor)
                 .await?;
         }
         if let Some(tags) = &self.spec.tags {
             let changes = tag_changes(&version.tags, tags);
             for tag in &changes.set {
-                ctx.store
+                store
                     .set_model_version_tag(&name, number, tag, actor)
                     .await?;
             }
             for key in &changes.delete {
-                ctx.store
+                store
                     .delete_model_version_tag(&name, number, key, actor)
                     .await?;
             }
@@ -160,7 +160,7 @@ impl Reconciler for ModelVersion {
             && version.current_stage != stage
         {
             let before = version.current_stage;
-            ctx.store
+            store
                 .transition_model_version_stage(
                     &name,
                     number,
@@ -182,7 +182,7 @@ impl Reconciler for ModelVersion {
             .await;
         }
 
-        version = ctx.store.get_model_version(&name, number).await?;
+        version = store.get_model_version(&name, number).await?;
         status.stage = Some(version.current_stage.as_str().to_owned());
         status.aliases = version.aliases.clone();
         status.run_id = Some(version.run_id.clone()).filter(|id| !id.is_empty());
@@ -195,20 +195,21 @@ impl Reconciler for ModelVersion {
 
     async fn cleanup(&self, ctx: &Context) -> Result<(), Failure> {
         let uid = self.uid().unwrap_or_default();
+        let store = ctx.store_for(self);
         // What this resource owns, from the store itself: also right when the resource is
         // deleted before its status ever recorded the version.
-        for owned in ctx.store.list_owned(&uid).await? {
+        for owned in store.list_owned(&uid).await? {
             let Some(number) = owned.version else {
                 continue;
             };
             let result = match self.spec.deletion_policy {
                 DeletionPolicy::Delete => {
-                    ctx.store
+                    store
                         .delete_model_version(&owned.name, number, Actor::Owner(&uid))
                         .await
                 }
                 DeletionPolicy::Retain => {
-                    ctx.store
+                    store
                         .clear_owner(RegistryRef::Version(&owned.name, number), &uid)
                         .await
                 }

@@ -25,7 +25,7 @@ use crate::crd::{
 use crate::store::logged_models::{LoggedModelSearch, MAX_LOGGED_MODELS_PAGE};
 use crate::store::registry::{Actor, MAX_MODEL_VERSIONS_PAGE, ModelVersionSearch, NewModelVersion};
 use crate::store::runs::{NewRun, RunInfo, TERMINAL_RUN_STATUSES};
-use crate::store::{self, KeyValue};
+use crate::store::{self, KeyValue, Store};
 
 /// The run tag that holds the ProjectRun's UID: how the operator finds the run it created.
 pub const RUN_UID_TAG: &str = "ferroflow.dev/project-run-uid";
@@ -59,20 +59,21 @@ impl Reconciler for ProjectRun {
     }
 
     async fn sync(&self, ctx: &Context, status: &mut ProjectRunStatus) -> Result<Outcome, Failure> {
-        let experiment_id = resolve_experiment(ctx, self, status).await?;
-        let run = ensure_run(ctx, self, experiment_id, status.run_id.as_deref()).await?;
+        let store = &run_store(ctx, self, status.run_id.as_deref()).await?;
+        let experiment_id = resolve_experiment(ctx, store, self, status).await?;
+        let run = ensure_run(store, self, experiment_id, status.run_id.as_deref()).await?;
         status.run_id = Some(run.run_uuid.clone());
         if let Some(phase) = status.phase.filter(|phase| is_over(*phase)) {
             // Over: the Pod may be gone (ttl, garbage collection); only make sure the run
             // ended, in case the operator stopped between the two writes.
-            end_run(ctx, &run, phase, status.completion_time.as_ref()).await?;
+            end_run(store, &run, phase, status.completion_time.as_ref()).await?;
             if phase == Phase::Succeeded {
-                return register_model(ctx, self, status, &run).await;
+                return register_model(ctx, store, self, status, &run).await;
             }
             return Ok(outcome_of(phase, status));
         }
         if builder::runs_as_job(self) {
-            return sync_job(ctx, self, status, &run).await;
+            return sync_job(ctx, store, self, status, &run).await;
         }
 
         let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace(self));
@@ -89,7 +90,7 @@ impl Reconciler for ProjectRun {
         let Some(pod) = pod else {
             if status.pod_name.is_some() && previous == Some(Phase::Running) {
                 // Deleted by someone while it ran: the command did not finish.
-                return finish(ctx, self, status, &run, Phase::Failed, None).await;
+                return finish(ctx, store, self, status, &run, Phase::Failed, None).await;
             }
             status.phase = Some(Phase::Pending);
             status.pod_name = None;
@@ -102,6 +103,7 @@ impl Reconciler for ProjectRun {
             let inputs = PodInputs {
                 run_id: &run.run_uuid,
                 tracking_url: &ctx.config.tracking_url,
+                workspace: store.workspace(),
                 ferroflow_image: &ctx.config.ferroflow_image,
             };
             apply_owned(&ctx.client, self, &builder::pod(self, &inputs), &())
@@ -128,9 +130,9 @@ impl Reconciler for ProjectRun {
             status.start_time = Some(started);
         }
         if is_over(phase) {
-            store_pod_log(ctx, self, &pods, &pod_name, &run).await;
+            store_pod_log(ctx, store, self, &pods, &pod_name, &run).await;
             let ended = finished_at(&pod);
-            return finish(ctx, self, status, &run, phase, ended).await;
+            return finish(ctx, store, self, status, &run, phase, ended).await;
         }
         status.phase = Some(phase);
         if phase == Phase::Running && previous != Some(Phase::Running) {
@@ -151,18 +153,18 @@ impl Reconciler for ProjectRun {
             delete_owned(self, &pods, "Pod", &builder::pod_name(self)).await?;
         }
         let status = self.status.clone().unwrap_or_default();
+        let store = &run_store(ctx, self, status.run_id.as_deref()).await?;
         let run_id = match (&status.run_id, &status.experiment_id) {
             (Some(run_id), _) => Some(run_id.clone()),
             // Created, but the operator stopped before recording it.
             (None, Some(experiment_id)) => match experiment_id.parse::<i64>() {
-                Ok(id) => find_run(ctx, self, id).await?.map(|run| run.run_uuid),
+                Ok(id) => find_run(store, self, id).await?.map(|run| run.run_uuid),
                 Err(_) => None,
             },
             (None, None) => None,
         };
         if let Some(run_id) = run_id {
-            match ctx
-                .store
+            match store
                 .end_run_if_unfinished(&run_id, "KILLED", now_millis())
                 .await
             {
@@ -174,10 +176,39 @@ impl Reconciler for ProjectRun {
     }
 }
 
+/// The store of the resource's run: its namespace's workspace, except for a run started
+/// before namespaces were workspaces (found in `default`, not in the namespace's), which ends
+/// where it started: its Pod talks to `default`, and moving a run out of an experiment other
+/// runs share would take them along or split it.
+async fn run_store(
+    ctx: &Context,
+    obj: &ProjectRun,
+    recorded_run: Option<&str>,
+) -> Result<Store, Failure> {
+    let store = ctx.store_for(obj);
+    let Some(run_id) = recorded_run.filter(|_| store.workspace() != store::DEFAULT_WORKSPACE)
+    else {
+        return Ok(store);
+    };
+    match store.get_run_info(run_id).await {
+        Err(store::Error::NotFound { .. }) => {}
+        Ok(_) => return Ok(store),
+        Err(error) => return Err(error.into()),
+    }
+    let started_before = ctx.unscoped_store();
+    match started_before.get_run_info(run_id).await {
+        Ok(_) => Ok(started_before.clone()),
+        // Gone from both: the namespace's store reports it.
+        Err(store::Error::NotFound { .. }) => Ok(store),
+        Err(error) => Err(error.into()),
+    }
+}
+
 /// [`ProjectRun::sync`] for a run with retries: the Job runs the Pod, its final condition
 /// ends the run, and the log of its latest attempt is stored.
 async fn sync_job(
     ctx: &Context,
+    store: &Store,
     obj: &ProjectRun,
     status: &mut ProjectRunStatus,
     run: &RunInfo,
@@ -195,11 +226,12 @@ async fn sync_job(
     let Some(job) = job else {
         if status.pod_name.is_some() && previous == Some(Phase::Running) {
             // Deleted by someone while it ran: the command did not finish.
-            return finish(ctx, obj, status, run, Phase::Failed, None).await;
+            return finish(ctx, store, obj, status, run, Phase::Failed, None).await;
         }
         let inputs = PodInputs {
             run_id: &run.run_uuid,
             tracking_url: &ctx.config.tracking_url,
+            workspace: store.workspace(),
             ferroflow_image: &ctx.config.ferroflow_image,
         };
         apply_owned(&ctx.client, obj, &builder::job(obj, &inputs), &())
@@ -242,9 +274,9 @@ async fn sync_job(
     let (phase, ended) = job_phase(&job, attempt.as_ref(), previous);
     if is_over(phase) {
         if let Some(attempt) = &attempt {
-            store_pod_log(ctx, obj, &pods, &attempt.name_any(), run).await;
+            store_pod_log(ctx, store, obj, &pods, &attempt.name_any(), run).await;
         }
-        return finish(ctx, obj, status, run, phase, ended).await;
+        return finish(ctx, store, obj, status, run, phase, ended).await;
     }
     status.phase = Some(phase);
     if wanted_suspend && phase == Phase::Pending {
@@ -343,6 +375,7 @@ pub fn job_phase(
 /// named one, created when missing as `mlflow run --experiment-name` does.
 async fn resolve_experiment(
     ctx: &Context,
+    store: &Store,
     obj: &ProjectRun,
     status: &mut ProjectRunStatus,
 ) -> Result<i64, Failure> {
@@ -378,17 +411,16 @@ async fn resolve_experiment(
         return Ok(id);
     }
     let name = obj.spec.experiment_name.as_deref().unwrap_or_default();
-    let experiment = match ctx.store.get_experiment_by_name(name).await {
+    let experiment = match store.get_experiment_by_name(name).await {
         Ok(experiment) => experiment,
         Err(store::Error::NotFound { .. }) => {
-            match ctx
-                .store
+            match store
                 .create_experiment(name, None, &[], &ctx.config.default_artifact_root)
                 .await
             {
                 // Someone created it between our read and our write: use theirs.
                 Ok(_) | Err(store::Error::AlreadyExists(_)) => {
-                    ctx.store.get_experiment_by_name(name).await?
+                    store.get_experiment_by_name(name).await?
                 }
                 Err(error) => return Err(error.into()),
             }
@@ -404,28 +436,27 @@ async fn resolve_experiment(
 /// one. The tag is written in the same transaction as the run, so a run that exists can
 /// always be found again.
 async fn ensure_run(
-    ctx: &Context,
+    store: &Store,
     obj: &ProjectRun,
     experiment_id: i64,
     recorded: Option<&str>,
 ) -> Result<RunInfo, Failure> {
     if let Some(run_id) = recorded {
-        return Ok(ctx.store.get_run_info(run_id).await?);
+        return Ok(store.get_run_info(run_id).await?);
     }
-    if let Some(run) = find_run(ctx, obj, experiment_id).await? {
+    if let Some(run) = find_run(store, obj, experiment_id).await? {
         return Ok(run);
     }
-    let created = ctx.store.create_run(new_run(obj, experiment_id)).await?;
+    let created = store.create_run(new_run(obj, experiment_id)).await?;
     Ok(created.info)
 }
 
 async fn find_run(
-    ctx: &Context,
+    store: &Store,
     obj: &ProjectRun,
     experiment_id: i64,
 ) -> Result<Option<RunInfo>, Failure> {
-    Ok(ctx
-        .store
+    Ok(store
         .find_run_by_tag(experiment_id, RUN_UID_TAG, &obj.uid().unwrap_or_default())
         .await?)
 }
@@ -445,6 +476,7 @@ fn new_run(obj: &ProjectRun, experiment_id: i64) -> NewRun {
 /// publishes RunFinished or RunFailed once, and says so in status.
 async fn finish(
     ctx: &Context,
+    store: &Store,
     obj: &ProjectRun,
     status: &mut ProjectRunStatus,
     run: &RunInfo,
@@ -452,7 +484,7 @@ async fn finish(
     ended: Option<Time>,
 ) -> Result<Outcome, Failure> {
     let completion = ended.unwrap_or_else(now);
-    end_run(ctx, run, phase, Some(&completion)).await?;
+    end_run(store, run, phase, Some(&completion)).await?;
     if status.phase != Some(phase) {
         let (reason, note) = match phase {
             Phase::Succeeded => ("RunFinished", format!("run {} FINISHED", run.run_uuid)),
@@ -468,7 +500,7 @@ async fn finish(
     status.phase = Some(phase);
     status.completion_time.get_or_insert(completion);
     if phase == Phase::Succeeded {
-        return register_model(ctx, obj, status, run).await;
+        return register_model(ctx, store, obj, status, run).await;
     }
     Ok(outcome_of(phase, status))
 }
@@ -479,6 +511,7 @@ async fn finish(
 /// `registeredVersion` finds it again. Then the alias moves to it.
 async fn register_model(
     ctx: &Context,
+    store: &Store,
     obj: &ProjectRun,
     status: &mut ProjectRunStatus,
     run: &RunInfo,
@@ -495,15 +528,14 @@ async fn register_model(
             let field = "spec.registerModel.modelRef";
             model_name_of(ctx, &namespace(obj), reference, field).await?
         }
-        (None, name) => ensure_registered_model(ctx, name.as_deref().unwrap_or_default()).await?,
+        (None, name) => ensure_registered_model(store, name.as_deref().unwrap_or_default()).await?,
     };
     let uid = obj.uid().unwrap_or_default();
-    let version = match registered_by(ctx, &name, &run.run_uuid, &uid).await? {
+    let version = match registered_by(store, &name, &run.run_uuid, &uid).await? {
         Some(version) => version,
         None => {
-            let model = run_model(ctx, run, &request.artifact_path).await?;
-            let registered = ctx
-                .store
+            let model = run_model(ctx, store, run, &request.artifact_path).await?;
+            let registered = store
                 .create_model_version(NewModelVersion {
                     name: name.clone(),
                     source: model.source,
@@ -518,7 +550,7 @@ async fn register_model(
     };
     if let Some(alias) = &request.alias {
         // As the REST API would: a RegisteredModel resource that declares the aliases keeps them.
-        ctx.store
+        store
             .set_registered_model_alias(&name, alias, version, Actor::Api)
             .await?;
     }
@@ -546,12 +578,8 @@ async fn register_model(
 
 /// The registered model `registerModel.modelName` names, created when missing as
 /// `mlflow.register_model` does.
-async fn ensure_registered_model(ctx: &Context, name: &str) -> Result<String, Failure> {
-    match ctx
-        .store
-        .create_registered_model(name, &[], None, None)
-        .await
-    {
+async fn ensure_registered_model(store: &Store, name: &str) -> Result<String, Failure> {
+    match store.create_registered_model(name, &[], None, None).await {
         Ok(_) | Err(store::Error::AlreadyExists(_)) => Ok(name.to_owned()),
         Err(error) => Err(error.into()),
     }
@@ -559,15 +587,14 @@ async fn ensure_registered_model(ctx: &Context, name: &str) -> Result<String, Fa
 
 /// The version of `name` this resource registered from `run_id`, if any.
 async fn registered_by(
-    ctx: &Context,
+    store: &Store,
     name: &str,
     run_id: &str,
     uid: &str,
 ) -> Result<Option<i64>, Failure> {
     let tag = KeyValue::new(RUN_UID_TAG, uid);
     // Run ids are hex: safe to put in the filter; the name and the tag are compared here.
-    let page = ctx
-        .store
+    let page = store
         .search_model_versions(&ModelVersionSearch {
             filter: format!("run_id = '{run_id}'"),
             max_results: MAX_MODEL_VERSIONS_PAGE,
@@ -595,12 +622,12 @@ struct ModelSource {
 /// no call to the tracking server, and a run holds both only if it logged the model twice.
 async fn run_model(
     ctx: &Context,
+    store: &Store,
     run: &RunInfo,
     artifact_path: &str,
 ) -> Result<ModelSource, Failure> {
     let artifact_path = artifact_path.trim_matches('/');
-    let logged = ctx
-        .store
+    let logged = store
         .search_logged_models(&LoggedModelSearch {
             experiment_ids: vec![run.experiment_id],
             filter: format!("source_run_id = '{}'", run.run_uuid),
@@ -621,7 +648,7 @@ async fn run_model(
     }
     let folder = format!("{}/{artifact_path}", run.artifact_uri.trim_end_matches('/'));
     let listing = match MlflowClient::new(ctx.config.tracking_url.as_str(), None) {
-        Ok(client) => has_mlmodel(&client, &folder).await,
+        Ok(client) => has_mlmodel(&client.in_workspace(store.workspace()), &folder).await,
         Err(error) => Err(error.into()),
     };
     let listing_failed = match listing {
@@ -647,7 +674,7 @@ async fn run_model(
 
 /// Writes the run status `phase` means, unless the run already ended.
 async fn end_run(
-    ctx: &Context,
+    store: &Store,
     run: &RunInfo,
     phase: Phase,
     ended: Option<&Time>,
@@ -656,7 +683,7 @@ async fn end_run(
         return Ok(());
     };
     let end_time = ended.map_or_else(now_millis, |time| time.0.as_millisecond());
-    ctx.store
+    store
         .end_run_if_unfinished(&run.run_uuid, run_status, end_time)
         .await?;
     Ok(())
@@ -737,6 +764,7 @@ fn finished_at(pod: &Pod) -> Option<Time> {
 /// a node that is gone) or stored is a Warning event, never a reason to leave the run open.
 async fn store_pod_log(
     ctx: &Context,
+    store: &Store,
     obj: &ProjectRun,
     pods: &Api<Pod>,
     pod_name: &str,
@@ -754,7 +782,8 @@ async fn store_pod_log(
             .await
             .map_err(|error| format!("reading it failed: {error}"))?;
         let client = MlflowClient::new(ctx.config.tracking_url.as_str(), None)
-            .map_err(|error| error.to_string())?;
+            .map_err(|error| error.to_string())?
+            .in_workspace(store.workspace());
         upload_artifact(&client, &uri, log.as_bytes())
             .await
             .map_err(|error| format!("uploading it to {uri} failed: {error}"))

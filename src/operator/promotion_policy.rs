@@ -1,5 +1,5 @@
 //! Reconciles a PromotionPolicy: copy it into the store, where every alias move and stage
-//! change is judged by it (the tracking server does not watch Kubernetes); forget it when the
+//! change of a model in its namespace's workspace is judged by it (the tracking server does not watch Kubernetes); forget it when the
 //! resource is deleted (finalizer: no owner reference reaches a store row).
 
 use kube::ResourceExt;
@@ -37,7 +37,7 @@ impl Reconciler for PromotionPolicy {
         let spec = stored_spec(self)
             .map_err(|message| Failure::Report(Outcome::not_ready(Reason::InvalidSpec, message)))?;
         let uid = self.uid().unwrap_or_default();
-        ctx.store
+        ctx.store_for(self)
             .put_promotion_policy(
                 &uid,
                 &self.namespace().unwrap_or_default(),
@@ -59,7 +59,7 @@ impl Reconciler for PromotionPolicy {
     }
 
     async fn cleanup(&self, ctx: &Context) -> Result<(), Failure> {
-        ctx.store
+        ctx.store_for(self)
             .delete_promotion_policy(&self.uid().unwrap_or_default())
             .await?;
         Ok(())

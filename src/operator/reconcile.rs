@@ -442,6 +442,45 @@ async fn patch_status<K: Reconciler>(
     })
 }
 
+/// The store of `obj`'s workspace, after moving into it what `obj` declared in `default`
+/// before namespaces were workspaces (see [`store::Store::move_owned_into_workspace`]); a
+/// Normal event `MovedToWorkspace` tells what moved.
+pub async fn owned_store<K: Reconciler>(ctx: &Context, obj: &K) -> Result<store::Store, Failure> {
+    let store = ctx.store_for(obj);
+    let moved = store
+        .move_owned_into_workspace(obj.uid().as_deref().unwrap_or_default())
+        .await?;
+    if !moved.is_empty() {
+        let names = moved
+            .experiments
+            .iter()
+            .map(|name| format!("experiment '{name}'"))
+            .chain(
+                moved
+                    .registered_models
+                    .iter()
+                    .map(|name| format!("registered model '{name}'")),
+            )
+            .collect::<Vec<_>>()
+            .join(", ");
+        let note = format!(
+            "moved {names} from workspace '{}' to workspace '{}', the namespace's",
+            store::DEFAULT_WORKSPACE,
+            store.workspace()
+        );
+        publish(
+            ctx,
+            obj,
+            EventType::Normal,
+            "MovedToWorkspace",
+            "Adopt",
+            &note,
+        )
+        .await;
+    }
+    Ok(store)
+}
+
 /// Publishes a Kubernetes Event about `obj`. Events are for people: failing to publish one is
 /// logged, never fatal.
 pub async fn publish<K: Reconciler>(

@@ -11,7 +11,7 @@ use kube::runtime::events::EventType;
 use kube::{Api, ResourceExt};
 
 use super::context::Context;
-use super::reconcile::{Failure, Reconciler, publish};
+use super::reconcile::{Failure, Reconciler, owned_store, publish};
 use super::shared::{AliasMove, alias_changes, owner_of, tag_changes, tags_of};
 use super::wake::concerns_model;
 use crate::crd::model_version::ModelRef;
@@ -19,9 +19,9 @@ use crate::crd::registered_model::{PROMOTIONS_PER_ALIAS, PromotionRecord};
 use crate::crd::{
     DeletionPolicy, Outcome, Reason, ReconcileState, RegisteredModel, RegisteredModelStatus,
 };
-use crate::store;
 use crate::store::notify::RegistryChange;
 use crate::store::registry::{Actor, OwnedField, Ownership, Promotion, PromotionPath, RegistryRef};
+use crate::store::{self, Store};
 
 /// The MLflow name of the model the RegisteredModel resource `reference` (in `namespace`)
 /// declares; `field` names where the reference is written, for the condition when it is
@@ -74,11 +74,11 @@ impl RegisteredModel {
     async fn report_promotions(
         &self,
         ctx: &Context,
+        store: &Store,
         status: &mut RegisteredModelStatus,
     ) -> Result<(), Failure> {
         let name = self.model_name();
-        let recent = ctx
-            .store
+        let recent = store
             .recent_alias_promotions(name, PROMOTIONS_PER_ALIAS)
             .await?;
         let reported = status.last_promotion_id.unwrap_or(0);
@@ -207,7 +207,7 @@ impl Reconciler for RegisteredModel {
     const NEEDS_FINALIZER: bool = true;
 
     fn wakes_on(&self, change: &RegistryChange) -> bool {
-        concerns_model(change, self.model_name())
+        concerns_model(change, self, self.model_name())
     }
 
     fn status(&self) -> Option<&RegisteredModelStatus> {
@@ -232,17 +232,17 @@ impl Reconciler for RegisteredModel {
         let uid = ownership.owner.uid.clone();
         let actor = Actor::Owner(&uid);
         status.model_name = Some(name.to_owned());
-        let model = match ctx.store.get_registered_model(name).await {
+        let store = owned_store(ctx, self).await?;
+        let model = match store.get_registered_model(name).await {
             Ok(_) => {
-                ctx.store
+                store
                     .set_owner(RegistryRef::Model(name), &ownership)
                     .await?;
-                ctx.store.get_registered_model(name).await?
+                store.get_registered_model(name).await?
             }
             Err(store::Error::NotFound { .. }) => {
                 let tags = tags_of(self.spec.tags.as_ref());
-                match ctx
-                    .store
+                match store
                     .create_registered_model(
                         name,
                         &tags,
@@ -254,10 +254,10 @@ impl Reconciler for RegisteredModel {
                     Ok(model) => model,
                     // Created meanwhile by someone else: adopt it.
                     Err(store::Error::AlreadyExists(_)) => {
-                        ctx.store
+                        store
                             .set_owner(RegistryRef::Model(name), &ownership)
                             .await?;
-                        ctx.store.get_registered_model(name).await?
+                        store.get_registered_model(name).await?
                     }
                     Err(error) => return Err(error.into()),
                 }
@@ -268,26 +268,23 @@ impl Reconciler for RegisteredModel {
         if let Some(description) = &self.spec.description
             && model.description.as_deref().unwrap_or_default() != description
         {
-            ctx.store
+            store
                 .update_registered_model(name, Some(description), actor)
                 .await?;
         }
         if let Some(tags) = &self.spec.tags {
             let changes = tag_changes(&model.tags, tags);
             for tag in &changes.set {
-                ctx.store.set_registered_model_tag(name, tag, actor).await?;
+                store.set_registered_model_tag(name, tag, actor).await?;
             }
             for key in &changes.delete {
-                ctx.store
-                    .delete_registered_model_tag(name, key, actor)
-                    .await?;
+                store.delete_registered_model_tag(name, key, actor).await?;
             }
         }
 
         if status.last_promotion_id.is_none() {
             // First look at this model: what happened before is history, not news.
-            let earlier = ctx
-                .store
+            let earlier = store
                 .recent_alias_promotions(name, PROMOTIONS_PER_ALIAS)
                 .await?;
             status.last_promotion_id =
@@ -297,8 +294,7 @@ impl Reconciler for RegisteredModel {
         if let Some(aliases) = &self.spec.aliases {
             let changes = alias_changes(&model.aliases, aliases);
             for AliasMove { alias, to } in &changes.set {
-                let moved = ctx
-                    .store
+                let moved = store
                     .set_registered_model_alias(name, alias, *to, actor)
                     .await;
                 match moved {
@@ -306,20 +302,20 @@ impl Reconciler for RegisteredModel {
                     Err(store::Error::NotFound { .. }) => missing.push(format!("{alias} → {to}")),
                     Err(error) => {
                         // The refusal is in the history: report it before failing.
-                        self.report_promotions(ctx, status).await?;
+                        self.report_promotions(ctx, &store, status).await?;
                         return Err(error.into());
                     }
                 }
             }
             for alias in &changes.delete {
-                ctx.store
+                store
                     .delete_registered_model_alias(name, alias, actor)
                     .await?;
             }
         }
-        self.report_promotions(ctx, status).await?;
+        self.report_promotions(ctx, &store, status).await?;
 
-        let model = ctx.store.get_registered_model(name).await?;
+        let model = store.get_registered_model(name).await?;
         status.latest_version = model.latest_versions.iter().map(|v| v.version).max();
         status.aliases = model.aliases.iter().cloned().collect();
         if !missing.is_empty() {
@@ -339,13 +335,14 @@ impl Reconciler for RegisteredModel {
     async fn cleanup(&self, ctx: &Context) -> Result<(), Failure> {
         let uid = self.uid().unwrap_or_default();
         let name = self.model_name();
+        let store = owned_store(ctx, self).await?;
         let result = match self.spec.deletion_policy {
             DeletionPolicy::Delete => {
-                ctx.store
+                store
                     .delete_registered_model(name, Actor::Owner(&uid))
                     .await
             }
-            DeletionPolicy::Retain => ctx.store.clear_owner(RegistryRef::Model(name), &uid).await,
+            DeletionPolicy::Retain => store.clear_owner(RegistryRef::Model(name), &uid).await,
         };
         match result {
             Ok(()) | Err(store::Error::NotFound { .. }) => Ok(()),

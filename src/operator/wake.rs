@@ -2,14 +2,17 @@
 //! API): one router reads the store's LISTEN/NOTIFY stream and asks each registered kind's
 //! cached resources whether a change concerns them ([`Reconciler::wakes_on`]), so a resource
 //! that depends on the change is reconciled within a second instead of at the next resync.
-//! A lost connection (Resync) wakes every resource of every registered kind.
+//! Changes carry their workspace, so only the followers in that namespace wake. A lost
+//! connection (Resync) wakes every resource of every registered kind.
 
 use std::time::Duration;
 
 use futures::StreamExt;
 use futures::channel::mpsc;
+use kube::Resource;
 use kube::runtime::reflector::{ObjectRef, Store as Cache};
 
+use super::context::workspace_of;
 use super::guard::Guarded;
 use super::reconcile::Reconciler;
 use crate::store::Store;
@@ -92,9 +95,15 @@ impl WakeRouter {
     }
 }
 
-/// Whether `change` is about the registered model `name` (under its new or its old name).
-pub fn concerns_model(change: &RegistryChange, name: &str) -> bool {
-    change.name == name || change.previous_name.as_deref() == Some(name)
+/// Whether `change` is about the registered model `name` (under its new or its old name) in
+/// the workspace of `follower`, its namespace: team-b's `churn` is not team-a's. A change
+/// without a workspace (from a server older than workspaces) may be about any of them.
+pub fn concerns_model<K: Resource>(change: &RegistryChange, follower: &K, name: &str) -> bool {
+    change
+        .workspace
+        .as_deref()
+        .is_none_or(|changed| changed == workspace_of(follower))
+        && (change.name == name || change.previous_name.as_deref() == Some(name))
 }
 
 #[cfg(test)]
@@ -115,17 +124,25 @@ mod tests {
     }
 
     fn model(name: &str, model_name: &str) -> RegisteredModel {
+        model_in("ml", name, model_name)
+    }
+
+    fn model_in(namespace: &str, name: &str, model_name: &str) -> RegisteredModel {
         from_yaml(&format!(
             "
 apiVersion: ferroflow.dev/v1alpha1
 kind: RegisteredModel
-metadata: {{name: {name}, namespace: ml}}
+metadata: {{name: {name}, namespace: {namespace}}}
 spec: {{modelName: {model_name}}}
 "
         ))
     }
 
     fn version(name: &str, model_name: Option<&str>) -> ModelVersion {
+        version_in("ml", name, model_name)
+    }
+
+    fn version_in(namespace: &str, name: &str, model_name: Option<&str>) -> ModelVersion {
         let status = model_name
             .map(|model| format!("status: {{modelName: {model}}}"))
             .unwrap_or_default();
@@ -133,7 +150,7 @@ spec: {{modelName: {model_name}}}
             "
 apiVersion: ferroflow.dev/v1alpha1
 kind: ModelVersion
-metadata: {{name: {name}, namespace: ml}}
+metadata: {{name: {name}, namespace: {namespace}}}
 spec: {{modelRef: {{name: whatever}}, version: 1}}
 {status}
 "
@@ -167,12 +184,13 @@ spec: {{modelRef: {{name: whatever}}, version: 1}}
 
         router.route(Some(&RegistryChange::new(
             ChangeKind::AliasSet,
+            "ml",
             "churn-model",
         )));
         assert_eq!(woken(&mut models), ["churn"]);
         assert_eq!(woken(&mut versions), ["churn-v1"]);
 
-        let mut renamed = RegistryChange::new(ChangeKind::ModelRenamed, "fraud-2");
+        let mut renamed = RegistryChange::new(ChangeKind::ModelRenamed, "ml", "fraud-2");
         renamed.previous_name = Some("fraud-model".to_owned());
         router.route(Some(&renamed));
         assert_eq!(woken(&mut models), ["fraud"]);
@@ -180,6 +198,7 @@ spec: {{modelRef: {{name: whatever}}, version: 1}}
 
         router.route(Some(&RegistryChange::new(
             ChangeKind::ModelDeleted,
+            "ml",
             "other",
         )));
         assert!(woken(&mut models).is_empty());
@@ -188,5 +207,40 @@ spec: {{modelRef: {{name: whatever}}, version: 1}}
         router.route(None);
         assert_eq!(woken(&mut models), ["churn", "fraud"]);
         assert_eq!(woken(&mut versions), ["churn-v1", "fraud-v1", "new"]);
+    }
+
+    #[test]
+    fn changes_wake_only_the_followers_in_their_workspace() {
+        let mut router = WakeRouter::default();
+        let mut models = router.register(cache_of(vec![
+            model_in("team-a", "a-churn", "churn"),
+            model_in("team-b", "b-churn", "churn"),
+        ]));
+        let mut versions = router.register(cache_of(vec![
+            version_in("team-a", "a-churn-v1", Some("churn")),
+            version_in("team-b", "b-churn-v1", Some("churn")),
+        ]));
+        router.route(Some(&RegistryChange::new(
+            ChangeKind::AliasSet,
+            "team-a",
+            "churn",
+        )));
+        assert_eq!(woken(&mut models), ["a-churn"]);
+        assert_eq!(woken(&mut versions), ["a-churn-v1"]);
+
+        router.route(Some(&RegistryChange::new(
+            ChangeKind::VersionCreated,
+            "team-c",
+            "churn",
+        )));
+        assert!(woken(&mut models).is_empty());
+        assert!(woken(&mut versions).is_empty());
+
+        // From a server older than workspaces: no workspace, so every `churn` may be concerned.
+        let mut unknown = RegistryChange::new(ChangeKind::AliasSet, "any", "churn");
+        unknown.workspace = None;
+        router.route(Some(&unknown));
+        assert_eq!(woken(&mut models), ["a-churn", "b-churn"]);
+        assert_eq!(woken(&mut versions), ["a-churn-v1", "b-churn-v1"]);
     }
 }

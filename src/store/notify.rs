@@ -6,13 +6,15 @@
 //! | field | when |
 //! |---|---|
 //! | `kind` | always: `version_created`, `version_deleted`, `stage_changed`, `alias_set`, `alias_deleted`, `model_renamed`, `model_deleted` |
+//! | `workspace` | always (from this release): the model's workspace; a payload without it (an older server) is about a model of any workspace |
 //! | `name` | always: the registered model's name (the new name for `model_renamed`) |
 //! | `version` | number; `version_*`, `stage_changed`, `alias_set` |
 //! | `alias` | `alias_set`, `alias_deleted` (a deleted version sends one `alias_deleted` per alias it had) |
 //! | `stage` | canonical stage; `stage_changed` (one per version archived by `archive_existing_versions` too), `version_created` (`None`) |
-//! | `previous_name` | `model_renamed` |
+//! | `previous_name` | `model_renamed` (the same name when a model moved into `workspace` from `default`: [`crate::store::Store::move_owned_into_workspace`]) |
 //!
-//! e.g. `{"kind":"alias_set","name":"churn","version":4,"alias":"champion"}`.
+//! e.g. `{"kind":"alias_set","workspace":"team-a","name":"churn","version":4,"alias":"champion"}`.
+//! Readers ignore fields they do not know, so an older operator reads a newer payload.
 //!
 //! [`crate::store::registry`] sends them with `pg_notify` inside the transaction that makes the
 //! change, so a notification arrives exactly when the change is visible, and never for a
@@ -53,6 +55,10 @@ pub enum ChangeKind {
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct RegistryChange {
     pub kind: ChangeKind,
+    /// The model's workspace; `None` only in a payload from a server older than workspaces,
+    /// which a reader takes as "any workspace" (waking too much is harmless, too little is not).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub workspace: Option<String>,
     /// The registered model's name (after the change, for a rename).
     pub name: String,
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -66,10 +72,11 @@ pub struct RegistryChange {
 }
 
 impl RegistryChange {
-    /// A change of `kind` to model `name`, the optional fields empty.
-    pub fn new(kind: ChangeKind, name: &str) -> Self {
+    /// A change of `kind` to model `name` of `workspace`, the optional fields empty.
+    pub fn new(kind: ChangeKind, workspace: &str, name: &str) -> Self {
         Self {
             kind,
+            workspace: Some(workspace.to_owned()),
             name: name.to_owned(),
             version: None,
             alias: None,
@@ -161,16 +168,33 @@ mod tests {
         let change = RegistryChange {
             version: Some(4),
             alias: Some("champion".into()),
-            ..RegistryChange::new(ChangeKind::AliasSet, "churn")
+            ..RegistryChange::new(ChangeKind::AliasSet, "team-a", "churn")
         };
         let json = serde_json::to_string(&change).unwrap();
         assert_eq!(
             json,
-            r#"{"kind":"alias_set","name":"churn","version":4,"alias":"champion"}"#
+            r#"{"kind":"alias_set","workspace":"team-a","name":"churn","version":4,"alias":"champion"}"#
         );
         assert_eq!(
             serde_json::from_str::<RegistryChange>(&json).unwrap(),
             change
         );
+    }
+
+    #[test]
+    fn payloads_of_older_and_newer_servers_still_parse() {
+        // An older server: no workspace, so any workspace's followers of `churn` are concerned.
+        let older: RegistryChange = serde_json::from_str(
+            r#"{"kind":"alias_set","name":"churn","version":4,"alias":"champion"}"#,
+        )
+        .unwrap();
+        assert_eq!(older.workspace, None);
+        assert_eq!(older.name, "churn");
+        // A newer server may add fields: they are skipped, not a parse failure.
+        let newer: RegistryChange = serde_json::from_str(
+            r#"{"kind":"version_created","workspace":"team-b","name":"churn","version":1,"actor":"x"}"#,
+        )
+        .unwrap();
+        assert_eq!(newer.workspace.as_deref(), Some("team-b"));
     }
 }

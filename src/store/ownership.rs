@@ -5,6 +5,10 @@
 //! its uid) may. Callers run [`check_writable`] inside the
 //! transaction of the write it guards, on the row that transaction read.
 //!
+//! Owned rows belong to the workspace of their owner's namespace;
+//! [`Store::move_owned_into_workspace`] brings those declared before namespaces were
+//! workspaces over from `default`.
+//!
 //! One encoding on every table (migration 0007): the owner's four names in `owner_namespace`,
 //! `owner_kind`, `owner_name`, `owner_uid` (all NULL when unowned), and in `owned_fields` the
 //! owned entries one per line, sorted: whole fields (`aliases`, `description`, `stage`, `tags`)
@@ -12,7 +16,10 @@
 
 pub use super::values::Owner;
 
-use super::{Error, Result};
+use super::error::is_unique_violation;
+use super::experiments::DEFAULT_EXPERIMENT_ID;
+use super::notify::{ChangeKind, Publish, RegistryChange};
+use super::{BeginWrite, DEFAULT_WORKSPACE, Error, Result, Store, with_pool};
 
 /// Who makes a change: the REST API (ownership enforced), anonymous or as an authenticated
 /// user, or the owning resource, by uid.
@@ -123,6 +130,107 @@ pub(crate) fn check_writable(
             owner: Box::new(owner.clone()),
         }),
         _ => Ok(()),
+    }
+}
+
+/// What [`Store::move_owned_into_workspace`] moved, by name.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Moved {
+    pub experiments: Vec<String>,
+    pub registered_models: Vec<String>,
+}
+
+impl Moved {
+    pub fn is_empty(&self) -> bool {
+        self.experiments.is_empty() && self.registered_models.is_empty()
+    }
+}
+
+impl Store {
+    /// Moves what the resource `uid` owns in workspace `default` into this store's workspace,
+    /// in one transaction: its experiment (runs, logged models and datasets follow its id) and
+    /// its registered model (versions, tags, aliases and history follow its id). This is the
+    /// upgrade path of resources reconciled while the operator wrote every namespace into
+    /// `default`: their objects move, nothing is copied or lost. The experiment `Default`
+    /// (id 0) stays. Nothing to move, or a store in `default`: no write, an empty answer. When
+    /// this workspace already has an object of the same name, nothing moves and the error
+    /// ([`Error::InvalidState`]) names it.
+    #[tracing::instrument(name = "store.move_owned_into_workspace", skip_all)]
+    pub async fn move_owned_into_workspace(&self, uid: &str) -> Result<Moved> {
+        let workspace = self.workspace();
+        if workspace == DEFAULT_WORKSPACE {
+            return Ok(Moved::default());
+        }
+        const EXPERIMENTS: &str =
+            "FROM experiments WHERE owner_uid = $1 AND workspace = $2 AND experiment_id != $3";
+        const MODELS: &str = "FROM registered_models WHERE owner_uid = $1 AND workspace = $2";
+        // Read first: the common case, nothing left in `default`, then takes no write lock.
+        let waiting = with_pool!(self, pool => {
+            let experiments = sqlx::query_scalar::<_, String>(&format!("SELECT name {EXPERIMENTS}"))
+                .bind(uid)
+                .bind(DEFAULT_WORKSPACE)
+                .bind(DEFAULT_EXPERIMENT_ID)
+                .fetch_all(pool)
+                .await?;
+            let models = sqlx::query_scalar::<_, String>(&format!("SELECT name {MODELS}"))
+                .bind(uid)
+                .bind(DEFAULT_WORKSPACE)
+                .fetch_all(pool)
+                .await?;
+            Moved { experiments, registered_models: models }
+        });
+        if waiting.is_empty() {
+            return Ok(waiting);
+        }
+        // What a failed move answers: a unique violation means the workspace has one of the name.
+        let taken = |error: sqlx::Error, what: &str, names: &[String]| {
+            if !is_unique_violation(&error) {
+                return Error::from(error);
+            }
+            Error::InvalidState(format!(
+                "{what} {} declared by this resource is in workspace '{DEFAULT_WORKSPACE}' (it \
+                 was reconciled before namespaces were workspaces) and cannot move to workspace \
+                 '{workspace}', which already has one of that name: rename or delete one of them",
+                names
+                    .iter()
+                    .map(|name| format!("'{name}'"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))
+        };
+        with_pool!(self, pool => {
+            let mut tx = pool.begin_write().await?;
+            let experiments = sqlx::query_scalar::<_, String>(&format!(
+                "UPDATE experiments SET workspace = $4 WHERE experiment_id IN (SELECT experiment_id {EXPERIMENTS}) RETURNING name"
+            ))
+            .bind(uid)
+            .bind(DEFAULT_WORKSPACE)
+            .bind(DEFAULT_EXPERIMENT_ID)
+            .bind(workspace)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(|error| taken(error, "experiment", &waiting.experiments))?;
+            let models = sqlx::query_scalar::<_, String>(&format!(
+                "UPDATE registered_models SET workspace = $3 WHERE registered_model_id IN (SELECT registered_model_id {MODELS}) RETURNING name"
+            ))
+            .bind(uid)
+            .bind(DEFAULT_WORKSPACE)
+            .bind(workspace)
+            .fetch_all(&mut *tx)
+            .await
+            .map_err(|error| taken(error, "registered model", &waiting.registered_models))?;
+            // Who follows the model in this workspace learns it is here now.
+            let changes: Vec<RegistryChange> = models
+                .iter()
+                .map(|name| RegistryChange {
+                    previous_name: Some(name.clone()),
+                    ..RegistryChange::new(ChangeKind::ModelRenamed, workspace, name)
+                })
+                .collect();
+            tx.publish(&changes).await?;
+            tx.commit().await?;
+            Ok(Moved { experiments, registered_models: models })
+        })
     }
 }
 

@@ -651,6 +651,8 @@ mod policies {
     }
 
     async fn four_eyes_needs_the_tag_set_by_someone_other_than_the_creator(store: Store) {
+        // A policy governs the models of its namespace's workspace.
+        let store = store.in_workspace("team-a");
         let four_eyes = Rule::Tag(TagRule {
             key: "approved".into(),
             value: Some("true".into()),
@@ -778,6 +780,8 @@ mod policies {
     }
 
     async fn versions_and_their_tags_record_who_wrote_them(store: Store) {
+        // A policy governs the models of its namespace's workspace.
+        let store = store.in_workspace("team-a");
         let resource = Owner {
             namespace: "team-a".into(),
             kind: "ModelVersion".into(),
@@ -855,6 +859,8 @@ mod policies {
     }
 
     async fn a_failed_rule_refuses_the_move_and_the_refusal_is_recorded(store: Store) {
+        // A policy governs the models of its namespace's workspace.
+        let store = store.in_workspace("team-a");
         store
             .put_promotion_policy(
                 "uid-gate",
@@ -949,6 +955,8 @@ mod policies {
     }
 
     async fn relative_rules_compare_with_the_version_holding_the_target(store: Store) {
+        // A policy governs the models of its namespace's workspace.
+        let store = store.in_workspace("team-a");
         let relative = Rule::Metric(MetricRule {
             name: "val_auc".into(),
             min: None,
@@ -996,6 +1004,8 @@ mod policies {
     }
 
     async fn stage_transitions_and_rollbacks_pass_the_same_gate(store: Store) {
+        // A policy governs the models of its namespace's workspace.
+        let store = store.in_workspace("team-a");
         store
             .create_registered_model("gated-stage", &[], None, None)
             .await
@@ -1075,6 +1085,8 @@ mod policies {
     }
 
     async fn a_dwell_rule_refuses_until_the_predecessor_was_held_long_enough(store: Store) {
+        // A policy governs the models of its namespace's workspace.
+        let store = store.in_workspace("team-a");
         let dwell = Rule::Predecessor(PredecessorRule {
             alias: Some("challenger".into()),
             stage: None,
@@ -1129,6 +1141,8 @@ mod policies {
     }
 
     async fn a_dry_run_judges_without_moving_or_recording(store: Store) {
+        // A policy governs the models of its namespace's workspace.
+        let store = store.in_workspace("team-a");
         store
             .put_promotion_policy("uid-dry", "team-a", "gate", &gate(vec![auc_at_least(0.9)]))
             .await
@@ -1162,6 +1176,8 @@ mod policies {
     }
 
     async fn a_model_metadata_rule_reads_what_the_tracking_server_recorded(store: Store) {
+        // A policy governs the models of its namespace's workspace.
+        let store = store.in_workspace("team-a");
         let documented = Rule::ModelMetadata(ModelMetadataRule {
             any_of: vec![ModelMetadata::Signature, ModelMetadata::InputExample],
         });

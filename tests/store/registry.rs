@@ -1308,7 +1308,7 @@ async fn notifications_announce_versions_aliases_and_stages(store: Store) {
             version,
             alias: alias.map(str::to_owned),
             stage: stage.map(str::to_owned),
-            ..RegistryChange::new(kind, "watched")
+            ..RegistryChange::new(kind, "default", "watched")
         };
     let expected = vec![
         change(ChangeKind::VersionCreated, Some(1), None, Some("None")),

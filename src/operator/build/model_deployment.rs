@@ -22,8 +22,10 @@ use kube::core::{ApiResource, DynamicObject, GroupVersionKind, TypeMeta};
 use serde_json::json;
 
 use super::{Role, labels, owned_meta, owner_reference};
+use crate::client::WORKSPACE_ENV;
 use crate::crd::ModelDeployment;
 use crate::crd::model_deployment::{GatewayRef, Leg};
+use crate::operator::context::workspace_of;
 
 /// Pod-template annotation: the version the Pods serve. A new value is a rolling update.
 pub const VERSION_ANNOTATION: &str = "ferroflow.dev/model-version";
@@ -423,11 +425,19 @@ pub fn deployment(
             model_uri,
             format!("{DOWNLOAD_DIR}/{MODEL_SUBDIR}"),
         ]),
-        env: Some(vec![EnvVar {
-            name: "MLFLOW_TRACKING_URI".to_owned(),
-            value: Some(settings.tracking_uri.clone()),
-            value_from: None,
-        }]),
+        env: Some(vec![
+            EnvVar {
+                name: "MLFLOW_TRACKING_URI".to_owned(),
+                value: Some(settings.tracking_uri.clone()),
+                value_from: None,
+            },
+            // The model is in the workspace of the resource's namespace.
+            EnvVar {
+                name: WORKSPACE_ENV.to_owned(),
+                value: Some(workspace_of(resource).to_owned()),
+                value_from: None,
+            },
+        ]),
         volume_mounts: Some(vec![VolumeMount {
             name: MODEL_VOLUME.to_owned(),
             mount_path: DOWNLOAD_DIR.to_owned(),
@@ -710,10 +720,13 @@ mod tests {
                                 "/usr/local/bin/ferroflow", "model", "download",
                                 format!("models:/fraud/{version}"), "/downloads/model",
                             ],
-                            "env": [{
-                                "name": "MLFLOW_TRACKING_URI",
-                                "value": "http://ferroflow.ferroflow-system.svc:5000",
-                            }],
+                            "env": [
+                                {
+                                    "name": "MLFLOW_TRACKING_URI",
+                                    "value": "http://ferroflow.ferroflow-system.svc:5000",
+                                },
+                                {"name": "MLFLOW_WORKSPACE", "value": "ml"},
+                            ],
                             "volumeMounts": [{"name": "model", "mountPath": "/downloads"}],
                             "securityContext": restricted(),
                             "terminationMessagePolicy": "FallbackToLogsOnError",

@@ -2,7 +2,8 @@
 //! `ferroflow` binary (from the operator's image) into a shared volume and, for a `source`,
 //! downloads the project through the tracking server; the main container runs
 //! `ferroflow run PROJECT -e ENTRY -P … --run-id ID` in the user's image with
-//! `MLFLOW_TRACKING_URI` set to the in-cluster URL from the operator's settings. When retries
+//! `MLFLOW_TRACKING_URI` set to the in-cluster URL from the operator's settings and
+//! `MLFLOW_WORKSPACE` to the run's workspace. When retries
 //! are asked for (`backoffLimit` above 0) the same Pod is the template of a Job.
 
 use std::collections::BTreeMap;
@@ -15,6 +16,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use url::Url;
 
 use super::{Role, owned_meta};
+use crate::client::WORKSPACE_ENV;
 use crate::crd::ProjectRun;
 
 /// What the run's Pod is, for its labels.
@@ -50,6 +52,8 @@ pub struct PodInputs<'a> {
     pub run_id: &'a str,
     /// `MLFLOW_TRACKING_URI` of the Pod (the operator's in-cluster tracking URL).
     pub tracking_url: &'a Url,
+    /// `MLFLOW_WORKSPACE` of the Pod: the run's workspace.
+    pub workspace: &'a str,
     /// The image holding the ferroflow binary (the operator's own).
     pub ferroflow_image: &'a str,
 }
@@ -172,9 +176,13 @@ fn pod_spec(run: &ProjectRun, inputs: &PodInputs<'_>) -> PodSpec {
     volumes.extend(spec.volumes.iter().cloned());
     main_mounts.extend(spec.volume_mounts.iter().cloned());
 
+    let tracking_env = [
+        env_var("MLFLOW_TRACKING_URI", inputs.tracking_url.as_str()),
+        env_var(WORKSPACE_ENV, inputs.workspace),
+    ];
     let mut env = spec.env.clone();
-    // Last, so nothing above can point the run at another server.
-    env.push(env_var("MLFLOW_TRACKING_URI", inputs.tracking_url.as_str()));
+    // Last, so nothing above can point the run at another server or workspace.
+    env.extend(tracking_env.iter().cloned());
 
     let mut args = vec![
         "run".to_owned(),
@@ -198,10 +206,7 @@ fn pod_spec(run: &ProjectRun, inputs: &PodInputs<'_>) -> PodSpec {
             image: Some(inputs.ferroflow_image.to_owned()),
             command: Some(vec![IMAGE_BINARY.to_owned()]),
             args: Some(init_args),
-            env: Some(vec![env_var(
-                "MLFLOW_TRACKING_URI",
-                inputs.tracking_url.as_str(),
-            )]),
+            env: Some(tracking_env.to_vec()),
             volume_mounts: Some(init_mounts),
             ..Container::default()
         }]),
@@ -315,6 +320,7 @@ spec:
             &PodInputs {
                 run_id: RUN_ID,
                 tracking_url: &url,
+                workspace: "ml",
                 ferroflow_image: "ghcr.io/ferroflow/ferroflow:0.1.0",
             },
         );
@@ -341,7 +347,8 @@ spec:
                         "command": ["/usr/local/bin/ferroflow"],
                         "args": ["project-init", "--binary-to", "/ferroflow/bin/ferroflow"],
                         "env": [{"name": "MLFLOW_TRACKING_URI",
-                                 "value": "http://ferroflow.ferroflow-system.svc:5000/"}],
+                                 "value": "http://ferroflow.ferroflow-system.svc:5000/"},
+                                {"name": "MLFLOW_WORKSPACE", "value": "ml"}],
                         "volumeMounts": [{"name": "ferroflow-bin", "mountPath": "/ferroflow/bin"}],
                     }],
                     "containers": [{
@@ -355,6 +362,7 @@ spec:
                             {"name": "A", "value": "1"},
                             {"name": "MLFLOW_TRACKING_URI",
                              "value": "http://ferroflow.ferroflow-system.svc:5000/"},
+                            {"name": "MLFLOW_WORKSPACE", "value": "ml"},
                         ],
                         "envFrom": [{"secretRef": {"name": "creds"}}],
                         "resources": {"limits": {"cpu": "2"}},
@@ -386,11 +394,13 @@ spec:
             &PodInputs {
                 run_id: RUN_ID,
                 tracking_url: &url,
+                workspace: "ml",
                 ferroflow_image: "ferroflow:dev",
             },
         );
-        let tracking_env = json!({"name": "MLFLOW_TRACKING_URI",
-                                  "value": "http://ferroflow.ferroflow-system.svc:5000/"});
+        let tracking_env = json!([{"name": "MLFLOW_TRACKING_URI",
+                                   "value": "http://ferroflow.ferroflow-system.svc:5000/"},
+                                  {"name": "MLFLOW_WORKSPACE", "value": "ml"}]);
         assert_eq!(
             serde_json::to_value(&built).unwrap(),
             json!({
@@ -410,7 +420,7 @@ spec:
                         "command": ["/usr/local/bin/ferroflow"],
                         "args": ["project-init", "--binary-to", "/ferroflow/bin/ferroflow",
                                  "--source", "runs:/0123/project", "--into", "/ferroflow/project"],
-                        "env": [tracking_env],
+                        "env": tracking_env,
                         "volumeMounts": [
                             {"name": "ferroflow-bin", "mountPath": "/ferroflow/bin"},
                             {"name": "ferroflow-project", "mountPath": "/ferroflow/project"},
@@ -421,7 +431,7 @@ spec:
                         "image": "python:3.12",
                         "command": ["/ferroflow/bin/ferroflow"],
                         "args": ["run", "/ferroflow/project", "-e", "main", "--run-id", RUN_ID],
-                        "env": [tracking_env],
+                        "env": tracking_env,
                         "volumeMounts": [
                             {"name": "ferroflow-bin", "mountPath": "/ferroflow/bin", "readOnly": true},
                             {"name": "ferroflow-project", "mountPath": "/ferroflow/project"},
@@ -453,10 +463,12 @@ spec:
         let inputs = PodInputs {
             run_id: RUN_ID,
             tracking_url: &url,
+            workspace: "ml",
             ferroflow_image: "ferroflow:dev",
         };
-        let tracking_env = json!({"name": "MLFLOW_TRACKING_URI",
-                                  "value": "http://ferroflow.ferroflow-system.svc:5000/"});
+        let tracking_env = json!([{"name": "MLFLOW_TRACKING_URI",
+                                   "value": "http://ferroflow.ferroflow-system.svc:5000/"},
+                                  {"name": "MLFLOW_WORKSPACE", "value": "ml"}]);
         assert_eq!(
             serde_json::to_value(job(&run, &inputs)).unwrap(),
             json!({
@@ -483,7 +495,7 @@ spec:
                                 "image": "ferroflow:dev",
                                 "command": ["/usr/local/bin/ferroflow"],
                                 "args": ["project-init", "--binary-to", "/ferroflow/bin/ferroflow"],
-                                "env": [tracking_env],
+                                "env": tracking_env,
                                 "volumeMounts": [{"name": "ferroflow-bin", "mountPath": "/ferroflow/bin"}],
                             }],
                             "containers": [{
@@ -491,7 +503,7 @@ spec:
                                 "image": "ghcr.io/example/fraud:1",
                                 "command": ["/ferroflow/bin/ferroflow"],
                                 "args": ["run", "/app", "-e", "main", "--run-id", RUN_ID],
-                                "env": [tracking_env],
+                                "env": tracking_env,
                                 "volumeMounts": [
                                     {"name": "ferroflow-bin", "mountPath": "/ferroflow/bin", "readOnly": true},
                                 ],

@@ -53,7 +53,7 @@ impl Store {
                 tx.publish(&[RegistryChange {
                     version: Some(version),
                     alias: Some(alias.to_owned()),
-                    ..RegistryChange::new(ChangeKind::AliasSet, name)
+                    ..RegistryChange::new(ChangeKind::AliasSet, self.workspace(), name)
                 }])
                 .await?;
             }
@@ -88,7 +88,7 @@ impl Store {
                 tx.append_promotions(&model, &who, &[entry]).await?;
                 tx.publish(&[RegistryChange {
                     alias: Some(alias.to_owned()),
-                    ..RegistryChange::new(ChangeKind::AliasDeleted, name)
+                    ..RegistryChange::new(ChangeKind::AliasDeleted, self.workspace(), name)
                 }])
                 .await?;
             }

@@ -172,7 +172,7 @@ impl Store {
                         .await?;
                     tx.publish(&[RegistryChange {
                         previous_name: Some(name.to_owned()),
-                        ..RegistryChange::new(ChangeKind::ModelRenamed, new_name)
+                        ..RegistryChange::new(ChangeKind::ModelRenamed, self.workspace(), new_name)
                     }])
                     .await?;
                     tx.commit().await?;
@@ -222,7 +222,7 @@ impl Store {
                 .bind(model.registered_model_id)
                 .execute(&mut *tx)
                 .await?;
-            tx.publish(&[RegistryChange::new(ChangeKind::ModelDeleted, name)]).await?;
+            tx.publish(&[RegistryChange::new(ChangeKind::ModelDeleted, self.workspace(), name)]).await?;
             tx.commit().await?;
         });
         Ok(())

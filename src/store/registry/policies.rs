@@ -453,7 +453,12 @@ pub(super) fn denial(
 /// The lookups evaluation needs, inside the caller's transaction; one implementation per
 /// connection type.
 pub(super) trait PolicyTx {
-    fn policies(&mut self) -> impl Future<Output = Result<Vec<Policy>>> + Send + '_;
+    /// The policies of `workspace`: a PromotionPolicy governs the models of its own namespace
+    /// only, as another team's model of the same name is another model.
+    fn policies<'a>(
+        &'a mut self,
+        workspace: &'a str,
+    ) -> impl Future<Output = Result<Vec<Policy>>> + Send + 'a;
     /// The latest value of metric `key` on the source run of a version (its run, else its
     /// logged model's source run); NaN counts as missing.
     fn version_metric<'a>(
@@ -495,10 +500,11 @@ pub(super) trait PolicyTx {
 macro_rules! impl_policy_tx {
     ($connection:ty) => {
         impl PolicyTx for $connection {
-            async fn policies(&mut self) -> Result<Vec<Policy>> {
+            async fn policies(&mut self, workspace: &str) -> Result<Vec<Policy>> {
                 let rows = sqlx::query_as::<_, (String, String, String)>(
-                    "SELECT namespace, name, spec FROM promotion_policies ORDER BY namespace, name",
+                    "SELECT namespace, name, spec FROM promotion_policies WHERE namespace = $1 ORDER BY name",
                 )
+                .bind(workspace)
                 .fetch_all(&mut *self)
                 .await?;
                 Ok(rows
@@ -632,8 +638,8 @@ fn unreadable_spec() -> PolicySpec {
     }
 }
 
-/// Every rule of every policy guarding `target` of `model`, judged for `candidate`. Empty
-/// when no policy guards it.
+/// Every rule of every policy of the model's workspace guarding `target` of `model`, judged
+/// for `candidate`. Empty when no policy guards it.
 pub(super) async fn evaluate<C: PolicyTx + Send>(
     connection: &mut C,
     model: &ModelRow,
@@ -642,7 +648,7 @@ pub(super) async fn evaluate<C: PolicyTx + Send>(
 ) -> Result<Vec<RuleResult>> {
     let model_id = model.registered_model_id;
     let mut results = Vec::new();
-    for policy in connection.policies().await? {
+    for policy in connection.policies(&model.workspace).await? {
         if !policy.guards(&model.name, target) {
             continue;
         }

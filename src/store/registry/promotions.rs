@@ -290,7 +290,7 @@ pub(super) async fn refused<C: PolicyTx + PromotionTx + Publish + Send>(
             version: Some(candidate),
             alias,
             stage,
-            ..RegistryChange::new(ChangeKind::PromotionDenied, &model.name)
+            ..RegistryChange::new(ChangeKind::PromotionDenied, &model.workspace, &model.name)
         }])
         .await?;
     Ok(Some(Error::PolicyDenied(message)))
@@ -504,7 +504,7 @@ impl Store {
             tx.publish(&[RegistryChange {
                 version: Some(previous),
                 alias: Some(alias.to_owned()),
-                ..RegistryChange::new(ChangeKind::AliasSet, name)
+                ..RegistryChange::new(ChangeKind::AliasSet, self.workspace(), name)
             }])
             .await?;
             tx.commit().await?;

@@ -96,7 +96,7 @@ impl Store {
             tx.publish(&[RegistryChange {
                 version: Some(version),
                 stage: Some(Stage::None.as_str().to_owned()),
-                ..RegistryChange::new(ChangeKind::VersionCreated, &new.name)
+                ..RegistryChange::new(ChangeKind::VersionCreated, self.workspace(), &new.name)
             }])
             .await?;
             tx.commit().await?;
@@ -223,7 +223,7 @@ impl Store {
                     changes.push(RegistryChange {
                         version: Some(other.version),
                         stage: Some(Stage::Archived.as_str().to_owned()),
-                        ..RegistryChange::new(ChangeKind::StageChanged, name)
+                        ..RegistryChange::new(ChangeKind::StageChanged, self.workspace(), name)
                     });
                 }
                 sqlx::query(
@@ -255,7 +255,7 @@ impl Store {
             changes.push(RegistryChange {
                 version: Some(version),
                 stage: Some(stage.as_str().to_owned()),
-                ..RegistryChange::new(ChangeKind::StageChanged, name)
+                ..RegistryChange::new(ChangeKind::StageChanged, self.workspace(), name)
             });
             tx.publish(&changes).await?;
             tx.commit().await?;
@@ -318,12 +318,12 @@ impl Store {
                 .into_iter()
                 .map(|alias| RegistryChange {
                     alias: Some(alias),
-                    ..RegistryChange::new(ChangeKind::AliasDeleted, name)
+                    ..RegistryChange::new(ChangeKind::AliasDeleted, self.workspace(), name)
                 })
                 .collect();
             changes.push(RegistryChange {
                 version: Some(version),
-                ..RegistryChange::new(ChangeKind::VersionDeleted, name)
+                ..RegistryChange::new(ChangeKind::VersionDeleted, self.workspace(), name)
             });
             tx.publish(&changes).await?;
             tx.commit().await?;
