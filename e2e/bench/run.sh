@@ -38,10 +38,11 @@
 # BENCH_LOG_METRIC_DURATION (10 s) / _REQUESTS (20000 per client), BENCH_SEARCH_CLIENTS (4),
 # BENCH_SEARCH_DURATION (20 s) / _QUERIES (400), BENCH_KEEPALIVE_REQUESTS (200),
 # BENCH_WARMUP_WINDOW (10 s), BENCH_WARMUP_TOLERANCE (0.05), BENCH_WARMUP_MAX (12 windows),
-# BENCH_QUIET_MAX (120 s), BENCH_QUIET_SHARE (0.25 of a core), BENCH_CROSSCHECK_DURATION (10 s), BENCH_CROSSCHECK_CLIENT (aiohttp |
-# mlflow), BENCH_SERVERS, BENCH_OUT (e2e/bench/results.md), BENCH_KEEP_DBS=1 keeps the
-# databases, FERROFLOW_BENCH_STATE (logs; default /tmp/ferroflow-bench). PostgreSQL:
-# e2e/setup/postgres.sh's cluster (FERROFLOW_E2E_STATE / FERROFLOW_PG_PORT choose which).
+# BENCH_QUIET_MAX (120 s), BENCH_QUIET_SHARE (0.25 of a core), BENCH_CROSSCHECK_DURATION
+# (10 s), BENCH_CROSSCHECK_CLIENT (aiohttp | mlflow), BENCH_SERVERS, BENCH_OUT
+# (e2e/bench/results.md), BENCH_KEEP_DBS=1 keeps the databases, FERROFLOW_BENCH_STATE (logs;
+# default /tmp/ferroflow-bench). PostgreSQL: e2e/setup/postgres.sh's cluster
+# (FERROFLOW_E2E_STATE / FERROFLOW_PG_PORT choose which).
 #
 # A benchmark, not a test: CI never runs it. Traffic goes to 127.0.0.1 only.
 set -euo pipefail
