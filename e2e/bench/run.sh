@@ -283,7 +283,11 @@ stop_server() {
     if group_alive "$server_pid"; then
       log "server group $server_pid did not stop within 30 s of SIGTERM; SIGKILL"
       kill -KILL -- "-$server_pid" 2>/dev/null || true
-      while group_alive "$server_pid"; do sleep 0.2; done
+      deadline=$((SECONDS + 10))
+      while group_alive "$server_pid" && (( SECONDS < deadline )); do sleep 0.2; done
+      if group_alive "$server_pid"; then
+        die "server group $server_pid survived SIGKILL: the next server would not run alone"
+      fi
     fi
   fi
   server_pid=""
