@@ -1,16 +1,19 @@
 #!/usr/bin/env python3
 """Checks that the seeded search experiment reads back identically through every server's API.
 
-    python3 e2e/bench/check_seed.py RUNS NAME=URL=EXPERIMENT_ID ...
+    python3 e2e/bench/check_seed.py [--reference FILE] RUNS NAME=URL=EXPERIMENT_ID ...
 
 Compares a sample of runs (found by name through runs/search) field by field: name, start time,
 status, user, params, tags, latest metrics, and each metric's full history; and the number of
-runs in the experiment. Prints one JSON line; exits 1 on any difference. Standard library only.
+runs in the experiment. With --reference, servers that never run at the same time are compared:
+the first call writes its first server's sample to FILE, later calls compare against it. Prints
+one JSON line; exits 1 on any difference. Standard library only.
 """
 
 from __future__ import annotations
 
 import json
+import os
 import sys
 import urllib.parse
 import urllib.request
@@ -63,15 +66,28 @@ def count(url, exp):
 
 
 def main():
-    total = int(sys.argv[1])
-    servers = [a.split("=", 2) for a in sys.argv[2:]]
+    argv = sys.argv[1:]
+    reference_file = None
+    if argv[:1] == ["--reference"]:
+        reference_file, argv = argv[1], argv[2:]
+    total = int(argv[0])
+    servers = [a.split("=", 2) for a in argv[1:]]
     sample = sorted({0, 1, total // 3, total // 2, total - 1})
     problems = []
     reference = None
+    if reference_file and os.path.exists(reference_file):
+        with open(reference_file) as f:
+            saved = json.load(f)
+        reference = (saved["server"], {int(i): s for i, s in saved["sample"].items()})
     for name, url, exp in servers:
-        snaps = {i: snapshot(url, exp, f"run-{i:05}") for i in sample}
+        # through JSON, so that a sample read back from the reference file compares equal
+        snaps = {int(i): s for i, s in json.loads(json.dumps(
+            {i: snapshot(url, exp, f"run-{i:05}") for i in sample})).items()}
         if reference is None:
             reference = (name, snaps)
+            if reference_file:
+                with open(reference_file, "w") as f:
+                    json.dump({"server": name, "sample": snaps}, f)
         else:
             for i in sample:
                 if snaps[i] != reference[1][i]:

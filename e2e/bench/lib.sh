@@ -17,3 +17,17 @@ group_alive() {
   done
   return 1
 }
+
+# group_cpu_ticks PGID: CPU time (utime + stime, clock ticks) of the live processes of that group
+group_cpu_ticks() {
+  local f rest total=0
+  local -a fields
+  for f in /proc/[0-9]*/stat; do
+    { read -r rest <"$f"; } 2>/dev/null || continue
+    rest="${rest##*) }"
+    read -r -a fields <<<"$rest"
+    # after "(comm) ": state ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt utime stime
+    [[ "${fields[2]}" == "$1" ]] && total=$((total + fields[11] + fields[12]))
+  done
+  echo "$total"
+}

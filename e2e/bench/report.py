@@ -3,8 +3,9 @@
 
     python3 e2e/bench/report.py RAW.jsonl [COMMANDS.txt] > results.md
 
-Every number in the main table is the median over the repetitions (RSS: one reading after all
-the load). Standard library only.
+Every number in the main table is the median over the rounds (each server measured alone, once
+per round). Warm-up windows are not measurements: they only appear in the warm-up verdicts.
+Standard library only.
 """
 
 from __future__ import annotations
@@ -21,6 +22,10 @@ LABELS = {
     "mlflow-gunicorn": "MLflow gunicorn, 4 workers",
 }
 MLFLOWS = ["mlflow-default", "mlflow-gunicorn"]
+# Issue #20's targets against MLflow's faster configuration: (log-batch, log-metric) ratios
+TARGETS = {"postgres": (20, 30), "sqlite": (10, 10)}
+# the independent client's figure may differ from loadgen's by this much before the row is flagged
+CROSSCHECK_TOLERANCE = 0.20
 
 
 def load(path):
@@ -47,6 +52,13 @@ def fmt(x, digits=None):
     if digits is None:
         digits = 0 if abs(x) >= 100 else (1 if abs(x) >= 10 else 2)
     return f"{x:,.{digits}f}"
+
+
+def differ(a, b):
+    """Relative difference of two rates, or None."""
+    if not a or not b:
+        return None
+    return abs(a - b) / max(a, b)
 
 
 def role(process):
@@ -78,6 +90,14 @@ def main():
             pass
     facts = next((r for r in rows if r["measure"] == "facts"), {})
     end = next((r for r in rows if r["measure"] == "end"), {})
+    backend = facts.get("backend", "postgres")
+    lb_target, lm_target = TARGETS.get(backend, TARGETS["postgres"])
+    if backend == "sqlite":
+        for k in LABELS:
+            LABELS[k] += " (SQLite)"
+    # warm-up windows are reported as verdicts only, never as measurements
+    warmups = [r for r in rows if r["measure"] == "warm-up"]
+    rows = [r for r in rows if r.get("phase") != "warm-up"]
     present = [s for s in SERVERS if any(r.get("server") == s for r in rows)]
     mlflows = [s for s in MLFLOWS if s in present]
 
@@ -87,8 +107,9 @@ def main():
     first_errors = {}
     per_query = defaultdict(lambda: defaultdict(list))  # (server, max_results) -> query -> [summaries]
     returned = defaultdict(dict)  # (max_results, query) -> server -> runs returned
-    rss = {}
+    rss = defaultdict(list)
     seeds = {}
+    turns = {}  # (server, rep) -> everything of that server's turn, for the per-turn table
     reps = set()
 
     def add(server, key, value):
@@ -97,6 +118,8 @@ def main():
     for r in rows:
         s = r.get("server")
         m = r["measure"]
+        if s is not None and "rep" in r:
+            turns.setdefault((s, str(r["rep"])), {})[m] = r
         if "rep" in r:
             reps.add(r["rep"])
         if r.get("errors"):
@@ -130,20 +153,30 @@ def main():
             add(s, "ka_pen", r["penalty_p50_ms"])
             add(s, "ka_conns", r["kept_alive_connections_opened"])
             add(s, "ka_n", r["requests"])
+        elif m == "crosscheck-log-batch":
+            add(s, "lb_x_pts", r.get("points_per_s"))
+        elif m == "crosscheck-log-metric":
+            add(s, "lm_x_rps", r.get("requests_per_s"))
         elif m == "rss":
-            rss[s] = r
+            rss[s].append(r)
         elif m == "seed":
             seeds[s] = r
 
     def value(server, key):
         return med(series.get((server, key), []))
 
+    def rss_value(server, key):
+        return med([r.get(key) for r in rss.get(server, [])])
+
     out = []
     w = out.append
     w("# ferroflow vs MLflow tracking server: benchmark results")
     w("")
-    w(f"Produced by `bash e2e/bench/run.sh`; {len(reps)} repetition(s), every number is the "
-      "median over them (RSS: one reading after all the load). See e2e/bench/README.md for what "
+    cmd = "BENCH_BACKEND=sqlite bash e2e/bench/run.sh" if backend == "sqlite" else "bash e2e/bench/run.sh"
+    w(f"Produced by `{cmd}` at commit {facts.get('commit', '?')}; {len(reps)} round(s), each "
+      "server started on a fresh database, seeded, warmed up until two successive warm-up "
+      "windows agreed, measured and stopped before the next one started (no other server "
+      "running). Every number is the median over the rounds. See e2e/bench/README.md for what "
       "each number means and the caveats.")
     w("")
     w("## Machine")
@@ -151,8 +184,12 @@ def main():
     w(f"- {facts.get('cores')} cores ({facts.get('cpu')}), {facts.get('memory_gib')} GiB memory, "
       f"Linux {facts.get('kernel')}; load average at start {' '.join(facts.get('loadavg_start', []))}, "
       f"at end {' '.join(end.get('loadavg_end', []))} (the cores are shared with other work)")
-    w(f"- PostgreSQL {facts.get('postgres')} (e2e/setup/postgres.sh: one local cluster, fsync off, "
-      "one database per server)")
+    if backend == "sqlite":
+        w(f"- SQLite {facts.get('sqlite')} (Python's; ferroflow links its own): one fresh database "
+          "file per server and round")
+    else:
+        w(f"- PostgreSQL {facts.get('postgres')} (e2e/setup/postgres.sh: one local cluster, fsync off, "
+          "one fresh database per server and round)")
     w(f"- {facts.get('mlflow')}; uvicorn {facts.get('uvicorn')}, gunicorn {facts.get('gunicorn')}, "
       f"{facts.get('python')}")
     w(f"- ferroflow: {facts.get('ferroflow')}, {facts.get('rustc')}")
@@ -189,18 +226,22 @@ def main():
         w("| " + " | ".join(cells) + " |")
 
     row("log-batch: metric points/s (1000 per request, 8 clients)", "lb_pts", True,
-        "≥ 10x", lambda ff, r: r is not None and r >= 10)
+        f"≥ {lb_target}x", lambda ff, r: r is not None and r >= lb_target)
+    row("… same, independent client (crosscheck.py)", "lb_x_pts", True)
     have_cpu = any(k[1].endswith("_cpu_server") and any(v is not None for v in vals)
                    for k, vals in series.items())
 
     def cpu_rows(tag, unit):
         if have_cpu:
             row(f"… server CPU per {unit} (ms)", f"{tag}_cpu_server", False, digits=2)
-            row(f"… PostgreSQL CPU per {unit} (ms)", f"{tag}_cpu_db", False, digits=2)
+            if backend != "sqlite":  # SQLite runs inside the server: its CPU is the server's
+                row(f"… PostgreSQL CPU per {unit} (ms)", f"{tag}_cpu_db", False, digits=2)
 
     row("log-batch: request latency p50 (ms)", "lb_p50", False)
     cpu_rows("lb", "request = 1000 points")
-    row("log-metric: requests/s (8 clients)", "lm_rps", True)
+    row("log-metric: requests/s (8 clients)", "lm_rps", True,
+        f"≥ {lm_target}x", lambda ff, r: r is not None and r >= lm_target)
+    row("… same, independent client (crosscheck.py)", "lm_x_rps", True)
     row("log-metric: request latency p50 (ms)", "lm_p50", False)
     cpu_rows("lm", "request")
     for mr in (100, 1000):
@@ -212,17 +253,17 @@ def main():
     # RSS row (single reading)
     cells = ["server RSS after the load (MiB, all processes)"]
     for s in present:
-        cells.append(fmt(rss[s]["rss_mib"], 0) if s in rss else "–")
+        cells.append(fmt(rss_value(s, "rss_mib"), 0) if s in rss else "–")
     if has_ff:
-        ff = rss.get("ferroflow", {}).get("rss_mib")
-        ml = [rss[s]["rss_mib"] for s in mlflows if s in rss]
+        ff = rss_value("ferroflow", "rss_mib")
+        ml = [rss_value(s, "rss_mib") for s in mlflows if s in rss]
         cells.append(f"{min(ml) / ff:,.1f}x lower" if ff and ml else "–")
         cells.append("< 100 MiB")
         cells.append("" if ff is None else ("yes" if ff < 100 else "**no**"))
     w("| " + " | ".join(cells) + " |")
     cells = ["server PSS after the load (MiB, shared pages split)"]
     for s in present:
-        cells.append(fmt(rss[s]["pss_mib"], 0) if s in rss else "–")
+        cells.append(fmt(rss_value(s, "pss_mib"), 0) if s in rss else "–")
     if has_ff:
         cells += ["", "", ""]
     w("| " + " | ".join(cells) + " |")
@@ -246,18 +287,84 @@ def main():
                          "its two GET rows both measure fresh connections.")
         lbc, lmc = value(s, "lb_conns"), value(s, "lm_conns")
         if lbc is not None and lbc > 8 * 2:
-            notes.append(f"- {LABELS[s]}: the load clients had to reconnect (median {lbc:.0f} "
-                         f"connections in log-batch, {lmc:.0f} in log-metric).")
+            notes.append(f"- {LABELS[s]}: the load clients had to reconnect (median {fmt(lbc, 0)} "
+                         f"connections in log-batch, {fmt(lmc, 0)} in log-metric).")
+    for s in present:
+        for key, xkey, what in (("lb_pts", "lb_x_pts", "log-batch"), ("lm_rps", "lm_x_rps", "log-metric")):
+            d = differ(value(s, key), value(s, xkey))
+            if d is not None and d > CROSSCHECK_TOLERANCE:
+                notes.append(f"- **{LABELS[s]}: {what} — loadgen and the independent client differ by "
+                             f"{d:.0%} (more than {CROSSCHECK_TOLERANCE:.0%}): that row measured a client, "
+                             "not only the server.**")
+    for wu in warmups:
+        if not wu.get("converged"):
+            notes.append(f"- **{LABELS.get(wu['server'], wu['server'])}, round {wu['rep']}: {wu['of']} warm-up "
+                         f"did not converge in {len(wu['rates'])} windows** (last change "
+                         f"{wu.get('last_change')}); measured anyway.")
+    for r in rows:
+        if r["measure"] == "quiet" and not r.get("quiet"):
+            notes.append(f"- **{LABELS.get(r['server'], r['server'])}, round {r['rep']}: still using CPU "
+                         f"{r['waited_s']} s after start without load**; measured anyway.")
     if notes:
         w("Notes from this run:")
         w("")
         out.extend(notes)
         w("")
 
+    # ---- each server's turn
+    w("## Each server alone")
+    w("")
+    w("One row per server and round, in the order they ran. Load average (1, 5, 15 min) before the "
+      "server started and after it stopped; the other servers were stopped. Warm-up: windows of "
+      "the measured load (rates per window) until two successive ones differed by less than the "
+      "tolerance; `CAP` = never converged. Independent client: crosscheck.py right after "
+      f"loadgen's measured window, flagged when the two differ by more than {CROSSCHECK_TOLERANCE:.0%}.")
+    w("")
+    w("| round | server | load avg before → after | healthy after (s) | quiet after (s) | "
+      "log-batch warm-up (points/s per window) | log-batch loadgen / independent (points/s) | "
+      "log-metric warm-up (req/s per window) | log-metric loadgen / independent (req/s) |")
+    w("|---:|---|---|---:|---:|---|---|---|---|")
+    wu_of = {(wu["server"], str(wu["rep"]), wu["of"]): wu for wu in warmups}
+
+    def warm_cell(s, rep, of):
+        wu = wu_of.get((s, rep, of))
+        if not wu:
+            return "–"
+        rates = ", ".join(fmt(x) for x in wu["rates"])
+        if wu.get("converged"):
+            verdict = f"last two Δ {wu['last_change']:.1%} < {wu['tolerance']:.0%}"
+        else:
+            verdict = f"**CAP**: never two within {wu['tolerance']:.0%}"
+        return f"{rates} ({verdict}; {wu['window_s']} s windows)"
+
+    def pair_cell(turn, measure, key):
+        a = dig(turn, f"{measure}.{key}")
+        b = dig(turn, f"crosscheck-{measure}.{key}")
+        if a is None:
+            return "–"
+        d = differ(a, b)
+        client = dig(turn, f"crosscheck-{measure}.client") or ""
+        cell = f"{fmt(a)} / {fmt(b)} {client}".rstrip()
+        if d is not None:
+            cell += f" ({d:.0%}" + (", **differ > 20%**)" if d > CROSSCHECK_TOLERANCE else ")")
+        return cell
+
+    order = [r for r in rows if r["measure"] == "turn"]
+    for t in order:
+        s, rep = t["server"], str(t["rep"])
+        turn = turns.get((s, rep), {})
+        w(f"| {rep} | {LABELS.get(s, s)} | {t['loadavg_before']} → {t['loadavg_after']} | "
+          f"{dig(turn, 'start.healthy_after_s')} | {dig(turn, 'quiet.waited_s')}"
+          f"{'' if dig(turn, 'quiet.quiet') else ' **(busy)**'} | "
+          f"{warm_cell(s, rep, 'log-batch')} | {pair_cell(turn, 'log-batch', 'points_per_s')} | "
+          f"{warm_cell(s, rep, 'log-metric')} | {pair_cell(turn, 'log-metric', 'requests_per_s')} |")
+    w("")
+
     # ---- search details
     w("## Search details")
     w("")
-    w("Experiment of 10,000 runs, each with 5 params, 3 tags (+ `mlflow.runName`) and 4 metrics "
+    runs = next((r.get("runs") for r in rows if r["measure"] == "seed" and r.get("runs")), None) or 10000
+    w(f"Experiment of {runs:,} runs, each with 5 params, 3 tags (+ `mlflow.runName`) and 4 metrics "
       "logged at 3 steps. POST /runs/search, `run_view_type=ACTIVE_ONLY`, clients cycling "
       "through the three queries. Median over repetitions of each query's p50 / p99 (ms); "
       "`runs` is the number of runs the query returned (must agree between servers).")
@@ -294,7 +401,7 @@ def main():
     w("")
 
     # ---- per-repetition values
-    w("## Every repetition")
+    w("## Every round")
     w("")
     keys = [("lb_pts", "log-batch points/s"), ("lm_rps", "log-metric req/s"),
             ("s100_qps", "search 100 q/s"), ("s100_p99", "search 100 p99 ms"),
@@ -312,16 +419,19 @@ def main():
     if seeds:
         how = {"api": "through its API (8 clients, runs/create + one log-batch per run)",
                "sql": "experiment through its API, runs by COPY into its tables"}
-        w("Seeding the search experiment: " + "; ".join(
+        checks = [r for r in rows if r["measure"] == "seed-check"]
+        w("Seeding the search experiment (each server's fresh database, every round; last round's "
+          "time): " + "; ".join(
             f"{s} {how.get(r.get('method', 'api'), '?')}, {r['elapsed_s']:.0f} s" for s, r in seeds.items())
-          + ". Read back through every server's API and compared: "
-          + ("identical." if any(r["measure"] == "seed-check" and r.get("identical") for r in rows)
-             else "no check recorded."))
+          + ". Sample runs read back through each server's API and compared with the first "
+          "server's: " + ("no check recorded." if not checks else
+                          "identical." if all(r.get("identical") for r in checks) else "**different**."))
         w("")
     if rss:
-        w("Processes counted for memory (RSS / PSS in MiB, after the load):")
+        w("Processes counted for memory (RSS / PSS in MiB, after the load; last round):")
         w("")
-        for s, r in rss.items():
+        for s, readings in rss.items():
+            r = readings[-1]
             groups = defaultdict(lambda: [0, 0, 0])
             for p in r["processes"]:
                 g = groups[role(p)]

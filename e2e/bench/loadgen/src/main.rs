@@ -544,11 +544,11 @@ async fn closed_loop(
                     }
                 }
             }
-            if conn.sender.is_none() {
-                if let Ok(sender) = conn.connect().await {
-                    conn.sender = Some(sender);
-                }
-            }
+            // A server that closed the connection after the warm-up (gunicorn's sync workers
+            // close after every answer) gets the next one with the first timed request, as it
+            // does for every other: an idle connection opened here would hold a sync worker
+            // until all clients reach the barrier, and with more clients than workers the
+            // others' warm-up requests could not be served until gunicorn's timeout (120 s).
             barrier.wait().await;
             let start = *start_cell.get_or_init(Instant::now);
             let deadline = start + duration;
