@@ -345,7 +345,7 @@ pub struct OperatorArgs {
     pub tracking_url: url::Url,
     /// URL of `ferroflow server` as the operator itself reaches it, when not `--tracking-url`
     /// (an operator running outside the cluster). Calls carry `MLFLOW_TRACKING_TOKEN` as a
-    /// bearer token when it is set.
+    /// bearer token when it is set, else the Pod's service-account token.
     #[arg(long, env = "FERROFLOW_TRACKING_API_URL")]
     pub tracking_api_url: Option<url::Url>,
     /// The Gateway (`[NAMESPACE/]NAME`) ModelDeployments' HTTPRoutes attach to when they name

@@ -83,6 +83,22 @@ fn mlmodel_read(read: Result<Option<Vec<u8>>, DownloadError>) -> MlmodelRead {
     }
 }
 
+/// Where Kubernetes mounts a Pod's service-account token (rotated: read for each use).
+const SERVICE_ACCOUNT_TOKEN: &str = "/var/run/secrets/kubernetes.io/serviceaccount/token";
+
+/// The operator's own service-account token, what `ferroflow server --auth kubernetes`
+/// reviews, when it runs in a Pod and `MLFLOW_TRACKING_TOKEN` (which the client sends
+/// otherwise) is not set.
+async fn service_account_token() -> Option<String> {
+    if std::env::var_os("MLFLOW_TRACKING_TOKEN").is_some() {
+        return None;
+    }
+    let token = tokio::fs::read_to_string(SERVICE_ACCOUNT_TOKEN)
+        .await
+        .ok()?;
+    Some(token.trim().to_owned()).filter(|token| !token.is_empty())
+}
+
 /// Reads the `MLmodel` of `version` (registered by the operator) through the tracking server,
 /// unless already recorded, and records what it declares with the store function the server
 /// uses. An unreachable server fails the reconcile, retried with backoff.
@@ -100,7 +116,7 @@ async fn record_model_files(
     }
     let url = ctx.config.tracking_api_url.as_str();
     let mlmodel = format!("{}/MLmodel", version.storage_location.trim_end_matches('/'));
-    let read = match MlflowClient::new(url, None) {
+    let read = match MlflowClient::new(url, service_account_token().await) {
         Ok(client) => read_file(&client, &mlmodel, MAX_MLMODEL_BYTES).await,
         Err(error) => Err(error.into()),
     };
