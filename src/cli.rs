@@ -343,6 +343,11 @@ pub struct OperatorArgs {
     /// URL of `ferroflow server` as Pods in the cluster reach it (their `MLFLOW_TRACKING_URI`).
     #[arg(long, env = "FERROFLOW_TRACKING_URL", default_value = config::DEFAULT_TRACKING_URL)]
     pub tracking_url: url::Url,
+    /// URL of `ferroflow server` as the operator itself reaches it, when not `--tracking-url`
+    /// (an operator running outside the cluster). Calls carry `MLFLOW_TRACKING_TOKEN` as a
+    /// bearer token when it is set, else the Pod's service-account token.
+    #[arg(long, env = "FERROFLOW_TRACKING_API_URL")]
+    pub tracking_api_url: Option<url::Url>,
     /// The Gateway (`[NAMESPACE/]NAME`) ModelDeployments' HTTPRoutes attach to when they name
     /// none in `spec.gateway`.
     #[arg(long, env = "FERROFLOW_GATEWAY")]
@@ -367,6 +372,10 @@ impl OperatorArgs {
             serving_image: self.serving_image.clone(),
             ferroflow_image: self.ferroflow_image.clone(),
             tracking_url: self.tracking_url.clone(),
+            tracking_api_url: self
+                .tracking_api_url
+                .clone()
+                .unwrap_or_else(|| self.tracking_url.clone()),
             gateway: self.gateway.clone(),
             resync: self.resync_period.0,
             stalled_resync: self.stalled_resync_period.0,
@@ -470,6 +479,7 @@ mod tests {
             defaults.tracking_url.as_str(),
             "http://ferroflow.ferroflow-system.svc:5000/"
         );
+        assert_eq!(defaults.tracking_api_url, defaults.tracking_url);
         assert_eq!(defaults.resync, Duration::from_secs(600));
         assert_eq!(defaults.stalled_resync, Duration::from_secs(60));
         assert_eq!(defaults.gateway, None);
@@ -479,6 +489,8 @@ mod tests {
             "registry.example/serving:1",
             "--tracking-url",
             "http://tracking.ml.svc:80",
+            "--tracking-api-url",
+            "http://127.0.0.1:5000",
             "--resync-period",
             "30",
             "--stalled-resync-period",
@@ -489,6 +501,7 @@ mod tests {
         .unwrap();
         assert_eq!(set.serving_image, "registry.example/serving:1");
         assert_eq!(set.tracking_url.as_str(), "http://tracking.ml.svc/");
+        assert_eq!(set.tracking_api_url.as_str(), "http://127.0.0.1:5000/");
         assert_eq!(set.resync, Duration::from_secs(30));
         assert_eq!(set.stalled_resync, Duration::from_millis(500));
         assert_eq!(

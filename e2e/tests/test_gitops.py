@@ -227,7 +227,10 @@ def running_operator(server, tmp_path_factory, env: dict[str, str] | None = None
                    kubeconfig=str(kubeconfig)).stdout.strip() == "no"
     assert kubectl("auth", "can-i", "patch", "modelversions.ferroflow.dev/status", "-A",
                    kubeconfig=str(kubeconfig)).stdout.strip() == "yes"
-    op = Operator(_ferroflow_bin(), server.store_uri, kubeconfig, workdir, env=env)
+    # The operator runs beside the cluster: it reaches the server (to read a registered
+    # version's MLmodel) on the host, not at the in-cluster URL its Pods get.
+    op = Operator(_ferroflow_bin(), server.store_uri, kubeconfig, workdir,
+                  env={"FERROFLOW_TRACKING_API_URL": server.url, **(env or {})})
     op.start()
     try:
         yield op
@@ -733,7 +736,8 @@ def test_operator_killed_mid_reconcile_converges_without_duplicates(operator, na
 
 def test_a_second_replica_waits_for_the_lease_and_takes_over(operator, namespace, client, unique_name):
     """Two replicas: one leads, the other waits; a graceful stop hands the Lease over at once."""
-    standby = Operator(operator.binary, operator.store_uri, operator.kubeconfig, operator.workdir, name="e2e-standby")
+    standby = Operator(operator.binary, operator.store_uri, operator.kubeconfig, operator.workdir, name="e2e-standby",
+                       env=operator.env)
     standby.start(expect_leader=False)
     try:
         assert operator.leads() and not standby.leads()

@@ -17,6 +17,7 @@ import os
 import signal
 import subprocess
 import time
+from contextlib import contextmanager
 from pathlib import Path
 
 import mlflow
@@ -74,19 +75,27 @@ def auth_server(request, identities, tmp_path_factory):
     if impl != "ferroflow":
         pytest.skip("--auth kubernetes is ferroflow's; MLflow's server has no such mode")
     workdir = tmp_path_factory.mktemp("auth-server")
+    with running_auth_server(exe, "sqlite", f"sqlite:///{workdir / 'tracking.db'}", workdir / "artifacts",
+                             workdir) as srv:
+        yield srv
+
+
+@contextmanager
+def running_auth_server(exe: str, backend: str, store_uri: str, artifacts: Path, workdir: Path,
+                        name: str = "ferroflow-auth"):
+    """`ferroflow server --auth kubernetes` on `store_uri`, with the cluster admin's kubeconfig;
+    stopped afterwards."""
     port = _free_port()
-    cmd = [exe, "server", "--host", "127.0.0.1", "--port", str(port),
-           "--backend-store-uri", f"sqlite:///{workdir / 'tracking.db'}",
-           "--artifacts-destination", str(workdir / "artifacts"), "--auth", "kubernetes"]
+    cmd = [exe, "server", "--host", "127.0.0.1", "--port", str(port), "--backend-store-uri", store_uri,
+           "--artifacts-destination", str(artifacts), "--auth", "kubernetes"]
     env = dict(os.environ, KUBECONFIG=KUBECONFIG, RUST_LOG="info")
-    log_path = STATE_DIR / "logs" / "ferroflow-auth.log"
+    log_path = STATE_DIR / "logs" / f"{name}.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 cwd=workdir, env=env, start_new_session=True)
-    srv = Server(impl=impl, backend="sqlite", url=f"http://127.0.0.1:{port}", log_path=log_path, proc=proc,
-                 artifacts=workdir / "artifacts", store_uri=f"sqlite:///{workdir / 'tracking.db'}",
-                 artifacts_destination=str(workdir / "artifacts"))
+    srv = Server(impl="ferroflow", backend=backend, url=f"http://127.0.0.1:{port}", log_path=log_path, proc=proc,
+                 artifacts=artifacts, store_uri=store_uri, artifacts_destination=str(artifacts))
     try:
         _wait_healthy(srv, time.monotonic() + START_TIMEOUT_S)
         yield srv

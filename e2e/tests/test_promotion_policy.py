@@ -3,6 +3,9 @@ a policy on `champion` requiring `val_auc >= 0.9` and `approved=true` refuses a 
 through the client (message naming the rule and 0.85) and through a RegisteredModel edit in git
 (Ready=False PolicyDenied, alias unchanged), and lets a 0.93 approved version through on both
 paths; the refusals are in the history; the schema refuses malformed policies at apply time.
+The operator's retries of a refused spec are recorded once; a version registered by a
+ModelVersion resource is judged by its MLmodel as one registered through the client; with
+`--auth kubernetes`, a four-eyes rule refuses the creator's own approval through the client.
 """
 
 from __future__ import annotations
@@ -17,7 +20,9 @@ import mlflow
 import pytest
 from kubectl_helpers import KUBECONFIG, KUBECTL, WAIT_S, apply, kubectl, wait_until
 from mlflow.exceptions import MlflowException
+from mlflow.tracking import MlflowClient
 from test_gitops import _ferroflow_bin, condition, current, namespace, operator  # noqa: F401 (fixtures)
+from test_kubernetes_auth import call, running_auth_server
 
 PROMOTIONS = "/api/2.0/ferroflow/promotions"
 
@@ -146,9 +151,8 @@ def _latest(obj: dict | None, alias: str) -> dict:
     return ((obj or {}).get("status", {}).get("promotions", {}).get(alias) or [{}])[0]
 
 
-def test_the_registered_model_status_and_events_tell_each_move_and_denial(operator, namespace, client, api,  # noqa: F811
-                                                                          unique_name):
-    model = f"told-{unique_name}"[:200]
+def _gated_weak_and_approved_strong(namespace: str, client, model: str) -> tuple[str, str]:
+    """`model` guarded by the `gate` policy, with a 0.85 version and an approved 0.93 one."""
     apply(namespace, gate("gate", model))
     _policy_ready(namespace, "gate")
     client.create_registered_model(model)
@@ -156,6 +160,13 @@ def test_the_registered_model_status_and_events_tell_each_move_and_denial(operat
     weak = _version(client, experiment_id, model, 0.85)
     strong = _version(client, experiment_id, model, 0.93)
     client.set_model_version_tag(model, strong, "approved", "true")
+    return weak, strong
+
+
+def test_the_registered_model_status_and_events_tell_each_move_and_denial(operator, namespace, client, api,  # noqa: F811
+                                                                          unique_name):
+    model = f"told-{unique_name}"[:200]
+    weak, strong = _gated_weak_and_approved_strong(namespace, client, model)
     apply(namespace, registered_model("told", model, None).replace("aliases: {}", ""))
     obj = wait_until(namespace, "registeredmodel/told",
                      lambda o: o is not None and current(o) and condition(o, "Ready").get("status") == "True", "Ready")
@@ -275,11 +286,8 @@ class Echo(mlflow.pyfunc.PythonModel):
         return model_input
 
 
-def test_a_model_metadata_rule_needs_a_signature_or_an_input_example(operator, namespace, client, experiment_id,  # noqa: F811
-                                                                    unique_name):
-    import pandas as pd
-
-    model = f"documented-{unique_name}"[:200]
+def _documented_policy(namespace: str, model: str) -> None:
+    """PromotionPolicy `documented`: champion of `model` needs a signature or an input example."""
     apply(namespace, f"""
         apiVersion: ferroflow.dev/v1alpha1
         kind: PromotionPolicy
@@ -292,6 +300,14 @@ def test_a_model_metadata_rule_needs_a_signature_or_an_input_example(operator, n
             - modelMetadata: {{anyOf: [signature, inputExample]}}
         """)
     _policy_ready(namespace, "documented")
+
+
+def test_a_model_metadata_rule_needs_a_signature_or_an_input_example(operator, namespace, client, experiment_id,  # noqa: F811
+                                                                    unique_name):
+    import pandas as pd
+
+    model = f"documented-{unique_name}"[:200]
+    _documented_policy(namespace, model)
     with mlflow.start_run(experiment_id=experiment_id):
         bare = mlflow.pyfunc.log_model(name="bare", python_model=Echo(), registered_model_name=model)
         documented = mlflow.pyfunc.log_model(name="documented", python_model=Echo(),
@@ -308,6 +324,141 @@ def test_a_model_metadata_rule_needs_a_signature_or_an_input_example(operator, n
             "MLmodel has neither a signature nor an input example") in refused.value.message
     client.set_registered_model_alias(model, "champion", documented.registered_model_version)
     assert client.get_model_version_by_alias(model, "champion").version == str(documented.registered_model_version)
+
+
+def test_operator_retries_of_a_refused_spec_are_recorded_once(operator, namespace, client, api,  # noqa: F811
+                                                               unique_name):
+    model = f"retried-{unique_name}"[:200]
+    weak, strong = _gated_weak_and_approved_strong(namespace, client, model)
+    client.set_registered_model_alias(model, "champion", strong)
+
+    def declare(description: str) -> dict:
+        apply(namespace, f"""
+            apiVersion: ferroflow.dev/v1alpha1
+            kind: RegisteredModel
+            metadata:
+              name: retried
+            spec:
+              modelName: {model}
+              description: {description}
+              aliases: {{champion: {weak}}}
+            """)
+        obj = wait_until(namespace, "registeredmodel/retried",
+                         lambda o: o is not None and current(o) and condition(o, "Ready").get("reason") == "PolicyDenied",
+                         f"Ready=False PolicyDenied for {description!r}")
+        assert obj is not None
+        return obj
+
+    # Each spec edit makes the operator try the refused move again: six reconciles, one entry.
+    for attempt in range(6):
+        obj = declare(f"attempt {attempt}")
+    history = api.get(PROMOTIONS, params={"name": model, "target": "champion"}).json()["promotions"]
+    assert [(e["path"], e["allowed"], e["to_version"]) for e in history] == [
+        ("api", True, int(strong)), ("operator", False, int(weak))], history
+    # The status keeps the allowed move it would otherwise have pushed out.
+    assert [(e["allowed"], e["toVersion"]) for e in obj["status"]["promotions"]["champion"]] == [
+        (False, int(weak)), (True, int(strong))]
+    assert client.get_model_version_by_alias(model, "champion").version == strong
+
+
+def test_a_model_version_resource_is_judged_by_its_mlmodel(operator, namespace, client, experiment_id,  # noqa: F811
+                                                           tmp_path, unique_name):
+    """A version a ModelVersion resource registers has its MLmodel read by the operator through
+    the tracking server, as one registered through the client: modelMetadata lets the one with
+    an input example through, not the bare one nor one without an MLmodel."""
+    import pandas as pd
+
+    model = f"declared-{unique_name}"[:200]
+    _documented_policy(namespace, model)
+    with mlflow.start_run(experiment_id=experiment_id) as run:
+        for name, example in (("bare", None), ("documented", pd.DataFrame({"x": [1.0, 2.0]}))):
+            mlflow.pyfunc.save_model(tmp_path / name, python_model=Echo(), input_example=example)
+            mlflow.log_artifacts(str(tmp_path / name), name)
+    apply(namespace, registered_model("declared", model, None).replace("aliases: {}", ""))
+    versions = {}
+    for name in ("bare", "documented", "empty"):
+        apply(namespace, f"""
+            apiVersion: ferroflow.dev/v1alpha1
+            kind: ModelVersion
+            metadata:
+              name: {name}
+            spec:
+              modelRef: {{name: declared}}
+              source: runs:/{run.info.run_id}/{name}
+              runId: {run.info.run_id}
+            """)
+        obj = wait_until(namespace, f"modelversion/{name}",
+                         lambda o: o is not None and current(o) and condition(o, "Ready").get("status") == "True",
+                         f"ModelVersion {name} Ready")
+        assert obj is not None
+        versions[name] = str(obj["status"]["version"])
+
+    for name, seen in (("bare", "MLmodel has neither a signature nor an input example"),
+                       ("empty", "the version's files hold no MLmodel")):
+        with pytest.raises(MlflowException) as refused:
+            client.set_registered_model_alias(model, "champion", versions[name])
+        assert (f"[{namespace}/documented] model has a signature or an input example failed: {seen}"
+                in refused.value.message), refused.value.message
+    client.set_registered_model_alias(model, "champion", versions["documented"])
+    assert client.get_model_version_by_alias(model, "champion").version == versions["documented"]
+
+
+def _account(namespace: str, name: str) -> str:
+    """A ServiceAccount of `namespace` that may register and promote there; a fresh token."""
+    kubectl("create", "serviceaccount", name, "-n", namespace)
+    for role in ("ferroflow-editor", "ferroflow-promoter"):
+        kubectl("create", "rolebinding", f"{name}-{role}", "-n", namespace, f"--clusterrole={role}",
+                f"--serviceaccount={namespace}:{name}")
+    return kubectl("create", "token", name, "-n", namespace, "--duration=10m").stdout.strip()
+
+
+def test_four_eyes_refuses_the_creators_own_approval_through_the_client(  # noqa: F811
+        operator, namespace, server, monkeypatch, tmp_path, unique_name):
+    """With `--auth kubernetes` on the operator's store: alice registers a version and approves
+    it herself, so moving champion is refused; bob approves it, and the move passes."""
+    model = f"four-eyes-{unique_name}"[:200]
+    apply(namespace, f"""
+        apiVersion: ferroflow.dev/v1alpha1
+        kind: PromotionPolicy
+        metadata:
+          name: four-eyes
+        spec:
+          models: ["{model}"]
+          aliases: [champion]
+          rules:
+            - tag: {{key: approved, value: "true", fourEyes: true}}
+        """)
+    _policy_ready(namespace, "four-eyes")
+    tokens = {name: _account(namespace, name) for name in ("alice", "bob")}
+    alice_user, bob_user = (f"system:serviceaccount:{namespace}:{name}" for name in ("alice", "bob"))
+    with running_auth_server(_ferroflow_bin(), server.backend, server.store_uri, tmp_path / "artifacts", tmp_path,
+                             name=f"ferroflow-auth-{namespace}") as auth:
+        def as_user(name: str) -> MlflowClient:
+            monkeypatch.setenv("MLFLOW_TRACKING_TOKEN", tokens[name])
+            return MlflowClient(tracking_uri=auth.url)
+
+        alice = as_user("alice")
+        alice.create_registered_model(model)
+        version = alice.create_model_version(model, "s3://models/four-eyes/1").version
+        alice.set_model_version_tag(model, version, "approved", "true")
+        with pytest.raises(MlflowException) as refused:
+            alice.set_registered_model_alias(model, "champion", version)
+        assert refused.value.error_code == "PERMISSION_DENIED"
+        assert (f"[{namespace}/four-eyes] tag approved = true, set by someone other than the version's creator "
+                f"failed: tag approved = true, set by {alice_user}, the version's creator") in refused.value.message
+        assert alice.get_registered_model(model).aliases == {}
+
+        as_user("bob").set_model_version_tag(model, version, "approved", "true")
+        alice = as_user("alice")
+        alice.set_registered_model_alias(model, "champion", version)
+        assert alice.get_model_version_by_alias(model, "champion").version == version
+
+        r = call(auth, "GET", PROMOTIONS, tokens["bob"], None, {"name": model, "target": "champion"})
+        assert r.status_code == 200, r.text
+        history = r.json()["promotions"]
+        assert [(e["actor"], e["path"], e["allowed"]) for e in history] == [
+            (alice_user, "api", False), (alice_user, "api", True)], history
+        assert history[1]["results"][0]["observed"] == (f"tag approved = true, set by {bob_user} (version created by {alice_user})"), history
 
 
 @pytest.mark.parametrize("spec,message", [

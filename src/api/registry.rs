@@ -18,8 +18,9 @@ use super::{AppState, InWorkspace};
 use crate::artifacts::{self, ArtifactPath, ArtifactStore, path_from_proxy_uri};
 use crate::store::KeyValue;
 use crate::store::registry::{
-    self as store_registry, DEFAULT_REGISTERED_MODELS_PAGE, MAX_MODEL_VERSIONS_PAGE, ModelFiles,
-    ModelVersion, ModelVersionSearch, NewModelVersion, RegisteredModelSearch, Stage,
+    self as store_registry, DEFAULT_REGISTERED_MODELS_PAGE, MAX_MLMODEL_BYTES,
+    MAX_MODEL_VERSIONS_PAGE, ModelFiles, ModelVersion, ModelVersionSearch, NewModelVersion,
+    RegisteredModelSearch, Stage,
 };
 
 pub fn routes() -> Routes {
@@ -489,9 +490,6 @@ async fn create_model_version(
         model_version: version.into(),
     }))
 }
-
-/// Largest `MLmodel` read for the promotion policies (MLflow's are a few KiB).
-const MAX_MLMODEL_BYTES: u64 = 1 << 20;
 
 /// Reads the new version's `MLmodel` (when its files are in this server's artifact store) and
 /// records what it declares, for the promotion policies' `modelMetadata` rule. The version is

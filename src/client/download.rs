@@ -6,6 +6,7 @@
 //! complete, so a serving container never sees half a model.
 
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use futures::{StreamExt, TryStreamExt};
 use serde::Deserialize;
@@ -40,6 +41,8 @@ pub enum DownloadError {
     UnsafeName(String),
     #[error("no artifacts at {0}")]
     NotFound(String),
+    #[error("{uri} is larger than {max_bytes} bytes")]
+    TooLarge { uri: String, max_bytes: u64 },
     #[error("{0} exists and is not empty")]
     DestinationNotEmpty(PathBuf),
     #[error("{path}: {source}")]
@@ -265,6 +268,53 @@ pub async fn has_mlmodel(client: &MlflowClient, artifact_uri: &str) -> Result<bo
     Ok(listed
         .iter()
         .any(|file| !file.is_dir && file.path.rsplit('/').next() == Some("MLmodel")))
+}
+
+/// A file read whole (an `MLmodel`) that takes longer is given up.
+const SMALL_FILE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The bytes of the one file `artifact_uri` names, read whole through the proxied artifact API;
+/// `None` when the server has no such file. A file larger than `max_bytes` is refused.
+pub async fn read_file(
+    client: &MlflowClient,
+    artifact_uri: &str,
+    max_bytes: u64,
+) -> Result<Option<Vec<u8>>, DownloadError> {
+    let url = client.artifact_url(&proxied_path(artifact_uri)?)?;
+    let mut response = match client
+        .send(
+            reqwest::Method::GET,
+            url.clone(),
+            None,
+            Some(SMALL_FILE_TIMEOUT),
+        )
+        .await
+    {
+        Ok(response) => response,
+        Err(ClientError::Api { status: 404, .. }) => return Ok(None),
+        Err(error) => return Err(error.into()),
+    };
+    let too_large = || DownloadError::TooLarge {
+        uri: artifact_uri.to_owned(),
+        max_bytes,
+    };
+    if response
+        .content_length()
+        .is_some_and(|size| size > max_bytes)
+    {
+        return Err(too_large());
+    }
+    let mut bytes = Vec::new();
+    while let Some(chunk) = response.chunk().await.map_err(|source| ClientError::Http {
+        url: url.to_string(),
+        source,
+    })? {
+        if (bytes.len() + chunk.len()) as u64 > max_bytes {
+            return Err(too_large());
+        }
+        bytes.extend_from_slice(&chunk);
+    }
+    Ok(Some(bytes))
 }
 
 /// Writes `contents` as the file `artifact_uri` (inside a run's artifact folder) through the

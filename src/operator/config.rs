@@ -32,6 +32,9 @@ pub struct OperatorConfig {
     pub ferroflow_image: String,
     /// The tracking server's URL as Pods the operator creates see it (`MLFLOW_TRACKING_URI`).
     pub tracking_url: Url,
+    /// The tracking server's URL as the operator itself reaches it (to read the `MLmodel` of a
+    /// version it registers); `tracking_url` unless the operator runs elsewhere.
+    pub tracking_api_url: Url,
     /// The Gateway a ModelDeployment's HTTPRoute attaches to when the resource names none.
     pub gateway: Option<GatewayRef>,
     /// How often a Ready resource is checked again for drift nobody notified the operator of.

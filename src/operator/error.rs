@@ -58,6 +58,15 @@ pub enum Error {
     /// version is the target of an alias a RegisteredModel declares): the finalizer stays.
     #[error("cannot apply the deletion policy of {object} yet: {message}")]
     CleanupBlocked { object: String, message: String },
+    /// Reading the `MLmodel` of a version the operator registered, through the tracking
+    /// server, failed in a way worth retrying (unreachable, an error answer).
+    #[error("failed to read {mlmodel} through the tracking server at {url}")]
+    ReadModelFiles {
+        mlmodel: String,
+        url: String,
+        #[source]
+        source: Box<crate::client::download::DownloadError>,
+    },
     /// Adding or removing the finalizer failed, or the wrapped reconcile failed.
     #[error("failed to reconcile {object} through its finalizer")]
     Finalizer {
@@ -91,6 +100,7 @@ impl Error {
             Error::RemoveFinalizer { .. } => "RemoveFinalizer",
             Error::PatchStatus { .. } => "PatchStatus",
             Error::CleanupBlocked { .. } => "CleanupBlocked",
+            Error::ReadModelFiles { .. } => "ReadModelFiles",
             Error::Finalizer { source, .. } => match source.as_ref() {
                 finalizer::Error::ApplyFailed(inner) | finalizer::Error::CleanupFailed(inner) => {
                     inner.reason()

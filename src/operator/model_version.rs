@@ -1,7 +1,9 @@
 //! Reconciles a ModelVersion: adopt the version it names, or register `source` exactly once
 //! (keyed by the resource's uid, so a crash between the store write and the status patch never
 //! registers twice); then make stage, description and tags match the spec. Deletion: `Delete`
-//! deletes the version, `Retain` releases it.
+//! deletes the version, `Retain` releases it. A version it registers has its `MLmodel` read
+//! through the tracking server and recorded, as the server does for versions registered
+//! through its API, so the promotion policies' `modelMetadata` rule can judge it.
 
 use std::collections::BTreeSet;
 
@@ -9,16 +11,21 @@ use kube::ResourceExt;
 use kube::runtime::events::EventType;
 
 use super::context::Context;
+use super::error::Error;
 use super::reconcile::{Failure, Reconciler, now, publish};
 use super::registered_model::model_name_of;
 use super::shared::{owner_of, tag_changes, tags_of};
 use super::wake::concerns_model;
+use crate::client::MlflowClient;
+use crate::client::download::{DownloadError, read_file};
 use crate::crd::{
     DeletionPolicy, ModelVersion, ModelVersionStatus, Outcome, Reason, ReconcileState, Stage,
 };
 use crate::store;
 use crate::store::notify::RegistryChange;
-use crate::store::registry::{self, Actor, NewModelVersion, OwnedField, Ownership, RegistryRef};
+use crate::store::registry::{
+    self, Actor, MAX_MLMODEL_BYTES, ModelFiles, NewModelVersion, OwnedField, Ownership, RegistryRef,
+};
 
 impl ModelVersion {
     fn ownership(&self) -> Ownership {
@@ -46,6 +53,91 @@ fn store_stage(stage: Stage) -> registry::Stage {
         Stage::Production => registry::Stage::Production,
         Stage::Archived => registry::Stage::Archived,
     }
+}
+
+/// What reading a version's `MLmodel` through the tracking server came to.
+#[derive(Debug)]
+enum MlmodelRead {
+    /// Record these (no `MLmodel` there is a reading too, as the server records it).
+    Record(ModelFiles),
+    /// Leave the files unread, as the server does for files it does not serve (or an
+    /// oversized `MLmodel`): the `modelMetadata` rule refuses the version.
+    Unread,
+    /// Try again later (the server is unreachable or answered with an error).
+    Retry(DownloadError),
+}
+
+fn mlmodel_read(read: Result<Option<Vec<u8>>, DownloadError>) -> MlmodelRead {
+    match read {
+        Ok(Some(bytes)) => {
+            MlmodelRead::Record(ModelFiles::from_mlmodel(&String::from_utf8_lossy(&bytes)))
+        }
+        Ok(None) => MlmodelRead::Record(ModelFiles::NO_MLMODEL),
+        Err(
+            DownloadError::NotProxied(_)
+            | DownloadError::UnsupportedUri(_)
+            | DownloadError::UnsafeName(_)
+            | DownloadError::TooLarge { .. },
+        ) => MlmodelRead::Unread,
+        Err(error) => MlmodelRead::Retry(error),
+    }
+}
+
+/// Where Kubernetes mounts a Pod's service-account token (rotated: read for each use).
+const SERVICE_ACCOUNT_TOKEN: &str = "/var/run/secrets/kubernetes.io/serviceaccount/token";
+
+/// The operator's own service-account token, what `ferroflow server --auth kubernetes`
+/// reviews, when it runs in a Pod and `MLFLOW_TRACKING_TOKEN` (which the client sends
+/// otherwise) is not set.
+async fn service_account_token() -> Option<String> {
+    if std::env::var_os("MLFLOW_TRACKING_TOKEN").is_some() {
+        return None;
+    }
+    let token = tokio::fs::read_to_string(SERVICE_ACCOUNT_TOKEN)
+        .await
+        .ok()?;
+    Some(token.trim().to_owned()).filter(|token| !token.is_empty())
+}
+
+/// Reads the `MLmodel` of `version` (registered by the operator) through the tracking server,
+/// unless already recorded, and records what it declares with the store function the server
+/// uses. An unreachable server fails the reconcile, retried with backoff.
+async fn record_model_files(
+    ctx: &Context,
+    version: &registry::ModelVersion,
+) -> Result<(), Failure> {
+    if ctx
+        .store
+        .model_files(&version.name, version.version)
+        .await?
+        .is_some()
+    {
+        return Ok(());
+    }
+    let url = ctx.config.tracking_api_url.as_str();
+    let mlmodel = format!("{}/MLmodel", version.storage_location.trim_end_matches('/'));
+    let read = match MlflowClient::new(url, service_account_token().await) {
+        Ok(client) => read_file(&client, &mlmodel, MAX_MLMODEL_BYTES).await,
+        Err(error) => Err(error.into()),
+    };
+    match mlmodel_read(read) {
+        MlmodelRead::Record(files) => {
+            ctx.store
+                .record_model_files(&version.name, version.version, &files)
+                .await?;
+        }
+        MlmodelRead::Unread => {
+            tracing::info!(%mlmodel, "the version's MLmodel is not read: not served through the tracking server, or too large");
+        }
+        MlmodelRead::Retry(source) => {
+            return Err(Failure::Operator(Error::ReadModelFiles {
+                mlmodel,
+                url: url.to_owned(),
+                source: Box::new(source),
+            }));
+        }
+    }
+    Ok(())
 }
 
 impl Reconciler for ModelVersion {
@@ -124,6 +216,8 @@ impl Reconciler for ModelVersion {
                 store
                     .set_owner(RegistryRef::Version(&name, created.version), &ownership)
                     .await?;
+                // Before any stage change, which a policy may judge by it.
+                record_model_files(ctx, &created).await?;
                 created
             }
             (None, None) => {
@@ -220,5 +314,48 @@ impl Reconciler for ModelVersion {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::client::ClientError;
+
+    #[test]
+    fn an_mlmodel_read_is_recorded_left_unread_or_retried() {
+        let signed = b"flavors: {}\nsignature:\n  inputs: '[]'\n".to_vec();
+        assert!(matches!(
+            mlmodel_read(Ok(Some(signed))),
+            MlmodelRead::Record(ModelFiles {
+                has_mlmodel: true,
+                has_signature: true,
+                has_input_example: false
+            })
+        ));
+        // No MLmodel: recorded as such, as the tracking server records it.
+        assert!(matches!(
+            mlmodel_read(Ok(None)),
+            MlmodelRead::Record(ModelFiles::NO_MLMODEL)
+        ));
+        for unread in [
+            DownloadError::NotProxied("s3://bucket/model/MLmodel".into()),
+            DownloadError::TooLarge {
+                uri: "mlflow-artifacts:/1/MLmodel".into(),
+                max_bytes: MAX_MLMODEL_BYTES,
+            },
+        ] {
+            assert!(matches!(mlmodel_read(Err(unread)), MlmodelRead::Unread));
+        }
+        let refused = ClientError::Api {
+            url: "http://tracking:5000/".into(),
+            status: 503,
+            code: "TEMPORARILY_UNAVAILABLE".into(),
+            message: "down".into(),
+        };
+        assert!(matches!(
+            mlmodel_read(Err(refused.into())),
+            MlmodelRead::Retry(DownloadError::Client(_))
+        ));
     }
 }

@@ -539,6 +539,7 @@ mod tests {
             serving_image: "serving".to_owned(),
             ferroflow_image: "ferroflow".to_owned(),
             tracking_url: url::Url::parse("http://tracking:5000").unwrap(),
+            tracking_api_url: url::Url::parse("http://tracking:5000").unwrap(),
             gateway: None,
             resync: Duration::from_secs(600),
             stalled_resync: Duration::from_secs(60),

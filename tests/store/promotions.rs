@@ -24,19 +24,10 @@ crate::both_backends!(
 async fn the_recent_entries_of_each_alias_are_bounded_newest_first(store: Store) {
     model(&store, "recent", 4).await;
     for version in [1, 2, 3, 4, 1, 2, 3] {
-        store
-            .set_registered_model_alias("recent", "champion", version, Actor::Api)
-            .await
-            .unwrap();
+        set_alias(&store, "recent", "champion", version).await;
     }
-    store
-        .set_registered_model_alias("recent", "challenger", 4, Actor::Api)
-        .await
-        .unwrap();
-    store
-        .transition_model_version_stage("recent", 2, Stage::Staging, false, Actor::Api)
-        .await
-        .unwrap();
+    set_alias(&store, "recent", "challenger", 4).await;
+    set_stage(&store, "recent", 2, Stage::Staging).await;
     store
         .delete_registered_model_alias("recent", "challenger", Actor::Api)
         .await
@@ -70,15 +61,37 @@ async fn model(store: &Store, name: &str, versions: usize) {
         .await
         .unwrap();
     for i in 0..versions {
-        store
-            .create_model_version(NewModelVersion {
+        new_version(
+            store,
+            NewModelVersion {
                 name: name.into(),
                 source: format!("s3://bucket/{name}/{i}"),
                 ..NewModelVersion::default()
-            })
-            .await
-            .unwrap();
+            },
+        )
+        .await;
     }
+}
+
+/// Registers `version`; its number.
+async fn new_version(store: &Store, version: NewModelVersion) -> i64 {
+    store.create_model_version(version).await.unwrap().version
+}
+
+/// Points `alias` of model `name` at `version` through the API.
+async fn set_alias(store: &Store, name: &str, alias: &str, version: i64) {
+    store
+        .set_registered_model_alias(name, alias, version, Actor::Api)
+        .await
+        .unwrap();
+}
+
+/// Moves `version` of model `name` to `stage` through the API, archiving nothing.
+async fn set_stage(store: &Store, name: &str, version: i64, stage: Stage) {
+    store
+        .transition_model_version_stage(name, version, stage, false, Actor::Api)
+        .await
+        .unwrap();
 }
 
 async fn history(store: &Store, name: &str) -> Vec<Promotion> {
@@ -99,23 +112,11 @@ fn moves(entries: &[Promotion]) -> Vec<(String, Option<i64>, Option<i64>)> {
 
 async fn alias_moves_removals_and_stage_transitions_are_appended_in_order(store: Store) {
     model(&store, "churn", 3).await;
-    store
-        .set_registered_model_alias("churn", "champion", 1, Actor::Api)
-        .await
-        .unwrap();
-    store
-        .set_registered_model_alias("churn", "champion", 2, Actor::Api)
-        .await
-        .unwrap();
+    set_alias(&store, "churn", "champion", 1).await;
+    set_alias(&store, "churn", "champion", 2).await;
     // Setting an alias to the version it already has changes nothing and records nothing.
-    store
-        .set_registered_model_alias("churn", "champion", 2, Actor::Api)
-        .await
-        .unwrap();
-    store
-        .set_registered_model_alias("churn", "challenger", 3, Actor::Api)
-        .await
-        .unwrap();
+    set_alias(&store, "churn", "champion", 2).await;
+    set_alias(&store, "churn", "challenger", 3).await;
     store
         .delete_registered_model_alias("churn", "champion", Actor::Api)
         .await
@@ -125,10 +126,7 @@ async fn alias_moves_removals_and_stage_transitions_are_appended_in_order(store:
         .delete_registered_model_alias("churn", "champion", Actor::Api)
         .await
         .unwrap();
-    store
-        .transition_model_version_stage("churn", 1, Stage::Production, false, Actor::Api)
-        .await
-        .unwrap();
+    set_stage(&store, "churn", 1, Stage::Production).await;
     store
         .transition_model_version_stage("churn", 2, Stage::Production, true, Actor::Api)
         .await
@@ -186,19 +184,10 @@ async fn alias_moves_removals_and_stage_transitions_are_appended_in_order(store:
 async fn the_history_pages_and_filters_by_target(store: Store) {
     model(&store, "paged", 4).await;
     for version in [1, 2, 3, 4, 1] {
-        store
-            .set_registered_model_alias("paged", "champion", version, Actor::Api)
-            .await
-            .unwrap();
+        set_alias(&store, "paged", "champion", version).await;
     }
-    store
-        .set_registered_model_alias("paged", "challenger", 4, Actor::Api)
-        .await
-        .unwrap();
-    store
-        .transition_model_version_stage("paged", 2, Stage::Staging, false, Actor::Api)
-        .await
-        .unwrap();
+    set_alias(&store, "paged", "challenger", 4).await;
+    set_stage(&store, "paged", 2, Stage::Staging).await;
 
     let mut pages = Vec::new();
     let mut token: Option<String> = None;
@@ -253,23 +242,14 @@ async fn the_history_pages_and_filters_by_target(store: Store) {
 async fn at_answers_what_held_a_target_at_an_instant(store: Store) {
     model(&store, "timed", 3).await;
     for version in [1, 2, 3] {
-        store
-            .set_registered_model_alias("timed", "champion", version, Actor::Api)
-            .await
-            .unwrap();
+        set_alias(&store, "timed", "champion", version).await;
     }
     store
         .delete_registered_model_alias("timed", "champion", Actor::Api)
         .await
         .unwrap();
-    store
-        .transition_model_version_stage("timed", 1, Stage::Production, false, Actor::Api)
-        .await
-        .unwrap();
-    store
-        .transition_model_version_stage("timed", 2, Stage::Production, false, Actor::Api)
-        .await
-        .unwrap();
+    set_stage(&store, "timed", 1, Stage::Production).await;
+    set_stage(&store, "timed", 2, Stage::Production).await;
     let entries = history(&store, "timed").await;
 
     let first = entries[0].timestamp;
@@ -310,18 +290,12 @@ async fn at_answers_what_held_a_target_at_an_instant(store: Store) {
 
 async fn the_history_follows_renames_and_outlives_deletion(store: Store) {
     model(&store, "old-name", 2).await;
-    store
-        .set_registered_model_alias("old-name", "champion", 1, Actor::Api)
-        .await
-        .unwrap();
+    set_alias(&store, "old-name", "champion", 1).await;
     store
         .rename_registered_model("old-name", "new-name", Actor::Api)
         .await
         .unwrap();
-    store
-        .set_registered_model_alias("new-name", "champion", 2, Actor::Api)
-        .await
-        .unwrap();
+    set_alias(&store, "new-name", "champion", 2).await;
     let renamed = history(&store, "new-name").await;
     assert_eq!(
         renamed
@@ -351,20 +325,14 @@ async fn rollback_moves_an_alias_back_to_its_previous_holder(store: Store) {
         store.rollback_alias("rolled", "champion", Actor::Api).await,
         Err(Error::AliasNotFound { .. })
     ));
-    store
-        .set_registered_model_alias("rolled", "champion", 1, Actor::Api)
-        .await
-        .unwrap();
+    set_alias(&store, "rolled", "champion", 1).await;
     // Set once and never moved: nothing held it before.
     assert!(matches!(
         store.rollback_alias("rolled", "champion", Actor::Api).await,
         Err(Error::BadRequest(_))
     ));
     for version in [2, 3] {
-        store
-            .set_registered_model_alias("rolled", "champion", version, Actor::Api)
-            .await
-            .unwrap();
+        set_alias(&store, "rolled", "champion", version).await;
     }
     let rollback = store
         .rollback_alias("rolled", "champion", Actor::Api)
@@ -459,14 +427,15 @@ async fn the_operator_is_recorded_as_the_resource_it_acts_for(store: Store) {
         )
         .await
         .unwrap();
-    store
-        .create_model_version(NewModelVersion {
+    new_version(
+        &store,
+        NewModelVersion {
             name: "declared".into(),
             source: "s3://bucket/declared/1".into(),
             ..NewModelVersion::default()
-        })
-        .await
-        .unwrap();
+        },
+    )
+    .await;
     store
         .set_registered_model_alias("declared", "champion", 1, Actor::Owner("uid-1"))
         .await
@@ -529,14 +498,13 @@ async fn postgres_refuses_updates_deletes_and_truncation_of_the_history() {
 
 async fn seed_one_entry(store: &Store) {
     model(store, "audited", 1).await;
-    store
-        .set_registered_model_alias("audited", "champion", 1, Actor::Api)
-        .await
-        .unwrap();
+    set_alias(store, "audited", "champion", 1).await;
 }
 
 mod policies {
     use std::time::{Duration, Instant};
+
+    use super::{new_version, set_alias, set_stage};
 
     use ferroflow::store::registry::{
         Actor, MetricRule, ModelFiles, ModelMetadata, ModelMetadataRule, NewModelVersion,
@@ -555,6 +523,7 @@ mod policies {
         four_eyes_needs_the_tag_set_by_someone_other_than_the_creator,
         versions_and_their_tags_record_who_wrote_them,
         a_model_metadata_rule_reads_what_the_tracking_server_recorded,
+        the_operator_retrying_a_refused_move_records_it_once,
     );
 
     /// A version of `model` registered from a new run that logged `val_auc`.
@@ -591,16 +560,16 @@ mod policies {
             };
             store.log_batch(&run_id, &[metric], &[], &[]).await.unwrap();
         }
-        store
-            .create_model_version(NewModelVersion {
+        new_version(
+            store,
+            NewModelVersion {
                 name: model.into(),
                 source: format!("runs:/{run_id}/model"),
                 run_id: Some(run_id),
                 ..NewModelVersion::default()
-            })
-            .await
-            .unwrap()
-            .version
+            },
+        )
+        .await
     }
 
     fn gate(rules: Vec<Rule>) -> PolicySpec {
@@ -637,17 +606,17 @@ mod policies {
         creator: Option<&str>,
         tags: Vec<KeyValue>,
     ) -> i64 {
-        store
-            .create_model_version(NewModelVersion {
+        new_version(
+            store,
+            NewModelVersion {
                 name: model.into(),
                 source: format!("s3://bucket/{model}"),
                 tags,
                 user_id: creator.map(Into::into),
                 ..NewModelVersion::default()
-            })
-            .await
-            .unwrap()
-            .version
+            },
+        )
+        .await
     }
 
     async fn four_eyes_needs_the_tag_set_by_someone_other_than_the_creator(store: Store) {
@@ -900,19 +869,13 @@ mod policies {
         );
 
         // Other aliases and other models are not guarded.
-        store
-            .set_registered_model_alias("gated-churn", "challenger", weak, Actor::Api)
-            .await
-            .unwrap();
+        set_alias(&store, "gated-churn", "challenger", weak).await;
         store
             .create_registered_model("free-churn", &[], None, None)
             .await
             .unwrap();
         let free = version_with_auc(&store, "free-churn", Some(0.1)).await;
-        store
-            .set_registered_model_alias("free-churn", "champion", free, Actor::Api)
-            .await
-            .unwrap();
+        set_alias(&store, "free-churn", "champion", free).await;
 
         store
             .set_model_version_tag(
@@ -923,10 +886,7 @@ mod policies {
             )
             .await
             .unwrap();
-        store
-            .set_registered_model_alias("gated-churn", "champion", strong, Actor::Api)
-            .await
-            .unwrap();
+        set_alias(&store, "gated-churn", "champion", strong).await;
         let history = super::history(&store, "gated-churn").await;
         let champion: Vec<_> = history
             .iter()
@@ -948,10 +908,7 @@ mod policies {
         assert_eq!(champion[1].from_version, None);
         // The policy's resource is deleted: nothing guards the alias any more.
         store.delete_promotion_policy("uid-gate").await.unwrap();
-        store
-            .set_registered_model_alias("gated-churn", "champion", weak, Actor::Api)
-            .await
-            .unwrap();
+        set_alias(&store, "gated-churn", "champion", weak).await;
     }
 
     async fn relative_rules_compare_with_the_version_holding_the_target(store: Store) {
@@ -977,10 +934,7 @@ mod policies {
         let close = version_with_auc(&store, "gated-rel", Some(0.917)).await;
         let unmeasured = version_with_auc(&store, "gated-rel", None).await;
         // Nothing holds champion yet: nothing to be worse than.
-        store
-            .set_registered_model_alias("gated-rel", "champion", first, Actor::Api)
-            .await
-            .unwrap();
+        set_alias(&store, "gated-rel", "champion", first).await;
         let error = store
             .set_registered_model_alias("gated-rel", "champion", worse, Actor::Api)
             .await
@@ -997,10 +951,7 @@ mod policies {
                 .await,
             Err(Error::PolicyDenied(_))
         ));
-        store
-            .set_registered_model_alias("gated-rel", "champion", close, Actor::Api)
-            .await
-            .unwrap();
+        set_alias(&store, "gated-rel", "champion", close).await;
     }
 
     async fn stage_transitions_and_rollbacks_pass_the_same_gate(store: Store) {
@@ -1013,14 +964,8 @@ mod policies {
         let weak = version_with_auc(&store, "gated-stage", Some(0.5)).await;
         let strong = version_with_auc(&store, "gated-stage", Some(0.95)).await;
         // Moves made before the policy existed.
-        store
-            .set_registered_model_alias("gated-stage", "champion", weak, Actor::Api)
-            .await
-            .unwrap();
-        store
-            .set_registered_model_alias("gated-stage", "champion", strong, Actor::Api)
-            .await
-            .unwrap();
+        set_alias(&store, "gated-stage", "champion", weak).await;
+        set_alias(&store, "gated-stage", "champion", strong).await;
         store
             .put_promotion_policy(
                 "uid-stage",
@@ -1050,10 +995,7 @@ mod policies {
             Stage::None
         );
         // Staging is not guarded; Production for the strong one is allowed, archiving nothing.
-        store
-            .transition_model_version_stage("gated-stage", weak, Stage::Staging, false, Actor::Api)
-            .await
-            .unwrap();
+        set_stage(&store, "gated-stage", weak, Stage::Staging).await;
         store
             .transition_model_version_stage(
                 "gated-stage",
@@ -1111,10 +1053,7 @@ mod policies {
                 .contains("does not hold alias 'challenger'"),
             "{error}"
         );
-        store
-            .set_registered_model_alias("gated-dwell", "challenger", candidate, Actor::Api)
-            .await
-            .unwrap();
+        set_alias(&store, "gated-dwell", "challenger", candidate).await;
         let held_from = Instant::now();
         let first = store
             .set_registered_model_alias("gated-dwell", "champion", candidate, Actor::Api)
@@ -1222,10 +1161,7 @@ mod policies {
                 "{error}"
             );
         }
-        store
-            .set_registered_model_alias("gated-meta", "champion", signed, Actor::Api)
-            .await
-            .unwrap();
+        set_alias(&store, "gated-meta", "champion", signed).await;
         let results = store
             .check_promotion("gated-meta", Target::Alias("champion"), signed)
             .await
@@ -1246,5 +1182,139 @@ mod policies {
                 .await,
             Err(Error::NotFound { .. })
         ));
+    }
+
+    async fn the_operator_retrying_a_refused_move_records_it_once(store: Store) {
+        store
+            .put_promotion_policy(
+                "uid-retry",
+                "team-a",
+                "gate",
+                &gate(vec![auc_at_least(0.9), approved()]),
+            )
+            .await
+            .unwrap();
+        let resource = Owner {
+            namespace: "team-a".into(),
+            kind: "RegisteredModel".into(),
+            name: "retried".into(),
+            uid: "uid-rm".into(),
+        };
+        store
+            .create_registered_model(
+                "gated-retry",
+                &[],
+                None,
+                Some(&Ownership {
+                    owner: resource,
+                    fields: [OwnedField::Aliases].into_iter().collect(),
+                }),
+            )
+            .await
+            .unwrap();
+        let operator = Actor::Owner("uid-rm");
+        let weak = version_with_auc(&store, "gated-retry", Some(0.85)).await;
+        let weaker = version_with_auc(&store, "gated-retry", Some(0.8)).await;
+        let strong = version_with_auc(&store, "gated-retry", Some(0.95)).await;
+        store
+            .set_model_version_tag(
+                "gated-retry",
+                strong,
+                &KeyValue::new("approved", "true"),
+                operator,
+            )
+            .await
+            .unwrap();
+        store
+            .set_registered_model_alias("gated-retry", "champion", strong, operator)
+            .await
+            .unwrap();
+        let refuse = |version: i64| {
+            let store = store.clone();
+            async move {
+                let error = store
+                    .set_registered_model_alias("gated-retry", "champion", version, operator)
+                    .await
+                    .unwrap_err();
+                assert!(matches!(error, Error::PolicyDenied(_)), "{error:?}");
+                error.to_string()
+            }
+        };
+        let champion = |store: Store| async move {
+            super::history(&store, "gated-retry")
+                .await
+                .into_iter()
+                .filter(|entry| entry.target == "champion")
+                .map(|entry| {
+                    (
+                        entry.allowed,
+                        entry.to_version,
+                        entry.results.iter().filter(|r| !r.passed).count(),
+                    )
+                })
+                .collect::<Vec<_>>()
+        };
+
+        // Every retry of the same refused move is refused with the same message; recorded once.
+        let first = refuse(weak).await;
+        for _ in 0..6 {
+            assert_eq!(refuse(weak).await, first);
+        }
+        assert_eq!(
+            champion(store.clone()).await,
+            vec![(true, Some(strong), 0), (false, Some(weak), 2)]
+        );
+        // Another reason (the tag is set now, only the metric fails): a new entry, once.
+        store
+            .set_model_version_tag(
+                "gated-retry",
+                weak,
+                &KeyValue::new("approved", "true"),
+                operator,
+            )
+            .await
+            .unwrap();
+        for _ in 0..3 {
+            refuse(weak).await;
+        }
+        // Another version: a new entry, once.
+        for _ in 0..3 {
+            refuse(weaker).await;
+        }
+        assert_eq!(
+            champion(store.clone()).await,
+            vec![
+                (true, Some(strong), 0),
+                (false, Some(weak), 2),
+                (false, Some(weak), 1),
+                (false, Some(weaker), 2),
+            ]
+        );
+        // The bounded recent entries keep the allowed move.
+        let recent = store
+            .recent_alias_promotions("gated-retry", 5)
+            .await
+            .unwrap();
+        assert_eq!(recent.len(), 4);
+        assert_eq!(recent.last().unwrap().to_version, Some(strong));
+        // Back to a refusal recorded before, but not the newest: recorded again.
+        refuse(weak).await;
+        assert_eq!(champion(store.clone()).await.len(), 5);
+
+        // Each REST call is a request of its own: every refusal is recorded.
+        store
+            .create_registered_model("gated-api", &[], None, None)
+            .await
+            .unwrap();
+        let api_weak = version_with_auc(&store, "gated-api", Some(0.85)).await;
+        for _ in 0..2 {
+            assert!(matches!(
+                store
+                    .set_registered_model_alias("gated-api", "champion", api_weak, Actor::Api)
+                    .await,
+                Err(Error::PolicyDenied(_))
+            ));
+        }
+        assert_eq!(super::history(&store, "gated-api").await.len(), 2);
     }
 }

@@ -45,7 +45,7 @@ mod search;
 mod sources;
 mod versions;
 
-pub use model_files::ModelFiles;
+pub use model_files::{MAX_MLMODEL_BYTES, ModelFiles};
 pub use ownership::{Actor, OWNER_TAG, OwnedField, OwnedRow, Owner, Ownership, RegistryRef};
 pub use policies::{
     MetricRule, ModelMetadata, ModelMetadataRule, Policy, PolicySpec, PredecessorRule, Rule,

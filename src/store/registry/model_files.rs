@@ -8,6 +8,10 @@
 use super::{RegistryTx, validate_model_name};
 use crate::store::{BeginWrite, Result, Store, now_millis, with_pool};
 
+/// Largest `MLmodel` read for the promotion policies (MLflow's are a few KiB); a larger one
+/// is left unread.
+pub const MAX_MLMODEL_BYTES: u64 = 1 << 20;
+
 /// What the version's files hold.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, sqlx::FromRow)]
 pub struct ModelFiles {
@@ -41,6 +45,25 @@ impl ModelFiles {
 }
 
 impl Store {
+    /// What was recorded about the files of version `version` of model `name`; `None` when
+    /// they were never read.
+    pub async fn model_files(&self, name: &str, version: i64) -> Result<Option<ModelFiles>> {
+        validate_model_name(name)?;
+        let files = with_pool!(self, pool => {
+            sqlx::query_as::<_, ModelFiles>(
+                "SELECT f.has_mlmodel, f.has_signature, f.has_input_example FROM model_version_files f \
+                 JOIN registered_models rm ON rm.registered_model_id = f.registered_model_id \
+                 WHERE rm.name = $1 AND rm.workspace = $2 AND f.version = $3",
+            )
+            .bind(name)
+            .bind(self.workspace())
+            .bind(version)
+            .fetch_optional(pool)
+            .await?
+        });
+        Ok(files)
+    }
+
     /// Records what the files of version `version` of model `name` hold (replacing an earlier
     /// reading).
     pub async fn record_model_files(

@@ -393,7 +393,7 @@ fn judge_model_metadata(
         None => (
             false,
             "the version's MLmodel was not read (its files are not served by the tracking \
-             server, or the version was not created through it)"
+             server)"
                 .to_owned(),
         ),
         Some(files) if !files.has_mlmodel => {

@@ -212,6 +212,14 @@ pub(super) trait PromotionTx {
         who: &'a Who,
         entries: &'a [NewPromotion<'a>],
     ) -> impl std::future::Future<Output = Result<Vec<i64>>> + Send + 'a;
+
+    /// The newest entry of `target` of `model`, if any.
+    fn latest_promotion<'a>(
+        &'a mut self,
+        model: &'a ModelRow,
+        target_type: TargetType,
+        target: &'a str,
+    ) -> impl std::future::Future<Output = Result<Option<Promotion>>> + Send + 'a;
 }
 
 macro_rules! impl_promotion_tx {
@@ -254,6 +262,24 @@ macro_rules! impl_promotion_tx {
                 }
                 Ok(ids)
             }
+
+            async fn latest_promotion(
+                &mut self,
+                model: &ModelRow,
+                target_type: TargetType,
+                target: &str,
+            ) -> Result<Option<Promotion>> {
+                let row = sqlx::query_as::<_, PromotionRow>(&format!(
+                    "SELECT {PROMOTION_COLUMNS} FROM promotions WHERE registered_model_id = $1 \
+                     AND target_type = $2 AND target = $3 ORDER BY promotion_id DESC LIMIT 1"
+                ))
+                .bind(model.registered_model_id)
+                .bind(target_type.as_str())
+                .bind(target)
+                .fetch_optional(&mut *self)
+                .await?;
+                Ok(row.map(Promotion::from))
+            }
         }
     };
 }
@@ -263,7 +289,10 @@ impl_promotion_tx!(sqlx::SqliteConnection);
 
 /// Judges `entry` by the policies guarding `target` for version `candidate` and keeps the
 /// verdicts on it. When a rule fails, appends the entry as refused and returns the denial: the
-/// caller commits (the refusal stays in the history) and then fails with it.
+/// caller commits (the refusal stays in the history) and then fails with it. The operator
+/// retrying a refused resource appends nothing while the newest entry of the target is that
+/// same refusal ([`same_refusal`]), so its retries do not push other entries out of the
+/// resource's bounded status; each REST call is a request of its own and always appended.
 pub(super) async fn refused<C: PolicyTx + PromotionTx + Publish + Send>(
     connection: &mut C,
     model: &ModelRow,
@@ -277,6 +306,15 @@ pub(super) async fn refused<C: PolicyTx + PromotionTx + Publish + Send>(
         return Ok(None);
     };
     entry.allowed = false;
+    if who.path == PromotionPath::Operator
+        && connection
+            .latest_promotion(model, entry.target_type, entry.target)
+            .await?
+            .is_some_and(|latest| same_refusal(&latest, who, entry))
+    {
+        // The operator retrying the same desired state: recorded once, and no news.
+        return Ok(Some(Error::PolicyDenied(message)));
+    }
     connection
         .append_promotions(model, who, std::slice::from_ref(entry))
         .await?;
@@ -294,6 +332,28 @@ pub(super) async fn refused<C: PolicyTx + PromotionTx + Publish + Send>(
         }])
         .await?;
     Ok(Some(Error::PolicyDenied(message)))
+}
+
+/// Whether `latest`, the newest entry of a target, already records refusal `entry` by `who`:
+/// the same move (from and to the same version, or stage), refused to the same actor through
+/// the same path by the same failing rules. The values seen are left out of the comparison: a
+/// dwell rule's "held for 12s" grows on every retry without making it another refusal.
+fn same_refusal(latest: &Promotion, who: &Who, entry: &NewPromotion<'_>) -> bool {
+    let failing = |results: &[RuleResult]| -> Vec<(String, String)> {
+        results
+            .iter()
+            .filter(|result| !result.passed)
+            .map(|result| (result.policy.clone(), result.rule.clone()))
+            .collect()
+    };
+    !latest.allowed
+        && latest.rollback == entry.rollback
+        && latest.from_version == entry.from_version
+        && latest.to_version == entry.to_version
+        && latest.from_stage.as_deref() == entry.from_stage.map(Stage::as_str)
+        && latest.actor == who.actor
+        && latest.path == who.path
+        && failing(&latest.results) == failing(&entry.results)
 }
 
 /// The history entry and its actor for an alias going from `from` to `to`.
