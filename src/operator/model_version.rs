@@ -104,10 +104,10 @@ async fn service_account_token() -> Option<String> {
 /// uses. An unreachable server fails the reconcile, retried with backoff.
 async fn record_model_files(
     ctx: &Context,
+    store: &store::Store,
     version: &registry::ModelVersion,
 ) -> Result<(), Failure> {
-    if ctx
-        .store
+    if store
         .model_files(&version.name, version.version)
         .await?
         .is_some()
@@ -117,12 +117,15 @@ async fn record_model_files(
     let url = ctx.config.tracking_api_url.as_str();
     let mlmodel = format!("{}/MLmodel", version.storage_location.trim_end_matches('/'));
     let read = match MlflowClient::new(url, service_account_token().await) {
-        Ok(client) => read_file(&client, &mlmodel, MAX_MLMODEL_BYTES).await,
+        Ok(client) => {
+            let client = client.in_workspace(store.workspace());
+            read_file(&client, &mlmodel, MAX_MLMODEL_BYTES).await
+        }
         Err(error) => Err(error.into()),
     };
     match mlmodel_read(read) {
         MlmodelRead::Record(files) => {
-            ctx.store
+            store
                 .record_model_files(&version.name, version.version, &files)
                 .await?;
         }
@@ -217,7 +220,7 @@ impl Reconciler for ModelVersion {
                     .set_owner(RegistryRef::Version(&name, created.version), &ownership)
                     .await?;
                 // Before any stage change, which a policy may judge by it.
-                record_model_files(ctx, &created).await?;
+                record_model_files(ctx, &store, &created).await?;
                 created
             }
             (None, None) => {
