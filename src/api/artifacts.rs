@@ -221,8 +221,8 @@ fn served_root(state: &AppState, root_uri: &str, relative: &str) -> ApiResult<Ar
         .ok_or_else(|| artifacts::Error::NotFound(relative.to_owned()).into())
 }
 
-/// Rewrites a failure on a path under an artifact root to name the path as the client sent it
-/// (`relative`), not the storage path the root is joined to.
+/// Rewrites a failure to name the path as the client sent it (`relative`), not the storage
+/// path behind it (an artifact root joined to it, a workspace's folder).
 fn as_sent(relative: &str) -> impl Fn(artifacts::Error) -> artifacts::Error + '_ {
     move |error| match error {
         artifacts::Error::NotFound(_) => artifacts::Error::NotFound(relative.to_owned()),
