@@ -235,7 +235,7 @@ def bodies(ids: dict) -> dict[tuple[str, str], object]:
         ("GET", "/metrics/get-history-bulk-interval"): {"run_ids": run, "metric_key": "auc"},
         ("GET", "/artifacts/list"): {"run_id": run},
         ("GET", "/get-artifact"): {"run_id": run, "path": "model/MLmodel"},
-        ("GET", "/api/2.0/mlflow-artifacts/artifacts"): {"path": f"{exp}/{run}/artifacts"},
+        ("GET", "/api/2.0/mlflow-artifacts/artifacts"): {"path": ids["artifact_root"]},
         ("GET", "/api/2.0/mlflow-artifacts/artifacts/{*path}"): None,
         ("PUT", "/api/2.0/mlflow-artifacts/artifacts/{*path}"): None,
         ("DELETE", "/api/2.0/mlflow-artifacts/artifacts/{*path}"): None,
@@ -282,7 +282,7 @@ def bodies(ids: dict) -> dict[tuple[str, str], object]:
 def concrete(path: str, ids: dict) -> str:
     """The URL of a table path: MLflow's prefix for API paths, parameters filled in."""
     filled = (path.replace("{model_id}", ids["logged_model_id"]).replace("{tag_key}", "k")
-              .replace("{*path}", f"{ids['experiment_id']}/{ids['run_id']}/artifacts/model/MLmodel"))
+              .replace("{*path}", f"{ids['artifact_root']}/model/MLmodel"))
     if filled.startswith("/api/") or filled in ("/get-artifact", "/model-versions/get-artifact"):
         return filled
     return "/api/2.0/mlflow" + filled if not filled.startswith("/traces") else "/ajax-api/3.0/mlflow" + filled
@@ -296,6 +296,11 @@ def test_isolation_over_every_endpoint_of_the_table(request, auth_server, identi
     experiment_id = alice.create_experiment(name)
     run = alice.create_run(experiment_id)
     alice.log_metric(run.info.run_id, "auc", 0.5)
+    # A file behind every artifact route: the run's MLmodel, stored in team-a's folder.
+    secret = f"team-a secret {unique_name}"
+    alice.log_text(run.info.run_id, secret, "model/MLmodel")
+    artifact_root = run.info.artifact_uri.removeprefix("mlflow-artifacts:/")
+    assert artifact_root.startswith(f"workspaces/team-a/{experiment_id}/"), run.info.artifact_uri
     model = f"iso-model-{unique_name}"
     alice.create_registered_model(model)
     alice.create_model_version(model, "s3://models/iso/1", run_id=run.info.run_id)
@@ -304,7 +309,7 @@ def test_isolation_over_every_endpoint_of_the_table(request, auth_server, identi
                            timeout=30)
     assert logged.status_code == 200, logged.text
     ids = {"experiment_id": experiment_id, "experiment_name": name, "run_id": run.info.run_id, "model": model,
-           "logged_model_id": logged.json()["model"]["info"]["model_id"]}
+           "logged_model_id": logged.json()["model"]["info"]["model_id"], "artifact_root": artifact_root}
 
     table = [e for e in endpoint_table(exe) if e["access"] == "rbac"]
     known = bodies(ids)
@@ -324,9 +329,28 @@ def test_isolation_over_every_endpoint_of_the_table(request, auth_server, identi
     print(f"isolation: {covered} endpoints covered, {len(cross_namespace_reads)} cross-namespace reads")
     assert covered == len(table) and covered > 60
     assert cross_namespace_reads == []
+
+    # bob in his own workspace (named, or his service account's namespace) against team-a's
+    # artifact paths and ids: his namespace's review passes, and then nothing of team-a's is
+    # found (404), read, written or deleted.
+    artifact_endpoints = [e for e in table if "artifact" in e["path"]]
+    covered, cross_namespace_reads = 0, []
+    for workspace in ("team-b", None):
+        for endpoint in artifact_endpoints:
+            method, path = endpoint["method"], endpoint["path"]
+            r = call(auth_server, method, concrete(path, ids), identities["bob"], workspace, known[(method, path)])
+            covered += 1
+            if r.status_code not in (403, 404) or secret in r.text:
+                cross_namespace_reads.append((workspace, method, path, r.status_code, r.text[:200]))
+    print(f"artifact isolation: {covered} endpoint calls from team-b, {len(cross_namespace_reads)} cross-namespace reads")
+    assert covered == 2 * len(artifact_endpoints) and len(artifact_endpoints) >= 9
+    assert cross_namespace_reads == []
+
     # alice's data is untouched.
     assert alice.get_run(run.info.run_id).data.metrics == {"auc": 0.5}
     assert alice.get_registered_model(model).name == model
+    assert mlflow.artifacts.load_text(f"{run.info.artifact_uri}/model/MLmodel") == secret
+    assert [f.path for f in alice.list_artifacts(run.info.run_id, "model")] == ["model/MLmodel"]
 
 
 def test_api_server_down_refuses_with_503(auth_server, identities):

@@ -10,12 +10,14 @@ use axum::routing::get;
 use futures::TryStreamExt;
 use serde::{Deserialize, Serialize};
 
-use super::InWorkspace;
 use super::endpoints::Routes;
 use super::error::{ApiError, ApiResult, ErrorCode, Required};
 use super::request::{Mlflow, percent_decode_path};
 use super::types::Empty;
-use crate::artifacts::{self, ArtifactPath, ArtifactStore, Download, path_from_proxy_uri};
+use super::{AppState, InWorkspace};
+use crate::artifacts::{
+    self, ArtifactPath, ArtifactStore, Download, FileInfo, WORKSPACES_FOLDER, path_from_proxy_uri,
+};
 
 /// Prefix of the proxied artifact routes; the rest of the URL path is the artifact path.
 const PROXY_PREFIX: &str = "/api/2.0/mlflow-artifacts/artifacts";
@@ -76,24 +78,54 @@ async fn proxied_file(
     uri: Uri,
     body: Body,
 ) -> ApiResult<Response> {
-    let path = proxied_path(&uri)?;
+    let sent = proxied_path(&uri)?;
+    let path = stored_in_workspace(&state, &sent)?;
+    let sent = sent.to_string();
     match method {
         Method::PUT => {
             let stream = body.into_data_stream();
-            state.artifacts.put_stream(&path, stream).await?;
+            state
+                .artifacts
+                .put_stream(&path, stream)
+                .await
+                .map_err(as_sent(&sent))?;
             Ok(Json(Empty {}).into_response())
         }
         Method::DELETE => {
-            state.artifacts.delete(&path).await?;
+            state
+                .artifacts
+                .delete(&path)
+                .await
+                .map_err(as_sent(&sent))?;
             Ok(Json(Empty {}).into_response())
         }
-        _ => download(&state.artifacts, &path).await,
+        _ => {
+            let download = state.artifacts.get(&path).await.map_err(as_sent(&sent))?;
+            Ok(respond(&path, download))
+        }
     }
 }
 
-/// Streams a stored file with its length and a content type guessed from its name.
-async fn download(store: &ArtifactStore, path: &ArtifactPath) -> ApiResult<Response> {
-    Ok(respond(path, store.get(path).await?))
+/// Where the path a client names in the request's workspace is stored
+/// ([`ArtifactPath::in_workspace`]). A path into another workspace's folder answers as a
+/// missing file does, whatever that folder holds: the request never touches it, and its
+/// answer cannot tell whether anything is there.
+fn stored_in_workspace(state: &AppState, sent: &ArtifactPath) -> ApiResult<ArtifactPath> {
+    sent.in_workspace(state.store.workspace())
+        .ok_or_else(|| artifacts::Error::NotFound(sent.to_string()).into())
+}
+
+/// Lists the stored folder `dir`. The root's `workspaces/` folder holds the other workspaces'
+/// artifacts (only `default` can list the root), so it is left out.
+async fn list_stored(
+    store: &ArtifactStore,
+    dir: &ArtifactPath,
+) -> artifacts::Result<Vec<FileInfo>> {
+    let mut files = store.list(dir).await?;
+    if dir.is_root() {
+        files.retain(|info| info.path.to_string() != WORKSPACES_FOLDER);
+    }
+    Ok(files)
 }
 
 /// The response carrying `download` of the file at `path`.
@@ -149,11 +181,11 @@ async fn list_proxied(
     InWorkspace(state): InWorkspace,
     Query(request): Query<ListProxiedRequest>,
 ) -> ApiResult<Json<ListProxiedResponse>> {
-    let dir = ArtifactPath::parse(request.path.as_deref().unwrap_or(""))?;
-    let files = state
-        .artifacts
-        .list(&dir)
-        .await?
+    let sent = ArtifactPath::parse(request.path.as_deref().unwrap_or(""))?;
+    let dir = stored_in_workspace(&state, &sent)?;
+    let files = list_stored(&state.artifacts, &dir)
+        .await
+        .map_err(as_sent(&sent.to_string()))?
         .into_iter()
         .map(|info| FileInfoJson {
             path: info.path.to_string(),
@@ -178,15 +210,19 @@ pub struct ListUnderRootResponse {
     pub files: Vec<FileInfoJson>,
 }
 
-/// The storage path of an artifact root URI this server serves.
-fn served_root(root_uri: &str) -> ApiResult<ArtifactPath> {
-    path_from_proxy_uri(root_uri).ok_or_else(|| {
+/// The storage path of an artifact root URI this server serves, for `relative` under it asked
+/// in the store's workspace: a root in another workspace's folder answers as a missing
+/// `relative` does (a run or model of this workspace whose location names it reaches nothing).
+fn served_root(state: &AppState, root_uri: &str, relative: &str) -> ApiResult<ArtifactPath> {
+    let root = path_from_proxy_uri(root_uri).ok_or_else(|| {
         ApiError::invalid(format!("Artifacts at '{root_uri}' are not served by this server; read them from that location directly"))
-    })
+    })?;
+    root.in_workspace(state.store.workspace())
+        .ok_or_else(|| artifacts::Error::NotFound(relative.to_owned()).into())
 }
 
-/// Rewrites a failure on a path under an artifact root to name the path as the client sent it
-/// (`relative`), not the storage path the root is joined to.
+/// Rewrites a failure to name the path as the client sent it (`relative`), not the storage
+/// path behind it (an artifact root joined to it, a workspace's folder).
 fn as_sent(relative: &str) -> impl Fn(artifacts::Error) -> artifacts::Error + '_ {
     move |error| match error {
         artifacts::Error::NotFound(_) => artifacts::Error::NotFound(relative.to_owned()),
@@ -200,27 +236,29 @@ fn as_sent(relative: &str) -> impl Fn(artifacts::Error) -> artifacts::Error + '_
 
 /// Streams the file `relative` under an artifact root URI (the UI's downloads).
 pub async fn download_under_root(
-    store: &ArtifactStore,
+    state: &AppState,
     root_uri: &str,
     relative: &str,
 ) -> ApiResult<Response> {
-    let root = served_root(root_uri)?;
-    let file = ArtifactPath::parse(relative)
-        .map(|path| root.join(&path))
+    let file = ArtifactPath::parse(relative).map_err(as_sent(relative))?;
+    let file = served_root(state, root_uri, relative)?.join(&file);
+    let download = state
+        .artifacts
+        .get(&file)
+        .await
         .map_err(as_sent(relative))?;
-    let download = store.get(&file).await.map_err(as_sent(relative))?;
     Ok(respond(&file, download))
 }
 
 /// Lists `relative` under an artifact root URI; paths in the answer are relative to the root.
 pub async fn list_under_root(
-    store: &ArtifactStore,
+    state: &AppState,
     root_uri: &str,
     relative: &str,
 ) -> ApiResult<ListUnderRootResponse> {
-    let root = served_root(root_uri)?;
     let listed_relative = ArtifactPath::parse(relative).map_err(as_sent(relative))?;
-    let listed = root.join(&listed_relative);
+    let listed = served_root(state, root_uri, relative)?.join(&listed_relative);
+    let store = &state.artifacts;
     // Listing a file answers nothing, as MLflow's artifact repositories do.
     if store
         .file_size(&listed)
@@ -233,8 +271,7 @@ pub async fn list_under_root(
             files: Vec::new(),
         });
     }
-    let files = store
-        .list(&listed)
+    let files = list_stored(store, &listed)
         .await
         .map_err(as_sent(relative))?
         .into_iter()
@@ -262,7 +299,7 @@ async fn list_run_artifacts(
     let info = state.store.get_run_info(&run_id).await?;
     Ok(Json(
         list_under_root(
-            &state.artifacts,
+            &state,
             &info.artifact_uri,
             request.path.as_deref().unwrap_or(""),
         )
@@ -285,7 +322,7 @@ async fn get_run_artifact(
     let run_id = request.run_id.or(request.run_uuid).required("run_id")?;
     let path = request.path.required("path")?;
     let info = state.store.get_run_info(&run_id).await?;
-    download_under_root(&state.artifacts, &info.artifact_uri, &path).await
+    download_under_root(&state, &info.artifact_uri, &path).await
 }
 
 #[derive(Serialize)]

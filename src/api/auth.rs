@@ -21,15 +21,17 @@ use axum::http::{HeaderMap, header};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use base64::Engine as _;
+use futures::{StreamExt as _, stream};
 use k8s_openapi::api::authentication::v1::{TokenReview, TokenReviewSpec};
 use k8s_openapi::api::authorization::v1::{
     ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
 };
-use kube::api::PostParams;
+use k8s_openapi::api::core::v1::Namespace;
+use kube::api::{ListParams, PostParams};
 use kube::{Api, Client};
 use sha2::{Digest, Sha256};
 
-use super::endpoints::{self, Access, Permission};
+use super::endpoints::{self, Access, Permission, Resource, Verb};
 use super::error::{ApiError, ErrorCode};
 use crate::crd::GROUP;
 use crate::store::registry::Actor;
@@ -155,7 +157,7 @@ pub enum ReviewError {
     Timeout(Duration),
 }
 
-/// The two reviews, against the API server (or a fake in unit tests).
+/// The two reviews and the namespace list, against the API server (or a fake in unit tests).
 #[async_trait]
 pub trait Reviewer: Send + Sync {
     /// The token's user, or `None` when the API server does not accept it.
@@ -166,6 +168,9 @@ pub trait Reviewer: Send + Sync {
     ) -> Result<Option<ReviewedToken>, ReviewError>;
 
     async fn review_access(&self, question: &AccessQuestion) -> Result<bool, ReviewError>;
+
+    /// The names of the cluster's namespaces (the workspaces there are).
+    async fn namespaces(&self) -> Result<Vec<String>, ReviewError>;
 }
 
 /// A token the API server accepted.
@@ -174,7 +179,8 @@ pub struct ReviewedToken {
     pub caller: Caller,
 }
 
-/// Reviews with the server's own credentials (ClusterRole `system:auth-delegator`).
+/// Reviews with the server's own credentials (ClusterRole `system:auth-delegator`), and lists
+/// namespaces with them (ClusterRole `ferroflow-server` of config/rbac).
 pub struct KubeReviewer {
     client: Client,
 }
@@ -249,6 +255,16 @@ impl Reviewer for KubeReviewer {
         let api: Api<SubjectAccessReview> = Api::all(self.client.clone());
         let answer = within_timeout(api.create(&PostParams::default(), &review)).await?;
         Ok(answer.status.is_some_and(|status| status.allowed))
+    }
+
+    async fn namespaces(&self) -> Result<Vec<String>, ReviewError> {
+        let api: Api<Namespace> = Api::all(self.client.clone());
+        let listed = within_timeout(api.list_metadata(&ListParams::default())).await?;
+        Ok(listed
+            .items
+            .into_iter()
+            .filter_map(|namespace| namespace.metadata.name)
+            .collect())
     }
 }
 
@@ -347,12 +363,17 @@ impl From<AuthError> for ApiError {
     }
 }
 
-/// How many reviews the API server was asked for (to check the caches do their job).
+/// How many reviews (and namespace lists) the API server was asked for (to check the caches
+/// do their job).
 #[derive(Debug, Default)]
 pub struct ReviewCounts {
     pub token_reviews: AtomicU64,
     pub access_reviews: AtomicU64,
+    pub namespace_lists: AtomicU64,
 }
+
+/// How many namespaces' SubjectAccessReviews a workspace list asks for at once.
+const NAMESPACE_CHECKS_IN_FLIGHT: usize = 8;
 
 /// TokenReview and SubjectAccessReview with their caches.
 pub struct Authorizer {
@@ -361,6 +382,8 @@ pub struct Authorizer {
     /// By SHA-256 of the token: the token itself is never kept.
     identities: TtlCache<[u8; 32], Caller>,
     decisions: TtlCache<AccessQuestion, bool>,
+    /// The cluster's namespaces, listed again after the decision TTL.
+    namespaces: TtlCache<(), Vec<String>>,
     pub counts: ReviewCounts,
 }
 
@@ -371,6 +394,7 @@ impl Authorizer {
             settings,
             identities: TtlCache::new(),
             decisions: TtlCache::new(),
+            namespaces: TtlCache::new(),
             counts: ReviewCounts::default(),
         }
     }
@@ -384,9 +408,13 @@ impl Authorizer {
             "# HELP ferroflow_auth_reviews_total Reviews asked of the Kubernetes API server: token (TokenReview), access (SubjectAccessReview).\n\
              # TYPE ferroflow_auth_reviews_total counter\n\
              ferroflow_auth_reviews_total{{kind=\"token\"}} {}\n\
-             ferroflow_auth_reviews_total{{kind=\"access\"}} {}\n",
+             ferroflow_auth_reviews_total{{kind=\"access\"}} {}\n\
+             # HELP ferroflow_auth_namespace_lists_total Namespace lists asked of the Kubernetes API server (workspace lists).\n\
+             # TYPE ferroflow_auth_namespace_lists_total counter\n\
+             ferroflow_auth_namespace_lists_total {}\n",
             self.counts.token_reviews.load(Ordering::Relaxed),
             self.counts.access_reviews.load(Ordering::Relaxed),
+            self.counts.namespace_lists.load(Ordering::Relaxed),
         );
     }
 
@@ -444,6 +472,51 @@ impl Authorizer {
                 namespace: question.namespace,
             })
         }
+    }
+}
+
+impl Authorizer {
+    /// The cluster's namespaces in which `caller` may `list` experiments: the workspaces it may
+    /// use, sorted. The namespace list and each decision are cached like every other decision.
+    pub async fn usable_namespaces(&self, caller: &Caller) -> Result<Vec<String>, AuthError> {
+        let now = Instant::now();
+        let mut names = match self.namespaces.get(&(), now) {
+            Some(names) => names,
+            None => {
+                self.counts.namespace_lists.fetch_add(1, Ordering::Relaxed);
+                let names = self
+                    .reviewer
+                    .namespaces()
+                    .await
+                    .map_err(AuthError::Unavailable)?;
+                self.namespaces
+                    .insert((), names.clone(), now + self.settings.decision_ttl, now);
+                names
+            }
+        };
+        names.sort();
+        names.retain(|name| is_namespace_name(name));
+        let decisions: Vec<_> = stream::iter(names.into_iter().map(|name| async move {
+            let question = AccessQuestion {
+                caller: caller.clone(),
+                namespace: name.clone(),
+                permission: endpoints::permission(Verb::List, Resource::Experiments),
+                name: None,
+            };
+            (name, self.check(question).await)
+        }))
+        .buffered(NAMESPACE_CHECKS_IN_FLIGHT)
+        .collect()
+        .await;
+        let mut usable = Vec::new();
+        for (name, decision) in decisions {
+            match decision {
+                Ok(()) => usable.push(name),
+                Err(AuthError::Denied { .. }) => {}
+                Err(error) => return Err(error),
+            }
+        }
+        Ok(usable)
     }
 }
 
@@ -621,6 +694,7 @@ mod tests {
     struct FakeReviewer {
         tokens: HashMap<String, Caller>,
         allowed: Vec<(String, Permission, Option<String>)>,
+        namespaces: Vec<String>,
         unreachable: bool,
     }
 
@@ -649,6 +723,13 @@ mod tests {
                     && (name.is_none() || *name == question.name)
             }))
         }
+
+        async fn namespaces(&self) -> Result<Vec<String>, ReviewError> {
+            if self.unreachable {
+                return Err(ReviewError::Timeout(REVIEW_TIMEOUT));
+            }
+            Ok(self.namespaces.clone())
+        }
     }
 
     fn alice() -> Caller {
@@ -674,7 +755,20 @@ mod tests {
                         permission(Verb::Update, Resource::RegisteredModelsPromote),
                         Some("churn".into()),
                     ),
+                    (
+                        "team-c".into(),
+                        permission(Verb::List, Resource::Experiments),
+                        None,
+                    ),
+                    (
+                        "team-a".into(),
+                        permission(Verb::List, Resource::Experiments),
+                        None,
+                    ),
                 ],
+                namespaces: ["team-c", "kube-system", "default", "team-a", "team-b"]
+                    .map(String::from)
+                    .to_vec(),
                 unreachable,
             }),
             AuthSettings {
@@ -753,6 +847,25 @@ mod tests {
                 .to_string()
                 .contains("update registeredmodels/promote in namespace 'team-a'")
         );
+    }
+
+    #[tokio::test]
+    async fn workspaces_are_the_namespaces_the_caller_may_list_experiments_in() {
+        let reachable = authorizer(false);
+        for _ in 0..3 {
+            assert_eq!(
+                reachable.usable_namespaces(&alice()).await.unwrap(),
+                ["team-a", "team-c"]
+            );
+        }
+        // One list and one review per namespace, then the caches answer.
+        assert_eq!(reachable.counts.namespace_lists.load(Ordering::Relaxed), 1);
+        assert_eq!(reachable.counts.access_reviews.load(Ordering::Relaxed), 5);
+        let error = authorizer(true)
+            .usable_namespaces(&alice())
+            .await
+            .unwrap_err();
+        assert_eq!(ApiError::from(error).error_code.status().as_u16(), 503);
     }
 
     #[tokio::test]

@@ -327,7 +327,7 @@ async fn list_artifacts(
     let model = state.store.get_logged_model(&model_id, false).await?;
     let relative = request.artifact_directory_path.unwrap_or_default();
     Ok(Json(
-        list_under_root(&state.artifacts, &model.artifact_uri, &relative).await?,
+        list_under_root(&state, &model.artifact_uri, &relative).await?,
     ))
 }
 
@@ -344,7 +344,7 @@ async fn get_artifact_file(
 ) -> ApiResult<Response> {
     let model = state.store.get_logged_model(&model_id, false).await?;
     let file = request.artifact_file_path.required("artifact_file_path")?;
-    download_under_root(&state.artifacts, &model.artifact_uri, &file).await
+    download_under_root(&state, &model.artifact_uri, &file).await
 }
 
 #[derive(Deserialize)]

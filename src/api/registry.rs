@@ -15,7 +15,7 @@ use super::error::{ApiError, ApiResult, Required, non_empty};
 use super::request::{Mlflow, lenient};
 use super::types::{Empty, KeyValueJson};
 use super::{AppState, InWorkspace};
-use crate::artifacts::{self, ArtifactPath, ArtifactStore, path_from_proxy_uri};
+use crate::artifacts::{self, ArtifactPath, path_from_proxy_uri};
 use crate::store::KeyValue;
 use crate::store::registry::{
     self as store_registry, DEFAULT_REGISTERED_MODELS_PAGE, MAX_MLMODEL_BYTES,
@@ -495,7 +495,7 @@ async fn create_model_version(
 /// records what it declares, for the promotion policies' `modelMetadata` rule. The version is
 /// created either way: a failure here only leaves the files unread, which that rule refuses.
 async fn record_model_files(state: &AppState, version: &ModelVersion) {
-    let Some(files) = model_files(&state.artifacts, &version.storage_location).await else {
+    let Some(files) = model_files(state, &version.storage_location).await else {
         return;
     };
     if let Err(error) = state
@@ -508,10 +508,13 @@ async fn record_model_files(state: &AppState, version: &ModelVersion) {
 }
 
 /// What the `MLmodel` under `storage_location` declares; `None` when this server does not
-/// serve that location or could not read it.
-async fn model_files(artifacts: &ArtifactStore, storage_location: &str) -> Option<ModelFiles> {
+/// serve that location in the version's workspace (it names another workspace's folder) or
+/// could not read it.
+async fn model_files(state: &AppState, storage_location: &str) -> Option<ModelFiles> {
     let mlmodel = path_from_proxy_uri(storage_location)?
+        .in_workspace(state.store.workspace())?
         .join(&ArtifactPath::from_trusted(&["MLmodel"]).ok()?);
+    let artifacts = &state.artifacts;
     let read = async {
         let download = artifacts.get(&mlmodel).await?;
         if download.size > MAX_MLMODEL_BYTES {

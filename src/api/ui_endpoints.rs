@@ -3,13 +3,13 @@
 //! pages stay quiet (telemetry disabled, no assistant, no traces, no gateway endpoints).
 
 use axum::Json;
-use axum::extract::{Query, State};
+use axum::extract::Query;
 use axum::response::Response;
 use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::AppState;
+use super::InWorkspace;
 use super::artifacts::download_under_root;
 use super::endpoints::Routes;
 use super::error::ApiResult;
@@ -106,7 +106,7 @@ impl From<DatasetSummary> for DatasetSummaryJson {
 }
 
 async fn search_datasets(
-    State(state): State<AppState>,
+    InWorkspace(state): InWorkspace,
     Mlflow(request): Mlflow<SearchDatasetsRequest>,
 ) -> ApiResult<Json<SearchDatasetsResponse>> {
     let experiment_ids = request
@@ -132,7 +132,7 @@ struct ModelVersionArtifactRequest {
 
 /// A file of a model version's model (the version page shows its `MLmodel`).
 async fn model_version_artifact(
-    State(state): State<AppState>,
+    InWorkspace(state): InWorkspace,
     Query(request): Query<ModelVersionArtifactRequest>,
 ) -> ApiResult<Response> {
     let name = non_empty(request.name).required("name")?;
@@ -142,5 +142,5 @@ async fn model_version_artifact(
         .store
         .get_model_version_download_uri(&name, version)
         .await?;
-    download_under_root(&state.artifacts, &root, &path).await
+    download_under_root(&state, &root, &path).await
 }

@@ -7,8 +7,8 @@ use axum::{Extension, Json};
 use serde::Serialize;
 
 use super::AppState;
-use super::auth::{AccessQuestion, Auth, AuthError, Caller, is_namespace_name};
-use super::endpoints::{Resource, Routes, Verb, permission};
+use super::auth::{Auth, AuthError, Caller};
+use super::endpoints::Routes;
 use super::error::{ApiError, ApiResult, ErrorCode};
 
 pub fn routes() -> Routes {
@@ -45,8 +45,8 @@ struct GetWorkspace {
 }
 
 /// The workspaces the caller may use: with `--auth none` every workspace that holds data and
-/// `default`; with `--auth kubernetes` those of them, and the caller's own service-account
-/// namespace, in which it may `list` experiments.
+/// `default`; with `--auth kubernetes` the cluster's namespaces in which it may `list`
+/// experiments (data or not).
 async fn list_workspaces(
     State(state): State<AppState>,
     caller: Option<Extension<Caller>>,
@@ -87,32 +87,11 @@ async fn refuse_change() -> ApiError {
 }
 
 async fn usable_workspaces(state: &AppState, caller: Option<&Caller>) -> ApiResult<Vec<String>> {
-    let mut names = state.store.workspaces().await?;
-    let authorizer = match (&state.auth, caller) {
-        (Auth::Kubernetes(authorizer), Some(caller)) => (authorizer, caller),
-        (Auth::Kubernetes(_), None) => return Err(AuthError::MissingToken.into()),
-        (Auth::None, _) => return Ok(names),
-    };
-    let (authorizer, caller) = authorizer;
-    if let Some(own) = caller.service_account_namespace()
-        && !names.iter().any(|name| name == own)
-    {
-        names.push(own.to_owned());
-        names.sort();
-    }
-    let mut usable = Vec::new();
-    for name in names.into_iter().filter(|name| is_namespace_name(name)) {
-        let question = AccessQuestion {
-            caller: caller.clone(),
-            namespace: name.clone(),
-            permission: permission(Verb::List, Resource::Experiments),
-            name: None,
-        };
-        match authorizer.check(question).await {
-            Ok(()) => usable.push(name),
-            Err(AuthError::Denied { .. }) => {}
-            Err(error) => return Err(error.into()),
+    match (&state.auth, caller) {
+        (Auth::Kubernetes(authorizer), Some(caller)) => {
+            Ok(authorizer.usable_namespaces(caller).await?)
         }
+        (Auth::Kubernetes(_), None) => Err(AuthError::MissingToken.into()),
+        (Auth::None, _) => Ok(state.store.workspaces().await?),
     }
-    Ok(usable)
 }

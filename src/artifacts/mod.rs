@@ -35,7 +35,7 @@ use local::{
     LocalRoot, OnDisk, RemoveOnDrop, STAGING_DIR, claim_staging, delete_local, list_local_folder,
     local_file_stream,
 };
-pub use path::{ArtifactPath, PROXY_SCHEME, path_from_proxy_uri};
+pub use path::{ArtifactPath, PROXY_SCHEME, WORKSPACES_FOLDER, path_from_proxy_uri};
 
 /// Size of the parts a streamed upload is cut into (S3's minimum is 5 MiB).
 const UPLOAD_PART_SIZE: usize = 8 * 1024 * 1024;

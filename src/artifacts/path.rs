@@ -3,9 +3,13 @@
 use object_store::path::Path as StorePath;
 
 use super::{Error, Result};
+use crate::store::DEFAULT_WORKSPACE;
 
 /// Scheme of the URIs that make clients upload and download through this server.
 pub const PROXY_SCHEME: &str = "mlflow-artifacts:";
+/// The folder holding the artifacts of every workspace but `default`, one folder per workspace
+/// (`workspaces/<name>/…`), as MLflow lays out proxied artifacts.
+pub const WORKSPACES_FOLDER: &str = "workspaces";
 /// Longest file name a local filesystem stores (NAME_MAX), in bytes.
 pub(super) const LOCAL_NAME_MAX: usize = 255;
 /// Longest path the OS accepts (PATH_MAX without its terminating NUL), in bytes.
@@ -81,6 +85,27 @@ impl ArtifactPath {
             })
     }
 
+    /// Where the path a client in `workspace` names is stored, as MLflow 3.17's server maps
+    /// proxied paths: `workspaces/<workspace>/…` as it is, any other path of a workspace other
+    /// than `default` under its `workspaces/<workspace>/` folder, any other path of `default`
+    /// as it is. `None` for a path into another workspace's folder (or the folder of all of
+    /// them): that workspace's artifacts, which this one never reaches.
+    pub fn in_workspace(&self, workspace: &str) -> Option<ArtifactPath> {
+        match self.segments.split_first() {
+            Some((first, rest)) if first == WORKSPACES_FOLDER => {
+                (rest.first().map(String::as_str) == Some(workspace)).then(|| self.clone())
+            }
+            _ if workspace == DEFAULT_WORKSPACE => Some(self.clone()),
+            _ => Some(ArtifactPath {
+                segments: [WORKSPACES_FOLDER, workspace]
+                    .into_iter()
+                    .map(str::to_owned)
+                    .chain(self.segments.iter().cloned())
+                    .collect(),
+            }),
+        }
+    }
+
     pub fn file_name(&self) -> Option<&str> {
         self.segments.last().map(String::as_str)
     }
@@ -144,6 +169,37 @@ mod tests {
                 .to_string(),
             "with space/ünï.txt"
         );
+    }
+
+    #[test]
+    fn workspaces_reach_their_own_folder_only() {
+        let stored = |raw: &str, workspace: &str| {
+            ArtifactPath::parse(raw)
+                .unwrap()
+                .in_workspace(workspace)
+                .map(|path| path.to_string())
+        };
+        // default: its own layout, and never another workspace's folder or the list of them.
+        assert_eq!(
+            stored("1/abc/artifacts", "default").as_deref(),
+            Some("1/abc/artifacts")
+        );
+        assert_eq!(stored("", "default").as_deref(), Some(""));
+        assert_eq!(stored("workspaces/team-a/2/x", "default"), None);
+        assert_eq!(stored("workspaces", "default"), None);
+        // Another workspace: its folder; any other path is put in it.
+        assert_eq!(
+            stored("workspaces/team-a/2/x", "team-a").as_deref(),
+            Some("workspaces/team-a/2/x")
+        );
+        assert_eq!(stored("", "team-a").as_deref(), Some("workspaces/team-a"));
+        assert_eq!(
+            stored("1/abc/artifacts", "team-a").as_deref(),
+            Some("workspaces/team-a/1/abc/artifacts")
+        );
+        assert_eq!(stored("workspaces/team-b/2/x", "team-a"), None);
+        assert_eq!(stored("workspaces/team-ab/2/x", "team-a"), None);
+        assert_eq!(stored("workspaces", "team-a"), None);
     }
 
     #[test]

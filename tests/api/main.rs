@@ -23,7 +23,7 @@ use metrics::{
     metrics_and_readiness_follow_the_store_liveness_does_not,
     metrics_move_with_requests_latency_and_artifact_bytes,
 };
-use workspaces::the_workspace_header_scopes_every_object;
+use workspaces::{artifacts_stay_in_their_workspace, the_workspace_header_scopes_every_object};
 
 use std::sync::Arc;
 
@@ -168,6 +168,7 @@ on_both!(
     metrics_move_with_requests_latency_and_artifact_bytes,
     metrics_and_readiness_follow_the_store_liveness_does_not,
     the_workspace_header_scopes_every_object,
+    artifacts_stay_in_their_workspace,
 );
 
 async fn create_run(server: &TestServer) -> (String, String) {

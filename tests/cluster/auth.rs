@@ -16,6 +16,9 @@ use ferroflow::store::registry::{PolicySpec, Rule, TagRule};
 use k8s_openapi::api::authentication::v1::{
     BoundObjectReference, TokenRequest, TokenRequestSpec, TokenReview, TokenReviewSpec,
 };
+use k8s_openapi::api::authorization::v1::{
+    ResourceAttributes, SubjectAccessReview, SubjectAccessReviewSpec,
+};
 use k8s_openapi::api::core::v1::{Secret, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
 use kube::api::{DeleteParams, PostParams};
@@ -789,4 +792,149 @@ async fn the_authenticated_caller_is_recorded_and_four_eyes_hold() -> anyhow::Re
             Ok(())
         })
         .await
+}
+
+/// `GET /api/3.0/mlflow/workspaces` with `--auth kubernetes` (issue #17): the cluster's
+/// namespaces in which the caller may list experiments, whether they hold data or not, and no
+/// other (not `default`, not `kube-system`); the list and the decisions are cached.
+#[tokio::test]
+async fn the_workspace_list_is_the_namespaces_the_caller_may_use() -> anyhow::Result<()> {
+    let Some(cluster) =
+        harness::connect("the_workspace_list_is_the_namespaces_the_caller_may_use").await?
+    else {
+        return Ok(());
+    };
+    let cluster = &cluster;
+    cluster
+        .in_namespace("ff-wslist", |home: TestNamespace| async move {
+            set_up_accounts(&home, &["editor"], &[]).await?;
+            let editor = token(&home.api::<ServiceAccount>(), "editor", None).await?;
+            cluster
+                .in_namespace("ff-wslist-shared", |shared: TestNamespace| async move {
+                    // The editor may read experiments in a second namespace, which holds no data.
+                    shared
+                        .api::<Role>()
+                        .create(
+                            &PostParams::default(),
+                            &role("reader", vec![rule(&["experiments"], &["get", "list"])]),
+                        )
+                        .await?;
+                    let mut reader = binding("reader", &home.name, &["editor"]);
+                    reader.metadata.namespace = Some(shared.name.clone());
+                    shared
+                        .api::<RoleBinding>()
+                        .create(&PostParams::default(), &reader)
+                        .await?;
+                    // RBAC takes effect once the API server's informers saw the binding: wait
+                    // for it, asking the API server directly (our server would cache a denial).
+                    let editor_user = format!("system:serviceaccount:{}:editor", home.name);
+                    rbac_allows(
+                        &home.client,
+                        &editor_user,
+                        &shared.name,
+                        Duration::from_secs(20),
+                    )
+                    .await?;
+                    let server = AuthServer::start(home.client.clone()).await?;
+                    let mut expected = vec![home.name.clone(), shared.name.clone()];
+                    expected.sort();
+                    let list = || async {
+                        let response = server
+                            .http
+                            .get(format!("{}/api/3.0/mlflow/workspaces", server.base))
+                            .bearer_auth(&editor)
+                            .send()
+                            .await?;
+                        let status = response.status().as_u16();
+                        let body: Value = response.json().await?;
+                        anyhow::Ok((status, body))
+                    };
+                    let (status, body) = list().await?;
+                    ensure!(status == 200, "workspaces: {status} {body}");
+                    let names: Vec<String> = body["workspaces"]
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .filter_map(|workspace| workspace["name"].as_str().map(str::to_owned))
+                        .collect();
+                    ensure!(names == expected, "listed {names:?}, expected {expected:?}");
+                    let counts = |server: &AuthServer| {
+                        (
+                            server
+                                .authorizer
+                                .counts
+                                .namespace_lists
+                                .load(Ordering::Relaxed),
+                            server
+                                .authorizer
+                                .counts
+                                .access_reviews
+                                .load(Ordering::Relaxed),
+                        )
+                    };
+                    let before = counts(&server);
+                    for _ in 0..5 {
+                        let (status, body) = list().await?;
+                        ensure!(
+                            status == 200 && body["workspaces"].as_array().map(Vec::len) == Some(2)
+                        );
+                    }
+                    ensure!(
+                        counts(&server) == before,
+                        "warm caches asked the API server again"
+                    );
+                    for (name, status) in [(shared.name.as_str(), 200), ("kube-system", 404)] {
+                        let answer = server
+                            .http
+                            .get(format!("{}/api/3.0/mlflow/workspaces/{name}", server.base))
+                            .bearer_auth(&editor)
+                            .send()
+                            .await?;
+                        ensure!(
+                            answer.status().as_u16() == status,
+                            "workspace {name}: {}",
+                            answer.status()
+                        );
+                    }
+                    Ok(())
+                })
+                .await
+        })
+        .await
+}
+
+/// Waits until a SubjectAccessReview lets `user` list experiments in `namespace`.
+async fn rbac_allows(
+    client: &Client,
+    user: &str,
+    namespace: &str,
+    deadline: Duration,
+) -> anyhow::Result<()> {
+    let reviews: Api<SubjectAccessReview> = Api::all(client.clone());
+    let review = SubjectAccessReview {
+        spec: SubjectAccessReviewSpec {
+            user: Some(user.to_owned()),
+            resource_attributes: Some(ResourceAttributes {
+                group: Some("ferroflow.dev".into()),
+                namespace: Some(namespace.to_owned()),
+                resource: Some("experiments".into()),
+                verb: Some("list".into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        },
+        ..Default::default()
+    };
+    let started = tokio::time::Instant::now();
+    loop {
+        let answer = reviews.create(&PostParams::default(), &review).await?;
+        if answer.status.is_some_and(|status| status.allowed) {
+            return Ok(());
+        }
+        ensure!(
+            started.elapsed() < deadline,
+            "{user} still may not list experiments in {namespace} after {deadline:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
 }

@@ -54,6 +54,12 @@
   verbs: [update]
 {{- end }}
 
+{{- define "ferroflow.rules.ferroflow-server" -}}
+- apiGroups: ['']
+  resources: [namespaces]
+  verbs: [list, watch]
+{{- end }}
+
 {{- define "ferroflow.rules.ferroflow-viewer" -}}
 - apiGroups: [ferroflow.dev]
   resources: [experiments, registeredmodels, modelversions, modeldeployments, projectruns, promotionpolicies, loggedmodels]
