@@ -99,7 +99,8 @@ def test_two_namespaces_declare_two_models_named_churn(operator, teams, tracking
         monkeypatch.setenv("MLFLOW_WORKSPACE", namespace)
         model = client.get_registered_model("churn")
         assert model.description == f"churn of {namespace}"
-        assert model.tags == {"team": namespace}
+        # Each model is owned by the resource in its own namespace.
+        assert model.tags == {"team": namespace, "ferroflow.owner": f"{namespace}/RegisteredModel/churn"}
         # The resources register concurrently: numbers go in the order they reach the store.
         versions = client.search_model_versions("name = 'churn'")
         assert sorted(int(v.version) for v in versions) == list(range(1, len(run_ids) + 1))
@@ -109,7 +110,9 @@ def test_two_namespaces_declare_two_models_named_churn(operator, teams, tracking
         # What the resource declares is refused through the API, naming the resource.
         with mlflow_error("PERMISSION_DENIED", match=f"RegisteredModel {namespace}/churn"):
             client.update_registered_model("churn", description="edited by hand")
-        with mlflow_error("PERMISSION_DENIED", match=f"ModelVersion {namespace}/churn-1"):
+        # Version 1 is whichever resource registered first; its description names that resource.
+        first = client.get_model_version("churn", "1").description.rsplit(" ", 1)[-1]
+        with mlflow_error("PERMISSION_DENIED", match=f"ModelVersion {namespace}/churn-{first}"):
             client.update_model_version("churn", "1", description="edited by hand")
         assert client.get_registered_model("churn").description == f"churn of {namespace}"
 

@@ -28,6 +28,9 @@ from test_kubernetes_auth import as_account, auth_server, identities  # noqa: F4
 from ui_helpers import ALLOWED_FAILURE, chromium, ui_pages  # noqa: F401 (a fixture)
 
 AUTH_COOKIE = "mlflow-request-header-Authorization"
+# The UI has no workspace picker (server-info says workspaces are off on /ajax-api); the same
+# cookie convention sends the workspace header.
+WORKSPACE_COOKIE = "mlflow-request-header-X-MLFLOW-WORKSPACE"
 OWNER_TAG = "ferroflow.owner"
 # What the UI calls without a token and the server answers openly: the bundle, server-info.
 PUBLIC = ("/static-files/", "/ajax-api/3.0/mlflow/server-info", "/favicon.ico", "/manifest.json")
@@ -126,13 +129,15 @@ def test_model_and_version_pages_show_the_owning_resource(browser, ui_pages, ser
         client.delete_model_version_tag(model_name, "1", OWNER_TAG)
     assert f"ModelVersion {namespace}/churn-1" in str(refused.value)
 
-    page = ui_pages(browser, server, "owned-model")
+    # The resources declare into their namespace's workspace: the UI reaches it by the cookie.
+    in_namespace = {WORKSPACE_COOKIE: namespace}
+    page = ui_pages(browser, server, "owned-model", in_namespace)
     view = page.open(f"/models/{model_name}")
     view.get_by_text(OWNER_TAG, exact=True).first.wait_for()
     view.get_by_text(model_owner, exact=True).first.wait_for()
     view.get_by_text("champion").first.wait_for()
     page.finish()
-    page = ui_pages(browser, server, "owned-model-version")
+    page = ui_pages(browser, server, "owned-model-version", in_namespace)
     view = page.open(f"/models/{model_name}/versions/1")
     view.get_by_text(OWNER_TAG, exact=True).first.wait_for()
     view.get_by_text(version_owner, exact=True).first.wait_for()
