@@ -434,7 +434,7 @@ def api_for_pods(real_node):
 
 
 def test_the_operator_on_the_real_node_holds_the_lease_and_reconciles_the_samples(
-    namespace, release, node_values, api_for_pods
+    namespace, release, node_values, api_for_pods, monkeypatch
 ):
     helm("install", release, str(CHART), "--namespace", namespace, "--wait", "--timeout", f"{POD_WAIT_S:.0f}s",
          *node_values, *api_for_pods, timeout=POD_WAIT_S + 60)
@@ -456,6 +456,8 @@ def test_the_operator_on_the_real_node_holds_the_lease_and_reconciles_the_sample
         server = next(p for p in get(namespace, "pods")["items"]
                       if p["metadata"]["labels"].get("app.kubernetes.io/component") == "server")
         client = MlflowClient(f"http://{server['status']['podIP']}:5000")
+        # The samples reconcile into their namespace's workspace.
+        monkeypatch.setenv("MLFLOW_WORKSPACE", namespace)
         assert client.get_experiment_by_name("fraud-detection").tags["team"] == "risk"
         version = client.get_model_version("fraud-classifier", "1")
         assert version.current_stage == "Staging"

@@ -1185,6 +1185,7 @@ mod policies {
     }
 
     async fn the_operator_retrying_a_refused_move_records_it_once(store: Store) {
+        let store = store.in_workspace("team-a");
         store
             .put_promotion_policy(
                 "uid-retry",
