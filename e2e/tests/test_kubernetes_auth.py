@@ -27,6 +27,7 @@ from conftest import STATE_DIR, START_TIMEOUT_S, Server, _free_port, _impl, _sto
 from kubectl_helpers import KUBECONFIG, KUBECTL, kubectl
 from mlflow.exceptions import MlflowException
 from mlflow.tracking import MlflowClient
+from test_gitops import _ferroflow_bin
 
 ROOT = Path(__file__).resolve().parents[2]
 TEAMS = ("team-a", "team-b")
@@ -165,6 +166,31 @@ def test_editors_train_and_register_promoters_promote(auth_server, identities, m
     assert r.status_code == 403, r.text
     assert r.json()["error_code"] == "PERMISSION_DENIED"
     assert "may not get registeredmodels in namespace 'team-a'" in r.json()["message"]
+
+
+def test_model_download_signs_in_with_a_token_file(auth_server, identities, monkeypatch, tmp_path, unique_name):
+    """A serving Pod's init container: `ferroflow model download` with the projected
+    service-account token the operator mounts, named by FERROFLOW_TRACKING_TOKEN_FILE."""
+    model = f"served-{unique_name}"
+    alice = as_account(monkeypatch, auth_server, identities["alice"])
+    run = alice.create_run(alice.create_experiment(f"exp-{unique_name}"))
+    alice.log_text(run.info.run_id, "weights of version 1", "model/weights.txt")
+    alice.create_registered_model(model)
+    alice.create_model_version(model, f"{run.info.artifact_uri}/model", run_id=run.info.run_id)
+
+    def download(dest: Path, **env: str) -> subprocess.CompletedProcess:
+        return subprocess.run([_ferroflow_bin(), "model", "download", f"models:/{model}/1", str(dest),
+                               "--tracking-uri", auth_server.url], capture_output=True, text=True, timeout=120,
+                              check=False, env={"PATH": "/usr/bin:/bin", "MLFLOW_WORKSPACE": "team-a", **env})
+
+    refused = download(tmp_path / "without")
+    assert refused.returncode != 0
+    assert "401" in refused.stderr or "UNAUTHENTICATED" in refused.stderr, refused.stderr
+    token_file = tmp_path / "token"
+    token_file.write_text(identities["alice"] + "\n")  # as the kubelet writes it, trimmed by the reader
+    done = download(tmp_path / "with", FERROFLOW_TRACKING_TOKEN_FILE=str(token_file))
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "with" / "weights.txt").read_text() == "weights of version 1"
 
 
 def test_runs_versions_and_history_name_the_authenticated_caller(auth_server, identities, monkeypatch, unique_name):

@@ -175,8 +175,13 @@ def expected_deployment(md: dict, leg: str, replicas: int, model_name: str, vers
                         # The model is in the workspace of the resource's namespace.
                         "env": [{"name": "MLFLOW_TRACKING_URI",
                                  "value": "http://ferroflow.ferroflow-system.svc:5000"},
-                                {"name": "MLFLOW_WORKSPACE", "value": md["metadata"]["namespace"]}],
-                        "volumeMounts": [{"name": "model", "mountPath": "/downloads"}],
+                                {"name": "MLFLOW_WORKSPACE", "value": md["metadata"]["namespace"]},
+                                # A service-account token for a tracking server with auth on.
+                                {"name": "FERROFLOW_TRACKING_TOKEN_FILE",
+                                 "value": "/var/run/secrets/ferroflow/tracking/token"}],
+                        "volumeMounts": [{"name": "model", "mountPath": "/downloads"},
+                                         {"name": "tracking-token", "readOnly": True,
+                                          "mountPath": "/var/run/secrets/ferroflow/tracking"}],
                         "securityContext": restricted,
                         "terminationMessagePolicy": "FallbackToLogsOnError",
                     }],
@@ -196,7 +201,9 @@ def expected_deployment(md: dict, leg: str, replicas: int, model_name: str, vers
                         "terminationMessagePolicy": "FallbackToLogsOnError",
                         "lifecycle": {"preStop": {"sleep": {"seconds": 5}}},
                     }],
-                    "volumes": [{"name": "model", "emptyDir": {}}],
+                    "volumes": [{"name": "model", "emptyDir": {}},
+                                {"name": "tracking-token", "projected": {"sources": [
+                                    {"serviceAccountToken": {"path": "token", "expirationSeconds": 600}}]}}],
                 },
             },
         },

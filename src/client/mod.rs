@@ -69,6 +69,23 @@ pub struct MlflowClient {
 /// The environment variable MLflow's client reads the workspace from.
 pub const WORKSPACE_ENV: &str = "MLFLOW_WORKSPACE";
 
+/// A file holding the bearer token, read when `MLFLOW_TRACKING_TOKEN` is unset: a projected
+/// service-account token is a file (it cannot be an environment variable) and is renewed in
+/// place, so the operator's init containers name where theirs is mounted.
+pub const TOKEN_FILE_ENV: &str = "FERROFLOW_TRACKING_TOKEN_FILE";
+
+/// The bearer token: the one given, else `MLFLOW_TRACKING_TOKEN`, else the contents of the
+/// file `FERROFLOW_TRACKING_TOKEN_FILE` names (trimmed; an empty or unreadable file is none).
+fn bearer_token(given: Option<String>) -> Option<String> {
+    given
+        .or_else(|| std::env::var("MLFLOW_TRACKING_TOKEN").ok())
+        .or_else(|| {
+            let path = std::env::var_os(TOKEN_FILE_ENV)?;
+            let token = std::fs::read_to_string(path).ok()?;
+            Some(token.trim().to_owned()).filter(|token| !token.is_empty())
+        })
+}
+
 /// What a request carries.
 #[derive(Debug, Clone, Copy)]
 enum Body<'a> {
@@ -86,7 +103,8 @@ enum Auth {
 
 impl MlflowClient {
     /// A client of the server at `uri` (`http://…` or `https://…`). Authentication as MLflow's
-    /// client does it: the bearer `token` (else `MLFLOW_TRACKING_TOKEN`) when there is one,
+    /// client does it: the bearer `token` (else `MLFLOW_TRACKING_TOKEN`, else the file
+    /// `FERROFLOW_TRACKING_TOKEN_FILE` names) when there is one,
     /// else basic auth from `MLFLOW_TRACKING_USERNAME` and `MLFLOW_TRACKING_PASSWORD`. The
     /// workspace, also as MLflow's client does it: `MLFLOW_WORKSPACE` (trimmed; unset or empty:
     /// none, the server's default).
@@ -114,7 +132,7 @@ impl MlflowClient {
             source,
         })?;
         let auth = match (
-            token.or_else(|| std::env::var("MLFLOW_TRACKING_TOKEN").ok()),
+            bearer_token(token),
             std::env::var("MLFLOW_TRACKING_USERNAME"),
             std::env::var("MLFLOW_TRACKING_PASSWORD"),
         ) {

@@ -11,9 +11,9 @@ use k8s_openapi::api::apps::v1::{
 };
 use k8s_openapi::api::core::v1::{
     Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, HTTPGetAction, Lifecycle,
-    LifecycleHandler, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements,
-    SeccompProfile, SecurityContext, Service, ServicePort, ServiceSpec, SleepAction, Volume,
-    VolumeMount,
+    LifecycleHandler, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ProjectedVolumeSource,
+    ResourceRequirements, SeccompProfile, SecurityContext, Service, ServiceAccountTokenProjection,
+    ServicePort, ServiceSpec, SleepAction, Volume, VolumeMount, VolumeProjection,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
@@ -22,7 +22,7 @@ use kube::core::{ApiResource, DynamicObject, GroupVersionKind, TypeMeta};
 use serde_json::json;
 
 use super::{Role, labels, owned_meta, owner_reference};
-use crate::client::WORKSPACE_ENV;
+use crate::client::{TOKEN_FILE_ENV, WORKSPACE_ENV};
 use crate::crd::ModelDeployment;
 use crate::crd::model_deployment::{GatewayRef, Leg};
 use crate::operator::context::workspace_of;
@@ -44,6 +44,14 @@ const MODEL_DIR: &str = "/model";
 const DOWNLOAD_DIR: &str = "/downloads";
 const MODEL_SUBDIR: &str = "model";
 const MODEL_VOLUME: &str = "model";
+/// The download container's service-account token, for a tracking server with
+/// `--auth kubernetes` (a server without auth ignores it). Only that container mounts it: the
+/// Pod's API token stays unmounted.
+const TOKEN_VOLUME: &str = "tracking-token";
+const TOKEN_DIR: &str = "/var/run/secrets/ferroflow/tracking";
+const TOKEN_FILE: &str = "token";
+/// The shortest lifetime the API server grants; the download runs once, at start.
+const TOKEN_SECONDS: i64 = 600;
 const PORT_NAME: &str = "http";
 /// The user Pods run as when the image would run as root (MLflow's image does).
 const POD_USER: i64 = 1000;
@@ -437,12 +445,25 @@ pub fn deployment(
                 value: Some(workspace_of(resource).to_owned()),
                 value_from: None,
             },
+            EnvVar {
+                name: TOKEN_FILE_ENV.to_owned(),
+                value: Some(format!("{TOKEN_DIR}/{TOKEN_FILE}")),
+                value_from: None,
+            },
         ]),
-        volume_mounts: Some(vec![VolumeMount {
-            name: MODEL_VOLUME.to_owned(),
-            mount_path: DOWNLOAD_DIR.to_owned(),
-            ..VolumeMount::default()
-        }]),
+        volume_mounts: Some(vec![
+            VolumeMount {
+                name: MODEL_VOLUME.to_owned(),
+                mount_path: DOWNLOAD_DIR.to_owned(),
+                ..VolumeMount::default()
+            },
+            VolumeMount {
+                name: TOKEN_VOLUME.to_owned(),
+                mount_path: TOKEN_DIR.to_owned(),
+                read_only: Some(true),
+                ..VolumeMount::default()
+            },
+        ]),
         security_context: Some(container_security()),
         termination_message_policy: Some(TERMINATION_MESSAGE_POLICY.to_owned()),
         ..Container::default()
@@ -475,11 +496,28 @@ pub fn deployment(
                 spec: Some(PodSpec {
                     init_containers: Some(vec![download]),
                     containers: vec![server],
-                    volumes: Some(vec![Volume {
-                        name: MODEL_VOLUME.to_owned(),
-                        empty_dir: Some(EmptyDirVolumeSource::default()),
-                        ..Volume::default()
-                    }]),
+                    volumes: Some(vec![
+                        Volume {
+                            name: MODEL_VOLUME.to_owned(),
+                            empty_dir: Some(EmptyDirVolumeSource::default()),
+                            ..Volume::default()
+                        },
+                        Volume {
+                            name: TOKEN_VOLUME.to_owned(),
+                            projected: Some(ProjectedVolumeSource {
+                                sources: Some(vec![VolumeProjection {
+                                    service_account_token: Some(ServiceAccountTokenProjection {
+                                        path: TOKEN_FILE.to_owned(),
+                                        expiration_seconds: Some(TOKEN_SECONDS),
+                                        audience: None,
+                                    }),
+                                    ..VolumeProjection::default()
+                                }]),
+                                default_mode: None,
+                            }),
+                            ..Volume::default()
+                        },
+                    ]),
                     // `mlflow models serve` runs the scoring server as its child and installs
                     // no SIGTERM handler: as the container's PID 1 it would ignore SIGTERM and
                     // every stop would wait out the grace period. Under the Pod's pause process
@@ -487,7 +525,8 @@ pub fn deployment(
                     // parent dies).
                     share_process_namespace: Some(true),
                     service_account_name: spec.service_account_name.clone(),
-                    // Serving Pods never call the Kubernetes API.
+                    // Serving Pods never call the Kubernetes API (the download's token above is
+                    // for the tracking server).
                     automount_service_account_token: Some(false),
                     node_selector: spec.node_selector.clone(),
                     tolerations: spec.tolerations.clone(),
@@ -726,13 +765,29 @@ mod tests {
                                     "value": "http://ferroflow.ferroflow-system.svc:5000",
                                 },
                                 {"name": "MLFLOW_WORKSPACE", "value": "ml"},
+                                {
+                                    "name": "FERROFLOW_TRACKING_TOKEN_FILE",
+                                    "value": "/var/run/secrets/ferroflow/tracking/token",
+                                },
                             ],
-                            "volumeMounts": [{"name": "model", "mountPath": "/downloads"}],
+                            "volumeMounts": [
+                                {"name": "model", "mountPath": "/downloads"},
+                                {
+                                    "name": "tracking-token",
+                                    "mountPath": "/var/run/secrets/ferroflow/tracking",
+                                    "readOnly": true,
+                                },
+                            ],
                             "securityContext": restricted(),
                             "terminationMessagePolicy": "FallbackToLogsOnError",
                         }],
                         "containers": [server],
-                        "volumes": [{"name": "model", "emptyDir": {}}],
+                        "volumes": [
+                            {"name": "model", "emptyDir": {}},
+                            {"name": "tracking-token", "projected": {"sources": [{
+                                "serviceAccountToken": {"path": "token", "expirationSeconds": 600},
+                            }]}},
+                        ],
                     },
                 },
             },
