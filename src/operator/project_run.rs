@@ -78,14 +78,7 @@ impl Reconciler for ProjectRun {
 
         let pods: Api<Pod> = Api::namespaced(ctx.client.clone(), &namespace(self));
         let pod_name = builder::pod_name(self);
-        let pod = pods
-            .get_opt(&pod_name)
-            .await
-            .map_err(|source| kube_failure(self, "Pod", &pod_name, source))?;
-        if let Some(pod) = pod.as_ref().filter(|pod| !owned_by(*pod, self)) {
-            // Applying ours would take over someone else's Pod.
-            return Err(not_ours("Pod", pod));
-        }
+        let pod = get_ours(&pods, self, "Pod", &pod_name).await?;
         let previous = status.phase;
         let Some(pod) = pod else {
             if status.pod_name.is_some() && previous == Some(Phase::Running) {
@@ -215,13 +208,7 @@ async fn sync_job(
 ) -> Result<Outcome, Failure> {
     let jobs: Api<Job> = Api::namespaced(ctx.client.clone(), &namespace(obj));
     let job_name = builder::job_name(obj);
-    let job = jobs
-        .get_opt(&job_name)
-        .await
-        .map_err(|source| kube_failure(obj, "Job", &job_name, source))?;
-    if let Some(job) = job.as_ref().filter(|job| !owned_by(*job, obj)) {
-        return Err(not_ours("Job", job));
-    }
+    let job = get_ours(&jobs, obj, "Job", &job_name).await?;
     let previous = status.phase;
     let Some(job) = job else {
         if status.pod_name.is_some() && previous == Some(Phase::Running) {
@@ -806,6 +793,27 @@ async fn store_pod_log(
 /// Whether `obj` controls `object` (a Pod or Job of the same name made by hand is left alone).
 fn owned_by(object: &impl ResourceExt, obj: &ProjectRun) -> bool {
     apply::owned_by(object.owner_references(), &obj.uid().unwrap_or_default())
+}
+
+/// The Pod or Job `name`, if it exists; one that belongs to someone else is refused, since
+/// applying ours would take it over.
+async fn get_ours<K>(
+    api: &Api<K>,
+    obj: &ProjectRun,
+    kind: &str,
+    name: &str,
+) -> Result<Option<K>, Failure>
+where
+    K: kube::Resource + Clone + serde::de::DeserializeOwned + std::fmt::Debug,
+{
+    let object = api
+        .get_opt(name)
+        .await
+        .map_err(|source| kube_failure(obj, kind, name, source))?;
+    match object {
+        Some(object) if !owned_by(&object, obj) => Err(not_ours(kind, &object)),
+        object => Ok(object),
+    }
 }
 
 /// The answer when a Pod or Job of our name belongs to someone else.
