@@ -1,9 +1,10 @@
 """MLflow's web UI in Chromium, ferroflow vs `mlflow server` (issue #18): the driver of ui-speed.sh.
 
 Per server, one at a time (the other stopped): a fresh database in the same Postgres, the
-server, the seed, a check that it reads back, `VACUUM ANALYZE`, then per page one untimed load
+server, the seed, a check that it reads back, `VACUUM ANALYZE`, a wait until the server is quiet
+(its processes under a quarter of a core, as run.sh waits), then per page one untimed load
 and LOADS timed loads, each in a fresh browser context (no cache, no state but the chart
-settings below):
+settings below) and then reloaded in it (the bundle cached), with the page's API requests timed:
 
 - runs table: `#/experiments/<runs experiment>/runs` until the newest run's name shows in the
   table (its first rows);
@@ -134,6 +135,32 @@ class Server:
             except subprocess.TimeoutExpired:
                 os.killpg(self.proc.pid, signal.SIGKILL)
                 self.proc.wait(timeout=30)
+
+    def cpu_seconds(self) -> float:
+        """CPU time used so far by the server's whole process group (MLflow: its workers and
+        job runners too)."""
+        ticks = 0
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except (OSError, IndexError):
+                continue  # the process ended meanwhile
+            if int(fields[2]) == self.proc.pid:  # fields[2] is the process group
+                ticks += int(fields[11]) + int(fields[12])  # utime + stime
+        return ticks / os.sysconf("SC_CLK_TCK")
+
+    def wait_quiet(self, share: float = 0.25, window_s: float = 2.0, limit_s: float = 120.0) -> float:
+        """Waits until the server used under `share` of a core in two successive windows, as
+        run.sh does: a freshly started MLflow still imports and spawns job runners for up to a
+        minute and answers at a fraction of its warm speed meanwhile. Returns the seconds waited."""
+        started, calm = time.monotonic(), 0
+        while calm < 2 and time.monotonic() - started < limit_s:
+            before = self.cpu_seconds()
+            time.sleep(window_s)  # a sampling window, not synchronisation
+            calm = calm + 1 if self.cpu_seconds() - before < share * window_s else 0
+        if calm < 2:
+            log(f"{self.name} still busy after {limit_s:.0f} s without load: measuring anyway")
+        return time.monotonic() - started
 
     def post(self, session: requests.Session, path: str, body: dict) -> dict:
         r = session.post(self.url + API + path, json=body, timeout=600)
@@ -291,38 +318,68 @@ def chart_settings(chart_exp: str, chart_runs: int) -> tuple[str, str]:
     return key, json.dumps(state)
 
 
+def is_api(url: str) -> bool:
+    return "/ajax-api/" in url or urlsplit(url).path.endswith("/graphql")
+
+
+def timed_load(page, navigate, ready) -> dict:
+    """One load: seconds until `ready` holds, and the API requests the page made meanwhile
+    (their count, the sum and the longest of their request-to-last-byte times): what the
+    server's speed can change, as opposed to the browser's own work on the bundle."""
+    durations: list[float] = []
+
+    def finished(request) -> None:
+        if is_api(request.url) and request.timing["responseEnd"] >= 0:
+            durations.append(request.timing["responseEnd"] / 1000)
+
+    page.on("requestfinished", finished)
+    start = time.monotonic()
+    navigate()
+    ready(page)
+    elapsed = time.monotonic() - start
+    page.remove_listener("requestfinished", finished)
+    return {"page": elapsed, "api_requests": len(durations), "api_sum": sum(durations),
+            "api_max": max(durations, default=0.0)}
+
+
 def measure(browser, server: Server, runs_exp: str, chart_exp: str, runs: int, chart_runs: int, loads: int) -> dict:
+    """Per page and load: a cold load in a fresh browser context (a first visit: the bundle is
+    downloaded and compiled), then a reload in the same context (a returning user: the bundle
+    comes from the browser's cache)."""
     newest = f"run-{runs - 1:05d}"
     key, state = chart_settings(chart_exp, chart_runs)
-    result: dict[str, list[float]] = {"runs_table": [], "chart": []}
-    for attempt in range(loads + 1):  # the first load of each page is untimed (warm-up)
-        context = browser.new_context(viewport={"width": 1400, "height": 900})
-        page = context.new_page()
-        page.set_default_timeout(PAGE_TIMEOUT_MS)
-        start = time.monotonic()
-        page.goto(f"{server.url}/#/experiments/{runs_exp}/runs")
+
+    def runs_table_ready(page) -> None:
         page.locator(".ag-center-cols-container .ag-row, .ag-pinned-left-cols-container .ag-row") \
             .get_by_text(newest, exact=True).first.wait_for()
-        elapsed = time.monotonic() - start
-        context.close()
-        if attempt:
-            result["runs_table"].append(elapsed)
 
-        context = browser.new_context(viewport={"width": 1400, "height": 900})
-        context.add_init_script(f"window.localStorage.setItem({json.dumps(key)}, {json.dumps(state)})")
-        page = context.new_page()
-        page.set_default_timeout(PAGE_TIMEOUT_MS)
-        start = time.monotonic()
-        page.goto(f"{server.url}/#/experiments/{chart_exp}/runs?compareRunsMode=CHART")
+    def chart_ready(page) -> None:
         # Plotly draws each run's trace as two `path.js-line` (the line and its hover twin).
         page.wait_for_function("n => document.querySelectorAll('.js-plotly-plot path.js-line').length >= n",
                                arg=2 * chart_runs, polling=50)
-        elapsed = time.monotonic() - start
-        context.close()
-        if attempt:
-            result["chart"].append(elapsed)
-        log(f"{server.name} load {attempt}: runs table {result['runs_table'][-1:] or '(warm-up)'}, "
-            f"chart {result['chart'][-1:] or '(warm-up)'}")
+
+    pages = {
+        "runs_table": (f"{server.url}/#/experiments/{runs_exp}/runs", runs_table_ready, None),
+        "chart": (f"{server.url}/#/experiments/{chart_exp}/runs?compareRunsMode=CHART", chart_ready,
+                  f"window.localStorage.setItem({json.dumps(key)}, {json.dumps(state)})"),
+    }
+    result: dict[str, list[dict]] = {f"{name}{kind}": [] for name in pages for kind in ("", "_warm")}
+    for attempt in range(loads + 1):  # the first load of each page is untimed (warm-up)
+        for name, (url, ready, init_script) in pages.items():
+            context = browser.new_context(viewport={"width": 1400, "height": 900})
+            if init_script:
+                context.add_init_script(init_script)
+            page = context.new_page()
+            page.set_default_timeout(PAGE_TIMEOUT_MS)
+            cold = timed_load(page, lambda: page.goto(url), ready)
+            warm = timed_load(page, page.reload, ready)
+            context.close()
+            if attempt:
+                result[name].append(cold)
+                result[f"{name}_warm"].append(warm)
+            log(f"{server.name} load {attempt}{'' if attempt else ' (warm-up)'}: {name} "
+                f"cold {cold['page']:.2f} s (API {cold['api_sum']:.2f} s in {cold['api_requests']}), "
+                f"reload {warm['page']:.2f} s (API {warm['api_sum']:.2f} s)")
     return result
 
 
@@ -381,8 +438,10 @@ def main() -> int:
                     seeded = time.monotonic() - started
                     db.vacuum_analyze()
                     readbacks[name] = readback(server, runs_exp, chart_exp, args.runs)
+                    quiet_after = server.wait_quiet()
                     print(json.dumps({"measure": "seed", "server": name, "method": method,
-                                      "seconds": round(seeded, 1), "readback": readbacks[name]}), flush=True)
+                                      "seconds": round(seeded, 1), "quiet_after_s": round(quiet_after),
+                                      "readback": readbacks[name]}), flush=True)
                     log(f"{name} seeded by {method} in {seeded:.0f} s")
                     results[name] = measure(browser, server, runs_exp, chart_exp, args.runs, args.chart_runs,
                                             args.loads)
@@ -413,22 +472,32 @@ def report(raw: Path) -> str:
            f"median of {facts['loads']} loads (after one untimed load) per page.",
            f"Load average (1, 5, 15 min) before: {' '.join(facts['loadavg_start'])}; "
            f"after: {' '.join(end.get('loadavg_end', ['?']))}.",
-           f"Seeding: " + "; ".join(f"{name} by {seed['method']} in {seed['seconds']} s" for name, seed in seeds.items())
+           "Seeding: " + "; ".join(f"{name} by {seed['method']} in {seed['seconds']} s, then quiet (under a quarter "
+                                   f"of a core) after {seed.get('quiet_after_s', '?')} s" for name, seed in seeds.items())
            + f"; read back equal on both: {end.get('readback_equal')}.", "",
-           "| page | ferroflow median s (min–max) | mlflow median s (min–max) | ratio | target ≥5x |",
-           "|---|---|---|---|---|"]
+           "Each page: a cold load in a fresh browser context (the bundle downloaded and compiled), and a "
+           "reload in the same context (the bundle from the browser's cache). The API rows add up the page's "
+           "own `ajax-api` / `graphql` requests (request start to last byte, summed; they partly overlap): "
+           "the part of each load a server's speed can change — the rest is the browser's work on the same bundle.",
+           "",
+           "| page | measure | ferroflow median s (min–max) | mlflow median s (min–max) | ratio | target ≥5x |",
+           "|---|---|---|---|---|---|"]
+    measures = (("", "page", "cold load", True), ("", "api_sum", "… its API requests", False),
+                ("_warm", "page", "reload, bundle cached", True), ("_warm", "api_sum", "… its API requests", False))
     for page, label in (("runs_table", "runs table, first rows"), ("chart", "chart, every run drawn")):
-        cells, medians = [], {}
-        for name in ("ferroflow", "mlflow"):
-            times = ui.get(name, {}).get(page)
-            if not times:
-                cells.append("–")
-                continue
-            medians[name] = statistics.median(times)
-            cells.append(f"{medians[name]:.2f} ({min(times):.2f}–{max(times):.2f})")
-        ratio = medians["mlflow"] / medians["ferroflow"] if len(medians) == 2 else None
-        out.append(f"| {label} | {cells[0]} | {cells[1]} | "
-                   f"{f'{ratio:.1f}x' if ratio else '–'} | {('met' if ratio >= 5 else 'not met') if ratio else '–'} |")
+        for kind, field, what, judged in measures:
+            cells, medians = [], {}
+            for name in ("ferroflow", "mlflow"):
+                times = [load[field] for load in ui.get(name, {}).get(f"{page}{kind}", [])]
+                if not times:
+                    cells.append("–")
+                    continue
+                medians[name] = statistics.median(times)
+                cells.append(f"{medians[name]:.2f} ({min(times):.2f}–{max(times):.2f})")
+            ratio = medians["mlflow"] / medians["ferroflow"] if len(medians) == 2 and medians["ferroflow"] else None
+            verdict = ("met" if ratio >= 5 else "not met") if ratio and judged else "–"
+            out.append(f"| {label if field == 'page' and not kind else ''} | {what} | {cells[0]} | {cells[1]} | "
+                       f"{f'{ratio:.1f}x' if ratio else '–'} | {verdict} |")
     return "\n".join(out) + "\n"
 
 
