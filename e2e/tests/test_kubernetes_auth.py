@@ -16,6 +16,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -191,6 +192,38 @@ def test_model_download_signs_in_with_a_token_file(auth_server, identities, monk
     done = download(tmp_path / "with", FERROFLOW_TRACKING_TOKEN_FILE=str(token_file))
     assert done.returncode == 0, done.stderr
     assert (tmp_path / "with" / "weights.txt").read_text() == "weights of version 1"
+
+
+def test_a_project_run_signs_in_and_hands_its_token_to_the_project(auth_server, identities, monkeypatch, tmp_path,
+                                                                   unique_name):
+    """A ProjectRun's Pod: `ferroflow run` signs in with the projected token the operator
+    mounts (FERROFLOW_TRACKING_TOKEN_FILE) and hands it to the project as MLFLOW_TRACKING_TOKEN,
+    the only way MLflow's client in the project can send it."""
+    alice = as_account(monkeypatch, auth_server, identities["alice"])
+    experiment_id = alice.create_experiment(f"project-{unique_name}")
+    project = tmp_path / "project"
+    project.mkdir()
+    (project / "MLproject").write_text("name: signed-in\nentry_points:\n  main:\n    command: python log.py\n")
+    (project / "log.py").write_text("import mlflow\nmlflow.log_metric('signed_in', 1.0)\n")
+    token_file = tmp_path / "token"
+    token_file.write_text(identities["alice"] + "\n")
+
+    def run(**env: str) -> subprocess.CompletedProcess:
+        # Nothing of the test's own environment (its MLFLOW_TRACKING_TOKEN) reaches the run.
+        return subprocess.run([_ferroflow_bin(), "run", str(project), "--experiment-id", experiment_id],
+                              capture_output=True, text=True, timeout=300, check=False, stdin=subprocess.DEVNULL,
+                              env={"PATH": f"{Path(sys.executable).parent}:/usr/bin:/bin", "HOME": str(tmp_path),
+                                   "MLFLOW_TRACKING_URI": auth_server.url, "MLFLOW_WORKSPACE": "team-a", **env})
+
+    refused = run()
+    assert refused.returncode != 0
+    assert "401" in refused.stderr or "UNAUTHENTICATED" in refused.stderr, refused.stderr[-2000:]
+    done = run(FERROFLOW_TRACKING_TOKEN_FILE=str(token_file))
+    assert done.returncode == 0, done.stderr[-4000:]
+    [logged] = alice.search_runs([experiment_id])
+    assert logged.info.status == "FINISHED"
+    assert logged.data.metrics == {"signed_in": 1.0}
+    assert logged.info.user_id == "system:serviceaccount:team-a:alice"
 
 
 def test_runs_versions_and_history_name_the_authenticated_caller(auth_server, identities, monkeypatch, unique_name):

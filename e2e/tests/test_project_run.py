@@ -19,6 +19,9 @@ from test_gitops import _ferroflow_bin, condition, current, namespace, operator 
 
 RUN_UID_TAG = "ferroflow.dev/project-run-uid"
 OUTCOME = "e2e.ferroflow.dev/outcome"
+# The projected service-account token both containers sign in to a tracking server with.
+TOKEN_ENV = {"name": "FERROFLOW_TRACKING_TOKEN_FILE", "value": "/var/run/secrets/ferroflow/tracking/token"}
+TOKEN_MOUNT = {"name": "tracking-token", "mountPath": "/var/run/secrets/ferroflow/tracking", "readOnly": True}
 
 
 def project_run(name: str, experiment: str, extra: str = "") -> str:
@@ -117,18 +120,23 @@ def test_a_project_run_creates_its_run_then_a_pod_and_finishes(operator, namespa
                 "name": "prepare",
                 "command": ["/usr/local/bin/ferroflow"],
                 "args": ["project-init", "--binary-to", "/ferroflow/bin/ferroflow"],
-                "env": [{"name": "MLFLOW_TRACKING_URI", "value": tracking}, {"name": "MLFLOW_WORKSPACE", "value": namespace}],
-                "volumeMounts": [{"name": "ferroflow-bin", "mountPath": "/ferroflow/bin"}],
+                "env": [{"name": "MLFLOW_TRACKING_URI", "value": tracking}, {"name": "MLFLOW_WORKSPACE", "value": namespace},
+                        TOKEN_ENV],
+                "volumeMounts": [{"name": "ferroflow-bin", "mountPath": "/ferroflow/bin"}, TOKEN_MOUNT],
             }],
             "containers": [{
                 "name": "run",
                 "image": "python:3.12",
                 "command": ["/ferroflow/bin/ferroflow"],
                 "args": ["run", "/app", "-e", "train", "-P", "alpha=0.5", "--run-id", run_id],
-                "env": [{"name": "MLFLOW_TRACKING_URI", "value": tracking}, {"name": "MLFLOW_WORKSPACE", "value": namespace}],
-                "volumeMounts": [{"name": "ferroflow-bin", "mountPath": "/ferroflow/bin", "readOnly": True}],
+                "env": [{"name": "MLFLOW_TRACKING_URI", "value": tracking}, {"name": "MLFLOW_WORKSPACE", "value": namespace},
+                        TOKEN_ENV],
+                "volumeMounts": [{"name": "ferroflow-bin", "mountPath": "/ferroflow/bin", "readOnly": True},
+                                 TOKEN_MOUNT],
             }],
-            "volumes": [{"name": "ferroflow-bin", "emptyDir": {}}],
+            "volumes": [{"name": "ferroflow-bin", "emptyDir": {}},
+                        {"name": "tracking-token", "projected": {"sources": [
+                            {"serviceAccountToken": {"path": "token", "expirationSeconds": 86400}}]}}],
         },
     })
     assert pod["spec"]["initContainers"][0]["image"].startswith("ghcr.io/ferroflow/ferroflow:")

@@ -76,7 +76,7 @@ pub const TOKEN_FILE_ENV: &str = "FERROFLOW_TRACKING_TOKEN_FILE";
 
 /// The bearer token: the one given, else `MLFLOW_TRACKING_TOKEN`, else the contents of the
 /// file `FERROFLOW_TRACKING_TOKEN_FILE` names (trimmed; an empty or unreadable file is none).
-fn bearer_token(given: Option<String>) -> Option<String> {
+pub fn bearer_token(given: Option<String>) -> Option<String> {
     given
         .or_else(|| std::env::var("MLFLOW_TRACKING_TOKEN").ok())
         .or_else(|| {

@@ -17,7 +17,7 @@ use nix::unistd::Pid;
 
 use super::{DockerEnvironment, DockerVariable, Environment, Project, Resolved, parse_assignments};
 use crate::cli::RunArgs;
-use crate::client::{MlflowClient, RunInfo, download};
+use crate::client::{self, MlflowClient, RunInfo, download};
 
 /// How long the command's processes have to exit after SIGTERM before they get SIGKILL.
 const KILL_GRACE: Duration = Duration::from_secs(10);
@@ -198,7 +198,8 @@ async fn execute(
         run.run_id
     );
     let tracking_uri = args.tracking_uri.clone().unwrap_or_default();
-    let mut child = tokio::process::Command::new("bash")
+    let mut child = tokio::process::Command::new("bash");
+    child
         .arg("-c")
         .arg(&command)
         .current_dir(directory)
@@ -206,7 +207,13 @@ async fn execute(
         // After the project's variables: the project cannot point the run elsewhere.
         .env("MLFLOW_TRACKING_URI", &tracking_uri)
         .env("MLFLOW_RUN_ID", &run.run_id)
-        .env("MLFLOW_EXPERIMENT_ID", &run.experiment_id)
+        .env("MLFLOW_EXPERIMENT_ID", &run.experiment_id);
+    // MLflow's client sends MLFLOW_TRACKING_TOKEN and cannot read a token file: in a Pod, the
+    // token this run signed in with (a projected one, FERROFLOW_TRACKING_TOKEN_FILE) goes on.
+    if let Some(token) = client::bearer_token(None) {
+        child.env("MLFLOW_TRACKING_TOKEN", token);
+    }
+    let mut child = child
         .stdin(Stdio::null())
         .stdout(Stdio::inherit())
         .stderr(Stdio::inherit())

@@ -7,12 +7,16 @@ use tokio::sync::OnceCell;
 
 use super::config::OperatorConfig;
 use super::metrics::Metrics;
+use crate::client::{ClientError, MlflowClient};
 use crate::store::{DEFAULT_WORKSPACE, Store};
 
 /// Field manager of every server-side apply the operator makes.
 pub const FIELD_MANAGER: &str = "ferroflow-operator";
 /// Finalizer that applies `deletionPolicy` before a resource goes away.
 pub const FINALIZER: &str = "ferroflow.dev/cleanup";
+
+/// Where Kubernetes mounts a Pod's service-account token (rotated: read for each use).
+const SERVICE_ACCOUNT_TOKEN: &str = "/var/run/secrets/kubernetes.io/serviceaccount/token";
 
 /// The workspace of a resource: its namespace (namespaces are workspaces).
 pub fn workspace_of<K: Resource>(resource: &K) -> &str {
@@ -60,6 +64,25 @@ impl Context {
     /// The store as opened, for what spans workspaces (the registry's notifications).
     pub fn unscoped_store(&self) -> &Store {
         &self.store
+    }
+
+    /// A client of the tracking server as the operator reaches it (`tracking_api_url`), in
+    /// `workspace`, signed in with the operator's own service-account token when it runs in a
+    /// Pod and `MLFLOW_TRACKING_TOKEN` (which the client sends otherwise) is not set: what
+    /// `ferroflow server --auth kubernetes` reviews (a server without auth ignores it).
+    pub async fn tracking_client(&self, workspace: &str) -> Result<MlflowClient, ClientError> {
+        let token = match std::env::var_os("MLFLOW_TRACKING_TOKEN") {
+            Some(_) => None,
+            None => tokio::fs::read_to_string(SERVICE_ACCOUNT_TOKEN)
+                .await
+                .ok()
+                .map(|token| token.trim().to_owned())
+                .filter(|token| !token.is_empty()),
+        };
+        Ok(
+            MlflowClient::new(self.config.tracking_api_url.as_str(), token)?
+                .in_workspace(workspace),
+        )
     }
 
     /// A recorder for one event. kube's Recorder folds events with the same reason and action

@@ -16,7 +16,6 @@ use super::reconcile::{Failure, Reconciler, now, publish};
 use super::registered_model::model_name_of;
 use super::shared::{owner_of, tag_changes, tags_of};
 use super::wake::concerns_model;
-use crate::client::MlflowClient;
 use crate::client::download::{DownloadError, read_file};
 use crate::crd::{
     DeletionPolicy, ModelVersion, ModelVersionStatus, Outcome, Reason, ReconcileState, Stage,
@@ -83,22 +82,6 @@ fn mlmodel_read(read: Result<Option<Vec<u8>>, DownloadError>) -> MlmodelRead {
     }
 }
 
-/// Where Kubernetes mounts a Pod's service-account token (rotated: read for each use).
-const SERVICE_ACCOUNT_TOKEN: &str = "/var/run/secrets/kubernetes.io/serviceaccount/token";
-
-/// The operator's own service-account token, what `ferroflow server --auth kubernetes`
-/// reviews, when it runs in a Pod and `MLFLOW_TRACKING_TOKEN` (which the client sends
-/// otherwise) is not set.
-async fn service_account_token() -> Option<String> {
-    if std::env::var_os("MLFLOW_TRACKING_TOKEN").is_some() {
-        return None;
-    }
-    let token = tokio::fs::read_to_string(SERVICE_ACCOUNT_TOKEN)
-        .await
-        .ok()?;
-    Some(token.trim().to_owned()).filter(|token| !token.is_empty())
-}
-
 /// Reads the `MLmodel` of `version` (registered by the operator) through the tracking server,
 /// unless already recorded, and records what it declares with the store function the server
 /// uses. An unreachable server fails the reconcile, retried with backoff.
@@ -114,13 +97,9 @@ async fn record_model_files(
     {
         return Ok(());
     }
-    let url = ctx.config.tracking_api_url.as_str();
     let mlmodel = format!("{}/MLmodel", version.storage_location.trim_end_matches('/'));
-    let read = match MlflowClient::new(url, service_account_token().await) {
-        Ok(client) => {
-            let client = client.in_workspace(store.workspace());
-            read_file(&client, &mlmodel, MAX_MLMODEL_BYTES).await
-        }
+    let read = match ctx.tracking_client(store.workspace()).await {
+        Ok(client) => read_file(&client, &mlmodel, MAX_MLMODEL_BYTES).await,
         Err(error) => Err(error.into()),
     };
     match mlmodel_read(read) {
@@ -135,7 +114,7 @@ async fn record_model_files(
         MlmodelRead::Retry(source) => {
             return Err(Failure::Operator(Error::ReadModelFiles {
                 mlmodel,
-                url: url.to_owned(),
+                url: ctx.config.tracking_api_url.to_string(),
                 source: Box::new(source),
             }));
         }

@@ -17,7 +17,6 @@ use super::build::project_run::{self as builder, PodInputs};
 use super::context::{Context, FIELD_MANAGER};
 use super::reconcile::{Failure, Reconciler, describe, now, publish};
 use super::registered_model::model_name_of;
-use crate::client::MlflowClient;
 use crate::client::download::{DownloadError, has_mlmodel, upload_artifact};
 use crate::crd::{
     Experiment, Outcome, Phase, ProjectRun, ProjectRunStatus, Reason, ReconcileState,
@@ -634,8 +633,8 @@ async fn run_model(
         });
     }
     let folder = format!("{}/{artifact_path}", run.artifact_uri.trim_end_matches('/'));
-    let listing = match MlflowClient::new(ctx.config.tracking_url.as_str(), None) {
-        Ok(client) => has_mlmodel(&client.in_workspace(store.workspace()), &folder).await,
+    let listing = match ctx.tracking_client(store.workspace()).await {
+        Ok(client) => has_mlmodel(&client, &folder).await,
         Err(error) => Err(error.into()),
     };
     let listing_failed = match listing {
@@ -768,9 +767,10 @@ async fn store_pod_log(
             .logs(pod_name, &params)
             .await
             .map_err(|error| format!("reading it failed: {error}"))?;
-        let client = MlflowClient::new(ctx.config.tracking_url.as_str(), None)
-            .map_err(|error| error.to_string())?
-            .in_workspace(store.workspace());
+        let client = ctx
+            .tracking_client(store.workspace())
+            .await
+            .map_err(|error| error.to_string())?;
         upload_artifact(&client, &uri, log.as_bytes())
             .await
             .map_err(|error| format!("uploading it to {uri} failed: {error}"))

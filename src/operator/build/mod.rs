@@ -9,12 +9,64 @@ pub mod project_run;
 
 use std::collections::BTreeMap;
 
+use k8s_openapi::api::core::v1::{
+    EnvVar, ProjectedVolumeSource, ServiceAccountTokenProjection, Volume, VolumeMount,
+    VolumeProjection,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::{Resource, ResourceExt};
 
 use super::context::FIELD_MANAGER;
+use crate::client::TOKEN_FILE_ENV;
 
 pub mod model_deployment;
+
+/// The volume of a Pod's service-account token for the tracking server, which
+/// `ferroflow server --auth kubernetes` reviews (a server without auth ignores it). A projected
+/// token, mounted only in the containers that call the tracking server: the Pod's API token
+/// stays as the resource sets it.
+const TRACKING_TOKEN_VOLUME: &str = "tracking-token";
+const TRACKING_TOKEN_DIR: &str = "/var/run/secrets/ferroflow/tracking";
+const TRACKING_TOKEN_FILE: &str = "token";
+
+/// The projected token volume; the kubelet renews the file before `expiration_seconds` pass
+/// (at least 600, the shortest lifetime the API server grants).
+pub fn tracking_token_volume(expiration_seconds: i64) -> Volume {
+    Volume {
+        name: TRACKING_TOKEN_VOLUME.to_owned(),
+        projected: Some(ProjectedVolumeSource {
+            sources: Some(vec![VolumeProjection {
+                service_account_token: Some(ServiceAccountTokenProjection {
+                    path: TRACKING_TOKEN_FILE.to_owned(),
+                    expiration_seconds: Some(expiration_seconds),
+                    audience: None,
+                }),
+                ..VolumeProjection::default()
+            }]),
+            default_mode: None,
+        }),
+        ..Volume::default()
+    }
+}
+
+/// The token volume's mount, read-only.
+pub fn tracking_token_mount() -> VolumeMount {
+    VolumeMount {
+        name: TRACKING_TOKEN_VOLUME.to_owned(),
+        mount_path: TRACKING_TOKEN_DIR.to_owned(),
+        read_only: Some(true),
+        ..VolumeMount::default()
+    }
+}
+
+/// Tells ferroflow's client in the container where the token is (`FERROFLOW_TRACKING_TOKEN_FILE`).
+pub fn tracking_token_env() -> EnvVar {
+    EnvVar {
+        name: TOKEN_FILE_ENV.to_owned(),
+        value: Some(format!("{TRACKING_TOKEN_DIR}/{TRACKING_TOKEN_FILE}")),
+        value_from: None,
+    }
+}
 
 /// `app.kubernetes.io/name`: the application the object runs (e.g. `mlflow-serving`).
 pub const LABEL_NAME: &str = "app.kubernetes.io/name";

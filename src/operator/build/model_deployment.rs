@@ -11,9 +11,9 @@ use k8s_openapi::api::apps::v1::{
 };
 use k8s_openapi::api::core::v1::{
     Capabilities, Container, ContainerPort, EmptyDirVolumeSource, EnvVar, HTTPGetAction, Lifecycle,
-    LifecycleHandler, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ProjectedVolumeSource,
-    ResourceRequirements, SeccompProfile, SecurityContext, Service, ServiceAccountTokenProjection,
-    ServicePort, ServiceSpec, SleepAction, Volume, VolumeMount, VolumeProjection,
+    LifecycleHandler, PodSecurityContext, PodSpec, PodTemplateSpec, Probe, ResourceRequirements,
+    SeccompProfile, SecurityContext, Service, ServicePort, ServiceSpec, SleepAction, Volume,
+    VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, ObjectMeta};
@@ -21,8 +21,11 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use kube::core::{ApiResource, DynamicObject, GroupVersionKind, TypeMeta};
 use serde_json::json;
 
-use super::{Role, labels, owned_meta, owner_reference};
-use crate::client::{TOKEN_FILE_ENV, WORKSPACE_ENV};
+use super::{
+    Role, labels, owned_meta, owner_reference, tracking_token_env, tracking_token_mount,
+    tracking_token_volume,
+};
+use crate::client::WORKSPACE_ENV;
 use crate::crd::ModelDeployment;
 use crate::crd::model_deployment::{GatewayRef, Leg};
 use crate::operator::context::workspace_of;
@@ -44,13 +47,7 @@ const MODEL_DIR: &str = "/model";
 const DOWNLOAD_DIR: &str = "/downloads";
 const MODEL_SUBDIR: &str = "model";
 const MODEL_VOLUME: &str = "model";
-/// The download container's service-account token, for a tracking server with
-/// `--auth kubernetes` (a server without auth ignores it). Only that container mounts it: the
-/// Pod's API token stays unmounted.
-const TOKEN_VOLUME: &str = "tracking-token";
-const TOKEN_DIR: &str = "/var/run/secrets/ferroflow/tracking";
-const TOKEN_FILE: &str = "token";
-/// The shortest lifetime the API server grants; the download runs once, at start.
+/// The download runs once, at start: the shortest token lifetime the API server grants.
 const TOKEN_SECONDS: i64 = 600;
 const PORT_NAME: &str = "http";
 /// The user Pods run as when the image would run as root (MLflow's image does).
@@ -445,11 +442,7 @@ pub fn deployment(
                 value: Some(workspace_of(resource).to_owned()),
                 value_from: None,
             },
-            EnvVar {
-                name: TOKEN_FILE_ENV.to_owned(),
-                value: Some(format!("{TOKEN_DIR}/{TOKEN_FILE}")),
-                value_from: None,
-            },
+            tracking_token_env(),
         ]),
         volume_mounts: Some(vec![
             VolumeMount {
@@ -457,12 +450,7 @@ pub fn deployment(
                 mount_path: DOWNLOAD_DIR.to_owned(),
                 ..VolumeMount::default()
             },
-            VolumeMount {
-                name: TOKEN_VOLUME.to_owned(),
-                mount_path: TOKEN_DIR.to_owned(),
-                read_only: Some(true),
-                ..VolumeMount::default()
-            },
+            tracking_token_mount(),
         ]),
         security_context: Some(container_security()),
         termination_message_policy: Some(TERMINATION_MESSAGE_POLICY.to_owned()),
@@ -502,21 +490,7 @@ pub fn deployment(
                             empty_dir: Some(EmptyDirVolumeSource::default()),
                             ..Volume::default()
                         },
-                        Volume {
-                            name: TOKEN_VOLUME.to_owned(),
-                            projected: Some(ProjectedVolumeSource {
-                                sources: Some(vec![VolumeProjection {
-                                    service_account_token: Some(ServiceAccountTokenProjection {
-                                        path: TOKEN_FILE.to_owned(),
-                                        expiration_seconds: Some(TOKEN_SECONDS),
-                                        audience: None,
-                                    }),
-                                    ..VolumeProjection::default()
-                                }]),
-                                default_mode: None,
-                            }),
-                            ..Volume::default()
-                        },
+                        tracking_token_volume(TOKEN_SECONDS),
                     ]),
                     // `mlflow models serve` runs the scoring server as its child and installs
                     // no SIGTERM handler: as the container's PID 1 it would ignore SIGTERM and

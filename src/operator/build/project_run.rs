@@ -15,7 +15,7 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use url::Url;
 
-use super::{Role, owned_meta};
+use super::{Role, owned_meta, tracking_token_env, tracking_token_mount, tracking_token_volume};
 use crate::client::WORKSPACE_ENV;
 use crate::crd::ProjectRun;
 
@@ -37,6 +37,10 @@ pub const PROJECT_DIR: &str = "/ferroflow/project";
 /// The ferroflow binary inside the operator's image (see the Dockerfile).
 pub const IMAGE_BINARY: &str = "/usr/local/bin/ferroflow";
 const BIN_VOLUME: &str = "ferroflow-bin";
+/// Lifetime of the tracking token: `ferroflow run` hands the project's process the token it
+/// read at start (`MLFLOW_TRACKING_TOKEN`, which MLflow's client cannot re-read from a file),
+/// so it must outlast a long training run.
+const TOKEN_SECONDS: i64 = 24 * 3600;
 const PROJECT_VOLUME: &str = "ferroflow-project";
 /// Longest Pod name: a DNS subdomain.
 const POD_NAME_MAX: usize = 253;
@@ -146,17 +150,20 @@ fn pod_spec(run: &ProjectRun, inputs: &PodInputs<'_>) -> PodSpec {
         mount_path: PROJECT_DIR.to_owned(),
         ..VolumeMount::default()
     };
-    let mut volumes = vec![empty_dir(BIN_VOLUME)];
+    let mut volumes = vec![empty_dir(BIN_VOLUME), tracking_token_volume(TOKEN_SECONDS)];
     let mut init_args = vec![
         "project-init".to_owned(),
         "--binary-to".to_owned(),
         format!("{BIN_DIR}/ferroflow"),
     ];
-    let mut init_mounts = vec![bin_mount.clone()];
-    let mut main_mounts = vec![VolumeMount {
-        read_only: Some(true),
-        ..bin_mount
-    }];
+    let mut init_mounts = vec![bin_mount.clone(), tracking_token_mount()];
+    let mut main_mounts = vec![
+        VolumeMount {
+            read_only: Some(true),
+            ..bin_mount
+        },
+        tracking_token_mount(),
+    ];
     let project = match (&spec.source, &spec.project_dir) {
         (Some(source), _) => {
             volumes.push(empty_dir(PROJECT_VOLUME));
@@ -179,6 +186,7 @@ fn pod_spec(run: &ProjectRun, inputs: &PodInputs<'_>) -> PodSpec {
     let tracking_env = [
         env_var("MLFLOW_TRACKING_URI", inputs.tracking_url.as_str()),
         env_var(WORKSPACE_ENV, inputs.workspace),
+        tracking_token_env(),
     ];
     let mut env = spec.env.clone();
     // Last, so nothing above can point the run at another server or workspace.
@@ -295,6 +303,21 @@ spec:
         Url::parse("http://ferroflow.ferroflow-system.svc:5000").unwrap()
     }
 
+    /// The projected token both containers sign in to the tracking server with.
+    fn token_env() -> serde_json::Value {
+        json!({"name": "FERROFLOW_TRACKING_TOKEN_FILE", "value": "/var/run/secrets/ferroflow/tracking/token"})
+    }
+
+    fn token_mount() -> serde_json::Value {
+        json!({"name": "tracking-token", "mountPath": "/var/run/secrets/ferroflow/tracking", "readOnly": true})
+    }
+
+    /// A day: the run's process keeps the token it was started with.
+    fn token_volume() -> serde_json::Value {
+        json!({"name": "tracking-token", "projected": {"sources": [
+            {"serviceAccountToken": {"path": "token", "expirationSeconds": 86400}}]}})
+    }
+
     #[test]
     fn a_project_in_the_image_runs_with_everything_the_spec_sets() {
         let run = resource(
@@ -348,8 +371,8 @@ spec:
                         "args": ["project-init", "--binary-to", "/ferroflow/bin/ferroflow"],
                         "env": [{"name": "MLFLOW_TRACKING_URI",
                                  "value": "http://ferroflow.ferroflow-system.svc:5000/"},
-                                {"name": "MLFLOW_WORKSPACE", "value": "ml"}],
-                        "volumeMounts": [{"name": "ferroflow-bin", "mountPath": "/ferroflow/bin"}],
+                                {"name": "MLFLOW_WORKSPACE", "value": "ml"}, token_env()],
+                        "volumeMounts": [{"name": "ferroflow-bin", "mountPath": "/ferroflow/bin"}, token_mount()],
                     }],
                     "containers": [{
                         "name": "run",
@@ -363,16 +386,19 @@ spec:
                             {"name": "MLFLOW_TRACKING_URI",
                              "value": "http://ferroflow.ferroflow-system.svc:5000/"},
                             {"name": "MLFLOW_WORKSPACE", "value": "ml"},
+                            token_env(),
                         ],
                         "envFrom": [{"secretRef": {"name": "creds"}}],
                         "resources": {"limits": {"cpu": "2"}},
                         "volumeMounts": [
                             {"name": "ferroflow-bin", "mountPath": "/ferroflow/bin", "readOnly": true},
+                            token_mount(),
                             {"name": "data", "mountPath": "/data"},
                         ],
                     }],
                     "volumes": [
                         {"name": "ferroflow-bin", "emptyDir": {}},
+                        token_volume(),
                         {"name": "data", "persistentVolumeClaim": {"claimName": "data"}},
                     ],
                 },
@@ -400,7 +426,7 @@ spec:
         );
         let tracking_env = json!([{"name": "MLFLOW_TRACKING_URI",
                                    "value": "http://ferroflow.ferroflow-system.svc:5000/"},
-                                  {"name": "MLFLOW_WORKSPACE", "value": "ml"}]);
+                                  {"name": "MLFLOW_WORKSPACE", "value": "ml"}, token_env()]);
         assert_eq!(
             serde_json::to_value(&built).unwrap(),
             json!({
@@ -423,6 +449,7 @@ spec:
                         "env": tracking_env,
                         "volumeMounts": [
                             {"name": "ferroflow-bin", "mountPath": "/ferroflow/bin"},
+                            token_mount(),
                             {"name": "ferroflow-project", "mountPath": "/ferroflow/project"},
                         ],
                     }],
@@ -434,11 +461,13 @@ spec:
                         "env": tracking_env,
                         "volumeMounts": [
                             {"name": "ferroflow-bin", "mountPath": "/ferroflow/bin", "readOnly": true},
+                            token_mount(),
                             {"name": "ferroflow-project", "mountPath": "/ferroflow/project"},
                         ],
                     }],
                     "volumes": [
                         {"name": "ferroflow-bin", "emptyDir": {}},
+                        token_volume(),
                         {"name": "ferroflow-project", "emptyDir": {}},
                     ],
                 },
@@ -468,7 +497,7 @@ spec:
         };
         let tracking_env = json!([{"name": "MLFLOW_TRACKING_URI",
                                    "value": "http://ferroflow.ferroflow-system.svc:5000/"},
-                                  {"name": "MLFLOW_WORKSPACE", "value": "ml"}]);
+                                  {"name": "MLFLOW_WORKSPACE", "value": "ml"}, token_env()]);
         assert_eq!(
             serde_json::to_value(job(&run, &inputs)).unwrap(),
             json!({
@@ -496,7 +525,7 @@ spec:
                                 "command": ["/usr/local/bin/ferroflow"],
                                 "args": ["project-init", "--binary-to", "/ferroflow/bin/ferroflow"],
                                 "env": tracking_env,
-                                "volumeMounts": [{"name": "ferroflow-bin", "mountPath": "/ferroflow/bin"}],
+                                "volumeMounts": [{"name": "ferroflow-bin", "mountPath": "/ferroflow/bin"}, token_mount()],
                             }],
                             "containers": [{
                                 "name": "run",
@@ -506,9 +535,10 @@ spec:
                                 "env": tracking_env,
                                 "volumeMounts": [
                                     {"name": "ferroflow-bin", "mountPath": "/ferroflow/bin", "readOnly": true},
+                                    token_mount(),
                                 ],
                             }],
-                            "volumes": [{"name": "ferroflow-bin", "emptyDir": {}}],
+                            "volumes": [{"name": "ferroflow-bin", "emptyDir": {}}, token_volume()],
                         },
                     },
                 },
