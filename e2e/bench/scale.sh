@@ -27,9 +27,11 @@
 #      (max_results 100), closed loop, each after one untimed query of each kind;
 #   6. the server stopped, its database dropped; load average before and after recorded.
 #
-# Knobs: SCALE_SIZES (10000,100000,1000000), SCALE_MLFLOW_SIZES (10000,100000),
+# Knobs: SCALE_SIZES (10000,100000,1000000), SCALE_MLFLOW_SIZES (10000,100000; empty: none),
 # SCALE_EXPERIMENTS (10000), SCALE_SEARCH_DURATION (15 s) / SCALE_SEARCH_QUERIES (2000),
-# SCALE_OUT (e2e/bench/runs/<date>-scale.md); BENCH_* as in run.sh (FERROFLOW_BIN, BENCH_LOADGEN,
+# SCALE_OUT (e2e/bench/runs/<date>-scale.md), SCALE_FERROFLOW_SQL (a file of SQL run on
+# ferroflow's database after seeding, before ANALYZE: e.g. a new migration a prebuilt binary
+# predates; recorded in the report); BENCH_* as in run.sh (FERROFLOW_BIN, BENCH_LOADGEN,
 # BENCH_WARMUP_WINDOW 5 s here, BENCH_WARMUP_MAX 6, BENCH_LOG_BATCH_DURATION 10 s, …).
 # PostgreSQL: e2e/setup/postgres.sh's cluster (FERROFLOW_E2E_STATE / FERROFLOW_PG_PORT).
 # A million runs are ~26 million rows, ~5 GB with indexes: watch the disk.
@@ -44,7 +46,7 @@ export BENCH_SERVERS BENCH_BACKEND
 source "$here/run.sh"
 
 sizes_csv="${SCALE_SIZES:-10000,100000,1000000}"
-mlflow_sizes_csv="${SCALE_MLFLOW_SIZES:-10000,100000}"
+mlflow_sizes_csv="${SCALE_MLFLOW_SIZES-10000,100000}"
 experiments="${SCALE_EXPERIMENTS:-10000}"
 scale_search_duration="${SCALE_SEARCH_DURATION:-15}"
 scale_search_queries="${SCALE_SEARCH_QUERIES:-2000}"
@@ -93,11 +95,16 @@ seed_size() {
            1700000000000 + g * 1000, 1700000000000 + g * 1000
     FROM generate_series(1, $experiments) AS g"
   local experiments_s=$((SECONDS - t0)); t0=$SECONDS
+  if [[ "$name" == ferroflow && -n "${SCALE_FERROFLOW_SQL:-}" ]]; then
+    log "applying $SCALE_FERROFLOW_SQL to ferroflow's database"
+    psql_db "$db" -f "$SCALE_FERROFLOW_SQL" >&2
+  fi
   psql_db "$db" -c "VACUUM ANALYZE"
   local analyze_s=$((SECONDS - t0))
-  printf '{"measure":"seed","method":"COPY (loadgen seed-sql --schema %s) + INSERT SELECT generate_series","server":"%s","size":%s,"experiment_id":"%s","runs":%s,"experiments":%s,"runs_s":%s,"experiments_s":%s,"vacuum_analyze_s":%s,"database_bytes":%s}\n' \
+  printf '{"measure":"seed","method":"COPY (loadgen seed-sql --schema %s) + INSERT SELECT generate_series","server":"%s","size":%s,"experiment_id":"%s","runs":%s,"experiments":%s,"runs_s":%s,"experiments_s":%s,"vacuum_analyze_s":%s,"database_bytes":%s,"extra_sql":"%s"}\n' \
     "$schema" "$name" "$size" "$exp_id" "$size" "$experiments" "$runs_s" "$experiments_s" "$analyze_s" \
-    "$(psql_db "$db" -c "SELECT pg_database_size(current_database())")" | record
+    "$(psql_db "$db" -c "SELECT pg_database_size(current_database())")" \
+    "$([[ "$name" != ferroflow ]] || basename "${SCALE_FERROFLOW_SQL:-}")" | record
   python3 "$here/check_seed.py" --reference "$state/seed-reference.json" --sample "$sample" \
     "$size" "$name=$url=$exp_id" | record || die "the seeded experiment of $name at $size differs from the API-seeded reference"
 }

@@ -34,8 +34,14 @@ def main():
     # (server, size) -> {measure name: (value, higher_is_better)}
     cells = {}
     turns, seeds, checks, warmups = [], [], [], []
+    last_seed = None
     for r in records:
-        server, size = r.get("server"), r.get("size")
+        if r.get("measure") == "seed-check" and last_seed is not None:
+            # check_seed.py labels nothing: it checks the seed just before it
+            checks.append((last_seed["server"], last_seed["size"], r))
+            continue
+        # run.sh's warm-up and quiet records call the size their round
+        server, size = r.get("server"), r.get("size", r.get("rep"))
         if server not in SERVERS or size in (None, "reference"):
             continue
         key = (server, int(size))
@@ -57,10 +63,9 @@ def main():
                 row[f"{q['query']} p99 ms"] = (dig(q, "latency.p99_ms"), False)
         elif m == "seed":
             seeds.append(r)
+            last_seed = r
             row["seed: runs by COPY, s"] = (r.get("runs_s"), None)
             row["seed: database size, MB"] = ((r.get("database_bytes") or 0) / 1e6, None)
-        elif m == "seed-check":
-            checks.append((server, size, r))
         elif m == "warm-up":
             warmups.append(r)
         elif m == "turn":
@@ -125,15 +130,15 @@ def main():
 
     out.append("## Seeding and checks")
     out.append("")
-    out.append("| server | size | runs by COPY (s) | 10,000 experiments (s) | VACUUM ANALYZE (s) | database | read-back check |")
-    out.append("| --- | --- | --- | --- | --- | --- | --- |")
+    out.append("| server | size | runs by COPY (s) | 10,000 experiments (s) | extra SQL | VACUUM ANALYZE (s) | database | read-back check |")
+    out.append("| --- | --- | --- | --- | --- | --- | --- | --- |")
     verdict = {(srv, str(sz)): r for srv, sz, r in checks}
     for r in seeds:
         c = verdict.get((r["server"], str(r["size"])), {})
         ok = "identical to the API-seeded reference, count " + \
             str(next(iter(c.get("runs_counted", {}).values()), "?")) if c.get("identical") else "DIFFERS"
         out.append(f"| {r['server']} | {size_label(r['size'])} | {r.get('runs_s')} | {r.get('experiments_s')} | "
-                   f"{r.get('vacuum_analyze_s')} | {r.get('database_bytes', 0) / 1e9:.2f} GB | {ok} |")
+                   f"{r.get('extra_sql') or '–'} | {r.get('vacuum_analyze_s')} | {r.get('database_bytes', 0) / 1e9:.2f} GB | {ok} |")
     out.append("")
     out.append("## Warm-up (log-batch windows, points/s) and load average per turn")
     out.append("")

@@ -1113,7 +1113,7 @@ fn experiment_search_queries(max_results: u64) -> Vec<(&'static str, Value)> {
         (
             "experiments: name filter, name order",
             json!({"max_results": max_results, "view_type": "ACTIVE_ONLY",
-                   "filter": "name LIKE 'scale-exp-5%'", "order_by": ["name ASC"]}),
+                   "filter": "name LIKE 'scale-exp-05%'", "order_by": ["name ASC"]}),
         ),
     ]
 }
