@@ -53,6 +53,7 @@ def main():
         elif m == "search" and r.get("experiment_id"):
             row["runs/search p50 ms (mix)"] = (dig(r, "latency.p50_ms"), False)
             row["runs/search p99 ms (mix)"] = (dig(r, "latency.p99_ms"), False)
+            row["runs/search queries timed"] = (r.get("queries_ok"), None)
             for q in r.get("per_query", []):
                 row[f"runs/search {q['query']} p50 ms"] = (dig(q, "latency.p50_ms"), False)
                 row[f"runs/search {q['query']} p99 ms"] = (dig(q, "latency.p99_ms"), False)
@@ -61,6 +62,7 @@ def main():
             for q in r.get("per_query", []):
                 row[f"{q['query']} p50 ms"] = (dig(q, "latency.p50_ms"), False)
                 row[f"{q['query']} p99 ms"] = (dig(q, "latency.p99_ms"), False)
+                row[f"returned: {q['query']}"] = (q.get("runs_returned"), None)
         elif m == "seed":
             seeds.append(r)
             last_seed = r
@@ -102,7 +104,7 @@ def main():
         row = [name]
         for key in columns:
             value = cells[key].get(name, (None, None))[0]
-            row.append(fmt(value) if isinstance(value, (int, float)) else "–")
+            row.append(fmt(value, 0 if isinstance(value, int) else None) if isinstance(value, (int, float)) else "–")
         for server, a, b in growth:
             va, better = cells[(server, a)].get(name, (None, None))
             vb = cells[(server, b)].get(name, (None, None))[0]
