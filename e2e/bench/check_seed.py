@@ -1,12 +1,14 @@
 #!/usr/bin/env python3
 """Checks that the seeded search experiment reads back identically through every server's API.
 
-    python3 e2e/bench/check_seed.py [--reference FILE] RUNS NAME=URL=EXPERIMENT_ID ...
+    python3 e2e/bench/check_seed.py [--reference FILE] [--sample I,J,...] RUNS NAME=URL=EXPERIMENT_ID ...
 
 Compares a sample of runs (found by name through runs/search) field by field: name, start time,
 status, user, params, tags, latest metrics, and each metric's full history; and the number of
 runs in the experiment. With --reference, servers that never run at the same time are compared:
-the first call writes its first server's sample to FILE, later calls compare against it. Prints
+the first call writes its first server's sample to FILE, later calls compare against it.
+--sample picks the run indexes (default: first, second, a third, half, last of RUNS), so that
+experiments of different sizes can be compared with one reference (e2e/bench/scale.sh). Prints
 one JSON line; exits 1 on any difference. Standard library only.
 """
 
@@ -68,11 +70,17 @@ def count(url, exp):
 def main():
     argv = sys.argv[1:]
     reference_file = None
-    if argv[:1] == ["--reference"]:
-        reference_file, argv = argv[1], argv[2:]
+    sample = None
+    while argv[:1] in (["--reference"], ["--sample"]):
+        if argv[0] == "--reference":
+            reference_file = argv[1]
+        else:
+            sample = sorted({int(i) for i in argv[1].split(",")})
+        argv = argv[2:]
     total = int(argv[0])
     servers = [a.split("=", 2) for a in argv[1:]]
-    sample = sorted({0, 1, total // 3, total // 2, total - 1})
+    if sample is None:
+        sample = sorted({0, 1, total // 3, total // 2, total - 1})
     problems = []
     reference = None
     if reference_file and os.path.exists(reference_file):

@@ -472,8 +472,9 @@ measure_server() {
 }
 
 # ---------------------------------------------------------------------------------------------
-# main
+# main (not when sourced: scale.sh reuses the functions above)
 
+[[ "${BASH_SOURCE[0]}" == "$0" ]] || return 0
 setup
 record_facts
 for round in $(seq 1 "$reps"); do

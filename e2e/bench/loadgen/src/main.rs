@@ -9,7 +9,8 @@
 //! request count and a deadline.
 //!
 //!   loadgen seed       --url U --runs 10000 [--clients 8]
-//!   loadgen seed-sql   --experiment-id ID --runs 10000 | psql ...   (MLflow's schema)
+//!   loadgen seed-sql   --experiment-id ID --runs 10000 [--schema mlflow|ferroflow --artifact-location L] | psql ...
+//!   loadgen search     --url U --kind experiments [--max-results 100 ...]   (experiments/search)
 //!   loadgen log-batch  --url U [--clients 8 --metrics 1000 --keys 10 --requests 300 --duration 20 --rate R]
 //!   loadgen log-metric --url U [--clients 8 --requests 20000 --duration 10 --rate R]
 //!   loadgen search     --url U --experiment-id ID [--max-results 100 --clients 4 --queries 400 --duration 15]
@@ -89,7 +90,9 @@ impl Args {
     fn num<T: std::str::FromStr>(&self, name: &str, default: T) -> Res<T> {
         match self.values.get(name) {
             None => Ok(default),
-            Some(v) => v.parse().map_err(|_| format!("--{name} {v:?}: not a number")),
+            Some(v) => v
+                .parse()
+                .map_err(|_| format!("--{name} {v:?}: not a number")),
         }
     }
 
@@ -335,7 +338,10 @@ fn round3(x: f64) -> Value {
 
 async fn create_experiment(conn: &mut Conn, name: &str) -> Res<String> {
     let answer = conn
-        .post_json(&format!("{API}/experiments/create"), &json!({ "name": name }))
+        .post_json(
+            &format!("{API}/experiments/create"),
+            &json!({ "name": name }),
+        )
         .await?;
     answer["experiment_id"]
         .as_str()
@@ -371,7 +377,10 @@ impl CpuWatch {
     fn from_args(args: &Args) -> Res<Self> {
         Ok(Self {
             server_pid: match args.values.get("server-pid") {
-                Some(p) => Some(p.parse().map_err(|_| "--server-pid: not a number".to_owned())?),
+                Some(p) => Some(
+                    p.parse()
+                        .map_err(|_| "--server-pid: not a number".to_owned())?,
+                ),
                 None => None,
             },
             db: args.values.get("db").cloned(),
@@ -414,7 +423,13 @@ fn cpu_report(start: Option<CpuSnapshot>, end: Option<CpuSnapshot>, requests: u6
         (Some(a), Some(b)) => {
             let server = (b.server_s - a.server_s).max(0.0);
             let db = (b.db_s - a.db_s).max(0.0);
-            let per = |x: f64| if requests > 0 { round3(x * 1000.0 / requests as f64) } else { Value::Null };
+            let per = |x: f64| {
+                if requests > 0 {
+                    round3(x * 1000.0 / requests as f64)
+                } else {
+                    Value::Null
+                }
+            };
             json!({
                 "server_s": round3(server),
                 "db_s": round3(db),
@@ -447,10 +462,17 @@ fn proc_table() -> HashMap<u32, ProcInfo> {
             continue;
         };
         // "pid (comm) state ppid pgrp session tty_nr tpgid flags minflt cminflt majflt cmajflt utime stime ..."
-        let Some(close) = stat.rfind(')') else { continue };
+        let Some(close) = stat.rfind(')') else {
+            continue;
+        };
         let comm = stat[stat.find('(').map_or(0, |i| i + 1)..close].to_owned();
         let fields: Vec<&str> = stat[close + 1..].split_whitespace().collect();
-        let num = |i: usize| fields.get(i).and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+        let num = |i: usize| {
+            fields
+                .get(i)
+                .and_then(|v| v.parse::<u64>().ok())
+                .unwrap_or(0)
+        };
         let cmdline = std::fs::read(format!("/proc/{pid}/cmdline"))
             .map(|raw| {
                 raw.split(|b| *b == 0)
@@ -595,7 +617,10 @@ async fn closed_loop(
     (all, start, cpu_start)
 }
 
-fn merge(stats: Vec<ClientStats>, start: Instant) -> (u64, u64, Option<String>, Vec<f64>, u64, f64) {
+fn merge(
+    stats: Vec<ClientStats>,
+    start: Instant,
+) -> (u64, u64, Option<String>, Vec<f64>, u64, f64) {
     let mut ok = 0;
     let mut errors = 0;
     let mut first_error = None;
@@ -619,9 +644,14 @@ fn merge(stats: Vec<ClientStats>, start: Instant) -> (u64, u64, Option<String>, 
 }
 
 /// Creates one experiment and one run per client (each client logs to its own run).
-async fn experiment_with_runs(target: &Target, prefix: &str, clients: usize) -> Res<(String, Vec<String>)> {
+async fn experiment_with_runs(
+    target: &Target,
+    prefix: &str,
+    clients: usize,
+) -> Res<(String, Vec<String>)> {
     let mut conn = Conn::new(target);
-    let experiment_id = create_experiment(&mut conn, &format!("{prefix}-{}", unique_suffix())).await?;
+    let experiment_id =
+        create_experiment(&mut conn, &format!("{prefix}-{}", unique_suffix())).await?;
     let mut runs = Vec::new();
     for c in 0..clients {
         runs.push(
@@ -644,9 +674,26 @@ async fn experiment_with_runs(target: &Target, prefix: &str, clients: usize) -> 
 // measurements
 
 const METRIC_KEYS: [&str; 20] = [
-    "loss", "accuracy", "val_loss", "val_accuracy", "lr", "grad_norm", "precision", "recall", "f1",
-    "auc", "throughput", "epoch_time", "gpu_util", "mem_used", "top5", "bleu", "perplexity",
-    "kl", "entropy", "reward",
+    "loss",
+    "accuracy",
+    "val_loss",
+    "val_accuracy",
+    "lr",
+    "grad_norm",
+    "precision",
+    "recall",
+    "f1",
+    "auc",
+    "throughput",
+    "epoch_time",
+    "gpu_util",
+    "mem_used",
+    "top5",
+    "bleu",
+    "perplexity",
+    "kl",
+    "entropy",
+    "reward",
 ];
 
 /// Untimed requests per client before the clock starts.
@@ -699,7 +746,16 @@ async fn log_batch(args: &Args) -> Res<Value> {
     let body_bytes = bodies.first().and_then(|b| b.first()).map_or(0, Bytes::len);
     let path = format!("{API}/runs/log-batch");
     let cpu = CpuWatch::from_args(args)?;
-    let (stats, start, cpu_start) = closed_loop(&target, &path, bodies, LOG_BATCH_WARMUP, duration, args.pace()?, &cpu).await;
+    let (stats, start, cpu_start) = closed_loop(
+        &target,
+        &path,
+        bodies,
+        LOG_BATCH_WARMUP,
+        duration,
+        args.pace()?,
+        &cpu,
+    )
+    .await;
     let cpu_end = cpu.snapshot();
     let (ok, errors, first_error, latencies, opened, elapsed) = merge(stats, start);
     let points = ok * metrics as u64;
@@ -747,7 +803,16 @@ async fn log_metric(args: &Args) -> Res<Value> {
         .collect();
     let path = format!("{API}/runs/log-metric");
     let cpu = CpuWatch::from_args(args)?;
-    let (stats, start, cpu_start) = closed_loop(&target, &path, bodies, LOG_METRIC_WARMUP, duration, args.pace()?, &cpu).await;
+    let (stats, start, cpu_start) = closed_loop(
+        &target,
+        &path,
+        bodies,
+        LOG_METRIC_WARMUP,
+        duration,
+        args.pace()?,
+        &cpu,
+    )
+    .await;
     let cpu_end = cpu.snapshot();
     let (ok, errors, first_error, latencies, opened, elapsed) = merge(stats, start);
     Ok(json!({
@@ -799,7 +864,12 @@ fn seed_run(i: usize) -> SeedRun {
     for step in 0..3_i64 {
         let t = start_time + 1000 + step;
         let decay = (3 - step) as f64;
-        metrics.push(("accuracy", (accuracy / decay * 10000.0).round() / 10000.0, t, step));
+        metrics.push((
+            "accuracy",
+            (accuracy / decay * 10000.0).round() / 10000.0,
+            t,
+            step,
+        ));
         metrics.push(("loss", (loss * decay * 10000.0).round() / 10000.0, t, step));
         metrics.push(("f1", rng.unit(), t, step));
         metrics.push(("epoch_time", 10.0 + rng.unit(), t, step));
@@ -885,11 +955,15 @@ async fn seed(args: &Args) -> Res<Value> {
     }))
 }
 
-/// seed-sql: the same runs as `seed`, as PostgreSQL COPY statements for **MLflow's** schema
-/// (what MLflow 3.17.2's SQLAlchemy store writes for runs/create + log-batch: runs, tags incl.
-/// mlflow.runName, params, metrics, latest_metrics), written to stdout for psql. The experiment
-/// must exist (create it through the API). Seeding MLflow through its API takes many minutes on
-/// 2 cores; the search measurement does not depend on how the rows got there.
+/// seed-sql: the same runs as `seed`, as PostgreSQL COPY statements written to stdout for psql,
+/// into **MLflow's** schema (`--schema mlflow`, the default: what MLflow 3.17.2's SQLAlchemy
+/// store writes for runs/create + log-batch: runs, tags incl. mlflow.runName, params, metrics,
+/// latest_metrics) or **ferroflow's** (`--schema ferroflow --artifact-location L`: the rows its
+/// store writes for the same calls, run artifact URIs under the experiment's location L). The
+/// experiment must exist (create it through the API, which also makes the server migrate its
+/// schema). Seeding through the API takes many minutes on 2 cores for MLflow (and for a million
+/// runs, for ferroflow); the search measurement does not depend on how the rows got there.
+/// Streams: a million runs are ~26 million rows.
 fn seed_sql(args: &Args) -> Res<Value> {
     use std::io::Write as _;
     let total: usize = args.num("runs", 10_000)?;
@@ -897,58 +971,114 @@ fn seed_sql(args: &Args) -> Res<Value> {
     if experiment_id < 0 {
         return Err("missing --experiment-id".into());
     }
+    let ferroflow = match args.values.get("schema").map_or("mlflow", String::as_str) {
+        "mlflow" => false,
+        "ferroflow" => true,
+        other => return Err(format!("--schema {other:?}: mlflow or ferroflow")),
+    };
+    let artifact_location = if ferroflow {
+        args.str("artifact-location")?
+            .trim_end_matches('/')
+            .to_owned()
+    } else {
+        format!("mlflow-artifacts:/{experiment_id}")
+    };
     let mut state: u64 = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(1, |d| d.as_nanos() as u64)
         | 1;
-    let mut uuid = || {
-        let mut r = Rng(state);
-        let a = r.next_u64();
-        let b = r.next_u64();
-        state = r.0;
-        format!("{a:016x}{b:016x}")
+    let ids: Vec<String> = (0..total)
+        .map(|_| {
+            let mut r = Rng(state);
+            let a = r.next_u64();
+            let b = r.next_u64();
+            state = r.0;
+            format!("{a:016x}{b:016x}")
+        })
+        .collect();
+    let mut out = std::io::BufWriter::with_capacity(1 << 20, std::io::stdout().lock());
+    let io = |e: std::io::Error| e.to_string();
+    // each table in one pass over the runs; seed_run is cheap to recompute
+    let table = |out: &mut std::io::BufWriter<std::io::StdoutLock<'_>>,
+                 header: &str,
+                 row: &dyn Fn(&mut String, &str, &SeedRun)|
+     -> Res<()> {
+        writeln!(out, "{header}").map_err(io)?;
+        let mut line = String::new();
+        for (i, id) in ids.iter().enumerate() {
+            line.clear();
+            row(&mut line, id, &seed_run(i));
+            out.write_all(line.as_bytes()).map_err(io)?;
+        }
+        writeln!(out, "\\.").map_err(io)
     };
-    let runs: Vec<(String, SeedRun)> = (0..total).map(|i| (uuid(), seed_run(i))).collect();
-    let mut out = String::new();
-    out.push_str("BEGIN;\nCOPY runs (run_uuid, name, source_type, source_name, entry_point_name, user_id, status, start_time, end_time, source_version, lifecycle_stage, artifact_uri, experiment_id, deleted_time) FROM stdin;\n");
-    for (id, run) in &runs {
-        let _ = writeln!(
-            out,
-            "{id}\t{}\tUNKNOWN\t\t\tbench\tRUNNING\t{}\t\\N\t\tactive\tmlflow-artifacts:/{experiment_id}/{id}/artifacts\t{experiment_id}\t\\N",
-            run.name, run.start_time
-        );
+    writeln!(out, "BEGIN;").map_err(io)?;
+    if ferroflow {
+        table(
+            &mut out,
+            "COPY runs (run_uuid, name, experiment_id, user_id, status, start_time, end_time, lifecycle_stage, artifact_uri) FROM stdin;",
+            &|l, id, run| {
+                let _ = writeln!(
+                    l,
+                    "{id}\t{}\t{experiment_id}\tbench\tRUNNING\t{}\t\\N\tactive\t{artifact_location}/{id}/artifacts",
+                    run.name, run.start_time
+                );
+            },
+        )?;
+    } else {
+        table(
+            &mut out,
+            "COPY runs (run_uuid, name, source_type, source_name, entry_point_name, user_id, status, start_time, end_time, source_version, lifecycle_stage, artifact_uri, experiment_id, deleted_time) FROM stdin;",
+            &|l, id, run| {
+                let _ = writeln!(
+                    l,
+                    "{id}\t{}\tUNKNOWN\t\t\tbench\tRUNNING\t{}\t\\N\t\tactive\t{artifact_location}/{id}/artifacts\t{experiment_id}\t\\N",
+                    run.name, run.start_time
+                );
+            },
+        )?;
     }
-    out.push_str("\\.\nCOPY tags (key, value, run_uuid) FROM stdin;\n");
-    for (id, run) in &runs {
-        for (k, v) in &run.tags {
-            let _ = writeln!(out, "{k}\t{v}\t{id}");
-        }
-        let _ = writeln!(out, "mlflow.runName\t{}\t{id}", run.name);
-    }
-    out.push_str("\\.\nCOPY params (key, value, run_uuid) FROM stdin;\n");
-    for (id, run) in &runs {
-        for (k, v) in &run.params {
-            let _ = writeln!(out, "{k}\t{v}\t{id}");
-        }
-    }
-    out.push_str("\\.\nCOPY metrics (key, value, timestamp, run_uuid, step, is_nan) FROM stdin;\n");
-    for (id, run) in &runs {
-        for (k, v, t, step) in &run.metrics {
-            let _ = writeln!(out, "{k}\t{v}\t{t}\t{id}\t{step}\tf");
-        }
-    }
-    out.push_str("\\.\nCOPY latest_metrics (key, value, timestamp, step, is_nan, run_uuid) FROM stdin;\n");
-    for (id, run) in &runs {
-        // the greatest (step, timestamp, value) per key: here simply the last step
-        let last = run.metrics.iter().map(|m| m.3).max().unwrap_or(0);
-        for (k, v, t, step) in run.metrics.iter().filter(|m| m.3 == last) {
-            let _ = writeln!(out, "{k}\t{v}\t{t}\t{step}\tf\t{id}");
-        }
-    }
-    out.push_str("\\.\nCOMMIT;\n");
-    std::io::stdout()
-        .write_all(out.as_bytes())
-        .map_err(|e| e.to_string())?;
+    table(
+        &mut out,
+        "COPY tags (key, value, run_uuid) FROM stdin;",
+        &|l, id, run| {
+            for (k, v) in &run.tags {
+                let _ = writeln!(l, "{k}\t{v}\t{id}");
+            }
+            let _ = writeln!(l, "mlflow.runName\t{}\t{id}", run.name);
+        },
+    )?;
+    table(
+        &mut out,
+        "COPY params (key, value, run_uuid) FROM stdin;",
+        &|l, id, run| {
+            for (k, v) in &run.params {
+                let _ = writeln!(l, "{k}\t{v}\t{id}");
+            }
+        },
+    )?;
+    table(
+        &mut out,
+        "COPY metrics (key, value, timestamp, run_uuid, step, is_nan) FROM stdin;",
+        &|l, id, run| {
+            for (k, v, t, step) in &run.metrics {
+                let _ = writeln!(l, "{k}\t{v}\t{t}\t{id}\t{step}\tf");
+            }
+        },
+    )?;
+    table(
+        &mut out,
+        "COPY latest_metrics (key, value, timestamp, step, is_nan, run_uuid) FROM stdin;",
+        &|l, id, run| {
+            // the greatest (step, timestamp, value) per key: here simply the last step
+            let last = run.metrics.iter().map(|m| m.3).max().unwrap_or(0);
+            for (k, v, t, step) in run.metrics.iter().filter(|m| m.3 == last) {
+                let _ = writeln!(l, "{k}\t{v}\t{t}\t{step}\tf\t{id}");
+            }
+        },
+    )?;
+    writeln!(out, "COMMIT;").map_err(io)?;
+    out.flush().map_err(io)?;
     Ok(Value::Null)
 }
 
@@ -972,24 +1102,53 @@ fn search_queries(experiment_id: &str, max_results: u64) -> Vec<(&'static str, V
     ]
 }
 
+/// The experiments/search mix (`loadgen search --kind experiments`): the experiments page's
+/// default (active experiments, newest first, as the UI asks) and a name filter ordered by name.
+fn experiment_search_queries(max_results: u64) -> Vec<(&'static str, Value)> {
+    vec![
+        (
+            "experiments: default order",
+            json!({"max_results": max_results, "view_type": "ACTIVE_ONLY", "order_by": ["last_update_time DESC"]}),
+        ),
+        (
+            "experiments: name filter, name order",
+            json!({"max_results": max_results, "view_type": "ACTIVE_ONLY",
+                   "filter": "name LIKE 'scale-exp-05%'", "order_by": ["name ASC"]}),
+        ),
+    ]
+}
+
 /// search: `clients` clients cycle through the query mix (each starting at a different query)
 /// until `queries` are done in all or `duration` has passed.
+///
+/// `--kind experiments` searches experiments instead (no --experiment-id): the mix of
+/// [`experiment_search_queries`].
 async fn search(args: &Args) -> Res<Value> {
     let target = args.target()?;
-    let experiment_id = args.str("experiment-id")?.to_owned();
     let max_results: u64 = args.num("max-results", 100)?;
     let clients: usize = args.num("clients", 4)?.max(1);
     let queries: usize = args.num("queries", 400)?;
     let duration = Duration::from_secs_f64(args.num("duration", 15.0)?);
-    let mix = search_queries(&experiment_id, max_results);
-    let path = format!("{API}/runs/search");
+    let (experiment_id, mix, path) = match args.values.get("kind").map_or("runs", String::as_str) {
+        "runs" => {
+            let experiment_id = args.str("experiment-id")?.to_owned();
+            let mix = search_queries(&experiment_id, max_results);
+            (experiment_id, mix, format!("{API}/runs/search"))
+        }
+        "experiments" => (
+            String::new(),
+            experiment_search_queries(max_results),
+            format!("{API}/experiments/search"),
+        ),
+        other => return Err(format!("--kind {other:?}: runs or experiments")),
+    };
 
     // warm-up (untimed): each query once; remember how many runs each returns
     let mut conn = Conn::new(&target);
     let mut returned = Vec::new();
     for (_, q) in &mix {
         let answer = conn.post_json(&path, q).await?;
-        returned.push(answer["runs"].as_array().map_or(0, Vec::len));
+        returned.push(items_returned(answer.to_string().as_bytes()));
     }
 
     let per_client = queries.div_ceil(clients);
@@ -1065,7 +1224,11 @@ async fn search(args: &Args) -> Res<Value> {
         .iter()
         .enumerate()
         .map(|(i, (name, q))| {
-            let lat: Vec<f64> = all.iter().filter(|(j, _)| *j == i).map(|(_, ms)| *ms).collect();
+            let lat: Vec<f64> = all
+                .iter()
+                .filter(|(j, _)| *j == i)
+                .map(|(_, ms)| *ms)
+                .collect();
             json!({
                 "query": name,
                 "filter": q.get("filter"),
@@ -1187,7 +1350,9 @@ async fn sweep(args: &Args) -> Res<Value> {
         }
     }
     for k in 0..logged {
-        let run_id = run_ids.get(k % run_ids.len().max(1)).map(|(_, id)| id.clone());
+        let run_id = run_ids
+            .get(k % run_ids.len().max(1))
+            .map(|(_, id)| id.clone());
         conn.post_json(
             &format!("{API}/logged-models"),
             &json!({"experiment_id": experiment_id, "name": format!("sweep-logged-{k:04}"),
@@ -1224,13 +1389,17 @@ fn sweep_searches(experiment_id: &str) -> Vec<(&'static str, Method, String, Opt
             "runs: metric + param filter, metric order",
             Method::POST,
             runs.clone(),
-            runs_query(json!({"filter": "metrics.acc > 0.5 and params.model = 'rf'", "order_by": ["metrics.acc DESC"]})),
+            runs_query(
+                json!({"filter": "metrics.acc > 0.5 and params.model = 'rf'", "order_by": ["metrics.acc DESC"]}),
+            ),
         ),
         (
             "runs: metric filter, param order",
             Method::POST,
             runs.clone(),
-            runs_query(json!({"filter": "metrics.loss < 0.5", "order_by": ["params.n_estimators DESC"]})),
+            runs_query(
+                json!({"filter": "metrics.loss < 0.5", "order_by": ["params.n_estimators DESC"]}),
+            ),
         ),
         (
             "runs: tag filter",
@@ -1238,31 +1407,44 @@ fn sweep_searches(experiment_id: &str) -> Vec<(&'static str, Method, String, Opt
             runs.clone(),
             runs_query(json!({"filter": "tags.team = 'vision' and tags.stage = 'prod'"})),
         ),
-        ("runs: default order", Method::POST, runs, runs_query(json!({}))),
+        (
+            "runs: default order",
+            Method::POST,
+            runs,
+            runs_query(json!({})),
+        ),
         (
             "experiments/search",
             Method::POST,
             format!("{API}/experiments/search"),
-            Some(json!({"max_results": 100, "filter": "name LIKE 'sweep-%'", "order_by": ["last_update_time DESC"]})),
+            Some(
+                json!({"max_results": 100, "filter": "name LIKE 'sweep-%'", "order_by": ["last_update_time DESC"]}),
+            ),
         ),
         (
             "registered-models/search",
             Method::GET,
-            format!("{API}/registered-models/search?filter=name%20LIKE%20%27sweep-model-01%25%27&max_results=100"),
+            format!(
+                "{API}/registered-models/search?filter=name%20LIKE%20%27sweep-model-01%25%27&max_results=100"
+            ),
             None,
         ),
         (
             "model-versions/search",
             Method::GET,
-            format!("{API}/model-versions/search?filter=name%20%3D%20%27sweep-model-007%27&max_results=100"),
+            format!(
+                "{API}/model-versions/search?filter=name%20%3D%20%27sweep-model-007%27&max_results=100"
+            ),
             None,
         ),
         (
             "logged-models/search",
             Method::POST,
             format!("{API}/logged-models/search"),
-            Some(json!({"experiment_ids": [experiment_id], "filter": "params.model = 'rf'", "max_results": 100,
-                        "order_by": [{"field_name": "creation_timestamp", "ascending": false}]})),
+            Some(
+                json!({"experiment_ids": [experiment_id], "filter": "params.model = 'rf'", "max_results": 100,
+                        "order_by": [{"field_name": "creation_timestamp", "ascending": false}]}),
+            ),
         ),
     ]
 }
@@ -1272,7 +1454,11 @@ fn items_returned(body: &[u8]) -> usize {
     let Ok(Value::Object(map)) = serde_json::from_slice::<Value>(body) else {
         return 0;
     };
-    map.values().filter_map(Value::as_array).map(Vec::len).max().unwrap_or(0)
+    map.values()
+        .filter_map(Value::as_array)
+        .map(Vec::len)
+        .max()
+        .unwrap_or(0)
 }
 
 /// search-paths: each path of [`sweep_searches`] in turn, repeated by `clients` closed-loop
@@ -1287,7 +1473,9 @@ async fn search_paths(args: &Args) -> Res<Value> {
     let only: Option<usize> = args.values.get("only").and_then(|v| v.parse().ok());
     let started = Instant::now();
     let mut results = Vec::new();
-    for (index, (name, method, path, body)) in sweep_searches(&experiment_id).into_iter().enumerate() {
+    for (index, (name, method, path, body)) in
+        sweep_searches(&experiment_id).into_iter().enumerate()
+    {
         if only.is_some_and(|o| o != index) {
             continue;
         }
@@ -1298,8 +1486,13 @@ async fn search_paths(args: &Args) -> Res<Value> {
         let barrier = Arc::new(Barrier::new(clients + 1));
         let mut tasks = Vec::new();
         for _ in 0..clients {
-            let (target, method, path, body, barrier) =
-                (target.clone(), method.clone(), path.clone(), body.clone(), barrier.clone());
+            let (target, method, path, body, barrier) = (
+                target.clone(),
+                method.clone(),
+                path.clone(),
+                body.clone(),
+                barrier.clone(),
+            );
             tasks.push(tokio::spawn(async move {
                 let mut conn = Conn::new(&target);
                 if let Ok(sender) = conn.connect().await {
@@ -1336,7 +1529,8 @@ async fn search_paths(args: &Args) -> Res<Value> {
         }
         barrier.wait().await;
         let start = Instant::now();
-        let (mut all, mut errors, mut first_error, mut returned, mut end) = (Vec::new(), 0, None, 0, start);
+        let (mut all, mut errors, mut first_error, mut returned, mut end) =
+            (Vec::new(), 0, None, 0, start);
         for task in tasks {
             let (latencies, e, fe, r, finished) = task.await.map_err(|e| e.to_string())?;
             all.extend(latencies);
@@ -1411,7 +1605,10 @@ async fn keepalive(args: &Args) -> Res<Value> {
     }
     let kept_summary = latency_summary(kept_ms);
     let fresh_summary = latency_summary(fresh_ms);
-    let penalty = match (kept_summary["p50_ms"].as_f64(), fresh_summary["p50_ms"].as_f64()) {
+    let penalty = match (
+        kept_summary["p50_ms"].as_f64(),
+        fresh_summary["p50_ms"].as_f64(),
+    ) {
         (Some(k), Some(f)) => round3(k - f),
         _ => Value::Null,
     };
@@ -1452,7 +1649,8 @@ fn rss(args: &Args) -> Res<Value> {
     let mut processes = Vec::new();
     for pid in &tree {
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-        let rollup = std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
+        let rollup =
+            std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup")).unwrap_or_default();
         let rss = field_kib(&status, "VmRSS:");
         let hwm = field_kib(&status, "VmHWM:");
         let pss = field_kib(&rollup, "Pss:");
@@ -1500,14 +1698,20 @@ async fn dispatch(command: &str, args: &Args) -> Res<Value> {
 fn loadavg() -> Value {
     std::fs::read_to_string("/proc/loadavg")
         .ok()
-        .and_then(|s| s.split_whitespace().next().and_then(|v| v.parse::<f64>().ok()))
+        .and_then(|s| {
+            s.split_whitespace()
+                .next()
+                .and_then(|v| v.parse::<f64>().ok())
+        })
         .map_or(Value::Null, |v| json!(v))
 }
 
 fn main() -> std::process::ExitCode {
     let raw: Vec<String> = std::env::args().skip(1).collect();
     let Some((command, rest)) = raw.split_first() else {
-        eprintln!("usage: loadgen <seed|log-batch|log-metric|search|keepalive|rss> --url http://127.0.0.1:PORT ...");
+        eprintln!(
+            "usage: loadgen <seed|log-batch|log-metric|search|keepalive|rss> --url http://127.0.0.1:PORT ..."
+        );
         return std::process::ExitCode::from(2);
     };
     let result = Args::parse(rest).and_then(|args| {
