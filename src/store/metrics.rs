@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use sqlx::{PgConnection, SqliteConnection};
 
-use super::search::{self, SortKey, SortKind, SqlBuilder, SqlValue, bind_values};
+use super::search::{self, SortKey, SortKind, SqlBuilder, SqlValue};
 use super::values::Metric;
 use super::{Page, Result, Store, validation};
 
@@ -139,8 +139,10 @@ impl WriteMetrics for PgConnection {
     }
 }
 
-/// SQLite: multi-row inserts; SQLite writers are serialised, and its foreign key checks are
-/// cheap, so repeats are always skipped.
+/// SQLite: multi-row inserts in chunks of a few fixed sizes (see [`sqlite_chunks`]), so every
+/// batch size reuses the same few prepared statements from the connection's cache; SQLite
+/// writers are serialised, and its foreign key checks are cheap, so repeats are always
+/// skipped. Several statements: the callers run this in a transaction.
 impl WriteMetrics for SqliteConnection {
     async fn write_metrics(
         &mut self,
@@ -148,38 +150,79 @@ impl WriteMetrics for SqliteConnection {
         metrics: &[Metric],
         _repeated: RepeatedPoints,
     ) -> sqlx::Result<()> {
-        let mut insert = SqlBuilder::new(
-            "INSERT INTO metrics (run_uuid, key, step, timestamp, value, is_nan, model_id, dataset_name, dataset_digest) VALUES ",
-        );
-        let optional =
-            |value: &Option<String>| value.clone().map_or(SqlValue::Null, SqlValue::Text);
-        for (i, metric) in metrics.iter().enumerate() {
-            if i > 0 {
-                insert.push(", ");
+        for chunk in sqlite_chunks(metrics) {
+            let sql = sqlite_insert_rows(
+                "INSERT INTO metrics (run_uuid, key, step, timestamp, value, is_nan, model_id, dataset_name, dataset_digest) VALUES ",
+                9,
+                chunk.len(),
+                " ON CONFLICT DO NOTHING",
+            );
+            let mut insert = sqlx::query(&sql);
+            for metric in chunk {
+                let (value, is_nan) = validation::stored_metric_value(metric.value);
+                insert = insert
+                    .bind(run_id)
+                    .bind(metric.key.as_str())
+                    .bind(metric.step)
+                    .bind(metric.timestamp)
+                    .bind(value)
+                    .bind(is_nan)
+                    .bind(metric.model_id.as_deref())
+                    .bind(metric.dataset_name.as_deref())
+                    .bind(metric.dataset_digest.as_deref());
             }
-            let (value, is_nan) = validation::stored_metric_value(metric.value);
-            insert.bind_list([
-                SqlValue::Text(run_id.to_owned()),
-                SqlValue::Text(metric.key.clone()),
-                SqlValue::Int(metric.step),
-                SqlValue::Int(metric.timestamp),
-                SqlValue::Float(value),
-                SqlValue::Bool(is_nan),
-                optional(&metric.model_id),
-                optional(&metric.dataset_name),
-                optional(&metric.dataset_digest),
-            ]);
+            insert.execute(&mut *self).await?;
         }
-        insert.push(" ON CONFLICT DO NOTHING");
-        bind_values!(sqlx::query(&insert.sql), &insert.values)
-            .execute(&mut *self)
-            .await?;
-        let latest = push_latest_upsert(run_id, &latest_per_key(metrics));
-        bind_values!(sqlx::query(&latest.sql), &latest.values)
-            .execute(&mut *self)
-            .await?;
+        let latest: Vec<(&str, LatestPoint)> = latest_per_key(metrics).into_iter().collect();
+        for chunk in sqlite_chunks(&latest) {
+            let sql = sqlite_insert_rows(
+                "INSERT INTO latest_metrics (run_uuid, key, step, timestamp, value, is_nan) VALUES ",
+                6,
+                chunk.len(),
+                LATEST_UPSERT_CONFLICT,
+            );
+            let mut upsert = sqlx::query(&sql);
+            for (key, point) in chunk {
+                upsert = upsert
+                    .bind(run_id)
+                    .bind(*key)
+                    .bind(point.step)
+                    .bind(point.timestamp)
+                    .bind(point.value)
+                    .bind(point.is_nan);
+            }
+            upsert.execute(&mut *self).await?;
+        }
         Ok(())
     }
+}
+
+/// Most rows in one SQLite insert (9 columns: 1152 parameters, far below SQLite's limit).
+const SQLITE_MAX_CHUNK_ROWS: usize = 128;
+
+/// `items` in chunks whose lengths are powers of two up to [`SQLITE_MAX_CHUNK_ROWS`], largest
+/// first: any batch takes at most 8 statement shapes, each prepared once per connection
+/// (sqlx caches statements by their text), where one statement per batch size would prepare
+/// a new multi-thousand-parameter statement for most requests.
+fn sqlite_chunks<T>(mut items: &[T]) -> impl Iterator<Item = &[T]> {
+    std::iter::from_fn(move || {
+        if items.is_empty() {
+            return None;
+        }
+        let size = SQLITE_MAX_CHUNK_ROWS.min(1 << items.len().ilog2());
+        let (chunk, rest) = items.split_at(size);
+        items = rest;
+        Some(chunk)
+    })
+}
+
+/// `head`, then `rows` rows of `columns` anonymous placeholders (`?`), then `tail`. Not `$n`:
+/// SQLite finds a numbered parameter by a linear scan of the statement's parameter names, when
+/// it parses the statement and (through sqlx, which asks each parameter's name) on every bind,
+/// which made a 1000-point batch (9000 parameters) cost ~100 ms of CPU.
+fn sqlite_insert_rows(head: &str, columns: usize, rows: usize, tail: &str) -> String {
+    let row = format!("({})", vec!["?"; columns].join(", "));
+    format!("{head}{}{tail}", vec![row; rows].join(", "))
 }
 
 /// A key's greatest point of a batch, as stored (NaN as 0 with `is_nan`, infinities clamped).
@@ -218,32 +261,11 @@ fn latest_per_key(metrics: &[Metric]) -> BTreeMap<&str, LatestPoint> {
     latest
 }
 
-/// Upsert of the batch's latest points, keeping a stored point that is greater still.
-fn push_latest_upsert(run_id: &str, latest: &BTreeMap<&str, LatestPoint>) -> SqlBuilder {
-    let mut builder = SqlBuilder::new(
-        "INSERT INTO latest_metrics (run_uuid, key, step, timestamp, value, is_nan) VALUES ",
-    );
-    for (i, (key, point)) in latest.iter().enumerate() {
-        if i > 0 {
-            builder.push(", ");
-        }
-        builder.bind_list([
-            SqlValue::Text(run_id.to_owned()),
-            SqlValue::Text((*key).to_owned()),
-            SqlValue::Int(point.step),
-            SqlValue::Int(point.timestamp),
-            SqlValue::Float(point.value),
-            SqlValue::Bool(point.is_nan),
-        ]);
-    }
-    builder.push(
-        " ON CONFLICT (run_uuid, key) DO UPDATE SET step = excluded.step, timestamp = excluded.timestamp, \
-         value = excluded.value, is_nan = excluded.is_nan \
-         WHERE (excluded.step, excluded.timestamp, excluded.value) > \
-               (latest_metrics.step, latest_metrics.timestamp, latest_metrics.value)",
-    );
-    builder
-}
+/// The tail of the `latest_metrics` upsert: a stored point that is greater still stays.
+const LATEST_UPSERT_CONFLICT: &str = " ON CONFLICT (run_uuid, key) DO UPDATE SET step = excluded.step, \
+     timestamp = excluded.timestamp, value = excluded.value, is_nan = excluded.is_nan \
+     WHERE (excluded.step, excluded.timestamp, excluded.value) > \
+           (latest_metrics.step, latest_metrics.timestamp, latest_metrics.value)";
 
 const METRIC_COLUMNS: &str = "x.run_uuid, x.key, x.step, x.timestamp, x.value, x.is_nan, x.model_id, x.dataset_name, x.dataset_digest";
 
@@ -317,8 +339,24 @@ mod tests {
                 is_nan: false
             }
         );
-        let upsert = push_latest_upsert("r", &latest);
-        assert_eq!(upsert.values.len(), 12, "one row per key");
-        assert_eq!(upsert.values[4], SqlValue::Float(7.0));
+    }
+
+    #[test]
+    fn sqlite_chunks_are_few_fixed_sizes_covering_the_batch_in_order() {
+        let items: Vec<usize> = (0..1000).collect();
+        let chunks: Vec<&[usize]> = sqlite_chunks(&items).collect();
+        let sizes: Vec<usize> = chunks.iter().map(|c| c.len()).collect();
+        assert_eq!(sizes, [128, 128, 128, 128, 128, 128, 128, 64, 32, 8]);
+        assert_eq!(chunks.concat(), items);
+        assert_eq!(sqlite_chunks::<usize>(&[]).count(), 0);
+        assert_eq!(sqlite_chunks(&[7]).collect::<Vec<_>>(), [&[7]]);
+    }
+
+    #[test]
+    fn sqlite_rows_use_anonymous_placeholders() {
+        assert_eq!(
+            sqlite_insert_rows("INSERT INTO t VALUES ", 2, 3, " ON CONFLICT DO NOTHING"),
+            "INSERT INTO t VALUES (?, ?), (?, ?), (?, ?) ON CONFLICT DO NOTHING"
+        );
     }
 }

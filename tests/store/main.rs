@@ -30,6 +30,8 @@ both_backends!(
     latest_metric_is_greatest_step_timestamp_value,
     log_batch_is_validated_before_anything_is_written,
     repeated_metric_points_are_stored_once,
+    large_batches_keep_point_semantics,
+    param_and_tag_text_reads_back_exactly,
     metric_history_pages_in_step_order,
     special_float_metrics_round_trip,
     nan_metrics_filter_and_sort_like_mlflow,
@@ -450,6 +452,88 @@ async fn repeated_metric_points_are_stored_once(store: Store) {
             .collect::<Vec<_>>(),
         vec![("loss", 4, 4.0)]
     );
+}
+
+/// A batch larger than one insert statement (SQLite writes it in chunks): repeats within and
+/// across chunks are stored once, the latest point may sit in any chunk, and a batch beside a
+/// param takes the transactional path alike.
+async fn large_batches_keep_point_semantics(store: Store) {
+    let id = new_experiment(&store, "large-batches").await;
+    for with_param in [false, true] {
+        let run = new_run(&store, id, &format!("large-{with_param}"), 1).await;
+        // 150 distinct points, then the same 150 again, then the greatest point first: 301
+        // points, so every chunk boundary has repeats on both sides.
+        let distinct: Vec<Metric> = (0..150)
+            .map(|i| Metric::new("loss", f64::from(i) / 10.0, 1000 + i64::from(i), 1))
+            .collect();
+        let mut batch = vec![Metric::new("loss", 0.25, 5, 7)];
+        batch.extend(distinct.iter().cloned());
+        batch.extend(distinct.iter().cloned());
+        batch.push(Metric::new("acc", f64::NAN, 9, 3));
+        let params = if with_param {
+            vec![KeyValue::new("p", "1")]
+        } else {
+            Vec::new()
+        };
+        store.log_batch(&run, &batch, &params, &[]).await.unwrap();
+        store.log_batch(&run, &batch, &params, &[]).await.unwrap();
+        let history = store
+            .get_metric_history(&run, "loss", None, "")
+            .await
+            .unwrap()
+            .items;
+        assert_eq!(
+            history.len(),
+            151,
+            "each point once (with_param {with_param})"
+        );
+        let latest = store.get_run(&run).await.unwrap().metrics;
+        let loss = latest.iter().find(|m| m.key == "loss").unwrap();
+        assert_eq!((loss.step, loss.timestamp, loss.value), (7, 5, 0.25));
+        assert!(
+            latest
+                .iter()
+                .find(|m| m.key == "acc")
+                .unwrap()
+                .value
+                .is_nan()
+        );
+    }
+}
+
+/// Params and tags read back byte for byte, whatever characters they hold (on SQLite they are
+/// read as one JSON document).
+async fn param_and_tag_text_reads_back_exactly(store: Store) {
+    let id = new_experiment(&store, "text").await;
+    let run = new_run(&store, id, "text", 1).await;
+    let awkward = "quote \" backslash \\ newline \n tab \t nul-free \u{1} é 🚀 </script> [1, 2]";
+    let params = [
+        KeyValue::new("b", awkward),
+        KeyValue::new("a", "{\"json\": true}"),
+    ];
+    let tags = [KeyValue::new("t", awkward), KeyValue::new("empty", "")];
+    store.log_batch(&run, &[], &params, &tags).await.unwrap();
+    let page = store
+        .search_runs(&search(id, "params.a = '{\"json\": true}'", &[]))
+        .await
+        .unwrap();
+    assert_eq!(page.items.len(), 1);
+    let found = page.items.first().unwrap();
+    let read: Vec<(&str, &str)> = found
+        .params
+        .iter()
+        .map(|p| (p.key.as_str(), p.value.as_str()))
+        .collect();
+    assert_eq!(read, [("a", "{\"json\": true}"), ("b", awkward)]);
+    let tag = |key: &str| {
+        found
+            .tags
+            .iter()
+            .find(|t| t.key == key)
+            .map(|t| t.value.as_str())
+    };
+    assert_eq!(tag("t"), Some(awkward));
+    assert_eq!(tag("empty"), Some(""));
 }
 
 async fn metric_history_pages_in_step_order(store: Store) {
