@@ -61,19 +61,21 @@ pub(super) trait WriteMetrics {
     ) -> sqlx::Result<()>;
 }
 
-/// Postgres: one statement. The points arrive as arrays (UNNEST), the history is a
-/// data-modifying CTE, and the run row is locked once (FOR KEY SHARE) instead of by a
-/// per-row foreign key on `metrics` (migration 0006): with 1000 points a request those checks
-/// were a third of the statement's cost, and skipping repeats (ON CONFLICT) another fifth.
+/// Postgres: one statement. The points arrive as arrays, the history is a data-modifying CTE,
+/// and the run row is locked once (FOR KEY SHARE) instead of by a per-row foreign key on
+/// `metrics` (migration 0006): with 1000 points a request those checks were a third of the
+/// statement's cost, and skipping repeats (ON CONFLICT) another fifth. The arrays are unnested
+/// in the select list (equal lengths, so in lockstep): `FROM UNNEST(…)` first copies every row
+/// into a tuplestore, about a tenth of the statement's CPU (e2e/bench/runs/2026-12-07-pg-log-batch.md).
+/// Binary COPY was measured too and cost more: its extra round trips outweigh it.
 macro_rules! postgres_write_metrics {
     ($on_repeat:literal) => {
         concat!(
             "WITH run AS (SELECT run_uuid FROM runs WHERE run_uuid = $1 FOR KEY SHARE), \
              history AS ( \
                INSERT INTO metrics (run_uuid, key, step, timestamp, value, is_nan, model_id, dataset_name, dataset_digest) \
-               SELECT run.run_uuid, p.* FROM run, \
-                 UNNEST($2::text[], $3::int8[], $4::int8[], $5::float8[], $6::bool[], $7::text[], $8::text[], $9::text[]) \
-                   AS p(key, step, timestamp, value, is_nan, model_id, dataset_name, dataset_digest)",
+               SELECT run.run_uuid, UNNEST($2::text[]), UNNEST($3::int8[]), UNNEST($4::int8[]), UNNEST($5::float8[]), \
+                 UNNEST($6::bool[]), UNNEST($7::text[]), UNNEST($8::text[]), UNNEST($9::text[]) FROM run",
             $on_repeat,
             ") \
              INSERT INTO latest_metrics (run_uuid, key, step, timestamp, value, is_nan) \
@@ -94,6 +96,15 @@ impl WriteMetrics for PgConnection {
         metrics: &[Metric],
         repeated: RepeatedPoints,
     ) -> sqlx::Result<()> {
+        // One order for every writer of a run, so two batches that share points wait on each
+        // other's unique index entries in the same order instead of deadlocking (and
+        // neighbouring points land in the same index pages).
+        let mut sorted: Vec<&Metric> = metrics.iter().collect();
+        sorted.sort_by(|a, b| {
+            (&a.key, a.step, a.timestamp)
+                .cmp(&(&b.key, b.step, b.timestamp))
+                .then(a.value.total_cmp(&b.value))
+        });
         let statement = match repeated {
             RepeatedPoints::Fail => postgres_write_metrics!(""),
             RepeatedPoints::Skip => postgres_write_metrics!(" ON CONFLICT DO NOTHING"),
@@ -106,7 +117,7 @@ impl WriteMetrics for PgConnection {
         let mut model_ids = Vec::with_capacity(metrics.len());
         let mut dataset_names = Vec::with_capacity(metrics.len());
         let mut dataset_digests = Vec::with_capacity(metrics.len());
-        for metric in metrics {
+        for metric in sorted {
             let (value, is_nan) = validation::stored_metric_value(metric.value);
             keys.push(metric.key.as_str());
             steps.push(metric.step);

@@ -32,6 +32,8 @@ both_backends!(
     repeated_metric_points_are_stored_once,
     large_batches_keep_point_semantics,
     param_and_tag_text_reads_back_exactly,
+    large_batches_keep_values_fields_and_repeats,
+    concurrent_overlapping_batches_all_succeed,
     metric_history_pages_in_step_order,
     special_float_metrics_round_trip,
     nan_metrics_filter_and_sort_like_mlflow,
@@ -444,13 +446,78 @@ async fn repeated_metric_points_are_stored_once(store: Store) {
         history(store.clone(), run.clone()).await,
         vec![(0, 0.0), (1, 1.0), (2, 2.0), (3, 3.0), (4, 4.0)]
     );
-    let latest = store.get_run(&run).await.unwrap().metrics;
+    assert_eq!(latest_points(&store, &run).await, [("loss".into(), 4, 4.0)]);
+}
+
+/// The run's latest point per key as (key, step, value).
+async fn latest_points(store: &Store, run: &str) -> Vec<(String, i64, f64)> {
+    let metrics = store.get_run(run).await.unwrap().metrics;
+    metrics
+        .into_iter()
+        .map(|m| (m.key, m.step, m.value))
+        .collect()
+}
+
+/// Batches large enough for Postgres's COPY path: special values, the optional fields, a whole
+/// repeated batch and a half-repeated one (both answered success, each point stored once).
+async fn large_batches_keep_values_fields_and_repeats(store: Store) {
+    let id = new_experiment(&store, "large-batches").await;
+    let run = new_run(&store, id, "l", 1).await;
+    let special = [f64::NAN, f64::INFINITY, f64::NEG_INFINITY, -0.5];
+    let point = |key: &str, step: i64| {
+        let mut metric = Metric::new(key, special[(step % 4) as usize], 1000 + step, step);
+        if step % 2 == 0 {
+            metric.model_id = Some(format!("m-{step}"));
+            metric.dataset_name = Some("train".into());
+            metric.dataset_digest = Some("d1".into());
+        }
+        metric
+    };
+    let batch = |steps: std::ops::Range<i64>| -> Vec<Metric> {
+        steps
+            .flat_map(|step| ["b", "a", "c"].map(|key| point(key, step)))
+            .collect()
+    };
+    store
+        .log_batch(&run, &batch(0..200), &[], &[])
+        .await
+        .unwrap();
+    store
+        .log_batch(&run, &batch(0..200), &[], &[])
+        .await
+        .unwrap();
+    store
+        .log_batch(&run, &batch(100..300), &[], &[])
+        .await
+        .unwrap();
+    for key in ["a", "b", "c"] {
+        let history = store
+            .get_metric_history(&run, key, None, "")
+            .await
+            .unwrap()
+            .items;
+        assert_eq!(history.len(), 300, "{key}: each point once");
+        for (step, metric) in (0_i64..).zip(&history) {
+            let expected = point(key, step);
+            assert_eq!(
+                (metric.step, metric.timestamp),
+                (step, 1000 + step),
+                "{key}"
+            );
+            match step % 4 {
+                0 => assert!(metric.value.is_nan(), "{key} {step}"),
+                1 => assert_eq!(metric.value, f64::MAX),
+                2 => assert_eq!(metric.value, f64::MIN),
+                _ => assert_eq!(metric.value, -0.5),
+            }
+            assert_eq!(metric.model_id, expected.model_id);
+            assert_eq!(metric.dataset_name, expected.dataset_name);
+            assert_eq!(metric.dataset_digest, expected.dataset_digest);
+        }
+    }
     assert_eq!(
-        latest
-            .iter()
-            .map(|m| (m.key.as_str(), m.step, m.value))
-            .collect::<Vec<_>>(),
-        vec![("loss", 4, 4.0)]
+        latest_points(&store, &run).await,
+        ["a", "b", "c"].map(|key| (key.to_owned(), 299, -0.5))
     );
 }
 
@@ -534,6 +601,38 @@ async fn param_and_tag_text_reads_back_exactly(store: Store) {
     };
     assert_eq!(tag("t"), Some(awkward));
     assert_eq!(tag("empty"), Some(""));
+}
+
+/// Concurrent requests for one run that share points, each in its own order: all answered
+/// success (none aborted as a deadlock victim), each point stored once.
+async fn concurrent_overlapping_batches_all_succeed(store: Store) {
+    let id = new_experiment(&store, "overlapping").await;
+    let run = new_run(&store, id, "o", 1).await;
+    let writes = (0..6_i64).map(|writer| {
+        let store = store.clone();
+        let run = run.clone();
+        let mut points: Vec<Metric> = (0..400_i64)
+            .flat_map(|step| ["x", "y"].map(|key| Metric::new(key, step as f64, step, step)))
+            .collect();
+        if writer % 2 == 1 {
+            points.reverse();
+        }
+        tokio::spawn(async move { store.log_batch(&run, &points, &[], &[]).await })
+    });
+    for outcome in futures::future::join_all(writes).await {
+        outcome.unwrap().unwrap();
+    }
+    for key in ["x", "y"] {
+        let steps: Vec<i64> = store
+            .get_metric_history(&run, key, None, "")
+            .await
+            .unwrap()
+            .items
+            .iter()
+            .map(|m| m.step)
+            .collect();
+        assert_eq!(steps, (0..400).collect::<Vec<_>>(), "{key}");
+    }
 }
 
 async fn metric_history_pages_in_step_order(store: Store) {
