@@ -247,6 +247,10 @@ fn push_latest_upsert(run_id: &str, latest: &BTreeMap<&str, LatestPoint>) -> Sql
 
 const METRIC_COLUMNS: &str = "x.run_uuid, x.key, x.step, x.timestamp, x.value, x.is_nan, x.model_id, x.dataset_name, x.dataset_digest";
 
+/// The history's order, the primary key's after `(run_uuid, key)`: pages are read straight
+/// off that index, no sort.
+const HISTORY_ORDER: &str = "x.step, x.timestamp, x.value, x.is_nan";
+
 impl Store {
     /// One page of a metric's history, ordered by step, timestamp and value.
     /// An unknown key answers an empty page; an unknown run RESOURCE_DOES_NOT_EXIST.
@@ -261,31 +265,94 @@ impl Store {
         self.get_run_info(run_id).await?;
         let max_results =
             search::check_max_results(max_results.unwrap_or(MAX_HISTORY_PAGE), i64::MAX)?;
-        let keys = [
+        // the token's shape (is_nan as 0/1) is the one every history page token has had
+        let token_keys = [
             SortKey::new("x.step", SortKind::Int, false, false),
             SortKey::new("x.timestamp", SortKind::Int, false, false),
             SortKey::new("x.value", SortKind::Float, false, false),
-            SortKey::new(
-                "CAST(CASE WHEN x.is_nan THEN 1 ELSE 0 END AS BIGINT)",
-                SortKind::Int,
-                false,
-                false,
-            ),
+            SortKey::new("x.is_nan", SortKind::Int, false, false),
         ];
-        let after = search::decode_page_token(page_token, &keys)?;
-        let mut builder = SqlBuilder::new(&format!("SELECT {METRIC_COLUMNS}"));
-        search::push_sort_columns(&mut builder, &keys);
-        builder.push(" FROM metrics x WHERE x.run_uuid = ");
+        let after = search::decode_page_token(page_token, &token_keys)?;
+        let mut builder = SqlBuilder::new(&format!(
+            "SELECT {METRIC_COLUMNS} FROM metrics x WHERE x.run_uuid = "
+        ));
         builder.bind(SqlValue::Text(run_id.to_owned()));
         builder.push(" AND x.key = ");
         builder.bind(SqlValue::Text(key.to_owned()));
-        let (rows, next_page_token) = self
-            .fetch_page::<MetricRow>(builder, &keys, after.as_deref(), max_results)
-            .await?;
-        let mut metrics: Vec<Metric> = rows.into_iter().map(Metric::from).collect();
-        for metric in &mut metrics {
-            metric.run_id = None;
+        if let Some(after) = after {
+            // one row comparison, which both databases use as the index range's start (the
+            // OR-expanded keyset condition is only a filter there: page k re-read k pages)
+            let [
+                search::TokenValue::Int(step),
+                search::TokenValue::Int(timestamp),
+                search::TokenValue::Float(value),
+                search::TokenValue::Int(is_nan),
+            ] = after.as_slice()
+            else {
+                return Err(super::Error::Invalid(format!(
+                    "Invalid page token '{page_token}'"
+                )));
+            };
+            builder.push(&format!(" AND ({HISTORY_ORDER}) > ("));
+            builder.bind_list([
+                SqlValue::Int(*step),
+                SqlValue::Int(*timestamp),
+                SqlValue::Float(*value),
+                SqlValue::Bool(*is_nan != 0),
+            ]);
+            builder.push(")");
         }
+        builder.push(&format!(" ORDER BY {HISTORY_ORDER} LIMIT "));
+        builder.bind(SqlValue::Int(max_results.saturating_add(1)));
+        let mut rows: Vec<MetricRow> = match &self.pool {
+            super::Pool::Postgres(pool) => {
+                // Postgres misjudges how many points one (run, key) holds (it multiplies the
+                // two columns' frequencies) and then prefers a bitmap scan plus a sort of the
+                // whole rest of the history, on disk, for every page: 6x slower than reading
+                // the index in order. Sorting is never needed here.
+                let mut tx = pool.begin().await?;
+                sqlx::query("SET LOCAL enable_sort = off")
+                    .execute(&mut *tx)
+                    .await?;
+                let rows = bind_values!(
+                    sqlx::query_as::<_, MetricRow>(&builder.sql),
+                    &builder.values
+                )
+                .fetch_all(&mut *tx)
+                .await?;
+                tx.commit().await?;
+                rows
+            }
+            super::Pool::Sqlite(pool) => {
+                bind_values!(
+                    sqlx::query_as::<_, MetricRow>(&builder.sql),
+                    &builder.values
+                )
+                .fetch_all(pool)
+                .await?
+            }
+        };
+        let limit = usize::try_from(max_results).unwrap_or(usize::MAX);
+        let next_page_token = if rows.len() > limit {
+            rows.truncate(limit);
+            rows.last().map(|last| {
+                search::encode_page_token(vec![
+                    search::TokenValue::Int(last.step),
+                    search::TokenValue::Int(last.timestamp),
+                    search::TokenValue::Float(last.value),
+                    search::TokenValue::Int(i64::from(last.is_nan)),
+                ])
+            })
+        } else {
+            None
+        };
+        let metrics = rows
+            .into_iter()
+            .map(|row| Metric {
+                run_id: None,
+                ..Metric::from(row)
+            })
+            .collect();
         Ok(Page {
             items: metrics,
             next_page_token,

@@ -31,6 +31,7 @@ both_backends!(
     log_batch_is_validated_before_anything_is_written,
     repeated_metric_points_are_stored_once,
     metric_history_pages_in_step_order,
+    metric_history_pages_split_points_of_one_step,
     special_float_metrics_round_trip,
     nan_metrics_filter_and_sort_like_mlflow,
     run_search_filters_match_mlflow_semantics,
@@ -489,6 +490,63 @@ async fn metric_history_pages_in_step_order(store: Store) {
             ..
         })
     ));
+}
+
+/// Points that share a step (and a timestamp, and even the stored value: NaN is kept as 0)
+/// page in the full (step, timestamp, value, is_nan) order, whatever the page size.
+async fn metric_history_pages_split_points_of_one_step(store: Store) {
+    let id = new_experiment(&store, "history-ties").await;
+    let run = new_run(&store, id, "ties", 1).await;
+    let points = vec![
+        Metric::new("m", 2.0, 5, 1),
+        Metric::new("m", f64::NAN, 5, 1),
+        Metric::new("m", 0.0, 5, 1),
+        Metric::new("m", -1.0, 5, 1),
+        Metric::new("m", f64::INFINITY, 5, 1),
+        Metric::new("m", 0.0, 6, 1),
+        Metric::new("m", 3.0, 9, 0),
+        Metric::new("m", 1.0, 1, 2),
+    ];
+    store.log_batch(&run, &points, &[], &[]).await.unwrap();
+    let show = |m: &Metric| format!("{}/{}/{}", m.step, m.timestamp, m.value);
+    let whole: Vec<String> = store
+        .get_metric_history(&run, "m", None, "")
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .map(show)
+        .collect();
+    assert_eq!(
+        whole,
+        [
+            "0/9/3",
+            "1/5/-1",
+            "1/5/0",
+            "1/5/NaN",
+            "1/5/2",
+            &format!("1/5/{}", f64::MAX),
+            "1/6/0",
+            "2/1/1"
+        ]
+    );
+    for size in 1..=3 {
+        let mut paged = Vec::new();
+        let mut token = String::new();
+        loop {
+            let page = store
+                .get_metric_history(&run, "m", Some(size), &token)
+                .await
+                .unwrap();
+            assert!(page.items.len() <= size as usize);
+            paged.extend(page.items.iter().map(show));
+            match page.next_page_token {
+                Some(next) => token = next,
+                None => break,
+            }
+        }
+        assert_eq!(paged, whole, "pages of {size}");
+    }
 }
 
 async fn special_float_metrics_round_trip(store: Store) {
