@@ -35,7 +35,8 @@ Measures (one JSON line each):
                 Python from the raw rows (MLflow's rule: first point of each of max_results
                 tiles, the last point always).
 
-Timings: the median of `--repeats` reads after one untimed read (caches warm for both sides).
+Timings: the median of `--repeats` reads after one untimed read (caches warm for both sides),
+the API's and the raw reads interleaved so that both meet the same load on a shared machine.
 Traffic goes to loopback addresses only.
 """
 
@@ -105,6 +106,15 @@ def seed(url, points, bulk_runs, bulk_steps, clients):
         for _ in pool.map(send, jobs):
             pass
     return exp, history_run, bulk, time.perf_counter() - t0
+
+
+def reuse(url, experiment_id, bulk_runs):
+    """The runs an earlier seed() made in `experiment_id`, by name."""
+    session = requests.Session()
+    found = post(session, url, "/runs/search", {"experiment_ids": [experiment_id],
+                                                "max_results": 1000})["runs"]
+    by_name = {r["info"]["run_name"]: r["info"]["run_id"] for r in found}
+    return experiment_id, by_name["history"], [by_name[f"bulk-{i:03d}"] for i in range(bulk_runs)]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -248,8 +258,15 @@ class Http:
         self.conn = http.client.HTTPConnection(parsed.hostname, parsed.port, timeout=600)
 
     def get(self, path, params):
-        self.conn.request("GET", path + "?" + urllib.parse.urlencode(params))
-        response = self.conn.getresponse()
+        target = path + "?" + urllib.parse.urlencode(params)
+        try:
+            self.conn.request("GET", target)
+            response = self.conn.getresponse()
+        except (http.client.RemoteDisconnected, ConnectionError):
+            # the server closed the idle connection (uvicorn after 5 s): a GET may be resent
+            self.conn.close()
+            self.conn.request("GET", target)
+            response = self.conn.getresponse()
         body = response.read()
         if response.status != 200:
             raise RuntimeError(f"GET {path}: {response.status} {body[:300]!r}")
@@ -278,15 +295,19 @@ def read_bulk(web, runs, key, max_results):
     return web.get(AJAX + "/metrics/get-history-bulk-interval", params)
 
 
-def timed(fn, repeats):
-    fn()  # untimed: caches warm for every side alike
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
+def timed(repeats, *fns):
+    """Each of `fns` timed `repeats` times, interleaved (a, b, a, b, …: on a shared machine
+    both sides meet the same load), after one untimed call each (caches warm alike)."""
+    for fn in fns:
         fn()
-        times.append((time.perf_counter() - t) * 1000)
-    return {"median_ms": round(statistics.median(times), 2), "min_ms": round(min(times), 2),
-            "all_ms": [round(x, 1) for x in times]}
+    times = [[] for _ in fns]
+    for _ in range(repeats):
+        for fn, series in zip(fns, times):
+            t = time.perf_counter()
+            fn()
+            series.append((time.perf_counter() - t) * 1000)
+    return [{"median_ms": round(statistics.median(x), 2), "min_ms": round(min(x), 2),
+             "all_ms": [round(v, 1) for v in x]} for x in times]
 
 
 def main():
@@ -303,11 +324,17 @@ def main():
     ap.add_argument("--repeats", type=int, default=5)
     ap.add_argument("--seed-clients", type=int, default=4)
     ap.add_argument("--label", action="append", default=[])
+    ap.add_argument("--reuse-experiment", help="an experiment seeded by an earlier run of this "
+                    "script on the same database (another server on it): no seeding")
     a = ap.parse_args()
     labels = dict(kv.split("=", 1) for kv in a.label)
     base = {"server": a.server, "rep": a.rep, **labels}
 
-    exp, run, bulk, seed_s = seed(a.url, a.points, a.bulk_runs, a.bulk_steps, a.seed_clients)
+    if a.reuse_experiment:
+        exp, run, bulk = reuse(a.url, a.reuse_experiment, a.bulk_runs)
+        seed_s = None
+    else:
+        exp, run, bulk, seed_s = seed(a.url, a.points, a.bulk_runs, a.bulk_steps, a.seed_clients)
     raw = Raw(a.store)
     if raw.sqlite:
         raw.conn.execute("ANALYZE")
@@ -336,14 +363,14 @@ def main():
     reset_peak(a.pgid)
     bodies = read_history(web, run, HISTORY_KEY)
     peaks["peak_100k_mib" if a.points == 100_000 else "peak_n_mib"] = mib(group_kib(a.pgid, "VmHWM:"))
-    api = timed(lambda: read_history(web, run, HISTORY_KEY), a.repeats)
+    api, raw_t = timed(a.repeats, lambda: read_history(web, run, HISTORY_KEY),
+                       lambda: raw.copy(HISTORY_SQL, (run, HISTORY_KEY)))
     rss_after = group_kib(a.pgid, "VmRSS:")
-    raw_t = timed(lambda: raw.copy(HISTORY_SQL, (run, HISTORY_KEY)), a.repeats)
 
     from mlflow import MlflowClient
 
     client = MlflowClient(tracking_uri=a.url)
-    client_t = timed(lambda: client.get_metric_history(run, HISTORY_KEY), max(1, a.repeats // 2))
+    client_t, = timed(max(1, a.repeats // 2), lambda: client.get_metric_history(run, HISTORY_KEY))
     print(json.dumps({
         "measure": "history", **base, "points": a.points, "pages": len(bodies),
         "page_size": CLIENT_PAGE, "bytes": sum(len(b) for b in bodies),
@@ -351,13 +378,20 @@ def main():
         "ratio_to_raw": round(api["median_ms"] / raw_t["median_ms"], 2),
         "raw_how": "sqlite3 fetchall" if raw.sqlite else "psycopg COPY (SELECT …) TO STDOUT",
         "rss_before_mib": mib(rss_before), "rss_after_mib": mib(rss_after),
-        "peak_reset": can_reset, **peaks, "seed_s": round(seed_s, 1),
+        "peak_reset": can_reset, **peaks, "seed_s": None if seed_s is None else round(seed_s, 1),
         "experiment_id": exp,
     }), flush=True)
 
     # ---- bulk interval: check the answer against MLflow's sampling computed from the raw rows
     mr = a.bulk_max_results
-    answer = json.loads(read_bulk(web, bulk, BULK_KEY, mr)).get("metrics", [])
+    try:
+        answer = json.loads(read_bulk(web, bulk, BULK_KEY, mr)).get("metrics", [])
+    except RuntimeError as refused:
+        # e.g. gunicorn's 4094-byte request line: 100 run ids do not fit
+        print(json.dumps({"measure": "history-bulk", **base, "runs": len(bulk),
+                          "steps": a.bulk_steps, "max_results": mr,
+                          "error": " ".join(str(refused).split())[:300]}), flush=True)
+        return
     got = {}
     for m in answer:
         got.setdefault(m["run_id"], []).append(m["step"])
@@ -370,9 +404,10 @@ def main():
         bad = next(r for r in bulk if got.get(r) != want[r])
         raise SystemExit(f"{a.server}: bulk-interval sample differs for run {bad}: "
                          f"{(got.get(bad) or [])[:5]}… vs {want[bad][:5]}…")
-    api_b = timed(lambda: read_bulk(web, bulk, BULK_KEY, mr), a.repeats)
-    sampled_b = timed(lambda: raw.copy(sampled_sql(len(bulk), mr), (BULK_KEY, *bulk)), a.repeats)
-    scan_b = timed(lambda: raw.copy(scan_sql(len(bulk)), (BULK_KEY, *bulk)), a.repeats)
+    api_b, sampled_b, scan_b = timed(
+        a.repeats, lambda: read_bulk(web, bulk, BULK_KEY, mr),
+        lambda: raw.copy(sampled_sql(len(bulk), mr), (BULK_KEY, *bulk)),
+        lambda: raw.copy(scan_sql(len(bulk)), (BULK_KEY, *bulk)))
     print(json.dumps({
         "measure": "history-bulk", **base, "runs": len(bulk), "steps": a.bulk_steps,
         "max_results": mr, "points_answered": len(answer),

@@ -16,6 +16,7 @@ mod tagged_runs;
 mod workspaces;
 
 use ferroflow::store::experiments::{DEFAULT_EXPERIMENT_ID, ExperimentSearch};
+use ferroflow::store::metrics::HistoryChunk;
 use ferroflow::store::registry::Actor;
 use ferroflow::store::runs::{Dataset, DatasetInput, Metric, NewRun, RunSearch};
 use ferroflow::store::{Entity, Error, KeyValue, Store, ViewType};
@@ -32,6 +33,7 @@ both_backends!(
     repeated_metric_points_are_stored_once,
     metric_history_pages_in_step_order,
     metric_history_pages_split_points_of_one_step,
+    metric_history_streams_in_bounded_chunks,
     special_float_metrics_round_trip,
     nan_metrics_filter_and_sort_like_mlflow,
     run_search_filters_match_mlflow_semantics,
@@ -547,6 +549,47 @@ async fn metric_history_pages_split_points_of_one_step(store: Store) {
         }
         assert_eq!(paged, whole, "pages of {size}");
     }
+}
+
+/// A history is handed over in chunks of at most 1000 points as it is read, the next page's
+/// token last: the server holds a few chunks of a long page, never the whole page.
+async fn metric_history_streams_in_bounded_chunks(store: Store) {
+    use futures::StreamExt;
+    let id = new_experiment(&store, "history-stream").await;
+    let run = new_run(&store, id, "long", 1).await;
+    let points: Vec<Metric> = (0..2500)
+        .map(|step| Metric::new("m", f64::from(step), 7, i64::from(step)))
+        .collect();
+    for batch in points.chunks(1000) {
+        store.log_batch(&run, batch, &[], &[]).await.unwrap();
+    }
+    let read = |max_results: Option<i64>| {
+        let (store, run) = (store.clone(), run.clone());
+        async move {
+            let mut chunks = store
+                .stream_metric_history(&run, "m", max_results, "")
+                .await
+                .unwrap();
+            let mut shape = Vec::new();
+            let mut next_step = 0;
+            while let Some(chunk) = chunks.next().await {
+                match chunk.unwrap() {
+                    HistoryChunk::Points(points) => {
+                        for point in &points {
+                            assert_eq!(point.step, next_step);
+                            next_step += 1;
+                        }
+                        shape.push(points.len().to_string());
+                    }
+                    HistoryChunk::NextPageToken(_) => shape.push("token".into()),
+                }
+            }
+            shape
+        }
+    };
+    assert_eq!(read(None).await, ["1000", "1000", "500"]);
+    assert_eq!(read(Some(2000)).await, ["1000", "1000", "token"]);
+    assert_eq!(read(Some(1500)).await, ["1000", "500", "token"]);
 }
 
 async fn special_float_metrics_round_trip(store: Store) {
