@@ -79,6 +79,75 @@ def role(process):
     return process.get("comm") or "?"
 
 
+# Issue #20: the API's history reads within this factor of reading the same rows raw
+HISTORY_TARGET = 2.0
+
+
+def history_section(rows, present, backend):
+    """The history section's table (history.py's records), or nothing when it did not run."""
+    hist = [r for r in rows if r["measure"] in ("history", "history-bulk")]
+    if not hist:
+        return []
+    raw_db = "SQLite (Python's sqlite3)" if backend == "sqlite" else "PostgreSQL (psycopg COPY … TO STDOUT)"
+    out = ["## History", ""]
+    w = out.append
+    first = next((r for r in hist if r["measure"] == "history"), {})
+    bulk = next((r for r in hist if r["measure"] == "history-bulk"), {})
+    w(f"e2e/bench/history.py, seeded through each server's API on its own database: one run with "
+      f"{first.get('points', 0):,} points of one key, {bulk.get('runs', 0)} runs × "
+      f"{bulk.get('steps', 0):,} steps of another. **get-history**: every page as MlflowClient asks "
+      f"for them (max_results={first.get('page_size', 25000):,} + page_token), bodies read whole, "
+      f"not parsed; raw: the same rows in the same order from {raw_db}, read whole. "
+      f"**bulk-interval**: the UI chart's `get-history-bulk-interval` for all runs, "
+      f"max_results={bulk.get('max_results', 320)}; raw: the same sampled rows by one sampling "
+      "query (NTILE per run + last point) straight from the database — the strict reference, it "
+      "does the same work minus HTTP and JSON; `scan` is the plain read of every point the sampling "
+      "orders, for context. Answers checked before timing (history: equal to the database's rows; "
+      "bulk: equal to MLflow's sampling computed from the raw rows). Median of the timed reads "
+      "(ms), after one untimed read; the ratio is the server's median over its own database's raw "
+      "median.")
+    w("")
+    w("| measure | server | API (ms) | raw read (ms) | API / raw | target | met |")
+    w("|---|---|---:|---:|---:|---|---|")
+    med_of = defaultdict(list)
+    for r in hist:
+        med_of[(r["measure"], r["server"])].append(r)
+    for measure, label, raw_key in (("history", "get-history, all pages", "raw"),
+                                    ("history-bulk", "get-history-bulk-interval", "raw_sampled")):
+        for s in present:
+            recs = med_of.get((measure, s), [])
+            if not recs:
+                continue
+            api = med([dig(r, "api.median_ms") for r in recs])
+            raw = med([dig(r, f"{raw_key}.median_ms") for r in recs])
+            ratio = api / raw if api and raw else None
+            ours = s == "ferroflow"
+            met = "" if not ours or ratio is None else ("yes" if ratio <= HISTORY_TARGET else "**no**")
+            w(f"| {label} | {LABELS.get(s, s)} | {fmt(api)} | {fmt(raw)} | "
+              f"{'–' if ratio is None else f'{ratio:.2f}x'} | "
+              f"{f'within {HISTORY_TARGET:g}x raw' if ours else ''} | {met} |")
+            if measure == "history-bulk":
+                scan = med([dig(r, "raw_scan.median_ms") for r in recs])
+                w(f"| … raw scan of every point sampled | {LABELS.get(s, s)} | | {fmt(scan)} | "
+                  f"{fmt(api / scan, 2) + 'x' if api and scan else '–'} | | |")
+            else:
+                client = med([dig(r, "mlflow_client.median_ms") for r in recs])
+                w(f"| … MlflowClient.get_metric_history (client parses) | {LABELS.get(s, s)} | "
+                  f"{fmt(client)} | | | | |")
+    w("")
+    mem = [r for r in hist if r["measure"] == "history"]
+    if mem:
+        w("Server memory around the history reads (MiB, all processes of the server; peak = "
+          "VmHWM reset through /proc/PID/clear_refs before each read): "
+          + "; ".join(
+              f"{LABELS.get(r['server'], r['server'])} round {r['rep']}: RSS {r['rss_before_mib']} before, "
+              f"{r['rss_after_mib']} after; peak reading 10,000 points {r.get('peak_10k_mib')}, "
+              f"reading {r['points']:,} {r.get('peak_100k_mib', r.get('peak_n_mib'))}"
+              for r in mem) + ".")
+        w("")
+    return out
+
+
 def main():
     rows = load(sys.argv[1])
     commands = []
@@ -310,6 +379,8 @@ def main():
         w("")
         out.extend(notes)
         w("")
+
+    out.extend(history_section(rows, present, backend))
 
     # ---- each server's turn
     w("## Each server alone")

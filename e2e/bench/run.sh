@@ -23,7 +23,7 @@
 #      two successive windows differ by less than BENCH_WARMUP_TOLERANCE, or BENCH_WARMUP_MAX
 #      windows ran (flagged); then the measured window; then the independent client
 #      (crosscheck.py) for the same measure against the same server;
-#   5. search (max_results 100 and 1000), keep-alive probe, memory;
+#   5. search (max_results 100 and 1000), keep-alive probe, history (below), memory;
 #   6. the server stopped (its whole process group gone) and its database dropped.
 #
 # The load average is recorded before and after each server's turn. The table goes to
@@ -43,6 +43,13 @@
 # (e2e/bench/results.md), BENCH_KEEP_DBS=1 keeps the databases, FERROFLOW_BENCH_STATE (logs;
 # default /tmp/ferroflow-bench). PostgreSQL: e2e/setup/postgres.sh's cluster
 # (FERROFLOW_E2E_STATE / FERROFLOW_PG_PORT choose which).
+#
+# History (BENCH_HISTORY=1, the default; e2e/bench/history.py): get-history of
+# BENCH_HISTORY_POINTS (100000) points paged as MlflowClient pages it, and the UI charts'
+# get-history-bulk-interval over BENCH_HISTORY_BULK_RUNS (100) runs × BENCH_HISTORY_BULK_STEPS
+# (10000) steps, each timed against reading the same rows straight from the server's database
+# in the same script; the server's RSS around the reads. BENCH_ONLY=history: each server's turn
+# is start, quiet, history, stop (no search seed, no logging load).
 #
 # A benchmark, not a test: CI never runs it. Traffic goes to 127.0.0.1 only.
 set -euo pipefail
@@ -74,6 +81,12 @@ servers_csv="${BENCH_SERVERS:-ferroflow,mlflow-default,mlflow-gunicorn}"
 out="${BENCH_OUT:-$here/results.md}"
 start_timeout="${BENCH_START_TIMEOUT:-180}"
 bench_root="${FERROFLOW_BENCH_STATE:-/tmp/ferroflow-bench}"
+history="${BENCH_HISTORY:-1}"
+history_points="${BENCH_HISTORY_POINTS:-100000}"
+history_bulk_runs="${BENCH_HISTORY_BULK_RUNS:-100}"
+history_bulk_steps="${BENCH_HISTORY_BULK_STEPS:-10000}"
+history_repeats="${BENCH_HISTORY_REPEATS:-5}"
+only="${BENCH_ONLY:-}"
 
 stamp="$(date -u +%Y%m%dT%H%M%SZ)"
 state="$bench_root/$stamp"
@@ -85,6 +98,7 @@ log() { printf '[bench %s] %s\n' "$(date +%H:%M:%S)" "$*" >&2; }
 die() { log "error: $*"; exit 1; }
 
 case "$backend" in postgres|sqlite) ;; *) die "BENCH_BACKEND=$backend: postgres or sqlite" ;; esac
+case "$only" in ''|history) ;; *) die "BENCH_ONLY=$only: empty or history" ;; esac
 case "$crosscheck_client" in aiohttp|mlflow) ;; *) die "BENCH_CROSSCHECK_CLIENT=$crosscheck_client: aiohttp or mlflow" ;; esac
 IFS=',' read -r -a servers <<<"$servers_csv"
 for s in "${servers[@]}"; do
@@ -167,7 +181,7 @@ setup() {
   export MLFLOW_DISABLE_TELEMETRY=true DO_NOT_TRACK=true
   command -v curl >/dev/null || die "curl is needed"
   setup_ferroflow
-  setup_loadgen
+  [[ "$only" == history ]] || setup_loadgen  # the history section needs no load generator
   clk_tck="$(getconf CLK_TCK 2>/dev/null || echo 100)"
 }
 
@@ -464,7 +478,39 @@ measure_server() {
       "${cpu_args[@]}" "${lab[@]}" | record
   done
   "$loadgen" keepalive --url "$url" --requests "$ka_requests" "${lab[@]}" | record
+  [[ "$history" != 1 ]] || measure_history "$name" "$round"
   "$loadgen" rss --pid "$server_pid" "${lab[@]}" | record
+  stop_server
+  drop_store
+  printf '{"measure":"turn","server":"%s","rep":"%s","loadavg_before":"%s","loadavg_after":"%s"}\n' \
+    "$name" "$round" "$load_before" "$(loadavg3)" | record
+}
+
+# ---------------------------------------------------------------------------------------------
+# history: reads of long metric histories against the raw read of the same rows
+
+# measure_history NAME ROUND: history.py seeds its runs through the server's API, checks the
+# answers, then times them against its own read of the server's database
+measure_history() {
+  local name="$1" round="$2" raw_store="sqlite:///$sqlite_file" seed_clients="$clients"
+  if [[ "$backend" == sqlite ]]; then
+    seed_clients=1  # concurrent writers meet "database is locked" on SQLite
+  else
+    raw_store="$pg_base/$db"
+  fi
+  log "history: $history_points-point get-history and $history_bulk_runs × $history_bulk_steps bulk-interval on $name"
+  "$venv_python" "$here/history.py" --url "$url" --server "$name" --rep "$round" \
+    --pgid "$server_pid" --store "$raw_store" --points "$history_points" \
+    --bulk-runs "$history_bulk_runs" --bulk-steps "$history_bulk_steps" \
+    --repeats "$history_repeats" --seed-clients "$seed_clients" | record
+}
+
+# history_turn NAME ROUND: BENCH_ONLY=history — the server alone, fresh, quiet, then history
+history_turn() {
+  local name="$1" round="$2" load_before; load_before="$(loadavg3)"
+  start_server "$name" "$round"
+  wait_quiet "$name" "$round"
+  measure_history "$name" "$round"
   stop_server
   drop_store
   printf '{"measure":"turn","server":"%s","rep":"%s","loadavg_before":"%s","loadavg_after":"%s"}\n' \
@@ -480,7 +526,7 @@ record_facts
 for round in $(seq 1 "$reps"); do
   for s in "${servers[@]}"; do
     log "round $round/$reps: $s"
-    measure_server "$s" "$round"
+    if [[ "$only" == history ]]; then history_turn "$s" "$round"; else measure_server "$s" "$round"; fi
   done
 done
 python3 -c 'import json; print(json.dumps({"measure":"end","loadavg_end":open("/proc/loadavg").read().split()[:3]}))' | record

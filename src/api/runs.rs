@@ -1,7 +1,12 @@
 //! `/mlflow/runs/*` and `/mlflow/metrics/*` handlers.
 
-use axum::Json;
+use axum::body::Body;
+use axum::http::header::CONTENT_TYPE;
+use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
+use axum::{BoxError, Json};
+use bytes::Bytes;
+use futures::StreamExt;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
@@ -16,6 +21,7 @@ use super::types::{
 use super::{InWorkspace, parse_view_type};
 use crate::store::KeyValue;
 use crate::store::metric_sampling::MAX_BULK_POINTS;
+use crate::store::metrics::HistoryChunk;
 use crate::store::runs::{self, NewRun, RunSearch, USER_TAG};
 
 /// Page size when a runs search does not say (the proto's default).
@@ -477,25 +483,78 @@ struct HistoryResponse {
     next_page_token: Option<String>,
 }
 
+/// The answer is written as the store reads it: `{"metrics":[…],"next_page_token":"…"}` in
+/// chunks, so a page of any size costs the server a few chunks of memory. The first chunk is
+/// awaited before answering: an error up to there is still an MLflow error response.
 async fn get_history(
     InWorkspace(state): InWorkspace,
     Mlflow(request): Mlflow<HistoryRequest>,
-) -> ApiResult<Json<HistoryResponse>> {
+) -> ApiResult<Response> {
     let run_id = request.run.id()?;
     let key = request.metric_key.required("metric_key")?;
-    let page = state
+    let mut chunks = state
         .store
-        .get_metric_history(
+        .stream_metric_history(
             &run_id,
             &key,
             request.max_results,
             request.page_token.as_deref().unwrap_or(""),
         )
         .await?;
-    Ok(Json(HistoryResponse {
-        metrics: page.items.into_iter().map(Into::into).collect(),
-        next_page_token: page.next_page_token,
-    }))
+    let first = chunks.next().await.transpose()?;
+    let encoder = HistoryEncoder { opened: false };
+    let body = futures::stream::unfold(Some((encoder, first, chunks)), |state| async move {
+        let (mut encoder, pending, mut chunks) = state?;
+        let chunk = match pending {
+            Some(chunk) => Some(Ok(chunk)),
+            None => chunks.next().await,
+        };
+        Some(match chunk {
+            Some(Ok(HistoryChunk::Points(points))) => {
+                let bytes = encoder.points(points);
+                (bytes, Some((encoder, None, chunks)))
+            }
+            Some(Ok(HistoryChunk::NextPageToken(token))) => (encoder.end(Some(token)), None),
+            Some(Err(error)) => (Err(error.into()), None),
+            None => (encoder.end(None), None),
+        })
+    });
+    Ok((
+        [(CONTENT_TYPE, "application/json")],
+        Body::from_stream(body),
+    )
+        .into_response())
+}
+
+/// Writes a history answer piece by piece, as `HistoryResponse` would serialize it whole.
+struct HistoryEncoder {
+    /// `{"metrics":[` written
+    opened: bool,
+}
+
+impl HistoryEncoder {
+    fn points(&mut self, points: Vec<runs::Metric>) -> Result<Bytes, BoxError> {
+        let mut out = Vec::with_capacity(points.len() * 96);
+        for point in points {
+            out.extend_from_slice(if self.opened { b"," } else { b"{\"metrics\":[" });
+            self.opened = true;
+            serde_json::to_writer(&mut out, &Metric::from(point))?;
+        }
+        Ok(out.into())
+    }
+
+    fn end(&self, next_page_token: Option<String>) -> Result<Bytes, BoxError> {
+        let token = next_page_token
+            .map(|token| serde_json::to_string(&token))
+            .transpose()?;
+        let close = match (self.opened, token) {
+            (true, Some(token)) => format!("],\"next_page_token\":{token}}}"),
+            (true, None) => "]}".to_owned(),
+            (false, Some(token)) => format!("{{\"next_page_token\":{token}}}"),
+            (false, None) => "{}".to_owned(),
+        };
+        Ok(Bytes::from(close))
+    }
 }
 
 #[derive(Deserialize)]

@@ -16,6 +16,7 @@ mod tagged_runs;
 mod workspaces;
 
 use ferroflow::store::experiments::{DEFAULT_EXPERIMENT_ID, ExperimentSearch};
+use ferroflow::store::metrics::HistoryChunk;
 use ferroflow::store::registry::Actor;
 use ferroflow::store::runs::{Dataset, DatasetInput, Metric, NewRun, RunSearch};
 use ferroflow::store::{Entity, Error, KeyValue, Store, ViewType};
@@ -35,6 +36,8 @@ both_backends!(
     large_batches_keep_values_fields_and_repeats,
     concurrent_overlapping_batches_all_succeed,
     metric_history_pages_in_step_order,
+    metric_history_pages_split_points_of_one_step,
+    metric_history_streams_in_bounded_chunks,
     special_float_metrics_round_trip,
     nan_metrics_filter_and_sort_like_mlflow,
     run_search_filters_match_mlflow_semantics,
@@ -672,6 +675,104 @@ async fn metric_history_pages_in_step_order(store: Store) {
             ..
         })
     ));
+}
+
+/// Points that share a step (and a timestamp, and even the stored value: NaN is kept as 0)
+/// page in the full (step, timestamp, value, is_nan) order, whatever the page size.
+async fn metric_history_pages_split_points_of_one_step(store: Store) {
+    let id = new_experiment(&store, "history-ties").await;
+    let run = new_run(&store, id, "ties", 1).await;
+    let points = vec![
+        Metric::new("m", 2.0, 5, 1),
+        Metric::new("m", f64::NAN, 5, 1),
+        Metric::new("m", 0.0, 5, 1),
+        Metric::new("m", -1.0, 5, 1),
+        Metric::new("m", f64::INFINITY, 5, 1),
+        Metric::new("m", 0.0, 6, 1),
+        Metric::new("m", 3.0, 9, 0),
+        Metric::new("m", 1.0, 1, 2),
+    ];
+    store.log_batch(&run, &points, &[], &[]).await.unwrap();
+    let show = |m: &Metric| format!("{}/{}/{}", m.step, m.timestamp, m.value);
+    let whole: Vec<String> = store
+        .get_metric_history(&run, "m", None, "")
+        .await
+        .unwrap()
+        .items
+        .iter()
+        .map(show)
+        .collect();
+    assert_eq!(
+        whole,
+        [
+            "0/9/3",
+            "1/5/-1",
+            "1/5/0",
+            "1/5/NaN",
+            "1/5/2",
+            &format!("1/5/{}", f64::MAX),
+            "1/6/0",
+            "2/1/1"
+        ]
+    );
+    for size in 1..=3 {
+        let mut paged = Vec::new();
+        let mut token = String::new();
+        loop {
+            let page = store
+                .get_metric_history(&run, "m", Some(size), &token)
+                .await
+                .unwrap();
+            assert!(page.items.len() <= size as usize);
+            paged.extend(page.items.iter().map(show));
+            match page.next_page_token {
+                Some(next) => token = next,
+                None => break,
+            }
+        }
+        assert_eq!(paged, whole, "pages of {size}");
+    }
+}
+
+/// A history is handed over in chunks of at most 1000 points as it is read, the next page's
+/// token last: the server holds a few chunks of a long page, never the whole page.
+async fn metric_history_streams_in_bounded_chunks(store: Store) {
+    use futures::StreamExt;
+    let id = new_experiment(&store, "history-stream").await;
+    let run = new_run(&store, id, "long", 1).await;
+    let points: Vec<Metric> = (0..2500)
+        .map(|step| Metric::new("m", f64::from(step), 7, i64::from(step)))
+        .collect();
+    for batch in points.chunks(1000) {
+        store.log_batch(&run, batch, &[], &[]).await.unwrap();
+    }
+    let read = |max_results: Option<i64>| {
+        let (store, run) = (store.clone(), run.clone());
+        async move {
+            let mut chunks = store
+                .stream_metric_history(&run, "m", max_results, "")
+                .await
+                .unwrap();
+            let mut shape = Vec::new();
+            let mut next_step = 0;
+            while let Some(chunk) = chunks.next().await {
+                match chunk.unwrap() {
+                    HistoryChunk::Points(points) => {
+                        for point in &points {
+                            assert_eq!(point.step, next_step);
+                            next_step += 1;
+                        }
+                        shape.push(points.len().to_string());
+                    }
+                    HistoryChunk::NextPageToken(_) => shape.push("token".into()),
+                }
+            }
+            shape
+        }
+    };
+    assert_eq!(read(None).await, ["1000", "1000", "500"]);
+    assert_eq!(read(Some(2000)).await, ["1000", "1000", "token"]);
+    assert_eq!(read(Some(1500)).await, ["1000", "500", "token"]);
 }
 
 async fn special_float_metrics_round_trip(store: Store) {
