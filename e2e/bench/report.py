@@ -31,9 +31,10 @@ CROSSCHECK_TOLERANCE = 0.20
 SINGLE_POINT_MEASURES = ["log-metric", "log-param", "set-tag"]
 
 
-def single_point_section(rows, present, mlflows, backend, target):
+def single_point_section(rows, other_rows, present, mlflows, backend, target):
     """The single-point logging table: per measure and client count, throughput, latency and CPU
-    per request of each server (medians over the rounds)."""
+    per request of each server (medians over the rounds), and the independent client's figure
+    where run.sh took one (`other_rows`: crosscheck-log-param / crosscheck-set-tag)."""
     if not rows:
         return []
     present = [s for s in SERVERS if s in present or any(r.get("server") == s for r in rows)]
@@ -46,6 +47,10 @@ def single_point_section(rows, present, mlflows, backend, target):
                         ("p99", dig(r, "latency.p99_ms")), ("cpu_server", cpu.get("server_ms_per_request")),
                         ("cpu_db", cpu.get("db_ms_per_request")), ("errors", r.get("errors"))):
             series[key + (name,)].append(v)
+    for r in other_rows:
+        measure = r["measure"].removeprefix("crosscheck-")
+        if r["measure"].startswith("crosscheck-") and measure in SINGLE_POINT_MEASURES[1:]:
+            series[(r.get("server"), measure, r.get("clients"), "x_rps")].append(r.get("requests_per_s"))
     shapes = sorted({(r["measure"], r["clients"]) for r in rows},
                     key=lambda mc: (SINGLE_POINT_MEASURES.index(mc[0]) if mc[0] in SINGLE_POINT_MEASURES else 9, mc[1]))
     has_ff = "ferroflow" in present and mlflows
@@ -59,7 +64,8 @@ def single_point_section(rows, present, mlflows, backend, target):
         head += ["ferroflow vs faster MLflow", "target", "met"]
     out.append("| " + " | ".join(head) + " |")
     out.append("|" + "|".join(["---", "---:", "---"] + ["---:"] * (len(head) - 3)) + "|")
-    figures = [("rps", "requests/s", True, None), ("p50", "latency p50 (ms)", False, None),
+    figures = [("rps", "requests/s", True, None), ("x_rps", "… same, independent client (crosscheck.py)", True, None),
+               ("p50", "latency p50 (ms)", False, None),
                ("p99", "latency p99 (ms)", False, None), ("cpu_server", "server CPU per request (ms)", False, 2)]
     if backend != "sqlite":  # SQLite runs inside the server: its CPU is the server's
         figures.append(("cpu_db", "PostgreSQL CPU per request (ms)", False, 2))
@@ -339,7 +345,7 @@ def main():
     row("keep-alive penalty: kept-alive p50 − fresh p50 (ms)", "ka_pen", None,
         "none (≤ 0.5 ms)", lambda ff, r: ff <= 0.5, digits=2)
     w("")
-    out.extend(single_point_section(single_points, present, mlflows, backend, lm_target))
+    out.extend(single_point_section(single_points, rows, present, mlflows, backend, lm_target))
 
     # ---- notes on errors and connection behaviour
     notes = []

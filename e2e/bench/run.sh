@@ -428,8 +428,8 @@ crosscheck() {
   local name="$1" round="$2" measure="$3" key ours theirs processes=1
   key="$(rate_key "$measure")"
   ours="$(last_field "$key")"
-  # one Python process cannot drive ferroflow's log-metric rate; MlflowClient: a process per client
-  [[ "$measure" != log-metric ]] || processes=2
+  # one Python process cannot drive ferroflow's single-point rate; MlflowClient: a process per client
+  [[ "$measure" == log-batch ]] || processes=2
   [[ "$crosscheck_client" != mlflow ]] || processes="$clients"
   local budget="$lb_requests"
   [[ "$measure" == log-batch ]] || budget="$lm_requests"
@@ -452,7 +452,8 @@ EOF
 # send, one value per request, at several client counts (ferroflow writes concurrent ones in
 # one group commit; at 64 clients the groups are large, and the latency p99 shows what waiting
 # for a group costs). Each window is preceded by an untimed one of the same load (the log-metric
-# row of the main table has the judged warm-up); the rows carry section=single-point.
+# row of the main table has the judged warm-up); the rows carry section=single-point. At
+# BENCH_CLIENTS, log-param and set-tag are cross-checked with the independent client too.
 
 # measure_single_points NAME ROUND
 measure_single_points() {
@@ -464,6 +465,10 @@ measure_single_points() {
       "$loadgen" "$measure" --url "$url" --clients "$c" --requests "$lm_requests" \
         --duration "$sp_duration" "${cpu_args[@]}" --label "server=$name" --label "rep=$round" \
         --label section=single-point | record
+      # the independent client for the new shapes (log-metric's is in the main table)
+      if [[ "$c" == "$clients" && "$measure" != log-metric ]]; then
+        crosscheck "$name" "$round" "$measure"
+      fi
     done
   done
 }
