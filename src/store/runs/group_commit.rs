@@ -25,7 +25,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
 
-use sqlx::{PgConnection, PgPool, SqlitePool};
+use sqlx::{PgConnection, PgPool, SqliteConnection, SqlitePool};
 use tokio::sync::oneshot;
 
 use super::writes::{normalize_tag, param_changed, push_key_value_rows, validate_batch};
@@ -643,12 +643,7 @@ async fn write_sqlite(pool: &SqlitePool, rows: &GroupRows<'_>) -> Result<Outcome
     let params = outcome.writable_rows(&rows.params);
     let tags = outcome.writable_rows(&rows.tags);
     if !params.is_empty() {
-        let mut insert = SqlBuilder::new("INSERT INTO params (run_uuid, key, value) VALUES ");
-        push_key_value_rows(&mut insert, params.iter().copied());
-        insert.push(" ON CONFLICT (run_uuid, key) DO NOTHING");
-        bind_values!(sqlx::query(&insert.sql), &insert.values)
-            .execute(&mut *tx)
-            .await?;
+        sqlite_insert_key_values(&mut tx, "params", &params, "DO NOTHING").await?;
         let mut read =
             SqlBuilder::new("SELECT run_uuid, key, value FROM params WHERE run_uuid IN ");
         read.bind_list(
@@ -669,13 +664,33 @@ async fn write_sqlite(pool: &SqlitePool, rows: &GroupRows<'_>) -> Result<Outcome
         );
     }
     if !tags.is_empty() {
-        let mut upsert = SqlBuilder::new("INSERT INTO tags (run_uuid, key, value) VALUES ");
-        push_key_value_rows(&mut upsert, tags.iter().copied());
-        upsert.push(" ON CONFLICT (run_uuid, key) DO UPDATE SET value = excluded.value");
-        bind_values!(sqlx::query(&upsert.sql), &upsert.values)
-            .execute(&mut *tx)
-            .await?;
+        sqlite_insert_key_values(
+            &mut tx,
+            "tags",
+            &tags,
+            "DO UPDATE SET value = excluded.value",
+        )
+        .await?;
     }
     tx.commit().await?;
     Ok(outcome)
+}
+
+/// Inserts `(run, key, value)` rows into `table` (params or tags; fixed names, never input),
+/// `on_conflict` saying what a stored key does.
+async fn sqlite_insert_key_values(
+    connection: &mut SqliteConnection,
+    table: &str,
+    rows: &[(&str, &str, &str)],
+    on_conflict: &str,
+) -> sqlx::Result<()> {
+    let mut insert = SqlBuilder::new(&format!(
+        "INSERT INTO {table} (run_uuid, key, value) VALUES "
+    ));
+    push_key_value_rows(&mut insert, rows.iter().copied());
+    insert.push(&format!(" ON CONFLICT (run_uuid, key) {on_conflict}"));
+    bind_values!(sqlx::query(&insert.sql), &insert.values)
+        .execute(connection)
+        .await?;
+    Ok(())
 }
