@@ -3,6 +3,8 @@
 
     python crosscheck.py log-batch  --url U [--clients 8 --duration 10 --metrics 1000 --keys 10]
     python crosscheck.py log-metric --url U [--clients 8 --duration 10 --processes 2]
+    python crosscheck.py log-param  --url U [as log-metric; a new param key per request]
+    python crosscheck.py set-tag    --url U [as log-metric; one tag key set again and again]
     ... [--client aiohttp|mlflow] [--label k=v ...]
 
 `loadgen` (Rust, hyper) produces the benchmark's numbers; this script measures the same shape of
@@ -13,7 +15,8 @@ of the two clients, not the server, is then what was measured.
 Clients (`--client`):
   aiohttp  (default) one aiohttp session per client, bodies built with `json.dumps` before the
            clock starts (like loadgen's); light enough to keep up with ferroflow.
-  mlflow   the mlflow client itself: `MlflowClient.log_batch` / `MlflowClient.log_metric`, one
+  mlflow   the mlflow client itself: `MlflowClient.log_batch` / `log_metric` / `log_param` /
+           `set_tag`, one
            thread per client; what a training loop sends, but its own CPU per call (entities ->
            protobuf -> JSON) competes with the server on a small machine.
 
@@ -42,6 +45,8 @@ API = "/api/2.0/mlflow"
 KEYS = ["loss", "accuracy", "val_loss", "val_accuracy", "lr", "grad_norm", "precision", "recall",
         "f1", "auc"]
 WARMUP_REQUESTS = 1  # untimed per client, as loadgen does
+PATHS = {"log-batch": "/runs/log-batch", "log-metric": "/runs/log-metric",
+         "log-param": "/runs/log-parameter", "set-tag": "/runs/set-tag"}
 
 
 def call(url, path, body):
@@ -77,13 +82,17 @@ def body(args, run_id, i, ts0, rng):
     if args.measure == "log-batch":
         return json.dumps({"run_id": run_id, "params": [], "tags": [], "metrics": [
             {"key": k, "value": v, "timestamp": t, "step": s} for k, v, t, s in batch_points(args, i, ts0, rng)]})
+    if args.measure == "log-param":
+        return json.dumps({"run_id": run_id, "key": f"param_{i}", "value": str(rng.random())})
+    if args.measure == "set-tag":
+        return json.dumps({"run_id": run_id, "key": "progress", "value": f"step {i}"})
     return json.dumps({"run_id": run_id, "key": "loss", "value": rng.random(), "timestamp": ts0 + i, "step": i})
 
 
 async def aiohttp_clients(args, runs, barrier):
     import aiohttp
 
-    path = args.url + API + ("/runs/log-batch" if args.measure == "log-batch" else "/runs/log-metric")
+    path = args.url + API + PATHS[args.measure]
     rng = random.Random(os.getpid())
     ts0 = int(time.time() * 1000)
     bodies = {run: [body(args, run, i, ts0, rng) for i in range(args.requests + WARMUP_REQUESTS)]
@@ -147,6 +156,10 @@ def mlflow_clients(args, runs, barrier):
     def send(run, i):
         if args.measure == "log-batch":
             client.log_batch(run, metrics=[Metric(k, v, t, s) for k, v, t, s in batch_points(args, i, ts0, rng)])
+        elif args.measure == "log-param":
+            client.log_param(run, f"param_{i}", str(rng.random()))
+        elif args.measure == "set-tag":
+            client.set_tag(run, "progress", f"step {i}")
         else:
             client.log_metric(run, "loss", rng.random(), timestamp=ts0 + i, step=i)
 
@@ -206,7 +219,7 @@ def loadavg():
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("measure", choices=["log-batch", "log-metric"])
+    p.add_argument("measure", choices=list(PATHS))
     p.add_argument("--url", required=True)
     p.add_argument("--client", choices=["aiohttp", "mlflow"], default="aiohttp")
     p.add_argument("--clients", type=int, default=8)

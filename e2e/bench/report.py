@@ -28,6 +28,75 @@ TARGETS = {"postgres": (20, 30), "sqlite": (10, 10)}
 CROSSCHECK_TOLERANCE = 0.20
 
 
+SINGLE_POINT_MEASURES = ["log-metric", "log-param", "set-tag"]
+
+
+def single_point_section(rows, other_rows, present, mlflows, backend, target):
+    """The single-point logging table: per measure and client count, throughput, latency and CPU
+    per request of each server (medians over the rounds), and the independent client's figure
+    where run.sh took one (`other_rows`: crosscheck-log-param / crosscheck-set-tag)."""
+    if not rows:
+        return []
+    present = [s for s in SERVERS if s in present or any(r.get("server") == s for r in rows)]
+    mlflows = [s for s in MLFLOWS if s in present]
+    series = defaultdict(list)
+    for r in rows:
+        key = (r.get("server"), r["measure"], r["clients"])
+        cpu = r.get("cpu") or {}
+        for name, v in (("rps", r.get("requests_per_s")), ("p50", dig(r, "latency.p50_ms")),
+                        ("p99", dig(r, "latency.p99_ms")), ("cpu_server", cpu.get("server_ms_per_request")),
+                        ("cpu_db", cpu.get("db_ms_per_request")), ("errors", r.get("errors"))):
+            series[key + (name,)].append(v)
+    for r in other_rows:
+        measure = r["measure"].removeprefix("crosscheck-")
+        if r["measure"].startswith("crosscheck-") and measure in SINGLE_POINT_MEASURES[1:]:
+            series[(r.get("server"), measure, r.get("clients"), "x_rps")].append(r.get("requests_per_s"))
+    shapes = sorted({(r["measure"], r["clients"]) for r in rows},
+                    key=lambda mc: (SINGLE_POINT_MEASURES.index(mc[0]) if mc[0] in SINGLE_POINT_MEASURES else 9, mc[1]))
+    has_ff = "ferroflow" in present and mlflows
+    out = ["## Single-point logging", "",
+           "One value per request (`runs/log-metric`, `runs/log-parameter` with a new key each time, "
+           "`runs/set-tag` of one key), each client on its own run, closed loop; one untimed window "
+           "before each measured one. Latency is per request as the client saw it. Medians over "
+           "the rounds.", ""]
+    head = ["measure", "clients", "figure"] + [LABELS[s] for s in present]
+    if has_ff:
+        head += ["ferroflow vs faster MLflow", "target", "met"]
+    out.append("| " + " | ".join(head) + " |")
+    out.append("|" + "|".join(["---", "---:", "---"] + ["---:"] * (len(head) - 3)) + "|")
+    figures = [("rps", "requests/s", True, None), ("x_rps", "… same, independent client (crosscheck.py)", True, None),
+               ("p50", "latency p50 (ms)", False, None),
+               ("p99", "latency p99 (ms)", False, None), ("cpu_server", "server CPU per request (ms)", False, 2)]
+    if backend != "sqlite":  # SQLite runs inside the server: its CPU is the server's
+        figures.append(("cpu_db", "PostgreSQL CPU per request (ms)", False, 2))
+    for measure, clients in shapes:
+        for name, label, higher_better, digits in figures:
+            vals = {s: med(series.get((s, measure, clients, name), [])) for s in present}
+            if all(v is None for v in vals.values()):
+                continue
+            cells = [measure, str(clients), label] + [fmt(vals[s], digits) if vals[s] is not None else "–"
+                                                       for s in present]
+            if has_ff:
+                ff = vals.get("ferroflow")
+                ml = [vals[s] for s in mlflows if vals[s] is not None]
+                ratio = None
+                if ff and ml:
+                    ratio = ff / max(ml) if higher_better else (min(ml) / ff)
+                cells.append("–" if ratio is None else f"{ratio:,.1f}x" + (" higher" if higher_better else " lower"))
+                is_target = name == "rps"
+                cells.append(f"≥ {target}x" if is_target else "")
+                cells.append("" if not is_target or ratio is None else ("yes" if ratio >= target else "**no**"))
+            out.append("| " + " | ".join(cells) + " |")
+    failed = [(s, m, c, n) for s in present for m, c in shapes
+              if (n := sum(x or 0 for x in series.get((s, m, c, "errors"), []))) > 0]
+    out.append("")
+    for s, m, c, n in failed:
+        out.append(f"- **{LABELS.get(s, s)}: {n} failed request(s) in {m} at {c} clients**")
+    if failed:
+        out.append("")
+    return out
+
+
 def load(path):
     with open(path) as f:
         return [json.loads(line) for line in f if line.strip()]
@@ -167,6 +236,10 @@ def main():
     # warm-up windows are reported as verdicts only, never as measurements
     warmups = [r for r in rows if r["measure"] == "warm-up"]
     rows = [r for r in rows if r.get("phase") != "warm-up"]
+    # the single-point section has a table of its own (its log-metric rows at other client counts
+    # must not mix with the main table's)
+    single_points = [r for r in rows if r.get("section") == "single-point"]
+    rows = [r for r in rows if r.get("section") != "single-point"]
     present = [s for s in SERVERS if any(r.get("server") == s for r in rows)]
     mlflows = [s for s in MLFLOWS if s in present]
 
@@ -341,6 +414,7 @@ def main():
     row("keep-alive penalty: kept-alive p50 − fresh p50 (ms)", "ka_pen", None,
         "none (≤ 0.5 ms)", lambda ff, r: ff <= 0.5, digits=2)
     w("")
+    out.extend(single_point_section(single_points, rows, present, mlflows, backend, lm_target))
 
     # ---- notes on errors and connection behaviour
     notes = []

@@ -23,8 +23,10 @@
 #      two successive windows differ by less than BENCH_WARMUP_TOLERANCE, or BENCH_WARMUP_MAX
 #      windows ran (flagged); then the measured window; then the independent client
 #      (crosscheck.py) for the same measure against the same server;
-#   5. search (max_results 100 and 1000), keep-alive probe, history (below), memory;
-#   6. the server stopped (its whole process group gone) and its database dropped.
+#   5. single-point logging (log-metric, log-param, set-tag at 8 and 64 clients: throughput,
+#      CPU, latency p50/p99), after one untimed window of the same load;
+#   6. search (max_results 100 and 1000), keep-alive probe, history (below), memory;
+#   7. the server stopped (its whole process group gone) and its database dropped.
 #
 # The load average is recorded before and after each server's turn. The table goes to
 # e2e/bench/results.md (BENCH_OUT), raw JSON lines and logs stay in the state directory.
@@ -38,6 +40,7 @@
 # BENCH_LOG_METRIC_DURATION (10 s) / _REQUESTS (20000 per client), BENCH_SEARCH_CLIENTS (4),
 # BENCH_SEARCH_DURATION (20 s) / _QUERIES (400), BENCH_KEEPALIVE_REQUESTS (200),
 # BENCH_WARMUP_WINDOW (10 s), BENCH_WARMUP_TOLERANCE (0.05), BENCH_WARMUP_MAX (12 windows),
+# BENCH_SINGLE_POINT_CLIENTS ("8 64"), BENCH_SINGLE_POINT_DURATION (10 s),
 # BENCH_QUIET_MAX (120 s), BENCH_QUIET_SHARE (0.25 of a core), BENCH_CROSSCHECK_DURATION
 # (10 s), BENCH_CROSSCHECK_CLIENT (aiohttp | mlflow), BENCH_SERVERS, BENCH_OUT
 # (e2e/bench/results.md), BENCH_KEEP_DBS=1 keeps the databases, FERROFLOW_BENCH_STATE (logs;
@@ -66,6 +69,8 @@ lb_duration="${BENCH_LOG_BATCH_DURATION:-20}"
 lb_requests="${BENCH_LOG_BATCH_REQUESTS:-300}"
 lm_duration="${BENCH_LOG_METRIC_DURATION:-10}"
 lm_requests="${BENCH_LOG_METRIC_REQUESTS:-20000}"
+sp_clients="${BENCH_SINGLE_POINT_CLIENTS:-8 64}"
+sp_duration="${BENCH_SINGLE_POINT_DURATION:-10}"
 search_clients="${BENCH_SEARCH_CLIENTS:-4}"
 search_duration="${BENCH_SEARCH_DURATION:-20}"
 search_queries="${BENCH_SEARCH_QUERIES:-400}"
@@ -437,8 +442,8 @@ crosscheck() {
   local name="$1" round="$2" measure="$3" key ours theirs processes=1
   key="$(rate_key "$measure")"
   ours="$(last_field "$key")"
-  # one Python process cannot drive ferroflow's log-metric rate; MlflowClient: a process per client
-  [[ "$measure" != log-metric ]] || processes=2
+  # one Python process cannot drive ferroflow's single-point rate; MlflowClient: a process per client
+  [[ "$measure" == log-batch ]] || processes=2
   [[ "$crosscheck_client" != mlflow ]] || processes="$clients"
   local budget="$lb_requests"
   [[ "$measure" == log-batch ]] || budget="$lm_requests"
@@ -456,6 +461,32 @@ print(f"[bench] {name} {measure} {key}: loadgen {ours:,.0f}, independent client 
 EOF
 }
 
+# ---------------------------------------------------------------------------------------------
+# single-point logging: what `mlflow.log_metric`, `log_param` and `set_tag` in a training loop
+# send, one value per request, at several client counts (ferroflow writes concurrent ones in
+# one group commit; at 64 clients the groups are large, and the latency p99 shows what waiting
+# for a group costs). Each window is preceded by an untimed one of the same load (the log-metric
+# row of the main table has the judged warm-up); the rows carry section=single-point. At
+# BENCH_CLIENTS, log-param and set-tag are cross-checked with the independent client too.
+
+# measure_single_points NAME ROUND
+measure_single_points() {
+  local name="$1" round="$2" measure c
+  for measure in log-metric log-param set-tag; do
+    for c in $sp_clients; do
+      "$loadgen" "$measure" --url "$url" --clients "$c" --requests "$lm_requests" \
+        --duration "$warmup_window" >/dev/null
+      "$loadgen" "$measure" --url "$url" --clients "$c" --requests "$lm_requests" \
+        --duration "$sp_duration" "${cpu_args[@]}" --label "server=$name" --label "rep=$round" \
+        --label section=single-point | record
+      # the independent client for the new shapes (log-metric's is in the main table)
+      if [[ "$c" == "$clients" && "$measure" != log-metric ]]; then
+        crosscheck "$name" "$round" "$measure"
+      fi
+    done
+  done
+}
+
 # measure_server NAME ROUND: everything for one server, alone on the machine
 measure_server() {
   local name="$1" round="$2" lab=(--label "server=$1" --label "rep=$2")
@@ -471,6 +502,7 @@ measure_server() {
     load "$measure" "$duration" "${lab[@]}" | record
     crosscheck "$name" "$round" "$measure"
   done
+  measure_single_points "$name" "$round"
   local mr
   for mr in 100 1000; do
     "$loadgen" search --url "$url" --experiment-id "$exp_id" --max-results "$mr" \

@@ -248,7 +248,7 @@ async fn log_param(
     Mlflow(request): Mlflow<KeyValueRequest>,
 ) -> ApiResult<Json<Empty>> {
     let (run_id, param) = request.into_parts()?;
-    state.store.log_batch(&run_id, &[], &[param], &[]).await?;
+    state.store.log_param(&run_id, param).await?;
     Ok(Json(Empty {}))
 }
 
@@ -259,7 +259,7 @@ async fn set_tag(
 ) -> ApiResult<Json<Empty>> {
     let (run_id, tag) = request.into_parts()?;
     keep_run_user(&identity, [tag.key.as_str()])?;
-    state.store.log_batch(&run_id, &[], &[], &[tag]).await?;
+    state.store.set_run_tag(&run_id, tag).await?;
     Ok(Json(Empty {}))
 }
 
@@ -308,7 +308,7 @@ async fn log_metric(
 ) -> ApiResult<Json<Empty>> {
     let run_id = request.run.id()?;
     let metric = metric_from_input(request.metric)?;
-    state.store.log_batch(&run_id, &[metric], &[], &[]).await?;
+    state.store.log_metric(&run_id, metric).await?;
     Ok(Json(Empty {}))
 }
 

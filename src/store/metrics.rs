@@ -240,16 +240,16 @@ fn sqlite_insert_rows(head: &str, columns: usize, rows: usize, tail: &str) -> St
 
 /// A key's greatest point of a batch, as stored (NaN as 0 with `is_nan`, infinities clamped).
 #[derive(Debug, Clone, Copy, PartialEq)]
-struct LatestPoint {
-    step: i64,
-    timestamp: i64,
-    value: f64,
-    is_nan: bool,
+pub(super) struct LatestPoint {
+    pub(super) step: i64,
+    pub(super) timestamp: i64,
+    pub(super) value: f64,
+    pub(super) is_nan: bool,
 }
 
 /// Each key's greatest (step, timestamp, value) point, in key order, so concurrent batches
 /// lock `latest_metrics` rows in the same order.
-fn latest_per_key(metrics: &[Metric]) -> BTreeMap<&str, LatestPoint> {
+pub(super) fn latest_per_key(metrics: &[Metric]) -> BTreeMap<&str, LatestPoint> {
     let mut latest: BTreeMap<&str, LatestPoint> = BTreeMap::new();
     for metric in metrics {
         let (value, is_nan) = validation::stored_metric_value(metric.value);

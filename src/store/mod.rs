@@ -107,6 +107,8 @@ pub struct PoolStatus {
 pub struct Store {
     pool: Pool,
     workspace: Arc<str>,
+    /// Single-point run writes waiting to be written together (`runs::group_commit`).
+    group_commit: Arc<runs::GroupCommit>,
 }
 
 /// The workspace of a store that was not scoped to another, and of rows from before workspaces.
@@ -189,6 +191,7 @@ impl Store {
         Ok(Self {
             pool,
             workspace: Arc::from(DEFAULT_WORKSPACE),
+            group_commit: Arc::default(),
         })
     }
 
@@ -197,6 +200,7 @@ impl Store {
         Self {
             pool: self.pool.clone(),
             workspace: Arc::from(workspace),
+            group_commit: self.group_commit.clone(),
         }
     }
 

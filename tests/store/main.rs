@@ -6,6 +6,7 @@
 #[path = "../common/mod.rs"]
 mod common;
 mod experiment_owner;
+mod group_commit;
 mod operator_workspaces;
 mod ownership_migration;
 mod promotions;

@@ -2,9 +2,13 @@
 //! search with MLflow's filter grammar. This file holds the types and reads; `writes` and
 //! `search` the rest.
 
+mod group_commit;
 mod search;
 mod tagged;
 mod writes;
+
+pub(super) use group_commit::GroupCommit;
+pub use group_commit::GroupCommitStats;
 
 pub use super::values::{Metric, ModelOutput};
 pub use tagged::TERMINAL_RUN_STATUSES;
@@ -95,7 +99,7 @@ pub struct RunSearch {
 const RUN_COLUMNS: &str = "r.run_uuid, r.name, r.experiment_id, r.user_id, r.status, r.start_time, r.end_time, r.lifecycle_stage, r.artifact_uri";
 
 #[derive(sqlx::FromRow)]
-struct RunKeyValueRow {
+pub(super) struct RunKeyValueRow {
     run_uuid: String,
     key: String,
     value: String,
@@ -178,17 +182,14 @@ impl Store {
             .bind(self.workspace())
             .fetch_optional(pool)
             .await)?;
-        info.ok_or_else(|| Error::not_found(Entity::Run, format!("Run with id={run_id} not found")))
+        info.ok_or_else(|| run_not_found(run_id))
     }
 
     /// A run that must exist and be active, for writes.
     pub(super) async fn get_active_run(&self, run_id: &str) -> Result<RunInfo> {
         let info = self.get_run_info(run_id).await?;
         if info.lifecycle_stage != LIFECYCLE_ACTIVE {
-            return Err(Error::Invalid(format!(
-                "The run {run_id} must be in the 'active' state. Current state is {}.",
-                info.lifecycle_stage
-            )));
+            return Err(run_not_active(run_id, &info.lifecycle_stage));
         }
         Ok(info)
     }
@@ -382,6 +383,18 @@ impl Store {
             })
             .collect())
     }
+}
+
+/// MLflow's answer for a run that is not there (or not in the store's workspace).
+fn run_not_found(run_id: &str) -> Error {
+    Error::not_found(Entity::Run, format!("Run with id={run_id} not found"))
+}
+
+/// MLflow's answer for a write to a run that is not active.
+fn run_not_active(run_id: &str, lifecycle_stage: &str) -> Error {
+    Error::Invalid(format!(
+        "The run {run_id} must be in the 'active' state. Current state is {lifecycle_stage}."
+    ))
 }
 
 fn group_key_values(rows: Vec<RunKeyValueRow>) -> HashMap<String, Vec<KeyValue>> {

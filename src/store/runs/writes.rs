@@ -217,7 +217,7 @@ impl Store {
                 // its value. Reading first would race (both see no row, both answer success,
                 // one value is lost).
                 let mut insert = SqlBuilder::new("INSERT INTO params (run_uuid, key, value) VALUES ");
-                push_key_value_rows(&mut insert, run_id, &params);
+                push_key_value_rows(&mut insert, params.iter().map(|p| (run_id, p.key.as_str(), p.value.as_str())));
                 insert.push(" ON CONFLICT (run_uuid, key) DO NOTHING");
                 bind_values!(sqlx::query(&insert.sql), &insert.values).execute(&mut *tx).await?;
                 let mut builder = SqlBuilder::new("SELECT run_uuid, key, value FROM params WHERE run_uuid = ");
@@ -229,18 +229,18 @@ impl Store {
                     .await?;
                 let logged: HashMap<&str, &str> = params.iter().map(|p| (p.key.as_str(), p.value.as_str())).collect();
                 if let Some(changed) = stored.iter().find(|row| logged.get(row.key.as_str()) != Some(&row.value.as_str())) {
-                    return Err(Error::Invalid(format!(
-                        "Changing param values is not allowed. Param with key='{}' was already logged with value='{}' \
-                         for run ID='{run_id}'. Attempted logging new value '{}'.",
-                        changed.key,
-                        changed.value,
-                        logged.get(changed.key.as_str()).copied().unwrap_or_default()
-                    )));
+                    return Err(param_changed(
+                        run_id,
+                        &changed.key,
+                        &changed.value,
+                        logged.get(changed.key.as_str()).copied().unwrap_or_default(),
+                    ));
                 }
             }
             if !tags.is_empty() {
                 let mut upsert = SqlBuilder::new("INSERT INTO tags (run_uuid, key, value) VALUES ");
-                push_key_value_rows(&mut upsert, run_id, &dedup_last_wins(&tags));
+                let tags = dedup_last_wins(&tags);
+                push_key_value_rows(&mut upsert, tags.iter().map(|t| (run_id, t.key.as_str(), t.value.as_str())));
                 upsert.push(" ON CONFLICT (run_uuid, key) DO UPDATE SET value = excluded.value");
                 bind_values!(sqlx::query(&upsert.sql), &upsert.values).execute(&mut *tx).await?;
             }
@@ -344,22 +344,37 @@ impl Store {
 }
 
 /// Appends `($run, $key, $value), …` rows.
-fn push_key_value_rows(builder: &mut SqlBuilder, run_id: &str, rows: &[KeyValue]) {
-    for (i, row) in rows.iter().enumerate() {
+pub(super) fn push_key_value_rows<'a>(
+    builder: &mut SqlBuilder,
+    rows: impl IntoIterator<Item = (&'a str, &'a str, &'a str)>,
+) {
+    for (i, (run_id, key, value)) in rows.into_iter().enumerate() {
         if i > 0 {
             builder.push(", ");
         }
         builder.bind_list([
             SqlValue::Text(run_id.to_owned()),
-            SqlValue::Text(row.key.clone()),
-            SqlValue::Text(row.value.clone()),
+            SqlValue::Text(key.to_owned()),
+            SqlValue::Text(value.to_owned()),
         ]);
     }
 }
 
+/// MLflow's answer to logging a param again with another value.
+pub(super) fn param_changed(run_id: &str, key: &str, stored: &str, attempted: &str) -> Error {
+    Error::Invalid(format!(
+        "Changing param values is not allowed. Param with key='{key}' was already logged with value='{stored}' \
+         for run ID='{run_id}'. Attempted logging new value '{attempted}'."
+    ))
+}
+
 /// Multi-row insert of metric history (both backends; Postgres' hot path uses UNNEST instead).
 /// Validates a whole log-batch request before anything is written (MLflow's order of checks).
-fn validate_batch(metrics: &[Metric], params: &[KeyValue], tags: &[KeyValue]) -> Result<()> {
+pub(super) fn validate_batch(
+    metrics: &[Metric],
+    params: &[KeyValue],
+    tags: &[KeyValue],
+) -> Result<()> {
     use validation::{
         MAX_ENTITIES_PER_BATCH, MAX_METRICS_PER_BATCH, MAX_PARAMS_PER_BATCH, MAX_TAGS_PER_BATCH,
     };
@@ -408,15 +423,16 @@ fn validate_batch(metrics: &[Metric], params: &[KeyValue], tags: &[KeyValue]) ->
 
 /// Validates tag keys and truncates long values, as MLflow does for run tags.
 fn normalize_tags(tags: Vec<KeyValue>) -> Result<Vec<KeyValue>> {
-    tags.into_iter()
-        .map(|tag| {
-            validation::validate_key(KeyKind::Tag, &tag.key)?;
-            Ok(KeyValue::new(
-                tag.key,
-                validation::truncate(&tag.value, MAX_TAG_VALUE_LENGTH),
-            ))
-        })
-        .collect()
+    tags.into_iter().map(normalize_tag).collect()
+}
+
+/// Validates a run tag's key and truncates a long value.
+pub(super) fn normalize_tag(tag: KeyValue) -> Result<KeyValue> {
+    validation::validate_key(KeyKind::Tag, &tag.key)?;
+    Ok(KeyValue::new(
+        tag.key,
+        validation::truncate(&tag.value, MAX_TAG_VALUE_LENGTH),
+    ))
 }
 
 /// Keeps the last value of each key, preserving first-seen key order.

@@ -13,6 +13,8 @@
 //!   loadgen search     --url U --kind experiments [--max-results 100 ...]   (experiments/search)
 //!   loadgen log-batch  --url U [--clients 8 --metrics 1000 --keys 10 --requests 300 --duration 20 --rate R]
 //!   loadgen log-metric --url U [--clients 8 --requests 20000 --duration 10 --rate R]
+//!   loadgen log-param  --url U [same as log-metric; a new param key per request]
+//!   loadgen set-tag    --url U [same as log-metric; one tag key set again and again]
 //!   loadgen search     --url U --experiment-id ID [--max-results 100 --clients 4 --queries 400 --duration 15]
 //!   loadgen keepalive  --url U [--requests 200]
 //!   loadgen sweep      --url U [--runs 2000 --clients 8 --registered-models 50 --versions 4 --logged-models 200]
@@ -22,9 +24,10 @@
 //! `--rate R` paces each client to R requests per second (the soak, e2e/bench/soak.sh); without it
 //! a client sends its next request as soon as the previous one is answered.
 //!
-//! Common: `--label k=v` (repeatable) copies k/v into the output object. log-batch, log-metric
-//! and search also take `--server-pid PID --db NAME [--clk-tck 100]` to report the CPU time the
-//! server's process tree and the PostgreSQL backends of database NAME used in the timed window.
+//! Common: `--label k=v` (repeatable) copies k/v into the output object. log-batch, log-metric,
+//! log-param, set-tag and search also take `--server-pid PID --db NAME [--clk-tck 100]` to
+//! report the CPU time the server's process tree and the PostgreSQL backends of database NAME
+//! used in the timed window.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -778,30 +781,73 @@ async fn log_batch(args: &Args) -> Res<Value> {
     }))
 }
 
-/// log-metric: one point per request, `clients` clients each on its own run.
-async fn log_metric(args: &Args) -> Res<Value> {
+/// The single-point logging measures: one value per request, as `mlflow.log_metric`,
+/// `mlflow.log_param` and `mlflow.set_tag` in a training loop send them.
+#[derive(Clone, Copy)]
+enum SinglePoint {
+    /// `runs/log-metric`: step `i` of the `loss` metric.
+    Metric,
+    /// `runs/log-parameter`: a new key per request (a param cannot change its value).
+    Param,
+    /// `runs/set-tag`: the same key set again and again (the last value wins).
+    Tag,
+}
+
+impl SinglePoint {
+    fn measure(self) -> &'static str {
+        match self {
+            SinglePoint::Metric => "log-metric",
+            SinglePoint::Param => "log-param",
+            SinglePoint::Tag => "set-tag",
+        }
+    }
+
+    fn path(self) -> &'static str {
+        match self {
+            SinglePoint::Metric => "runs/log-metric",
+            SinglePoint::Param => "runs/log-parameter",
+            SinglePoint::Tag => "runs/set-tag",
+        }
+    }
+
+    /// The body of request `i` of a client logging to `run`.
+    fn body(self, run: &str, i: usize, rng: &mut Rng, ts0: i64) -> Bytes {
+        Bytes::from(match self {
+            SinglePoint::Metric => format!(
+                "{{\"run_id\":\"{run}\",\"key\":\"loss\",\"value\":{},\"timestamp\":{},\"step\":{i}}}",
+                rng.unit(),
+                ts0 + i as i64
+            ),
+            SinglePoint::Param => format!(
+                "{{\"run_id\":\"{run}\",\"key\":\"param_{i}\",\"value\":\"{}\"}}",
+                rng.unit()
+            ),
+            SinglePoint::Tag => format!(
+                "{{\"run_id\":\"{run}\",\"key\":\"progress\",\"value\":\"step {i}\"}}"
+            ),
+        })
+    }
+}
+
+/// log-metric, log-param, set-tag: one value per request, `clients` clients each on its own run.
+async fn single_point(args: &Args, kind: SinglePoint) -> Res<Value> {
     let target = args.target()?;
     let clients: usize = args.num("clients", 8)?;
     let requests: usize = args.num("requests", 20_000)?;
     let duration = Duration::from_secs_f64(args.num("duration", 10.0)?);
-    let (experiment_id, runs) = experiment_with_runs(&target, "bench-log-metric", clients).await?;
+    let measure = kind.measure();
+    let (experiment_id, runs) = experiment_with_runs(&target, &format!("bench-{measure}"), clients).await?;
     let ts0 = now_ms();
     let mut rng = Rng(0xD1B5_4A32_D192_ED03);
     let bodies: Vec<Vec<Bytes>> = runs
         .iter()
         .map(|run| {
             (0..requests + LOG_METRIC_WARMUP)
-                .map(|step| {
-                    Bytes::from(format!(
-                        "{{\"run_id\":\"{run}\",\"key\":\"loss\",\"value\":{},\"timestamp\":{},\"step\":{step}}}",
-                        rng.unit(),
-                        ts0 + step as i64
-                    ))
-                })
+                .map(|i| kind.body(run, i, &mut rng, ts0))
                 .collect()
         })
         .collect();
-    let path = format!("{API}/runs/log-metric");
+    let path = format!("{API}/{}", kind.path());
     let cpu = CpuWatch::from_args(args)?;
     let (stats, start, cpu_start) = closed_loop(
         &target,
@@ -816,7 +862,7 @@ async fn log_metric(args: &Args) -> Res<Value> {
     let cpu_end = cpu.snapshot();
     let (ok, errors, first_error, latencies, opened, elapsed) = merge(stats, start);
     Ok(json!({
-        "measure": "log-metric",
+        "measure": measure,
         "experiment_id": experiment_id,
         "clients": clients,
         "requests_ok": ok,
@@ -1681,7 +1727,9 @@ async fn dispatch(command: &str, args: &Args) -> Res<Value> {
     match command {
         "seed" => seed(args).await,
         "log-batch" => log_batch(args).await,
-        "log-metric" => log_metric(args).await,
+        "log-metric" => single_point(args, SinglePoint::Metric).await,
+        "log-param" => single_point(args, SinglePoint::Param).await,
+        "set-tag" => single_point(args, SinglePoint::Tag).await,
         "search" => search(args).await,
         "keepalive" => keepalive(args).await,
         "rss" => rss(args),
@@ -1689,7 +1737,7 @@ async fn dispatch(command: &str, args: &Args) -> Res<Value> {
         "sweep" => sweep(args).await,
         "search-paths" => search_paths(args).await,
         other => Err(format!(
-            "unknown command {other:?} (seed, log-batch, log-metric, search, keepalive, rss, sweep, search-paths)"
+            "unknown command {other:?} (seed, log-batch, log-metric, log-param, set-tag, search, keepalive, rss, sweep, search-paths)"
         )),
     }
 }
@@ -1710,7 +1758,7 @@ fn main() -> std::process::ExitCode {
     let raw: Vec<String> = std::env::args().skip(1).collect();
     let Some((command, rest)) = raw.split_first() else {
         eprintln!(
-            "usage: loadgen <seed|log-batch|log-metric|search|keepalive|rss> --url http://127.0.0.1:PORT ..."
+            "usage: loadgen <seed|log-batch|log-metric|log-param|set-tag|search|keepalive|rss> --url http://127.0.0.1:PORT ..."
         );
         return std::process::ExitCode::from(2);
     };
