@@ -108,7 +108,7 @@ async fn sqlite_statistics_need_no_refresh() {
 /// with the index's length predicate. Estimated from key and value as independent columns and
 /// the predicate as one in three, it came out at a few percent of the runs that match, and a
 /// two-param filter in the default order joined and sorted every match instead of walking the
-/// runs in order for one page. The (key, value) statistics of migration 0013 fix the estimate.
+/// runs in order for one page. The (key, value) statistics of migration 0012 fix the estimate.
 #[tokio::test]
 async fn postgres_param_and_tag_pairs_are_estimated_together() {
     let Some(test_store) = crate::common::postgres_store().await else {
