@@ -112,18 +112,21 @@ impl GroupCommit {
 
 /// Ends a flush that did not finish normally (a panic, or its runtime shutting down): the
 /// waiting requests are answered with an error instead of waiting forever, and the next
-/// request starts a new flush.
+/// request starts a new flush. A flush that finished (the queue found empty) leaves the queue
+/// alone: by the time it is dropped a new request may have joined and started the next flush.
 struct FlushGuard<'a> {
     group_commit: &'a GroupCommit,
+    finished: bool,
 }
 
 impl Drop for FlushGuard<'_> {
     fn drop(&mut self) {
-        let mut queue = self.group_commit.lock();
-        if queue.flushing {
-            queue.flushing = false;
-            queue.waiting.clear();
+        if self.finished {
+            return;
         }
+        let mut queue = self.group_commit.lock();
+        queue.flushing = false;
+        queue.waiting.clear();
     }
 }
 
@@ -185,12 +188,14 @@ impl Store {
 
     /// Writes groups until the queue is empty.
     async fn flush_groups(self) {
-        let _guard = FlushGuard {
+        let mut guard = FlushGuard {
             group_commit: &self.group_commit,
+            finished: false,
         };
         while let Some(group) = self.group_commit.next_group() {
             self.write_group(group).await;
         }
+        guard.finished = true;
     }
 
     /// Writes one group and answers each member.
@@ -693,4 +698,70 @@ async fn sqlite_insert_key_values(
         .execute(connection)
         .await?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn member(run_id: &str) -> (Member, oneshot::Receiver<Result<()>>) {
+        let (reply, answer) = oneshot::channel();
+        let point = Point::Tag(KeyValue::new("k".to_owned(), "v".to_owned()));
+        let workspace = Arc::from("default");
+        let run_id = run_id.to_owned();
+        (
+            Member {
+                run_id,
+                workspace,
+                point,
+                reply,
+            },
+            answer,
+        )
+    }
+
+    /// The race the benchmark met (503 "worker crashed" at 0 ms): a flush finds the queue
+    /// empty, a request joins and starts the next flush, then the finished flush's guard is
+    /// dropped. It must not take the new request's place in the queue.
+    #[test]
+    fn a_finished_flush_leaves_the_next_flushs_request_queued() {
+        let group_commit = GroupCommit::default();
+        let (first, _first_answer) = member("a");
+        assert!(group_commit.join(first));
+        assert_eq!(group_commit.next_group().map(|group| group.len()), Some(1));
+        assert!(group_commit.next_group().is_none());
+        let (second, mut second_answer) = member("b");
+        assert!(
+            group_commit.join(second),
+            "the queue was idle: the joiner starts a flush"
+        );
+        drop(FlushGuard {
+            group_commit: &group_commit,
+            finished: true,
+        });
+        assert!(matches!(
+            second_answer.try_recv(),
+            Err(oneshot::error::TryRecvError::Empty)
+        ));
+        assert_eq!(group_commit.next_group().map(|group| group.len()), Some(1));
+    }
+
+    /// A flush that ended abnormally answers what waits (with an error) and lets the next
+    /// request start a flush.
+    #[test]
+    fn an_abandoned_flush_answers_the_waiting_and_frees_the_queue() {
+        let group_commit = GroupCommit::default();
+        let (waiting, mut answer) = member("a");
+        assert!(group_commit.join(waiting));
+        drop(FlushGuard {
+            group_commit: &group_commit,
+            finished: false,
+        });
+        assert!(matches!(
+            answer.try_recv(),
+            Err(oneshot::error::TryRecvError::Closed)
+        ));
+        let (next, _next_answer) = member("b");
+        assert!(group_commit.join(next));
+    }
 }
