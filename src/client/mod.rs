@@ -79,11 +79,14 @@ pub const TOKEN_FILE_ENV: &str = "FERROFLOW_TRACKING_TOKEN_FILE";
 pub fn bearer_token(given: Option<String>) -> Option<String> {
     given
         .or_else(|| std::env::var("MLFLOW_TRACKING_TOKEN").ok())
-        .or_else(|| {
-            let path = std::env::var_os(TOKEN_FILE_ENV)?;
-            let token = std::fs::read_to_string(path).ok()?;
-            Some(token.trim().to_owned()).filter(|token| !token.is_empty())
-        })
+        .or_else(|| token_from_file(std::env::var_os(TOKEN_FILE_ENV)?))
+}
+
+/// A token file's contents, trimmed (the kubelet writes a projected token with no newline, a
+/// person often with one); an empty or unreadable file is no token.
+pub fn token_from_file(path: impl AsRef<std::path::Path>) -> Option<String> {
+    let token = std::fs::read_to_string(path).ok()?;
+    Some(token.trim().to_owned()).filter(|token| !token.is_empty())
 }
 
 /// What a request carries.

@@ -7,7 +7,7 @@ use tokio::sync::OnceCell;
 
 use super::config::OperatorConfig;
 use super::metrics::Metrics;
-use crate::client::{ClientError, MlflowClient};
+use crate::client::{ClientError, MlflowClient, token_from_file};
 use crate::store::{DEFAULT_WORKSPACE, Store};
 
 /// Field manager of every server-side apply the operator makes.
@@ -70,14 +70,10 @@ impl Context {
     /// `workspace`, signed in with the operator's own service-account token when it runs in a
     /// Pod and `MLFLOW_TRACKING_TOKEN` (which the client sends otherwise) is not set: what
     /// `ferroflow server --auth kubernetes` reviews (a server without auth ignores it).
-    pub async fn tracking_client(&self, workspace: &str) -> Result<MlflowClient, ClientError> {
+    pub fn tracking_client(&self, workspace: &str) -> Result<MlflowClient, ClientError> {
         let token = match std::env::var_os("MLFLOW_TRACKING_TOKEN") {
             Some(_) => None,
-            None => tokio::fs::read_to_string(SERVICE_ACCOUNT_TOKEN)
-                .await
-                .ok()
-                .map(|token| token.trim().to_owned())
-                .filter(|token| !token.is_empty()),
+            None => token_from_file(SERVICE_ACCOUNT_TOKEN),
         };
         Ok(
             MlflowClient::new(self.config.tracking_api_url.as_str(), token)?

@@ -98,7 +98,7 @@ async fn record_model_files(
         return Ok(());
     }
     let mlmodel = format!("{}/MLmodel", version.storage_location.trim_end_matches('/'));
-    let read = match ctx.tracking_client(store.workspace()).await {
+    let read = match ctx.tracking_client(store.workspace()) {
         Ok(client) => read_file(&client, &mlmodel, MAX_MLMODEL_BYTES).await,
         Err(error) => Err(error.into()),
     };

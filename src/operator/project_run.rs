@@ -633,7 +633,7 @@ async fn run_model(
         });
     }
     let folder = format!("{}/{artifact_path}", run.artifact_uri.trim_end_matches('/'));
-    let listing = match ctx.tracking_client(store.workspace()).await {
+    let listing = match ctx.tracking_client(store.workspace()) {
         Ok(client) => has_mlmodel(&client, &folder).await,
         Err(error) => Err(error.into()),
     };
@@ -769,7 +769,6 @@ async fn store_pod_log(
             .map_err(|error| format!("reading it failed: {error}"))?;
         let client = ctx
             .tracking_client(store.workspace())
-            .await
             .map_err(|error| error.to_string())?;
         upload_artifact(&client, &uri, log.as_bytes())
             .await
