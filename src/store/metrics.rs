@@ -7,9 +7,10 @@ use futures::channel::mpsc;
 use futures::{SinkExt, Stream, StreamExt, TryStreamExt};
 use sqlx::{PgConnection, SqliteConnection};
 
+use super::runs::FoundRun;
 use super::search::{self, SortKey, SortKind, SqlBuilder, SqlValue, TokenValue, bind_values};
 use super::values::Metric;
-use super::{Error, Page, Pool, Result, Store, validation};
+use super::{Error, LIFECYCLE_ACTIVE, Page, Pool, Result, Store, validation};
 
 /// Largest page of metric history (MLflow's client asks for 25000 at a time).
 pub const MAX_HISTORY_PAGE: i64 = 25_000;
@@ -53,17 +54,34 @@ pub(super) enum RepeatedPoints {
 }
 
 /// Writes a batch of points and keeps `latest_metrics` current, in one atomic unit of work on
-/// the connection it is called on (a statement, or the caller's transaction).
+/// the connection it is called on (a statement, or the caller's transaction). Points are
+/// written only when the run is active and in `workspace`; the run found (locked against
+/// deletion) is returned either way, for the caller's answer
+/// (`runs::check_writable`), so that the common write needs no lookup of its own first.
 pub(super) trait WriteMetrics {
     async fn write_metrics(
         &mut self,
         run_id: &str,
+        workspace: &str,
         metrics: &[Metric],
         repeated: RepeatedPoints,
-    ) -> sqlx::Result<()>;
+    ) -> sqlx::Result<Option<FoundRun>>;
 }
 
-/// Postgres: one statement. The points arrive as arrays, the history is a data-modifying CTE,
+/// The run of a write as the database has it: `$1` the run's id; rows are written from
+/// `writable`, the run when it is active (`$2`) and in the caller's workspace (`$3`).
+macro_rules! postgres_found_run {
+    () => {
+        "WITH run AS ( \
+           SELECT r.run_uuid, r.lifecycle_stage, e.workspace FROM runs r \
+           JOIN experiments e ON e.experiment_id = r.experiment_id \
+           WHERE r.run_uuid = $1 FOR KEY SHARE OF r), \
+         writable AS (SELECT run_uuid FROM run WHERE lifecycle_stage = $2 AND workspace = $3), "
+    };
+}
+
+/// Postgres: one statement, which also finds the run and answers it (a log-batch of metrics
+/// is one round trip). The points arrive as arrays, the history is a data-modifying CTE,
 /// and the run row is locked once (FOR KEY SHARE) instead of by a per-row foreign key on
 /// `metrics` (migration 0006): with 1000 points a request those checks were a third of the
 /// statement's cost, and skipping repeats (ON CONFLICT) another fifth. The arrays are unnested
@@ -73,20 +91,22 @@ pub(super) trait WriteMetrics {
 macro_rules! postgres_write_metrics {
     ($on_repeat:literal) => {
         concat!(
-            "WITH run AS (SELECT run_uuid FROM runs WHERE run_uuid = $1 FOR KEY SHARE), \
-             history AS ( \
+            postgres_found_run!(),
+            "history AS ( \
                INSERT INTO metrics (run_uuid, key, step, timestamp, value, is_nan, model_id, dataset_name, dataset_digest) \
-               SELECT run.run_uuid, UNNEST($2::text[]), UNNEST($3::int8[]), UNNEST($4::int8[]), UNNEST($5::float8[]), \
-                 UNNEST($6::bool[]), UNNEST($7::text[]), UNNEST($8::text[]), UNNEST($9::text[]) FROM run",
+               SELECT writable.run_uuid, UNNEST($4::text[]), UNNEST($5::int8[]), UNNEST($6::int8[]), UNNEST($7::float8[]), \
+                 UNNEST($8::bool[]), UNNEST($9::text[]), UNNEST($10::text[]), UNNEST($11::text[]) FROM writable",
             $on_repeat,
-            ") \
-             INSERT INTO latest_metrics (run_uuid, key, step, timestamp, value, is_nan) \
-             SELECT run.run_uuid, l.* FROM run, \
-               UNNEST($10::text[], $11::int8[], $12::int8[], $13::float8[], $14::bool[]) AS l(key, step, timestamp, value, is_nan) \
-             ON CONFLICT (run_uuid, key) DO UPDATE SET step = excluded.step, timestamp = excluded.timestamp, \
-               value = excluded.value, is_nan = excluded.is_nan \
-             WHERE (excluded.step, excluded.timestamp, excluded.value) > \
-                   (latest_metrics.step, latest_metrics.timestamp, latest_metrics.value)"
+            "), \
+             latest AS ( \
+               INSERT INTO latest_metrics (run_uuid, key, step, timestamp, value, is_nan) \
+               SELECT writable.run_uuid, l.* FROM writable, \
+                 UNNEST($12::text[], $13::int8[], $14::int8[], $15::float8[], $16::bool[]) AS l(key, step, timestamp, value, is_nan) \
+               ON CONFLICT (run_uuid, key) DO UPDATE SET step = excluded.step, timestamp = excluded.timestamp, \
+                 value = excluded.value, is_nan = excluded.is_nan \
+               WHERE (excluded.step, excluded.timestamp, excluded.value) > \
+                     (latest_metrics.step, latest_metrics.timestamp, latest_metrics.value)) \
+             SELECT run_uuid, lifecycle_stage, workspace FROM run"
         )
     };
 }
@@ -95,9 +115,10 @@ impl WriteMetrics for PgConnection {
     async fn write_metrics(
         &mut self,
         run_id: &str,
+        workspace: &str,
         metrics: &[Metric],
         repeated: RepeatedPoints,
-    ) -> sqlx::Result<()> {
+    ) -> sqlx::Result<Option<FoundRun>> {
         // One order for every writer of a run, so two batches that share points wait on each
         // other's unique index entries in the same order instead of deadlocking (and
         // neighbouring points land in the same index pages).
@@ -131,8 +152,10 @@ impl WriteMetrics for PgConnection {
             dataset_digests.push(metric.dataset_digest.as_deref());
         }
         let latest = latest_per_key(metrics);
-        sqlx::query(statement)
+        sqlx::query_as::<_, FoundRun>(statement)
             .bind(run_id)
+            .bind(LIFECYCLE_ACTIVE)
+            .bind(workspace)
             .bind(&keys)
             .bind(&steps)
             .bind(&timestamps)
@@ -146,9 +169,8 @@ impl WriteMetrics for PgConnection {
             .bind(latest.values().map(|p| p.timestamp).collect::<Vec<_>>())
             .bind(latest.values().map(|p| p.value).collect::<Vec<_>>())
             .bind(latest.values().map(|p| p.is_nan).collect::<Vec<_>>())
-            .execute(self)
-            .await?;
-        Ok(())
+            .fetch_optional(self)
+            .await
     }
 }
 
@@ -160,9 +182,20 @@ impl WriteMetrics for SqliteConnection {
     async fn write_metrics(
         &mut self,
         run_id: &str,
+        workspace: &str,
         metrics: &[Metric],
         _repeated: RepeatedPoints,
-    ) -> sqlx::Result<()> {
+    ) -> sqlx::Result<Option<FoundRun>> {
+        let found = sqlx::query_as::<_, FoundRun>(
+            "SELECT r.run_uuid, r.lifecycle_stage, e.workspace FROM runs r \
+             JOIN experiments e ON e.experiment_id = r.experiment_id WHERE r.run_uuid = $1",
+        )
+        .bind(run_id)
+        .fetch_optional(&mut *self)
+        .await?;
+        if !found.as_ref().is_some_and(|run| run.writable_by(workspace)) {
+            return Ok(found);
+        }
         for chunk in sqlite_chunks(metrics) {
             let sql = sqlite_insert_rows(
                 "INSERT INTO metrics (run_uuid, key, step, timestamp, value, is_nan, model_id, dataset_name, dataset_digest) VALUES ",
@@ -206,7 +239,7 @@ impl WriteMetrics for SqliteConnection {
             }
             upsert.execute(&mut *self).await?;
         }
-        Ok(())
+        Ok(found)
     }
 }
 

@@ -25,6 +25,7 @@ use std::str::FromStr;
 use std::sync::Arc;
 use std::time::Duration;
 
+use sqlx::Connection;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
@@ -117,6 +118,10 @@ pub const DEFAULT_WORKSPACE: &str = "default";
 /// Longest a request waits for a Postgres connection by default.
 pub const DEFAULT_ACQUIRE_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// A Postgres connection idle this long is pinged before it is used again (see
+/// [`Store::connect_with`]).
+const POSTGRES_PING_WHEN_IDLE: Duration = Duration::from_secs(1);
+
 /// How the store waits for its database.
 #[derive(Debug, Clone, Copy)]
 pub struct StoreOptions {
@@ -162,6 +167,21 @@ impl Store {
                 PgPoolOptions::new()
                     .max_connections(32)
                     .acquire_timeout(store_options.acquire_timeout)
+                    // sqlx pings a connection (a round trip) when it goes back to the pool and,
+                    // by default, again when it is taken: two of a log-batch's round trips.
+                    // One that sat idle may have been closed by the server (a restart, an
+                    // idle timeout) and is still pinged before use; one just returned was
+                    // pinged then, and a failure in between is answered as unavailable (503)
+                    // like any other outage, and the broken connection is closed.
+                    .test_before_acquire(false)
+                    .before_acquire(|connection, meta| {
+                        Box::pin(async move {
+                            if meta.idle_for >= POSTGRES_PING_WHEN_IDLE {
+                                connection.ping().await?;
+                            }
+                            Ok(true)
+                        })
+                    })
                     .connect_with(options)
                     .await?,
             )
@@ -182,6 +202,9 @@ impl Store {
             Pool::Sqlite(
                 SqlitePoolOptions::new()
                     .max_connections(connections)
+                    // A file's connection does not go away while idle; the ping is a hand-over
+                    // to the connection's worker thread and back on every acquire.
+                    .test_before_acquire(false)
                     .connect_with(options)
                     .await?,
             )

@@ -1024,12 +1024,27 @@ async fn writes_to_deleted_runs_are_refused(store: Store) {
     let id = new_experiment(&store, "deleted-runs").await;
     let run = new_run(&store, id, "x", 1).await;
     store.delete_run(&run).await.unwrap();
+    // Metrics alone are written by one statement that finds the run itself: it must refuse,
+    // and write nothing, exactly as a lookup first did.
     let write = store
-        .log_batch(&run, &[Metric::new("m", 1.0, 1, 0)], &[], &[])
+        .log_batch(&run, &[Metric::new("m", 5.0, 1, 7)], &[], &[])
         .await;
     assert!(
         matches!(write, Err(Error::Invalid(ref m)) if m.contains("active")),
         "{write:?}"
+    );
+    let unknown = store
+        .log_batch("no-such-run", &[Metric::new("m", 1.0, 1, 0)], &[], &[])
+        .await;
+    assert!(
+        matches!(
+            unknown,
+            Err(Error::NotFound {
+                entity: Entity::Run,
+                ..
+            })
+        ),
+        "{unknown:?}"
     );
     assert_eq!(
         store.get_run(&run).await.unwrap().info.lifecycle_stage,
@@ -1044,6 +1059,14 @@ async fn writes_to_deleted_runs_are_refused(store: Store) {
         .log_batch(&run, &[Metric::new("m", 1.0, 1, 0)], &[], &[])
         .await
         .unwrap();
+    let history = store.get_metric_history(&run, "m", None, "").await.unwrap();
+    let steps: Vec<i64> = history.items.iter().map(|m| m.step).collect();
+    assert_eq!(steps, [0], "the refused point was not written");
+    let latest = store.get_run(&run).await.unwrap().metrics;
+    assert_eq!(
+        latest.iter().map(|m| (m.step, m.value)).collect::<Vec<_>>(),
+        [(0, 1.0)]
+    );
 }
 
 async fn bulk_interval_samples_steps(store: Store) {

@@ -29,7 +29,7 @@ use sqlx::{PgConnection, PgPool, SqliteConnection, SqlitePool};
 use tokio::sync::oneshot;
 
 use super::writes::{normalize_tag, param_changed, push_key_value_rows, validate_batch};
-use super::{Metric, RUN_NAME_TAG, RunKeyValueRow, run_not_active, run_not_found};
+use super::{FoundRun, Metric, RUN_NAME_TAG, RunKeyValueRow, check_writable, run_not_found};
 use crate::store::metrics::{LatestPoint, RepeatedPoints, WriteMetrics, latest_per_key};
 use crate::store::search::{SqlBuilder, SqlValue, bind_values};
 use crate::store::validation::{self, MAX_PARAM_VALUE_LENGTH};
@@ -380,14 +380,6 @@ impl<'a> GroupRows<'a> {
     }
 }
 
-/// A run of the group as the database has it.
-#[derive(sqlx::FromRow)]
-struct FoundRun {
-    run_uuid: String,
-    lifecycle_stage: String,
-    workspace: String,
-}
-
 /// What the group's statements found: its runs, and the stored value of each param written.
 struct Outcome {
     runs: HashMap<String, FoundRun>,
@@ -415,9 +407,9 @@ impl Outcome {
 
     /// Whether the member's run accepts writes from the member's workspace.
     fn writable(&self, run_id: &str, workspace: &str) -> bool {
-        self.runs.get(run_id).is_some_and(|run| {
-            run.workspace == workspace && run.lifecycle_stage == LIFECYCLE_ACTIVE
-        })
+        self.runs
+            .get(run_id)
+            .is_some_and(|run| run.writable_by(workspace))
     }
 
     /// The rows whose run accepts them, as `(run, key, value)`.
@@ -431,14 +423,7 @@ impl Outcome {
     /// The member's answer, the one [`Store::log_batch`] gives.
     fn answer(&self, member: &Member) -> Result<()> {
         let run_id = member.run_id.as_str();
-        match self.runs.get(run_id) {
-            Some(run) if run.workspace == *member.workspace => {
-                if run.lifecycle_stage != LIFECYCLE_ACTIVE {
-                    return Err(run_not_active(run_id, &run.lifecycle_stage));
-                }
-            }
-            _ => return Err(run_not_found(run_id)),
-        }
+        check_writable(run_id, &member.workspace, self.runs.get(run_id))?;
         let Point::Param(param) = &member.point else {
             return Ok(());
         };
@@ -632,17 +617,18 @@ async fn write_sqlite(pool: &SqlitePool, rows: &GroupRows<'_>) -> Result<Outcome
     .await?;
     let mut outcome = Outcome::new(runs);
 
-    let mut metrics_by_run: BTreeMap<&str, Vec<Metric>> = BTreeMap::new();
+    let mut metrics_by_run: BTreeMap<(&str, &str), Vec<Metric>> = BTreeMap::new();
     for row in &rows.metrics {
         if outcome.writable(row.run_id, row.workspace) {
             metrics_by_run
-                .entry(row.run_id)
+                .entry((row.run_id, row.workspace))
                 .or_default()
                 .push(row.metric.clone());
         }
     }
-    for (run_id, metrics) in &metrics_by_run {
-        tx.write_metrics(run_id, metrics, RepeatedPoints::Skip)
+    for ((run_id, workspace), metrics) in &metrics_by_run {
+        // Each run was found writable above, in this transaction: the run found again is the same.
+        tx.write_metrics(run_id, workspace, metrics, RepeatedPoints::Skip)
             .await?;
     }
     let params = outcome.writable_rows(&rows.params);

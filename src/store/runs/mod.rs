@@ -385,6 +385,35 @@ impl Store {
     }
 }
 
+/// A run a write found, as the database has it (locked against deletion for the write).
+#[derive(sqlx::FromRow)]
+pub(in crate::store) struct FoundRun {
+    pub(in crate::store) run_uuid: String,
+    pub(in crate::store) lifecycle_stage: String,
+    pub(in crate::store) workspace: String,
+}
+
+impl FoundRun {
+    /// Whether the run accepts writes from `workspace`.
+    pub(in crate::store) fn writable_by(&self, workspace: &str) -> bool {
+        self.workspace == workspace && self.lifecycle_stage == LIFECYCLE_ACTIVE
+    }
+}
+
+/// The answer of a write to `run_id` from `workspace`, given the run it found (`None`: no such
+/// run): the run must be in that workspace and active.
+fn check_writable(run_id: &str, workspace: &str, found: Option<&FoundRun>) -> Result<()> {
+    match found {
+        Some(run) if run.workspace == workspace => {
+            if run.lifecycle_stage != LIFECYCLE_ACTIVE {
+                return Err(run_not_active(run_id, &run.lifecycle_stage));
+            }
+            Ok(())
+        }
+        _ => Err(run_not_found(run_id)),
+    }
+}
+
 /// MLflow's answer for a run that is not there (or not in the store's workspace).
 fn run_not_found(run_id: &str) -> Error {
     Error::not_found(Entity::Run, format!("Run with id={run_id} not found"))

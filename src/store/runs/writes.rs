@@ -11,7 +11,9 @@ use crate::store::{
     now_millis, with_pool,
 };
 
-use super::{DatasetInput, Metric, NewRun, RUN_NAME_TAG, Run, RunInfo, RunKeyValueRow};
+use super::{
+    DatasetInput, Metric, NewRun, RUN_NAME_TAG, Run, RunInfo, RunKeyValueRow, check_writable,
+};
 
 impl Store {
     /// Creates a run in an active experiment; a name is generated when none is given.
@@ -199,10 +201,13 @@ impl Store {
         // Key order, so concurrent batches lock the same rows in the same order.
         params.sort_by(|a, b| a.key.cmp(&b.key));
         let tags = normalize_tags(tags.to_vec())?;
-        self.get_active_run(run_id).await?;
-
-        if params.is_empty() && tags.is_empty() {
+        if params.is_empty() && tags.is_empty() && !metrics.is_empty() {
+            // The statement that writes the points finds the run itself.
             return self.insert_metrics(run_id, metrics).await;
+        }
+        self.get_active_run(run_id).await?;
+        if params.is_empty() && tags.is_empty() {
+            return Ok(());
         }
         let rename = tags
             .iter()
@@ -252,41 +257,43 @@ impl Store {
                     .await?;
             }
             if !metrics.is_empty() {
-                tx.write_metrics(run_id, metrics, RepeatedPoints::Skip).await?;
+                let found = tx.write_metrics(run_id, self.workspace(), metrics, RepeatedPoints::Skip).await?;
+                check_writable(run_id, self.workspace(), found.as_ref())?;
             }
             tx.commit().await?;
         });
         Ok(())
     }
 
-    /// The metrics-only path of log-batch, one atomic write. On Postgres it first assumes no
-    /// point repeats (the common case, and cheaper) and skips repeats only when one did.
+    /// The metrics-only path of log-batch, one atomic write that also finds the run (no lookup
+    /// first: one round trip fewer per request). On Postgres it first assumes no point repeats
+    /// (the common case, and cheaper) and skips repeats only when one did.
     async fn insert_metrics(&self, run_id: &str, metrics: &[Metric]) -> Result<()> {
-        if metrics.is_empty() {
-            return Ok(());
-        }
-        match &self.pool {
+        let workspace = self.workspace();
+        let found = match &self.pool {
             Pool::Postgres(pool) => {
                 let mut conn = pool.acquire().await?;
                 match conn
-                    .write_metrics(run_id, metrics, RepeatedPoints::Fail)
+                    .write_metrics(run_id, workspace, metrics, RepeatedPoints::Fail)
                     .await
                 {
                     Err(error) if is_unique_violation(&error) => {
-                        conn.write_metrics(run_id, metrics, RepeatedPoints::Skip)
-                            .await?;
+                        conn.write_metrics(run_id, workspace, metrics, RepeatedPoints::Skip)
+                            .await?
                     }
                     written => written?,
                 }
             }
             Pool::Sqlite(pool) => {
                 let mut tx = pool.begin_write().await?;
-                tx.write_metrics(run_id, metrics, RepeatedPoints::Skip)
+                let found = tx
+                    .write_metrics(run_id, workspace, metrics, RepeatedPoints::Skip)
                     .await?;
                 tx.commit().await?;
+                found
             }
-        }
-        Ok(())
+        };
+        check_writable(run_id, workspace, found.as_ref())
     }
 
     /// Records datasets used by a run (deduplicated per experiment by name and digest).
