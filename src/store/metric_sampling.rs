@@ -23,21 +23,10 @@ struct SampledRow {
     timestamp: i64,
     value: f64,
     is_nan: bool,
-    /// 1 for the first point of its tile.
-    tile_rank: i64,
-    /// 1 for the run's last point.
-    rank_from_end: i64,
-}
-
-impl SampledRow {
-    fn sort_key(&self) -> (i64, i64, Option<u64>, bool) {
-        (
-            self.step,
-            self.timestamp,
-            (!self.is_nan).then_some(self.value.to_bits()),
-            self.is_nan,
-        )
-    }
+    /// The first point of its tile.
+    tile_start: bool,
+    /// The run's last point.
+    is_last: bool,
 }
 
 impl Store {
@@ -78,32 +67,45 @@ impl Store {
                 ));
             }
         };
-        const ORDER: &str = "step, timestamp, value, is_nan";
-        const ORDER_DESC: &str = "step DESC, timestamp DESC, value DESC, is_nan DESC";
+        // Each run's points are numbered in the metrics primary key's order (run_uuid, key, step,
+        // timestamp, value, is_nan), which the index scan already yields: one window over the
+        // whole run (ordinal and count in one pass) and no sort. NTILE's tiles follow from the
+        // run's count n: the first n % max_results tiles hold n / max_results + 1 points, the
+        // others n / max_results, so whether a point starts a tile is arithmetic on its ordinal;
+        // the last point is the one at ordinal n - 1.
+        let tiles = max_results;
         let mut builder = SqlBuilder::new(&format!(
-            "SELECT run_uuid, step, timestamp, value, is_nan, tile_rank, rank_from_end FROM (\
-             SELECT run_uuid, step, timestamp, value, is_nan, rank_from_end, \
-             ROW_NUMBER() OVER (PARTITION BY run_uuid, tile ORDER BY {ORDER}) AS tile_rank FROM (\
+            "SELECT run_uuid, step, timestamp, value, is_nan, tile_start, ordinal = run_points - 1 AS is_last \
+             FROM (SELECT run_uuid, step, timestamp, value, is_nan, ordinal, run_points, \
+             CASE WHEN ordinal < (run_points % {tiles}) * (run_points / {tiles} + 1) \
+             THEN ordinal % (run_points / {tiles} + 1) = 0 \
+             ELSE (ordinal - (run_points % {tiles}) * (run_points / {tiles} + 1)) % (run_points / {tiles}) = 0 \
+             END AS tile_start FROM (\
              SELECT run_uuid, step, timestamp, value, is_nan, \
-             NTILE({max_results}) OVER (PARTITION BY run_uuid ORDER BY {ORDER}) AS tile, \
-             ROW_NUMBER() OVER (PARTITION BY run_uuid ORDER BY {ORDER_DESC}) AS rank_from_end \
+             ROW_NUMBER() OVER run_order - 1 AS ordinal, COUNT(*) OVER run_order AS run_points \
              FROM metrics WHERE key = "
         ));
         builder.bind(SqlValue::Text(key.to_owned()));
-        builder.push(" AND run_uuid IN (SELECT r.run_uuid FROM runs r WHERE r.run_uuid IN ");
+        builder.push(" AND run_uuid IN ");
         builder.bind_list(run_ids.iter().cloned().map(SqlValue::Text));
-        builder.push(" AND ");
-        builder.push_experiment_in_workspace("r.experiment_id", self.workspace());
-        builder.push(")");
         if let Some((start, end)) = range {
             builder.push(" AND step >= ");
             builder.bind(SqlValue::Int(start));
             builder.push(" AND step <= ");
             builder.bind(SqlValue::Int(end));
         }
-        builder.push(&format!(
-            ") tiled) ranked WHERE tile_rank = 1 OR rank_from_end = 1 ORDER BY run_uuid, {ORDER}"
-        ));
+        builder.push(
+            " WINDOW run_order AS (PARTITION BY run_uuid ORDER BY step, timestamp, value, is_nan \
+             ROWS BETWEEN UNBOUNDED PRECEDING AND UNBOUNDED FOLLOWING)) numbered) flagged \
+             WHERE (tile_start OR ordinal = run_points - 1)",
+        );
+        // The runs' workspace is checked after the numbering: a run outside it drops out whole,
+        // and the numbering's scan stays one ordered range per run of the primary key.
+        builder.push(" AND run_uuid IN (SELECT r.run_uuid FROM runs r WHERE r.run_uuid IN ");
+        builder.bind_list(run_ids.iter().cloned().map(SqlValue::Text));
+        builder.push(" AND ");
+        builder.push_experiment_in_workspace("r.experiment_id", self.workspace());
+        builder.push(") ORDER BY run_uuid, ordinal");
         let rows: Vec<SampledRow> = with_pool!(self, pool =>
             bind_values!(sqlx::query_as::<_, SampledRow>(&builder.sql), &builder.values).fetch_all(pool).await)?;
 
@@ -132,16 +134,12 @@ impl Store {
 /// The tiles' first points, then the run's last point unless it already closes the sample:
 /// appended while there is room, else in place of the final sample (MLflow's rule).
 fn sample_with_last<'a>(rows: &[&'a SampledRow], limit: usize) -> Vec<&'a SampledRow> {
-    let mut sampled: Vec<&SampledRow> = rows
-        .iter()
-        .copied()
-        .filter(|row| row.tile_rank == 1)
-        .collect();
-    let last = rows.iter().copied().find(|row| row.rank_from_end == 1);
+    let mut sampled: Vec<&SampledRow> = rows.iter().copied().filter(|row| row.tile_start).collect();
+    let last = rows.iter().copied().find(|row| row.is_last);
     if let Some(last) = last {
         let closes = sampled
             .last()
-            .is_some_and(|final_sample| final_sample.sort_key() == last.sort_key());
+            .is_some_and(|final_sample| final_sample.is_last);
         if !closes {
             if sampled.len() >= limit {
                 sampled.pop();
@@ -156,15 +154,15 @@ fn sample_with_last<'a>(rows: &[&'a SampledRow], limit: usize) -> Vec<&'a Sample
 mod tests {
     use super::*;
 
-    fn row(step: i64, tile_rank: i64, rank_from_end: i64) -> SampledRow {
+    fn row(step: i64, tile_start: bool, is_last: bool) -> SampledRow {
         SampledRow {
             run_uuid: "r".into(),
             step,
             timestamp: 0,
             value: 0.0,
             is_nan: false,
-            tile_rank,
-            rank_from_end,
+            tile_start,
+            is_last,
         }
     }
 
@@ -179,19 +177,24 @@ mod tests {
     #[test]
     fn the_last_point_replaces_the_final_sample_when_full() {
         // 10 points in 3 tiles of 4, 3, 3: first points 0, 4, 7; last point 9.
-        let rows = [row(0, 1, 10), row(4, 1, 6), row(7, 1, 3), row(9, 3, 1)];
+        let rows = [
+            row(0, true, false),
+            row(4, true, false),
+            row(7, true, false),
+            row(9, false, true),
+        ];
         assert_eq!(steps(&rows, 3), vec![0, 4, 9]);
     }
 
     #[test]
     fn the_last_point_is_not_repeated() {
-        let rows = [row(0, 1, 2), row(1, 1, 1)];
+        let rows = [row(0, true, false), row(1, true, true)];
         assert_eq!(steps(&rows, 5), vec![0, 1]);
     }
 
     #[test]
     fn one_point_asked_answers_the_last() {
-        let rows = [row(0, 1, 5), row(4, 5, 1)];
+        let rows = [row(0, true, false), row(4, false, true)];
         assert_eq!(steps(&rows, 1), vec![4]);
     }
 }

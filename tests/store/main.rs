@@ -47,6 +47,7 @@ both_backends!(
     datasets_are_deduplicated_and_searchable,
     writes_to_deleted_runs_are_refused,
     bulk_interval_samples_steps,
+    bulk_interval_tiles_match_ntile_at_boundaries,
 );
 
 async fn new_experiment(store: &Store, name: &str) -> i64 {
@@ -1094,6 +1095,100 @@ async fn bulk_interval_samples_steps(store: Store) {
             .await
             .is_err()
     );
+}
+
+/// MLflow's sampling computed directly: `n` ordered points cut into `tiles` NTILE tiles (the
+/// first `n % tiles` one point larger), each tile's first point, then the last point appended,
+/// or in place of the final sample when the answer is full.
+fn ntile_sample(n: usize, tiles: usize) -> Vec<usize> {
+    let (size, larger) = (n / tiles, n % tiles);
+    let mut starts = Vec::new();
+    let mut start = 0;
+    for tile in 0..tiles {
+        if start >= n {
+            break;
+        }
+        starts.push(start);
+        start += size + usize::from(tile < larger);
+    }
+    if starts.last() != Some(&(n - 1)) {
+        if starts.len() >= tiles {
+            starts.pop();
+        }
+        starts.push(n - 1);
+    }
+    starts
+}
+
+/// Runs of n points sampled into max_results tiles around every tile-size boundary (n below, at
+/// and above max_results and 2 x max_results), several runs per request, repeats and a NaN.
+async fn bulk_interval_tiles_match_ntile_at_boundaries(store: Store) {
+    let id = new_experiment(&store, "bulk-tiles").await;
+    // Two points per step (timestamps 1000 and 1001): the sampling is by point, not by step.
+    let point = |i: usize| ((i / 2) as i64, 1000 + (i % 2) as i64);
+    let sizes = [
+        1usize, 2, 3, 4, 5, 7, 8, 9, 10, 11, 15, 16, 17, 31, 32, 33, 64,
+    ];
+    let mut runs = Vec::new();
+    for n in sizes {
+        let run = new_run(&store, id, &format!("n{n}"), 1).await;
+        let points: Vec<Metric> = (0..n)
+            .map(|i| {
+                let (step, timestamp) = point(i);
+                let value = if i == 3 { f64::NAN } else { i as f64 };
+                Metric::new("loss", value, timestamp, step)
+            })
+            .collect();
+        store.log_batch(&run, &points, &[], &[]).await.unwrap();
+        store
+            .log_batch(&run, &[Metric::new("other", 1.0, 1, 0)], &[], &[])
+            .await
+            .unwrap();
+        runs.push((run, n));
+    }
+    let empty = new_run(&store, id, "empty", 1).await;
+    let mut asked: Vec<String> = runs.iter().rev().map(|(run, _)| run.clone()).collect();
+    asked.push(empty);
+    asked.push(runs[4].0.clone());
+    for max_results in [1i64, 2, 3, 4, 5, 8, 16, 17, 32, 2500] {
+        let sampled = store
+            .sample_metric_history(&asked, "loss", None, None, max_results)
+            .await
+            .unwrap();
+        let got: Vec<(String, i64, i64)> = sampled
+            .iter()
+            .map(|m| (m.run_id.clone().unwrap(), m.step, m.timestamp))
+            .collect();
+        let expected: Vec<(String, i64, i64)> = asked
+            .iter()
+            .filter_map(|run| runs.iter().find(|(id, _)| id == run))
+            .flat_map(|(run, n)| {
+                ntile_sample(*n, max_results as usize)
+                    .into_iter()
+                    .map(move |i| (run.clone(), point(i).0, point(i).1))
+            })
+            .collect();
+        assert_eq!(got, expected, "max_results={max_results}");
+        assert!(
+            sampled
+                .iter()
+                .filter(|m| (m.step, m.timestamp) == point(3))
+                .all(|m| m.value.is_nan()),
+            "max_results={max_results}"
+        );
+    }
+    // A step range samples only the points inside it: steps 3..=10 of 64 points are 16 points.
+    let (run, _) = runs.last().unwrap();
+    let sampled = store
+        .sample_metric_history(std::slice::from_ref(run), "loss", Some(3), Some(10), 5)
+        .await
+        .unwrap();
+    let got: Vec<(i64, i64)> = sampled.iter().map(|m| (m.step, m.timestamp)).collect();
+    let expected: Vec<(i64, i64)> = ntile_sample(16, 5)
+        .into_iter()
+        .map(|i| point(i + 6))
+        .collect();
+    assert_eq!(got, expected);
 }
 
 #[test]
