@@ -4,10 +4,9 @@
 use crate::store::filter::{
     self, Attribute, Clause, Comparator, DatasetField, Key, OrderBy, SearchEntity,
 };
-use crate::store::search::bind_values;
 use crate::store::search::{
     self, FilterColumns, KeyValueTable, SortKey, SortKind, SqlBuilder, SqlValue, TokenValue,
-    push_comparison,
+    bind_values, push_comparison,
 };
 use crate::store::{Error, Page, Pool, Result, Store};
 
