@@ -10,37 +10,49 @@ use sqlx::{PgConnection, SqliteConnection};
 use super::runs::FoundRun;
 use super::search::{self, SortKey, SortKind, SqlBuilder, SqlValue, TokenValue, bind_values};
 use super::values::Metric;
-use super::{Error, LIFECYCLE_ACTIVE, Page, Pool, Result, Store, validation};
+use super::{Backend, Error, LIFECYCLE_ACTIVE, Page, Pool, Result, Store, validation};
 
 /// Largest page of metric history (MLflow's client asks for 25000 at a time).
 pub const MAX_HISTORY_PAGE: i64 = 25_000;
 
-#[derive(sqlx::FromRow)]
-struct MetricRow {
-    run_uuid: String,
-    key: String,
-    step: i64,
-    timestamp: i64,
-    value: f64,
-    is_nan: bool,
-    model_id: Option<String>,
-    dataset_name: Option<String>,
-    dataset_digest: Option<String>,
+/// A point of one run's history of one key, as [`history_columns`] reads it: step, timestamp,
+/// value, is_nan, and the point's model_id, dataset_name and dataset_digest as one JSON array,
+/// NULL when all three are (as for most points). Read by position: the run and key are the
+/// request's. sqlx-sqlite copies every value of every row out of SQLite on its worker thread,
+/// the bulk of a long history's cost there: reading all 9 columns by name took 1.7 times the
+/// server CPU of these 5 (e2e/bench/runs/2026-12-07-sqlread.md).
+type HistoryRow = (i64, i64, f64, bool, Option<String>);
+
+/// The select list of a [`HistoryRow`].
+fn history_columns(backend: Backend) -> String {
+    let extras = match backend {
+        Backend::Postgres => "json_build_array(x.model_id, x.dataset_name, x.dataset_digest)::text",
+        Backend::Sqlite => "json_array(x.model_id, x.dataset_name, x.dataset_digest)",
+    };
+    format!(
+        "x.step, x.timestamp, x.value, x.is_nan, CASE WHEN x.model_id IS NULL \
+         AND x.dataset_name IS NULL AND x.dataset_digest IS NULL THEN NULL ELSE {extras} END"
+    )
 }
 
-impl From<MetricRow> for Metric {
-    fn from(row: MetricRow) -> Self {
-        Metric {
-            value: validation::read_metric_value(row.value, row.is_nan),
-            key: row.key,
-            timestamp: row.timestamp,
-            step: row.step,
-            model_id: row.model_id,
-            dataset_name: row.dataset_name,
-            dataset_digest: row.dataset_digest,
-            run_id: Some(row.run_uuid),
-        }
-    }
+/// The history point of `row`, for `key`.
+fn history_point(key: &str, row: HistoryRow) -> Result<Metric> {
+    let (step, timestamp, value, is_nan, extras) = row;
+    let (model_id, dataset_name, dataset_digest) = match extras {
+        None => (None, None, None),
+        Some(json) => serde_json::from_str(&json)
+            .map_err(|e| Error::Database(sqlx::Error::Decode(Box::new(e))))?,
+    };
+    Ok(Metric {
+        value: validation::read_metric_value(value, is_nan),
+        key: key.to_owned(),
+        timestamp,
+        step,
+        model_id,
+        dataset_name,
+        dataset_digest,
+        run_id: None,
+    })
 }
 
 /// What a write does with a point the run already has (same key, step, timestamp and value):
@@ -313,8 +325,6 @@ const LATEST_UPSERT_CONFLICT: &str = " ON CONFLICT (run_uuid, key) DO UPDATE SET
      WHERE (excluded.step, excluded.timestamp, excluded.value) > \
            (latest_metrics.step, latest_metrics.timestamp, latest_metrics.value)";
 
-const METRIC_COLUMNS: &str = "x.run_uuid, x.key, x.step, x.timestamp, x.value, x.is_nan, x.model_id, x.dataset_name, x.dataset_digest";
-
 /// The history's order, the primary key's after `(run_uuid, key)`: pages are read straight
 /// off that index, no sort.
 const HISTORY_ORDER: &str = "x.step, x.timestamp, x.value, x.is_nan";
@@ -382,7 +392,8 @@ impl Store {
         ];
         let after = search::decode_page_token(page_token, &token_keys)?;
         let mut builder = SqlBuilder::new(&format!(
-            "SELECT {METRIC_COLUMNS} FROM metrics x WHERE x.run_uuid = "
+            "SELECT {} FROM metrics x WHERE x.run_uuid = ",
+            history_columns(self.backend())
         ));
         builder.bind(SqlValue::Text(run_id.to_owned()));
         builder.push(" AND x.key = ");
@@ -411,6 +422,7 @@ impl Store {
         builder.push(&format!(" ORDER BY {HISTORY_ORDER} LIMIT "));
         builder.bind(SqlValue::Int(max_results.saturating_add(1)));
         let limit = usize::try_from(max_results).unwrap_or(usize::MAX);
+        let key = key.to_owned();
         let (mut sender, receiver) = mpsc::channel(1);
         let pool = self.pool.clone();
         tokio::spawn(async move {
@@ -426,21 +438,21 @@ impl Store {
                             .execute(&mut *tx)
                             .await?;
                         let rows = bind_values!(
-                            sqlx::query_as::<_, MetricRow>(&builder.sql),
+                            sqlx::query_as::<_, HistoryRow>(&builder.sql),
                             &builder.values
                         )
                         .fetch(&mut *tx);
-                        send_history(rows, limit, &mut sender).await
+                        send_history(rows, &key, limit, &mut sender).await
                     }
                     .await
                 }
                 Pool::Sqlite(pool) => {
                     let rows = bind_values!(
-                        sqlx::query_as::<_, MetricRow>(&builder.sql),
+                        sqlx::query_as::<_, HistoryRow>(&builder.sql),
                         &builder.values
                     )
                     .fetch(pool);
-                    send_history(rows, limit, &mut sender).await
+                    send_history(rows, &key, limit, &mut sender).await
                 }
             };
             if let Err(error) = sent {
@@ -452,10 +464,11 @@ impl Store {
     }
 }
 
-/// Sends `rows` (one page plus, when more follow, one row) in chunks, then the next page's
-/// token if that extra row came. Stops early, without error, when the receiver hung up.
+/// Sends `rows` of `key` (one page plus, when more follow, one row) in chunks, then the next
+/// page's token if that extra row came. Stops early, without error, when the receiver hung up.
 async fn send_history(
-    rows: impl Stream<Item = sqlx::Result<MetricRow>>,
+    rows: impl Stream<Item = sqlx::Result<HistoryRow>>,
+    key: &str,
     limit: usize,
     sender: &mut mpsc::Sender<Result<HistoryChunk>>,
 ) -> Result<()> {
@@ -482,11 +495,8 @@ async fn send_history(
             return Ok(());
         }
         sent += 1;
-        last = Some((row.step, row.timestamp, row.value, row.is_nan));
-        chunk.push(Metric {
-            run_id: None,
-            ..Metric::from(row)
-        });
+        last = Some((row.0, row.1, row.2, row.3));
+        chunk.push(history_point(key, row)?);
         if chunk.len() == HISTORY_CHUNK {
             let full = std::mem::replace(&mut chunk, Vec::with_capacity(HISTORY_CHUNK));
             if sender.send(Ok(HistoryChunk::Points(full))).await.is_err() {

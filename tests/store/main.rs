@@ -39,6 +39,7 @@ both_backends!(
     metric_history_pages_in_step_order,
     metric_history_pages_split_points_of_one_step,
     metric_history_streams_in_bounded_chunks,
+    metric_history_keeps_optional_fields_exactly,
     special_float_metrics_round_trip,
     nan_metrics_filter_and_sort_like_mlflow,
     run_search_filters_match_mlflow_semantics,
@@ -524,6 +525,49 @@ async fn large_batches_keep_values_fields_and_repeats(store: Store) {
         latest_points(&store, &run).await,
         ["a", "b", "c"].map(|key| (key.to_owned(), 299, -0.5))
     );
+}
+
+/// The optional fields of history points come back as written, alone or together, empty or
+/// holding JSON's special characters, while the points around them have none.
+async fn metric_history_keeps_optional_fields_exactly(store: Store) {
+    let id = new_experiment(&store, "history-fields").await;
+    let run = new_run(&store, id, "h", 1).await;
+    let odd = "q\"uote \\ back\nline \u{1} ünï 🚀 ,[]";
+    let fields: [(Option<&str>, Option<&str>, Option<&str>); 6] = [
+        (None, None, None),
+        (Some("m-1"), None, None),
+        (None, Some("train"), None),
+        (None, None, Some("d1")),
+        (Some(""), Some(odd), Some("null")),
+        (None, None, None),
+    ];
+    let points: Vec<Metric> = (0_i64..)
+        .zip(fields)
+        .map(|(step, (model_id, dataset_name, dataset_digest))| {
+            let mut metric = Metric::new("acc", step as f64 / 4.0, 1000 + step, step);
+            metric.model_id = model_id.map(str::to_owned);
+            metric.dataset_name = dataset_name.map(str::to_owned);
+            metric.dataset_digest = dataset_digest.map(str::to_owned);
+            metric
+        })
+        .collect();
+    store.log_batch(&run, &points, &[], &[]).await.unwrap();
+    for page_size in [6, 4] {
+        let page = store
+            .get_metric_history(&run, "acc", Some(page_size), "")
+            .await
+            .unwrap();
+        let mut history = page.items;
+        if let Some(token) = page.next_page_token {
+            let rest = store
+                .get_metric_history(&run, "acc", Some(page_size), &token)
+                .await
+                .unwrap();
+            assert!(rest.next_page_token.is_none());
+            history.extend(rest.items);
+        }
+        assert_eq!(history, points, "pages of {page_size}");
+    }
 }
 
 /// A batch larger than one insert statement (SQLite writes it in chunks): repeats within and

@@ -14,6 +14,7 @@ crate::both_backends!(
     metric_order_follows_mlflow_across_page_boundaries,
     param_and_tag_filters_find_short_and_long_values,
     searched_runs_carry_all_their_data,
+    key_orders_ignore_other_experiments_having_the_key,
 );
 
 /// The value of metric `m` of run `i`: NaN, missing (None) or a number with many ties.
@@ -196,6 +197,84 @@ async fn metric_order_follows_mlflow_across_page_boundaries(store: Store) {
             );
         }
     }
+}
+
+/// Runs of another experiment with the same metric, param and tag keys, values among the
+/// mixed experiment's (on SQLite a page ordered by a key is read off the key's index when the
+/// searched runs hold most of its rows, and driven by the runs otherwise: both must answer
+/// alike, without the other experiment's runs).
+async fn add_other_runs(store: &Store, experiment_id: i64, count: usize) {
+    for i in 0..count {
+        let run = store
+            .create_run(NewRun {
+                experiment_id,
+                user_id: "tester".into(),
+                run_name: Some(format!("other{i:03}")),
+                start_time: Some(1000 + (i % 5) as i64),
+                tags: vec![KeyValue::new("t", ["red", "blue", "amber"][i % 3])],
+            })
+            .await
+            .unwrap()
+            .info
+            .run_uuid;
+        let value = if i % 7 == 0 {
+            f64::NAN
+        } else {
+            (i % 9) as f64 / 2.0 - 1.5
+        };
+        store
+            .log_batch(
+                &run,
+                &[Metric::new("m", value, 5, 1)],
+                &[KeyValue::new("p", ["a", "b", "c", "bb"][i % 4])],
+                &[],
+            )
+            .await
+            .unwrap();
+    }
+}
+
+async fn key_orders_ignore_other_experiments_having_the_key(store: Store) {
+    let id = mixed_experiment(&store).await;
+    let other = store
+        .create_experiment("other", None, &[], "mlflow-artifacts:")
+        .await
+        .unwrap();
+    let orders: [&[&str]; 5] = [
+        &["metrics.m ASC"],
+        &["metrics.m DESC"],
+        &["params.p ASC"],
+        &["tags.t DESC", "metrics.m ASC"],
+        &["metrics.m DESC", "params.p ASC"],
+    ];
+    let filters = ["", "metrics.m >= 0", "params.p = 'b' and tags.t = 'blue'"];
+    let search_all = |store: Store| async move {
+        let mut answers = Vec::new();
+        for order in orders {
+            for filter in filters {
+                for size in [3, 1000] {
+                    let runs = all_pages(&store, request(id, filter, order, size)).await;
+                    answers.push(names(&runs));
+                }
+            }
+        }
+        answers
+    };
+    let alone = search_all(store.clone()).await;
+    assert!(alone.iter().all(|answer| !answer.is_empty()));
+    // a few rows elsewhere (the mixed runs still hold most of each key), then many
+    add_other_runs(&store, other, 10).await;
+    assert_eq!(
+        search_all(store.clone()).await,
+        alone,
+        "beside 10 other runs"
+    );
+    add_other_runs(&store, other, 120).await;
+    assert_eq!(
+        search_all(store.clone()).await,
+        alone,
+        "beside 130 other runs"
+    );
 }
 
 async fn param_and_tag_filters_find_short_and_long_values(store: Store) {
