@@ -12,7 +12,7 @@ use super::search::{
 use super::validation::{self, MAX_ENTITY_KEY_LENGTH, MAX_EXPERIMENT_TAG_VALUE_LENGTH};
 use super::{
     BeginWrite, Entity, Error, KeyValue, LIFECYCLE_ACTIVE, LIFECYCLE_DELETED, Page, Result, Store,
-    ViewType, now_millis, with_pool,
+    ViewType, now_millis, with_pool, with_write_pool,
 };
 
 /// Id of the experiment that exists from the start and receives runs by default.
@@ -130,7 +130,7 @@ impl Store {
             validate_experiment_tag(tag)?;
         }
         let now = now_millis();
-        let created = with_pool!(self, pool => {
+        let created = with_write_pool!(self, pool => {
             let mut tx = pool.begin_write().await?;
             let inserted = sqlx::query_scalar::<_, i64>(
                 "INSERT INTO experiments (name, artifact_location, lifecycle_stage, creation_time, last_update_time, workspace) \
@@ -319,7 +319,7 @@ impl Store {
         actor: Actor<'_>,
     ) -> Result<()> {
         validation::validate_experiment_name(new_name)?;
-        with_pool!(self, pool => {
+        with_write_pool!(self, pool => {
             let mut tx = pool.begin_write().await?;
             let experiment = lock_experiment!(tx, self.workspace(), experiment_id);
             check_experiment_writable(&experiment, Some("name"), actor)?;
@@ -372,7 +372,7 @@ impl Store {
     ) -> Result<()> {
         let now = now_millis();
         let deleted_time = (to == LIFECYCLE_DELETED).then_some(now);
-        with_pool!(self, pool => {
+        with_write_pool!(self, pool => {
             let mut tx = pool.begin_write().await?;
             let experiment = lock_experiment!(tx, self.workspace(), experiment_id);
             check_experiment_writable(&experiment, None, actor)?;
@@ -412,7 +412,7 @@ impl Store {
         actor: Actor<'_>,
     ) -> Result<()> {
         validate_experiment_tag(tag)?;
-        with_pool!(self, pool => {
+        with_write_pool!(self, pool => {
             let mut tx = pool.begin_write().await?;
             let experiment = lock_experiment!(tx, self.workspace(), experiment_id);
             require_active(experiment_id, &experiment.lifecycle_stage)?;
@@ -438,7 +438,7 @@ impl Store {
         key: &str,
         actor: Actor<'_>,
     ) -> Result<()> {
-        with_pool!(self, pool => {
+        with_write_pool!(self, pool => {
             let mut tx = pool.begin_write().await?;
             let experiment = lock_experiment!(tx, self.workspace(), experiment_id);
             require_active(experiment_id, &experiment.lifecycle_stage)?;
@@ -470,7 +470,7 @@ impl Store {
         experiment_id: i64,
         ownership: &ExperimentOwnership,
     ) -> Result<()> {
-        with_pool!(self, pool => {
+        with_write_pool!(self, pool => {
             let mut tx = pool.begin_write().await?;
             let experiment = lock_experiment!(tx, self.workspace(), experiment_id);
             check_experiment_writable(&experiment, None, Actor::Owner(&ownership.owner.uid))?;

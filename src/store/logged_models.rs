@@ -15,7 +15,7 @@ use super::validation::{self, KeyKind};
 use super::values::Metric;
 use super::{
     BeginWrite, Entity, Error, KeyValue, LIFECYCLE_ACTIVE, LIFECYCLE_DELETED, Page, Result, Store,
-    now_millis, with_pool,
+    now_millis, with_pool, with_write_pool,
 };
 
 /// Status names of `LoggedModelStatus`, indexed by their enum numbers.
@@ -144,7 +144,7 @@ impl Store {
             experiment.artifact_location.trim_end_matches('/')
         );
         let now = now_millis();
-        with_pool!(self, pool => {
+        with_write_pool!(self, pool => {
             let mut tx = pool.begin_write().await?;
             sqlx::query(
                 "INSERT INTO logged_models (model_id, experiment_id, name, artifact_location, creation_timestamp_ms, \
@@ -263,7 +263,7 @@ impl Store {
             "INSERT INTO {table} (model_id, key, value) VALUES ($1, $2, $3) \
              ON CONFLICT (model_id, key) DO UPDATE SET value = excluded.value"
         );
-        with_pool!(self, pool => {
+        with_write_pool!(self, pool => {
             let mut tx = pool.begin_write().await?;
             for row in rows {
                 sqlx::query(&sql).bind(model_id).bind(&row.key).bind(&row.value).execute(&mut *tx).await?;
@@ -300,7 +300,7 @@ impl Store {
     #[tracing::instrument(name = "store.log_run_outputs", skip_all)]
     pub async fn log_run_outputs(&self, run_id: &str, outputs: &[ModelOutput]) -> Result<()> {
         self.get_run_info(run_id).await?;
-        with_pool!(self, pool => {
+        with_write_pool!(self, pool => {
             let mut tx = pool.begin_write().await?;
             for output in outputs {
                 sqlx::query("INSERT INTO run_model_outputs (run_uuid, model_id, step) VALUES ($1, $2, $3) \
@@ -320,7 +320,7 @@ impl Store {
     #[tracing::instrument(name = "store.log_run_model_inputs", skip_all)]
     pub async fn log_run_model_inputs(&self, run_id: &str, model_ids: &[String]) -> Result<()> {
         self.get_run_info(run_id).await?;
-        with_pool!(self, pool => {
+        with_write_pool!(self, pool => {
             let mut tx = pool.begin_write().await?;
             for model_id in model_ids {
                 sqlx::query("INSERT INTO run_model_inputs (run_uuid, model_id) VALUES ($1, $2) ON CONFLICT DO NOTHING")

@@ -188,8 +188,9 @@ impl WriteMetrics for PgConnection {
 
 /// SQLite: multi-row inserts in chunks of a few fixed sizes (see [`sqlite_chunks`]), so every
 /// batch size reuses the same few prepared statements from the connection's cache; SQLite
-/// writers are serialised, and its foreign key checks are cheap, so repeats are always
-/// skipped. Several statements: the callers run this in a transaction.
+/// writers are serialised (one writer connection, `Store::writes`), so repeats are always
+/// skipped. Several statements: the callers run this in a transaction, after checking the run
+/// (`metrics` has no foreign key to it since migration 0013).
 impl WriteMetrics for SqliteConnection {
     async fn write_metrics(
         &mut self,

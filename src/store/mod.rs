@@ -53,13 +53,24 @@ enum Pool {
 /// backend, so the same query text and binds serve both without a dynamic driver.
 macro_rules! with_pool {
     ($store:expr, $pool:ident => $body:expr) => {
-        match &$store.pool {
+        $crate::store::with_pool!(@on &$store.pool, $pool => $body)
+    };
+    (@on $which:expr, $pool:ident => $body:expr) => {
+        match $which {
             $crate::store::Pool::Postgres($pool) => $body,
             $crate::store::Pool::Sqlite($pool) => $body,
         }
     };
 }
 pub(crate) use with_pool;
+
+/// [`with_pool!`] on the pool write transactions take (`Store::writes`).
+macro_rules! with_write_pool {
+    ($store:expr, $pool:ident => $body:expr) => {
+        $crate::store::with_pool!(@on &$store.writes, $pool => $body)
+    };
+}
+pub(crate) use with_write_pool;
 
 /// Rows sqlx-sqlite's worker thread may get ahead of the reader (see `Store::connect_with`).
 const SQLITE_ROW_BUFFER_SIZE: usize = 4096;
@@ -107,6 +118,14 @@ pub struct PoolStatus {
 #[derive(Debug, Clone)]
 pub struct Store {
     pool: Pool,
+    /// Where write transactions run. On a SQLite file, a pool of one connection of its own:
+    /// SQLite runs one writer at a time, and a writer that finds the file locked sleeps
+    /// (busy_timeout: 1, 2, 5, 10 … ms between attempts), so writers on several connections
+    /// left the file idle between them; here they queue for the connection instead and each
+    /// starts the moment the previous one commits. Its page cache also stays valid, as no
+    /// other connection writes (a connection drops its cache when another one wrote).
+    /// On Postgres and in-memory SQLite, the same pool as `pool`.
+    writes: Pool,
     workspace: Arc<str>,
     /// Single-point run writes waiting to be written together (`runs::group_commit`).
     group_commit: Arc<runs::GroupCommit>,
@@ -161,9 +180,9 @@ impl Store {
     /// Connects to `uri`: `postgresql://…`/`postgres://…`, or `sqlite:///path` / `sqlite://relative`
     /// / `sqlite::memory:`. The SQLite file is created when missing.
     pub async fn connect_with(uri: &str, store_options: StoreOptions) -> Result<Self> {
-        let pool = if uri.starts_with("postgresql://") || uri.starts_with("postgres://") {
+        let (pool, writes) = if uri.starts_with("postgresql://") || uri.starts_with("postgres://") {
             let options = PgConnectOptions::from_str(uri)?;
-            Pool::Postgres(
+            let pool = Pool::Postgres(
                 PgPoolOptions::new()
                     .max_connections(32)
                     .acquire_timeout(store_options.acquire_timeout)
@@ -184,7 +203,8 @@ impl Store {
                     })
                     .connect_with(options)
                     .await?,
-            )
+            );
+            (pool.clone(), pool)
         } else if let Some(path) = sqlite_path(uri) {
             let options = SqliteConnectOptions::from_str(&format!("sqlite://{path}"))?
                 .create_if_missing(true)
@@ -197,22 +217,23 @@ impl Store {
                 // is full, which made reading a page of 1000 runs several times dearer than
                 // the queries. A page's rows fit in this one.
                 .row_buffer_size(SQLITE_ROW_BUFFER_SIZE);
-            // An in-memory database lives in one connection; a file is shared by several.
-            let connections = if path == ":memory:" { 1 } else { 8 };
-            Pool::Sqlite(
-                SqlitePoolOptions::new()
-                    .max_connections(connections)
-                    // A file's connection does not go away while idle; the ping is a hand-over
-                    // to the connection's worker thread and back on every acquire.
-                    .test_before_acquire(false)
-                    .connect_with(options)
-                    .await?,
-            )
+            if path == ":memory:" {
+                // An in-memory database lives in one connection.
+                let pool = Pool::Sqlite(sqlite_pool(1).connect_with(options).await?);
+                (pool.clone(), pool)
+            } else {
+                let reads = sqlite_pool(sqlite_read_connections())
+                    .connect_with(options.clone())
+                    .await?;
+                let writes = sqlite_pool(1).connect_with(options).await?;
+                (Pool::Sqlite(reads), Pool::Sqlite(writes))
+            }
         } else {
             return Err(Error::UnsupportedUri(uri.to_owned()));
         };
         Ok(Self {
             pool,
+            writes,
             workspace: Arc::from(DEFAULT_WORKSPACE),
             group_commit: Arc::default(),
         })
@@ -222,6 +243,7 @@ impl Store {
     pub fn in_workspace(&self, workspace: &str) -> Self {
         Self {
             pool: self.pool.clone(),
+            writes: self.writes.clone(),
             workspace: Arc::from(workspace),
             group_commit: self.group_commit.clone(),
         }
@@ -275,6 +297,7 @@ impl Store {
 
     /// Closes every connection; pending queries finish first.
     pub async fn close(&self) {
+        with_write_pool!(self, pool => pool.close().await);
         with_pool!(self, pool => pool.close().await)
     }
 
@@ -329,6 +352,25 @@ fn sqlite_path(uri: &str) -> Option<&str> {
         .strip_prefix("///")
         .or_else(|| rest.strip_prefix("//"))?;
     if path.is_empty() { None } else { Some(path) }
+}
+
+/// A pool of SQLite connections to one file (or one in-memory database).
+fn sqlite_pool(max_connections: u32) -> SqlitePoolOptions {
+    SqlitePoolOptions::new()
+        .max_connections(max_connections)
+        // A file's connection does not go away while idle; the ping is a hand-over to the
+        // connection's worker thread and back on every acquire.
+        .test_before_acquire(false)
+}
+
+/// Connections of a SQLite file's read pool: one per core, at least 2 and at most 8. More do
+/// not read faster (each runs its queries on its own worker thread, so the cores are the limit),
+/// and each one keeps memory after the load: its page cache, its prepared statements and the
+/// malloc arena of its worker thread. With 8 on 2 cores, a server's RSS after the benchmark's
+/// load was 196 MiB; see e2e/bench/runs/2026-12-07-sqlmem.md.
+fn sqlite_read_connections() -> u32 {
+    let cores = std::thread::available_parallelism().map_or(2, |cores| cores.get());
+    u32::try_from(cores.clamp(2, 8)).unwrap_or(2)
 }
 
 /// Milliseconds since the Unix epoch, MLflow's time unit.

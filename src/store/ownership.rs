@@ -19,7 +19,7 @@ pub use super::values::Owner;
 use super::error::is_unique_violation;
 use super::experiments::DEFAULT_EXPERIMENT_ID;
 use super::notify::{ChangeKind, Publish, RegistryChange};
-use super::{BeginWrite, DEFAULT_WORKSPACE, Error, Result, Store, with_pool};
+use super::{BeginWrite, DEFAULT_WORKSPACE, Error, Result, Store, with_pool, with_write_pool};
 
 /// Who makes a change: the REST API (ownership enforced), anonymous or as an authenticated
 /// user, or the owning resource, by uid.
@@ -198,7 +198,7 @@ impl Store {
                     .join(", ")
             ))
         };
-        with_pool!(self, pool => {
+        with_write_pool!(self, pool => {
             let mut tx = pool.begin_write().await?;
             let experiments = sqlx::query_scalar::<_, String>(&format!(
                 "UPDATE experiments SET workspace = $4 WHERE experiment_id IN (SELECT experiment_id {EXPERIMENTS}) RETURNING name"

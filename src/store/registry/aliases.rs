@@ -8,7 +8,7 @@ use super::{
     validate_model_name,
 };
 use crate::store::notify::{ChangeKind, Publish, RegistryChange};
-use crate::store::{BeginWrite, Entity, Error, Result, Store, with_pool};
+use crate::store::{BeginWrite, Entity, Error, Result, Store, with_write_pool};
 
 impl Store {
     /// Points `alias` at `version`, moving it if it exists. `latest` and `v<N>` are reserved.
@@ -22,7 +22,7 @@ impl Store {
     ) -> Result<()> {
         validate_model_name(name)?;
         validate_alias_settable(alias)?;
-        with_pool!(self, pool => {
+        with_write_pool!(self, pool => {
             let mut tx = pool.begin_write().await?;
             let model = tx.lock_model(self.workspace(), name).await?;
             tx.live_version(&model, version).await?;
@@ -72,7 +72,7 @@ impl Store {
     ) -> Result<()> {
         validate_model_name(name)?;
         validate_alias_name(alias)?;
-        with_pool!(self, pool => {
+        with_write_pool!(self, pool => {
             let mut tx = pool.begin_write().await?;
             let model = tx.lock_model(self.workspace(), name).await?;
             check_field_writable(model.ownership(), OwnedField::Aliases, actor, || model.describe())?;

@@ -6,7 +6,7 @@
 //! move, on every path (the operator holds no artifact store).
 
 use super::{RegistryTx, validate_model_name};
-use crate::store::{BeginWrite, Result, Store, now_millis, with_pool};
+use crate::store::{BeginWrite, Result, Store, now_millis, with_pool, with_write_pool};
 
 /// Largest `MLmodel` read for the promotion policies (MLflow's are a few KiB); a larger one
 /// is left unread.
@@ -73,7 +73,7 @@ impl Store {
         files: &ModelFiles,
     ) -> Result<()> {
         validate_model_name(name)?;
-        with_pool!(self, pool => {
+        with_write_pool!(self, pool => {
             let mut tx = pool.begin_write().await?;
             let model = tx.lock_model(self.workspace(), name).await?;
             tx.live_version(&model, version).await?;

@@ -10,7 +10,9 @@ use super::{
     validate_registry_tag,
 };
 use crate::store::notify::{ChangeKind, Publish, RegistryChange};
-use crate::store::{BeginWrite, Error, KeyValue, Result, Store, now_millis, with_pool};
+use crate::store::{
+    BeginWrite, Error, KeyValue, Result, Store, now_millis, with_pool, with_write_pool,
+};
 
 impl Store {
     /// Creates a registered model, optionally owned from the start.
@@ -37,7 +39,7 @@ impl Store {
             }
         }
         let now = now_millis();
-        let inserted = with_pool!(self, pool => {
+        let inserted = with_write_pool!(self, pool => {
             let mut tx = pool.begin_write().await?;
             let inserted = sqlx::query_scalar::<_, i64>(
                 "INSERT INTO registered_models (name, description, creation_time, last_updated_time, \
@@ -109,7 +111,7 @@ impl Store {
         actor: Actor<'_>,
     ) -> Result<RegisteredModel> {
         validate_model_name(name)?;
-        with_pool!(self, pool => {
+        with_write_pool!(self, pool => {
             let mut tx = pool.begin_write().await?;
             let model = tx.lock_model(self.workspace(), name).await?;
             check_field_writable(model.ownership(), OwnedField::Description, actor, || model.describe())?;
@@ -142,7 +144,7 @@ impl Store {
         validate_model_name(new_name)?;
         validate_model_name(name)?;
         let now = now_millis();
-        let renamed = with_pool!(self, pool => {
+        let renamed = with_write_pool!(self, pool => {
             let mut tx = pool.begin_write().await?;
             let model = tx.lock_model(self.workspace(), name).await?;
             check_object_writable(model.ownership(), Some("name"), actor, || model.describe())?;
@@ -195,7 +197,7 @@ impl Store {
     #[tracing::instrument(name = "store.delete_registered_model", skip_all)]
     pub async fn delete_registered_model(&self, name: &str, actor: Actor<'_>) -> Result<()> {
         validate_model_name(name)?;
-        with_pool!(self, pool => {
+        with_write_pool!(self, pool => {
             let mut tx = pool.begin_write().await?;
             let model = tx.lock_model(self.workspace(), name).await?;
             check_object_writable(model.ownership(), None, actor, || model.describe())?;
@@ -238,7 +240,7 @@ impl Store {
     ) -> Result<()> {
         validate_model_name(name)?;
         validate_registry_tag(tag)?;
-        with_pool!(self, pool => {
+        with_write_pool!(self, pool => {
             let mut tx = pool.begin_write().await?;
             let model = tx.lock_model(self.workspace(), name).await?;
             check_tag_writable(model.ownership(), &tag.key, actor, || model.describe())?;
@@ -266,7 +268,7 @@ impl Store {
     ) -> Result<()> {
         validate_model_name(name)?;
         validate_registry_tag(&KeyValue::new(key, ""))?;
-        with_pool!(self, pool => {
+        with_write_pool!(self, pool => {
             let mut tx = pool.begin_write().await?;
             let model = tx.lock_model(self.workspace(), name).await?;
             check_tag_writable(model.ownership(), key, actor, || model.describe())?;

@@ -11,7 +11,7 @@ use super::{
     MODEL_COLUMNS, ModelRow, ModelVersion, RegistryTx, VERSION_COLUMNS, VERSIONS_FROM, VersionRow,
     validate_model_name,
 };
-use crate::store::{BeginWrite, Error, KeyValue, Result, Store, with_pool};
+use crate::store::{BeginWrite, Error, KeyValue, Result, Store, with_pool, with_write_pool};
 
 /// The tag naming the resource that owns a registered model or version
 /// (`namespace/Kind/name`, as the promotion history names it), so that MLflow's UI and every
@@ -263,7 +263,7 @@ impl Store {
         };
         validate_model_name(name)?;
         let actor = Actor::Owner(uid);
-        let written = with_pool!(self, pool => {
+        let written = with_write_pool!(self, pool => {
             let mut tx = pool.begin_write().await?;
             let model = tx.lock_model(self.workspace(), name).await?;
             let (current, table, key_clause, version) = match target {

@@ -8,7 +8,7 @@ use std::future::Future;
 use serde::{Deserialize, Serialize};
 
 use super::{ModelFiles, ModelRow, Stage};
-use crate::store::{BeginWrite, Result, Store, now_millis, with_pool};
+use crate::store::{BeginWrite, Result, Store, now_millis, with_pool, with_write_pool};
 
 /// What a policy guards and what it requires.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -718,7 +718,7 @@ impl Store {
         let json = serde_json::to_string(spec).map_err(|error| {
             crate::store::Error::Invalid(format!("promotion policy {namespace}/{name}: {error}"))
         })?;
-        with_pool!(self, pool => {
+        with_write_pool!(self, pool => {
             let mut tx = pool.begin_write().await?;
             sqlx::query(
                 "INSERT INTO promotion_policies (uid, namespace, name, spec, updated_time) VALUES ($1, $2, $3, $4, $5) \

@@ -13,7 +13,7 @@ use super::{
 };
 use crate::store::notify::{ChangeKind, Publish, RegistryChange};
 use crate::store::{
-    Backend, BeginWrite, Entity, Error, Page, Result, Store, now_millis, with_pool,
+    Backend, BeginWrite, Entity, Error, Page, Result, Store, now_millis, with_pool, with_write_pool,
 };
 
 /// Largest page of [`Store::promotions`].
@@ -520,7 +520,7 @@ impl Store {
     ) -> Result<Promotion> {
         validate_model_name(name)?;
         validate_alias_settable(alias)?;
-        let id = with_pool!(self, pool => {
+        let id = with_write_pool!(self, pool => {
             let mut tx = pool.begin_write().await?;
             let model = tx.lock_model(self.workspace(), name).await?;
             check_field_writable(model.ownership(), OwnedField::Aliases, actor, || model.describe())?;

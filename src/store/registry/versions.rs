@@ -12,7 +12,9 @@ use super::{
     validate_model_name, validate_registry_tag, version_not_found,
 };
 use crate::store::notify::{ChangeKind, Publish, RegistryChange};
-use crate::store::{BeginWrite, Error, KeyValue, Result, Store, now_millis, with_pool};
+use crate::store::{
+    BeginWrite, Error, KeyValue, Result, Store, now_millis, with_pool, with_write_pool,
+};
 
 impl Store {
     /// Registers a new version of an existing model. Its number is one more than the highest
@@ -38,7 +40,7 @@ impl Store {
             .clone()
             .or_else(|| ownership.map(|ownership| ownership.owner.path()));
         let now = now_millis();
-        let version = with_pool!(self, pool => {
+        let version = with_write_pool!(self, pool => {
             let mut tx = pool.begin_write().await?;
             // The counter update is the first write: it locks the model row until commit, so
             // concurrent creates on one model take turns and each sees the previous number.
@@ -151,7 +153,7 @@ impl Store {
         actor: Actor<'_>,
     ) -> Result<ModelVersion> {
         validate_model_name(name)?;
-        with_pool!(self, pool => {
+        with_write_pool!(self, pool => {
             let mut tx = pool.begin_write().await?;
             let model = tx.lock_model(self.workspace(), name).await?;
             let row = tx.live_version(&model, version).await?;
@@ -188,7 +190,7 @@ impl Store {
             )));
         }
         let now = now_millis();
-        with_pool!(self, pool => {
+        with_write_pool!(self, pool => {
             let mut tx = pool.begin_write().await?;
             let model = tx.lock_model(self.workspace(), name).await?;
             let row = tx.live_version(&model, version).await?;
@@ -275,7 +277,7 @@ impl Store {
     ) -> Result<()> {
         validate_model_name(name)?;
         let now = now_millis();
-        with_pool!(self, pool => {
+        with_write_pool!(self, pool => {
             let mut tx = pool.begin_write().await?;
             let model = tx.lock_model(self.workspace(), name).await?;
             let row = tx.live_version(&model, version).await?;
@@ -343,7 +345,7 @@ impl Store {
     ) -> Result<()> {
         validate_model_name(name)?;
         validate_registry_tag(tag)?;
-        with_pool!(self, pool => {
+        with_write_pool!(self, pool => {
             let mut tx = pool.begin_write().await?;
             let model = tx.lock_model(self.workspace(), name).await?;
             let row = tx.live_version(&model, version).await?;
@@ -376,7 +378,7 @@ impl Store {
     ) -> Result<()> {
         validate_model_name(name)?;
         validate_registry_tag(&KeyValue::new(key, ""))?;
-        with_pool!(self, pool => {
+        with_write_pool!(self, pool => {
             let mut tx = pool.begin_write().await?;
             let model = tx.lock_model(self.workspace(), name).await?;
             let row = tx.live_version(&model, version).await?;

@@ -202,7 +202,7 @@ impl Store {
     #[tracing::instrument(name = "store.group_commit", skip_all, fields(size = group.len()))]
     async fn write_group(&self, group: Vec<Member>) {
         let rows = GroupRows::new(&group);
-        let written = match &self.pool {
+        let written = match &self.writes {
             Pool::Postgres(pool) => write_postgres(pool, &rows).await,
             Pool::Sqlite(pool) => write_sqlite(pool, &rows).await,
         };

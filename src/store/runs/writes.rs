@@ -8,7 +8,7 @@ use crate::store::search::{SqlBuilder, SqlValue, bind_values};
 use crate::store::validation::{self, KeyKind, MAX_PARAM_VALUE_LENGTH, MAX_TAG_VALUE_LENGTH};
 use crate::store::{
     BeginWrite, Entity, Error, KeyValue, LIFECYCLE_ACTIVE, LIFECYCLE_DELETED, Pool, Result, Store,
-    now_millis, with_pool,
+    now_millis, with_pool, with_write_pool,
 };
 
 use super::{
@@ -55,7 +55,7 @@ impl Store {
             lifecycle_stage: LIFECYCLE_ACTIVE.into(),
             artifact_uri,
         };
-        with_pool!(self, pool => {
+        with_write_pool!(self, pool => {
             let mut tx = pool.begin_write().await?;
             sqlx::query(
                 "INSERT INTO runs (run_uuid, name, experiment_id, user_id, status, start_time, end_time, lifecycle_stage, artifact_uri) \
@@ -112,7 +112,7 @@ impl Store {
         if let Some(name) = rename {
             info.run_name = name.to_owned();
         }
-        with_pool!(self, pool => {
+        with_write_pool!(self, pool => {
             let mut tx = pool.begin_write().await?;
             sqlx::query("UPDATE runs SET status = $1, end_time = $2, name = $3 WHERE run_uuid = $4")
                 .bind(&info.status)
@@ -214,7 +214,7 @@ impl Store {
             .rev()
             .find(|t| t.key == RUN_NAME_TAG)
             .map(|t| t.value.clone());
-        with_pool!(self, pool => {
+        with_write_pool!(self, pool => {
             let mut tx = pool.begin_write().await?;
             if !params.is_empty() {
                 // Insert first, then compare: a key another request logged is skipped by the
@@ -270,7 +270,7 @@ impl Store {
     /// (the common case, and cheaper) and skips repeats only when one did.
     async fn insert_metrics(&self, run_id: &str, metrics: &[Metric]) -> Result<()> {
         let workspace = self.workspace();
-        let found = match &self.pool {
+        let found = match &self.writes {
             Pool::Postgres(pool) => {
                 let mut conn = pool.acquire().await?;
                 match conn
@@ -303,7 +303,7 @@ impl Store {
             validate_dataset_input(input)?;
         }
         let run = self.get_active_run(run_id).await?;
-        with_pool!(self, pool => {
+        with_write_pool!(self, pool => {
             let mut tx = pool.begin_write().await?;
             for input in inputs {
                 let dataset = &input.dataset;
