@@ -206,54 +206,64 @@ impl WriteMetrics for SqliteConnection {
         .bind(run_id)
         .fetch_optional(&mut *self)
         .await?;
-        if !found.as_ref().is_some_and(|run| run.writable_by(workspace)) {
-            return Ok(found);
-        }
-        for chunk in sqlite_chunks(metrics) {
-            let sql = sqlite_insert_rows(
-                "INSERT INTO metrics (run_uuid, key, step, timestamp, value, is_nan, model_id, dataset_name, dataset_digest) VALUES ",
-                9,
-                chunk.len(),
-                " ON CONFLICT DO NOTHING",
-            );
-            let mut insert = sqlx::query(&sql);
-            for metric in chunk {
-                let (value, is_nan) = validation::stored_metric_value(metric.value);
-                insert = insert
-                    .bind(run_id)
-                    .bind(metric.key.as_str())
-                    .bind(metric.step)
-                    .bind(metric.timestamp)
-                    .bind(value)
-                    .bind(is_nan)
-                    .bind(metric.model_id.as_deref())
-                    .bind(metric.dataset_name.as_deref())
-                    .bind(metric.dataset_digest.as_deref());
-            }
-            insert.execute(&mut *self).await?;
-        }
-        let latest: Vec<(&str, LatestPoint)> = latest_per_key(metrics).into_iter().collect();
-        for chunk in sqlite_chunks(&latest) {
-            let sql = sqlite_insert_rows(
-                "INSERT INTO latest_metrics (run_uuid, key, step, timestamp, value, is_nan) VALUES ",
-                6,
-                chunk.len(),
-                LATEST_UPSERT_CONFLICT,
-            );
-            let mut upsert = sqlx::query(&sql);
-            for (key, point) in chunk {
-                upsert = upsert
-                    .bind(run_id)
-                    .bind(*key)
-                    .bind(point.step)
-                    .bind(point.timestamp)
-                    .bind(point.value)
-                    .bind(point.is_nan);
-            }
-            upsert.execute(&mut *self).await?;
+        if found.as_ref().is_some_and(|run| run.writable_by(workspace)) {
+            insert_sqlite_points(self, run_id, metrics).await?;
         }
         Ok(found)
     }
+}
+
+/// SQLite: writes a run's points and its latest values, for a caller that has found the run
+/// writable in the same transaction (group commit reads all its runs at once).
+pub(super) async fn insert_sqlite_points(
+    conn: &mut SqliteConnection,
+    run_id: &str,
+    metrics: &[Metric],
+) -> sqlx::Result<()> {
+    for chunk in sqlite_chunks(metrics) {
+        let sql = sqlite_insert_rows(
+            "INSERT INTO metrics (run_uuid, key, step, timestamp, value, is_nan, model_id, dataset_name, dataset_digest) VALUES ",
+            9,
+            chunk.len(),
+            " ON CONFLICT DO NOTHING",
+        );
+        let mut insert = sqlx::query(&sql);
+        for metric in chunk {
+            let (value, is_nan) = validation::stored_metric_value(metric.value);
+            insert = insert
+                .bind(run_id)
+                .bind(metric.key.as_str())
+                .bind(metric.step)
+                .bind(metric.timestamp)
+                .bind(value)
+                .bind(is_nan)
+                .bind(metric.model_id.as_deref())
+                .bind(metric.dataset_name.as_deref())
+                .bind(metric.dataset_digest.as_deref());
+        }
+        insert.execute(&mut *conn).await?;
+    }
+    let latest: Vec<(&str, LatestPoint)> = latest_per_key(metrics).into_iter().collect();
+    for chunk in sqlite_chunks(&latest) {
+        let sql = sqlite_insert_rows(
+            "INSERT INTO latest_metrics (run_uuid, key, step, timestamp, value, is_nan) VALUES ",
+            6,
+            chunk.len(),
+            LATEST_UPSERT_CONFLICT,
+        );
+        let mut upsert = sqlx::query(&sql);
+        for (key, point) in chunk {
+            upsert = upsert
+                .bind(run_id)
+                .bind(*key)
+                .bind(point.step)
+                .bind(point.timestamp)
+                .bind(point.value)
+                .bind(point.is_nan);
+        }
+        upsert.execute(&mut *conn).await?;
+    }
+    Ok(())
 }
 
 /// Most rows in one SQLite insert (9 columns: 1152 parameters, far below SQLite's limit).

@@ -30,7 +30,7 @@ use tokio::sync::oneshot;
 
 use super::writes::{normalize_tag, param_changed, push_key_value_rows, validate_batch};
 use super::{FoundRun, Metric, RUN_NAME_TAG, RunKeyValueRow, check_writable, run_not_found};
-use crate::store::metrics::{LatestPoint, RepeatedPoints, WriteMetrics, latest_per_key};
+use crate::store::metrics::{LatestPoint, insert_sqlite_points, latest_per_key};
 use crate::store::search::{SqlBuilder, SqlValue, bind_values};
 use crate::store::validation::{self, MAX_PARAM_VALUE_LENGTH};
 use crate::store::{BeginWrite, Error, KeyValue, LIFECYCLE_ACTIVE, Pool, Result, Store};
@@ -617,19 +617,18 @@ async fn write_sqlite(pool: &SqlitePool, rows: &GroupRows<'_>) -> Result<Outcome
     .await?;
     let mut outcome = Outcome::new(runs);
 
-    let mut metrics_by_run: BTreeMap<(&str, &str), Vec<Metric>> = BTreeMap::new();
+    let mut metrics_by_run: BTreeMap<&str, Vec<Metric>> = BTreeMap::new();
     for row in &rows.metrics {
         if outcome.writable(row.run_id, row.workspace) {
             metrics_by_run
-                .entry((row.run_id, row.workspace))
+                .entry(row.run_id)
                 .or_default()
                 .push(row.metric.clone());
         }
     }
-    for ((run_id, workspace), metrics) in &metrics_by_run {
-        // Each run was found writable above, in this transaction: the run found again is the same.
-        tx.write_metrics(run_id, workspace, metrics, RepeatedPoints::Skip)
-            .await?;
+    for (run_id, metrics) in &metrics_by_run {
+        // Each run was found writable above, in this transaction.
+        insert_sqlite_points(&mut tx, run_id, metrics).await?;
     }
     let params = outcome.writable_rows(&rows.params);
     let tags = outcome.writable_rows(&rows.tags);
