@@ -215,24 +215,50 @@ impl WriteMetrics for SqliteConnection {
 
 /// SQLite: writes a run's points and its latest values, for a caller that has found the run
 /// writable in the same transaction (group commit reads all its runs at once).
+///
+/// A point's row binds only numbers (and its rarely set model and dataset): the run id is bound
+/// once per statement, and the key as its index into the statement's JSON array of the batch's
+/// keys. sqlx-sqlite copies every bound string to hand it to its worker thread and SQLite copies
+/// it again, so binding the run and key per point cost four allocations a point
+/// (e2e/bench/runs/2026-12-07-sqlbatch.md). Values stay bound as REALs, never JSON text, so no
+/// float goes through a text conversion.
 pub(super) async fn insert_sqlite_points(
     conn: &mut SqliteConnection,
     run_id: &str,
     metrics: &[Metric],
 ) -> sqlx::Result<()> {
-    for chunk in sqlite_chunks(metrics) {
+    // The primary key's order (stable: of points with the same key, step and timestamp, the
+    // first still wins), so consecutive rows go to the same b-tree page, and each key is
+    // listed once.
+    let mut sorted: Vec<&Metric> = metrics.iter().collect();
+    sorted.sort_by(|a, b| (&a.key, a.step, a.timestamp).cmp(&(&b.key, b.step, b.timestamp)));
+    let mut keys: Vec<&str> = Vec::new();
+    let mut key_index: i64 = -1;
+    let mut rows = Vec::with_capacity(sorted.len());
+    for metric in sorted {
+        if keys.last() != Some(&metric.key.as_str()) {
+            keys.push(&metric.key);
+            key_index += 1;
+        }
+        rows.push((key_index, metric));
+    }
+    let keys =
+        serde_json::to_string(&keys).map_err(|error| sqlx::Error::Encode(Box::new(error)))?;
+    for chunk in sqlite_chunks(&rows) {
         let sql = sqlite_insert_rows(
-            "INSERT INTO metrics (run_uuid, key, step, timestamp, value, is_nan, model_id, dataset_name, dataset_digest) VALUES ",
-            9,
+            "INSERT INTO metrics (run_uuid, key, step, timestamp, value, is_nan, model_id, dataset_name, dataset_digest) \
+             SELECT b.run_uuid, b.keys ->> p.column1, p.column2, p.column3, p.column4, p.column5, p.column6, p.column7, p.column8 \
+             FROM (SELECT ? AS run_uuid, ? AS keys) b, (VALUES ",
+            8,
             chunk.len(),
-            " ON CONFLICT DO NOTHING",
+            // WHERE: an upsert after INSERT … SELECT … FROM needs one (SQLite's parser)
+            ") p WHERE true ON CONFLICT DO NOTHING",
         );
-        let mut insert = sqlx::query(&sql);
-        for metric in chunk {
+        let mut insert = sqlx::query(&sql).bind(run_id).bind(keys.as_str());
+        for (key, metric) in chunk {
             let (value, is_nan) = validation::stored_metric_value(metric.value);
             insert = insert
-                .bind(run_id)
-                .bind(metric.key.as_str())
+                .bind(*key)
                 .bind(metric.step)
                 .bind(metric.timestamp)
                 .bind(value)
@@ -266,11 +292,12 @@ pub(super) async fn insert_sqlite_points(
     Ok(())
 }
 
-/// Most rows in one SQLite insert (9 columns: 1152 parameters, far below SQLite's limit).
-const SQLITE_MAX_CHUNK_ROWS: usize = 128;
+/// Most rows in one SQLite insert (8 parameters a point: 4098 parameters, far below SQLite's
+/// limit of 32766).
+const SQLITE_MAX_CHUNK_ROWS: usize = 512;
 
 /// `items` in chunks whose lengths are powers of two up to [`SQLITE_MAX_CHUNK_ROWS`], largest
-/// first: any batch takes at most 8 statement shapes, each prepared once per connection
+/// first: any batch takes at most 10 statement shapes, each prepared once per connection
 /// (sqlx caches statements by their text), where one statement per batch size would prepare
 /// a new multi-thousand-parameter statement for most requests.
 fn sqlite_chunks<T>(mut items: &[T]) -> impl Iterator<Item = &[T]> {
@@ -552,7 +579,7 @@ mod tests {
         let items: Vec<usize> = (0..1000).collect();
         let chunks: Vec<&[usize]> = sqlite_chunks(&items).collect();
         let sizes: Vec<usize> = chunks.iter().map(|c| c.len()).collect();
-        assert_eq!(sizes, [128, 128, 128, 128, 128, 128, 128, 64, 32, 8]);
+        assert_eq!(sizes, [512, 256, 128, 64, 32, 8]);
         assert_eq!(chunks.concat(), items);
         assert_eq!(sqlite_chunks::<usize>(&[]).count(), 0);
         assert_eq!(sqlite_chunks(&[7]).collect::<Vec<_>>(), [&[7]]);

@@ -225,7 +225,15 @@ impl Store {
                 let reads = sqlite_pool(sqlite_read_connections())
                     .connect_with(options.clone())
                     .await?;
-                let writes = sqlite_pool(1).connect_with(options).await?;
+                // The writer's statement journals (a multi-row insert inside a transaction
+                // keeps one, to undo just that statement on an error) stay in memory: with the
+                // default they spill to a temporary file past 64 KiB, which a log-batch's
+                // chunks reach (6% of its CPU, e2e/bench/runs/2026-12-07-sqlbatch.md). Only the
+                // undo of an unfinished statement lives there, never committed data: durability
+                // is the WAL's, unchanged.
+                let writes = sqlite_pool(1)
+                    .connect_with(options.pragma("temp_store", "memory"))
+                    .await?;
                 (Pool::Sqlite(reads), Pool::Sqlite(writes))
             }
         } else {

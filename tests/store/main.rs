@@ -33,6 +33,7 @@ both_backends!(
     log_batch_is_validated_before_anything_is_written,
     repeated_metric_points_are_stored_once,
     large_batches_keep_point_semantics,
+    batch_keys_and_order_are_kept_whatever_the_spelling,
     param_and_tag_text_reads_back_exactly,
     large_batches_keep_values_fields_and_repeats,
     concurrent_overlapping_batches_all_succeed,
@@ -615,6 +616,65 @@ async fn large_batches_keep_point_semantics(store: Store) {
                 .is_nan()
         );
     }
+}
+
+/// A batch over many keys, each spelled with characters a name may hold, sent in no particular
+/// order and larger than SQLite's largest insert: each key's history is exactly its points, and
+/// of two points alike but for their dataset, the one sent first is stored (as MLflow, which
+/// skips the repeat).
+async fn batch_keys_and_order_are_kept_whatever_the_spelling(store: Store) {
+    let id = new_experiment(&store, "key-spelling").await;
+    let run = new_run(&store, id, "k", 1).await;
+    let keys = [
+        "loss",
+        "eval/acc top-1",
+        "a.b_c:d",
+        "ünïcødé/日本",
+        "z",
+        "l",
+        "Loss",
+    ];
+    let point = |key: &str, step: i64| {
+        Metric::new(
+            key,
+            (step as f64) / 7.0 - 3.0,
+            1_700_000_000_000 + step,
+            step,
+        )
+    };
+    // 7 keys x 140 steps, keys interleaved and steps descending: 980 points, and a repeat
+    let mut batch: Vec<Metric> = (0..140)
+        .rev()
+        .flat_map(|step| keys.map(|key| point(key, step)))
+        .collect();
+    let mut first = point("z", 139);
+    first.dataset_name = Some("first".into());
+    let mut second = first.clone();
+    second.dataset_name = Some("second".into());
+    batch.retain(|m| !(m.key == "z" && m.step == 139));
+    batch.insert(3, first);
+    batch.push(second);
+    store.log_batch(&run, &batch, &[], &[]).await.unwrap();
+    for key in keys {
+        let history = store
+            .get_metric_history(&run, key, None, "")
+            .await
+            .unwrap()
+            .items;
+        let mut expected: Vec<Metric> = (0..140).map(|step| point(key, step)).collect();
+        if key == "z" {
+            expected[139].dataset_name = Some("first".into());
+        }
+        assert_eq!(history, expected, "{key}");
+    }
+    let mut latest = latest_points(&store, &run).await;
+    latest.sort_by(|a, b| a.0.cmp(&b.0));
+    let mut expected: Vec<(String, i64, f64)> = keys
+        .iter()
+        .map(|key| ((*key).to_owned(), 139, 139.0 / 7.0 - 3.0))
+        .collect();
+    expected.sort_by(|a, b| a.0.cmp(&b.0));
+    assert_eq!(latest, expected);
 }
 
 /// Params and tags read back byte for byte, whatever characters they hold (on SQLite they are

@@ -405,6 +405,17 @@ impl Outcome {
         );
     }
 
+    /// `(run, key, value)` params that this group stored itself.
+    fn record_logged_params(&mut self, logged: &[(&str, &str, &str)]) {
+        self.params
+            .extend(logged.iter().map(|(run_id, key, value)| {
+                (
+                    ((*run_id).to_owned(), (*key).to_owned()),
+                    (*value).to_owned(),
+                )
+            }));
+    }
+
     /// Whether the member's run accepts writes from the member's workspace.
     fn writable(&self, run_id: &str, workspace: &str) -> bool {
         self.runs
@@ -633,25 +644,31 @@ async fn write_sqlite(pool: &SqlitePool, rows: &GroupRows<'_>) -> Result<Outcome
     let params = outcome.writable_rows(&rows.params);
     let tags = outcome.writable_rows(&rows.tags);
     if !params.is_empty() {
-        sqlite_insert_key_values(&mut tx, "params", &params, "DO NOTHING").await?;
-        let mut read =
-            SqlBuilder::new("SELECT run_uuid, key, value FROM params WHERE run_uuid IN ");
-        read.bind_list(
-            params
-                .iter()
-                .map(|(run_id, _, _)| SqlValue::Text((*run_id).to_owned())),
-        );
-        read.push(" AND key IN ");
-        read.bind_list(
-            params
-                .iter()
-                .map(|(_, key, _)| SqlValue::Text((*key).to_owned())),
-        );
-        outcome.record_params(
-            bind_values!(sqlx::query_as::<_, RunKeyValueRow>(&read.sql), &read.values)
-                .fetch_all(&mut *tx)
-                .await?,
-        );
+        let inserted = sqlite_insert_key_values(&mut tx, "params", &params, "DO NOTHING").await?;
+        if usize::try_from(inserted).is_ok_and(|inserted| inserted == params.len()) {
+            // every row was new, so what is stored is what the group logged: nothing to read
+            // back (the usual case: a param is logged once)
+            outcome.record_logged_params(&params);
+        } else {
+            let mut read =
+                SqlBuilder::new("SELECT run_uuid, key, value FROM params WHERE run_uuid IN ");
+            read.bind_list(
+                params
+                    .iter()
+                    .map(|(run_id, _, _)| SqlValue::Text((*run_id).to_owned())),
+            );
+            read.push(" AND key IN ");
+            read.bind_list(
+                params
+                    .iter()
+                    .map(|(_, key, _)| SqlValue::Text((*key).to_owned())),
+            );
+            outcome.record_params(
+                bind_values!(sqlx::query_as::<_, RunKeyValueRow>(&read.sql), &read.values)
+                    .fetch_all(&mut *tx)
+                    .await?,
+            );
+        }
     }
     if !tags.is_empty() {
         sqlite_insert_key_values(
@@ -667,22 +684,23 @@ async fn write_sqlite(pool: &SqlitePool, rows: &GroupRows<'_>) -> Result<Outcome
 }
 
 /// Inserts `(run, key, value)` rows into `table` (params or tags; fixed names, never input),
-/// `on_conflict` saying what a stored key does.
+/// `on_conflict` saying what a stored key does; answers how many rows were written (an
+/// existing key left alone is not counted).
 async fn sqlite_insert_key_values(
     connection: &mut SqliteConnection,
     table: &str,
     rows: &[(&str, &str, &str)],
     on_conflict: &str,
-) -> sqlx::Result<()> {
+) -> sqlx::Result<u64> {
     let mut insert = SqlBuilder::new(&format!(
         "INSERT INTO {table} (run_uuid, key, value) VALUES "
     ));
     push_key_value_rows(&mut insert, rows.iter().copied());
     insert.push(&format!(" ON CONFLICT (run_uuid, key) {on_conflict}"));
-    bind_values!(sqlx::query(&insert.sql), &insert.values)
+    Ok(bind_values!(sqlx::query(&insert.sql), &insert.values)
         .execute(connection)
-        .await?;
-    Ok(())
+        .await?
+        .rows_affected())
 }
 
 #[cfg(test)]
