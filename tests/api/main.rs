@@ -436,7 +436,7 @@ async fn history_pages_are_written_byte_for_byte(server: TestServer) {
     let key = "loss/train é";
     let metrics = json!([
         {"key": key, "value": "NaN", "timestamp": 5, "step": 0},
-        {"key": key, "value": -0.0, "timestamp": 5, "step": 1},
+        {"key": key, "value": 0.0, "timestamp": 5, "step": 1},
         {"key": key, "value": "-Infinity", "timestamp": 5, "step": 2},
         {"key": key, "value": 0.1, "timestamp": 5, "step": 3, "model_id": "m-1",
          "dataset_name": "q\"uote\\ \n", "dataset_digest": ""},
