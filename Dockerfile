@@ -16,6 +16,8 @@ RUN cargo chef prepare --recipe-path recipe.json
 
 FROM chef AS builder
 COPY --from=planner /src/recipe.json recipe.json
+# the [env] of .cargo/config.toml (the bundled SQLite's build flags) applies to the cooked deps too
+COPY .cargo .cargo
 # Dependencies first: this layer is reused until Cargo.toml/Cargo.lock change.
 RUN cargo chef cook --release --locked --target x86_64-unknown-linux-musl --recipe-path recipe.json
 COPY . .

@@ -21,7 +21,7 @@ use super::types::{
 use super::{InWorkspace, parse_view_type};
 use crate::store::KeyValue;
 use crate::store::metric_sampling::MAX_BULK_POINTS;
-use crate::store::metrics::HistoryChunk;
+use crate::store::metrics::{HistoryChunk, HistoryPoint};
 use crate::store::runs::{self, NewRun, RunSearch, USER_TAG};
 
 /// Page size when a runs search does not say (the proto's default).
@@ -502,7 +502,7 @@ async fn get_history(
         )
         .await?;
     let first = chunks.next().await.transpose()?;
-    let encoder = HistoryEncoder { opened: false };
+    let encoder = HistoryEncoder { opened: false, key };
     let body = futures::stream::unfold(Some((encoder, first, chunks)), |state| async move {
         let (mut encoder, pending, mut chunks) = state?;
         let chunk = match pending {
@@ -530,15 +530,27 @@ async fn get_history(
 struct HistoryEncoder {
     /// `{"metrics":[` written
     opened: bool,
+    /// every point's key
+    key: String,
 }
 
 impl HistoryEncoder {
-    fn points(&mut self, points: Vec<runs::Metric>) -> Result<Bytes, BoxError> {
+    fn points(&mut self, points: Vec<HistoryPoint>) -> Result<Bytes, BoxError> {
         let mut out = Vec::with_capacity(points.len() * 96);
-        for point in points {
+        for point in &points {
             out.extend_from_slice(if self.opened { b"," } else { b"{\"metrics\":[" });
             self.opened = true;
-            serde_json::to_writer(&mut out, &Metric::from(point))?;
+            let metric = Metric {
+                key: self.key.as_str(),
+                value: point.value,
+                timestamp: point.timestamp,
+                step: point.step,
+                dataset_name: point.dataset_name.as_deref(),
+                dataset_digest: point.dataset_digest.as_deref(),
+                model_id: point.model_id.as_deref(),
+                run_id: None,
+            };
+            serde_json::to_writer(&mut out, &metric)?;
         }
         Ok(out.into())
     }

@@ -114,21 +114,23 @@ impl From<StoreRunInfo> for RunInfo {
     }
 }
 
+/// A metric as MLflow writes it. `S` is `&str` where points are written from the store's own
+/// strings: a history page needs no owned key per point.
 #[derive(Debug, Serialize)]
-pub struct Metric {
-    pub key: String,
+pub struct Metric<S = String> {
+    pub key: S,
     #[serde(serialize_with = "serialize_double")]
     pub value: f64,
     pub timestamp: i64,
     pub step: i64,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub dataset_name: Option<String>,
+    pub dataset_name: Option<S>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub dataset_digest: Option<String>,
+    pub dataset_digest: Option<S>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub model_id: Option<String>,
+    pub model_id: Option<S>,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub run_id: Option<String>,
+    pub run_id: Option<S>,
 }
 
 impl From<StoreMetric> for Metric {

@@ -16,43 +16,100 @@ use super::{Backend, Error, LIFECYCLE_ACTIVE, Page, Pool, Result, Store, validat
 pub const MAX_HISTORY_PAGE: i64 = 25_000;
 
 /// A point of one run's history of one key, as [`history_columns`] reads it: step, timestamp,
-/// value, is_nan, and the point's model_id, dataset_name and dataset_digest as one JSON array,
-/// NULL when all three are (as for most points). Read by position: the run and key are the
-/// request's. sqlx-sqlite copies every value of every row out of SQLite on its worker thread,
-/// the bulk of a long history's cost there: reading all 9 columns by name took 1.7 times the
-/// server CPU of these 5 (e2e/bench/runs/2026-12-07-sqlread.md).
-type HistoryRow = (i64, i64, f64, bool, Option<String>);
+/// the stored value, and one column that is NULL unless the point is NaN or has a model_id,
+/// dataset_name or dataset_digest (then a JSON array of is_nan as 0/1 and the three). Read by
+/// position: the run and key are the request's. sqlx-sqlite copies every value of every row out
+/// of SQLite on its worker thread (a malloc under SQLite's allocator lock and an `Arc` per
+/// value, NULL or not, freed on the reader's thread), the bulk of a long history's cost there:
+/// 9 columns by name took 1.7 times the server CPU of 5 (e2e/bench/runs/2026-12-07-sqlread.md),
+/// and is_nan, rarely set, rides in the rarely set column (2026-12-07-sqlhist.md).
+struct HistoryRow {
+    step: i64,
+    timestamp: i64,
+    value: f64,
+    extras: Option<String>,
+}
+
+impl<'r, R: sqlx::Row> sqlx::FromRow<'r, R> for HistoryRow
+where
+    usize: sqlx::ColumnIndex<R>,
+    i64: sqlx::Decode<'r, R::Database>,
+    f64: sqlx::Decode<'r, R::Database>,
+    String: sqlx::Decode<'r, R::Database>,
+{
+    /// Unchecked: the columns' types are the schema's, and checking them (a type lookup and a
+    /// NULL test per value) was about 6% of a long read's server CPU on SQLite.
+    fn from_row(row: &'r R) -> sqlx::Result<Self> {
+        Ok(Self {
+            step: row.try_get_unchecked(0)?,
+            timestamp: row.try_get_unchecked(1)?,
+            value: row.try_get_unchecked(2)?,
+            extras: row.try_get_unchecked(3)?,
+        })
+    }
+}
 
 /// The select list of a [`HistoryRow`].
 fn history_columns(backend: Backend) -> String {
     let extras = match backend {
-        Backend::Postgres => "json_build_array(x.model_id, x.dataset_name, x.dataset_digest)::text",
-        Backend::Sqlite => "json_array(x.model_id, x.dataset_name, x.dataset_digest)",
+        Backend::Postgres => {
+            "json_build_array(x.is_nan::int, x.model_id, x.dataset_name, x.dataset_digest)::text"
+        }
+        Backend::Sqlite => "json_array(x.is_nan, x.model_id, x.dataset_name, x.dataset_digest)",
     };
     format!(
-        "x.step, x.timestamp, x.value, x.is_nan, CASE WHEN x.model_id IS NULL \
+        "x.step, x.timestamp, x.value, CASE WHEN NOT x.is_nan AND x.model_id IS NULL \
          AND x.dataset_name IS NULL AND x.dataset_digest IS NULL THEN NULL ELSE {extras} END"
     )
 }
 
-/// The history point of `row`, for `key`.
-fn history_point(key: &str, row: HistoryRow) -> Result<Metric> {
-    let (step, timestamp, value, is_nan, extras) = row;
-    let (model_id, dataset_name, dataset_digest) = match extras {
-        None => (None, None, None),
-        Some(json) => serde_json::from_str(&json)
-            .map_err(|e| Error::Database(sqlx::Error::Decode(Box::new(e))))?,
-    };
-    Ok(Metric {
-        value: validation::read_metric_value(value, is_nan),
-        key: key.to_owned(),
-        timestamp,
-        step,
-        model_id,
-        dataset_name,
-        dataset_digest,
-        run_id: None,
-    })
+/// A point of one run's history of one key, as a history's reader hands it over: the run and
+/// key are the request's, so a point carries neither (no owned key per point, and the answer
+/// is written straight from these).
+#[derive(Debug, Clone, PartialEq)]
+pub struct HistoryPoint {
+    pub value: f64,
+    pub timestamp: i64,
+    pub step: i64,
+    pub model_id: Option<String>,
+    pub dataset_name: Option<String>,
+    pub dataset_digest: Option<String>,
+}
+
+impl HistoryPoint {
+    /// The point of `row`, and whether its stored value stands for NaN (the page token keeps
+    /// the stored value and is_nan).
+    fn read(row: HistoryRow) -> Result<(Self, bool)> {
+        let (is_nan, model_id, dataset_name, dataset_digest): (u8, _, _, _) = match row.extras {
+            None => (0, None, None, None),
+            Some(json) => serde_json::from_str(&json)
+                .map_err(|e| Error::Database(sqlx::Error::Decode(Box::new(e))))?,
+        };
+        let is_nan = is_nan != 0;
+        let point = Self {
+            value: validation::read_metric_value(row.value, is_nan),
+            timestamp: row.timestamp,
+            step: row.step,
+            model_id,
+            dataset_name,
+            dataset_digest,
+        };
+        Ok((point, is_nan))
+    }
+
+    /// The point as a metric of `key`.
+    pub fn into_metric(self, key: &str) -> Metric {
+        Metric {
+            value: self.value,
+            key: key.to_owned(),
+            timestamp: self.timestamp,
+            step: self.step,
+            model_id: self.model_id,
+            dataset_name: self.dataset_name,
+            dataset_digest: self.dataset_digest,
+            run_id: None,
+        }
+    }
 }
 
 /// What a write does with a point the run already has (same key, step, timestamp and value):
@@ -375,7 +432,7 @@ const HISTORY_CHUNK: usize = 1000;
 /// the page, the token of the next one.
 #[derive(Debug)]
 pub enum HistoryChunk {
-    Points(Vec<Metric>),
+    Points(Vec<HistoryPoint>),
     NextPageToken(String),
 }
 
@@ -400,7 +457,9 @@ impl Store {
         };
         while let Some(chunk) = chunks.next().await {
             match chunk? {
-                HistoryChunk::Points(points) => page.items.extend(points),
+                HistoryChunk::Points(points) => page
+                    .items
+                    .extend(points.into_iter().map(|point| point.into_metric(key))),
                 HistoryChunk::NextPageToken(token) => page.next_page_token = Some(token),
             }
         }
@@ -460,7 +519,6 @@ impl Store {
         builder.push(&format!(" ORDER BY {HISTORY_ORDER} LIMIT "));
         builder.bind(SqlValue::Int(max_results.saturating_add(1)));
         let limit = usize::try_from(max_results).unwrap_or(usize::MAX);
-        let key = key.to_owned();
         let (mut sender, receiver) = mpsc::channel(1);
         let pool = self.pool.clone();
         tokio::spawn(async move {
@@ -480,7 +538,7 @@ impl Store {
                             &builder.values
                         )
                         .fetch(&mut *tx);
-                        send_history(rows, &key, limit, &mut sender).await
+                        send_history(rows, limit, &mut sender).await
                     }
                     .await
                 }
@@ -490,7 +548,7 @@ impl Store {
                         &builder.values
                     )
                     .fetch(pool);
-                    send_history(rows, &key, limit, &mut sender).await
+                    send_history(rows, limit, &mut sender).await
                 }
             };
             if let Err(error) = sent {
@@ -502,11 +560,10 @@ impl Store {
     }
 }
 
-/// Sends `rows` of `key` (one page plus, when more follow, one row) in chunks, then the next
+/// Sends `rows` (one page plus, when more follow, one row) in chunks, then the next
 /// page's token if that extra row came. Stops early, without error, when the receiver hung up.
 async fn send_history(
     rows: impl Stream<Item = sqlx::Result<HistoryRow>>,
-    key: &str,
     limit: usize,
     sender: &mut mpsc::Sender<Result<HistoryChunk>>,
 ) -> Result<()> {
@@ -533,8 +590,10 @@ async fn send_history(
             return Ok(());
         }
         sent += 1;
-        last = Some((row.0, row.1, row.2, row.3));
-        chunk.push(history_point(key, row)?);
+        let stored_value = row.value;
+        let (point, is_nan) = HistoryPoint::read(row)?;
+        last = Some((point.step, point.timestamp, stored_value, is_nan));
+        chunk.push(point);
         if chunk.len() == HISTORY_CHUNK {
             let full = std::mem::replace(&mut chunk, Vec::with_capacity(HISTORY_CHUNK));
             if sender.send(Ok(HistoryChunk::Points(full))).await.is_err() {

@@ -122,6 +122,17 @@ impl TestServer {
         )
     }
 
+    /// The answer's bytes, for answers that must stay byte-identical.
+    async fn get_text(&self, path_and_query: &str) -> (u16, String) {
+        let response = self
+            .client
+            .get(format!("{}{path_and_query}", self.base))
+            .send()
+            .await
+            .unwrap();
+        (response.status().as_u16(), response.text().await.unwrap())
+    }
+
     async fn get(&self, path_and_query: &str) -> (u16, Value) {
         let response = self
             .client
@@ -159,6 +170,7 @@ on_both!(
     camel_case_and_run_uuid_are_accepted,
     get_searches_take_repeated_keys,
     special_floats_travel_as_strings,
+    history_pages_are_written_byte_for_byte,
     health_and_version_answer,
     hostile_paths_are_refused_and_change_nothing,
     artifacts_round_trip_and_list_like_mlflow,
@@ -413,6 +425,63 @@ async fn special_floats_travel_as_strings(server: TestServer) {
         history["metrics"][0]["value"],
         json!(f64::MAX),
         "infinity is clamped as in MLflow's SQL store"
+    );
+}
+
+/// get-history is encoded straight from the store's points, not through an owned metric per
+/// point: the bytes are MLflow's (field order, float format, special values, optional fields,
+/// escapes) in one page and across a page token, as they were when each point was a `Metric`.
+async fn history_pages_are_written_byte_for_byte(server: TestServer) {
+    let (_, run_id) = create_run(&server).await;
+    let key = "loss/train é";
+    let metrics = json!([
+        {"key": key, "value": "NaN", "timestamp": 5, "step": 0},
+        {"key": key, "value": 0.0, "timestamp": 5, "step": 1},
+        {"key": key, "value": "-Infinity", "timestamp": 5, "step": 2},
+        {"key": key, "value": 0.1, "timestamp": 5, "step": 3, "model_id": "m-1",
+         "dataset_name": "q\"uote\\ \n", "dataset_digest": ""},
+        {"key": key, "value": 1e300, "timestamp": 3, "step": 4},
+        {"key": key, "value": 123456789.125, "timestamp": 5, "step": 4, "dataset_digest": "d"},
+    ]);
+    let (status, body) = server
+        .post(
+            "/api/2.0/mlflow/runs/log-batch",
+            json!({"run_id": run_id, "metrics": metrics}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let path = format!(
+        "/api/2.0/mlflow/metrics/get-history?run_id={run_id}&metric_key=loss%2Ftrain%20%C3%A9"
+    );
+    let point = |rest: &str| format!(r#"{{"key":"loss/train é",{rest}}}"#);
+    let points = [
+        point(r#""value":"NaN","timestamp":5,"step":0"#),
+        point(r#""value":0.0,"timestamp":5,"step":1"#),
+        point(r#""value":-1.7976931348623157e+308,"timestamp":5,"step":2"#),
+        point(
+            r#""value":0.1,"timestamp":5,"step":3,"dataset_name":"q\"uote\\ \n","model_id":"m-1""#,
+        ),
+        point(r#""value":1e+300,"timestamp":3,"step":4"#),
+        point(r#""value":123456789.125,"timestamp":5,"step":4,"dataset_digest":"d""#),
+    ];
+    let (status, whole) = server.get_text(&path).await;
+    assert_eq!(status, 200, "{whole}");
+    assert_eq!(whole, format!(r#"{{"metrics":[{}]}}"#, points.join(",")));
+    let (_, first) = server.get_text(&format!("{path}&max_results=3")).await;
+    let token = "eyJhZnRlciI6WzIsNSwtMS43OTc2OTMxMzQ4NjIzMTU3ZSszMDgsMF19";
+    assert_eq!(
+        first,
+        format!(
+            r#"{{"metrics":[{}],"next_page_token":"{token}"}}"#,
+            points[..3].join(",")
+        )
+    );
+    let (_, rest) = server
+        .get_text(&format!("{path}&max_results=3&page_token={token}"))
+        .await;
+    assert_eq!(
+        rest,
+        format!(r#"{{"metrics":[{}]}}"#, points[3..].join(","))
     );
 }
 

@@ -41,6 +41,7 @@ both_backends!(
     metric_history_pages_split_points_of_one_step,
     metric_history_streams_in_bounded_chunks,
     metric_history_keeps_optional_fields_exactly,
+    metric_history_reads_nan_beside_optional_fields,
     special_float_metrics_round_trip,
     nan_metrics_filter_and_sort_like_mlflow,
     run_search_filters_match_mlflow_semantics,
@@ -569,6 +570,49 @@ async fn metric_history_keeps_optional_fields_exactly(store: Store) {
         }
         assert_eq!(history, points, "pages of {page_size}");
     }
+}
+
+/// is_nan is read in the same column as the optional fields (NULL when a point has neither):
+/// a NaN point with or without them, and a point with them but a value, read back as written,
+/// whole and one point per page (each token then ends on one of them).
+async fn metric_history_reads_nan_beside_optional_fields(store: Store) {
+    let id = new_experiment(&store, "history-nan-fields").await;
+    let run = new_run(&store, id, "h", 1).await;
+    let mut points = vec![
+        Metric::new("m", f64::NAN, 5, 0),
+        Metric::new("m", f64::NAN, 5, 1),
+        Metric::new("m", 0.0, 5, 1),
+        Metric::new("m", f64::NAN, 6, 1),
+        Metric::new("m", 7.5, 5, 2),
+    ];
+    points[1].model_id = Some("m-1".into());
+    points[2].dataset_name = Some("train".into());
+    points[3].dataset_digest = Some("d".into());
+    store.log_batch(&run, &points, &[], &[]).await.unwrap();
+    let show = |m: &Metric| {
+        format!(
+            "{}/{}/{}/{:?}/{:?}/{:?}",
+            m.step, m.timestamp, m.value, m.model_id, m.dataset_name, m.dataset_digest
+        )
+    };
+    // (1, 5, 0.0) before (1, 5, NaN): NaN is stored as 0 with is_nan
+    let expected: Vec<String> = [0, 2, 1, 3, 4].iter().map(|&i| show(&points[i])).collect();
+    let whole = store.get_metric_history(&run, "m", None, "").await.unwrap();
+    assert_eq!(whole.items.iter().map(show).collect::<Vec<_>>(), expected);
+    let mut paged = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page = store
+            .get_metric_history(&run, "m", Some(1), &token)
+            .await
+            .unwrap();
+        paged.extend(page.items.iter().map(show));
+        match page.next_page_token {
+            Some(next) => token = next,
+            None => break,
+        }
+    }
+    assert_eq!(paged, expected);
 }
 
 /// A batch larger than one insert statement (SQLite writes it in chunks): repeats within and
