@@ -134,16 +134,8 @@ impl TestServer {
     }
 
     async fn get(&self, path_and_query: &str) -> (u16, Value) {
-        let response = self
-            .client
-            .get(format!("{}{path_and_query}", self.base))
-            .send()
-            .await
-            .unwrap();
-        (
-            response.status().as_u16(),
-            response.json().await.unwrap_or(Value::Null),
-        )
+        let (status, text) = self.get_text(path_and_query).await;
+        (status, serde_json::from_str(&text).unwrap_or(Value::Null))
     }
 }
 
