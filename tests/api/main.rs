@@ -122,6 +122,17 @@ impl TestServer {
         )
     }
 
+    /// Logs `metrics` (a JSON list of points) to `run_id` in one log-batch, which must succeed.
+    async fn log_metrics(&self, run_id: &str, metrics: Value) {
+        let (status, body) = self
+            .post(
+                "/api/2.0/mlflow/runs/log-batch",
+                json!({"run_id": run_id, "metrics": metrics}),
+            )
+            .await;
+        assert_eq!(status, 200, "{body}");
+    }
+
     /// The answer's bytes, for answers that must stay byte-identical.
     async fn get_text(&self, path_and_query: &str) -> (u16, String) {
         let response = self
@@ -395,13 +406,7 @@ async fn special_floats_travel_as_strings(server: TestServer) {
         {"key": "nan", "value": "NaN", "timestamp": 1, "step": 0},
         {"key": "pinf", "value": "Infinity", "timestamp": 1, "step": 0},
     ]);
-    let (status, body) = server
-        .post(
-            "/api/2.0/mlflow/runs/log-batch",
-            json!({"run_id": run_id, "metrics": metrics}),
-        )
-        .await;
-    assert_eq!(status, 200, "{body}");
+    server.log_metrics(&run_id, metrics).await;
     let (_, history) = server
         .get(&format!(
             "/api/2.0/mlflow/metrics/get-history?run_id={run_id}&metric_key=nan"
@@ -435,13 +440,7 @@ async fn history_pages_are_written_byte_for_byte(server: TestServer) {
         {"key": key, "value": 1e300, "timestamp": 3, "step": 4},
         {"key": key, "value": 123456789.125, "timestamp": 5, "step": 4, "dataset_digest": "d"},
     ]);
-    let (status, body) = server
-        .post(
-            "/api/2.0/mlflow/runs/log-batch",
-            json!({"run_id": run_id, "metrics": metrics}),
-        )
-        .await;
-    assert_eq!(status, 200, "{body}");
+    server.log_metrics(&run_id, metrics).await;
     let path = format!(
         "/api/2.0/mlflow/metrics/get-history?run_id={run_id}&metric_key=loss%2Ftrain%20%C3%A9"
     );

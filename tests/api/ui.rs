@@ -30,13 +30,7 @@ async fn log_points(server: &TestServer, run_id: &str, points: &[(i64, i64, f64)
             json!({"key": "loss", "value": value, "timestamp": timestamp, "step": step})
         })
         .collect();
-    let (status, body) = server
-        .post(
-            "/api/2.0/mlflow/runs/log-batch",
-            json!({"run_id": run_id, "metrics": metrics}),
-        )
-        .await;
-    assert_eq!(status, 200, "{body}");
+    server.log_metrics(run_id, Value::Array(metrics)).await;
 }
 
 /// A new registered model with version 1 made from the run's `model` folder; its name.
