@@ -16,6 +16,7 @@ use super::{new_experiment, new_run};
 crate::both_backends!(
     concurrent_single_point_writes_are_all_stored,
     a_failing_request_fails_alone_in_its_group,
+    a_group_mate_changing_a_new_param_fails_alone,
     a_group_the_database_refuses_is_written_request_by_request,
 );
 
@@ -226,6 +227,49 @@ async fn a_failing_request_fails_alone_in_its_group(store: Store) {
     assert_eq!(history.items.len(), 2);
     let dead = store.get_run(&deleted).await.unwrap();
     assert!(dead.metrics.is_empty() && !dead.tags.iter().any(|t| t.key == "t"));
+}
+
+/// Every key of the group is new to the database (the group's insert writes all its rows, so
+/// nothing is read back), yet a group-mate sending another value for the same key is refused.
+async fn a_group_mate_changing_a_new_param_fails_alone(store: Store) {
+    let id = new_experiment(&store, "group-new-params").await;
+    let run = new_run(&store, id, "r", 1).await;
+    let runs = [run.clone()];
+    let before = store.group_commit_stats();
+    let writes = [
+        Write::Param("0", KeyValue::new("batch", "32")),
+        Write::Param("0", KeyValue::new("lr", "0.1")),
+        Write::Param("0", KeyValue::new("batch", "64")),
+        Write::Param("0", KeyValue::new("batch", "32")),
+    ];
+    let answers = join_all(writes.into_iter().map(|write| send(&store, &runs, write))).await;
+    let after = store.group_commit_stats();
+    assert_eq!(
+        (
+            after.groups - before.groups,
+            after.requests - before.requests
+        ),
+        (1, 4),
+        "one group"
+    );
+    let changed = format!(
+        "Changing param values is not allowed. Param with key='batch' was already logged with \
+         value='32' for run ID='{run}'. Attempted logging new value '64'."
+    );
+    assert!(
+        matches!(
+            answers.as_slice(),
+            [Ok(()), Ok(()), Err(Error::Invalid(message)), Ok(())] if *message == changed
+        ),
+        "{answers:?}"
+    );
+    let stored = store.get_run(&run).await.unwrap();
+    let params: Vec<(&str, &str)> = stored
+        .params
+        .iter()
+        .map(|p| (p.key.as_str(), p.value.as_str()))
+        .collect();
+    assert_eq!(params, [("batch", "32"), ("lr", "0.1")]);
 }
 
 async fn a_group_the_database_refuses_is_written_request_by_request(store: Store) {

@@ -405,15 +405,21 @@ impl Outcome {
         );
     }
 
-    /// `(run, key, value)` params that this group stored itself.
-    fn record_logged_params(&mut self, logged: &[(&str, &str, &str)]) {
+    /// Records the group's writable `(run, key, value)` params as stored when its insert wrote
+    /// every one of them (`inserted` rows); false when some key was stored before, so the
+    /// stored values must be read back. The usual case: a param is logged once.
+    fn record_params_if_all_new(&mut self, params: &[(&str, &str, &str)], inserted: u64) -> bool {
+        if usize::try_from(inserted).ok() != Some(params.len()) {
+            return false;
+        }
         self.params
-            .extend(logged.iter().map(|(run_id, key, value)| {
+            .extend(params.iter().map(|(run_id, key, value)| {
                 (
                     ((*run_id).to_owned(), (*key).to_owned()),
                     (*value).to_owned(),
                 )
             }));
+        true
     }
 
     /// Whether the member's run accepts writes from the member's workspace.
@@ -496,7 +502,8 @@ const POSTGRES_METRICS: &str = concat!(
      SELECT run_uuid, lifecycle_stage, workspace FROM found"
 );
 
-/// Params and tags: `$3..$6` the rows; `$on_conflict` what a stored key does.
+/// Params and tags: `$3..$6` the rows; `$on_conflict` what a stored key does. Each found run
+/// comes with how many rows the statement inserted or updated.
 macro_rules! postgres_key_values {
     ($table:literal, $on_conflict:literal) => {
         concat!(
@@ -509,7 +516,9 @@ macro_rules! postgres_key_values {
             postgres_writable!("p"),
             " ON CONFLICT (run_uuid, key) ",
             $on_conflict,
-            ") SELECT run_uuid, lifecycle_stage, workspace FROM found"
+            " RETURNING 1) \
+             SELECT run_uuid, lifecycle_stage, workspace, (SELECT count(*) FROM written) AS written \
+             FROM found"
         )
     };
 }
@@ -573,38 +582,58 @@ async fn postgres_statements(
                 .await?,
         );
     }
-    for (statement, key_values) in [(POSTGRES_PARAMS, &rows.params), (POSTGRES_TAGS, &rows.tags)] {
-        if key_values.is_empty() {
-            continue;
-        }
-        runs.extend(
-            sqlx::query_as::<_, FoundRun>(statement)
-                .bind(&rows.run_ids)
-                .bind(LIFECYCLE_ACTIVE)
-                .bind(column(key_values, |row| row.run_id))
-                .bind(column(key_values, |row| row.workspace))
-                .bind(column(key_values, |row| row.key))
-                .bind(column(key_values, |row| row.value))
-                .fetch_all(&mut *connection)
-                .await?,
-        );
-    }
+    let params_inserted =
+        postgres_key_values(connection, POSTGRES_PARAMS, rows, &rows.params, &mut runs).await?;
+    postgres_key_values(connection, POSTGRES_TAGS, rows, &rows.tags, &mut runs).await?;
     let mut outcome = Outcome::new(runs);
-    let written: Vec<&KeyValueRow<'_>> = rows
-        .params
-        .iter()
-        .filter(|row| outcome.writable(row.run_id, row.workspace))
-        .collect();
-    if !written.is_empty() {
+    let params = outcome.writable_rows(&rows.params);
+    if !outcome.record_params_if_all_new(&params, params_inserted) {
         outcome.record_params(
             sqlx::query_as::<_, RunKeyValueRow>(POSTGRES_STORED_PARAMS)
-                .bind(column(&written, |row| row.run_id))
-                .bind(column(&written, |row| row.key))
+                .bind(column(&params, |(run_id, _, _)| *run_id))
+                .bind(column(&params, |(_, key, _)| *key))
                 .fetch_all(&mut *connection)
                 .await?,
         );
     }
     Ok(outcome)
+}
+
+/// A found run and the number of rows its key/value statement wrote.
+#[derive(sqlx::FromRow)]
+struct FoundRunWritten {
+    #[sqlx(flatten)]
+    run: FoundRun,
+    written: i64,
+}
+
+/// Writes `key_values` with `statement` (params or tags), adds the runs it found to `runs` and
+/// answers how many rows it inserted or updated (0 when there is nothing to write).
+async fn postgres_key_values(
+    connection: &mut PgConnection,
+    statement: &str,
+    rows: &GroupRows<'_>,
+    key_values: &[KeyValueRow<'_>],
+    runs: &mut Vec<FoundRun>,
+) -> sqlx::Result<u64> {
+    if key_values.is_empty() {
+        return Ok(0);
+    }
+    let found = sqlx::query_as::<_, FoundRunWritten>(statement)
+        .bind(&rows.run_ids)
+        .bind(LIFECYCLE_ACTIVE)
+        .bind(column(key_values, |row| row.run_id))
+        .bind(column(key_values, |row| row.workspace))
+        .bind(column(key_values, |row| row.key))
+        .bind(column(key_values, |row| row.value))
+        .fetch_all(&mut *connection)
+        .await?;
+    // count(*) is never negative
+    let written = found
+        .first()
+        .map_or(0, |row| u64::try_from(row.written).unwrap_or_default());
+    runs.extend(found.into_iter().map(|row| row.run));
+    Ok(written)
 }
 
 /// One column of `rows`, bound as an array.
@@ -645,11 +674,7 @@ async fn write_sqlite(pool: &SqlitePool, rows: &GroupRows<'_>) -> Result<Outcome
     let tags = outcome.writable_rows(&rows.tags);
     if !params.is_empty() {
         let inserted = sqlite_insert_key_values(&mut tx, "params", &params, "DO NOTHING").await?;
-        if usize::try_from(inserted).is_ok_and(|inserted| inserted == params.len()) {
-            // every row was new, so what is stored is what the group logged: nothing to read
-            // back (the usual case: a param is logged once)
-            outcome.record_logged_params(&params);
-        } else {
+        if !outcome.record_params_if_all_new(&params, inserted) {
             let mut read =
                 SqlBuilder::new("SELECT run_uuid, key, value FROM params WHERE run_uuid IN ");
             read.bind_list(
