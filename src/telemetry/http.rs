@@ -114,8 +114,29 @@ impl HttpMetrics {
             self.artifact_bytes_sent.load(Ordering::Relaxed),
         );
         render_pool(&mut out, store).await;
+        render_group_commit(&mut out, store);
         out
     }
+}
+
+/// Single-point writes (log-metric, log-parameter, set-tag) and the groups they were written in:
+/// requests per group is how much concurrent training loops share their commits.
+fn render_group_commit(out: &mut String, store: &Store) {
+    let stats = store.group_commit_stats();
+    single(
+        out,
+        "ferroflow_store_group_commits_total",
+        "counter",
+        "Groups of single-point run writes committed together.",
+        stats.groups,
+    );
+    single(
+        out,
+        "ferroflow_store_group_commit_requests_total",
+        "counter",
+        "Single-point run writes (log-metric, log-parameter, set-tag) written in those groups.",
+        stats.requests,
+    );
 }
 
 /// The pool's connections, and how long a connection took to get right now: a request

@@ -1,4 +1,5 @@
-//! `/metrics`, `/health` and `/ready`: the counters move with the requests served, and
+//! `/metrics`, `/health` and `/ready`: the counters move with the requests served (and the
+//! single-point writes' groups), and
 //! readiness (not liveness) follows the store.
 
 use super::{TestServer, create_run};
@@ -36,6 +37,8 @@ const CREATE_INF: &str = "ferroflow_http_request_duration_seconds_bucket{method=
 const UPLOADS: &str = "ferroflow_http_requests_total{method=\"PUT\",route=\"/api/2.0/mlflow-artifacts/artifacts/{*path}\",status=\"200\"}";
 const RECEIVED: &str = "ferroflow_artifact_bytes_received_total";
 const SENT: &str = "ferroflow_artifact_bytes_sent_total";
+const GROUPS: &str = "ferroflow_store_group_commits_total";
+const GROUPED: &str = "ferroflow_store_group_commit_requests_total";
 
 pub async fn metrics_move_with_requests_latency_and_artifact_bytes(server: TestServer) {
     let before = scrape(&server).await;
@@ -67,6 +70,24 @@ pub async fn metrics_move_with_requests_latency_and_artifact_bytes(server: TestS
     assert_eq!(put.status().as_u16(), 200);
     let got = server.client.get(&url).send().await.unwrap();
     assert_eq!(got.bytes().await.unwrap().len(), content.len());
+    // Three single-point writes one after the other: each is a group of its own.
+    for (path, body) in [
+        (
+            "runs/log-metric",
+            serde_json::json!({"run_id": run_id, "key": "loss", "value": 0.5, "timestamp": 1, "step": 0}),
+        ),
+        (
+            "runs/log-parameter",
+            serde_json::json!({"run_id": run_id, "key": "lr", "value": "0.1"}),
+        ),
+        (
+            "runs/set-tag",
+            serde_json::json!({"run_id": run_id, "key": "team", "value": "a"}),
+        ),
+    ] {
+        let (status, answer) = server.post(&format!("/api/2.0/mlflow/{path}"), body).await;
+        assert_eq!(status, 200, "{path}: {answer}");
+    }
 
     let after = scrape(&server).await;
     let moved = |series: &str| value(&after, series) - value(&before, series);
@@ -82,6 +103,7 @@ pub async fn metrics_move_with_requests_latency_and_artifact_bytes(server: TestS
     assert_eq!(moved(UPLOADS), 1.0);
     assert_eq!(moved(RECEIVED), content.len() as f64);
     assert_eq!(moved(SENT), content.len() as f64);
+    assert_eq!((moved(GROUPS), moved(GROUPED)), (3.0, 3.0), "{after}");
     assert_eq!(
         value(&after, "ferroflow_http_requests_in_flight"),
         1.0,
