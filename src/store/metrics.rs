@@ -647,15 +647,16 @@ async fn postgres_history(
     Ok(())
 }
 
-/// One chunk of SQLite history after `$after` (or from the start): SQLite packs the chunk's
+/// One chunk of SQLite history, from the start or after a position: SQLite packs the chunk's
 /// points into one text, a JSON array of `[step, timestamp, "value", extras]`. sqlx-sqlite
 /// hands every value of every row over from its worker thread (a copy, an `Arc` and a channel
-/// message per row, freed on the reader's thread): a point per row cost 3 times the raw
-/// read's time, a chunk per row costs one hand-over per chunk
-/// (e2e/bench/runs/2026-12-07-sqlhist2.md). The value travels as `%!.18e` text, 19
-/// significant digits from SQLite's extended-precision conversion: parsed (correctly rounded),
-/// it is the stored double, bit for bit (`%!.15g` and 17 digits have less margin). The
-/// subquery's ORDER BY with LIMIT feeds the aggregate in the history's order.
+/// message each, freed on the reader's thread), which made a point per row cost about twice
+/// the raw read; a chunk per row is one hand-over per 1000 points
+/// (e2e/bench/runs/2026-12-07-sqlhist2.md). The value travels as `%!.18e` text: 19
+/// significant digits from SQLite's extended-precision conversion (SQLite 3.43+), well within
+/// half an ulp of the stored double, so the correctly rounded parse gives it back bit for
+/// bit (`%!.15g`, SQLite's own text, does not; 17 digits leave less margin). The subquery's
+/// ORDER BY with LIMIT feeds the aggregate in the history's order.
 fn sqlite_history_chunk_sql(after: bool) -> String {
     format!(
         "SELECT '[' || group_concat(printf('[%d,%d,\"%!.18e\",%s]', step, timestamp, value, \
@@ -732,6 +733,7 @@ async fn sqlite_history(
             return Ok(());
         }
         if got > left {
+            // the token is the page's last point (none when the page is empty: max_results 0)
             if let Some(last) = after.filter(|_| sent > 0) {
                 let _ = sender
                     .send(Ok(HistoryChunk::NextPageToken(last.token())))
