@@ -4,7 +4,7 @@
 use std::collections::BTreeMap;
 
 use futures::channel::mpsc;
-use futures::{SinkExt, Stream, StreamExt, TryStreamExt};
+use futures::{SinkExt, StreamExt, TryStreamExt};
 use sqlx::{PgConnection, SqliteConnection};
 
 use super::runs::FoundRun;
@@ -15,14 +15,9 @@ use super::{Backend, Error, LIFECYCLE_ACTIVE, Page, Pool, Result, Store, validat
 /// Largest page of metric history (MLflow's client asks for 25000 at a time).
 pub const MAX_HISTORY_PAGE: i64 = 25_000;
 
-/// A point of one run's history of one key, as [`history_columns`] reads it: step, timestamp,
-/// the stored value, and one column that is NULL unless the point is NaN or has a model_id,
-/// dataset_name or dataset_digest (then a JSON array of is_nan as 0/1 and the three). Read by
-/// position: the run and key are the request's. sqlx-sqlite copies every value of every row out
-/// of SQLite on its worker thread (a malloc under SQLite's allocator lock and an `Arc` per
-/// value, NULL or not, freed on the reader's thread), the bulk of a long history's cost there:
-/// 9 columns by name took 1.7 times the server CPU of 5 (e2e/bench/runs/2026-12-07-sqlread.md),
-/// and is_nan, rarely set, rides in the rarely set column (2026-12-07-sqlhist.md).
+/// A point of one run's history of one key, as Postgres hands it over ([`postgres_history`]):
+/// step, timestamp, the stored value, and [`history_extras`]. Read by position: the run and key
+/// are the request's.
 struct HistoryRow {
     step: i64,
     timestamp: i64,
@@ -49,8 +44,11 @@ where
     }
 }
 
-/// The select list of a [`HistoryRow`].
-fn history_columns(backend: Backend) -> String {
+/// One column per point that is NULL unless the point is NaN or has a model_id, dataset_name
+/// or dataset_digest (then a JSON array of is_nan as 0/1 and the three): each value handed
+/// over costs, NULL or not, and these are rarely set (e2e/bench/runs/2026-12-07-sqlread.md,
+/// 2026-12-07-sqlhist.md).
+fn history_extras(backend: Backend) -> String {
     let extras = match backend {
         Backend::Postgres => {
             "json_build_array(x.is_nan::int, x.model_id, x.dataset_name, x.dataset_digest)::text"
@@ -58,10 +56,13 @@ fn history_columns(backend: Backend) -> String {
         Backend::Sqlite => "json_array(x.is_nan, x.model_id, x.dataset_name, x.dataset_digest)",
     };
     format!(
-        "x.step, x.timestamp, x.value, CASE WHEN NOT x.is_nan AND x.model_id IS NULL \
-         AND x.dataset_name IS NULL AND x.dataset_digest IS NULL THEN NULL ELSE {extras} END"
+        "CASE WHEN NOT x.is_nan AND x.model_id IS NULL AND x.dataset_name IS NULL \
+         AND x.dataset_digest IS NULL THEN NULL ELSE {extras} END"
     )
 }
+
+/// What [`history_extras`] holds, parsed.
+type HistoryExtras = (u8, Option<String>, Option<String>, Option<String>);
 
 /// A point of one run's history of one key, as a history's reader hands it over: the run and
 /// key are the request's, so a point carries neither (no owned key per point, and the answer
@@ -77,24 +78,32 @@ pub struct HistoryPoint {
 }
 
 impl HistoryPoint {
-    /// The point of `row`, and whether its stored value stands for NaN (the page token keeps
-    /// the stored value and is_nan).
-    fn read(row: HistoryRow) -> Result<(Self, bool)> {
-        let (is_nan, model_id, dataset_name, dataset_digest): (u8, _, _, _) = match row.extras {
-            None => (0, None, None, None),
-            Some(json) => serde_json::from_str(&json)
-                .map_err(|e| Error::Database(sqlx::Error::Decode(Box::new(e))))?,
-        };
+    /// The point stored as `step`, `timestamp`, `value` and `extras`, and its place in the
+    /// history's order (the page token keeps the stored value and is_nan).
+    fn read(
+        step: i64,
+        timestamp: i64,
+        value: f64,
+        extras: Option<HistoryExtras>,
+    ) -> (Self, HistoryPosition) {
+        let (is_nan, model_id, dataset_name, dataset_digest) =
+            extras.unwrap_or((0, None, None, None));
         let is_nan = is_nan != 0;
         let point = Self {
-            value: validation::read_metric_value(row.value, is_nan),
-            timestamp: row.timestamp,
-            step: row.step,
+            value: validation::read_metric_value(value, is_nan),
+            timestamp,
+            step,
             model_id,
             dataset_name,
             dataset_digest,
         };
-        Ok((point, is_nan))
+        let position = HistoryPosition {
+            step,
+            timestamp,
+            value,
+            is_nan,
+        };
+        (point, position)
     }
 
     /// The point as a metric of `key`.
@@ -109,6 +118,59 @@ impl HistoryPoint {
             dataset_digest: self.dataset_digest,
             run_id: None,
         }
+    }
+}
+
+/// A point's place in the history's order ([`HISTORY_ORDER`]): where the next page, or on
+/// SQLite the next chunk, starts.
+#[derive(Debug, Clone, Copy)]
+struct HistoryPosition {
+    step: i64,
+    timestamp: i64,
+    /// the stored value (0 for NaN)
+    value: f64,
+    is_nan: bool,
+}
+
+impl HistoryPosition {
+    /// The token's shape (is_nan as 0/1) is the one every history page token has had.
+    fn token_keys() -> [SortKey; 4] {
+        [
+            SortKey::new("x.step", SortKind::Int, false, false),
+            SortKey::new("x.timestamp", SortKind::Int, false, false),
+            SortKey::new("x.value", SortKind::Float, false, false),
+            SortKey::new("x.is_nan", SortKind::Int, false, false),
+        ]
+    }
+
+    fn from_token(page_token: &str) -> Result<Option<Self>> {
+        let Some(after) = search::decode_page_token(page_token, &Self::token_keys())? else {
+            return Ok(None);
+        };
+        let [
+            TokenValue::Int(step),
+            TokenValue::Int(timestamp),
+            TokenValue::Float(value),
+            TokenValue::Int(is_nan),
+        ] = after.as_slice()
+        else {
+            return Err(Error::Invalid(format!("Invalid page token '{page_token}'")));
+        };
+        Ok(Some(Self {
+            step: *step,
+            timestamp: *timestamp,
+            value: *value,
+            is_nan: *is_nan != 0,
+        }))
+    }
+
+    fn token(&self) -> String {
+        search::encode_page_token(vec![
+            TokenValue::Int(self.step),
+            TokenValue::Int(self.timestamp),
+            TokenValue::Float(self.value),
+            TokenValue::Int(i64::from(self.is_nan)),
+        ])
     }
 }
 
@@ -480,75 +542,18 @@ impl Store {
         self.get_run_info(run_id).await?;
         let max_results =
             search::check_max_results(max_results.unwrap_or(MAX_HISTORY_PAGE), i64::MAX)?;
-        // the token's shape (is_nan as 0/1) is the one every history page token has had
-        let token_keys = [
-            SortKey::new("x.step", SortKind::Int, false, false),
-            SortKey::new("x.timestamp", SortKind::Int, false, false),
-            SortKey::new("x.value", SortKind::Float, false, false),
-            SortKey::new("x.is_nan", SortKind::Int, false, false),
-        ];
-        let after = search::decode_page_token(page_token, &token_keys)?;
-        let mut builder = SqlBuilder::new(&format!(
-            "SELECT {} FROM metrics x WHERE x.run_uuid = ",
-            history_columns(self.backend())
-        ));
-        builder.bind(SqlValue::Text(run_id.to_owned()));
-        builder.push(" AND x.key = ");
-        builder.bind(SqlValue::Text(key.to_owned()));
-        if let Some(after) = after {
-            // one row comparison, which both databases use as the index range's start (the
-            // OR-expanded keyset condition is only a filter there: page k re-read k pages)
-            let [
-                TokenValue::Int(step),
-                TokenValue::Int(timestamp),
-                TokenValue::Float(value),
-                TokenValue::Int(is_nan),
-            ] = after.as_slice()
-            else {
-                return Err(Error::Invalid(format!("Invalid page token '{page_token}'")));
-            };
-            builder.push(&format!(" AND ({HISTORY_ORDER}) > ("));
-            builder.bind_list([
-                SqlValue::Int(*step),
-                SqlValue::Int(*timestamp),
-                SqlValue::Float(*value),
-                SqlValue::Bool(*is_nan != 0),
-            ]);
-            builder.push(")");
-        }
-        builder.push(&format!(" ORDER BY {HISTORY_ORDER} LIMIT "));
-        builder.bind(SqlValue::Int(max_results.saturating_add(1)));
+        let after = HistoryPosition::from_token(page_token)?;
         let limit = usize::try_from(max_results).unwrap_or(usize::MAX);
         let (mut sender, receiver) = mpsc::channel(1);
         let pool = self.pool.clone();
+        let (run_id, key) = (run_id.to_owned(), key.to_owned());
         tokio::spawn(async move {
             let sent = match &pool {
                 Pool::Postgres(pool) => {
-                    // Postgres misjudges how many points one (run, key) holds (it multiplies
-                    // the two columns' frequencies) and then prefers a bitmap scan plus a sort
-                    // of the whole rest of the history, on disk, for every page: 6x slower
-                    // than reading the index in order. Sorting is never needed here.
-                    async {
-                        let mut tx = pool.begin().await?;
-                        sqlx::query("SET LOCAL enable_sort = off")
-                            .execute(&mut *tx)
-                            .await?;
-                        let rows = bind_values!(
-                            sqlx::query_as::<_, HistoryRow>(&builder.sql),
-                            &builder.values
-                        )
-                        .fetch(&mut *tx);
-                        send_history(rows, limit, &mut sender).await
-                    }
-                    .await
+                    postgres_history(pool, &run_id, &key, after, max_results, &mut sender).await
                 }
                 Pool::Sqlite(pool) => {
-                    let rows = bind_values!(
-                        sqlx::query_as::<_, HistoryRow>(&builder.sql),
-                        &builder.values
-                    )
-                    .fetch(pool);
-                    send_history(rows, limit, &mut sender).await
+                    sqlite_history(pool, &run_id, &key, after, limit, &mut sender).await
                 }
             };
             if let Err(error) = sent {
@@ -560,39 +565,74 @@ impl Store {
     }
 }
 
-/// Sends `rows` (one page plus, when more follow, one row) in chunks, then the next
-/// page's token if that extra row came. Stops early, without error, when the receiver hung up.
-async fn send_history(
-    rows: impl Stream<Item = sqlx::Result<HistoryRow>>,
-    limit: usize,
+/// Sends a page of Postgres history, read by one statement, in chunks.
+async fn postgres_history(
+    pool: &sqlx::PgPool,
+    run_id: &str,
+    key: &str,
+    after: Option<HistoryPosition>,
+    max_results: i64,
     sender: &mut mpsc::Sender<Result<HistoryChunk>>,
 ) -> Result<()> {
+    let mut builder = SqlBuilder::new(&format!(
+        "SELECT x.step, x.timestamp, x.value, {} FROM metrics x WHERE x.run_uuid = ",
+        history_extras(Backend::Postgres)
+    ));
+    builder.bind(SqlValue::Text(run_id.to_owned()));
+    builder.push(" AND x.key = ");
+    builder.bind(SqlValue::Text(key.to_owned()));
+    if let Some(after) = after {
+        // one row comparison, which both databases use as the index range's start (the
+        // OR-expanded keyset condition is only a filter there: page k re-read k pages)
+        builder.push(&format!(" AND ({HISTORY_ORDER}) > ("));
+        builder.bind_list([
+            SqlValue::Int(after.step),
+            SqlValue::Int(after.timestamp),
+            SqlValue::Float(after.value),
+            SqlValue::Bool(after.is_nan),
+        ]);
+        builder.push(")");
+    }
+    builder.push(&format!(" ORDER BY {HISTORY_ORDER} LIMIT "));
+    builder.bind(SqlValue::Int(max_results.saturating_add(1)));
+    let limit = usize::try_from(max_results).unwrap_or(usize::MAX);
+    // Postgres misjudges how many points one (run, key) holds (it multiplies the two columns'
+    // frequencies) and then prefers a bitmap scan plus a sort of the whole rest of the
+    // history, on disk, for every page: 6x slower than reading the index in order. Sorting
+    // is never needed here.
+    let mut tx = pool.begin().await?;
+    sqlx::query("SET LOCAL enable_sort = off")
+        .execute(&mut *tx)
+        .await?;
+    let rows = bind_values!(
+        sqlx::query_as::<_, HistoryRow>(&builder.sql),
+        &builder.values
+    )
+    .fetch(&mut *tx);
     let mut rows = std::pin::pin!(rows);
     let mut chunk = Vec::with_capacity(HISTORY_CHUNK.min(limit));
     let mut sent = 0;
-    let mut last = None;
+    let mut last: Option<HistoryPosition> = None;
     while let Some(row) = rows.try_next().await? {
         if sent == limit {
-            let token = last.map(|(step, timestamp, value, is_nan): (i64, i64, f64, bool)| {
-                search::encode_page_token(vec![
-                    TokenValue::Int(step),
-                    TokenValue::Int(timestamp),
-                    TokenValue::Float(value),
-                    TokenValue::Int(i64::from(is_nan)),
-                ])
-            });
             if !chunk.is_empty() && sender.send(Ok(HistoryChunk::Points(chunk))).await.is_err() {
                 return Ok(());
             }
-            if let Some(token) = token {
-                let _ = sender.send(Ok(HistoryChunk::NextPageToken(token))).await;
+            if let Some(last) = last {
+                let _ = sender
+                    .send(Ok(HistoryChunk::NextPageToken(last.token())))
+                    .await;
             }
             return Ok(());
         }
         sent += 1;
-        let stored_value = row.value;
-        let (point, is_nan) = HistoryPoint::read(row)?;
-        last = Some((point.step, point.timestamp, stored_value, is_nan));
+        let extras = row
+            .extras
+            .map(|json| serde_json::from_str(&json))
+            .transpose()
+            .map_err(decode_error)?;
+        let (point, position) = HistoryPoint::read(row.step, row.timestamp, row.value, extras);
+        last = Some(position);
         chunk.push(point);
         if chunk.len() == HISTORY_CHUNK {
             let full = std::mem::replace(&mut chunk, Vec::with_capacity(HISTORY_CHUNK));
@@ -605,6 +645,111 @@ async fn send_history(
         let _ = sender.send(Ok(HistoryChunk::Points(chunk))).await;
     }
     Ok(())
+}
+
+/// One chunk of SQLite history, from the start or after a position: SQLite packs the chunk's
+/// points into one text, a JSON array of `[step, timestamp, "value", extras]`. sqlx-sqlite
+/// hands every value of every row over from its worker thread (a copy, an `Arc` and a channel
+/// message each, freed on the reader's thread), which made a point per row cost about twice
+/// the raw read; a chunk per row is one hand-over per 1000 points
+/// (e2e/bench/runs/2026-12-07-sqlhist2.md). The value travels as `%!.18e` text: 19
+/// significant digits from SQLite's extended-precision conversion (SQLite 3.43+), well within
+/// half an ulp of the stored double, so the correctly rounded parse gives it back bit for
+/// bit (`%!.15g`, SQLite's own text, does not; 17 digits leave less margin). The subquery's
+/// ORDER BY with LIMIT feeds the aggregate in the history's order.
+fn sqlite_history_chunk_sql(after: bool) -> String {
+    format!(
+        "SELECT '[' || group_concat(printf('[%d,%d,\"%!.18e\",%s]', step, timestamp, value, \
+         coalesce(extras, 'null')), ',') || ']' \
+         FROM (SELECT x.step, x.timestamp, x.value, {extras} AS extras FROM metrics x \
+         WHERE x.run_uuid = ? AND x.key = ?{after} ORDER BY {HISTORY_ORDER} LIMIT ?)",
+        extras = history_extras(Backend::Sqlite),
+        after = if after {
+            format!(" AND ({HISTORY_ORDER}) > (?, ?, ?, ?)")
+        } else {
+            String::new()
+        },
+    )
+}
+
+/// A point of [`sqlite_history_chunk_sql`]'s array.
+#[derive(serde::Deserialize)]
+struct PackedPoint<'a>(i64, i64, &'a str, Option<HistoryExtras>);
+
+/// Sends a page of SQLite history in chunks, each read by one statement that starts where the
+/// last one ended, all in one read transaction: the page is one snapshot, as when one
+/// statement read it.
+async fn sqlite_history(
+    pool: &sqlx::SqlitePool,
+    run_id: &str,
+    key: &str,
+    mut after: Option<HistoryPosition>,
+    limit: usize,
+    sender: &mut mpsc::Sender<Result<HistoryChunk>>,
+) -> Result<()> {
+    let (from_start, from_after) = (
+        sqlite_history_chunk_sql(false),
+        sqlite_history_chunk_sql(true),
+    );
+    let mut tx = pool.begin().await?;
+    let mut sent = 0;
+    loop {
+        let left = limit - sent;
+        // the page's last chunk asks for one point more: whether a next page follows
+        let asked = left.saturating_add(1).min(HISTORY_CHUNK);
+        let sql = if after.is_some() {
+            &from_after
+        } else {
+            &from_start
+        };
+        let mut query = sqlx::query_scalar::<_, Option<String>>(sql)
+            .bind(run_id)
+            .bind(key);
+        if let Some(after) = after {
+            query = query
+                .bind(after.step)
+                .bind(after.timestamp)
+                .bind(after.value)
+                .bind(after.is_nan);
+        }
+        let packed = query
+            .bind(i64::try_from(asked).unwrap_or(i64::MAX))
+            .fetch_one(&mut *tx)
+            .await?;
+        let points: Vec<PackedPoint> = match &packed {
+            Some(json) => serde_json::from_str(json).map_err(decode_error)?,
+            None => Vec::new(),
+        };
+        let got = points.len();
+        let mut chunk = Vec::with_capacity(got.min(left));
+        for PackedPoint(step, timestamp, value, extras) in points.into_iter().take(left) {
+            let value = value.parse().map_err(decode_error)?;
+            let (point, position) = HistoryPoint::read(step, timestamp, value, extras);
+            after = Some(position);
+            chunk.push(point);
+        }
+        sent += chunk.len();
+        if !chunk.is_empty() && sender.send(Ok(HistoryChunk::Points(chunk))).await.is_err() {
+            return Ok(());
+        }
+        if got > left {
+            // the token is the page's last point (none when the page is empty: max_results 0)
+            if let Some(last) = after.filter(|_| sent > 0) {
+                let _ = sender
+                    .send(Ok(HistoryChunk::NextPageToken(last.token())))
+                    .await;
+            }
+            return Ok(());
+        }
+        if got < asked {
+            return Ok(());
+        }
+    }
+}
+
+/// A history value the database answered that does not parse.
+fn decode_error(error: impl std::error::Error + Send + Sync + 'static) -> Error {
+    Error::Database(sqlx::Error::Decode(Box::new(error)))
 }
 
 #[cfg(test)]
