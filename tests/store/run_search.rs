@@ -200,9 +200,11 @@ async fn metric_order_follows_mlflow_across_page_boundaries(store: Store) {
 }
 
 /// Runs of another experiment with the same metric, param and tag keys, values among the
-/// mixed experiment's (on SQLite a page ordered by a key is read off the key's index when the
-/// searched runs hold most of its rows, and driven by the runs otherwise: both must answer
-/// alike, without the other experiment's runs).
+/// mixed experiment's (on SQLite a page ordered by a key is read off the key's index, at most
+/// eight entries per row of the page, when the searched experiments hold enough runs, and
+/// driven by the runs otherwise; a walk that finds too few of the searched runs among the
+/// other's gives way to the general query: all must answer alike, without the other
+/// experiment's runs).
 async fn add_other_runs(store: &Store, experiment_id: i64, count: usize) {
     for i in 0..count {
         let run = store
