@@ -453,7 +453,7 @@ async fn key_order_pages_are_complete_when_matches_lie_past_a_walk(store: Store)
             .info
             .run_uuid;
         let mut params = vec![KeyValue::new("p", format!("{i:02}"))];
-        if i < 2 || i >= 30 {
+        if !(2..30).contains(&i) {
             params.push(KeyValue::new("q", "hit"));
         }
         store
