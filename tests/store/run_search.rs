@@ -15,6 +15,7 @@ crate::both_backends!(
     param_and_tag_filters_find_short_and_long_values,
     searched_runs_carry_all_their_data,
     key_orders_ignore_other_experiments_having_the_key,
+    key_order_pages_are_complete_when_matches_lie_past_a_walk,
 );
 
 /// The value of metric `m` of run `i`: NaN, missing (None) or a number with many ties.
@@ -200,9 +201,11 @@ async fn metric_order_follows_mlflow_across_page_boundaries(store: Store) {
 }
 
 /// Runs of another experiment with the same metric, param and tag keys, values among the
-/// mixed experiment's (on SQLite a page ordered by a key is read off the key's index when the
-/// searched runs hold most of its rows, and driven by the runs otherwise: both must answer
-/// alike, without the other experiment's runs).
+/// mixed experiment's (on SQLite a page ordered by a key is read off the key's index, at most
+/// eight entries per row of the page, when the searched experiments hold enough runs, and
+/// driven by the runs otherwise; a walk that finds too few of the searched runs among the
+/// other's gives way to the general query: all must answer alike, without the other
+/// experiment's runs).
 async fn add_other_runs(store: &Store, experiment_id: i64, count: usize) {
     for i in 0..count {
         let run = store
@@ -423,5 +426,59 @@ async fn searched_runs_carry_all_their_data(store: Store) {
         );
         assert_eq!(other.metrics.len(), usize::from(metric_of(i).is_some()));
         assert!(other.model_outputs.is_empty() && other.model_inputs.is_empty());
+    }
+}
+
+/// 40 runs with metric `m` = i and param `p` = i (zero-padded); `q` = "hit" on runs 0, 1 and
+/// 30 to 39. Pages of one run ordered by `m` or `p`: on SQLite the first page walks the key's
+/// index (16 entries per page of one) and finds the early hits, then none within reach, so the
+/// general query must answer; later pages walk again from the token. Every page must still be
+/// the right one, in both directions.
+async fn key_order_pages_are_complete_when_matches_lie_past_a_walk(store: Store) {
+    let id = store
+        .create_experiment("far", None, &[], "mlflow-artifacts:")
+        .await
+        .unwrap();
+    for i in 0..40_usize {
+        let run = store
+            .create_run(NewRun {
+                experiment_id: id,
+                user_id: "tester".into(),
+                run_name: Some(format!("r{i:02}")),
+                start_time: Some(1000),
+                tags: vec![],
+            })
+            .await
+            .unwrap()
+            .info
+            .run_uuid;
+        let mut params = vec![KeyValue::new("p", format!("{i:02}"))];
+        if !(2..30).contains(&i) {
+            params.push(KeyValue::new("q", "hit"));
+        }
+        store
+            .log_batch(&run, &[Metric::new("m", i as f64, 5, 1)], &params, &[])
+            .await
+            .unwrap();
+    }
+    let hits: Vec<String> = [0, 1]
+        .into_iter()
+        .chain(30..40)
+        .map(|i| format!("r{i:02}"))
+        .collect();
+    let reversed: Vec<String> = hits.iter().rev().cloned().collect();
+    for (order, expected) in [
+        ("metrics.m ASC", &hits),
+        ("metrics.m DESC", &reversed),
+        ("params.p ASC", &hits),
+        ("params.p DESC", &reversed),
+    ] {
+        for size in [1, 2, 1000] {
+            assert_eq!(
+                &names(&all_pages(&store, request(id, "params.q = 'hit'", &[order], size)).await),
+                expected,
+                "{order}, pages of {size}"
+            );
+        }
     }
 }
