@@ -77,6 +77,28 @@ async fn new_run(store: &Store, experiment_id: i64, name: &str, start_time: i64)
         .run_uuid
 }
 
+/// The whole history of `key`, read page after page of `page_size` as MlflowClient pages it;
+/// no page holds more than it asked for.
+async fn history_in_pages(store: &Store, run_id: &str, key: &str, page_size: i64) -> Vec<Metric> {
+    let mut read = Vec::new();
+    let mut token = String::new();
+    loop {
+        let page = store
+            .get_metric_history(run_id, key, Some(page_size), &token)
+            .await
+            .unwrap();
+        assert!(
+            page.items.len() as i64 <= page_size,
+            "a page of {page_size}"
+        );
+        read.extend(page.items);
+        match page.next_page_token {
+            Some(next) => token = next,
+            None => return read,
+        }
+    }
+}
+
 fn search(experiment_id: i64, filter: &str, order_by: &[&str]) -> RunSearch {
     RunSearch {
         experiment_ids: vec![experiment_id],
@@ -601,20 +623,8 @@ async fn metric_history_reads_nan_beside_optional_fields(store: Store) {
     let expected: Vec<String> = [0, 2, 1, 3, 4].iter().map(|&i| show(&points[i])).collect();
     let whole = store.get_metric_history(&run, "m", None, "").await.unwrap();
     assert_eq!(whole.items.iter().map(show).collect::<Vec<_>>(), expected);
-    let mut paged = Vec::new();
-    let mut token = String::new();
-    loop {
-        let page = store
-            .get_metric_history(&run, "m", Some(1), &token)
-            .await
-            .unwrap();
-        paged.extend(page.items.iter().map(show));
-        match page.next_page_token {
-            Some(next) => token = next,
-            None => break,
-        }
-    }
-    assert_eq!(paged, expected);
+    let paged = history_in_pages(&store, &run, "m", 1).await;
+    assert_eq!(paged.iter().map(show).collect::<Vec<_>>(), expected);
 }
 
 /// A batch larger than one insert statement (SQLite writes it in chunks): repeats within and
@@ -798,19 +808,11 @@ async fn metric_history_pages_in_step_order(store: Store) {
         .map(|step| Metric::new("acc", f64::from(step as i32) / 10.0, 1000 + step, step))
         .collect();
     store.log_batch(&run, &points, &[], &[]).await.unwrap();
-    let mut steps = Vec::new();
-    let mut token = String::new();
-    loop {
-        let page = store
-            .get_metric_history(&run, "acc", Some(10), &token)
-            .await
-            .unwrap();
-        steps.extend(page.items.iter().map(|m| m.step));
-        match page.next_page_token {
-            Some(next) => token = next,
-            None => break,
-        }
-    }
+    let steps: Vec<i64> = history_in_pages(&store, &run, "acc", 10)
+        .await
+        .iter()
+        .map(|m| m.step)
+        .collect();
     assert_eq!(steps, (0..25).collect::<Vec<_>>());
     assert!(
         store
@@ -868,20 +870,11 @@ async fn metric_history_pages_split_points_of_one_step(store: Store) {
         ]
     );
     for size in 1..=3 {
-        let mut paged = Vec::new();
-        let mut token = String::new();
-        loop {
-            let page = store
-                .get_metric_history(&run, "m", Some(size), &token)
-                .await
-                .unwrap();
-            assert!(page.items.len() <= size as usize);
-            paged.extend(page.items.iter().map(show));
-            match page.next_page_token {
-                Some(next) => token = next,
-                None => break,
-            }
-        }
+        let paged: Vec<String> = history_in_pages(&store, &run, "m", size)
+            .await
+            .iter()
+            .map(show)
+            .collect();
         assert_eq!(paged, whole, "pages of {size}");
     }
 }
@@ -938,19 +931,7 @@ async fn metric_history_values_read_back_bit_for_bit(store: Store) {
     };
     let logged = bits(&points);
     for page_size in [25_000, 1000, 999, 7] {
-        let mut read = Vec::new();
-        let mut token = String::new();
-        loop {
-            let page = store
-                .get_metric_history(&run, "v", Some(page_size), &token)
-                .await
-                .unwrap();
-            read.extend(page.items);
-            match page.next_page_token {
-                Some(next) => token = next,
-                None => break,
-            }
-        }
+        let read = history_in_pages(&store, &run, "v", page_size).await;
         assert_eq!(bits(&read), logged, "pages of {page_size}");
     }
 }
@@ -969,19 +950,11 @@ async fn metric_history_resumes_between_adjacent_doubles(store: Store) {
         store.log_batch(&run, batch, &[], &[]).await.unwrap();
     }
     for page_size in [25_000, 1000, 1001, 700] {
-        let mut read = Vec::new();
-        let mut token = String::new();
-        loop {
-            let page = store
-                .get_metric_history(&run, "n", Some(page_size), &token)
-                .await
-                .unwrap();
-            read.extend(page.items.iter().map(|m| m.value.to_bits() - first));
-            match page.next_page_token {
-                Some(next) => token = next,
-                None => break,
-            }
-        }
+        let read: Vec<u64> = history_in_pages(&store, &run, "n", page_size)
+            .await
+            .iter()
+            .map(|m| m.value.to_bits() - first)
+            .collect();
         assert_eq!(
             read,
             (0..2100).collect::<Vec<u64>>(),
