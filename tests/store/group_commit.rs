@@ -8,7 +8,7 @@
 
 use futures::future::join_all;
 
-use ferroflow::store::runs::{Metric, RUN_NAME_TAG};
+use ferroflow::store::runs::{GroupCommitStats, Metric, RUN_NAME_TAG};
 use ferroflow::store::{Backend, Error, KeyValue, Store};
 
 use super::{new_experiment, new_run};
@@ -38,6 +38,19 @@ async fn send(store: &Store, run_ids: &[String], write: Write) -> ferroflow::sto
         Write::Param(r, param) => store.log_param(&run(r), param).await,
         Write::Tag(r, tag) => store.set_run_tag(&run(r), tag).await,
     }
+}
+
+/// Since `before`, the store wrote exactly one group, of `requests` requests.
+fn assert_one_group(store: &Store, before: GroupCommitStats, requests: u64) {
+    let after = store.group_commit_stats();
+    assert_eq!(
+        (
+            after.groups - before.groups,
+            after.requests - before.requests
+        ),
+        (1, requests),
+        "one group"
+    );
 }
 
 async fn concurrent_single_point_writes_are_all_stored(store: Store) {
@@ -152,15 +165,7 @@ async fn a_failing_request_fails_alone_in_its_group(store: Store) {
             .map(|(store, write)| send(store, &runs, write)),
     )
     .await;
-    let after = store.group_commit_stats();
-    assert_eq!(
-        (
-            after.groups - before.groups,
-            after.requests - before.requests
-        ),
-        (1, 11),
-        "one group"
-    );
+    assert_one_group(&store, before, 11);
 
     let message = |answer: &ferroflow::store::Result<()>| match answer {
         Err(Error::Invalid(message)) => format!("invalid: {message}"),
@@ -243,15 +248,7 @@ async fn a_group_mate_changing_a_new_param_fails_alone(store: Store) {
         Write::Param("0", KeyValue::new("batch", "32")),
     ];
     let answers = join_all(writes.into_iter().map(|write| send(&store, &runs, write))).await;
-    let after = store.group_commit_stats();
-    assert_eq!(
-        (
-            after.groups - before.groups,
-            after.requests - before.requests
-        ),
-        (1, 4),
-        "one group"
-    );
+    assert_one_group(&store, before, 4);
     let changed = format!(
         "Changing param values is not allowed. Param with key='batch' was already logged with \
          value='32' for run ID='{run}'. Attempted logging new value '64'."
